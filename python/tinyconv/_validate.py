@@ -1,0 +1,102 @@
+"""Argument checking and conversion shared by the public wrappers around ``tinyconv._core``.
+
+The compiled kernels accept only C-contiguous float32/float64 arrays; everything a user may pass
+(lists, views, integer or float16 arrays) is converted here, explicitly, and anything that cannot be
+a real-valued tensor is rejected with a ``TypeError`` naming the argument.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+__all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array"]
+
+_REAL_KINDS = "biuf"
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_ndarray(value: object, name: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of real numbers, got {_describe(value)}") from exc
+    if arr.dtype.kind not in _REAL_KINDS:
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    return arr
+
+
+def float_dtype(*values: object) -> np.dtype:
+    """The compute dtype for a call: float32 when every floating input is float32 (or float16),
+    float64 when any is float64 or wider, and float64 when no input is floating."""
+    kinds = []
+    for v in values:
+        dt = getattr(v, "dtype", None)
+        if dt is None:
+            dt = np.asarray(v).dtype if not isinstance(v, (int, float)) else np.dtype(type(v))
+        kinds.append(np.dtype(dt))
+    floats = [d for d in kinds if d.kind == "f"]
+    if floats and all(d.itemsize <= 4 for d in floats):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_float_array(value: object, name: str, dtype: np.dtype | type, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """``value`` as a C-contiguous array of ``dtype`` (a copy only when needed)."""
+    arr = _as_ndarray(value, name)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must be {want}-dimensional, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def as_index_array(value: object, name: str) -> np.ndarray:
+    """``value`` as a C-contiguous int64 array; only integer (or bool-free integral) data."""
+    arr = _as_ndarray(value, name)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            pass  # integral floats (e.g. labels loaded as float) are fine
+        else:
+            raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def as_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    v = operator.index(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
+    if isinstance(value, numbers.Integral):
+        v = operator.index(value)
+        pair = (v, v)
+    else:
+        try:
+            items = tuple(value)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}") from None
+        if len(items) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
+        if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) for i in items):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
+        pair = (operator.index(items[0]), operator.index(items[1]))
+    if pair[0] < minimum or pair[1] < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {_describe(value)}")
+    return pair

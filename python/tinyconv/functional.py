@@ -1,0 +1,243 @@
+"""Forward and backward functions of every compute kernel, as plain functions on NumPy arrays.
+
+Layout is NCHW throughout. Each function accepts any array-like of real numbers (views, lists,
+integer dtypes): inputs are converted explicitly to one compute dtype, float32 when every floating
+input is float32 and float64 otherwise (see :func:`tinyconv._validate.float_dtype`), and outputs
+come back in that dtype. ``stride`` and ``pad`` are an int or an ``(h, w)`` pair.
+
+All work runs in the compiled core with the GIL released, on ``tinyconv.get_num_threads()`` threads;
+results are bitwise identical for any thread count.
+
+Shapes used below: ``x (N, C, H, W)``, filters ``W (FN, C, FH, FW)``, output
+``(N, FN, OH, OW)`` with ``OH = (H + 2*pad_h - FH) // stride_h + 1`` (likewise ``OW``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import as_float_array, as_index_array, as_pair, as_positive_int, float_dtype
+
+__all__ = [
+    "gemm",
+    "conv2d_forward",
+    "conv2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
+    "affine_forward",
+    "affine_backward",
+]
+
+
+def _input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, int, int]:
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple (N, C, H, W), got {shape!r}") from None
+    if len(dims) != 4:
+        raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {shape!r}")
+    return tuple(as_positive_int(d, f"{name}[{i}]") for i, d in enumerate(dims))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# GEMM
+
+
+def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """``alpha * op(a) @ op(b) + beta * c`` for 2-D arrays, op = transpose when ``trans_*``.
+
+    a: (M, K), or (K, M) with ``trans_a``; b: (K, N), or (N, K) with ``trans_b``; c: (M, N) or None
+    (then ``beta`` must be 0). Returns a new (M, N) array; ``c`` is not modified.
+    """
+    dt = float_dtype(a, b) if c is None else float_dtype(a, b, c)
+    a = as_float_array(a, "a", dt, ndim=2)
+    b = as_float_array(b, "b", dt, ndim=2)
+    if c is not None:
+        c = as_float_array(c, "c", dt, ndim=2)
+    return _core.gemm(a, b, c, float(alpha), float(beta), bool(trans_a), bool(trans_b))
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+
+
+def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
+    """2-D convolution (cross-correlation, as DLfS): ``y[n, f] = sum_c x[n, c] * W[f, c] + b[f]``.
+
+    x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW).
+    """
+    dt = float_dtype(x, W, b)
+    x = as_float_array(x, "x", dt, ndim=4)
+    W = as_float_array(W, "W", dt, ndim=4)
+    b = as_float_array(b, "b", dt, ndim=1)
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw)
+
+
+def conv2d_backward(dout, x, W, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d_forward`.
+
+    dout: (N, FN, OH, OW); x: (N, C, H, W); W: (FN, C, FH, FW). Returns (dx, dW, db) with the
+    shapes of x, W and (FN,).
+    """
+    dt = float_dtype(dout, x, W)
+    dout = as_float_array(dout, "dout", dt, ndim=4)
+    x = as_float_array(x, "x", dt, ndim=4)
+    W = as_float_array(W, "W", dt, ndim=4)
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+
+
+def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
+    """Max pooling. Padded positions never win (they act as -inf, like PyTorch; DLfS pads with
+    zeros, which differs when a window's real values are all negative). Ties go to the first
+    maximum in window order (row-major), as ``np.argmax``. Every window must hold at least one real
+    input, so ``pad < pool`` in each direction.
+
+    x: (N, C, H, W). Returns (y, argmax): y (N, C, OH, OW) and argmax (N, C, OH, OW) int64, the
+    flat index ``h * W + w`` of the winner inside its input plane.
+    """
+    x = as_float_array(x, "x", float_dtype(x), ndim=4)
+    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.max_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw)
+
+
+def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
+    """Gradient of :func:`max_pool2d_forward`: each ``dout`` value goes to its window's winner;
+    winners of overlapping windows accumulate.
+
+    dout: (N, C, OH, OW); argmax: (N, C, OH, OW) as returned by the forward pass;
+    input_shape: (N, C, H, W). Returns dx: (N, C, H, W).
+    """
+    dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
+    argmax = as_index_array(argmax, "argmax")
+    n, c, h, w = _input_shape(input_shape)
+    return _core.max_pool2d_backward(dout, argmax, n, c, h, w)
+
+
+def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """Average pooling; padded positions count as zeros (``count_include_pad``, the DLfS and
+    PyTorch default), so every window divides by ``pool_h * pool_w``.
+
+    x: (N, C, H, W). Returns y: (N, C, OH, OW).
+    """
+    x = as_float_array(x, "x", float_dtype(x), ndim=4)
+    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.avg_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw)
+
+
+def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d_forward`. dout: (N, C, OH, OW); returns dx: input_shape."""
+    dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
+    n, c, h, w = _input_shape(input_shape)
+    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.avg_pool2d_backward(dout, n, c, h, w, ph_, pw_, sh, sw, ph, pw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations
+
+
+def relu_forward(x) -> np.ndarray:
+    """``max(x, 0)`` elementwise, any shape."""
+    x = as_float_array(x, "x", float_dtype(x))
+    return _core.relu_forward(x)
+
+
+def relu_backward(dout, x) -> np.ndarray:
+    """``dout * (x > 0)``; dout and x have the same shape."""
+    dt = float_dtype(dout, x)
+    return _core.relu_backward(as_float_array(dout, "dout", dt), as_float_array(x, "x", dt))
+
+
+def sigmoid_forward(x) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` elementwise, computed without overflow for large ``|x|``."""
+    x = as_float_array(x, "x", float_dtype(x))
+    return _core.sigmoid_forward(x)
+
+
+def sigmoid_backward(dout, y) -> np.ndarray:
+    """``dout * y * (1 - y)`` where ``y`` is the forward output."""
+    dt = float_dtype(dout, y)
+    return _core.sigmoid_backward(as_float_array(dout, "dout", dt), as_float_array(y, "y", dt))
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax and loss
+
+
+def softmax(x) -> np.ndarray:
+    """Row-wise softmax of a 2-D array (a 1-D array is one row), stable for large logits."""
+    x = as_float_array(x, "x", float_dtype(x), ndim=(1, 2))
+    if x.ndim == 1:
+        return _core.softmax_forward(x[np.newaxis, :])[0]
+    return _core.softmax_forward(x)
+
+
+def _labels(t, x: np.ndarray, dt) -> np.ndarray:
+    arr = np.asarray(t) if not isinstance(t, np.ndarray) else t
+    if arr.ndim == 2:
+        return as_float_array(arr, "t", dt, ndim=2)
+    return as_index_array(arr, "t")
+
+
+def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of ``softmax(x)`` against targets ``t``.
+
+    x: (N, K) logits. t: (N,) integer labels in [0, K), or (N, K) target distributions (one-hot
+    labels or any rows summing to 1). Computed as a log-sum-exp, stable for large logits (DLfS adds
+    1e-7 inside the log instead). Returns (loss, y) with y = softmax(x), needed by the backward pass.
+    """
+    dt = float_dtype(x)
+    x = as_float_array(x, "x", dt, ndim=2)
+    return _core.softmax_cross_entropy_forward(x, _labels(t, x, dt))
+
+
+def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
+    """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * dout / N``."""
+    dt = float_dtype(y)
+    y = as_float_array(y, "y", dt, ndim=2)
+    return _core.softmax_cross_entropy_backward(y, _labels(t, y, dt), float(dout))
+
+
+# ----------------------------------------------------------------------------------------------
+# Affine
+
+
+def affine_forward(x, W, b) -> np.ndarray:
+    """``x @ W + b``. x: (N, D) (or (N, d1, d2, ...) flattened to (N, D)); W: (D, M); b: (M,).
+    Returns (N, M)."""
+    dt = float_dtype(x, W, b)
+    x = as_float_array(x, "x", dt)
+    if x.ndim == 0:
+        raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
+    x2 = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+    return _core.affine_forward(x2, as_float_array(W, "W", dt, ndim=2), as_float_array(b, "b", dt, ndim=1))
+
+
+def affine_backward(dout, x, W) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`affine_forward`: (dx, dW, db), dx shaped like the original ``x``."""
+    dt = float_dtype(dout, x, W)
+    dout = as_float_array(dout, "dout", dt, ndim=2)
+    x = as_float_array(x, "x", dt)
+    if x.ndim == 0:
+        raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
+    x2 = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2))
+    return dx.reshape(x.shape), dW, db
