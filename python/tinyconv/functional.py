@@ -155,13 +155,13 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
 
 
 def relu_forward(x) -> np.ndarray:
-    """``max(x, 0)`` elementwise, any shape."""
+    """``max(x, 0)`` elementwise, any shape (as DLfS: entries ``x <= 0`` become 0, NaN propagates)."""
     x = as_float_array(x, "x", float_dtype(x))
     return _core.relu_forward(x)
 
 
 def relu_backward(dout, x) -> np.ndarray:
-    """``dout * (x > 0)``; dout and x have the same shape."""
+    """``dout`` where ``x > 0`` (or NaN), else 0; dout and x have the same shape."""
     dt = float_dtype(dout, x)
     return _core.relu_backward(as_float_array(dout, "dout", dt), as_float_array(x, "x", dt))
 

@@ -1,0 +1,52 @@
+#include "activation.h"
+
+#include <cmath>
+
+namespace tinyconv {
+
+namespace {
+constexpr index_t kElementGrain = 1 << 15;
+}
+
+template <typename T>
+void relu_forward(T* y, const T* x, index_t size) {
+#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    for (index_t i = 0; i < size; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];
+}
+
+template <typename T>
+void relu_backward(T* dx, const T* dout, const T* x, index_t size) {
+#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    for (index_t i = 0; i < size; ++i) dx[i] = x[i] <= T(0) ? T(0) : dout[i];
+}
+
+template <typename T>
+void sigmoid_forward(T* y, const T* x, index_t size) {
+#pragma omp parallel for schedule(static) num_threads(threads_for(size, kElementGrain / 8))
+    for (index_t i = 0; i < size; ++i) {
+        const T v = x[i];
+        if (v >= T(0)) {
+            y[i] = T(1) / (T(1) + std::exp(-v));
+        } else {
+            const T e = std::exp(v);
+            y[i] = e / (T(1) + e);
+        }
+    }
+}
+
+template <typename T>
+void sigmoid_backward(T* dx, const T* dout, const T* y, index_t size) {
+#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    for (index_t i = 0; i < size; ++i) dx[i] = dout[i] * (T(1) - y[i]) * y[i];
+}
+
+#define TINYCONV_INSTANTIATE(T)                                        \
+    template void relu_forward<T>(T*, const T*, index_t);              \
+    template void relu_backward<T>(T*, const T*, const T*, index_t);   \
+    template void sigmoid_forward<T>(T*, const T*, index_t);           \
+    template void sigmoid_backward<T>(T*, const T*, const T*, index_t);
+TINYCONV_INSTANTIATE(float)
+TINYCONV_INSTANTIATE(double)
+#undef TINYCONV_INSTANTIATE
+
+}  // namespace tinyconv

@@ -1,0 +1,237 @@
+#include "conv.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "gemm.h"
+#include "im2col.h"
+
+namespace tinyconv {
+
+namespace {
+
+bool is_pointwise(const Window2d& g) {
+    return g.fh == 1 && g.fw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+}
+
+// Scratch for one image's worth of work, owned by one thread.
+template <typename T>
+struct ImageScratch {
+    std::vector<T> col;   // (C*FH*FW, OH*OW), unused for pointwise kernels
+    std::vector<T> dcol;  // same shape, backward only
+    std::vector<T> gemm;  // GEMM packing buffers
+    std::vector<T> dw;    // (FN, C*FH*FW) this image's dW, backward only
+    std::vector<T> db;    // (FN,)
+};
+
+// gemm_threads == 1: runs on the calling thread with the scratch's GEMM buffer (the caller is
+// parallel over images); > 1: the GEMMs themselves go parallel (few images, many threads).
+template <typename T>
+void gemm_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T* a, index_t lda,
+               bool ta, const T* b, index_t ldb, bool tb, index_t m, index_t nn, index_t k,
+               T beta) {
+    if (gemm_threads > 1)
+        gemm<T>(c, ldc, a, lda, ta, b, ldb, tb, m, nn, k, T(1), beta, gemm_threads);
+    else
+        gemm_serial<T>(c, ldc, a, lda, ta, b, ldb, tb, m, nn, k, T(1), beta, s.gemm.data());
+}
+
+template <typename T>
+void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t fn,
+                   const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
+    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+    const T* col = x;
+    if (!is_pointwise(g)) {
+        im2col_chans(s.col.data(), x, c, g);
+        col = s.col.data();
+    }
+    for (index_t f = 0; f < fn; ++f) std::fill(y + f * L, y + (f + 1) * L, b[f]);
+    gemm_step(s, gemm_threads, y, L, w, K, false, col, L, false, fn, L, K, T(1));
+}
+
+// dx[n] and this image's dW/db partials (into the scratch).
+template <typename T>
+void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, index_t fn,
+                    const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
+    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+    const bool pointwise = is_pointwise(g);
+    const T* col = x;
+    if (!pointwise) {
+        im2col_chans(s.col.data(), x, c, g);
+        col = s.col.data();
+    }
+    // dW_n (FN, K) = dout_n (FN, L) . col^T (L, K)
+    gemm_step(s, gemm_threads, s.dw.data(), K, dout, L, false, col, L, true, fn, K, L, T(0));
+    for (index_t f = 0; f < fn; ++f) {
+        const T* row = dout + f * L;
+        T sum = 0;
+        for (index_t l = 0; l < L; ++l) sum += row[l];
+        s.db[f] = sum;
+    }
+    // dcol (K, L) = W^T (K, FN) . dout_n (FN, L)
+    T* dcol = pointwise ? dx : s.dcol.data();
+    gemm_step(s, gemm_threads, dcol, L, w, K, true, dout, L, false, K, L, fn, T(0));
+    if (!pointwise) col2im_chans(dx, dcol, c, g);
+}
+
+template <typename T>
+ImageScratch<T> make_scratch(index_t c, index_t fn, const Window2d& g, bool backward,
+                             bool serial_gemm) {
+    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+    ImageScratch<T> s;
+    if (!is_pointwise(g)) {
+        s.col.resize(static_cast<size_t>(K * L));
+        if (backward) s.dcol.resize(static_cast<size_t>(K * L));
+    }
+    if (serial_gemm) {
+        index_t need = gemm_workspace_size<T>(fn, L, K);
+        if (backward)
+            need = std::max({need, gemm_workspace_size<T>(fn, K, L), gemm_workspace_size<T>(K, L, fn)});
+        s.gemm.resize(static_cast<size_t>(need));
+    }
+    if (backward) {
+        s.dw.resize(static_cast<size_t>(fn * K));
+        s.db.resize(static_cast<size_t>(fn));
+    }
+    return s;
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t c, index_t fn,
+                    const Window2d& g) {
+    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+    const index_t x_size = c * g.h * g.w, y_size = fn * L;
+    const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
+    if (n >= threads) {
+        // Enough images for every thread: one image per task, serial GEMMs.
+        std::vector<ImageScratch<T>> scratch;
+        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, false, true));
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (index_t i = 0; i < n; ++i) {
+#ifdef _OPENMP
+            ImageScratch<T>& s = scratch[omp_get_thread_num()];
+#else
+            ImageScratch<T>& s = scratch[0];
+#endif
+            forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, 1);
+        }
+    } else {
+        ImageScratch<T> s = make_scratch<T>(c, fn, g, false, false);
+        for (index_t i = 0; i < n; ++i)
+            forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, threads);
+    }
+}
+
+template <typename T>
+void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t n,
+                     index_t c, index_t fn, const Window2d& g) {
+    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+    const index_t x_size = c * g.h * g.w, y_size = fn * L;
+    const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
+    std::fill(dw, dw + fn * K, T(0));
+    std::fill(db, db + fn, T(0));
+    // Adds the partials of images [first, first + count), held by scratch[0..count), in order.
+    auto reduce_partials = [&](std::vector<ImageScratch<T>>& scratch, index_t count) {
+#pragma omp for schedule(static)
+        for (index_t e = 0; e < fn * K; ++e)
+            for (index_t t = 0; t < count; ++t) dw[e] += scratch[t].dw[e];
+#pragma omp single
+        for (index_t f = 0; f < fn; ++f)
+            for (index_t t = 0; t < count; ++t) db[f] += scratch[t].db[f];
+    };
+    if (n >= threads && threads > 1) {
+        // Rounds of `threads` images: each thread does one image, then all add the round's
+        // partials into dW/db in image order.
+        std::vector<ImageScratch<T>> scratch;
+        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, true, true));
+#pragma omp parallel num_threads(threads)
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num();
+#else
+            const int tid = 0;
+#endif
+            for (index_t first = 0; first < n; first += threads) {
+                const index_t i = first + tid;
+                if (i < n)
+                    backward_image(dx + i * x_size, dout + i * y_size, x + i * x_size, w, c, fn, g,
+                                   scratch[tid], 1);
+#pragma omp barrier
+                reduce_partials(scratch, std::min<index_t>(threads, n - first));
+            }
+        }
+    } else {
+        std::vector<ImageScratch<T>> scratch;
+        scratch.push_back(make_scratch<T>(c, fn, g, true, threads <= 1));
+        for (index_t i = 0; i < n; ++i) {
+            backward_image(dx + i * x_size, dout + i * y_size, x + i * x_size, w, c, fn, g,
+                           scratch[0], threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+            reduce_partials(scratch, 1);
+        }
+    }
+}
+
+template <typename T>
+void conv2d_forward_reference(T* y, const T* x, const T* w, const T* b, index_t n, index_t c,
+                              index_t fn, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow();
+    for (index_t i = 0; i < n; ++i)
+        for (index_t f = 0; f < fn; ++f)
+            for (index_t oh = 0; oh < OH; ++oh)
+                for (index_t ow = 0; ow < OW; ++ow) {
+                    T sum = b[f];
+                    for (index_t ci = 0; ci < c; ++ci)
+                        for (index_t fh = 0; fh < g.fh; ++fh)
+                            for (index_t fw = 0; fw < g.fw; ++fw) {
+                                const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                                sum += w[((f * c + ci) * g.fh + fh) * g.fw + fw] *
+                                       x[((i * c + ci) * g.h + ih) * g.w + iw];
+                            }
+                    y[((i * fn + f) * OH + oh) * OW + ow] = sum;
+                }
+}
+
+template <typename T>
+void conv2d_backward_reference(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
+                               index_t n, index_t c, index_t fn, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow();
+    std::fill(dx, dx + n * c * g.h * g.w, T(0));
+    std::fill(dw, dw + fn * c * g.fh * g.fw, T(0));
+    std::fill(db, db + fn, T(0));
+    for (index_t i = 0; i < n; ++i)
+        for (index_t f = 0; f < fn; ++f)
+            for (index_t oh = 0; oh < OH; ++oh)
+                for (index_t ow = 0; ow < OW; ++ow) {
+                    const T d = dout[((i * fn + f) * OH + oh) * OW + ow];
+                    db[f] += d;
+                    for (index_t ci = 0; ci < c; ++ci)
+                        for (index_t fh = 0; fh < g.fh; ++fh)
+                            for (index_t fw = 0; fw < g.fw; ++fw) {
+                                const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                                const index_t wi = ((f * c + ci) * g.fh + fh) * g.fw + fw;
+                                const index_t xi = ((i * c + ci) * g.h + ih) * g.w + iw;
+                                dw[wi] += d * x[xi];
+                                dx[xi] += d * w[wi];
+                            }
+                }
+}
+
+#define TINYCONV_INSTANTIATE(T)                                                                   \
+    template void conv2d_forward<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t,  \
+                                    const Window2d&);                                             \
+    template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, index_t, index_t,  \
+                                     index_t, const Window2d&);                                   \
+    template void conv2d_forward_reference<T>(T*, const T*, const T*, const T*, index_t, index_t, \
+                                              index_t, const Window2d&);                          \
+    template void conv2d_backward_reference<T>(T*, T*, T*, const T*, const T*, const T*, index_t, \
+                                               index_t, index_t, const Window2d&);
+TINYCONV_INSTANTIATE(float)
+TINYCONV_INSTANTIATE(double)
+#undef TINYCONV_INSTANTIATE
+
+}  // namespace tinyconv

@@ -1,0 +1,212 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+namespace tinyconv {
+
+// Each level's kernels, compiled from gemm_kernel.inc with that level's flags.
+#define TINYCONV_DECLARE_ISA(NS)                                                                 \
+    namespace NS {                                                                               \
+    template <typename T>                                                                        \
+    index_t workspace_size(index_t m, index_t n, index_t k);                                     \
+    template <typename T>                                                                        \
+    void gemm_packed(T* c, index_t ldc, const T* a, index_t rsa, index_t csa, const T* b,        \
+                     index_t rsb, index_t csb, index_t m, index_t n, index_t k, T alpha, T beta, \
+                     int nthreads, T* work);                                                     \
+    }
+TINYCONV_DECLARE_ISA(isa_generic)
+#ifdef TINYCONV_HAVE_AVX2
+TINYCONV_DECLARE_ISA(isa_avx2)
+#endif
+#ifdef TINYCONV_HAVE_AVX512
+TINYCONV_DECLARE_ISA(isa_avx512)
+#endif
+#undef TINYCONV_DECLARE_ISA
+
+namespace {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "generic";
+    }
+}
+
+bool cpu_runs(Isa isa) {
+    switch (isa) {
+        case Isa::generic: return true;
+#if defined(TINYCONV_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+        case Isa::avx2:
+            return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+#if defined(TINYCONV_HAVE_AVX512) && (defined(__GNUC__) || defined(__clang__))
+        case Isa::avx512:
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                   __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+        default: return false;
+    }
+}
+
+bool parse_isa(const std::string& name, Isa& out) {
+    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
+        if (name == isa_name(isa)) {
+            out = isa;
+            return true;
+        }
+    }
+    return false;
+}
+
+Isa best_isa() {
+    for (Isa isa : {Isa::avx512, Isa::avx2}) {
+        if (cpu_runs(isa)) return isa;
+    }
+    return Isa::generic;
+}
+
+// TINYCONV_ISA=avx2 (say) forces a level; an unknown or unsupported name falls back to the best.
+Isa initial_isa() {
+    Isa chosen;
+    if (const char* env = std::getenv("TINYCONV_ISA")) {
+        if (parse_isa(env, chosen) && cpu_runs(chosen)) return chosen;
+    }
+    return best_isa();
+}
+
+std::atomic<int> g_isa{static_cast<int>(initial_isa())};
+
+template <typename T>
+index_t workspace_size_for(Isa isa, index_t m, index_t n, index_t k) {
+    switch (isa) {
+#ifdef TINYCONV_HAVE_AVX512
+        case Isa::avx512: return isa_avx512::workspace_size<T>(m, n, k);
+#endif
+#ifdef TINYCONV_HAVE_AVX2
+        case Isa::avx2: return isa_avx2::workspace_size<T>(m, n, k);
+#endif
+        default: return isa_generic::workspace_size<T>(m, n, k);
+    }
+}
+
+template <typename T>
+void gemm_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool trans_a,
+                     const T* b, index_t ldb, bool trans_b, index_t m, index_t n, index_t k,
+                     T alpha, T beta, int nthreads, T* work) {
+    // Strides of element (i, k) of op(A) and (k, j) of op(B) in memory.
+    const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+    switch (isa) {
+#ifdef TINYCONV_HAVE_AVX512
+        case Isa::avx512:
+            return isa_avx512::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha,
+                                              beta, nthreads, work);
+#endif
+#ifdef TINYCONV_HAVE_AVX2
+        case Isa::avx2:
+            return isa_avx2::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha, beta,
+                                            nthreads, work);
+#endif
+        default:
+            return isa_generic::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha,
+                                               beta, nthreads, work);
+    }
+}
+
+// k == 0: the product is empty, C = beta * C.
+template <typename T>
+void scale_c(T* c, index_t ldc, index_t m, index_t n, T beta) {
+    for (index_t i = 0; i < m; ++i) {
+        T* row = c + i * ldc;
+        for (index_t j = 0; j < n; ++j) row[j] = beta == T(0) ? T(0) : beta * row[j];
+    }
+}
+
+}  // namespace
+
+// The largest need of any level: the level may be switched between sizing and use.
+template <typename T>
+index_t gemm_workspace_size(index_t m, index_t n, index_t k) {
+    index_t size = 0;
+    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic})
+        size = std::max(size, workspace_size_for<T>(isa, m, n, k));
+    return size;
+}
+
+template <typename T>
+void gemm_serial(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b, index_t ldb,
+                 bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta, T* work) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) return scale_c(c, ldc, m, n, beta);
+    gemm_packed_for<T>(static_cast<Isa>(g_isa.load()), c, ldc, a, lda, trans_a, b, ldb, trans_b,
+                       m, n, k, alpha, beta, 1, work);
+}
+
+template <typename T>
+void gemm(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b, index_t ldb,
+          bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta, int nthreads) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) return scale_c(c, ldc, m, n, beta);
+    const Isa isa = static_cast<Isa>(g_isa.load());
+    std::vector<T> work(static_cast<size_t>(workspace_size_for<T>(isa, m, n, k)));
+    const int threads = std::min(nthreads, threads_for(m * n * k, index_t(1) << 16));
+    gemm_packed_for<T>(isa, c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k, alpha, beta,
+                       std::max(1, threads), work.data());
+}
+
+template <typename T>
+void gemm_reference(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b,
+                    index_t ldb, bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta) {
+    for (index_t i = 0; i < m; ++i) {
+        for (index_t j = 0; j < n; ++j) {
+            T sum = 0;
+            for (index_t p = 0; p < k; ++p) {
+                const T av = trans_a ? a[p * lda + i] : a[i * lda + p];
+                const T bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+                sum += av * bv;
+            }
+            T& out = c[i * ldc + j];
+            out = beta == T(0) ? alpha * sum : alpha * sum + beta * out;
+        }
+    }
+}
+
+std::string gemm_isa() { return isa_name(static_cast<Isa>(g_isa.load())); }
+
+std::string gemm_available_isas() {
+    std::string out;
+    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
+        if (!cpu_runs(isa)) continue;
+        if (!out.empty()) out += ",";
+        out += isa_name(isa);
+    }
+    return out;
+}
+
+bool gemm_set_isa(const std::string& name) {
+    Isa isa;
+    if (!parse_isa(name, isa) || !cpu_runs(isa)) return false;
+    g_isa.store(static_cast<int>(isa));
+    return true;
+}
+
+#define TINYCONV_INSTANTIATE(T)                                                                   \
+    template index_t gemm_workspace_size<T>(index_t, index_t, index_t);                           \
+    template void gemm_serial<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool,   \
+                                 index_t, index_t, index_t, T, T, T*);                             \
+    template void gemm<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool, index_t, \
+                          index_t, index_t, T, T, int);                                           \
+    template void gemm_reference<T>(T*, index_t, const T*, index_t, bool, const T*, index_t,      \
+                                    bool, index_t, index_t, index_t, T, T);
+TINYCONV_INSTANTIATE(float)
+TINYCONV_INSTANTIATE(double)
+#undef TINYCONV_INSTANTIATE
+
+}  // namespace tinyconv

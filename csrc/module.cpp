@@ -1,0 +1,658 @@
+// The Python binding of the compute core: tinyconv._core (private; wrapped by tinyconv.functional).
+//
+// Every entry point validates all of its arguments before touching memory: dtype (float32 or
+// float64, the same for all arrays; the Python layer converts), C-contiguity, ndim, shapes,
+// stride >= 1, pad >= 0, window inside the padded input, and sizes whose products would overflow.
+// Errors: TypeError for dtypes/layout, ValueError for values and shapes, MemoryError for sizes that
+// cannot be allocated. The GIL is released while a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "activation.h"
+#include "affine.h"
+#include "conv.h"
+#include "gemm.h"
+#include "im2col.h"
+#include "loss.h"
+#include "parallel.h"
+#include "pool.h"
+
+namespace py = pybind11;
+using namespace tinyconv;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Validation helpers
+
+template <typename... Args>
+std::string cat(const Args&... args) {
+    std::ostringstream out;
+    (out << ... << args);
+    return out.str();
+}
+
+std::string shape_str(const py::array& a) {
+    std::ostringstream out;
+    out << "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) out << (i ? ", " : "") << a.shape(i);
+    out << (a.ndim() == 1 ? ",)" : ")");
+    return out.str();
+}
+
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+
+// The product of sizes, or MemoryError (std::bad_alloc) when it does not fit in 63 bits.
+index_t mul(std::initializer_list<index_t> sizes) {
+    index_t total = 1;
+    for (index_t v : sizes) {
+        if (v != 0 && total > std::numeric_limits<index_t>::max() / v) throw std::bad_alloc();
+        total *= v;
+    }
+    return total;
+}
+
+template <typename... Sizes>
+index_t mul(Sizes... sizes) {
+    return mul({static_cast<index_t>(sizes)...});
+}
+
+// Checks dtype and layout; returns the element type code ('f' float32, 'd' float64).
+char float_kind(const py::array& a, const char* name) {
+    const char kind = a.dtype().kind();
+    const auto size = a.dtype().itemsize();
+    if (kind != 'f' || (size != 4 && size != 8))
+        type_error(cat(name, " must be a float32 or float64 array, got dtype ", std::string(py::str(a.dtype()))));
+    if (!(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % size != 0)
+        type_error(cat(name, " must be C-contiguous and aligned (tinyconv.functional converts it for you)"));
+    return size == 4 ? 'f' : 'd';
+}
+
+void same_kind(const py::array& a, const char* an, const py::array& b, const char* bn) {
+    if (float_kind(a, an) != float_kind(b, bn))
+        type_error(cat(an, " and ", bn, " must have the same dtype, got ", std::string(py::str(a.dtype())), " and ",
+                       std::string(py::str(b.dtype()))));
+}
+
+void check_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
+    if (a.ndim() != ndim)
+        value_error(cat(name, " must be ", ndim, "-dimensional, got shape ", shape_str(a)));
+}
+
+void check_shape(const py::array& a, const char* name, const std::vector<index_t>& want) {
+    bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
+    for (size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
+    if (!ok) {
+        std::ostringstream w;
+        w << "(";
+        for (size_t i = 0; i < want.size(); ++i) w << (i ? ", " : "") << want[i];
+        w << (want.size() == 1 ? ",)" : ")");
+        value_error(cat(name, " must have shape ", w.str(), ", got ", shape_str(a)));
+    }
+}
+
+// Bounds every scalar size so that the products below cannot overflow unnoticed.
+constexpr index_t kMaxDim = index_t(1) << 40;
+
+Window2d make_window(index_t h, index_t w, index_t fh, index_t fw, index_t sh, index_t sw,
+                     index_t ph, index_t pw, const char* window_name) {
+    if (fh < 1 || fw < 1) value_error(cat(window_name, " must be >= 1, got (", fh, ", ", fw, ")"));
+    if (sh < 1 || sw < 1) value_error(cat("stride must be >= 1, got (", sh, ", ", sw, ")"));
+    if (ph < 0 || pw < 0) value_error(cat("pad must be >= 0, got (", ph, ", ", pw, ")"));
+    if (fh > kMaxDim || fw > kMaxDim || sh > kMaxDim || sw > kMaxDim || ph > kMaxDim || pw > kMaxDim)
+        value_error(cat(window_name, "/stride/pad are absurdly large: window (", fh, ", ", fw, "), stride (", sh,
+                        ", ", sw, "), pad (", ph, ", ", pw, ")"));
+    if (fh > h + 2 * ph || fw > w + 2 * pw)
+        value_error(cat(window_name, " (", fh, ", ", fw, ") is larger than the padded input (", h + 2 * ph, ", ",
+                        w + 2 * pw, ") = input (", h, ", ", w, ") + 2 * pad (", ph, ", ", pw, ")"));
+    return Window2d{h, w, fh, fw, sh, sw, ph, pw};
+}
+
+// Allocates a C-contiguous output array of the given shape and element type.
+template <typename T>
+py::array_t<T> empty(const std::vector<index_t>& shape) {
+    index_t total = 1;
+    for (index_t d : shape) total = mul(total, d);
+    if (total > (std::numeric_limits<index_t>::max() / static_cast<index_t>(sizeof(T)))) throw std::bad_alloc();
+    return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+template <typename T>
+T* ptr(py::array& a) {
+    return static_cast<T*>(a.mutable_data());
+}
+template <typename T>
+const T* cptr(const py::array& a) {
+    return static_cast<const T*>(a.data());
+}
+
+// Calls f(T{}) with T = float or double according to kind.
+template <typename F>
+auto dispatch(char kind, F&& f) {
+    if (kind == 'f') return f(float{});
+    return f(double{});
+}
+
+struct Nchw {
+    index_t n, c, h, w;
+};
+
+Nchw nchw(const py::array& x, const char* name) {
+    check_ndim(x, name, 4);
+    Nchw s{x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
+    if (s.c < 1 || s.h < 1 || s.w < 1)
+        value_error(cat(name, " must have C, H, W >= 1, got shape ", shape_str(x)));
+    return s;
+}
+
+Nchw nchw_from_ints(index_t n, index_t c, index_t h, index_t w) {
+    if (n < 0 || c < 1 || h < 1 || w < 1)
+        value_error(cat("input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, got (", n, ", ", c, ", ", h,
+                        ", ", w, ")"));
+    if (n > kMaxDim || c > kMaxDim || h > kMaxDim || w > kMaxDim) throw std::bad_alloc();
+    mul(n, c, h, w);
+    return Nchw{n, c, h, w};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_obj, double alpha,
+                  double beta, bool trans_a, bool trans_b) {
+    check_ndim(a, "a", 2);
+    check_ndim(b, "b", 2);
+    same_kind(a, "a", b, "b");
+    const index_t m = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
+    const index_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
+    if (k != kb)
+        value_error(cat("a and b do not multiply: op(a) is (", m, ", ", k, ") and op(b) is (", kb, ", ", n, ")"));
+    py::array out;
+    const char kind = float_kind(a, "a");
+    if (c_obj.is_none()) {
+        if (beta != 0.0) value_error(cat("beta must be 0 when c is None, got ", beta));
+        out = dispatch(kind, [&](auto t) -> py::array { return empty<decltype(t)>({m, n}); });
+    } else {
+        py::array c = py::reinterpret_borrow<py::array>(c_obj);
+        check_ndim(c, "c", 2);
+        same_kind(a, "a", c, "c");
+        check_shape(c, "c", {m, n});
+        out = py::array(c.dtype(), c.request().shape);
+        std::memcpy(out.mutable_data(), c.data(), static_cast<size_t>(c.nbytes()));
+    }
+    dispatch(kind, [&](auto t) {
+        using T = decltype(t);
+        T* cp = ptr<T>(out);
+        const T* ap = cptr<T>(a);
+        const T* bp = cptr<T>(b);
+        py::gil_scoped_release release;
+        gemm<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta),
+                num_threads());
+        return 0;
+    });
+    return out;
+}
+
+py::array py_im2col(const py::array& x, index_t fh, index_t fw, index_t sh, index_t sw, index_t ph,
+                    index_t pw) {
+    const Nchw s = nchw(x, "input_data");
+    const Window2d g = make_window(s.h, s.w, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
+    return dispatch(float_kind(x, "input_data"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array col = empty<T>({mul(s.n, g.oh(), g.ow()), mul(s.c, fh, fw)});
+        T* cp = ptr<T>(col);
+        const T* xp = cptr<T>(x);
+        py::gil_scoped_release release;
+        im2col<T>(cp, xp, s.n, s.c, g);
+        return col;
+    });
+}
+
+py::array py_col2im(const py::array& col, index_t n, index_t c, index_t h, index_t w, index_t fh,
+                    index_t fw, index_t sh, index_t sw, index_t ph, index_t pw) {
+    const Nchw s = nchw_from_ints(n, c, h, w);
+    const Window2d g = make_window(s.h, s.w, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
+    check_ndim(col, "col", 2);
+    check_shape(col, "col", {mul(s.n, g.oh(), g.ow()), mul(s.c, fh, fw)});
+    return dispatch(float_kind(col, "col"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array img = empty<T>({s.n, s.c, s.h, s.w});
+        T* ip = ptr<T>(img);
+        const T* cp = cptr<T>(col);
+        py::gil_scoped_release release;
+        col2im<T>(ip, cp, s.n, s.c, g);
+        return img;
+    });
+}
+
+struct ConvShapes {
+    Nchw x;
+    index_t fn;
+    Window2d g;
+};
+
+ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index_t sw, index_t ph,
+                       index_t pw) {
+    const Nchw s = nchw(x, "x");
+    check_ndim(W, "W", 4);
+    same_kind(x, "x", W, "W");
+    if (W.shape(0) < 1) value_error(cat("W must have at least one filter, got shape ", shape_str(W)));
+    if (W.shape(1) != s.c)
+        value_error(cat("W has ", W.shape(1), " input channels but x has ", s.c, ": W shape ", shape_str(W),
+                        ", x shape ", shape_str(x)));
+    const Window2d g = make_window(s.h, s.w, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
+    mul(s.n, W.shape(0), g.oh(), g.ow());
+    mul(s.c, g.fh, g.fw, g.oh(), g.ow());
+    return ConvShapes{s, W.shape(0), g};
+}
+
+py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::array& b, index_t sh,
+                            index_t sw, index_t ph, index_t pw) {
+    const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
+    same_kind(x, "x", b, "b");
+    check_shape(b, "b", {cs.fn});
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({cs.x.n, cs.fn, cs.g.oh(), cs.g.ow()});
+        T* yp = ptr<T>(y);
+        const T *xp = cptr<T>(x), *wp = cptr<T>(W), *bp = cptr<T>(b);
+        py::gil_scoped_release release;
+        conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
+        return y;
+    });
+}
+
+py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py::array& W,
+                             index_t sh, index_t sw, index_t ph, index_t pw) {
+    const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
+    same_kind(x, "x", dout, "dout");
+    check_shape(dout, "dout", {cs.x.n, cs.fn, cs.g.oh(), cs.g.ow()});
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
+        using T = decltype(t);
+        py::array dx = empty<T>({cs.x.n, cs.x.c, cs.x.h, cs.x.w});
+        py::array dw = empty<T>({cs.fn, cs.x.c, cs.g.fh, cs.g.fw});
+        py::array db = empty<T>({cs.fn});
+        T *dxp = ptr<T>(dx), *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
+        const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(W);
+        {
+            py::gil_scoped_release release;
+            conv2d_backward<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
+        }
+        return py::make_tuple(dx, dw, db);
+    });
+}
+
+Window2d pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t sh, index_t sw,
+                     index_t ph, index_t pw) {
+    return make_window(s.h, s.w, pool_h, pool_w, sh, sw, ph, pw, "pool (pool_h, pool_w)");
+}
+
+py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
+                                index_t sw, index_t ph, index_t pw) {
+    const Nchw s = nchw(x, "x");
+    const Window2d g = pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
+    if (ph >= pool_h || pw >= pool_w)
+        value_error(cat("pad (", ph, ", ", pw, ") must be smaller than the pool (", pool_h, ", ", pool_w,
+                        ") for max pooling: a window made only of padding has no maximum"));
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
+        using T = decltype(t);
+        py::array y = empty<T>({s.n, s.c, g.oh(), g.ow()});
+        py::array idx = empty<std::int64_t>({s.n, s.c, g.oh(), g.ow()});
+        T* yp = ptr<T>(y);
+        std::int64_t* ip = ptr<std::int64_t>(idx);
+        const T* xp = cptr<T>(x);
+        {
+            py::gil_scoped_release release;
+            max_pool2d_forward<T>(yp, ip, xp, s.n, s.c, g);
+        }
+        return py::make_tuple(y, idx);
+    });
+}
+
+py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax, index_t n,
+                                 index_t c, index_t h, index_t w) {
+    const Nchw s = nchw_from_ints(n, c, h, w);
+    check_ndim(dout, "dout", 4);
+    const char kind = float_kind(dout, "dout");
+    if (dout.shape(0) != s.n || dout.shape(1) != s.c)
+        value_error(cat("dout shape ", shape_str(dout), " does not match input_shape (", n, ", ", c, ", ", h, ", ",
+                        w, ") in N and C"));
+    if (argmax.dtype().kind() != 'i' || argmax.dtype().itemsize() != 8 || !(argmax.flags() & py::array::c_style))
+        type_error(cat("argmax must be a C-contiguous int64 array, got dtype ", std::string(py::str(argmax.dtype()))));
+    check_shape(argmax, "argmax",
+                {dout.shape(0), dout.shape(1), dout.shape(2), dout.shape(3)});
+    const index_t plane = s.h * s.w;
+    const std::int64_t* ap = cptr<std::int64_t>(argmax);
+    const index_t count = static_cast<index_t>(argmax.size());
+    for (index_t i = 0; i < count; ++i) {
+        if (ap[i] < 0 || ap[i] >= plane)
+            value_error(cat("argmax holds ", ap[i], " at flat position ", i, ", outside the input plane [0, ", plane,
+                            ") of H*W = ", s.h, "*", s.w));
+    }
+    return dispatch(kind, [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w});
+        T* dxp = ptr<T>(dx);
+        const T* dp = cptr<T>(dout);
+        const index_t out_plane = dout.shape(2) * dout.shape(3);
+        py::gil_scoped_release release;
+        max_pool2d_backward<T>(dxp, dp, ap, s.n * s.c, plane, out_plane);
+        return dx;
+    });
+}
+
+py::array py_avg_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
+                                index_t sw, index_t ph, index_t pw) {
+    const Nchw s = nchw(x, "x");
+    const Window2d g = pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({s.n, s.c, g.oh(), g.ow()});
+        T* yp = ptr<T>(y);
+        const T* xp = cptr<T>(x);
+        py::gil_scoped_release release;
+        avg_pool2d_forward<T>(yp, xp, s.n, s.c, g);
+        return y;
+    });
+}
+
+py::array py_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, index_t h, index_t w,
+                                 index_t pool_h, index_t pool_w, index_t sh, index_t sw, index_t ph,
+                                 index_t pw) {
+    const Nchw s = nchw_from_ints(n, c, h, w);
+    const Window2d g = pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
+    check_shape(dout, "dout", {s.n, s.c, g.oh(), g.ow()});
+    return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w});
+        T* dxp = ptr<T>(dx);
+        const T* dp = cptr<T>(dout);
+        py::gil_scoped_release release;
+        avg_pool2d_backward<T>(dxp, dp, s.n, s.c, g);
+        return dx;
+    });
+}
+
+// Elementwise: out has x's shape.
+template <typename Kernel>
+py::array unary(const py::array& x, const char* name, Kernel kernel) {
+    return dispatch(float_kind(x, name), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y(x.dtype(), x.request().shape);
+        T* yp = ptr<T>(y);
+        const T* xp = cptr<T>(x);
+        const index_t size = static_cast<index_t>(x.size());
+        py::gil_scoped_release release;
+        kernel(yp, xp, size);
+        return y;
+    });
+}
+
+template <typename Kernel>
+py::array binary(const py::array& dout, const py::array& other, const char* other_name, Kernel kernel) {
+    same_kind(dout, "dout", other, other_name);
+    if (!dout.request().shape.empty() || !other.request().shape.empty()) {
+        if (dout.request().shape != other.request().shape)
+            value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout), " and ",
+                            shape_str(other)));
+    }
+    return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array dx(dout.dtype(), dout.request().shape);
+        T* dxp = ptr<T>(dx);
+        const T *dp = cptr<T>(dout), *op = cptr<T>(other);
+        const index_t size = static_cast<index_t>(dout.size());
+        py::gil_scoped_release release;
+        kernel(dxp, dp, op, size);
+        return dx;
+    });
+}
+
+void check_logits(const py::array& x, const char* name) {
+    check_ndim(x, name, 2);
+    if (x.shape(1) < 1) value_error(cat(name, " must have at least one class column, got shape ", shape_str(x)));
+}
+
+// Labels (N,) int64 in [0, K), or targets (N, K) of x's dtype.
+const std::int64_t* check_targets(const py::array& x, const py::array& t, const char* xname) {
+    const index_t n = x.shape(0), k = x.shape(1);
+    if (t.ndim() == 1) {
+        if (t.dtype().kind() != 'i' || t.dtype().itemsize() != 8 || !(t.flags() & py::array::c_style))
+            type_error(cat("t (labels) must be a C-contiguous int64 array, got dtype ", std::string(py::str(t.dtype()))));
+        check_shape(t, "t", {n});
+        const std::int64_t* tp = cptr<std::int64_t>(t);
+        for (index_t i = 0; i < n; ++i)
+            if (tp[i] < 0 || tp[i] >= k)
+                value_error(cat("t holds label ", tp[i], " at position ", i, ", outside [0, ", k, ") for ", xname,
+                                " with ", k, " classes"));
+        return tp;
+    }
+    same_kind(x, xname, t, "t");
+    check_shape(t, "t", {n, k});
+    return nullptr;
+}
+
+py::array py_softmax_forward(const py::array& x) {
+    check_logits(x, "x");
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({x.shape(0), x.shape(1)});
+        T* yp = ptr<T>(y);
+        const T* xp = cptr<T>(x);
+        const index_t n = x.shape(0), k = x.shape(1);
+        py::gil_scoped_release release;
+        softmax_forward<T>(yp, xp, n, k);
+        return y;
+    });
+}
+
+py::tuple py_softmax_cross_entropy_forward(const py::array& x, const py::array& t) {
+    check_logits(x, "x");
+    if (x.shape(0) < 1) value_error(cat("x must hold at least one row to average the loss over, got shape ", shape_str(x)));
+    const std::int64_t* labels = check_targets(x, t, "x");
+    return dispatch(float_kind(x, "x"), [&](auto tag) -> py::tuple {
+        using T = decltype(tag);
+        py::array y = empty<T>({x.shape(0), x.shape(1)});
+        T* yp = ptr<T>(y);
+        const T* xp = cptr<T>(x);
+        const T* tp = labels ? nullptr : cptr<T>(t);
+        const index_t n = x.shape(0), k = x.shape(1);
+        T loss;
+        {
+            py::gil_scoped_release release;
+            loss = softmax_cross_entropy_forward<T>(yp, xp, labels, tp, n, k);
+        }
+        return py::make_tuple(static_cast<double>(loss), y);
+    });
+}
+
+py::array py_softmax_cross_entropy_backward(const py::array& y, const py::array& t, double dout) {
+    check_logits(y, "y");
+    if (y.shape(0) < 1) value_error(cat("y must hold at least one row, got shape ", shape_str(y)));
+    const std::int64_t* labels = check_targets(y, t, "y");
+    return dispatch(float_kind(y, "y"), [&](auto tag) -> py::array {
+        using T = decltype(tag);
+        py::array dx = empty<T>({y.shape(0), y.shape(1)});
+        T* dxp = ptr<T>(dx);
+        const T* yp = cptr<T>(y);
+        const T* tp = labels ? nullptr : cptr<T>(t);
+        const index_t n = y.shape(0), k = y.shape(1);
+        py::gil_scoped_release release;
+        softmax_cross_entropy_backward<T>(dxp, yp, labels, tp, T(dout), n, k);
+        return dx;
+    });
+}
+
+void affine_shapes(const py::array& x, const py::array& W, index_t& n, index_t& d, index_t& m) {
+    check_ndim(x, "x", 2);
+    check_ndim(W, "W", 2);
+    same_kind(x, "x", W, "W");
+    n = x.shape(0);
+    d = x.shape(1);
+    m = W.shape(1);
+    if (W.shape(0) != d)
+        value_error(cat("W must have x's ", d, " features as rows: x (flattened) ", shape_str(x), ", W ", shape_str(W)));
+}
+
+py::array py_affine_forward(const py::array& x, const py::array& W, const py::array& b) {
+    index_t n, d, m;
+    affine_shapes(x, W, n, d, m);
+    same_kind(x, "x", b, "b");
+    check_shape(b, "b", {m});
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({n, m});
+        T* yp = ptr<T>(y);
+        const T *xp = cptr<T>(x), *wp = cptr<T>(W), *bp = cptr<T>(b);
+        py::gil_scoped_release release;
+        affine_forward<T>(yp, xp, wp, bp, n, d, m);
+        return y;
+    });
+}
+
+py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& W) {
+    index_t n, d, m;
+    affine_shapes(x, W, n, d, m);
+    same_kind(x, "x", dout, "dout");
+    check_shape(dout, "dout", {n, m});
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
+        using T = decltype(t);
+        py::array dx = empty<T>({n, d}), dw = empty<T>({d, m}), db = empty<T>({m});
+        T *dxp = ptr<T>(dx), *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
+        const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(W);
+        {
+            py::gil_scoped_release release;
+            affine_backward<T>(dxp, dwp, dbp, dp, xp, wp, n, d, m);
+        }
+        return py::make_tuple(dx, dw, db);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+std::string compiler_name() {
+#if defined(__clang__)
+    return cat("Clang ", __clang_major__, ".", __clang_minor__, ".", __clang_patchlevel__);
+#elif defined(__GNUC__)
+    return cat("GCC ", __GNUC__, ".", __GNUC_MINOR__, ".", __GNUC_PATCHLEVEL__);
+#elif defined(_MSC_VER)
+    return cat("MSVC ", _MSC_VER);
+#else
+    return "unknown compiler";
+#endif
+}
+
+std::string openmp_version() {
+#ifdef _OPENMP
+    // _OPENMP is the release date (yyyymm) of the supported specification.
+    const int date = _OPENMP;
+    const char* version = date >= 202011 ? "5.1" : date >= 201811 ? "5.0" : date >= 201511 ? "4.5"
+                        : date >= 201307 ? "4.0" : date >= 201107 ? "3.1" : date >= 200805 ? "3.0" : "2.5";
+    return cat(version, " (_OPENMP=", date, ")");
+#else
+    return "built without OpenMP";
+#endif
+}
+
+// Vector width of the code built for the baseline (everything except the dispatched GEMM).
+int baseline_simd_bits() {
+#if defined(__AVX512F__)
+    return 512;
+#elif defined(__AVX__)
+    return 256;
+#elif defined(__SSE2__) || defined(_M_X64) || defined(__ARM_NEON) || defined(__aarch64__)
+    return 128;
+#else
+    return 0;
+#endif
+}
+
+int isa_simd_bits(const std::string& isa) {
+    if (isa == "avx512") return 512;
+    if (isa == "avx2") return 256;
+    return baseline_simd_bits();
+}
+
+py::dict config() {
+    py::dict d;
+    d["version"] = TINYCONV_VERSION;
+    d["compiler"] = compiler_name();
+    d["openmp"] = openmp_version();
+#ifdef _OPENMP
+    d["num_procs"] = omp_get_num_procs();
+#else
+    d["num_procs"] = 1;
+#endif
+    d["num_threads"] = num_threads();
+    d["isa"] = gemm_isa();
+    d["available_isas"] = gemm_available_isas();
+    d["simd_bits"] = isa_simd_bits(gemm_isa());
+    d["baseline_simd_bits"] = baseline_simd_bits();
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "tinyconv's compiled kernels (private: use tinyconv.functional)";
+
+    m.def("gemm", &py_gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"), py::arg("beta"),
+          py::arg("trans_a"), py::arg("trans_b"));
+    m.def("im2col", &py_im2col, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    m.def("col2im", &py_col2im, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
+          py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+          py::arg("pad_w"));
+    m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    m.def("conv2d_backward", &py_conv2d_backward, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    m.def("max_pool2d_forward", &py_max_pool2d_forward, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
+          py::arg("c"), py::arg("h"), py::arg("w"));
+    m.def("avg_pool2d_forward", &py_avg_pool2d_forward, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"), py::arg("h"),
+          py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
+          py::arg("pad_h"), py::arg("pad_w"));
+    m.def("relu_forward", [](const py::array& x) {
+        return unary(x, "x", [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
+    }, py::arg("x"));
+    m.def("relu_backward", [](const py::array& dout, const py::array& x) {
+        return binary(dout, x, "x", [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
+    }, py::arg("dout"), py::arg("x"));
+    m.def("sigmoid_forward", [](const py::array& x) {
+        return unary(x, "x", [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
+    }, py::arg("x"));
+    m.def("sigmoid_backward", [](const py::array& dout, const py::array& y) {
+        return binary(dout, y, "y", [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
+    }, py::arg("dout"), py::arg("y"));
+    m.def("softmax_forward", &py_softmax_forward, py::arg("x"));
+    m.def("softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
+    m.def("softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
+          py::arg("dout"));
+    m.def("affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
+    m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"));
+
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) value_error(cat("n must be >= 1, got ", n));
+        set_num_threads(n);
+    }, py::arg("n"));
+    m.def("get_num_threads", &num_threads);
+    m.def("set_isa", [](const std::string& name) {
+        if (!gemm_set_isa(name))
+            value_error(cat("isa must be one of the levels this CPU runs (", gemm_available_isas(), "), got '", name, "'"));
+    }, py::arg("isa"));
+    m.def("config", &config);
+}

@@ -1,0 +1,164 @@
+#include "pool.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tinyconv {
+
+namespace {
+// Grain for plane-parallel loops: a plane of this many outputs is worth a thread.
+constexpr index_t kPlaneGrain = 1 << 12;
+}  // namespace
+
+template <typename T>
+void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
+                        const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        const T* plane = x + p * g.h * g.w;
+        T* yp = y + p * OH * OW;
+        std::int64_t* ap = argmax + p * OH * OW;
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * g.sh - g.ph;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
+            for (index_t ow = 0; ow < OW; ++ow) {
+                const index_t w0 = ow * g.sw - g.pw;
+                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
+                index_t best_at = h_lo * g.w + w_lo;
+                T best = plane[best_at];
+                for (index_t ih = h_lo; ih < h_hi && !std::isnan(best); ++ih) {
+                    const T* row = plane + ih * g.w;
+                    for (index_t iw = w_lo; iw < w_hi; ++iw) {
+                        const T v = row[iw];
+                        if (v > best || std::isnan(v)) {
+                            best = v;
+                            best_at = ih * g.w + iw;
+                            if (std::isnan(v)) break;
+                        }
+                    }
+                }
+                yp[oh * OW + ow] = best;
+                ap[oh * OW + ow] = best_at;
+            }
+        }
+    }
+}
+
+template <typename T>
+void max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index_t planes,
+                         index_t plane_size, index_t out_plane_size) {
+    const index_t L = out_plane_size;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * (L + plane_size), kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        T* dxp = dx + p * plane_size;
+        std::fill(dxp, dxp + plane_size, T(0));
+        const T* dp = dout + p * L;
+        const std::int64_t* ap = argmax + p * L;
+        for (index_t l = 0; l < L; ++l) dxp[ap[l]] += dp[l];
+    }
+}
+
+template <typename T>
+void avg_pool2d_forward(T* y, const T* x, index_t n, index_t c, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+    const T area = T(g.fh * g.fw);
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        const T* plane = x + p * g.h * g.w;
+        T* yp = y + p * OH * OW;
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * g.sh - g.ph;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
+            for (index_t ow = 0; ow < OW; ++ow) {
+                const index_t w0 = ow * g.sw - g.pw;
+                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
+                T sum = 0;
+                for (index_t ih = h_lo; ih < h_hi; ++ih)
+                    for (index_t iw = w_lo; iw < w_hi; ++iw) sum += plane[ih * g.w + iw];
+                yp[oh * OW + ow] = sum / area;
+            }
+        }
+    }
+}
+
+template <typename T>
+void avg_pool2d_backward(T* dx, const T* dout, index_t n, index_t c, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow(), planes = n * c, plane_size = g.h * g.w;
+    const T area = T(g.fh * g.fw);
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        T* dxp = dx + p * plane_size;
+        std::fill(dxp, dxp + plane_size, T(0));
+        const T* dp = dout + p * OH * OW;
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * g.sh - g.ph;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
+            for (index_t ow = 0; ow < OW; ++ow) {
+                const index_t w0 = ow * g.sw - g.pw;
+                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
+                const T share = dp[oh * OW + ow] / area;
+                for (index_t ih = h_lo; ih < h_hi; ++ih)
+                    for (index_t iw = w_lo; iw < w_hi; ++iw) dxp[ih * g.w + iw] += share;
+            }
+        }
+    }
+}
+
+template <typename T>
+void max_pool2d_forward_reference(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
+                                  const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow();
+    for (index_t p = 0; p < n * c; ++p)
+        for (index_t oh = 0; oh < OH; ++oh)
+            for (index_t ow = 0; ow < OW; ++ow) {
+                bool found = false;
+                T best = 0;
+                index_t best_at = 0;
+                for (index_t fh = 0; fh < g.fh; ++fh)
+                    for (index_t fw = 0; fw < g.fw; ++fw) {
+                        const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                        if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                        const T v = x[(p * g.h + ih) * g.w + iw];
+                        if (!found || (!std::isnan(best) && (v > best || std::isnan(v)))) {
+                            best = v;
+                            best_at = ih * g.w + iw;
+                            found = true;
+                        }
+                    }
+                y[(p * OH + oh) * OW + ow] = best;
+                argmax[(p * OH + oh) * OW + ow] = best_at;
+            }
+}
+
+template <typename T>
+void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow();
+    for (index_t p = 0; p < n * c; ++p)
+        for (index_t oh = 0; oh < OH; ++oh)
+            for (index_t ow = 0; ow < OW; ++ow) {
+                T sum = 0;
+                for (index_t fh = 0; fh < g.fh; ++fh)
+                    for (index_t fw = 0; fw < g.fw; ++fw) {
+                        const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) sum += x[(p * g.h + ih) * g.w + iw];
+                    }
+                y[(p * OH + oh) * OW + ow] = sum / T(g.fh * g.fw);
+            }
+}
+
+#define TINYCONV_INSTANTIATE(T)                                                                   \
+    template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,            \
+                                        const Window2d&);                                         \
+    template void max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
+                                         index_t);                                                \
+    template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);         \
+    template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);        \
+    template void max_pool2d_forward_reference<T>(T*, std::int64_t*, const T*, index_t, index_t,  \
+                                                  const Window2d&);                               \
+    template void avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t, const Window2d&);
+TINYCONV_INSTANTIATE(float)
+TINYCONV_INSTANTIATE(double)
+#undef TINYCONV_INSTANTIATE
+
+}  // namespace tinyconv

@@ -1,0 +1,48 @@
+// Max and average pooling over (pool_h, pool_w) windows, NCHW, each (n, c) plane independently.
+//
+// Max: padded positions never win (they act as -inf, like PyTorch; DLfS pads with zeros). The
+// caller guarantees pad < pool in each direction, so every window holds at least one real input.
+// Ties go to the first maximum in row-major window order (as np.argmax); a NaN wins (propagates).
+// argmax holds the flat index h*W + w of the winner inside its input plane.
+// Average: padded positions count as zeros; every window divides by pool_h * pool_w.
+// Backward passes scatter into dx plane by plane, in a fixed order: overlapping windows
+// accumulate, and the result does not depend on the thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "geometry.h"
+
+namespace tinyconv {
+
+template <typename T>
+void max_pool2d_forward(T* y,                 // (N, C, OH, OW)
+                        std::int64_t* argmax,  // (N, C, OH, OW)
+                        const T* x,           // (N, C, H, W)
+                        index_t n, index_t c, const Window2d& g);
+// Needs only the plane sizes: argmax already says where each output came from.
+template <typename T>
+void max_pool2d_backward(T* dx,                      // (N, C, H, W)
+                         const T* dout,              // (N, C, OH, OW)
+                         const std::int64_t* argmax,  // (N, C, OH, OW), each in [0, H*W)
+                         index_t planes,             // N*C
+                         index_t plane_size,         // H*W
+                         index_t out_plane_size);    // OH*OW
+
+template <typename T>
+void avg_pool2d_forward(T* y,        // (N, C, OH, OW)
+                        const T* x,  // (N, C, H, W)
+                        index_t n, index_t c, const Window2d& g);
+template <typename T>
+void avg_pool2d_backward(T* dx,          // (N, C, H, W)
+                         const T* dout,  // (N, C, OH, OW)
+                         index_t n, index_t c, const Window2d& g);
+
+// Loops straight from the definition (every window position checked), the oracle.
+template <typename T>
+void max_pool2d_forward_reference(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
+                                  const Window2d& g);
+template <typename T>
+void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const Window2d& g);
+
+}  // namespace tinyconv

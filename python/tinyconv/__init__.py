@@ -1,0 +1,51 @@
+"""tinyconv: a small, fast convolutional-network library with the API of
+*Deep Learning from Scratch* and a C++17/OpenMP compute core.
+
+Quick tour::
+
+    import tinyconv
+    tinyconv.show_config()              # version, compiler, OpenMP, SIMD level, threads
+    from tinyconv.util import im2col    # DLfS's common/util.py, compiled
+    from tinyconv import functional as F
+    y = F.conv2d_forward(x, W, b, stride=1, pad=1)
+"""
+from __future__ import annotations
+
+from . import _core
+from ._validate import as_positive_int as _as_positive_int
+
+__version__: str = _core.config()["version"]
+
+__all__ = ["__version__", "set_num_threads", "get_num_threads", "config", "show_config"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in every kernel from now on (process-wide). The initial value is the
+    OpenMP default: ``OMP_NUM_THREADS`` if set, else the number of cores. Results do not depend on
+    it: every kernel gives bitwise identical output for any thread count."""
+    _core.set_num_threads(_as_positive_int(n, "n"))
+
+
+def get_num_threads() -> int:
+    """The number of threads the kernels use."""
+    return int(_core.get_num_threads())
+
+
+def config() -> dict:
+    """Build and runtime facts as a dict: version, compiler, openmp, num_procs, num_threads,
+    isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits."""
+    return dict(_core.config())
+
+
+def show_config() -> None:
+    """Print :func:`config` in a readable form."""
+    info = config()
+    lines = [
+        f"tinyconv {info['version']}",
+        f"  compiler:        {info['compiler']}",
+        f"  OpenMP:          {info['openmp']}",
+        f"  threads:         {info['num_threads']} (of {info['num_procs']} processors)",
+        f"  GEMM kernel ISA: {info['isa']} ({info['simd_bits']}-bit SIMD); runnable here: {info['available_isas']}",
+        f"  other kernels:   {info['baseline_simd_bits']}-bit SIMD (portable baseline build)",
+    ]
+    print("\n".join(lines))

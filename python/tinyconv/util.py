@@ -1,0 +1,43 @@
+"""Helpers from DLfS's ``common/util.py``, with the compute in the compiled core.
+
+``im2col``/``col2im`` keep DLfS's signatures and column layout: ``col`` has shape
+``(N*OH*OW, C*FH*FW)``, rows ordered (n, oh, ow), columns ordered (c, fh, fw). Beyond DLfS,
+``stride`` and ``pad`` may be ``(h, w)`` pairs and filters may be rectangular.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import as_float_array, as_pair, as_positive_int, float_dtype
+
+__all__ = ["im2col", "col2im", "conv_output_size"]
+
+
+def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
+    """Output length of a window of ``filter_size`` slid over ``input_size`` padded by ``pad``
+    on both sides, with ``stride``: ``(input_size + 2*pad - filter_size) // stride + 1``."""
+    return (input_size + 2 * pad - filter_size) // stride + 1
+
+
+def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+    """Unfold every (filter_h, filter_w) window of ``input_data`` (N, C, H, W) into a row.
+
+    Returns col: (N*OH*OW, C*filter_h*filter_w). Padded positions are zeros.
+    """
+    x = as_float_array(input_data, "input_data", float_dtype(input_data), ndim=4)
+    fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.im2col(x, fh, fw, sh, sw, ph, pw)
+
+
+def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+    """Fold ``col`` (N*OH*OW, C*filter_h*filter_w) back into an image of ``input_shape``
+    (N, C, H, W), adding up overlapping windows (the adjoint of :func:`im2col`)."""
+    from .functional import _input_shape
+
+    n, c, h, w = _input_shape(input_shape)
+    col = as_float_array(col, "col", float_dtype(col), ndim=2)
+    fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.col2im(col, n, c, h, w, fh, fw, sh, sw, ph, pw)
