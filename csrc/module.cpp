@@ -167,6 +167,7 @@ Nchw nchw_from_ints(index_t n, index_t c, index_t h, index_t w) {
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
+template <bool Reference>
 py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_obj, double alpha,
                   double beta, bool trans_a, bool trans_b) {
     check_ndim(a, "a", 2);
@@ -195,13 +196,17 @@ py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_ob
         const T* ap = cptr<T>(a);
         const T* bp = cptr<T>(b);
         py::gil_scoped_release release;
-        gemm<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta),
+        if constexpr (Reference)
+            gemm_reference<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta));
+        else
+            gemm<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta),
                 num_threads());
         return 0;
     });
     return out;
 }
 
+template <bool Reference>
 py::array py_im2col(const py::array& x, index_t fh, index_t fw, index_t sh, index_t sw, index_t ph,
                     index_t pw) {
     const Nchw s = nchw(x, "input_data");
@@ -212,11 +217,15 @@ py::array py_im2col(const py::array& x, index_t fh, index_t fw, index_t sh, inde
         T* cp = ptr<T>(col);
         const T* xp = cptr<T>(x);
         py::gil_scoped_release release;
-        im2col<T>(cp, xp, s.n, s.c, g);
+        if constexpr (Reference)
+            im2col_reference<T>(cp, xp, s.n, s.c, g);
+        else
+            im2col<T>(cp, xp, s.n, s.c, g);
         return col;
     });
 }
 
+template <bool Reference>
 py::array py_col2im(const py::array& col, index_t n, index_t c, index_t h, index_t w, index_t fh,
                     index_t fw, index_t sh, index_t sw, index_t ph, index_t pw) {
     const Nchw s = nchw_from_ints(n, c, h, w);
@@ -229,7 +238,10 @@ py::array py_col2im(const py::array& col, index_t n, index_t c, index_t h, index
         T* ip = ptr<T>(img);
         const T* cp = cptr<T>(col);
         py::gil_scoped_release release;
-        col2im<T>(ip, cp, s.n, s.c, g);
+        if constexpr (Reference)
+            col2im_reference<T>(ip, cp, s.n, s.c, g);
+        else
+            col2im<T>(ip, cp, s.n, s.c, g);
         return img;
     });
 }
@@ -255,6 +267,7 @@ ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index
     return ConvShapes{s, W.shape(0), g};
 }
 
+template <bool Reference>
 py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::array& b, index_t sh,
                             index_t sw, index_t ph, index_t pw) {
     const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
@@ -266,11 +279,15 @@ py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::ar
         T* yp = ptr<T>(y);
         const T *xp = cptr<T>(x), *wp = cptr<T>(W), *bp = cptr<T>(b);
         py::gil_scoped_release release;
-        conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
+        if constexpr (Reference)
+            conv2d_forward_reference<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
+        else
+            conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
         return y;
     });
 }
 
+template <bool Reference>
 py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py::array& W,
                              index_t sh, index_t sw, index_t ph, index_t pw) {
     const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
@@ -285,6 +302,9 @@ py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py
         const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(W);
         {
             py::gil_scoped_release release;
+            if constexpr (Reference)
+            conv2d_backward_reference<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
+        else
             conv2d_backward<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
         }
         return py::make_tuple(dx, dw, db);
@@ -296,6 +316,7 @@ Window2d pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t sh, 
     return make_window(s.h, s.w, pool_h, pool_w, sh, sw, ph, pw, "pool (pool_h, pool_w)");
 }
 
+template <bool Reference>
 py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
                                 index_t sw, index_t ph, index_t pw) {
     const Nchw s = nchw(x, "x");
@@ -312,6 +333,9 @@ py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
         const T* xp = cptr<T>(x);
         {
             py::gil_scoped_release release;
+            if constexpr (Reference)
+            max_pool2d_forward_reference<T>(yp, ip, xp, s.n, s.c, g);
+        else
             max_pool2d_forward<T>(yp, ip, xp, s.n, s.c, g);
         }
         return py::make_tuple(y, idx);
@@ -350,6 +374,7 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     });
 }
 
+template <bool Reference>
 py::array py_avg_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
                                 index_t sw, index_t ph, index_t pw) {
     const Nchw s = nchw(x, "x");
@@ -360,7 +385,10 @@ py::array py_avg_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
         T* yp = ptr<T>(y);
         const T* xp = cptr<T>(x);
         py::gil_scoped_release release;
-        avg_pool2d_forward<T>(yp, xp, s.n, s.c, g);
+        if constexpr (Reference)
+            avg_pool2d_forward_reference<T>(yp, xp, s.n, s.c, g);
+        else
+            avg_pool2d_forward<T>(yp, xp, s.n, s.c, g);
         return y;
     });
 }
@@ -606,22 +634,22 @@ py::dict config() {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "tinyconv's compiled kernels (private: use tinyconv.functional)";
 
-    m.def("gemm", &py_gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"), py::arg("beta"),
+    m.def("gemm", &py_gemm<false>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"), py::arg("beta"),
           py::arg("trans_a"), py::arg("trans_b"));
-    m.def("im2col", &py_im2col, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
+    m.def("im2col", &py_im2col<false>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    m.def("col2im", &py_col2im, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
+    m.def("col2im", &py_col2im<false>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
           py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
           py::arg("pad_w"));
-    m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
+    m.def("conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
           py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    m.def("conv2d_backward", &py_conv2d_backward, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
+    m.def("conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
           py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    m.def("max_pool2d_forward", &py_max_pool2d_forward, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+    m.def("max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
           py::arg("c"), py::arg("h"), py::arg("w"));
-    m.def("avg_pool2d_forward", &py_avg_pool2d_forward, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+    m.def("avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"), py::arg("h"),
           py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
@@ -655,4 +683,15 @@ PYBIND11_MODULE(_core, m) {
             value_error(cat("isa must be one of the levels this CPU runs (", gemm_available_isas(), "), got '", name, "'"));
     }, py::arg("isa"));
     m.def("config", &config);
+
+    // The plain loops kept beside each fast kernel, exposed for the tests (same arguments and
+    // validation as the fast entry points above).
+    py::module_ ref = m.def_submodule("reference", "plain-loop oracles of the fast kernels (tests only)");
+    ref.def("gemm", &py_gemm<true>);
+    ref.def("im2col", &py_im2col<true>);
+    ref.def("col2im", &py_col2im<true>);
+    ref.def("conv2d_forward", &py_conv2d_forward<true>);
+    ref.def("conv2d_backward", &py_conv2d_backward<true>);
+    ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>);
+    ref.def("avg_pool2d_forward", &py_avg_pool2d_forward<true>);
 }

@@ -14,6 +14,9 @@ import numpy as np
 __all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array"]
 
 _REAL_KINDS = "biuf"
+# Sizes, strides and pads beyond this are nonsense for any array that fits in memory; rejecting
+# them here keeps every later size product inside 64 bits.
+_MAX_SIZE = 2**40
 
 
 def _describe(value: object) -> str:
@@ -75,8 +78,8 @@ def as_positive_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     v = operator.index(value)
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v < minimum or v > _MAX_SIZE:
+        raise ValueError(f"{name} must be in [{minimum}, 2**40], got {v}")
     return v
 
 
@@ -97,6 +100,6 @@ def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
         if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) for i in items):
             raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
         pair = (operator.index(items[0]), operator.index(items[1]))
-    if pair[0] < minimum or pair[1] < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {_describe(value)}")
+    if min(pair) < minimum or max(pair) > _MAX_SIZE:
+        raise ValueError(f"{name} must be in [{minimum}, 2**40], got {_describe(value)}")
     return pair
