@@ -1,0 +1,338 @@
+"""Finding a data set's files on disk, and downloading them when they are nowhere to be found.
+
+Places are searched in this order; the first one holding all four files wins:
+
+1. the ``data_dir`` argument (the four files directly inside it);
+2. ``$TINYCONV_DATA/<name>/`` (``<name>`` is ``mnist`` or ``fashion-mnist``);
+3. the user cache, ``<cache>/tinyconv/<name>/``: ``platformdirs.user_cache_dir("tinyconv")`` when
+   platformdirs is installed, else ``$XDG_CACHE_HOME/tinyconv`` or ``~/.cache/tinyconv``;
+4. system locations where OS packages put them (Debian's ``dataset-fashion-mnist``);
+5. a download into the user cache, from each mirror in turn.
+
+Each file may be gzip-compressed (``train-images-idx3-ubyte.gz``) or not (``...-ubyte``).
+
+Downloads go through nothing but the standard library (an ``urlopen`` that tests replace),
+check every file's SHA-256 before it gets its final name, and write atomically (temporary file in
+the same directory, fsync, ``os.replace``), so an interrupted or corrupt download never leaves a
+file that a later call would trust.  When everything fails, one :class:`DatasetNotFoundError`
+lists each place looked in, each URL tried with the reason, and the ways to fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ._catalog import MIRRORS, SYSTEM_DIRS, DatasetSpec, IdxFileSpec, get_spec
+
+__all__ = ["DatasetNotFoundError", "Location", "dataset_locations", "user_cache_dir",
+           "find_files", "download_missing", "download_verified", "ENV_VAR"]
+
+ENV_VAR = "TINYCONV_DATA"
+DOWNLOAD_TIMEOUT_S = 60
+CHUNK_BYTES = 1 << 16
+
+log = logging.getLogger(__name__)
+
+# Replaceable, so tests can serve files from 127.0.0.1 and never touch the real mirrors.
+urlopen: Callable = urllib.request.urlopen
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set is neither on disk nor downloadable; the message says where we looked and
+    what to do.  ``attempts`` holds ``(url, reason)`` for each download tried."""
+
+    def __init__(self, message: str, attempts: Sequence[Tuple[str, str]] = ()):
+        super().__init__(message)
+        self.attempts = list(attempts)
+
+
+@dataclass(frozen=True)
+class Location:
+    """One place a data set may be read from, as reported by :func:`dataset_locations`."""
+
+    source: str                  # "data_dir", "TINYCONV_DATA", "cache" or "system"
+    path: Path
+    files: Dict[str, Path]       # role -> file found there (gz or raw)
+    missing: Tuple[str, ...]     # published names of the files not found there
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"{self.source}: {self.path} (all files present)"
+        if not self.path.is_dir():
+            return f"{self.source}: {self.path} (no such directory)"
+        return f"{self.source}: {self.path} (missing {', '.join(self.missing)})"
+
+
+def user_cache_dir() -> Path:
+    """``<user cache>/tinyconv``: where downloads are kept (see the module docstring)."""
+    try:
+        import platformdirs
+    except ImportError:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        # The XDG spec says a relative value is invalid and must be ignored.
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+        return base / "tinyconv"
+    return Path(platformdirs.user_cache_dir("tinyconv", appauthor=False))
+
+
+def dataset_locations(name: str, data_dir=None) -> List[Location]:
+    """Every place :func:`load_mnist`-style loaders look for data set ``name``, in search order,
+    each with the files found there.  Places that do not apply (no ``data_dir`` given,
+    ``$TINYCONV_DATA`` unset) are left out."""
+    return _locations(get_spec(name), data_dir)
+
+
+def _locations(spec: DatasetSpec, data_dir=None) -> List[Location]:
+    places: List[Tuple[str, Path]] = []
+    if data_dir is not None:
+        places.append(("data_dir", Path(data_dir).expanduser()))
+    env_root = os.environ.get(ENV_VAR)
+    if env_root:
+        places.append((ENV_VAR, Path(env_root).expanduser() / spec.name))
+    places.append(("cache", user_cache_dir() / spec.name))
+    places.extend(("system", path) for path in SYSTEM_DIRS.get(spec.name, ()))
+    return [_inspect(spec, source, path) for source, path in places]
+
+
+def _inspect(spec: DatasetSpec, source: str, directory: Path) -> Location:
+    files: Dict[str, Path] = {}
+    missing = []
+    for file_spec in spec.files:
+        found = _existing_file(directory, file_spec)
+        if found is None:
+            missing.append(file_spec.filename)
+        else:
+            files[file_spec.role] = found
+    return Location(source, directory, files, tuple(missing))
+
+
+def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Optional[Path]:
+    for name in (file_spec.filename, file_spec.raw_filename):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> Dict[str, Path]:
+    """role -> path of each of the data set's files, from the first complete place, downloading
+    into the cache if none is complete.  Raises :class:`DatasetNotFoundError` otherwise."""
+    locations = _locations(spec, data_dir)
+    for location in locations:
+        if location.complete:
+            return location.files
+    if not download:
+        raise _not_found(spec, locations, attempts=[], download_note="not tried (download=False)")
+    cache = user_cache_dir() / spec.name
+    attempts = download_missing(spec, cache)
+    location = _inspect(spec, "cache", cache)
+    if location.complete:
+        return location.files
+    raise _not_found(spec, locations, attempts, download_note=f"into {cache}, from each mirror")
+
+
+def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[str]] = None,
+                     opener: Optional[Callable] = None) -> List[Tuple[str, str]]:
+    """Download into ``dest`` each of the data set's files that is not there yet, trying the
+    mirrors in order.  Returns ``(url, reason)`` for every failed attempt; files that could not
+    be had from any mirror are simply absent from ``dest`` afterwards.
+
+    A mirror that cannot be reached at all (no route, DNS failure, time-out) is not asked for
+    the remaining files: offline, that would only multiply the waiting and the error lines.
+    """
+    mirrors = list(MIRRORS.get(spec.name, ()) if mirrors is None else mirrors)
+    opener = opener or urlopen
+    attempts: List[Tuple[str, str]] = []
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [(str(dest), f"cannot create the cache directory ({_reason(exc)})")]
+    unreachable = set()
+    for file_spec in spec.files:
+        if _existing_file(dest, file_spec) is not None:
+            continue
+        live_mirrors = [base for base in mirrors if base not in unreachable]
+        if not live_mirrors:
+            attempts.append((file_spec.filename, "not tried: no mirror could be reached"))
+            continue
+        for base in live_mirrors:
+            url = base.rstrip("/") + "/" + file_spec.filename
+            try:
+                download_verified(url, dest / file_spec.filename, file_spec.gz_sha256, opener)
+                break
+            except Exception as exc:  # noqa: BLE001 -- every failure is reported, then next mirror
+                attempts.append((url, _reason(exc)))
+                log.info("download of %s failed: %s", url, attempts[-1][1])
+                if _is_connection_failure(exc):
+                    unreachable.add(base)
+    return attempts
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """True when the server was never reached (as opposed to an HTTP error or bad data)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout))
+
+
+class ChecksumMismatch(ValueError):
+    """The bytes received are not the published file."""
+
+
+class IncompleteDownload(OSError):
+    """The server sent fewer (or more) bytes than it announced."""
+
+
+def download_verified(url: str, target: Path, sha256: str, opener: Callable = None) -> Path:
+    """Fetch ``url`` to ``target`` if its SHA-256 is ``sha256``; never leave a partial file.
+
+    The bytes go to a temporary file beside ``target`` (same file system, so the final
+    ``os.replace`` is atomic), which is fsynced and only then renamed; on any failure it is
+    removed.
+    """
+    opener = opener or urlopen
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                         suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as out, opener(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            status = getattr(response, "status", 200)
+            if status != 200:  # urllib raises for errors already; a plain opener might not
+                raise OSError(f"HTTP status {status}")
+            total = _content_length(response)
+            received = 0
+            with _ProgressBar(total, target.name, url) as advance:
+                while True:
+                    chunk = response.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    advance(len(chunk))
+            # http.client's read(n) just returns b"" when the server hangs up early; say so
+            # plainly rather than leaving it to the checksum.
+            if total is not None and received != total:
+                raise IncompleteDownload(f"connection closed after {received} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha256:
+            raise ChecksumMismatch(f"SHA-256 mismatch: got {digest.hexdigest()}, "
+                                   f"expected {sha256}")
+        os.replace(temp_name, target)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(target.parent)
+    return target
+
+
+def _content_length(response) -> Optional[int]:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _ProgressBar:
+    """A tqdm bar when tqdm is installed and stderr is a terminal; a one-line note on a
+    terminal without tqdm; nothing otherwise (logs and CI output stay clean)."""
+
+    def __init__(self, total: Optional[int], label: str, url: str):
+        self.bar = None
+        self.total, self.label, self.url = total, label, url
+
+    def __enter__(self):
+        if not _stderr_is_terminal():
+            return lambda n: None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            print(f"Downloading {self.url} ...", file=sys.stderr, flush=True)
+            return lambda n: None
+        self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=self.label, leave=False)
+        return self.bar.update
+
+    def __exit__(self, *exc_info):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable; POSIX only (Windows cannot open directories)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"cannot connect ({exc.reason})"
+    if isinstance(exc, (ChecksumMismatch, IncompleteDownload)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _not_found(spec: DatasetSpec, locations: Sequence[Location],
+               attempts: Sequence[Tuple[str, str]], download_note: str) -> DatasetNotFoundError:
+    names = ", ".join(f.filename for f in spec.files)
+    cache = user_cache_dir() / spec.name
+    headline = f"The {spec.title} data set was not found"
+    headline += " and could not be downloaded." if attempts else "."
+    lines = [headline,
+             f"It consists of 4 files: {names} (each may also be uncompressed, without .gz).",
+             "", "Looked in, in this order:"]
+    for location in locations:
+        if location.source == "cache" and not os.environ.get(ENV_VAR):
+            lines.append(f"  - {ENV_VAR}: not set")  # in its place in the search order
+        lines.append(f"  - {location.describe()}")
+    if attempts:
+        lines += ["", f"Tried to download {download_note}:"]
+        lines += [f"  - {url}: {reason}" for url, reason in attempts]
+    else:
+        lines += ["", f"Download: {download_note}."]
+    lines += ["", "To fix it, do one of these:",
+              f"  - pass data_dir='/path/to/dir' with the 4 files directly inside it;",
+              f"  - set {ENV_VAR}=/path/to/root and put the 4 files in /path/to/root/{spec.name}/;",
+              f"  - copy the 4 files into the cache directory {cache}/;"]
+    if SYSTEM_DIRS.get(spec.name):
+        lines.append(f"  - on Debian or Ubuntu: sudo apt-get install dataset-{spec.name} "
+                     f"(installs them into {SYSTEM_DIRS[spec.name][0]}/);")
+    lines += ["  - connect to the internet and call again (each file is checked against its "
+              "published SHA-256);",
+              "  - or, to get going offline, use tinyconv.datasets.load_sample(): 6,000 "
+              "Fashion-MNIST images shipped with tinyconv."]
+    return DatasetNotFoundError("\n".join(lines), attempts)
