@@ -106,6 +106,22 @@ def test_max_pool_padding_never_wins_and_ties_go_first():
         np.testing.assert_array_equal(argmax[0, 0], [[0, 0, 1], [0, 0, 1], [2, 2, 3]])
 
 
+def test_max_pool_nan_wins_like_np_argmax():
+    x = np.array([[1.0, np.nan, 5.0], [np.nan, -np.inf, 2.0]]).reshape(1, 1, 2, 3)
+    for pool in (R.max_pool2d_forward, R.max_pool2d_naive):
+        y, argmax = pool(x, 2, 2, stride=1)
+        assert np.isnan(y).all()
+        np.testing.assert_array_equal(argmax[0, 0], [[1, 1]])  # the first NaN in each window
+
+
+def test_max_pool_all_minus_inf_window_picks_a_real_tap():
+    x = np.full((1, 1, 2, 2), -np.inf)
+    for pool in (R.max_pool2d_forward, R.max_pool2d_naive):
+        y, argmax = pool(x, 2, 2, stride=1, pad=1)
+        assert np.all(y == -np.inf)
+        np.testing.assert_array_equal(argmax[0, 0], [[0, 0, 1], [0, 0, 1], [2, 2, 3]])
+
+
 def test_max_pool_rejects_pad_not_below_pool():
     for pool in (R.max_pool2d_forward, R.max_pool2d_naive):
         with pytest.raises(ValueError, match="pad"):
@@ -249,8 +265,13 @@ def test_affine_backward_is_adjoint_of_forward(n, shape, m, seed):
 def test_relu_and_its_gradient():
     x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
     np.testing.assert_array_equal(R.relu_forward(x), [[0, 0, 0, 0.5, 3.0]])
-    # The gradient at exactly 0 is 0 (the mask is x > 0, as in DLfS's Relu).
+    # The gradient at exactly 0 is 0 (the mask is x <= 0, as in DLfS's Relu).
     np.testing.assert_array_equal(R.relu_backward(np.full_like(x, 7.0), x), [[0, 0, 0, 7.0, 7.0]])
+    # NaN passes through, forward and backward; -0.0 becomes +0.0.
+    special = np.array([np.nan, -0.0])
+    y = R.relu_forward(special)
+    assert np.isnan(y[0]) and y[1] == 0 and not np.signbit(y[1])
+    np.testing.assert_array_equal(R.relu_backward(np.array([3.0, 3.0]), special), [3.0, 0.0])
 
 
 def test_sigmoid_is_stable_and_symmetric():

@@ -208,12 +208,21 @@ def _check_max_pool_pad(pool_h: int, pool_w: int, ph: int, pw: int) -> None:
                          f"for pool ({pool_h}, {pool_w})")
 
 
+def _beats(value: float, best: float) -> bool:
+    """Whether a later tap with ``value`` replaces the current ``best``: only a strictly larger
+    value does (ties keep the first), and a NaN beats any number but not an earlier NaN (as
+    ``np.argmax``, which treats NaN as the maximum)."""
+    if np.isnan(best):
+        return False
+    return bool(value > best or np.isnan(value))
+
+
 def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling by explicit loops over every window, visiting taps in row-major order and
     keeping the first strict maximum; padded taps are skipped (they act as -inf).
 
     Returns (y, argmax), both (N, C, OH, OW); argmax (int64) is the flat index ``h * W + w`` of
-    each window's winner in its input plane.
+    each window's winner in its input plane. NaN wins (the first one), as in ``np.argmax``.
     """
     dt = _compute_dtype(x)
     x = _as_float64(x, dt)
@@ -232,8 +241,9 @@ def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.n
                             h, w = i * sh - ph + p, j * sw - pw + q
                             if not (0 <= h < H and 0 <= w < W):
                                 continue  # padding never wins
-                            if best_value is None or x[n, c, h, w] > best_value:
-                                best_value, best_index = x[n, c, h, w], h * W + w
+                            value = x[n, c, h, w]
+                            if best_value is None or _beats(value, best_value):
+                                best_value, best_index = value, h * W + w
                     y[n, c, i, j] = best_value
                     argmax[n, c, i, j] = best_index
     return y.astype(dt), argmax
@@ -363,7 +373,7 @@ def _rows_to_nchw(rows: np.ndarray, N: int, C: int, out_h: int, out_w: int) -> n
 
 def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling. Padded positions never win; ties go to the first maximum in row-major window
-    order. Requires ``pad < pool`` in each direction.
+    order, and NaN wins, as in ``np.argmax``. Requires ``pad < pool`` in each direction.
 
     x: (N, C, H, W). Returns (y, argmax): y (N, C, OH, OW) and argmax (N, C, OH, OW) int64, the
     flat index ``h * W + w`` of each winner in its input plane.
@@ -387,12 +397,16 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     is_real = np.tile(np.repeat(is_real, C, axis=0), (N, 1))
     tap_source = np.tile(np.repeat(tap_source, C, axis=0), (N, 1))
 
-    window_max = np.where(is_real, windows, -np.inf).max(axis=1)
-    # The winner is the first real tap equal to the maximum (argmax of a boolean = first True).
-    winner_tap = (is_real & (windows == window_max[:, None])).argmax(axis=1)
-    winner = tap_source[np.arange(len(winner_tap)), winner_tap]
+    # np.argmax returns the first maximum (and treats NaN as the maximum). Padding holds -inf so
+    # it loses to every real value, except in a tie at -inf when all real values are -inf: then
+    # the first real tap wins (argmax of a boolean row is its first True).
+    rows = np.arange(windows.shape[0])
+    winner_tap = np.where(is_real, windows, -np.inf).argmax(axis=1)
+    padding_won = ~is_real[rows, winner_tap]
+    winner_tap[padding_won] = is_real[padding_won].argmax(axis=1)
+    winner = tap_source[rows, winner_tap]
 
-    y = _rows_to_nchw(window_max, N, C, out_h, out_w)
+    y = _rows_to_nchw(windows[rows, winner_tap], N, C, out_h, out_w)
     argmax = _rows_to_nchw(winner, N, C, out_h, out_w)
     return y.astype(dt), np.ascontiguousarray(argmax, dtype=np.int64)
 
@@ -459,17 +473,19 @@ def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
 
 
 def relu_forward(x) -> np.ndarray:
-    """``max(x, 0)`` elementwise, any shape."""
+    """``max(x, 0)`` elementwise, any shape: entries ``x <= 0`` become 0 (as in DLfS's
+    ``x[x <= 0] = 0``), NaN propagates."""
     dt = _compute_dtype(x)
-    return np.maximum(_as_float64(x, dt), 0.0).astype(dt)
+    x = _as_float64(x, dt)
+    return np.where(x <= 0, 0.0, x).astype(dt)
 
 
 def relu_backward(dout, x) -> np.ndarray:
-    """``dout * (x > 0)``: the gradient passes where the input was positive."""
+    """The gradient passes where the forward pass let ``x`` through (``x > 0`` or NaN), else 0."""
     dt = _compute_dtype(dout, x)
     dout, x = _as_float64(dout, dt), _as_float64(x, dt)
     _same_shape(dout, x, "dout", "x")
-    return np.where(x > 0, dout, 0.0).astype(dt)
+    return np.where(x <= 0, 0.0, dout).astype(dt)
 
 
 def sigmoid_forward(x) -> np.ndarray:
