@@ -67,12 +67,29 @@ index_t mul(Sizes... sizes) {
     return mul({static_cast<index_t>(sizes)...});
 }
 
+bool native_order(const py::array& a) {
+    const char order = a.dtype().byteorder();
+    if (order == '=' || order == '|') return true;
+    const std::uint16_t probe = 1;
+    const bool little = *reinterpret_cast<const unsigned char*>(&probe) == 1;
+    return order == (little ? '<' : '>');
+}
+
+// int64, native order, C-contiguous: the index arrays (argmax, labels).
+void check_int64(const py::array& a, const char* name) {
+    if (a.dtype().kind() != 'i' || a.dtype().itemsize() != 8 || !native_order(a) ||
+        !(a.flags() & py::array::c_style))
+        type_error(cat(name, " must be a C-contiguous int64 array, got dtype ", std::string(py::str(a.dtype()))));
+}
+
 // Checks dtype and layout; returns the element type code ('f' float32, 'd' float64).
 char float_kind(const py::array& a, const char* name) {
     const char kind = a.dtype().kind();
     const auto size = a.dtype().itemsize();
     if (kind != 'f' || (size != 4 && size != 8))
         type_error(cat(name, " must be a float32 or float64 array, got dtype ", std::string(py::str(a.dtype()))));
+    if (!native_order(a))
+        type_error(cat(name, " must be in native byte order, got dtype ", std::string(py::str(a.dtype()))));
     if (!(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % size != 0)
         type_error(cat(name, " must be C-contiguous and aligned (tinyconv.functional converts it for you)"));
     return size == 4 ? 'f' : 'd';
@@ -350,8 +367,7 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     if (dout.shape(0) != s.n || dout.shape(1) != s.c)
         value_error(cat("dout shape ", shape_str(dout), " does not match input_shape (", n, ", ", c, ", ", h, ", ",
                         w, ") in N and C"));
-    if (argmax.dtype().kind() != 'i' || argmax.dtype().itemsize() != 8 || !(argmax.flags() & py::array::c_style))
-        type_error(cat("argmax must be a C-contiguous int64 array, got dtype ", std::string(py::str(argmax.dtype()))));
+    check_int64(argmax, "argmax");
     check_shape(argmax, "argmax",
                 {dout.shape(0), dout.shape(1), dout.shape(2), dout.shape(3)});
     const index_t plane = s.h * s.w;
@@ -454,8 +470,7 @@ void check_logits(const py::array& x, const char* name) {
 const std::int64_t* check_targets(const py::array& x, const py::array& t, const char* xname) {
     const index_t n = x.shape(0), k = x.shape(1);
     if (t.ndim() == 1) {
-        if (t.dtype().kind() != 'i' || t.dtype().itemsize() != 8 || !(t.flags() & py::array::c_style))
-            type_error(cat("t (labels) must be a C-contiguous int64 array, got dtype ", std::string(py::str(t.dtype()))));
+        check_int64(t, "t (labels)");
         check_shape(t, "t", {n});
         const std::int64_t* tp = cptr<std::int64_t>(t);
         for (index_t i = 0; i < n; ++i)

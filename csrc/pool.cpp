@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 
 namespace tinyconv {
 
@@ -10,36 +12,65 @@ namespace {
 constexpr index_t kPlaneGrain = 1 << 12;
 }  // namespace
 
+namespace {
+
+// Same-size unsigned integer, for branch-free selects on the bits of a float.
+template <typename T>
+using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+
+// take ? a : b without a branch (the comparisons feeding `take` are unpredictable on real data).
+template <typename T>
+inline T select(bool take, T a, T b) {
+    Bits<T> ia, ib;
+    std::memcpy(&ia, &a, sizeof(T));
+    std::memcpy(&ib, &b, sizeof(T));
+    const Bits<T> mask = Bits<T>(0) - static_cast<Bits<T>>(take);
+    const Bits<T> r = (ia & mask) | (ib & ~mask);
+    T out;
+    std::memcpy(&out, &r, sizeof(T));
+    return out;
+}
+
+inline std::int64_t select(bool take, std::int64_t a, std::int64_t b) {
+    const std::int64_t mask = -static_cast<std::int64_t>(take);
+    return (a & mask) | (b & ~mask);
+}
+
+}  // namespace
+
 template <typename T>
 void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                         const Window2d& g) {
-    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+    const index_t OH = g.oh(), OW = g.ow(), planes = n * c, W = g.w;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
-        const T* plane = x + p * g.h * g.w;
-        T* yp = y + p * OH * OW;
-        std::int64_t* ap = argmax + p * OH * OW;
+        const T* plane = x + p * g.h * W;
         for (index_t oh = 0; oh < OH; ++oh) {
-            const index_t h0 = oh * g.sh - g.ph;
-            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
-            for (index_t ow = 0; ow < OW; ++ow) {
-                const index_t w0 = ow * g.sw - g.pw;
-                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
-                index_t best_at = h_lo * g.w + w_lo;
-                T best = plane[best_at];
-                for (index_t ih = h_lo; ih < h_hi && !std::isnan(best); ++ih) {
-                    const T* row = plane + ih * g.w;
-                    for (index_t iw = w_lo; iw < w_hi; ++iw) {
-                        const T v = row[iw];
-                        if (v > best || std::isnan(v)) {
-                            best = v;
-                            best_at = ih * g.w + iw;
-                            if (std::isnan(v)) break;
-                        }
+            T* best = y + (p * OH + oh) * OW;
+            std::int64_t* best_at = argmax + (p * OH + oh) * OW;
+            for (index_t ow = 0; ow < OW; ++ow) best_at[ow] = -1;
+            // Taps in window order (fh, fw), each applied across the whole output row: the
+            // outputs of a row are independent, so the loop over ow has no dependency chain.
+            // Taps that land in padding are skipped (padding never wins).
+            for (index_t fh = 0; fh < g.fh; ++fh) {
+                const index_t ih = oh * g.sh - g.ph + fh;
+                if (ih < 0 || ih >= g.h) continue;
+                const T* row = plane + ih * W;
+                for (index_t fw = 0; fw < g.fw; ++fw) {
+                    index_t ow_lo, ow_hi;
+                    valid_range(W, OW, g.sw, g.pw, fw, ow_lo, ow_hi);
+                    const index_t off = fw - g.pw, s = g.sw, base = ih * W;
+                    for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
+                        const index_t iw = ow * s + off;
+                        const T v = row[iw], b = best[ow];
+                        const std::int64_t a = best_at[ow];
+                        // The first real tap starts the window; then a larger value wins (a tie
+                        // keeps the earlier one), and a NaN wins unless a NaN already has.
+                        const bool take = (a < 0) | (v > b) | ((v != v) & (b == b));
+                        best[ow] = select(take, v, b);
+                        best_at[ow] = select(take, std::int64_t(base + iw), a);
                     }
                 }
-                yp[oh * OW + ow] = best;
-                ap[oh * OW + ow] = best_at;
             }
         }
     }
