@@ -50,6 +50,15 @@ def assert_close(got, want, dtype, magnitude=0.0, what: str = "result") -> None:
         )
 
 
+def assert_exact(got, want, what: str = "result") -> None:
+    """Same shape and the same values (for selections and copies, which involve no rounding).
+    Unlike ``np.testing.assert_array_equal`` this does not let a (1,) result stand for a 0-d one."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    np.testing.assert_array_equal(got, want, err_msg=what)
+
+
 def assert_dtype(result, dtype, what: str = "result") -> None:
     assert isinstance(result, np.ndarray), f"{what} is a {type(result).__name__}, expected an ndarray"
     assert result.dtype == np.dtype(dtype), f"{what} has dtype {result.dtype}, expected {np.dtype(dtype)}"

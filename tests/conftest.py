@@ -26,3 +26,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    # pyproject turns every warning into an error. When Hypothesis reports a failing example it
+    # touches ``mypy_extensions.TypedDict``, which warns on access in mypy_extensions >= 1.1; that
+    # error then surfaces as an INTERNALERROR that hides the real failure. Ignore only that one.
+    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")

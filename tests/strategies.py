@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import settings
 from hypothesis import strategies as st
+
+
+def more_examples(factor: int) -> settings:
+    """``factor`` times the active profile's example count, for the cheap tests that guard the
+    most intricate kernels (the profile, ``ci`` or ``thorough``, still sets the scale)."""
+    return settings(max_examples=factor * settings.default.max_examples)
 
 # ----------------------------------------------------------------------------------------------
 # Window geometry (convolution and pooling)
@@ -182,7 +189,8 @@ def arrays(draw, shape, dtype, *, style: str | None = None, allow_list: bool = T
     seed = draw(st.integers(0, 2**32 - 1))
     chosen_style = style if style is not None else draw(st.sampled_from(VALUE_STYLES))
     values = make_values(np.random.default_rng(seed), shape, dtype, chosen_style)
-    layouts = list(LAYOUTS)
+    # A 0-d array has only one layout (np.asfortranarray would even make it 1-d).
+    layouts = list(LAYOUTS) if values.ndim > 0 else ["contiguous"]
     if allow_list and np.dtype(dtype) == np.float64 and values.size <= 64:
         layouts.append("list")
     layout = draw(st.sampled_from(layouts))
