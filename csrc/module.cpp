@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 #include "activation.h"
 #include "affine.h"
 #include "conv.h"
@@ -52,11 +56,20 @@ std::string shape_str(const py::array& a) {
 [[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
 
-// The product of sizes, or MemoryError (std::bad_alloc) when it does not fit in 63 bits.
+[[noreturn]] void memory_error(const std::string& msg) {
+    PyErr_SetString(PyExc_MemoryError, msg.c_str());
+    throw py::error_already_set();
+}
+
+// The product of sizes, or MemoryError when it does not fit in 63 bits.
 index_t mul(std::initializer_list<index_t> sizes) {
     index_t total = 1;
     for (index_t v : sizes) {
-        if (v != 0 && total > std::numeric_limits<index_t>::max() / v) throw std::bad_alloc();
+        if (v != 0 && total > std::numeric_limits<index_t>::max() / v) {
+            std::ostringstream factors;
+            for (index_t f : sizes) factors << (factors.tellp() > 0 ? " * " : "") << f;
+            memory_error(cat("an array of ", factors.str(), " elements is too large to address"));
+        }
         total *= v;
     }
     return total;
@@ -136,11 +149,30 @@ Window2d make_window(index_t h, index_t w, index_t fh, index_t fw, index_t sh, i
 }
 
 // Allocates a C-contiguous output array of the given shape and element type.
+// Physical memory of this machine in bytes (0 when unknown).
+double physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return static_cast<double>(pages) * static_cast<double>(page);
+#endif
+    return 0.0;
+}
+
+// MemoryError, before anything is allocated, for a request larger than the machine's memory: the
+// OS may promise such an allocation and then kill the process when it is touched.
+void check_affordable(double bytes, const char* what) {
+    static const double limit = physical_memory_bytes();
+    if (limit > 0 && bytes > limit) {
+        memory_error(cat(what, " would need ", bytes / (1 << 30), " GiB, more than the ", limit / (1 << 30),
+                         " GiB of memory of this machine"));
+    }
+}
+
 template <typename T>
 py::array_t<T> empty(const std::vector<index_t>& shape) {
     index_t total = 1;
     for (index_t d : shape) total = mul(total, d);
-    if (total > (std::numeric_limits<index_t>::max() / static_cast<index_t>(sizeof(T)))) throw std::bad_alloc();
+    check_affordable(static_cast<double>(total) * sizeof(T), "the output array");
     return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
@@ -176,7 +208,8 @@ Nchw nchw_from_ints(index_t n, index_t c, index_t h, index_t w) {
     if (n < 0 || c < 1 || h < 1 || w < 1)
         value_error(cat("input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, got (", n, ", ", c, ", ", h,
                         ", ", w, ")"));
-    if (n > kMaxDim || c > kMaxDim || h > kMaxDim || w > kMaxDim) throw std::bad_alloc();
+    if (n > kMaxDim || c > kMaxDim || h > kMaxDim || w > kMaxDim)
+        value_error(cat("input_shape entries must be at most 2**40, got (", n, ", ", c, ", ", h, ", ", w, ")"));
     mul(n, c, h, w);
     return Nchw{n, c, h, w};
 }
@@ -280,7 +313,10 @@ ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index
                         ", x shape ", shape_str(x)));
     const Window2d g = make_window(s.h, s.w, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
     mul(s.n, W.shape(0), g.oh(), g.ow());
-    mul(s.c, g.fh, g.fw, g.oh(), g.ow());
+    // Each thread holds one image's column matrix (two in the backward pass).
+    const index_t col = mul(s.c, g.fh, g.fw, g.oh(), g.ow());
+    check_affordable(2.0 * static_cast<double>(col) * x.dtype().itemsize() * num_threads(),
+                     "the per-thread im2col workspace");
     return ConvShapes{s, W.shape(0), g};
 }
 
