@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._util_extra import shuffle_dataset, smooth_curve
 from ._validate import as_float_array, as_pair, as_positive_int, float_dtype
 
-__all__ = ["im2col", "col2im", "conv_output_size"]
+__all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve"]
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:

@@ -1,0 +1,122 @@
+"""Activation and loss functions of *Deep Learning from Scratch* (DLfS), ``common/functions.py``.
+
+Same names and results as DLfS, for arrays of any shape (and scalars, which give NumPy scalars).
+``sigmoid``, ``relu`` and ``softmax`` of floating arrays run in tinyconv's compiled kernels;
+``sigmoid`` there never overflows (DLfS's ``1 / (1 + np.exp(-x))`` warns for ``x < -709``) and
+gives the same values otherwise. Integer input to ``relu`` stays integer, as with DLfS's
+``np.maximum``. The losses are DLfS's formulas verbatim (``cross_entropy_error`` adds ``1e-7``
+inside the log), so their values match DLfS to the last bit; the layers in
+:mod:`tinyconv.layers` compute the loss from logits instead, as a log-sum-exp.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = [
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "sum_squared_error",
+    "mean_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+]
+
+
+def _float_input(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _elementwise(kernel, x):
+    """Apply a shape-preserving kernel to an array of any shape, a 0-d array or a scalar."""
+    arr = _float_input(x)
+    out = kernel(arr.reshape(1) if arr.ndim == 0 else arr)
+    return out.reshape(arr.shape)[()] if arr.ndim == 0 else out
+
+
+def identity_function(x):
+    """Returns ``x`` unchanged (the output activation of a regression network)."""
+    return x
+
+
+def step_function(x) -> np.ndarray:
+    """1 where ``x > 0``, else 0, as an int array."""
+    return np.array(x > 0, dtype=int)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` elementwise."""
+    return _elementwise(F.sigmoid_forward, x)
+
+
+def sigmoid_grad(x):
+    """Derivative of :func:`sigmoid` at ``x``: ``(1 - sigmoid(x)) * sigmoid(x)``."""
+    y = sigmoid(x)
+    return (1.0 - y) * y
+
+
+def relu(x):
+    """``max(0, x)`` elementwise."""
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        return np.maximum(0, x)  # DLfS keeps integer input integer
+    return _elementwise(F.relu_forward, arr)
+
+
+def relu_grad(x) -> np.ndarray:
+    """Derivative of :func:`relu` as DLfS defines it: 1 where ``x >= 0`` (the kink counts as 1),
+    else 0, in the dtype of ``x``."""
+    x = np.asarray(x)
+    grad = np.zeros_like(x)
+    grad[x >= 0] = 1
+    return grad
+
+
+def softmax(x) -> np.ndarray:
+    """Softmax along the last axis (any number of dimensions), stable for large inputs."""
+    arr = _float_input(x)
+    if arr.ndim <= 2:
+        return F.softmax(arr) if arr.ndim else F.softmax(arr.reshape(1))[0]
+    return F.softmax(arr.reshape(-1, arr.shape[-1])).reshape(arr.shape)
+
+
+def sum_squared_error(y, t):
+    """``0.5 * sum((y - t)**2)`` -- DLfS's ``sum_squared_error``."""
+    return 0.5 * np.sum((np.asarray(y) - np.asarray(t)) ** 2)
+
+
+#: The book's chapter 4 calls :func:`sum_squared_error` ``mean_squared_error`` (same formula:
+#: a sum, not a mean); both names are provided.
+mean_squared_error = sum_squared_error
+
+
+def cross_entropy_error(y, t):
+    """Mean cross-entropy of predicted probabilities ``y`` against labels ``t``, DLfS's formula:
+    ``-sum(log(y[i, t[i]] + 1e-7)) / N``.
+
+    ``y``: (N, K) or (K,) probabilities. ``t``: integer labels (N,) or one-hot rows like ``y``.
+    """
+    y = np.asarray(y)
+    t = np.asarray(t)
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    # One-hot targets are turned into label indices.
+    if t.size == y.size:
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+def softmax_loss(X, t):
+    """``cross_entropy_error(softmax(X), t)``."""
+    return cross_entropy_error(softmax(X), t)
