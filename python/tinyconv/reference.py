@@ -583,7 +583,8 @@ def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
 def _flatten_batch(x: np.ndarray) -> np.ndarray:
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
-    return x.reshape(x.shape[0], -1)
+    # The feature count spelled out (not -1), so that an empty batch (N = 0) still flattens.
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
 def affine_forward(x, W, b) -> np.ndarray:

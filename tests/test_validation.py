@@ -1,0 +1,310 @@
+"""Every validation path of every public function raises the documented exception, with a message
+that names the offending argument, and leaves the interpreter in working order:
+
+* ValueError for wrong values and shapes (ndim, channels, stride < 1, pad < 0, windows larger
+  than the padded input, max pooling with pad >= pool, labels / argmax out of range, a wrong
+  input_shape);
+* TypeError for data that is not real numbers (complex, object, strings) and for non-int
+  stride / pad / sizes (1.5, True, strings);
+* MemoryError (or ValueError) for absurd sizes whose products overflow or exceed memory.
+
+Then a bounded random fuzz checks that junk of every kind only ever raises those three, in
+process (Hypothesis) and in a child interpreter, where a segfault shows up as a failed exit code
+instead of killing pytest.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyconv
+from tinyconv import functional as F
+from tinyconv import util
+
+import fuzzing
+
+# Small valid arguments; each case below breaks exactly one thing.
+X = np.zeros((1, 1, 4, 4))
+W = np.zeros((1, 1, 3, 3))
+B = np.zeros(1)
+DOUT = np.zeros((1, 1, 2, 2))  # conv output of X, W (3x3, stride 1, no pad); also 2x2/2 pooling output
+ARGMAX = np.zeros((1, 1, 2, 2), dtype=np.int64)
+LOGITS = np.zeros((2, 3))
+LABELS = np.array([0, 2])
+COL = np.zeros((4, 9))  # im2col(X, 3, 3)
+
+
+def case(id_, call, error, match):
+    return pytest.param(call, error, match, id=id_)
+
+
+def word(name: str) -> str:
+    """A regex matching ``name`` as a whole word in the error message."""
+    return rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])"
+
+
+VALUE_ERRORS = [
+    # convolution: shapes
+    case("conv-x-3d", lambda: F.conv2d_forward(X[0], W, B), ValueError, word("x")),
+    case("conv-x-5d", lambda: F.conv2d_forward(X[None], W, B), ValueError, word("x")),
+    case("conv-W-3d", lambda: F.conv2d_forward(X, W[0], B), ValueError, word("W")),
+    case("conv-b-2d", lambda: F.conv2d_forward(X, W, B[None]), ValueError, word("b")),
+    case("conv-b-length", lambda: F.conv2d_forward(X, W, np.zeros(2)), ValueError, word("b")),
+    case("conv-channels", lambda: F.conv2d_forward(X, np.zeros((1, 2, 3, 3)), B), ValueError, word("W")),
+    case("conv-x-no-channels", lambda: F.conv2d_forward(np.zeros((1, 0, 4, 4)), np.zeros((1, 0, 3, 3)), B), ValueError, word("x")),
+    case("conv-x-no-rows", lambda: F.conv2d_forward(np.zeros((1, 1, 0, 4)), W, B), ValueError, word("x")),
+    case("conv-no-filters", lambda: F.conv2d_forward(X, np.zeros((0, 1, 3, 3)), np.zeros(0)), ValueError, word("W")),
+    case("conv-kernel-too-big", lambda: F.conv2d_forward(X, np.zeros((1, 1, 5, 3)), B), ValueError, word("W")),
+    case("conv-kernel-too-big-w", lambda: F.conv2d_forward(X, np.zeros((1, 1, 3, 7)), B, 1, (1, 1)), ValueError, word("W")),
+    # convolution: stride and pad values
+    case("conv-stride-0", lambda: F.conv2d_forward(X, W, B, 0), ValueError, word("stride")),
+    case("conv-stride-negative", lambda: F.conv2d_forward(X, W, B, -1), ValueError, word("stride")),
+    case("conv-stride-pair-0", lambda: F.conv2d_forward(X, W, B, (1, 0)), ValueError, word("stride")),
+    case("conv-stride-3-entries", lambda: F.conv2d_forward(X, W, B, (1, 1, 1)), ValueError, word("stride")),
+    case("conv-stride-empty", lambda: F.conv2d_forward(X, W, B, ()), ValueError, word("stride")),
+    case("conv-pad-negative", lambda: F.conv2d_forward(X, W, B, 1, -1), ValueError, word("pad")),
+    case("conv-pad-pair-negative", lambda: F.conv2d_forward(X, W, B, 1, (0, -2)), ValueError, word("pad")),
+    case("conv-pad-3-entries", lambda: F.conv2d_forward(X, W, B, 1, [0, 0, 0]), ValueError, word("pad")),
+    case("conv-stride-absurd", lambda: F.conv2d_forward(X, W, B, 2**64), ValueError, word("stride")),
+    case("conv-pad-absurd", lambda: F.conv2d_forward(X, W, B, 1, 2**63), ValueError, word("pad")),
+    # convolution backward
+    case("convb-dout-shape", lambda: F.conv2d_backward(np.zeros((1, 1, 3, 3)), X, W), ValueError, word("dout")),
+    case("convb-dout-3d", lambda: F.conv2d_backward(DOUT[0], X, W), ValueError, word("dout")),
+    case("convb-dout-filters", lambda: F.conv2d_backward(np.zeros((1, 2, 2, 2)), X, W), ValueError, word("dout")),
+    case("convb-channels", lambda: F.conv2d_backward(DOUT, X, np.zeros((1, 3, 3, 3))), ValueError, word("W")),
+    case("convb-stride-0", lambda: F.conv2d_backward(DOUT, X, W, 0), ValueError, word("stride")),
+    case("convb-pad-negative", lambda: F.conv2d_backward(DOUT, X, W, 1, -3), ValueError, word("pad")),
+    # max pooling
+    case("maxpool-x-3d", lambda: F.max_pool2d_forward(X[0], 2, 2, 2), ValueError, word("x")),
+    case("maxpool-pool_h-0", lambda: F.max_pool2d_forward(X, 0, 2, 2), ValueError, word("pool_h")),
+    case("maxpool-pool_w-negative", lambda: F.max_pool2d_forward(X, 2, -1, 2), ValueError, word("pool_w")),
+    case("maxpool-pool-too-big", lambda: F.max_pool2d_forward(X, 5, 2, 1), ValueError, word("pool")),
+    case("maxpool-pad-equals-pool", lambda: F.max_pool2d_forward(X, 2, 2, 2, 2), ValueError, word("pad")),
+    case("maxpool-pad-w-above-pool", lambda: F.max_pool2d_forward(X, 3, 2, 1, (1, 3)), ValueError, word("pad")),
+    case("maxpool-stride-0", lambda: F.max_pool2d_forward(X, 2, 2, (2, 0)), ValueError, word("stride")),
+    case("maxpool-pad-negative", lambda: F.max_pool2d_forward(X, 2, 2, 2, -1), ValueError, word("pad")),
+    case("maxpoolb-argmax-too-large", lambda: F.max_pool2d_backward(DOUT, np.full((1, 1, 2, 2), 16), X.shape), ValueError, word("argmax")),
+    case("maxpoolb-argmax-negative", lambda: F.max_pool2d_backward(DOUT, np.full((1, 1, 2, 2), -1), X.shape), ValueError, word("argmax")),
+    case("maxpoolb-argmax-shape", lambda: F.max_pool2d_backward(DOUT, np.zeros((1, 1, 2, 3), dtype=np.int64), X.shape), ValueError, word("argmax")),
+    case("maxpoolb-argmax-huge-float", lambda: F.max_pool2d_backward(DOUT, np.full((1, 1, 2, 2), 1e20), X.shape), ValueError, word("argmax")),
+    case("maxpoolb-dout-3d", lambda: F.max_pool2d_backward(DOUT[0], ARGMAX, X.shape), ValueError, word("dout")),
+    case("maxpoolb-shape-batch", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (2, 1, 4, 4)), ValueError, word("input_shape")),
+    case("maxpoolb-shape-3-entries", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 4, 4)), ValueError, word("input_shape")),
+    case("maxpoolb-shape-zero", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 0, 4)), ValueError, word("input_shape")),
+    case("maxpoolb-shape-negative", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 4, -4)), ValueError, word("input_shape")),
+    # average pooling
+    case("avgpool-x-2d", lambda: F.avg_pool2d_forward(X[0, 0], 2, 2, 2), ValueError, word("x")),
+    case("avgpool-pool_h-0", lambda: F.avg_pool2d_forward(X, 0, 2), ValueError, word("pool_h")),
+    case("avgpool-pool-too-big", lambda: F.avg_pool2d_forward(X, 2, 7, 1, 1), ValueError, word("pool")),
+    case("avgpool-stride-0", lambda: F.avg_pool2d_forward(X, 2, 2, 0), ValueError, word("stride")),
+    case("avgpool-pad-negative", lambda: F.avg_pool2d_forward(X, 2, 2, 2, (-1, 0)), ValueError, word("pad")),
+    case("avgpoolb-dout-shape", lambda: F.avg_pool2d_backward(np.zeros((1, 1, 3, 3)), X.shape, 2, 2, 2), ValueError, word("dout")),
+    case("avgpoolb-shape-channels", lambda: F.avg_pool2d_backward(DOUT, (1, 2, 4, 4), 2, 2, 2), ValueError, word("dout")),
+    case("avgpoolb-shape-5-entries", lambda: F.avg_pool2d_backward(DOUT, (1, 1, 1, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
+    case("avgpoolb-shape-zero", lambda: F.avg_pool2d_backward(DOUT, (0, 1, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
+    case("avgpoolb-pool-too-big", lambda: F.avg_pool2d_backward(DOUT, X.shape, 5, 2, 2), ValueError, word("pool")),
+    # activations
+    case("relub-shapes", lambda: F.relu_backward(np.zeros(3), np.zeros(4)), ValueError, word("dout")),
+    case("relub-shapes-2d", lambda: F.relu_backward(np.zeros((2, 3)), np.zeros((3, 2))), ValueError, word("x")),
+    case("sigmoidb-shapes", lambda: F.sigmoid_backward(np.zeros((2, 2)), np.zeros(4)), ValueError, word("y")),
+    # softmax and loss
+    case("softmax-3d", lambda: F.softmax(np.zeros((1, 2, 3))), ValueError, word("x")),
+    case("softmax-0d", lambda: F.softmax(np.float64(1.0)), ValueError, word("x")),
+    case("softmax-no-classes", lambda: F.softmax(np.zeros((2, 0))), ValueError, word("x")),
+    case("ce-x-1d", lambda: F.softmax_cross_entropy_forward(np.zeros(3), [0]), ValueError, word("x")),
+    case("ce-no-rows", lambda: F.softmax_cross_entropy_forward(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), ValueError, word("x")),
+    case("ce-label-too-large", lambda: F.softmax_cross_entropy_forward(LOGITS, [0, 3]), ValueError, word("t")),
+    case("ce-label-negative", lambda: F.softmax_cross_entropy_forward(LOGITS, [-1, 0]), ValueError, word("t")),
+    case("ce-label-huge-float", lambda: F.softmax_cross_entropy_forward(LOGITS, np.array([0.0, 1e20])), ValueError, word("t")),
+    case("ce-labels-count", lambda: F.softmax_cross_entropy_forward(LOGITS, [0, 1, 2]), ValueError, word("t")),
+    case("ce-targets-shape", lambda: F.softmax_cross_entropy_forward(LOGITS, np.zeros((2, 4))), ValueError, word("t")),
+    case("ce-targets-3d", lambda: F.softmax_cross_entropy_forward(LOGITS, np.zeros((2, 3, 1))), ValueError, word("t")),
+    case("ceb-y-3d", lambda: F.softmax_cross_entropy_backward(np.zeros((2, 3, 1)), LABELS), ValueError, word("y")),
+    case("ceb-label-too-large", lambda: F.softmax_cross_entropy_backward(LOGITS, [3, 0]), ValueError, word("t")),
+    case("ceb-targets-shape", lambda: F.softmax_cross_entropy_backward(LOGITS, np.zeros((3, 3))), ValueError, word("t")),
+    # affine
+    case("affine-W-rows", lambda: F.affine_forward(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros(5)), ValueError, word("W")),
+    case("affine-W-rows-flattened", lambda: F.affine_forward(np.zeros((2, 2, 3)), np.zeros((5, 5)), np.zeros(5)), ValueError, word("W")),
+    case("affine-W-1d", lambda: F.affine_forward(np.zeros((2, 3)), np.zeros(3), np.zeros(1)), ValueError, word("W")),
+    case("affine-b-length", lambda: F.affine_forward(np.zeros((2, 3)), np.zeros((3, 5)), np.zeros(4)), ValueError, word("b")),
+    case("affine-x-0d", lambda: F.affine_forward(np.float64(1.0), np.zeros((1, 1)), np.zeros(1)), ValueError, word("x")),
+    case("affineb-dout-shape", lambda: F.affine_backward(np.zeros((2, 4)), np.zeros((2, 3)), np.zeros((3, 5))), ValueError, word("dout")),
+    case("affineb-W-rows", lambda: F.affine_backward(np.zeros((2, 5)), np.zeros((2, 3)), np.zeros((4, 5))), ValueError, word("W")),
+    # gemm
+    case("gemm-a-1d", lambda: F.gemm(np.zeros(3), np.zeros((3, 2))), ValueError, word("a")),
+    case("gemm-b-3d", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 2, 1))), ValueError, word("b")),
+    case("gemm-inner", lambda: F.gemm(np.zeros((2, 3)), np.zeros((4, 2))), ValueError, word("a")),
+    case("gemm-inner-trans", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 2)), trans_a=True), ValueError, word("b")),
+    case("gemm-c-shape", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 3)), beta=1.0), ValueError, word("c")),
+    case("gemm-c-1d", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros(8), beta=1.0), ValueError, word("c")),
+    case("gemm-beta-without-c", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), beta=0.5), ValueError, word("beta")),
+    # util: im2col / col2im
+    case("im2col-3d", lambda: util.im2col(X[0], 3, 3), ValueError, word("input_data")),
+    case("im2col-filter_h-0", lambda: util.im2col(X, 0, 3), ValueError, word("filter_h")),
+    case("im2col-filter_w-negative", lambda: util.im2col(X, 3, -3), ValueError, word("filter_w")),
+    case("im2col-filter-too-big", lambda: util.im2col(X, 3, 5), ValueError, word("filter")),
+    case("im2col-stride-0", lambda: util.im2col(X, 3, 3, 0), ValueError, word("stride")),
+    case("im2col-pad-negative", lambda: util.im2col(X, 3, 3, 1, -1), ValueError, word("pad")),
+    case("col2im-col-shape", lambda: util.col2im(np.zeros((4, 8)), X.shape, 3, 3), ValueError, word("col")),
+    case("col2im-col-1d", lambda: util.col2im(np.zeros(36), X.shape, 3, 3), ValueError, word("col")),
+    case("col2im-shape-3-entries", lambda: util.col2im(COL, (1, 4, 4), 3, 3), ValueError, word("input_shape")),
+    case("col2im-shape-zero", lambda: util.col2im(COL, (1, 0, 4, 4), 3, 3), ValueError, word("input_shape")),
+    case("col2im-filter-too-big", lambda: util.col2im(COL, X.shape, 5, 3), ValueError, word("filter")),
+]
+
+TYPE_ERRORS = [
+    # data that is not real numbers
+    case("conv-x-complex", lambda: F.conv2d_forward(X.astype(complex), W, B), TypeError, word("x")),
+    case("conv-W-complex", lambda: F.conv2d_forward(X, W.astype(np.complex64), B), TypeError, word("W")),
+    case("conv-b-object", lambda: F.conv2d_forward(X, W, np.array([None], dtype=object)), TypeError, word("b")),
+    case("conv-x-strings", lambda: F.conv2d_forward(np.full((1, 1, 4, 4), "a"), W, B), TypeError, word("x")),
+    case("conv-x-datetime", lambda: F.conv2d_forward(np.zeros((1, 1, 4, 4), dtype="M8[s]"), W, B), TypeError, word("x")),
+    case("convb-dout-complex", lambda: F.conv2d_backward(DOUT.astype(complex), X, W), TypeError, word("dout")),
+    case("maxpool-x-object", lambda: F.max_pool2d_forward(X.astype(object), 2, 2), TypeError, word("x")),
+    case("maxpoolb-argmax-float", lambda: F.max_pool2d_backward(DOUT, np.full((1, 1, 2, 2), 0.5), X.shape), TypeError, word("argmax")),
+    case("maxpoolb-argmax-complex", lambda: F.max_pool2d_backward(DOUT, ARGMAX.astype(complex), X.shape), TypeError, word("argmax")),
+    case("avgpool-x-strings", lambda: F.avg_pool2d_forward(np.full((1, 1, 4, 4), "ab"), 2, 2), TypeError, word("x")),
+    case("avgpoolb-dout-complex", lambda: F.avg_pool2d_backward(DOUT.astype(complex), X.shape, 2, 2, 2), TypeError, word("dout")),
+    case("relu-complex", lambda: F.relu_forward(np.zeros(3, dtype=complex)), TypeError, word("x")),
+    case("relu-ragged", lambda: F.relu_forward([[1.0, 2.0], [3.0]]), TypeError, word("x")),
+    case("relu-none", lambda: F.relu_forward(None), TypeError, word("x")),
+    case("relub-x-object", lambda: F.relu_backward(np.zeros(2), np.array([1, "a"], dtype=object)), TypeError, word("x")),
+    case("sigmoid-strings", lambda: F.sigmoid_forward(["a", "b"]), TypeError, word("x")),
+    case("sigmoidb-y-complex", lambda: F.sigmoid_backward(np.zeros(2), np.zeros(2, dtype=complex)), TypeError, word("y")),
+    case("softmax-complex", lambda: F.softmax(np.zeros((2, 2), dtype=complex)), TypeError, word("x")),
+    case("ce-labels-fractional", lambda: F.softmax_cross_entropy_forward(LOGITS, np.array([0.5, 1.0])), TypeError, word("t")),
+    case("ce-labels-strings", lambda: F.softmax_cross_entropy_forward(LOGITS, ["a", "b"]), TypeError, word("t")),
+    case("ce-x-complex", lambda: F.softmax_cross_entropy_forward(LOGITS.astype(complex), LABELS), TypeError, word("x")),
+    case("ceb-targets-complex", lambda: F.softmax_cross_entropy_backward(LOGITS, np.zeros((2, 3), dtype=complex)), TypeError, word("t")),
+    case("affine-b-complex", lambda: F.affine_forward(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros(2, dtype=complex)), TypeError, word("b")),
+    case("affineb-dout-object", lambda: F.affine_backward(np.zeros((2, 2), dtype=object), np.zeros((2, 3)), np.zeros((3, 2))), TypeError, word("dout")),
+    case("gemm-a-complex", lambda: F.gemm(np.zeros((2, 2), dtype=complex), np.zeros((2, 2))), TypeError, word("a")),
+    case("gemm-c-strings", lambda: F.gemm(np.zeros((2, 2)), np.zeros((2, 2)), np.full((2, 2), "c"), beta=1.0), TypeError, word("c")),
+    case("im2col-complex", lambda: util.im2col(X.astype(complex), 3, 3), TypeError, word("input_data")),
+    case("col2im-object", lambda: util.col2im(COL.astype(object), X.shape, 3, 3), TypeError, word("col")),
+    # non-int stride / pad / sizes
+    case("conv-stride-float", lambda: F.conv2d_forward(X, W, B, 1.5), TypeError, word("stride")),
+    case("conv-stride-integral-float", lambda: F.conv2d_forward(X, W, B, 2.0), TypeError, word("stride")),
+    case("conv-stride-bool", lambda: F.conv2d_forward(X, W, B, True), TypeError, word("stride")),
+    case("conv-stride-string", lambda: F.conv2d_forward(X, W, B, "2"), TypeError, word("stride")),
+    case("conv-stride-none", lambda: F.conv2d_forward(X, W, B, None), TypeError, word("stride")),
+    case("conv-stride-pair-float", lambda: F.conv2d_forward(X, W, B, (1, 1.5)), TypeError, word("stride")),
+    case("conv-stride-pair-bool", lambda: F.conv2d_forward(X, W, B, (True, 1)), TypeError, word("stride")),
+    case("conv-pad-float", lambda: F.conv2d_forward(X, W, B, 1, 0.5), TypeError, word("pad")),
+    case("conv-pad-bool", lambda: F.conv2d_forward(X, W, B, 1, False), TypeError, word("pad")),
+    case("conv-pad-numpy-bool", lambda: F.conv2d_forward(X, W, B, 1, np.bool_(True)), TypeError, word("pad")),
+    case("convb-stride-float", lambda: F.conv2d_backward(DOUT, X, W, 1.0), TypeError, word("stride")),
+    case("maxpool-pool_h-float", lambda: F.max_pool2d_forward(X, 2.0, 2), TypeError, word("pool_h")),
+    case("maxpool-pool_w-bool", lambda: F.max_pool2d_forward(X, 2, True), TypeError, word("pool_w")),
+    case("maxpool-pad-float", lambda: F.max_pool2d_forward(X, 2, 2, 2, 0.0), TypeError, word("pad")),
+    case("avgpool-stride-bool", lambda: F.avg_pool2d_forward(X, 2, 2, True), TypeError, word("stride")),
+    case("avgpoolb-pool_w-float", lambda: F.avg_pool2d_backward(DOUT, X.shape, 2, 2.5, 2), TypeError, word("pool_w")),
+    case("maxpoolb-shape-not-sequence", lambda: F.max_pool2d_backward(DOUT, ARGMAX, 16), TypeError, word("input_shape")),
+    case("maxpoolb-shape-float-entry", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 4.0, 4)), TypeError, word("input_shape")),
+    case("avgpoolb-shape-bool-entry", lambda: F.avg_pool2d_backward(DOUT, (True, 1, 4, 4), 2, 2, 2), TypeError, word("input_shape")),
+    case("im2col-filter_h-float", lambda: util.im2col(X, 3.0, 3), TypeError, word("filter_h")),
+    case("im2col-pad-bool", lambda: util.im2col(X, 3, 3, 1, True), TypeError, word("pad")),
+    case("col2im-shape-none", lambda: util.col2im(COL, None, 3, 3), TypeError, word("input_shape")),
+]
+
+# Absurd sizes: the products overflow 64 bits or exceed any memory. MemoryError, or ValueError
+# when the value is refused outright; never a crash, a hang or a huge allocation.
+SIZE_ERRORS = [
+    case("conv-pad-2**40", lambda: F.conv2d_forward(X, W, B, 1, 2**40), (MemoryError, ValueError), None),
+    case("conv-pad-2**40-h-only", lambda: F.conv2d_forward(X, W, B, 1, (2**40, 0)), (MemoryError, ValueError), None),
+    case("conv-empty-batch-pad-2**40", lambda: F.conv2d_forward(X[:0], W, B, 1, 2**40), (MemoryError, ValueError), None),
+    case("convb-pad-2**40", lambda: F.conv2d_backward(DOUT, X, W, 1, 2**40), (MemoryError, ValueError), None),
+    case("avgpool-pad-2**40", lambda: F.avg_pool2d_forward(X, 1, 1, 1, (2**40, 2**40)), (MemoryError, ValueError), None),
+    case("im2col-pad-2**40", lambda: util.im2col(X, 3, 3, 1, 2**40), (MemoryError, ValueError), None),
+    case("maxpoolb-shape-2**40", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 2**40, 2**40)), (MemoryError, ValueError), None),
+    case("avgpoolb-shape-2**40", lambda: F.avg_pool2d_backward(DOUT, (2**40, 2**40, 1, 1), 2, 2, 2), (MemoryError, ValueError), None),
+    case("col2im-shape-2**40", lambda: util.col2im(COL, (2**40, 2**40, 2**40, 2**40), 3, 3), (MemoryError, ValueError), None),
+    case("maxpoolb-shape-2**64", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 4, 2**64)), (MemoryError, ValueError), word("input_shape")),
+]
+
+
+def assert_interpreter_still_works():
+    """A small correct call still gives the right answer (DLfS figure 7-4 plus bias 3)."""
+    x = np.array([[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 3, 0, 1]], dtype=np.float64).reshape(1, 1, 4, 4)
+    w = np.array([[2, 0, 1], [0, 1, 2], [1, 0, 2]], dtype=np.float64).reshape(1, 1, 3, 3)
+    np.testing.assert_array_equal(F.conv2d_forward(x, w, [3.0])[0, 0], [[18, 19], [9, 18]])
+
+
+@pytest.mark.parametrize("call, error, match", VALUE_ERRORS + TYPE_ERRORS + SIZE_ERRORS)
+def test_invalid_arguments_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+    assert_interpreter_still_works()
+
+
+def test_every_public_function_has_validation_cases():
+    """Guards the tables above against a public function being added without its cases."""
+    ids = " ".join(p.id for p in VALUE_ERRORS + TYPE_ERRORS + SIZE_ERRORS)
+    prefixes = {
+        "gemm": "gemm-", "conv2d_forward": "conv-", "conv2d_backward": "convb-", "max_pool2d_forward": "maxpool-",
+        "max_pool2d_backward": "maxpoolb-", "avg_pool2d_forward": "avgpool-", "avg_pool2d_backward": "avgpoolb-",
+        "relu_forward": "relu-", "relu_backward": "relub-", "sigmoid_forward": "sigmoid-", "sigmoid_backward": "sigmoidb-",
+        "softmax": "softmax-", "softmax_cross_entropy_forward": "ce-", "softmax_cross_entropy_backward": "ceb-",
+        "affine_forward": "affine-", "affine_backward": "affineb-",
+    }
+    assert set(prefixes) == set(F.__all__)
+    for name, prefix in prefixes.items():
+        assert prefix in ids, f"no validation case for {name}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzz: junk of every kind raises only ValueError / TypeError / MemoryError
+
+
+def hypothesis_picker(data):
+    return lambda options: data.draw(st.sampled_from(options))
+
+
+@settings(max_examples=10 * settings.default.max_examples)
+@given(data=st.data())
+def test_fuzz_junk_arguments_in_process(data):
+    name, function, args = fuzzing.junk_call(hypothesis_picker(data))
+    fuzzing.call_and_classify(function, args)  # anything but the allowed errors propagates
+    assert tinyconv.get_num_threads() >= 1
+
+
+FUZZ_CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    # Cap the address space: should a bug request a huge buffer, it fails here instead of
+    # taking the machine's memory.
+    limit = 8 * 2**30
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.path.insert(0, sys.argv[1])
+    import fuzzing
+    problems = fuzzing.run_fuzz(seed=int(sys.argv[2]), iterations=int(sys.argv[3]))
+    for line in problems:
+        print(line)
+    print(f"fuzz done: {len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)
+    """
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuzz_junk_arguments_in_child_process(seed):
+    """The same junk in a fresh interpreter (warnings as errors, as under pytest): a segfault or an
+    abort there is a failed exit code here, not a dead test run."""
+    iterations = 200 * settings.default.max_examples  # ci: 8000 calls per seed, a few seconds
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", FUZZ_CHILD, str(Path(__file__).parent), str(seed), str(iterations)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    report = f"exit code {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode >= 0, f"the child died from signal {-result.returncode}\n{report}"
+    assert result.returncode == 0, report
+    assert "fuzz done: 0 problem(s)" in result.stdout, report
