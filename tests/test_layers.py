@@ -342,6 +342,17 @@ def test_max_pooling_with_padding_ignores_the_padding():
     np.testing.assert_array_equal(out, -np.ones((1, 1, 2, 2)))  # DLfS's zero padding would give 0
 
 
+def test_scalar_bias_is_broadcast_like_dlfs():
+    # DLfS's ch07/apply_filter.py convolves an image with one learned filter and b = 0.
+    rng = np.random.default_rng(15)
+    image = rng.random((1, 1, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 5, 5))
+    np.testing.assert_allclose(Convolution(w, 0).forward(image), Convolution(w, np.zeros(1)).forward(image))
+    x = rng.standard_normal((3, 4))
+    W = rng.standard_normal((4, 2))
+    np.testing.assert_allclose(Affine(W, 0.5).forward(x), x @ W + 0.5, rtol=1e-12)
+
+
 def test_pooling_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         Pooling(2, 2, mode="median")

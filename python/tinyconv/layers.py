@@ -48,6 +48,12 @@ RandomSource = Union[np.random.Generator, np.random.RandomState, None]
 _BN_EPS = 10e-7
 
 
+def _bias(b, size: int):
+    """``b`` as given when it is a vector; a scalar bias (DLfS's ch07/apply_filter.py passes
+    ``b = 0``) is broadcast to one entry per output."""
+    return b if np.ndim(b) == 1 else np.full(size, b, dtype=np.result_type(b, np.float32))
+
+
 class Relu:
     """``max(x, 0)``. Keeps the forward input for the backward pass."""
 
@@ -98,7 +104,7 @@ class Affine:
         self.db: Optional[np.ndarray] = None
 
     def forward(self, x):
-        out = F.affine_forward(x, self.W, self.b)
+        out = F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1]))
         self.x = x
         self.original_x_shape = np.shape(x)
         return out
@@ -309,7 +315,7 @@ class Convolution:
         self.db: Optional[np.ndarray] = None
 
     def forward(self, x):
-        out = F.conv2d_forward(x, self.W, self.b, self.stride, self.pad)
+        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0]), self.stride, self.pad)
         self.x = x
         return out
 
