@@ -127,6 +127,29 @@ def test_dlfs_deep_convnet_file_reproduces_dlfs_predictions(tmp_path):
     assert np.max(np.abs(logits - reference) / scale) < 1e-9
 
 
+def test_dlfs_default_simple_convnet_file_reproduces_dlfs_predictions(tmp_path):
+    np.random.seed(4)
+    oracle = dlfs.SimpleConvNet()  # DLfS's defaults: 1x28x28, 30 5x5 filters, 100 hidden units
+    for value in oracle.params.values():
+        value += 0.05 * np.random.randn(*value.shape)
+    path = tmp_path / "params.pkl"
+    oracle.save_params(str(path))
+    x = np.random.default_rng(1).random((300, 1, 28, 28))
+    reference = oracle.predict(x)
+    for dtype in (np.float64, np.float32):
+        net = SimpleConvNet(dtype=dtype)
+        net.load_params(str(path))
+        logits = net.predict(x)
+        scale = np.max(np.abs(reference), axis=1, keepdims=True)
+        error = np.max(np.abs(logits - reference) / scale)
+        if dtype is np.float64:
+            assert error < 1e-9
+            np.testing.assert_array_equal(np.argmax(logits, axis=1), np.argmax(reference, axis=1))
+        else:
+            assert error < 1e-5
+            assert np.mean(np.argmax(logits, axis=1) == np.argmax(reference, axis=1)) >= 0.99
+
+
 def test_saved_pickle_is_a_plain_dict_that_dlfs_can_load(dlfs_trained, tmp_path):
     oracle, path, x, _ = dlfs_trained
     net = SimpleConvNet(**SMALL_ARCH, dtype=np.float64)
