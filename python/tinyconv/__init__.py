@@ -16,6 +16,9 @@ from ._validate import as_positive_int as _as_positive_int
 
 __version__: str = _core.config()["version"]
 
+# More threads than this is a mistake, not a machine (OpenMP would try to start them all).
+_MAX_THREADS = 4096
+
 __all__ = ["__version__", "set_num_threads", "get_num_threads", "config", "show_config"]
 
 
@@ -23,7 +26,7 @@ def set_num_threads(n: int) -> None:
     """Use ``n`` threads in every kernel from now on (process-wide). The initial value is the
     OpenMP default: ``OMP_NUM_THREADS`` if set, else the number of cores. Results do not depend on
     it: every kernel gives bitwise identical output for any thread count."""
-    _core.set_num_threads(_as_positive_int(n, "n"))
+    _core.set_num_threads(_as_positive_int(n, "n", maximum=_MAX_THREADS))
 
 
 def get_num_threads() -> int:

@@ -44,7 +44,10 @@ def float_dtype(*values: object) -> np.dtype:
     for v in values:
         dt = getattr(v, "dtype", None)
         if dt is None:
-            dt = np.asarray(v).dtype if not isinstance(v, (int, float)) else np.dtype(type(v))
+            try:
+                dt = np.asarray(v).dtype
+            except Exception:
+                continue  # not array-like: as_float_array reports it with the argument's name
         kinds.append(np.dtype(dt))
     floats = [d for d in kinds if d.kind == "f"]
     if floats and all(d.itemsize <= 4 for d in floats):
@@ -60,32 +63,43 @@ def as_float_array(value: object, name: str, dtype: np.dtype | type, ndim: int |
         if arr.ndim not in allowed:
             want = " or ".join(str(a) for a in allowed)
             raise ValueError(f"{name} must be {want}-dimensional, got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    # np.asarray (not np.ascontiguousarray, which turns 0-d into 1-d) keeps the shape.
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def as_index_array(value: object, name: str) -> np.ndarray:
-    """``value`` as a C-contiguous int64 array; only integer (or bool-free integral) data."""
+    """``value`` as a C-contiguous int64 array. Integer data, or floats that hold whole numbers
+    (labels are often loaded as floats); anything else is a TypeError, and whole numbers that do
+    not fit in int64 are a ValueError."""
     arr = _as_ndarray(value, name)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            pass  # integral floats (e.g. labels loaded as float) are fine
-        else:
-            raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    limit = np.iinfo(np.int64).max
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not (finite.all() and np.array_equal(arr, np.round(arr))):
+            raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype} with fractional or non-finite values")
+        largest = float(np.abs(arr, dtype=np.float64).max()) if arr.size else 0.0
+        if largest >= 2.0**63:
+            raise ValueError(f"{name} holds {largest!r}, outside the int64 range")
+    elif arr.dtype.kind == "u" and arr.size and arr.max() > limit:
+        raise ValueError(f"{name} holds {arr.max()}, outside the int64 range")
+    return np.asarray(arr, dtype=np.int64, order="C")
 
 
-def as_positive_int(value: object, name: str, minimum: int = 1) -> int:
+def as_positive_int(value: object, name: str, minimum: int = 1, maximum: int = _MAX_SIZE) -> int:
+    """An int in [minimum, maximum] (bools are not ints here)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     v = operator.index(value)
-    if v < minimum or v > _MAX_SIZE:
-        raise ValueError(f"{name} must be in [{minimum}, 2**40], got {v}")
+    if v < minimum or v > maximum:
+        raise ValueError(f"{name} must be in [{minimum}, {maximum}], got {v}")
     return v
 
 
 def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_, str, bytes)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
     if isinstance(value, numbers.Integral):
         v = operator.index(value)

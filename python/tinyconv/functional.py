@@ -191,10 +191,13 @@ def softmax(x) -> np.ndarray:
 
 
 def _labels(t, x: np.ndarray, dt) -> np.ndarray:
-    arr = np.asarray(t) if not isinstance(t, np.ndarray) else t
-    if arr.ndim == 2:
+    """Integer labels (N,) as int64, or targets (N, K) in the compute dtype."""
+    arr = as_index_array(t, "t") if np.ndim(t) == 1 else t
+    if np.ndim(arr) == 2:
         return as_float_array(arr, "t", dt, ndim=2)
-    return as_index_array(arr, "t")
+    if np.ndim(arr) != 1:
+        raise ValueError(f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}")
+    return arr
 
 
 def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
