@@ -11,6 +11,7 @@ negative strides, nested lists). Tolerances are the suite's fixed ones, see ``ch
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 import pytest
@@ -515,3 +516,17 @@ def test_gemm_does_not_modify_c_and_dtype_rules():
     assert F.gemm(a32.astype(np.float16), np.ones((5, 3), dtype=np.int32)).dtype == np.float32
     assert F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)).dtype == np.float64
     np.testing.assert_array_equal(F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)), np.full((4, 3), 5.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# The reference is a drop-in oracle: same names, parameters, kinds and defaults
+
+
+@pytest.mark.parametrize("module, name", [(F, n) for n in F.__all__] + [(util, n) for n in ("im2col", "col2im", "conv_output_size")])
+def test_reference_signature_matches(module, name):
+    def parameters(function):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    assert hasattr(R, name), f"tinyconv.reference lacks {name}"
+    assert name in R.__all__
+    assert parameters(getattr(R, name)) == parameters(getattr(module, name))
