@@ -148,6 +148,49 @@ def test_conv2d_pointwise_and_batched_paths():
             assert_close(g_, w_, np.float64, m_, name)
 
 
+@pytest.mark.parametrize("isa", AVAILABLE_ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_larger_problems_cross_gemm_blocks(isa, dtype):
+    """Sizes past the GEMM blocking (K > KC = 256, several MC x NC blocks) and batches that go
+    parallel, for convolution, affine and GEMM, at every ISA level."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 32, 14, 14)).astype(dtype)
+    W = rng.standard_normal((40, 32, 3, 3)).astype(dtype)  # K = 288
+    b = rng.standard_normal(40).astype(dtype)
+    with gemm_isa(isa):
+        y = F.conv2d_forward(x, W, b, 1, 1)
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        grads = F.conv2d_backward(dout, x, W, 1, 1)
+    assert_close(y, R.conv2d_forward(x, W, b, 1, 1), dtype, R.conv2d_forward(abs(x), abs(W), abs(b), 1, 1), "y")
+    for name, got, want, mag in zip(("dx", "dW", "db"), grads, R.conv2d_backward(dout, x, W, 1, 1),
+                                    R.conv2d_backward(abs(dout), abs(x), abs(W), 1, 1)):
+        assert_close(got, want, dtype, mag, name)
+
+    xa = rng.standard_normal((64, 8, 8, 8)).astype(dtype)
+    Wa = rng.standard_normal((512, 200)).astype(dtype)
+    ba = rng.standard_normal(200).astype(dtype)
+    da = rng.standard_normal((64, 200)).astype(dtype)
+    with gemm_isa(isa):
+        ya = F.affine_forward(xa, Wa, ba)
+        grads = F.affine_backward(da, xa, Wa)
+    assert_close(ya, R.affine_forward(xa, Wa, ba), dtype, R.affine_forward(abs(xa), abs(Wa), abs(ba)), "affine y")
+    for name, got, want, mag in zip(("dx", "dW", "db"), grads, R.affine_backward(da, xa, Wa),
+                                    R.affine_backward(abs(da), abs(xa), abs(Wa))):
+        assert_close(got, want, dtype, mag, name)
+
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            M, N, K = 301, 1100, 300
+            a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+            bm = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+            c = rng.standard_normal((M, N)).astype(dtype)
+            with gemm_isa(isa):
+                got = F.gemm(a, bm, c, alpha=0.5, beta=-1.5, trans_a=trans_a, trans_b=trans_b)
+            want = R.gemm(a, bm, c, alpha=0.5, beta=-1.5, trans_a=trans_a, trans_b=trans_b)
+            mag = 0.5 * R.gemm(abs(a), abs(bm), trans_a=trans_a, trans_b=trans_b) + 1.5 * abs(c)
+            assert_close(got, want, dtype, mag, f"gemm trans_a={trans_a} trans_b={trans_b}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Pooling
 
