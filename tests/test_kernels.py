@@ -573,3 +573,40 @@ def test_reference_signature_matches(module, name):
     assert hasattr(R, name), f"tinyconv.reference lacks {name}"
     assert name in R.__all__
     assert parameters(getattr(R, name)) == parameters(getattr(module, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# Empty batches: N = 0 is a legal batch size (the core accepts it); every pass returns empty
+# arrays of the right shapes, and a backward pass accepts the shape its forward pass accepted.
+
+
+def test_empty_batch_convolution_and_pooling():
+    x = np.zeros((0, 2, 5, 5))
+    W = np.ones((3, 2, 3, 3))
+    b = np.ones(3)
+    y = F.conv2d_forward(x, W, b, 1, 1)
+    assert y.shape == (0, 3, 5, 5)
+    dx, dW, db = F.conv2d_backward(np.zeros(y.shape), x, W, 1, 1)
+    assert dx.shape == x.shape
+    assert_exact(dW, np.zeros_like(W), "dW")  # an empty sum
+    assert_exact(db, np.zeros(3), "db")
+
+    y, argmax = F.max_pool2d_forward(x, 2, 2, 2)
+    assert y.shape == argmax.shape == (0, 2, 2, 2)
+    assert F.max_pool2d_backward(np.zeros(y.shape), argmax, x.shape).shape == x.shape
+    y = F.avg_pool2d_forward(x, 2, 2, 2)
+    assert y.shape == (0, 2, 2, 2)
+    assert F.avg_pool2d_backward(np.zeros(y.shape), x.shape, 2, 2, 2).shape == x.shape
+    assert util.im2col(x, 3, 3).shape == (0, 18)
+
+
+@pytest.mark.parametrize("feature_shape", [(12,), (3, 4), (3, 2, 2)])
+def test_empty_batch_affine(feature_shape):
+    x = np.zeros((0, *feature_shape))
+    W = np.ones((12, 2))
+    y = F.affine_forward(x, W, np.ones(2))
+    assert_exact(y, R.affine_forward(x, W, np.ones(2)), "y")
+    dx, dW, db = F.affine_backward(np.zeros((0, 2)), x, W)
+    assert dx.shape == x.shape
+    assert_exact(dW, np.zeros((12, 2)), "dW")
+    assert_exact(db, np.zeros(2), "db")
