@@ -387,10 +387,13 @@ def test_evaluate_reads_a_dlfs_pickle(tmp_path):
     ({"W1": np.zeros((2, 2)), "b1": np.zeros(2)}, [], "cannot tell which network"),
     ("simple", ["--net", "deep"], "which a DeepConvNet needs"),
     ({f"{k}{i}": np.zeros((3, 3)) for k in "Wb" for i in (1, 2, 3)}, [], "SimpleConvNet needs 4-D"),
+    ("five classes", [], "5 outputs but the Fashion-MNIST sample has 10 classes"),
 ])
 def test_evaluate_explains_params_that_do_not_fit(tmp_path, params, argv, message):
     if params == "simple":
         params = {key: np.array(value) for key, value in SimpleConvNet(seed=0).params.items()}
+    elif params == "five classes":
+        params = {key: np.array(value) for key, value in SimpleConvNet(output_size=5, seed=0).params.items()}
     path = tmp_path / "p.pkl"
     with open(path, "wb") as handle:
         pickle.dump(params, handle)

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -520,7 +520,7 @@ def _train(args: argparse.Namespace) -> int:
     written = ["params.pkl", "history.json"] + pictures.written
     _say(quiet, f"Wrote {', '.join(written)} to {out_dir}/ ({timing['total_seconds']:.1f} s in all)")
     if trainer.interrupted:
-        _warn(f"Interrupted after {trainer.current_epoch} complete epochs; the parameters and "
+        _warn(f"Interrupted after {_plural(trainer.current_epoch, 'complete epoch')}; the parameters and "
               f"history so far are in {out_dir}/.")
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -586,11 +586,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     _, (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
     x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
 
-    predicted = _predict_labels(network, x_test)
     names = _class_names(args.dataset)
-    if network.params[f"W{len(network.params) // 2}"].shape[1] != len(names):
-        raise CommandError(f"the network has {network.params[f'W{len(network.params) // 2}'].shape[1]} "
-                           f"outputs but {_dataset_title(args.dataset)} has {len(names)} classes")
+    outputs = params["W3" if net == "simple" else "W8"].shape[1]
+    if outputs != len(names):
+        raise CommandError(f"the network has {outputs} outputs but {_dataset_title(args.dataset)} "
+                           f"has {len(names)} classes")
+    predicted = _predict_labels(network, x_test)
     cm = confusion_matrix(t_test, predicted, num_classes=len(names))
     correct = int(np.trace(cm))
     accuracy = correct / len(t_test)
