@@ -15,6 +15,7 @@ instead of killing pytest.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,26 @@ def test_every_public_function_has_validation_cases():
     assert set(prefixes) == set(F.__all__)
     for name, prefix in prefixes.items():
         assert prefix in ids, f"no validation case for {name}"
+
+
+@pytest.mark.parametrize("t_shape", [(2, 3), (2, 4)], ids=["matching", "wrong-shape"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_float64_targets_beyond_float32_range_do_not_warn(t_shape, backward):
+    """Targets are converted to the logits' dtype (float32 here). Values that do not fit must not
+    surface as a cast RuntimeWarning (an error under this suite's warning policy): either a clean
+    result or ValueError. (Found by the thorough fuzz.)"""
+    x = np.full((2, 3), 1 / 3, dtype=np.float32)
+    t = np.full(t_shape, 1e300)
+    call = (lambda: F.softmax_cross_entropy_backward(x, t)) if backward else (lambda: F.softmax_cross_entropy_forward(x, t))
+    if t_shape != (2, 3):
+        with pytest.raises(ValueError, match=word("t")):
+            call()
+    else:
+        try:
+            call()
+        except ValueError as exc:
+            assert re.search(word("t"), str(exc)), exc
+    assert_interpreter_still_works()
 
 
 # ----------------------------------------------------------------------------------------------
