@@ -15,7 +15,7 @@ void affine_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
 template <typename T>
 void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t n,
                      index_t d, index_t m) {
-    gemm<T>(dx, d, dout, m, false, w, m, true, n, d, m, T(1), T(0), num_threads());
+    if (dx) gemm<T>(dx, d, dout, m, false, w, m, true, n, d, m, T(1), T(0), num_threads());
     gemm<T>(dw, m, x, d, true, dout, m, false, d, m, n, T(1), T(0), num_threads());
     // Column blocks per thread; each column is summed down the rows in order.
     constexpr index_t kBlock = 64;

@@ -15,7 +15,7 @@ void affine_forward(T* y,        // (N, M)
                     const T* b,  // (M,)
                     index_t n, index_t d, index_t m);
 template <typename T>
-void affine_backward(T* dx,          // (N, D)
+void affine_backward(T* dx,          // (N, D), or null to skip the input gradient
                      T* dw,          // (D, M)
                      T* db,          // (M,)
                      const T* dout,  // (N, M)

@@ -68,6 +68,7 @@ void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, ind
         for (index_t l = 0; l < L; ++l) sum += row[l];
         s.db[f] = sum;
     }
+    if (!dx) return;  // the caller does not need the input gradient (first layer)
     // dcol (K, L) = W^T (K, FN) . dout_n (FN, L)
     T* dcol = pointwise ? dx : s.dcol.data();
     gemm_step(s, gemm_threads, dcol, L, w, K, true, dout, L, false, K, L, fn, T(0));
@@ -76,12 +77,12 @@ void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, ind
 
 template <typename T>
 ImageScratch<T> make_scratch(index_t c, index_t fn, const Window2d& g, bool backward,
-                             bool serial_gemm) {
+                             bool serial_gemm, bool need_dx = true) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     ImageScratch<T> s;
     if (!is_pointwise(g)) {
         s.col.resize(static_cast<size_t>(K * L));
-        if (backward) s.dcol.resize(static_cast<size_t>(K * L));
+        if (backward && need_dx) s.dcol.resize(static_cast<size_t>(K * L));
     }
     if (serial_gemm) {
         index_t need = gemm_workspace_size<T>(fn, L, K);
@@ -145,7 +146,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
         // Rounds of `threads` images: each thread does one image, then all add the round's
         // partials into dW/db in image order.
         std::vector<ImageScratch<T>> scratch;
-        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, true, true));
+        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, true, true, dx != nullptr));
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
@@ -156,18 +157,18 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
             for (index_t first = 0; first < n; first += threads) {
                 const index_t i = first + tid;
                 if (i < n)
-                    backward_image(dx + i * x_size, dout + i * y_size, x + i * x_size, w, c, fn, g,
-                                   scratch[tid], 1);
+                    backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size,
+                                   x + i * x_size, w, c, fn, g, scratch[tid], 1);
 #pragma omp barrier
                 reduce_partials(scratch, std::min<index_t>(threads, n - first));
             }
         }
     } else {
         std::vector<ImageScratch<T>> scratch;
-        scratch.push_back(make_scratch<T>(c, fn, g, true, threads <= 1));
+        scratch.push_back(make_scratch<T>(c, fn, g, true, threads <= 1, dx != nullptr));
         for (index_t i = 0; i < n; ++i) {
-            backward_image(dx + i * x_size, dout + i * y_size, x + i * x_size, w, c, fn, g,
-                           scratch[0], threads);
+            backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w,
+                           c, fn, g, scratch[0], threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)
             reduce_partials(scratch, 1);
         }

@@ -24,7 +24,7 @@ void conv2d_forward(T* y,        // (N, FN, OH, OW)
                     index_t n, index_t c, index_t fn, const Window2d& g);
 
 template <typename T>
-void conv2d_backward(T* dx,          // (N, C, H, W)
+void conv2d_backward(T* dx,          // (N, C, H, W), or null to skip the input gradient
                      T* dw,          // (FN, C, FH, FW)
                      T* db,          // (FN,)
                      const T* dout,  // (N, FN, OH, OW)

@@ -177,7 +177,7 @@ py::array_t<T> empty(const std::vector<index_t>& shape) {
 }
 
 template <typename T>
-T* ptr(py::array& a) {
+T* ptr(py::array a) {  // by value: a new reference to the same array
     return static_cast<T*>(a.mutable_data());
 }
 template <typename T>
@@ -342,16 +342,18 @@ py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::ar
 
 template <bool Reference>
 py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py::array& W,
-                             index_t sh, index_t sw, index_t ph, index_t pw) {
+                             index_t sh, index_t sw, index_t ph, index_t pw, bool need_dx) {
     const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
     same_kind(x, "x", dout, "dout");
     check_shape(dout, "dout", {cs.x.n, cs.fn, cs.g.oh(), cs.g.ow()});
     return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
         using T = decltype(t);
-        py::array dx = empty<T>({cs.x.n, cs.x.c, cs.x.h, cs.x.w});
+        py::object dx = py::none();
+        if (need_dx || Reference) dx = empty<T>({cs.x.n, cs.x.c, cs.x.h, cs.x.w});
         py::array dw = empty<T>({cs.fn, cs.x.c, cs.g.fh, cs.g.fw});
         py::array db = empty<T>({cs.fn});
-        T *dxp = ptr<T>(dx), *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
+        T* dxp = dx.is_none() ? nullptr : ptr<T>(py::reinterpret_borrow<py::array>(dx));
+        T *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
         const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(W);
         {
             py::gil_scoped_release release;
@@ -598,15 +600,18 @@ py::array py_affine_forward(const py::array& x, const py::array& W, const py::ar
     });
 }
 
-py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& W) {
+py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& W, bool need_dx) {
     index_t n, d, m;
     affine_shapes(x, W, n, d, m);
     same_kind(x, "x", dout, "dout");
     check_shape(dout, "dout", {n, m});
     return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
         using T = decltype(t);
-        py::array dx = empty<T>({n, d}), dw = empty<T>({d, m}), db = empty<T>({m});
-        T *dxp = ptr<T>(dx), *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
+        py::object dx = py::none();
+        if (need_dx) dx = empty<T>({n, d});
+        py::array dw = empty<T>({d, m}), db = empty<T>({m});
+        T* dxp = dx.is_none() ? nullptr : ptr<T>(py::reinterpret_borrow<py::array>(dx));
+        T *dwp = ptr<T>(dw), *dbp = ptr<T>(db);
         const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(W);
         {
             py::gil_scoped_release release;
@@ -695,7 +700,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
           py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
     m.def("max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
@@ -722,7 +727,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
           py::arg("dout"));
     m.def("affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
-    m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"));
+    m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
+          py::arg("need_dx") = true);
 
     m.def("set_num_threads", [](int n) {
         if (n < 1) value_error(cat("n must be >= 1, got ", n));
@@ -742,7 +748,8 @@ PYBIND11_MODULE(_core, m) {
     ref.def("im2col", &py_im2col<true>);
     ref.def("col2im", &py_col2im<true>);
     ref.def("conv2d_forward", &py_conv2d_forward<true>);
-    ref.def("conv2d_backward", &py_conv2d_backward<true>);
+    ref.def("conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
+            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
     ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>);
     ref.def("avg_pool2d_forward", &py_avg_pool2d_forward<true>);
 }

@@ -45,7 +45,8 @@ def _input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, in
         raise TypeError(f"{name} must be a tuple (N, C, H, W), got {shape!r}") from None
     if len(dims) != 4:
         raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {shape!r}")
-    return tuple(as_positive_int(d, f"{name}[{i}]") for i, d in enumerate(dims))  # type: ignore[return-value]
+    # An empty batch (N = 0) is fine; a plane needs C, H, W >= 1.
+    return tuple(as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,18 +84,19 @@ def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
     return _core.conv2d_forward(x, W, b, sh, sw, ph, pw)
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     """Gradients of :func:`conv2d_forward`.
 
     dout: (N, FN, OH, OW); x: (N, C, H, W); W: (FN, C, FH, FW). Returns (dx, dW, db) with the
-    shapes of x, W and (FN,).
+    shapes of x, W and (FN,). With ``need_dx=False`` dx is not computed and is None (a network's
+    first layer: its input gradient is thrown away).
     """
     dt = float_dtype(dout, x, W)
     dout = as_float_array(dout, "dout", dt, ndim=4)
     x = as_float_array(x, "x", dt, ndim=4)
     W = as_float_array(W, "W", dt, ndim=4)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw)
+    return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw, bool(need_dx))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +225,11 @@ def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
 # Affine
 
 
+def _features(x: np.ndarray) -> int:
+    """Features per sample; reshape(N, -1) cannot infer it when N == 0."""
+    return int(np.prod(x.shape[1:], dtype=np.int64))
+
+
 def affine_forward(x, W, b) -> np.ndarray:
     """``x @ W + b``. x: (N, D) (or (N, d1, d2, ...) flattened to (N, D)); W: (D, M); b: (M,).
     Returns (N, M)."""
@@ -230,17 +237,18 @@ def affine_forward(x, W, b) -> np.ndarray:
     x = as_float_array(x, "x", dt)
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
-    x2 = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+    x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
     return _core.affine_forward(x2, as_float_array(W, "W", dt, ndim=2), as_float_array(b, "b", dt, ndim=1))
 
 
-def affine_backward(dout, x, W) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of :func:`affine_forward`: (dx, dW, db), dx shaped like the original ``x``."""
+def affine_backward(dout, x, W, *, need_dx: bool = True):
+    """Gradients of :func:`affine_forward`: (dx, dW, db), dx shaped like the original ``x``
+    (None with ``need_dx=False``)."""
     dt = float_dtype(dout, x, W)
     dout = as_float_array(dout, "dout", dt, ndim=2)
     x = as_float_array(x, "x", dt)
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
-    x2 = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
-    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2))
-    return dx.reshape(x.shape), dW, db
+    x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
+    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2), bool(need_dx))
+    return (None if dx is None else dx.reshape(x.shape)), dW, db

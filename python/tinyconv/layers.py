@@ -109,8 +109,9 @@ class Affine:
         self.original_x_shape = np.shape(x)
         return out
 
-    def backward(self, dout):
-        dx, self.dW, self.db = F.affine_backward(dout, self.x, self.W)
+    def backward(self, dout, need_dx: bool = True):
+        """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM)."""
+        dx, self.dW, self.db = F.affine_backward(dout, self.x, self.W, need_dx=need_dx)
         return dx
 
 
@@ -319,8 +320,10 @@ class Convolution:
         self.x = x
         return out
 
-    def backward(self, dout):
-        dx, self.dW, self.db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad)
+    def backward(self, dout, need_dx: bool = True):
+        """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM
+        and col2im: a network's first layer)."""
+        dx, self.dW, self.db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad, need_dx=need_dx)
         return dx
 
 

@@ -157,8 +157,15 @@ class Network:
         x = self._input(x)
         self.last_loss = self._gradient_loss(x, t)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self._layer_list()):
+        layers = self._layer_list()
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        first = layers[0]
+        # The input gradient of the first layer is thrown away: skip computing it.
+        if isinstance(first, (Convolution, Affine)):
+            first.backward(dout, need_dx=False)
+        else:
+            first.backward(dout)
         return self._collect_gradients()
 
     def _collect_gradients(self) -> Dict[str, np.ndarray]:

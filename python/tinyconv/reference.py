@@ -332,7 +332,7 @@ def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
     return out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(dt)
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     """Gradients of :func:`conv2d_forward` (DLfS ``Convolution.backward``).
 
     dout: (N, FN, OH, OW); x: (N, C, H, W); W: (FN, C, FH, FW). Returns (dx, dW, db) shaped like
@@ -353,7 +353,7 @@ def conv2d_backward(dout, x, W, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray
     dW = (col.T @ dout_rows).T.reshape(FN, C, FH, FW)
     dcol = dout_rows @ col_W.T                        # (N*OH*OW, C*FH*FW)
     dx = _col2im_f64(dcol, x.shape, FH, FW, stride, pad)
-    return dx.astype(dt), dW.astype(dt), db.astype(dt)
+    return (dx.astype(dt) if need_dx else None), dW.astype(dt), db.astype(dt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -600,7 +600,7 @@ def affine_forward(x, W, b) -> np.ndarray:
     return (x2 @ W + b).astype(dt)
 
 
-def affine_backward(dout, x, W) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def affine_backward(dout, x, W, *, need_dx: bool = True):
     """Gradients of :func:`affine_forward`: ``dx = dout @ W.T`` (reshaped like x),
     ``dW = x.T @ dout``, ``db = sum_n dout``."""
     dt = _compute_dtype(dout, x, W)
@@ -613,4 +613,4 @@ def affine_backward(dout, x, W) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dx = (dout @ W.T).reshape(x.shape)
     dW = x2.T @ dout
     db = dout.sum(axis=0)
-    return dx.astype(dt), dW.astype(dt), db.astype(dt)
+    return (dx.astype(dt) if need_dx else None), dW.astype(dt), db.astype(dt)
