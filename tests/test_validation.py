@@ -110,7 +110,8 @@ VALUE_ERRORS = [
     case("avgpoolb-dout-shape", lambda: F.avg_pool2d_backward(np.zeros((1, 1, 3, 3)), X.shape, 2, 2, 2), ValueError, word("dout")),
     case("avgpoolb-shape-channels", lambda: F.avg_pool2d_backward(DOUT, (1, 2, 4, 4), 2, 2, 2), ValueError, word("dout")),
     case("avgpoolb-shape-5-entries", lambda: F.avg_pool2d_backward(DOUT, (1, 1, 1, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
-    case("avgpoolb-shape-zero", lambda: F.avg_pool2d_backward(DOUT, (0, 1, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
+    case("avgpoolb-shape-no-channels", lambda: F.avg_pool2d_backward(DOUT, (1, 0, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
+    case("avgpoolb-shape-empty-batch-vs-dout", lambda: F.avg_pool2d_backward(DOUT, (0, 1, 4, 4), 2, 2, 2), ValueError, word("dout")),
     case("avgpoolb-pool-too-big", lambda: F.avg_pool2d_backward(DOUT, X.shape, 5, 2, 2), ValueError, word("pool")),
     # activations
     case("relub-shapes", lambda: F.relu_backward(np.zeros(3), np.zeros(4)), ValueError, word("dout")),
