@@ -24,7 +24,7 @@ from tinyconv import functional as F
 from tinyconv import reference as R
 from tinyconv import util
 
-from checks import abs_of, assert_close, assert_dtype, assert_exact
+from checks import abs_of, assert_bitwise_equal, assert_close, assert_dtype, assert_exact
 from strategies import arrays, dtype_plans, geometries, more_examples, spelled_pair
 
 AVAILABLE_ISAS = [name for name in tinyconv.config()["available_isas"].split(",") if name]
@@ -610,3 +610,26 @@ def test_empty_batch_affine(feature_shape):
     assert dx.shape == x.shape
     assert_exact(dW, np.zeros((12, 2)), "dW")
     assert_exact(db, np.zeros(2), "db")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_without_dx(dtype):
+    """need_dx=False skips the input gradient: dx is None, dW and db are bit-for-bit the same."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
+    W = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    dout = rng.standard_normal(F.conv2d_forward(x, W, np.zeros(4, dtype), (2, 1), 1).shape).astype(dtype)
+    full = F.conv2d_backward(dout, x, W, (2, 1), 1)
+    partial = F.conv2d_backward(dout, x, W, (2, 1), 1, need_dx=False)
+    assert partial[0] is None
+    for name, got, want in zip(("dW", "db"), partial[1:], full[1:]):
+        assert_bitwise_equal(got, want, name)
+
+    xa = rng.standard_normal((6, 2, 5)).astype(dtype)
+    Wa = rng.standard_normal((10, 3)).astype(dtype)
+    da = rng.standard_normal((6, 3)).astype(dtype)
+    full = F.affine_backward(da, xa, Wa)
+    partial = F.affine_backward(da, xa, Wa, need_dx=False)
+    assert partial[0] is None
+    for name, got, want in zip(("dW", "db"), partial[1:], full[1:]):
+        assert_bitwise_equal(got, want, name)
