@@ -41,36 +41,44 @@ inline std::int64_t select(bool take, std::int64_t a, std::int64_t b) {
 template <typename T>
 void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                         const Window2d& g) {
-    const index_t OH = g.oh(), OW = g.ow(), planes = n * c, W = g.w;
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
+    // Geometry in locals: argmax stores are int64 like Window2d's fields, so the compiler would
+    // otherwise reload every field after every store.
+    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph, PW = g.pw;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * FH * FW, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
-        const T* plane = x + p * g.h * W;
+        const T* plane = x + p * H * W;
+        T* yp = y + p * OH * OW;
+        std::int64_t* ap = argmax + p * OH * OW;
         for (index_t oh = 0; oh < OH; ++oh) {
-            T* best = y + (p * OH + oh) * OW;
-            std::int64_t* best_at = argmax + (p * OH + oh) * OW;
-            for (index_t ow = 0; ow < OW; ++ow) best_at[ow] = -1;
-            // Taps in window order (fh, fw), each applied across the whole output row: the
-            // outputs of a row are independent, so the loop over ow has no dependency chain.
-            // Taps that land in padding are skipped (padding never wins).
-            for (index_t fh = 0; fh < g.fh; ++fh) {
-                const index_t ih = oh * g.sh - g.ph + fh;
-                if (ih < 0 || ih >= g.h) continue;
-                const T* row = plane + ih * W;
-                for (index_t fw = 0; fw < g.fw; ++fw) {
-                    index_t ow_lo, ow_hi;
-                    valid_range(W, OW, g.sw, g.pw, fw, ow_lo, ow_hi);
-                    const index_t off = fw - g.pw, s = g.sw, base = ih * W;
-                    for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
-                        const index_t iw = ow * s + off;
-                        const T v = row[iw], b = best[ow];
-                        const std::int64_t a = best_at[ow];
-                        // The first real tap starts the window; then a larger value wins (a tie
-                        // keeps the earlier one), and a NaN wins unless a NaN already has.
-                        const bool take = (a < 0) | (v > b) | ((v != v) & (b == b));
-                        best[ow] = select(take, v, b);
-                        best_at[ow] = select(take, std::int64_t(base + iw), a);
+            const index_t h0 = oh * SH - PH;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + FH, H);
+            for (index_t ow = 0; ow < OW; ++ow) {
+                const index_t w0 = ow * SW - PW;
+                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + FW, W);
+                // The window's first real input starts it (padding never wins). Three short
+                // chains instead of one long one: the running maximum (a plain max, so the
+                // compiler emits maxss/maxsd), its position, and the position of the first NaN,
+                // which wins the window if there is one.
+                std::int64_t best_at = h_lo * W + w_lo, nan_at = -1;
+                T best = plane[best_at];
+                for (index_t ih = h_lo; ih < h_hi; ++ih) {
+                    const T* row = plane + ih * W;
+                    for (index_t iw = w_lo; iw < w_hi; ++iw) {
+                        const T v = row[iw];
+                        const std::int64_t at = ih * W + iw;
+                        const bool larger = v > best;  // a tie keeps the earlier one
+                        best_at = select(larger, at, best_at);
+                        best = larger ? v : best;
+                        nan_at = select((v != v) & (nan_at < 0), at, nan_at);
                     }
                 }
+                if (nan_at >= 0) {
+                    best_at = nan_at;
+                    best = plane[nan_at];
+                }
+                yp[oh * OW + ow] = best;
+                ap[oh * OW + ow] = best_at;
             }
         }
     }
