@@ -196,7 +196,13 @@ def _labels(t, x: np.ndarray, dt) -> np.ndarray:
     """Integer labels (N,) as int64, or targets (N, K) in the compute dtype."""
     arr = as_index_array(t, "t") if np.ndim(t) == 1 else t
     if np.ndim(arr) == 2:
-        return as_float_array(arr, "t", dt, ndim=2)
+        if np.shape(arr) != x.shape:
+            raise ValueError(f"t must have the shape of the logits {x.shape}, got {np.shape(arr)}")
+        with np.errstate(over="ignore"):
+            targets = as_float_array(arr, "t", dt, ndim=2)
+        if not np.isfinite(targets).all() and np.isfinite(np.asarray(arr, dtype=np.float64)).all():
+            raise ValueError(f"t holds values too large for {np.dtype(dt).name}")
+        return targets
     if np.ndim(arr) != 1:
         raise ValueError(f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}")
     return arr

@@ -17,7 +17,12 @@ __all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_cu
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
     """Output length of a window of ``filter_size`` slid over ``input_size`` padded by ``pad``
-    on both sides, with ``stride``: ``(input_size + 2*pad - filter_size) // stride + 1``."""
+    on both sides, with ``stride``: ``(input_size + 2*pad - filter_size) // stride + 1``.
+
+    DLfS divides with ``/`` and returns a float (24.0, or 12.5 when the window does not fit
+    evenly); this returns the int the layers actually produce."""
+    input_size, filter_size = as_positive_int(input_size, "input_size"), as_positive_int(filter_size, "filter_size")
+    stride, pad = as_positive_int(stride, "stride"), as_positive_int(pad, "pad", minimum=0)
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
