@@ -76,25 +76,38 @@ void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, ind
 }
 
 template <typename T>
-ImageScratch<T> make_scratch(index_t c, index_t fn, const Window2d& g, bool backward,
-                             bool serial_gemm, bool need_dx = true) {
+void grow(std::vector<T>& v, index_t size) {
+    if (static_cast<index_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
+}
+
+// `count` scratches big enough for this layer, kept across calls (one set per calling thread,
+// so concurrent calls from several Python threads never share one): a training loop calls the
+// same layers again and again, and fresh buffers would cost an allocation and page faults
+// every time. They only grow, up to the largest layer seen.
+template <typename T>
+std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, const Window2d& g,
+                                          bool backward, bool serial_gemm, bool need_dx) {
+    thread_local std::vector<ImageScratch<T>> cache;
+    if (static_cast<int>(cache.size()) < count) cache.resize(static_cast<size_t>(count));
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
-    ImageScratch<T> s;
-    if (!is_pointwise(g)) {
-        s.col.resize(static_cast<size_t>(K * L));
-        if (backward && need_dx) s.dcol.resize(static_cast<size_t>(K * L));
+    for (int t = 0; t < count; ++t) {
+        ImageScratch<T>& s = cache[t];
+        if (!is_pointwise(g)) {
+            grow(s.col, K * L);
+            if (backward && need_dx) grow(s.dcol, K * L);
+        }
+        if (serial_gemm) {
+            index_t need = gemm_workspace_size<T>(fn, L, K);
+            if (backward)
+                need = std::max({need, gemm_workspace_size<T>(fn, K, L), gemm_workspace_size<T>(K, L, fn)});
+            grow(s.gemm, need);
+        }
+        if (backward) {
+            grow(s.dw, fn * K);
+            grow(s.db, fn);
+        }
     }
-    if (serial_gemm) {
-        index_t need = gemm_workspace_size<T>(fn, L, K);
-        if (backward)
-            need = std::max({need, gemm_workspace_size<T>(fn, K, L), gemm_workspace_size<T>(K, L, fn)});
-        s.gemm.resize(static_cast<size_t>(need));
-    }
-    if (backward) {
-        s.dw.resize(static_cast<size_t>(fn * K));
-        s.db.resize(static_cast<size_t>(fn));
-    }
-    return s;
+    return cache;
 }
 
 }  // namespace
@@ -107,8 +120,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
     if (n >= threads) {
         // Enough images for every thread: one image per task, serial GEMMs.
-        std::vector<ImageScratch<T>> scratch;
-        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, false, true));
+        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, false, true, false);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t i = 0; i < n; ++i) {
 #ifdef _OPENMP
@@ -119,7 +131,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
             forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, 1);
         }
     } else {
-        ImageScratch<T> s = make_scratch<T>(c, fn, g, false, false);
+        ImageScratch<T>& s = scratch_for<T>(1, c, fn, g, false, false, false)[0];
         for (index_t i = 0; i < n; ++i)
             forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, threads);
     }
@@ -145,8 +157,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     if (n >= threads && threads > 1) {
         // Rounds of `threads` images: each thread does one image, then all add the round's
         // partials into dW/db in image order.
-        std::vector<ImageScratch<T>> scratch;
-        for (int t = 0; t < threads; ++t) scratch.push_back(make_scratch<T>(c, fn, g, true, true, dx != nullptr));
+        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, true, true, dx != nullptr);
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
@@ -164,8 +175,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
             }
         }
     } else {
-        std::vector<ImageScratch<T>> scratch;
-        scratch.push_back(make_scratch<T>(c, fn, g, true, threads <= 1, dx != nullptr));
+        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(1, c, fn, g, true, threads <= 1, dx != nullptr);
         for (index_t i = 0; i < n; ++i) {
             backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w,
                            c, fn, g, scratch[0], threads);
