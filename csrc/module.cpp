@@ -27,6 +27,7 @@
 #include "gemm.h"
 #include "im2col.h"
 #include "loss.h"
+#include "optimizer.h"
 #include "parallel.h"
 #include "pool.h"
 
@@ -621,6 +622,36 @@ py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py
     });
 }
 
+void check_writeable(const py::array& a, const char* name) {
+    if (!a.writeable()) value_error(cat(name, " must be writeable: it is updated in place"));
+}
+
+// Updates param, m and v in place.
+void py_adam_update(py::array param, py::array m, py::array v, const py::array& grad, double lr_t,
+                    double beta1, double beta2, double eps) {
+    const char kind = float_kind(param, "param");
+    same_kind(param, "param", m, "m");
+    same_kind(param, "param", v, "v");
+    same_kind(param, "param", grad, "grad");
+    const std::vector<py::ssize_t> shape(param.shape(), param.shape() + param.ndim());
+    for (auto [arr, name] : {std::pair<const py::array*, const char*>{&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
+        if (std::vector<py::ssize_t>(arr->shape(), arr->shape() + arr->ndim()) != shape)
+            value_error(cat(name, " must have the shape of param ", shape_str(param), ", got ", shape_str(*arr)));
+    }
+    check_writeable(param, "param");
+    check_writeable(m, "m");
+    check_writeable(v, "v");
+    dispatch(kind, [&](auto t) {
+        using T = decltype(t);
+        T *pp = ptr<T>(param), *mp = ptr<T>(m), *vp = ptr<T>(v);
+        const T* gp = cptr<T>(grad);
+        const index_t size = static_cast<index_t>(param.size());
+        py::gil_scoped_release release;
+        adam_update<T>(pp, mp, vp, gp, size, T(lr_t), T(1.0 - beta1), T(1.0 - beta2), T(eps));
+        return 0;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
@@ -729,6 +760,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
     m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
           py::arg("need_dx") = true);
+
+    m.def("adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
+          py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
 
     m.def("set_num_threads", [](int n) {
         if (n < 1) value_error(cat("n must be >= 1, got ", n));

@@ -156,3 +156,25 @@ def test_all_optimizers_share_the_base_class():
     for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam):
         assert issubclass(cls, Optimizer)
         assert repr(cls()).startswith(cls.__name__ + "(")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_adam_fused_and_numpy_paths_give_dlfs_bits(dtype, layout):
+    """Contiguous arrays take the fused C++ update, strided views the NumPy one: both must be
+    bitwise DLfS's formula evaluated in the parameter's dtype."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((40, 60)).astype(dtype)
+    param = base.copy() if layout == "contiguous" else np.asfortranarray(base)
+    expected = base.copy()
+    m, v = np.zeros_like(expected), np.zeros_like(expected)
+    adam = Adam(lr=0.01)
+    for it in range(1, 6):
+        grad = rng.standard_normal(base.shape).astype(dtype)
+        adam.update({"W": param}, {"W": grad})
+        lr_t = float(0.01 * np.sqrt(1.0 - 0.999 ** it) / (1.0 - 0.9 ** it))
+        m += (1 - 0.9) * (grad - m)
+        v += (1 - 0.999) * (grad ** 2 - v)
+        expected -= lr_t * m / (np.sqrt(v) + 1e-7)
+        np.testing.assert_array_equal(param, expected)
+    assert param.dtype == dtype

@@ -16,6 +16,8 @@ from typing import Any, Dict, Mapping, MutableMapping, Optional
 
 import numpy as np
 
+from . import _core
+
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "get_optimizer"]
 
 # Added to the denominator of the adaptive methods, as in DLfS.
@@ -205,10 +207,25 @@ class Adam(Optimizer):
         self.iter += 1
         lr_t = float(self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter))
         for key in params.keys():
-            m, v, grad = self.m[key], self.v[key], grads[key]
+            param, m, v, grad = params[key], self.m[key], self.v[key], grads[key]
+            if _fusable(param, m, v, grad):
+                # One pass in C++, same operations in the same order: the same bits.
+                _core.adam_update(param, m, v, grad, lr_t, self.beta1, self.beta2, _EPS)
+                continue
             m += (1 - self.beta1) * (grad - m)
             v += (1 - self.beta2) * (grad ** 2 - v)
             params[key] -= _scaled_step(lr_t, m, v)
+
+
+def _fusable(param: np.ndarray, *others: np.ndarray) -> bool:
+    """Whether the fused C++ update applies: writeable, C-contiguous float32/float64 arrays of one
+    dtype and shape (anything else takes the NumPy path, with identical results)."""
+    if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
+        return False
+    if not (param.flags.c_contiguous and param.flags.writeable and param.dtype.isnative):
+        return False
+    return all(isinstance(o, np.ndarray) and o.dtype == param.dtype and o.shape == param.shape
+               and o.flags.c_contiguous and o.dtype.isnative for o in others)
 
 
 def _scaled_step(lr: float, numerator: np.ndarray, accumulator: np.ndarray) -> np.ndarray:
