@@ -161,17 +161,19 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
-            const int tid = omp_get_thread_num();
+            // The runtime may grant fewer threads than asked (OMP_THREAD_LIMIT, nesting): a
+            // round is as many images as the team really has.
+            const int tid = omp_get_thread_num(), team = omp_get_num_threads();
 #else
-            const int tid = 0;
+            const int tid = 0, team = 1;
 #endif
-            for (index_t first = 0; first < n; first += threads) {
+            for (index_t first = 0; first < n; first += team) {
                 const index_t i = first + tid;
                 if (i < n)
                     backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size,
                                    x + i * x_size, w, c, fn, g, scratch[tid], 1);
 #pragma omp barrier
-                reduce_partials(scratch, std::min<index_t>(threads, n - first));
+                reduce_partials(scratch, std::min<index_t>(team, n - first));
             }
         }
     } else {

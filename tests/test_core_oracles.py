@@ -116,3 +116,32 @@ def test_isa_levels_are_reported_and_selectable():
     assert "generic" in ISAS
     with pytest.raises(ValueError, match="isa"):
         _core.set_isa("sse9000")
+
+
+def test_kernels_are_right_when_the_runtime_grants_fewer_threads():
+    """OMP_THREAD_LIMIT=1 makes every team smaller than the thread count asked for: work split
+    by team must still cover every image (checked in a child, as the limit is read at start-up)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import numpy as np, tinyconv
+        from tinyconv import _core
+        tinyconv.set_num_threads(4)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((9, 3, 8, 8)); W = rng.standard_normal((4, 3, 3, 3))
+        b = rng.standard_normal(4); d = rng.standard_normal((9, 4, 8, 8))
+        args = (1, 1, 1, 1)
+        for got, want in zip(_core.conv2d_backward(d, x, W, *args), _core.reference.conv2d_backward(d, x, W, *args)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(_core.conv2d_forward(x, W, b, *args), _core.reference.conv2d_forward(x, W, b, *args),
+                                   rtol=1e-10, atol=1e-10)
+        print("ok")
+        """
+    )
+    env = dict(__import__("os").environ, OMP_THREAD_LIMIT="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
