@@ -79,12 +79,17 @@ def calls_for(seconds_per_call: float, min_sample_s: float) -> int:
 
 
 def measure_interleaved(contenders: Dict[str, Contender], repeats: int, min_sample_s: float,
-                        warmup_calls: int = 1) -> Dict[str, Timing]:
+                        warmup_calls: int = 1, settle_s: float = 0.0) -> Dict[str, Timing]:
     """Time every contender ``repeats`` times, round-robin, after a warm-up round.
 
     The warm-up runs each contender ``warmup_calls`` times (first-call costs: page faults, lazy
     initialisation, caches, OpenMP thread start-up) and then times one more call to choose how
     many calls a sample needs.
+
+    ``settle_s``: idle time before every sample. The contenders bring their own thread pools
+    (OpenMP in tinyconv and PyTorch, OpenBLAS's in NumPy), whose workers keep spinning on the
+    cores for a while after a call -- OpenBLAS's for about 0.1 s. Without a pause, each sample
+    would start with the previous contender's spinners holding the cores it wants.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -98,5 +103,7 @@ def measure_interleaved(contenders: Dict[str, Contender], repeats: int, min_samp
         gc.collect()
         for name in round_robin_order(names, round_index):
             timing = timings[name]
+            if settle_s > 0:
+                time.sleep(settle_s)
             timing.seconds.append(_time_calls(contenders[name], timing.calls_per_sample))
     return timings

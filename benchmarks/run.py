@@ -31,9 +31,9 @@ import memory  # noqa: E402
 
 ALL_GROUPS = ("gemm", "kernels", "train", "conv", "infer", "rss")
 DEFAULT_OUT = os.path.join(HERE, "results")
-# (rounds per workload, shortest sample in seconds)
-FULL_SETTINGS = (7, 0.05)
-QUICK_SETTINGS = (2, 0.002)
+# (rounds per workload, shortest sample in seconds, idle pause before each sample in seconds)
+FULL_SETTINGS = (7, 0.05, 0.2)
+QUICK_SETTINGS = (2, 0.002, 0.0)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -135,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if torch_note:
         print(torch_note, file=sys.stderr)
     blas = environment.BlasThreads()
-    repeats, min_sample_s = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+    repeats, min_sample_s, settle_s = QUICK_SETTINGS if args.quick else FULL_SETTINGS
     repeats = args.repeats or repeats
 
     started = time.time()
@@ -144,7 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for threads in args.thread_counts:
         _set_threads(threads, torch, blas)
         ctx = workloads.Context(threads=threads, repeats=repeats, min_sample_s=min_sample_s,
-                                quick=args.quick, torch=torch, run_py=os.path.abspath(__file__))
+                                quick=args.quick, settle_s=settle_s, torch=torch,
+                                run_py=os.path.abspath(__file__))
         pass_rows, pass_failures = run_pass(ctx, args.groups)
         rows += pass_rows
         failures += pass_failures
@@ -163,6 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "groups": args.groups,
         "repeats": repeats,
         "min_sample_s": min_sample_s,
+        "settle_s": settle_s,
         "tinyconv_config": tinyconv.config(),
         "versions": environment.library_versions(torch),
         "blas_thread_control": blas.method,

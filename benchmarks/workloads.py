@@ -44,6 +44,7 @@ class Context:
     quick: bool
     torch: Optional[ModuleType]  # None: PyTorch unavailable or disabled
     run_py: str                  # path of run.py, for the peak-memory child processes
+    settle_s: float = 0.0        # idle pause before each sample (see harness.measure_interleaved)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _result(workload: Workload, ctx: Context, figures: Dict[str, Dict[str, objec
 
 def measure_timed(workload: Workload, ctx: Context) -> Dict[str, object]:
     contenders = workload.build(ctx)
-    timings = harness.measure_interleaved(contenders, ctx.repeats, ctx.min_sample_s)
+    timings = harness.measure_interleaved(contenders, ctx.repeats, ctx.min_sample_s, settle_s=ctx.settle_s)
     figures = {}
     for name, timing in timings.items():
         figures[name] = summarize([_in_unit(workload, s) for s in timing.seconds])
