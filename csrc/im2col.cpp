@@ -1,7 +1,6 @@
 #include "im2col.h"
 
 #include <algorithm>
-#include <cstring>
 
 namespace tinyconv {
 
@@ -81,7 +80,9 @@ void im2col_chans(T* col, const T* img, index_t c, const Window2d& g) {
                     const T* src = plane + (oh * g.sh - g.ph + fh) * g.w + (fw - g.pw);
                     for (index_t ow = 0; ow < ow_lo; ++ow) dst[ow] = T(0);
                     if (g.sw == 1) {
-                        std::memcpy(dst + ow_lo, src + ow_lo, sizeof(T) * (ow_hi - ow_lo));
+                        // Rows are short (OW values): an inline loop beats a memcpy call.
+#pragma omp simd
+                        for (index_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[ow];
                     } else {
                         const index_t s = g.sw;
 #pragma omp simd
