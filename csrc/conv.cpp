@@ -49,10 +49,11 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
     gemm_step(s, gemm_threads, y, L, w, K, false, col, L, false, fn, L, K, T(1));
 }
 
-// dx[n] and this image's dW/db partials (into the scratch).
+// dx[n], and image n's share of its block's dW/db partials (in the scratch): the first image of a
+// block overwrites them, the next ones add to them (the GEMM's beta = 1), in image order.
 template <typename T>
 void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, index_t fn,
-                    const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
+                    const Window2d& g, ImageScratch<T>& s, int gemm_threads, bool first_in_block) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const bool pointwise = is_pointwise(g);
     const T* col = x;
@@ -60,13 +61,14 @@ void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, ind
         im2col_chans(s.col.data(), x, c, g);
         col = s.col.data();
     }
-    // dW_n (FN, K) = dout_n (FN, L) . col^T (L, K)
-    gemm_step(s, gemm_threads, s.dw.data(), K, dout, L, false, col, L, true, fn, K, L, T(0));
+    // dW_block (FN, K) (+)= dout_n (FN, L) . col^T (L, K)
+    gemm_step(s, gemm_threads, s.dw.data(), K, dout, L, false, col, L, true, fn, K, L,
+              first_in_block ? T(0) : T(1));
     for (index_t f = 0; f < fn; ++f) {
         const T* row = dout + f * L;
         T sum = 0;
         for (index_t l = 0; l < L; ++l) sum += row[l];
-        s.db[f] = sum;
+        s.db[f] = first_in_block ? sum : s.db[f] + sum;
     }
     if (!dx) return;  // the caller does not need the input gradient (first layer)
     // dcol (K, L) = W^T (K, FN) . dout_n (FN, L)
@@ -145,7 +147,20 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
     std::fill(dw, dw + fn * K, T(0));
     std::fill(db, db + fn, T(0));
-    // Adds the partials of images [first, first + count), held by scratch[0..count), in order.
+    // dW and db are sums over images. Images go in fixed blocks of kBlock (a constant, so the
+    // blocks never depend on the thread count); a block's partial is summed image by image in
+    // one scratch, and the partials are added into dW/db in block order. Threads take whole
+    // blocks, a wave of one block per thread at a time, so only one scratch per thread is live
+    // and there is one synchronisation per wave rather than per image.
+    constexpr index_t kBlock = 4;
+    const index_t blocks = (n + kBlock - 1) / kBlock;
+    auto backward_block = [&](index_t block, ImageScratch<T>& s, int gemm_threads) {
+        const index_t first = block * kBlock, last = std::min(n, first + kBlock);
+        for (index_t i = first; i < last; ++i)
+            backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w, c,
+                           fn, g, s, gemm_threads, i == first);
+    };
+    // Adds the partials of `count` consecutive blocks, held by scratch[0..count), in order.
     auto reduce_partials = [&](std::vector<ImageScratch<T>>& scratch, index_t count) {
 #pragma omp for schedule(static)
         for (index_t e = 0; e < fn * K; ++e)
@@ -154,33 +169,28 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
         for (index_t f = 0; f < fn; ++f)
             for (index_t t = 0; t < count; ++t) db[f] += scratch[t].db[f];
     };
-    if (n >= threads && threads > 1) {
-        // Rounds of `threads` images: each thread does one image, then all add the round's
-        // partials into dW/db in image order.
+    if (blocks >= threads && threads > 1) {
         std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, true, true, dx != nullptr);
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
             // The runtime may grant fewer threads than asked (OMP_THREAD_LIMIT, nesting): a
-            // round is as many images as the team really has.
+            // wave is as many blocks as the team really has.
             const int tid = omp_get_thread_num(), team = omp_get_num_threads();
 #else
             const int tid = 0, team = 1;
 #endif
-            for (index_t first = 0; first < n; first += team) {
-                const index_t i = first + tid;
-                if (i < n)
-                    backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size,
-                                   x + i * x_size, w, c, fn, g, scratch[tid], 1);
+            for (index_t wave = 0; wave < blocks; wave += team) {
+                if (wave + tid < blocks) backward_block(wave + tid, scratch[tid], 1);
 #pragma omp barrier
-                reduce_partials(scratch, std::min<index_t>(team, n - first));
+                reduce_partials(scratch, std::min<index_t>(team, blocks - wave));
             }
         }
     } else {
+        // Few blocks for many threads: blocks one after another, each GEMM on all threads.
         std::vector<ImageScratch<T>>& scratch = scratch_for<T>(1, c, fn, g, true, threads <= 1, dx != nullptr);
-        for (index_t i = 0; i < n; ++i) {
-            backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w,
-                           c, fn, g, scratch[0], threads);
+        for (index_t block = 0; block < blocks; ++block) {
+            backward_block(block, scratch[0], threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)
             reduce_partials(scratch, 1);
         }

@@ -8,8 +8,9 @@
 // already colT).
 //
 // Memory: one colT (and one dcolT) per thread, never the whole batch's column matrix.
-// Determinism: dW and db are sums over images; each image's partial is computed whole and the
-// partials are added in image order, so the result does not depend on the thread count.
+// Determinism: dW and db are sums over images, taken in fixed blocks of images (block partials
+// summed image by image, then added in block order), so the result does not depend on the
+// thread count.
 #pragma once
 
 #include "geometry.h"
