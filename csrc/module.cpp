@@ -372,29 +372,54 @@ Window2d pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t sh, 
     return make_window(s.h, s.w, pool_h, pool_w, sh, sw, ph, pw, "pool (pool_h, pool_w)");
 }
 
-template <bool Reference>
-py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
-                                index_t sw, index_t ph, index_t pw) {
-    const Nchw s = nchw(x, "x");
+// Max pooling also needs a real input in every window: pad < pool.
+Window2d max_pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t sh, index_t sw,
+                         index_t ph, index_t pw) {
     const Window2d g = pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
     if (ph >= pool_h || pw >= pool_w)
         value_error(cat("pad (", ph, ", ", pw, ") must be smaller than the pool (", pool_h, ", ", pool_w,
                         ") for max pooling: a window made only of padding has no maximum"));
+    return g;
+}
+
+template <bool Reference>
+py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool_w, index_t sh,
+                                index_t sw, index_t ph, index_t pw, bool with_argmax) {
+    const Nchw s = nchw(x, "x");
+    const Window2d g = max_pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
     return dispatch(float_kind(x, "x"), [&](auto t) -> py::tuple {
         using T = decltype(t);
         py::array y = empty<T>({s.n, s.c, g.oh(), g.ow()});
-        py::array idx = empty<std::int64_t>({s.n, s.c, g.oh(), g.ow()});
+        py::object idx = py::none();
+        if (with_argmax || Reference) idx = empty<std::int64_t>({s.n, s.c, g.oh(), g.ow()});
         T* yp = ptr<T>(y);
-        std::int64_t* ip = ptr<std::int64_t>(idx);
+        std::int64_t* ip = idx.is_none() ? nullptr : ptr<std::int64_t>(py::reinterpret_borrow<py::array>(idx));
         const T* xp = cptr<T>(x);
         {
             py::gil_scoped_release release;
             if constexpr (Reference)
-            max_pool2d_forward_reference<T>(yp, ip, xp, s.n, s.c, g);
-        else
-            max_pool2d_forward<T>(yp, ip, xp, s.n, s.c, g);
+                max_pool2d_forward_reference<T>(yp, ip, xp, s.n, s.c, g);
+            else
+                max_pool2d_forward<T>(yp, ip, xp, s.n, s.c, g);
         }
         return py::make_tuple(y, idx);
+    });
+}
+
+py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::array& x, index_t pool_h,
+                                            index_t pool_w, index_t sh, index_t sw, index_t ph, index_t pw) {
+    const Nchw s = nchw(x, "x");
+    const Window2d g = max_pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
+    same_kind(x, "x", dout, "dout");
+    check_shape(dout, "dout", {s.n, s.c, g.oh(), g.ow()});
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w});
+        T* dxp = ptr<T>(dx);
+        const T *dp = cptr<T>(dout), *xp = cptr<T>(x);
+        py::gil_scoped_release release;
+        max_pool2d_backward_from_input<T>(dxp, dp, xp, s.n, s.c, g);
+        return dx;
     });
 }
 
@@ -733,7 +758,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
           py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
     m.def("max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
+    m.def("max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input, py::arg("dout"), py::arg("x"),
+          py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+          py::arg("pad_w"));
     m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
           py::arg("c"), py::arg("h"), py::arg("w"));
     m.def("avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
@@ -784,6 +812,7 @@ PYBIND11_MODULE(_core, m) {
     ref.def("conv2d_forward", &py_conv2d_forward<true>);
     ref.def("conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
             py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
-    ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>);
+    ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
     ref.def("avg_pool2d_forward", &py_avg_pool2d_forward<true>);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 namespace tinyconv {
@@ -38,50 +39,106 @@ inline std::int64_t select(bool take, std::int64_t a, std::int64_t b) {
 
 }  // namespace
 
+namespace {
+
+// The winner of one window [h_lo, h_hi) x [w_lo, w_hi) (its real inputs only: padding never
+// wins): the first maximum in row-major order, or the first NaN if there is one.
+// Three short dependency chains rather than one long one: the running maximum (a plain max,
+// which the compiler turns into maxss/maxsd), its position (branch-free select), and the
+// position of the first NaN.
 template <typename T>
-void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
-                        const Window2d& g) {
-    // Geometry in locals: argmax stores are int64 like Window2d's fields, so the compiler would
-    // otherwise reload every field after every store.
-    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+inline void window_argmax(const T* plane, index_t W, index_t h_lo, index_t h_hi, index_t w_lo,
+                          index_t w_hi, T& best_out, std::int64_t& at_out) {
+    std::int64_t best_at = h_lo * W + w_lo, nan_at = -1;
+    T best = plane[best_at];
+    for (index_t ih = h_lo; ih < h_hi; ++ih) {
+        const T* row = plane + ih * W;
+        for (index_t iw = w_lo; iw < w_hi; ++iw) {
+            const T v = row[iw];
+            const std::int64_t at = ih * W + iw;
+            const bool larger = v > best;  // a tie keeps the earlier one
+            best_at = select(larger, at, best_at);
+            best = larger ? v : best;
+            nan_at = select((v != v) & (nan_at < 0), at, nan_at);
+        }
+    }
+    if (nan_at >= 0) {
+        best_at = nan_at;
+        best = plane[nan_at];
+    }
+    best_out = best;
+    at_out = best_at;
+}
+
+// The window's maximum only (a NaN anywhere makes it NaN).
+template <typename T>
+inline T window_max(const T* plane, index_t W, index_t h_lo, index_t h_hi, index_t w_lo,
+                    index_t w_hi) {
+    T best = plane[h_lo * W + w_lo];
+    bool nan = false;
+    for (index_t ih = h_lo; ih < h_hi; ++ih) {
+        const T* row = plane + ih * W;
+        for (index_t iw = w_lo; iw < w_hi; ++iw) {
+            const T v = row[iw];
+            best = v > best ? v : best;
+            nan |= v != v;
+        }
+    }
+    return nan ? std::numeric_limits<T>::quiet_NaN() : best;
+}
+
+// Calls visit(p, oh, ow, h_lo, h_hi, w_lo, w_hi) for every output window of every plane, planes
+// split across threads. The geometry is copied into locals first: int64 stores (argmax) could
+// alias Window2d's fields and force the compiler to reload them after every store.
+template <typename Visit>
+void for_each_window(index_t planes, const Window2d& g, Visit&& visit) {
+    const index_t OH = g.oh(), OW = g.ow();
     const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph, PW = g.pw;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * FH * FW, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
-        const T* plane = x + p * H * W;
-        T* yp = y + p * OH * OW;
-        std::int64_t* ap = argmax + p * OH * OW;
         for (index_t oh = 0; oh < OH; ++oh) {
             const index_t h0 = oh * SH - PH;
             const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + FH, H);
             for (index_t ow = 0; ow < OW; ++ow) {
                 const index_t w0 = ow * SW - PW;
                 const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + FW, W);
-                // The window's first real input starts it (padding never wins). Three short
-                // chains instead of one long one: the running maximum (a plain max, so the
-                // compiler emits maxss/maxsd), its position, and the position of the first NaN,
-                // which wins the window if there is one.
-                std::int64_t best_at = h_lo * W + w_lo, nan_at = -1;
-                T best = plane[best_at];
-                for (index_t ih = h_lo; ih < h_hi; ++ih) {
-                    const T* row = plane + ih * W;
-                    for (index_t iw = w_lo; iw < w_hi; ++iw) {
-                        const T v = row[iw];
-                        const std::int64_t at = ih * W + iw;
-                        const bool larger = v > best;  // a tie keeps the earlier one
-                        best_at = select(larger, at, best_at);
-                        best = larger ? v : best;
-                        nan_at = select((v != v) & (nan_at < 0), at, nan_at);
-                    }
-                }
-                if (nan_at >= 0) {
-                    best_at = nan_at;
-                    best = plane[nan_at];
-                }
-                yp[oh * OW + ow] = best;
-                ap[oh * OW + ow] = best_at;
+                visit(p, oh * OW + ow, h_lo, h_hi, w_lo, w_hi);
             }
         }
     }
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
+                        const Window2d& g) {
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
+    if (argmax) {
+        for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+            window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o],
+                          argmax[p * out_size + o]);
+        });
+    } else {
+        for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+            y[p * out_size + o] = window_max(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi);
+        });
+    }
+}
+
+template <typename T>
+void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n, index_t c,
+                                    const Window2d& g) {
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
+    std::fill(dx, dx + n * c * plane_size, T(0));
+    // Each plane is visited by one thread, its windows in order: the scatter is race-free and
+    // adds up overlapping windows in a fixed order.
+    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+        T best;
+        std::int64_t at;
+        window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, best, at);
+        dx[p * plane_size + at] += dout[p * out_size + o];
+    });
 }
 
 template <typename T>
@@ -189,6 +246,8 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
 #define TINYCONV_INSTANTIATE(T)                                                                   \
     template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,            \
                                         const Window2d&);                                         \
+    template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,     \
+                                                    const Window2d&);                             \
     template void max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
                                          index_t);                                                \
     template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);         \

@@ -17,9 +17,17 @@ namespace tinyconv {
 
 template <typename T>
 void max_pool2d_forward(T* y,                 // (N, C, OH, OW)
-                        std::int64_t* argmax,  // (N, C, OH, OW)
+                        std::int64_t* argmax,  // (N, C, OH, OW), or null: values only (faster)
                         const T* x,           // (N, C, H, W)
                         index_t n, index_t c, const Window2d& g);
+// Finds each window's winner again from x (the forward input) and scatters dout there: no argmax
+// array is kept between the passes (less memory, and inference never computes one).
+template <typename T>
+void max_pool2d_backward_from_input(T* dx,          // (N, C, H, W)
+                                    const T* dout,  // (N, C, OH, OW)
+                                    const T* x,     // (N, C, H, W)
+                                    index_t n, index_t c, const Window2d& g);
+
 // Needs only the plane sizes: argmax already says where each output came from.
 template <typename T>
 void max_pool2d_backward(T* dx,                      // (N, C, H, W)

@@ -104,6 +104,9 @@ SIGNATURES = {
     "conv2d_backward": (F.conv2d_backward, ["array:4", "array:4", "array:4", "pair", "pair"]),
     "max_pool2d_forward": (F.max_pool2d_forward, ["array:4", "int", "int", "pair", "pair"]),
     "max_pool2d_backward": (F.max_pool2d_backward, ["array:4", "array:4", "shape"]),
+    "max_pool2d": (F.max_pool2d, ["array:4", "int", "int", "pair", "pair"]),
+    "max_pool2d_backward_from_input": (F.max_pool2d_backward_from_input,
+                                       ["array:4", "array:4", "int", "int", "pair", "pair"]),
     "avg_pool2d_forward": (F.avg_pool2d_forward, ["array:4", "int", "int", "pair", "pair"]),
     "avg_pool2d_backward": (F.avg_pool2d_backward, ["array:4", "shape", "int", "int", "pair", "pair"]),
     "relu_forward": (F.relu_forward, ["array"]),
@@ -215,8 +218,10 @@ def plausible_args(name, pick):
             return [x, W, valid_array(pick, (fn,)), stride, pad]
         return [valid_array(pick, (n, fn, oh, ow)), x, W, stride, pad]
     n = max(n, 1)  # an input_shape needs N >= 1
-    if name in ("max_pool2d_forward", "avg_pool2d_forward", "im2col"):
+    if name in ("max_pool2d_forward", "max_pool2d", "avg_pool2d_forward", "im2col"):
         return [valid_array(pick, (n, c, h, w)), kh, kw, stride, pad]
+    if name == "max_pool2d_backward_from_input":
+        return [valid_array(pick, (n, c, oh, ow)), valid_array(pick, (n, c, h, w)), kh, kw, stride, pad]
     if name == "max_pool2d_backward":
         argmax = (np.arange(n * c * oh * ow) % (h * w)).reshape(n, c, oh, ow)
         return [valid_array(pick, (n, c, oh, ow)), argmax, (n, c, h, w)]

@@ -236,6 +236,27 @@ def test_max_pool2d_backward(g, plan, data):
 
 
 @more_examples(4)
+@given(g=geometries(pad_below_kernel=True), plan=dtype_plans(2), data=st.data())
+def test_max_pool2d_values_only_and_backward_from_input(g, plan, data):
+    """The argmax-free pair the Pooling layer uses: values equal to max_pool2d_forward's, and a
+    backward that finds the winners again from x (ties included) equal to the argmax route."""
+    (x_dt, d_dt), dt = plan
+    style = data.draw(st.sampled_from(["small_ints", "small_ints", "uniform"]))
+    x = data.draw(arrays(g.input_shape, x_dt, style=style))
+    dout = data.draw(arrays((g.N, g.C, g.out_h, g.out_w), d_dt))
+    copies = snapshot(x, dout)
+    y = F.max_pool2d(x, g.kh, g.kw, g.stride, g.pad)
+    assert_exact(y, R.max_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad)[0].astype(y.dtype), "y")
+    dx = F.max_pool2d_backward_from_input(dout, x, g.kh, g.kw, g.stride, g.pad)
+    assert_dtype(dx, dt, "dx")
+    want = R.max_pool2d_backward_from_input(dout, x, g.kh, g.kw, g.stride, g.pad)
+    _, argmax = R.max_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad)
+    magnitude = R.max_pool2d_backward(abs_of(dout), argmax, g.input_shape)
+    assert_close(dx, want, dt, magnitude, "dx")
+    assert_unchanged([x, dout], copies)
+
+
+@more_examples(4)
 @given(g=geometries(), plan=dtype_plans(1), data=st.data())
 def test_avg_pool2d_forward(g, plan, data):
     (x_dt,), dt = plan

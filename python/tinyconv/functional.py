@@ -24,6 +24,8 @@ __all__ = [
     "conv2d_backward",
     "max_pool2d_forward",
     "max_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward_from_input",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -129,6 +131,27 @@ def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
     argmax = as_index_array(argmax, "argmax")
     n, c, h, w = _input_shape(input_shape)
     return _core.max_pool2d_backward(dout, argmax, n, c, h, w)
+
+
+def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """The values of :func:`max_pool2d_forward` without the argmax array (faster, less memory:
+    what inference needs). x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
+    x = as_float_array(x, "x", float_dtype(x), ndim=4)
+    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.max_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw, False)[0]
+
+
+def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """Gradient of max pooling computed from the forward input ``x`` instead of a stored argmax:
+    each window's winner is found again (same rule: first maximum, padding never wins) and
+    receives its ``dout``. dout: (N, C, OH, OW); x: (N, C, H, W). Returns dx: (N, C, H, W)."""
+    dt = float_dtype(dout, x)
+    dout = as_float_array(dout, "dout", dt, ndim=4)
+    x = as_float_array(x, "x", dt, ndim=4)
+    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return _core.max_pool2d_backward_from_input(dout, x, ph_, pw_, sh, sw, ph, pw)
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:

@@ -331,8 +331,10 @@ class Pooling:
     """2-D pooling over ``pool_h x pool_w`` windows, NCHW layout.
 
     ``mode="max"`` (DLfS's pooling) or ``mode="avg"`` (average; padding counts as zeros).
-    ``forward(x)``: x (N, C, H, W) -> (N, C, OH, OW). For max pooling ``arg_max`` holds, for each
-    output, the flat index ``h * W + w`` of the winning input in its plane.
+    ``forward(x)``: x (N, C, H, W) -> (N, C, OH, OW). Max pooling keeps the forward input and
+    finds each window's winner again in ``backward`` rather than storing an argmax array in
+    ``forward`` (so inference never computes one); ``arg_max`` still gives, for each output, the
+    flat index ``h * W + w`` of the winning input in its plane, computed when asked for.
     """
 
     _MODES = ("max", "avg")
@@ -346,11 +348,19 @@ class Pooling:
         self.pad = pad
         self.mode = mode
         self.input_shape: Optional[Tuple[int, ...]] = None
-        self.arg_max: Optional[np.ndarray] = None
+        self.x: Optional[np.ndarray] = None
+
+    @property
+    def arg_max(self) -> Optional[np.ndarray]:
+        """Flat in-plane index of each window's winner for the last forward input (max mode)."""
+        if self.mode != "max" or self.x is None:
+            return None
+        return F.max_pool2d_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)[1]
 
     def forward(self, x):
         if self.mode == "max":
-            out, self.arg_max = F.max_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+            out = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad)
+            self.x = x
         else:
             out = F.avg_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         self.input_shape = np.shape(x)
@@ -358,5 +368,5 @@ class Pooling:
 
     def backward(self, dout):
         if self.mode == "max":
-            return F.max_pool2d_backward(dout, self.arg_max, self.input_shape)
+            return F.max_pool2d_backward_from_input(dout, self.x, self.pool_h, self.pool_w, self.stride, self.pad)
         return F.avg_pool2d_backward(dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad)

@@ -43,6 +43,8 @@ __all__ = [
     "conv2d_backward",
     "max_pool2d_forward",
     "max_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward_from_input",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_forward",
@@ -432,6 +434,18 @@ def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
     # np.add.at accumulates repeated indices (overlapping windows with the same winner).
     np.add.at(dx_planes, (plane, argmax.reshape(-1)), dout.reshape(-1))
     return dx_planes.reshape(N, C, H, W).astype(dt)
+
+
+def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """The values of :func:`max_pool2d_forward` alone."""
+    return max_pool2d_forward(x, pool_h, pool_w, stride, pad)[0]
+
+
+def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+    """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``."""
+    dt = _compute_dtype(dout, x)
+    _, argmax = max_pool2d_forward(np.asarray(x, dtype=dt), pool_h, pool_w, stride, pad)
+    return max_pool2d_backward(np.asarray(dout, dtype=dt), argmax, np.shape(x))
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
