@@ -505,17 +505,31 @@ py::array unary(const py::array& x, const char* name, Kernel kernel) {
     });
 }
 
+// dx = kernel(dout, other), elementwise; written into `out` when given (which may be dout itself:
+// each element is read before it is written).
 template <typename Kernel>
-py::array binary(const py::array& dout, const py::array& other, const char* other_name, Kernel kernel) {
+py::array binary(const py::array& dout, const py::array& other, const char* other_name,
+                 const py::object& out_obj, Kernel kernel) {
     same_kind(dout, "dout", other, other_name);
-    if (!dout.request().shape.empty() || !other.request().shape.empty()) {
-        if (dout.request().shape != other.request().shape)
-            value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout), " and ",
-                            shape_str(other)));
+    if (dout.request().shape != other.request().shape)
+        value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout), " and ",
+                        shape_str(other)));
+    py::array dx;
+    if (out_obj.is_none()) {
+        dx = py::array(dout.dtype(), dout.request().shape);
+    } else {
+        dx = py::reinterpret_borrow<py::array>(out_obj);
+        same_kind(dout, "dout", dx, "out");
+        if (dx.request().shape != dout.request().shape)
+            value_error(cat("out must have dout's shape ", shape_str(dout), ", got ", shape_str(dx)));
+        if (!dx.writeable()) value_error("out must be writeable");
+        if (dx.data() != dout.data() && dx.data() != other.data() &&
+            (py::module_::import("numpy").attr("shares_memory")(dx, dout).cast<bool>() ||
+             py::module_::import("numpy").attr("shares_memory")(dx, other).cast<bool>()))
+            value_error("out may be dout itself but must not partly overlap dout or the other input");
     }
     return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
         using T = decltype(t);
-        py::array dx(dout.dtype(), dout.request().shape);
         T* dxp = ptr<T>(dx);
         const T *dp = cptr<T>(dout), *op = cptr<T>(other);
         const index_t size = static_cast<index_t>(dout.size());
@@ -772,15 +786,15 @@ PYBIND11_MODULE(_core, m) {
     m.def("relu_forward", [](const py::array& x) {
         return unary(x, "x", [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
     }, py::arg("x"));
-    m.def("relu_backward", [](const py::array& dout, const py::array& x) {
-        return binary(dout, x, "x", [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
-    }, py::arg("dout"), py::arg("x"));
+    m.def("relu_backward", [](const py::array& dout, const py::array& x, const py::object& out) {
+        return binary(dout, x, "x", out, [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
+    }, py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
     m.def("sigmoid_forward", [](const py::array& x) {
         return unary(x, "x", [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
     }, py::arg("x"));
-    m.def("sigmoid_backward", [](const py::array& dout, const py::array& y) {
-        return binary(dout, y, "y", [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
-    }, py::arg("dout"), py::arg("y"));
+    m.def("sigmoid_backward", [](const py::array& dout, const py::array& y, const py::object& out) {
+        return binary(dout, y, "y", out, [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
+    }, py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
     m.def("softmax_forward", &py_softmax_forward, py::arg("x"));
     m.def("softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
     m.def("softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),

@@ -654,3 +654,31 @@ def test_backward_without_dx(dtype):
     assert partial[0] is None
     for name, got, want in zip(("dW", "db"), partial[1:], full[1:]):
         assert_bitwise_equal(got, want, name)
+
+
+@pytest.mark.parametrize("name", ["relu_backward", "sigmoid_backward"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_backward_into_out(name, dtype):
+    """``out=`` (what networks use to reuse dout's memory): same values as a fresh result,
+    written into out, which may be dout itself; a partial overlap or a wrong dtype is refused."""
+    rng = np.random.default_rng(3)
+    other = rng.standard_normal((4, 5)).astype(dtype)
+    if name == "sigmoid_backward":
+        other = F.sigmoid_forward(other)
+    dout = rng.standard_normal((4, 5)).astype(dtype)
+    fn = getattr(F, name)
+    want = fn(dout, other)
+    separate = np.empty_like(dout)
+    assert fn(dout, other, out=separate) is separate
+    assert_exact(separate, want, "out")
+    in_place = dout.copy()
+    assert fn(in_place, other, out=in_place) is in_place
+    assert_exact(in_place, want, "in place")
+    with pytest.raises(TypeError, match="out"):
+        fn(dout, other, out=np.empty((4, 5), dtype=np.float16))
+    with pytest.raises(ValueError, match="out"):
+        fn(dout, other, out=np.empty((5, 4), dtype=dtype))
+    shifted = np.empty(21, dtype=dtype)
+    shifted[:20] = dout.ravel()
+    with pytest.raises(ValueError, match="overlap"):
+        fn(shifted[:20].reshape(4, 5), other, out=shifted[1:].reshape(4, 5))

@@ -185,10 +185,23 @@ def relu_forward(x) -> np.ndarray:
     return _core.relu_forward(x)
 
 
-def relu_backward(dout, x) -> np.ndarray:
-    """``dout`` where ``x > 0`` (or NaN), else 0; dout and x have the same shape."""
+def _out_array(out, dt, name: str = "out"):
+    """``out`` as given (it is written to, so it is never converted): None or a C-contiguous,
+    writeable array of the compute dtype."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or out.dtype != dt:
+        raise TypeError(f"{name} must be a numpy array of dtype {np.dtype(dt).name}, got {type(out).__name__}"
+                        + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+    return out
+
+
+def relu_backward(dout, x, *, out=None) -> np.ndarray:
+    """``dout`` where ``x > 0`` (or NaN), else 0; dout and x have the same shape. With ``out``
+    (which may be ``dout`` itself, as DLfS's in-place ``Relu.backward``) the result is written
+    there and ``out`` is returned."""
     dt = float_dtype(dout, x)
-    return _core.relu_backward(as_float_array(dout, "dout", dt), as_float_array(x, "x", dt))
+    return _core.relu_backward(as_float_array(dout, "dout", dt), as_float_array(x, "x", dt), _out_array(out, dt))
 
 
 def sigmoid_forward(x) -> np.ndarray:
@@ -197,10 +210,11 @@ def sigmoid_forward(x) -> np.ndarray:
     return _core.sigmoid_forward(x)
 
 
-def sigmoid_backward(dout, y) -> np.ndarray:
-    """``dout * y * (1 - y)`` where ``y`` is the forward output."""
+def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
+    """``dout * y * (1 - y)`` where ``y`` is the forward output (into ``out`` if given, which may
+    be ``dout`` itself)."""
     dt = float_dtype(dout, y)
-    return _core.sigmoid_backward(as_float_array(dout, "dout", dt), as_float_array(y, "y", dt))
+    return _core.sigmoid_backward(as_float_array(dout, "dout", dt), as_float_array(y, "y", dt), _out_array(out, dt))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from . import functional as F
+from ._validate import float_dtype
 
 __all__ = [
     "Relu",
@@ -54,6 +55,15 @@ def _bias(b, size: int):
     return b if np.ndim(b) == 1 else np.full(size, b, dtype=np.result_type(b, np.float32))
 
 
+def _writable_like(dout, other) -> Optional[np.ndarray]:
+    """``dout`` when a backward pass may overwrite it in place (a C-contiguous, writeable float
+    array of the compute dtype of dout and ``other``), else None."""
+    if not (isinstance(dout, np.ndarray) and dout.flags.c_contiguous and dout.flags.writeable
+            and dout.dtype.isnative):
+        return None
+    return dout if dout.dtype == float_dtype(dout, other) and dout.dtype.kind == "f" else None
+
+
 class Relu:
     """``max(x, 0)``. Keeps the forward input for the backward pass."""
 
@@ -65,8 +75,12 @@ class Relu:
         self.x = x
         return out
 
-    def backward(self, dout):
-        return F.relu_backward(dout, self.x)
+    def backward(self, dout, overwrite_dout: bool = False):
+        """dx; ``dout`` is left alone unless ``overwrite_dout`` (networks pass it for their own
+        temporaries: the result then goes into dout's memory, as DLfS's in-place ``Relu`` does,
+        and no new array is made per step)."""
+        out = _writable_like(dout, self.x) if overwrite_dout else None
+        return F.relu_backward(dout, self.x, out=out)
 
     @property
     def mask(self) -> Optional[np.ndarray]:

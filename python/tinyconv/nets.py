@@ -159,7 +159,8 @@ class Network:
         dout = self.last_layer.backward(1)
         layers = self._layer_list()
         for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
+            # Every dout here is a temporary of this pass: ReLU may overwrite it.
+            dout = layer.backward(dout, overwrite_dout=True) if isinstance(layer, Relu) else layer.backward(dout)
         first = layers[0]
         # The input gradient of the first layer is thrown away: skip computing it.
         if isinstance(first, (Convolution, Affine)):

@@ -494,12 +494,20 @@ def relu_forward(x) -> np.ndarray:
     return np.where(x <= 0, 0.0, x).astype(dt)
 
 
-def relu_backward(dout, x) -> np.ndarray:
+def _into(result: np.ndarray, out):
+    """``result``, or ``result`` copied into ``out`` (then ``out``)."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def relu_backward(dout, x, *, out=None) -> np.ndarray:
     """The gradient passes where the forward pass let ``x`` through (``x > 0`` or NaN), else 0."""
     dt = _compute_dtype(dout, x)
     dout, x = _as_float64(dout, dt), _as_float64(x, dt)
     _same_shape(dout, x, "dout", "x")
-    return np.where(x <= 0, 0.0, dout).astype(dt)
+    return _into(np.where(x <= 0, 0.0, dout).astype(dt), out)
 
 
 def sigmoid_forward(x) -> np.ndarray:
@@ -511,12 +519,12 @@ def sigmoid_forward(x) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(dt)
 
 
-def sigmoid_backward(dout, y) -> np.ndarray:
+def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
     """``dout * y * (1 - y)``, where ``y`` is the forward output."""
     dt = _compute_dtype(dout, y)
     dout, y = _as_float64(dout, dt), _as_float64(y, dt)
     _same_shape(dout, y, "dout", "y")
-    return (dout * y * (1.0 - y)).astype(dt)
+    return _into((dout * y * (1.0 - y)).astype(dt), out)
 
 
 # ----------------------------------------------------------------------------------------------
