@@ -17,7 +17,7 @@ bool is_pointwise(const Window2d& g) {
 // Scratch for one image's worth of work, owned by one thread.
 template <typename T>
 struct ImageScratch {
-    std::vector<T> col;   // (C*FH*FW, OH*OW), unused for pointwise kernels
+    std::vector<T> col;   // (C*FH*FW, OH*OW) (forward: one tile of columns), unused for pointwise
     std::vector<T> dcol;  // same shape, backward only
     std::vector<T> gemm;  // GEMM packing buffers
     std::vector<T> dw;    // (FN, C*FH*FW) this image's dW, backward only
@@ -36,17 +36,32 @@ void gemm_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T*
         gemm_serial<T>(c, ldc, a, lda, ta, b, ldb, tb, m, nn, k, T(1), beta, s.gemm.data());
 }
 
+// Output columns per forward tile: the tile's column matrix (K x width) stays in L2 (about
+// 256 KiB), so the GEMM packs it from cache instead of memory. Every output element still sums
+// over k in the same order, so tiling does not change a single bit of y.
+template <typename T>
+index_t forward_tile_width(index_t K, index_t L) {
+    const index_t most = std::max<index_t>(64, (index_t(256) << 10) / static_cast<index_t>(sizeof(T)) / std::max<index_t>(K, 1));
+    const index_t tiles = (L + most - 1) / most;
+    const index_t width = (L + tiles - 1) / tiles;  // equal tiles, none left tiny
+    return std::min(L, (width + 31) / 32 * 32);
+}
+
 template <typename T>
 void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t fn,
                    const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
-    const T* col = x;
-    if (!is_pointwise(g)) {
-        im2col_chans(s.col.data(), x, c, g);
-        col = s.col.data();
-    }
     for (index_t f = 0; f < fn; ++f) std::fill(y + f * L, y + (f + 1) * L, b[f]);
-    gemm_step(s, gemm_threads, y, L, w, K, false, col, L, false, fn, L, K, T(1));
+    if (is_pointwise(g)) {
+        gemm_step(s, gemm_threads, y, L, w, K, false, x, L, false, fn, L, K, T(1));
+        return;
+    }
+    const index_t tile = forward_tile_width<T>(K, L);
+    for (index_t l0 = 0; l0 < L; l0 += tile) {
+        const index_t width = std::min(tile, L - l0);
+        im2col_chans(s.col.data(), x, c, g, l0, l0 + width);
+        gemm_step(s, gemm_threads, y + l0, L, w, K, false, s.col.data(), width, false, fn, width, K, T(1));
+    }
 }
 
 // dx[n], and image n's share of its block's dW/db partials (in the scratch): the first image of a
@@ -95,7 +110,8 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
     for (int t = 0; t < count; ++t) {
         ImageScratch<T>& s = cache[t];
         if (!is_pointwise(g)) {
-            grow(s.col, K * L);
+            // The forward pass unfolds one tile of columns at a time, the backward pass the image.
+            grow(s.col, K * (backward ? L : forward_tile_width<T>(K, L)));
             if (backward && need_dx) grow(s.dcol, K * L);
         }
         if (serial_gemm) {

@@ -7,7 +7,8 @@
 // db += row sums of dout[n]. A 1x1 kernel with stride 1 and no padding skips im2col (x[n] is
 // already colT).
 //
-// Memory: one colT (and one dcolT) per thread, never the whole batch's column matrix.
+// Memory: per thread, one tile of colT in the forward pass (about 256 KiB, so it stays in L2), one
+// image's colT and dcolT in the backward pass; never the whole batch's column matrix.
 // Determinism: dW and db are sums over images, taken in fixed blocks of images (block partials
 // summed image by image, then added in block order), so the result does not depend on the
 // thread count.

@@ -63,37 +63,49 @@ void col2im_rows(T* img, const T* col, index_t c, const Window2d& g) {
 }
 
 template <typename T>
-void im2col_chans(T* col, const T* img, index_t c, const Window2d& g) {
-    const index_t OH = g.oh(), OW = g.ow(), L = OH * OW;
+void im2col_chans(T* col, const T* img, index_t c, const Window2d& g, index_t l0, index_t l1) {
+    const index_t OW = g.ow(), width = l1 - l0;
     for (index_t ci = 0; ci < c; ++ci) {
         const T* plane = img + ci * g.h * g.w;
         for (index_t fh = 0; fh < g.fh; ++fh) {
             index_t oh_lo, oh_hi;
-            valid_range(g.h, OH, g.sh, g.ph, fh, oh_lo, oh_hi);
+            valid_range(g.h, g.oh(), g.sh, g.ph, fh, oh_lo, oh_hi);
             for (index_t fw = 0; fw < g.fw; ++fw) {
                 index_t ow_lo, ow_hi;
                 valid_range(g.w, OW, g.sw, g.pw, fw, ow_lo, ow_hi);
-                T* row = col + ((ci * g.fh + fh) * g.fw + fw) * L;
-                std::fill(row, row + oh_lo * OW, T(0));
-                for (index_t oh = oh_lo; oh < oh_hi; ++oh) {
-                    T* dst = row + oh * OW;
-                    const T* src = plane + (oh * g.sh - g.ph + fh) * g.w + (fw - g.pw);
-                    for (index_t ow = 0; ow < ow_lo; ++ow) dst[ow] = T(0);
-                    if (g.sw == 1) {
-                        // Rows are short (OW values): an inline loop beats a memcpy call.
+                T* row = col + ((ci * g.fh + fh) * g.fw + fw) * width;
+                // The columns [l0, l1) cover part of one output row, whole rows, part of a row.
+                index_t oh = l0 / OW, ow_a = l0 % OW;
+                for (index_t l = l0; l < l1; ++oh, ow_a = 0) {
+                    const index_t ow_b = std::min(OW, ow_a + (l1 - l));
+                    T* dst = row + (l - l0) - ow_a;  // dst[ow] is output column ow of row oh
+                    const bool row_inside = oh >= oh_lo && oh < oh_hi;
+                    const index_t lo = row_inside ? std::max(ow_a, ow_lo) : ow_b;
+                    const index_t hi = row_inside ? std::max(lo, std::min(ow_b, ow_hi)) : ow_b;
+                    for (index_t ow = ow_a; ow < lo; ++ow) dst[ow] = T(0);
+                    if (lo < hi) {
+                        const T* src = plane + (oh * g.sh - g.ph + fh) * g.w + (fw - g.pw);
+                        if (g.sw == 1) {
+                            // Rows are short (OW values): an inline loop beats a memcpy call.
 #pragma omp simd
-                        for (index_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[ow];
-                    } else {
-                        const index_t s = g.sw;
+                            for (index_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
+                        } else {
+                            const index_t s = g.sw;
 #pragma omp simd
-                        for (index_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[ow * s];
+                            for (index_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s];
+                        }
                     }
-                    for (index_t ow = ow_hi; ow < OW; ++ow) dst[ow] = T(0);
+                    for (index_t ow = hi; ow < ow_b; ++ow) dst[ow] = T(0);
+                    l += ow_b - ow_a;
                 }
-                std::fill(row + oh_hi * OW, row + L, T(0));
             }
         }
     }
+}
+
+template <typename T>
+void im2col_chans(T* col, const T* img, index_t c, const Window2d& g) {
+    im2col_chans(col, img, c, g, 0, g.oh() * g.ow());
 }
 
 template <typename T>
@@ -185,6 +197,7 @@ void col2im_reference(T* img, const T* col, index_t n, index_t c, const Window2d
     template void im2col_rows<T>(T*, const T*, index_t, const Window2d&);                    \
     template void col2im_rows<T>(T*, const T*, index_t, const Window2d&);                    \
     template void im2col_chans<T>(T*, const T*, index_t, const Window2d&);                   \
+    template void im2col_chans<T>(T*, const T*, index_t, const Window2d&, index_t, index_t); \
     template void col2im_chans<T>(T*, const T*, index_t, const Window2d&);                   \
     template void im2col<T>(T*, const T*, index_t, index_t, const Window2d&);                \
     template void col2im<T>(T*, const T*, index_t, index_t, const Window2d&);                \

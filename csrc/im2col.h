@@ -29,6 +29,11 @@ template <typename T>
 void im2col_chans(T* col,        // (C*FH*FW, OH*OW)
                   const T* img,  // (C, H, W)
                   index_t c, const Window2d& g);
+// Only the output columns [l0, l1) of the chans layout (a tile of the GEMM's N dimension).
+template <typename T>
+void im2col_chans(T* col,        // (C*FH*FW, l1 - l0)
+                  const T* img,  // (C, H, W)
+                  index_t c, const Window2d& g, index_t l0, index_t l1);
 template <typename T>
 void col2im_chans(T* img,        // (C, H, W), overwritten
                   const T* col,  // (C*FH*FW, OH*OW)
