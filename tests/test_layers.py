@@ -356,3 +356,17 @@ def test_scalar_bias_is_broadcast_like_dlfs():
 def test_pooling_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         Pooling(2, 2, mode="median")
+
+
+def test_max_pooling_backward_is_the_same_with_or_without_recorded_argmax():
+    """Inference-style forward (no argmax) then backward finds the winners again from the input:
+    same dx as the recorded-argmax route, ties and overlapping windows included."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, size=(2, 3, 7, 7)).astype(np.float64)  # many ties
+    dout = rng.standard_normal((2, 3, 4, 4))
+    recorded, recomputed = Pooling(3, 3, stride=2, pad=1), Pooling(3, 3, stride=2, pad=1)
+    y1 = recorded.forward(x)
+    y2 = recomputed.forward(x, record_argmax=False)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(recorded.arg_max, recomputed.arg_max)  # computed on demand
+    np.testing.assert_array_equal(recorded.backward(dout), recomputed.backward(dout))

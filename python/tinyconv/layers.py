@@ -345,10 +345,11 @@ class Pooling:
     """2-D pooling over ``pool_h x pool_w`` windows, NCHW layout.
 
     ``mode="max"`` (DLfS's pooling) or ``mode="avg"`` (average; padding counts as zeros).
-    ``forward(x)``: x (N, C, H, W) -> (N, C, OH, OW). Max pooling keeps the forward input and
-    finds each window's winner again in ``backward`` rather than storing an argmax array in
-    ``forward`` (so inference never computes one); ``arg_max`` still gives, for each output, the
-    flat index ``h * W + w`` of the winning input in its plane, computed when asked for.
+    ``forward(x)``: x (N, C, H, W) -> (N, C, OH, OW). Max pooling records, as DLfS does, where each
+    window's maximum came from (``arg_max``: the flat index ``h * W + w`` of the winner in its
+    plane) for the backward pass. ``forward(x, record_argmax=False)`` skips that (networks do so
+    for inference, where it is wasted work and memory); a later ``backward`` then finds the winners
+    again from the kept input, with the same result.
     """
 
     _MODES = ("max", "avg")
@@ -363,17 +364,23 @@ class Pooling:
         self.mode = mode
         self.input_shape: Optional[Tuple[int, ...]] = None
         self.x: Optional[np.ndarray] = None
+        self._arg_max: Optional[np.ndarray] = None
 
     @property
     def arg_max(self) -> Optional[np.ndarray]:
         """Flat in-plane index of each window's winner for the last forward input (max mode)."""
         if self.mode != "max" or self.x is None:
             return None
-        return F.max_pool2d_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)[1]
+        if self._arg_max is None:
+            self._arg_max = F.max_pool2d_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)[1]
+        return self._arg_max
 
-    def forward(self, x):
+    def forward(self, x, record_argmax: bool = True):
         if self.mode == "max":
-            out = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad)
+            if record_argmax:
+                out, self._arg_max = F.max_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+            else:
+                out, self._arg_max = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad), None
             self.x = x
         else:
             out = F.avg_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
@@ -382,5 +389,7 @@ class Pooling:
 
     def backward(self, dout):
         if self.mode == "max":
+            if self._arg_max is not None:
+                return F.max_pool2d_backward(dout, self._arg_max, self.input_shape)
             return F.max_pool2d_backward_from_input(dout, self.x, self.pool_h, self.pool_w, self.stride, self.pad)
         return F.avg_pool2d_backward(dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad)

@@ -111,6 +111,9 @@ class Network:
         for layer in self._layer_list():
             if isinstance(layer, (Dropout, BatchNormalization)):
                 x = layer.forward(x, train_flg)
+            elif isinstance(layer, Pooling):
+                # Training records the winners for backward; inference skips that work.
+                x = layer.forward(x, record_argmax=train_flg)
             else:
                 x = layer.forward(x)
         return x
