@@ -665,22 +665,70 @@ void check_writeable(const py::array& a, const char* name) {
     if (!a.writeable()) value_error(cat(name, " must be writeable: it is updated in place"));
 }
 
+// Checks the arrays of an in-place update: one float dtype and shape, C-contiguous, and the
+// updated ones writeable. Returns the dtype kind.
+char check_update(const py::array& param, std::initializer_list<std::pair<const py::array*, const char*>> state,
+                  const py::array& grad) {
+    const char kind = float_kind(param, "param");
+    same_kind(param, "param", grad, "grad");
+    check_writeable(param, "param");
+    const std::vector<py::ssize_t> shape(param.shape(), param.shape() + param.ndim());
+    auto same_shape = [&](const py::array& a, const char* name) {
+        if (std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()) != shape)
+            value_error(cat(name, " must have the shape of param ", shape_str(param), ", got ", shape_str(a)));
+    };
+    same_shape(grad, "grad");
+    for (const auto& [arr, name] : state) {
+        same_kind(param, "param", *arr, name);
+        same_shape(*arr, name);
+        check_writeable(*arr, name);
+    }
+    return kind;
+}
+
+void py_sgd_update(py::array param, const py::array& grad, double lr) {
+    dispatch(check_update(param, {}, grad), [&](auto t) {
+        using T = decltype(t);
+        T* pp = ptr<T>(param);
+        const T* gp = cptr<T>(grad);
+        const index_t size = static_cast<index_t>(param.size());
+        py::gil_scoped_release release;
+        sgd_update<T>(pp, gp, size, T(lr));
+        return 0;
+    });
+}
+
+void py_momentum_update(py::array param, py::array v, const py::array& grad, double lr, double momentum,
+                        bool nesterov) {
+    dispatch(check_update(param, {{&v, "v"}}, grad), [&](auto t) {
+        using T = decltype(t);
+        T *pp = ptr<T>(param), *vp = ptr<T>(v);
+        const T* gp = cptr<T>(grad);
+        const index_t size = static_cast<index_t>(param.size());
+        py::gil_scoped_release release;
+        momentum_update<T>(pp, vp, gp, size, T(lr), T(momentum), nesterov, T(momentum * momentum),
+                           T((1 + momentum) * lr));
+        return 0;
+    });
+}
+
+void py_adaptive_update(py::array param, py::array h, const py::array& grad, double lr, bool rmsprop,
+                        double decay, double eps) {
+    dispatch(check_update(param, {{&h, "h"}}, grad), [&](auto t) {
+        using T = decltype(t);
+        T *pp = ptr<T>(param), *hp = ptr<T>(h);
+        const T* gp = cptr<T>(grad);
+        const index_t size = static_cast<index_t>(param.size());
+        py::gil_scoped_release release;
+        adaptive_update<T>(pp, hp, gp, size, T(lr), rmsprop, T(decay), T(1 - decay), T(eps));
+        return 0;
+    });
+}
+
 // Updates param, m and v in place.
 void py_adam_update(py::array param, py::array m, py::array v, const py::array& grad, double lr_t,
                     double beta1, double beta2, double eps) {
-    const char kind = float_kind(param, "param");
-    same_kind(param, "param", m, "m");
-    same_kind(param, "param", v, "v");
-    same_kind(param, "param", grad, "grad");
-    const std::vector<py::ssize_t> shape(param.shape(), param.shape() + param.ndim());
-    for (auto [arr, name] : {std::pair<const py::array*, const char*>{&m, "m"}, {&v, "v"}, {&grad, "grad"}}) {
-        if (std::vector<py::ssize_t>(arr->shape(), arr->shape() + arr->ndim()) != shape)
-            value_error(cat(name, " must have the shape of param ", shape_str(param), ", got ", shape_str(*arr)));
-    }
-    check_writeable(param, "param");
-    check_writeable(m, "m");
-    check_writeable(v, "v");
-    dispatch(kind, [&](auto t) {
+    dispatch(check_update(param, {{&m, "m"}, {&v, "v"}}, grad), [&](auto t) {
         using T = decltype(t);
         T *pp = ptr<T>(param), *mp = ptr<T>(m), *vp = ptr<T>(v);
         const T* gp = cptr<T>(grad);
@@ -803,6 +851,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
           py::arg("need_dx") = true);
 
+    m.def("sgd_update", &py_sgd_update, py::arg("param"), py::arg("grad"), py::arg("lr"));
+    m.def("momentum_update", &py_momentum_update, py::arg("param"), py::arg("v"), py::arg("grad"), py::arg("lr"),
+          py::arg("momentum"), py::arg("nesterov"));
+    m.def("adaptive_update", &py_adaptive_update, py::arg("param"), py::arg("h"), py::arg("grad"), py::arg("lr"),
+          py::arg("rmsprop"), py::arg("decay"), py::arg("eps"));
     m.def("adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
           py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
 

@@ -3,8 +3,10 @@
 Every optimizer has DLfS's constructor defaults and ``update(params, grads)``, which changes the
 arrays in ``params`` **in place** -- layers hold references to those same arrays, so they see the
 new values without being told. The formulas are DLfS's, evaluated in the same order, so in float64
-the results are bitwise those of DLfS's code. Work is whole-array NumPy operations (one Python
-iteration per parameter array, none per element), done in the parameter's dtype; the state arrays
+the results are bitwise those of DLfS's code. Each update is one fused pass in C++ per parameter
+array (``tinyconv._core.*_update``: the same operations in the same order and precision, so the
+same bits), or whole-array NumPy operations for arrays the fused pass does not take (non-contiguous
+views); never a Python loop per element. Work is done in the parameter's dtype; the state arrays
 (``v``, ``h``, ``m``) take the dtype of their parameter.
 
 Beyond DLfS, ``state_dict()``/``load_state_dict()`` capture and restore an optimizer's
@@ -98,6 +100,9 @@ class SGD(Optimizer):
 
     def update(self, params: Params, grads: Grads) -> None:
         for key in params.keys():
+            if _fusable(params[key], grads[key]):
+                _core.sgd_update(params[key], grads[key], self.lr)
+                continue
             params[key] -= self.lr * grads[key]
 
 
@@ -116,6 +121,9 @@ class Momentum(Optimizer):
         self._init_slots(params)
         for key in params.keys():
             v = self.v[key]
+            if _fusable(params[key], v, grads[key]):
+                _core.momentum_update(params[key], v, grads[key], self.lr, self.momentum, False)
+                continue
             v *= self.momentum
             v -= self.lr * grads[key]
             params[key] += v
@@ -137,6 +145,9 @@ class Nesterov(Optimizer):
         self._init_slots(params)
         for key in params.keys():
             v, grad = self.v[key], grads[key]
+            if _fusable(params[key], v, grad):
+                _core.momentum_update(params[key], v, grad, self.lr, self.momentum, True)
+                continue
             v *= self.momentum
             v -= self.lr * grad
             params[key] += self.momentum * self.momentum * v
@@ -157,6 +168,9 @@ class AdaGrad(Optimizer):
         self._init_slots(params)
         for key in params.keys():
             h, grad = self.h[key], grads[key]
+            if _fusable(params[key], h, grad):
+                _core.adaptive_update(params[key], h, grad, self.lr, False, 1.0, _EPS)
+                continue
             h += grad * grad
             params[key] -= _scaled_step(self.lr, grad, h)
 
@@ -176,6 +190,9 @@ class RMSprop(Optimizer):
         self._init_slots(params)
         for key in params.keys():
             h, grad = self.h[key], grads[key]
+            if _fusable(params[key], h, grad):
+                _core.adaptive_update(params[key], h, grad, self.lr, True, self.decay_rate, _EPS)
+                continue
             h *= self.decay_rate
             h += (1 - self.decay_rate) * grad * grad
             params[key] -= _scaled_step(self.lr, grad, h)
