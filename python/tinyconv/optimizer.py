@@ -14,6 +14,7 @@ hyperparameters and state for checkpointing (see :class:`tinyconv.trainer.Traine
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Dict, Mapping, MutableMapping, Optional
 
 import numpy as np
@@ -29,15 +30,16 @@ Params = MutableMapping[str, np.ndarray]
 Grads = Mapping[str, np.ndarray]
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class: hyperparameters are the constructor arguments, listed in ``_hyper``; per-key
     state arrays live in dicts named in ``_slots`` (``None`` until the first update, as in DLfS)."""
 
     _hyper: tuple = ()
     _slots: tuple = ()
 
-    def update(self, params: Params, grads: Grads) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def update(self, params: Params, grads: Grads) -> None:
+        """Change every array in ``params`` in place, one step along ``grads`` (same keys)."""
 
     def _init_slots(self, params: Params) -> None:
         for slot in self._slots:
