@@ -105,6 +105,12 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
 # Pooling
 
 
+def _pool_args(pool_h, pool_w, stride, pad) -> tuple[int, int, int, int, int, int]:
+    """(pool_h, pool_w, stride_h, stride_w, pad_h, pad_w), checked: the core's argument order."""
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    return as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w"), sh, sw, ph, pw
+
+
 def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling. Padded positions never win (they act as -inf, like PyTorch; DLfS pads with
     zeros, which differs when a window's real values are all negative). Ties go to the first
@@ -115,9 +121,8 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     flat index ``h * W + w`` of the winner inside its input plane.
     """
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.max_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw)
+    window = _pool_args(pool_h, pool_w, stride, pad)
+    return _core.max_pool2d_forward(x, *window)
 
 
 def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
@@ -137,9 +142,8 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     """The values of :func:`max_pool2d_forward` without the argmax array (faster, less memory:
     what inference needs). x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.max_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw, False)[0]
+    window = _pool_args(pool_h, pool_w, stride, pad)
+    return _core.max_pool2d_forward(x, *window, False)[0]
 
 
 def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -149,9 +153,8 @@ def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, 
     dt = float_dtype(dout, x)
     dout = as_float_array(dout, "dout", dt, ndim=4)
     x = as_float_array(x, "x", dt, ndim=4)
-    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.max_pool2d_backward_from_input(dout, x, ph_, pw_, sh, sw, ph, pw)
+    window = _pool_args(pool_h, pool_w, stride, pad)
+    return _core.max_pool2d_backward_from_input(dout, x, *window)
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -161,18 +164,16 @@ def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarr
     x: (N, C, H, W). Returns y: (N, C, OH, OW).
     """
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.avg_pool2d_forward(x, ph_, pw_, sh, sw, ph, pw)
+    window = _pool_args(pool_h, pool_w, stride, pad)
+    return _core.avg_pool2d_forward(x, *window)
 
 
 def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     """Gradient of :func:`avg_pool2d_forward`. dout: (N, C, OH, OW); returns dx: input_shape."""
     dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
     n, c, h, w = _input_shape(input_shape)
-    ph_, pw_ = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.avg_pool2d_backward(dout, n, c, h, w, ph_, pw_, sh, sw, ph, pw)
+    window = _pool_args(pool_h, pool_w, stride, pad)
+    return _core.avg_pool2d_backward(dout, n, c, h, w, *window)
 
 
 # ----------------------------------------------------------------------------------------------

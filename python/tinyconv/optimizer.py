@@ -113,30 +113,7 @@ class Momentum(Optimizer):
 
     _hyper = ("lr", "momentum")
     _slots = ("v",)
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v: Optional[Dict[str, np.ndarray]] = None
-
-    def update(self, params: Params, grads: Grads) -> None:
-        self._init_slots(params)
-        for key in params.keys():
-            v = self.v[key]
-            if _fusable(params[key], v, grads[key]):
-                _core.momentum_update(params[key], v, grads[key], self.lr, self.momentum, False)
-                continue
-            v *= self.momentum
-            v -= self.lr * grads[key]
-            params[key] += v
-
-
-class Nesterov(Optimizer):
-    """Nesterov's accelerated gradient (http://arxiv.org/abs/1212.0901), DLfS's formulation:
-    ``v = momentum*v - lr*dW``; ``W += momentum**2 * v - (1 + momentum) * lr * dW``."""
-
-    _hyper = ("lr", "momentum")
-    _slots = ("v",)
+    _nesterov = False
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
         self.lr = lr
@@ -148,12 +125,25 @@ class Nesterov(Optimizer):
         for key in params.keys():
             v, grad = self.v[key], grads[key]
             if _fusable(params[key], v, grad):
-                _core.momentum_update(params[key], v, grad, self.lr, self.momentum, True)
+                _core.momentum_update(params[key], v, grad, self.lr, self.momentum, self._nesterov)
                 continue
             v *= self.momentum
             v -= self.lr * grad
-            params[key] += self.momentum * self.momentum * v
-            params[key] -= (1 + self.momentum) * self.lr * grad
+            self._apply(params, key, v, grad)
+
+    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray) -> None:
+        params[key] += v
+
+
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient (http://arxiv.org/abs/1212.0901), DLfS's formulation:
+    ``v = momentum*v - lr*dW``; ``W += momentum**2 * v - (1 + momentum) * lr * dW``."""
+
+    _nesterov = True
+
+    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray) -> None:
+        params[key] += self.momentum * self.momentum * v
+        params[key] -= (1 + self.momentum) * self.lr * grad
 
 
 class AdaGrad(Optimizer):
