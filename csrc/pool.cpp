@@ -157,48 +157,29 @@ void max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index
 
 template <typename T>
 void avg_pool2d_forward(T* y, const T* x, index_t n, index_t c, const Window2d& g) {
-    const index_t OH = g.oh(), OW = g.ow(), planes = n * c;
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
     const T area = T(g.fh * g.fw);
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
-    for (index_t p = 0; p < planes; ++p) {
-        const T* plane = x + p * g.h * g.w;
-        T* yp = y + p * OH * OW;
-        for (index_t oh = 0; oh < OH; ++oh) {
-            const index_t h0 = oh * g.sh - g.ph;
-            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
-            for (index_t ow = 0; ow < OW; ++ow) {
-                const index_t w0 = ow * g.sw - g.pw;
-                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
-                T sum = 0;
-                for (index_t ih = h_lo; ih < h_hi; ++ih)
-                    for (index_t iw = w_lo; iw < w_hi; ++iw) sum += plane[ih * g.w + iw];
-                yp[oh * OW + ow] = sum / area;
-            }
-        }
-    }
+    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+        const T* plane = x + p * plane_size;
+        T sum = 0;
+        for (index_t ih = h_lo; ih < h_hi; ++ih)
+            for (index_t iw = w_lo; iw < w_hi; ++iw) sum += plane[ih * W + iw];
+        y[p * out_size + o] = sum / area;
+    });
 }
 
 template <typename T>
 void avg_pool2d_backward(T* dx, const T* dout, index_t n, index_t c, const Window2d& g) {
-    const index_t OH = g.oh(), OW = g.ow(), planes = n * c, plane_size = g.h * g.w;
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
     const T area = T(g.fh * g.fw);
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * g.fh * g.fw, kPlaneGrain))
-    for (index_t p = 0; p < planes; ++p) {
-        T* dxp = dx + p * plane_size;
-        std::fill(dxp, dxp + plane_size, T(0));
-        const T* dp = dout + p * OH * OW;
-        for (index_t oh = 0; oh < OH; ++oh) {
-            const index_t h0 = oh * g.sh - g.ph;
-            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + g.fh, g.h);
-            for (index_t ow = 0; ow < OW; ++ow) {
-                const index_t w0 = ow * g.sw - g.pw;
-                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + g.fw, g.w);
-                const T share = dp[oh * OW + ow] / area;
-                for (index_t ih = h_lo; ih < h_hi; ++ih)
-                    for (index_t iw = w_lo; iw < w_hi; ++iw) dxp[ih * g.w + iw] += share;
-            }
-        }
-    }
+    std::fill(dx, dx + n * c * plane_size, T(0));
+    // One thread per plane, windows in order: overlapping shares add up in a fixed order.
+    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+        T* plane = dx + p * plane_size;
+        const T share = dout[p * out_size + o] / area;
+        for (index_t ih = h_lo; ih < h_hi; ++ih)
+            for (index_t iw = w_lo; iw < w_hi; ++iw) plane[ih * W + iw] += share;
+    });
 }
 
 template <typename T>
