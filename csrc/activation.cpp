@@ -17,7 +17,12 @@ void relu_forward(T* y, const T* x, index_t size) {
 template <typename T>
 void relu_backward(T* dx, const T* dout, const T* x, index_t size) {
 #pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
-    for (index_t i = 0; i < size; ++i) dx[i] = x[i] <= T(0) ? T(0) : dout[i];
+    for (index_t i = 0; i < size; ++i) {
+        // Both loads up front: a load behind the condition keeps GCC from vectorising (it
+        // cannot prove dout[i] readable), and a scalar branch on random signs mispredicts.
+        const T d = dout[i], v = x[i];
+        dx[i] = v <= T(0) ? T(0) : d;
+    }
 }
 
 template <typename T>

@@ -24,6 +24,24 @@ struct ImageScratch {
     std::vector<T> db;    // (FN,)
 };
 
+// The sum of row[0, L) in a fixed order that vectorises: kLanes interleaved partial sums, then
+// combined pairwise. (A plain running sum is one long dependency chain: it cost a fifth of the
+// whole backward pass of a small convolution.)
+template <typename T>
+T row_sum(const T* row, index_t L) {
+    constexpr int kLanes = 16;
+    T part[kLanes] = {};
+    index_t l = 0;
+    for (; l + kLanes <= L; l += kLanes) {
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) part[j] += row[l + j];
+    }
+    for (int j = 0; l < L; ++l, ++j) part[j] += row[l];
+    for (int width = kLanes / 2; width > 0; width /= 2)
+        for (int j = 0; j < width; ++j) part[j] += part[j + width];
+    return part[0];
+}
+
 // gemm_threads == 1: runs on the calling thread with the scratch's GEMM buffer (the caller is
 // parallel over images); > 1: the GEMMs themselves go parallel (few images, many threads).
 template <typename T>
@@ -80,9 +98,7 @@ void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, ind
     gemm_step(s, gemm_threads, s.dw.data(), K, dout, L, false, col, L, true, fn, K, L,
               first_in_block ? T(0) : T(1));
     for (index_t f = 0; f < fn; ++f) {
-        const T* row = dout + f * L;
-        T sum = 0;
-        for (index_t l = 0; l < L; ++l) sum += row[l];
+        const T sum = row_sum(dout + f * L, L);
         s.db[f] = first_in_block ? sum : s.db[f] + sum;
     }
     if (!dx) return;  // the caller does not need the input gradient (first layer)

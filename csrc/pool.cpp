@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 namespace tinyconv {
 
@@ -108,36 +109,169 @@ void for_each_window(index_t planes, const Window2d& g, Visit&& visit) {
     }
 }
 
+
+// Like for_each_window, but the whole (unclipped) windows of each output row go to run(p, oh,
+// ow_begin, ow_end, h0) in one call, so an unrolled, vectorised loop can take them; windows that
+// padding clips go to window(p, o, h_lo, h_hi, w_lo, w_hi) one by one.
+template <typename Run, typename Window>
+void for_each_window_run(index_t planes, const Window2d& g, Run&& run, Window&& window) {
+    const index_t OH = g.oh(), OW = g.ow();
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph, PW = g.pw;
+    // Columns whose window lies inside [0, W): ow*SW - PW >= 0 and ow*SW - PW + FW <= W.
+    const index_t whole_lo = std::min(OW, (PW + SW - 1) / SW);
+    const index_t whole_hi = W + PW - FW < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - FW) / SW + 1));
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * FH * FW, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * SH - PH;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + FH, H);
+            const bool rows_whole = h_lo == h0 && h_hi == h0 + FH;
+            const index_t run_lo = rows_whole ? whole_lo : OW, run_hi = rows_whole ? whole_hi : OW;
+            for (index_t ow = 0; ow < OW; ++ow) {
+                if (ow == run_lo && run_lo < run_hi) {
+                    run(p, oh, run_lo, run_hi, h0);
+                    ow = run_hi - 1;
+                    continue;
+                }
+                const index_t w0 = ow * SW - PW;
+                window(p, oh * OW + ow, h_lo, h_hi, std::max<index_t>(w0, 0), std::min(w0 + FW, W));
+            }
+        }
+    }
+}
+
+// Integer of the same width as T: the winner's offset travels in vector lanes beside the values.
+template <typename T>
+using LaneIndex = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+
+// Whole FH x FW windows at columns [ow_lo, ow_hi) of one output row (top input row h0), stride
+// SW: y[ow] and, if argmax is not null, argmax[ow]. The same winner as window_argmax: once the
+// running best is a NaN nothing replaces it, else a NaN or a strictly larger value does.
+template <int FH, int FW, int SW, typename T>
+void whole_windows_max(T* y, std::int64_t* argmax, const T* plane, index_t W, index_t h0,
+                       index_t PW, index_t ow_lo, index_t ow_hi) {
+    const T* top = plane + h0 * W;
+    if (argmax) {
+        const LaneIndex<T> row_step = static_cast<LaneIndex<T>>(W);  // the caller checked H*W fits
+#pragma omp simd
+        for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
+            const index_t w0 = ow * SW - PW;
+            T best = top[w0];
+            LaneIndex<T> offset = 0;
+#pragma GCC unroll 9
+            for (int tap = 1; tap < FH * FW; ++tap) {  // one flat loop: unrolled before vectorising
+                const T v = top[(tap / FW) * W + tap % FW + w0];
+                const LaneIndex<T> at = (tap / FW) * row_step + tap % FW;
+                // "v > best or v is NaN, unless best is NaN" in the form GCC vectorises.
+                const bool take = !(v <= best) && best == best;
+                best = take ? v : best;
+                offset = take ? at : offset;
+            }
+            y[ow] = best;
+            argmax[ow] = h0 * W + w0 + offset;
+        }
+    } else {
+#pragma omp simd
+        for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
+            const index_t w0 = ow * SW - PW;
+            T best = top[w0];
+#pragma GCC unroll 9
+            for (int tap = 1; tap < FH * FW; ++tap) {
+                const T v = top[(tap / FW) * W + tap % FW + w0];
+                best = !(v <= best) && best == best ? v : best;
+            }
+            y[ow] = best;
+        }
+    }
+}
+
+// Calls f(FH, FW, SW), window size and horizontal stride as compile-time constants, for the
+// pooling shapes CNNs use (2x2 stride 2, 3x3 stride 2 or 1): the loads then have a constant
+// stride, which the vectoriser turns into shuffles instead of element-by-element gathers. Other
+// shapes get (0, 0, 0): the generic loops only.
+template <typename F>
+void with_window_shape(const Window2d& g, F&& f) {
+    using one = std::integral_constant<int, 1>;
+    using two = std::integral_constant<int, 2>;
+    using three = std::integral_constant<int, 3>;
+    using any = std::integral_constant<int, 0>;
+    if (g.fh == 2 && g.fw == 2 && g.sw == 2)
+        f(two{}, two{}, two{});
+    else if (g.fh == 3 && g.fw == 3 && g.sw == 2)
+        f(three{}, three{}, two{});
+    else if (g.fh == 3 && g.fw == 3 && g.sw == 1)
+        f(three{}, three{}, one{});
+    else
+        f(any{}, any{}, any{});
+}
+
+// y (and argmax, if not null) of every window: the unrolled runs for the sizes that have one.
+template <int FH, int FW, int SW, typename T>
+void max_pool_windows(T* y, std::int64_t* argmax, const T* x, index_t planes, const Window2d& g) {
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
+    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+        const T* plane = x + p * plane_size;
+        if (argmax)
+            window_argmax(plane, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o], argmax[p * out_size + o]);
+        else
+            y[p * out_size + o] = window_max(plane, W, h_lo, h_hi, w_lo, w_hi);
+    };
+    if constexpr (FH == 0) {
+        for_each_window(planes, g, window);
+    } else {
+        const index_t PW = g.pw;
+        auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
+            const index_t row = p * out_size + oh * OW;
+            whole_windows_max<FH, FW, SW>(y + row, argmax ? argmax + row : nullptr, x + p * plane_size,
+                                          W, h0, PW, ow_lo, ow_hi);
+        };
+        for_each_window_run(planes, g, run, window);
+    }
+}
+
 }  // namespace
 
 template <typename T>
 void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                         const Window2d& g) {
-    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
-    if (argmax) {
-        for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-            window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o],
-                          argmax[p * out_size + o]);
-        });
-    } else {
-        for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-            y[p * out_size + o] = window_max(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi);
-        });
-    }
+    with_window_shape(g, [&](auto fh, auto fw, auto sw) {
+        max_pool_windows<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(y, argmax, x, n * c, g);
+    });
 }
 
 template <typename T>
 void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n, index_t c,
                                     const Window2d& g) {
-    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
     std::fill(dx, dx + n * c * plane_size, T(0));
     // Each plane is visited by one thread, its windows in order: the scatter is race-free and
     // adds up overlapping windows in a fixed order.
-    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
         T best;
         std::int64_t at;
         window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, best, at);
         dx[p * plane_size + at] += dout[p * out_size + o];
+    };
+    with_window_shape(g, [&](auto fh, auto fw, auto sw) {
+        constexpr int FH = decltype(fh)::value, FW = decltype(fw)::value, SW = decltype(sw)::value;
+        if constexpr (FH == 0) {
+            for_each_window(n * c, g, window);
+        } else {
+            const index_t PW = g.pw;
+            auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
+                constexpr index_t kChunk = 64;  // winners found a chunk at a time, then scattered
+                T best[kChunk];
+                std::int64_t at[kChunk];
+                T* dxp = dx + p * plane_size;
+                const T* dp = dout + p * out_size + oh * OW;
+                for (index_t lo = ow_lo; lo < ow_hi; lo += kChunk) {
+                    const index_t hi = std::min(ow_hi, lo + kChunk);
+                    whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo, hi);
+                    for (index_t ow = lo; ow < hi; ++ow) dxp[at[ow - lo]] += dp[ow];
+                }
+            };
+            for_each_window_run(n * c, g, run, window);
+        }
     });
 }
 

@@ -281,6 +281,31 @@ def test_avg_pool2d_backward(g, plan, data):
     assert_close(dx, R.avg_pool2d_backward(dout, g.input_shape, g.kh, g.kw, g.stride, g.pad), dt, magnitude, "dx")
 
 
+@more_examples(4)
+@given(shape=st.sampled_from([(2, 2, 2), (3, 3, 2), (3, 3, 1)]), pad=st.integers(0, 1),
+       hw=st.tuples(st.integers(3, 13), st.integers(3, 13)), dtype=st.sampled_from([np.float32, np.float64]),
+       nan_fraction=st.sampled_from([0.0, 0.0, 0.05, 0.3]), data=st.data())
+def test_max_pool2d_unrolled_shapes(shape, pad, hw, dtype, nan_fraction, data):
+    """The pooling shapes with an unrolled, vectorised path (2x2 stride 2, 3x3 stride 2 or 1),
+    whole and padding-clipped windows, rows of every length: the winners (first maximum, first
+    NaN, padding never) equal the reference's in all three kernels that search windows."""
+    k, _, stride = shape
+    h, w = hw
+    if pad >= k or h + 2 * pad < k or w + 2 * pad < k:
+        return
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.integers(-3, 4, (2, 3, h, w)).astype(dtype)  # many ties
+    x[rng.random(x.shape) < nan_fraction] = np.nan
+    y, argmax = F.max_pool2d_forward(x, k, k, stride, pad)
+    y_want, argmax_want = R.max_pool2d_forward(x, k, k, stride, pad)
+    assert_exact(argmax, argmax_want, "argmax")
+    np.testing.assert_array_equal(y, y_want)  # NaNs in the same places
+    np.testing.assert_array_equal(F.max_pool2d(x, k, k, stride, pad), y_want)
+    dout = rng.integers(1, 9, y.shape).astype(dtype)
+    np.testing.assert_array_equal(F.max_pool2d_backward_from_input(dout, x, k, k, stride, pad),
+                                  R.max_pool2d_backward(dout, argmax_want, x.shape))
+
+
 def test_max_pool2d_nan_and_padding_semantics():
     """NaN wins like np.argmax (the first NaN); padding never wins even over negative inputs."""
     x = np.array([[1.0, np.nan, 5.0], [np.nan, -7.0, 2.0]]).reshape(1, 1, 2, 3)
