@@ -2,14 +2,21 @@
 //
 //   y[n, f, oh, ow] = b[f] + sum_{c, fh, fw} W[f, c, fh, fw] * xpad[n, c, oh*sh + fh, ow*sw + fw]
 //
-// Per image n: colT = im2col_chans(x[n]) (C*FH*FW, OH*OW), y[n] = W (FN, C*FH*FW) . colT + b.
-// Backward per image: dcolT = W^T . dout[n] -> col2im -> dx[n]; dW += dout[n] . colT^T;
-// db += row sums of dout[n]. A 1x1 kernel with stride 1 and no padding skips im2col (x[n] is
-// already colT).
+// Per image n, with colT = im2col_chans(x[n]) (C*FH*FW, OH*OW): y[n] = W (FN, C*FH*FW) . colT + b;
+// backward: dW += dout[n] . colT^T, db += row sums of dout[n], dx[n] = col2im(W^T . dout[n]).
+// Three ways to get colT into the GEMMs:
+//   pointwise (1x1, stride 1, no pad): colT is x[n] itself.
+//   flat (stride 1, large enough outputs): over the zero-padded image read as one flat array,
+//     every row of colT is a contiguous slice, so the GEMM packs straight from the image and colT
+//     is never written; the filter gradient is a tile of dot products (gemm_dot), the images of a
+//     block as its segments. Outputs are computed over "wide" rows of the padded width and the
+//     real columns picked out (see conv.cpp).
+//   unfolded (strided or small outputs): colT is written out, a tile of about 256 KiB at a time
+//     in the forward pass (it stays in L2), a whole image in the backward pass.
 //
-// Memory: per thread, one tile of colT in the forward pass (about 256 KiB, so it stays in L2), one
-// image's colT and dcolT in the backward pass; never the whole batch's column matrix.
-// Determinism: dW and db are sums over images, taken in fixed blocks of images (block partials
+// Memory: per thread, a few per-image buffers (a block of kBlock = 4 images' padded inputs and
+// douts on the flat backward path); never the whole batch's column matrix.
+// Determinism: dW and db are sums over images, taken in fixed blocks of 4 images (block partials
 // summed image by image, then added in block order), so the result does not depend on the
 // thread count.
 #pragma once

@@ -16,6 +16,14 @@ namespace tinyconv {
     void gemm_packed(T* c, index_t ldc, const T* a, index_t rsa, index_t csa, const T* b,        \
                      index_t rsb, index_t csb, index_t m, index_t n, index_t k, T alpha, T beta, \
                      int nthreads, T* work);                                                     \
+    template <typename T>                                                                        \
+    void gemm_offsets_packed(T* c, index_t ldc, const T* a, index_t rsa, index_t csa,            \
+                             const T* base, const index_t* offsets, index_t m, index_t n,        \
+                             index_t k, T alpha, T beta, int nthreads, T* work);                 \
+    template <typename T>                                                                        \
+    void gemm_dot(T* c, index_t ldc, const T* const* a, index_t lda, const T* const* base,       \
+                  const index_t* offsets, int segments, index_t m, index_t n, index_t k, T beta, \
+                  int nthreads);                                                                 \
     }
 TINYCONV_DECLARE_ISA(isa_generic)
 #ifdef TINYCONV_HAVE_AVX2
@@ -120,6 +128,25 @@ void gemm_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool t
     }
 }
 
+template <typename T>
+void gemm_offsets_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool trans_a,
+                             const T* base, const index_t* offsets, index_t m, index_t n, index_t k,
+                             T alpha, T beta, int nthreads, T* work) {
+    const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+    switch (isa) {
+#ifdef TINYCONV_HAVE_AVX512
+        case Isa::avx512:
+            return isa_avx512::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
+#endif
+#ifdef TINYCONV_HAVE_AVX2
+        case Isa::avx2:
+            return isa_avx2::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
+#endif
+        default:
+            return isa_generic::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
+    }
+}
+
 // k == 0: the product is empty, C = beta * C.
 template <typename T>
 void scale_c(T* c, index_t ldc, index_t m, index_t n, T beta) {
@@ -159,6 +186,43 @@ void gemm(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b, 
     const int threads = std::min(nthreads, threads_for(m * n * k, index_t(1) << 16));
     gemm_packed_for<T>(isa, c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k, alpha, beta,
                        std::max(1, threads), work.data());
+}
+
+template <typename T>
+void gemm_offsets(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* base,
+                  const index_t* offsets, index_t m, index_t n, index_t k, T alpha, T beta,
+                  int nthreads, T* work) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) return scale_c(c, ldc, m, n, beta);
+    const Isa isa = static_cast<Isa>(g_isa.load());
+    std::vector<T> own;
+    if (!work) {
+        own.resize(static_cast<size_t>(workspace_size_for<T>(isa, m, n, k)));
+        work = own.data();
+    }
+    const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k, index_t(1) << 16)));
+    gemm_offsets_packed_for<T>(isa, c, ldc, a, lda, trans_a, base, offsets, m, n, k,
+                               alpha, beta, threads, work);
+}
+
+template <typename T>
+void gemm_dot(T* c, index_t ldc, const T* const* a, index_t lda, const T* const* base,
+              const index_t* offsets, int segments, index_t m, index_t n, index_t k, T beta,
+              int nthreads) {
+    if (m <= 0 || n <= 0) return;
+    const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k * segments, index_t(1) << 16)));
+    switch (static_cast<Isa>(g_isa.load())) {
+#ifdef TINYCONV_HAVE_AVX512
+        case Isa::avx512:
+            return isa_avx512::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
+#endif
+#ifdef TINYCONV_HAVE_AVX2
+        case Isa::avx2:
+            return isa_avx2::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
+#endif
+        default:
+            return isa_generic::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
+    }
 }
 
 template <typename T>
@@ -203,6 +267,10 @@ bool gemm_set_isa(const std::string& name) {
                                  index_t, index_t, index_t, T, T, T*);                             \
     template void gemm<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool, index_t, \
                           index_t, index_t, T, T, int);                                           \
+    template void gemm_dot<T>(T*, index_t, const T* const*, index_t, const T* const*,             \
+                              const index_t*, int, index_t, index_t, index_t, T, int);            \
+    template void gemm_offsets<T>(T*, index_t, const T*, index_t, bool, const T*, const index_t*, \
+                                  index_t, index_t, index_t, T, T, int, T*);                \
     template void gemm_reference<T>(T*, index_t, const T*, index_t, bool, const T*, index_t,      \
                                     bool, index_t, index_t, index_t, T, T);
 TINYCONV_INSTANTIATE(float)

@@ -32,6 +32,31 @@ template <typename T>
 void gemm_serial(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b, index_t ldb,
                  bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta, T* work);
 
+// GEMM whose op(B) is made of slices of one array: op(B)(p, j) = base[offsets[p] + j], k offsets.
+// This is the im2col matrix of a stride-1 convolution over a flattened, zero-padded image (each
+// im2col row is a contiguous slice of it), packed without ever writing the matrix out. The same
+// arithmetic, in the same order, as gemm() on the materialised B. `work`: gemm_workspace_size<T>(m,
+// n, k) elements, or null (allocated here). nthreads as for gemm().
+template <typename T>
+void gemm_offsets(T* c, index_t ldc,                      // (m, n)
+                  const T* a, index_t lda, bool trans_a,  // op(A): (m, k)
+                  const T* base, const index_t* offsets,  // op(B): (k, n)
+                  index_t m, index_t n, index_t k, T alpha, T beta, int nthreads, T* work);
+
+// C (m, n) = beta * C + sum over segments s of A_s (m, k) . B_s^T, row j of B_s at
+// base[s] + offsets[j] (B_s is (n, k)): dot products of contiguous rows, no packing. For products
+// whose operands both run along k (a convolution's filter gradient, one segment per image), where
+// packing would transpose the larger operand. k must be a multiple of kDotMultiple (pad with
+// zeros); 1 <= segments <= kDotMaxSegments. Not bitwise equal to gemm() (another summation order),
+// but the same for any thread count.
+constexpr index_t kDotMultiple = 16;
+constexpr int kDotMaxSegments = 16;
+template <typename T>
+void gemm_dot(T* c, index_t ldc,                                 // (m, n)
+              const T* const* a, index_t lda,                    // segments x (m, k)
+              const T* const* base, const index_t* offsets,      // segments x (n, k) by offsets
+              int segments, index_t m, index_t n, index_t k, T beta, int nthreads);
+
 // Triple loop that follows the definition: the oracle for the fast path.
 template <typename T>
 void gemm_reference(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b,

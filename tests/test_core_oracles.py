@@ -49,6 +49,39 @@ def test_conv_and_im2col_match_loops(isa, dtype, case):
         check_conv_and_im2col(dtype, case)
 
 
+@st.composite
+def flat_conv_case(draw):
+    """Stride-1 convolutions with outputs large enough for the flat path (see conv.cpp): images
+    up to 24x24, kernels 1..5 (1x1 only with padding, else it is the pointwise path), batches
+    that leave partial blocks of images."""
+    n, c, fn = draw(st.integers(1, 6)), draw(st.integers(1, 5)), draw(st.integers(1, 9))
+    h, w = draw(st.integers(10, 24)), draw(st.integers(10, 24))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    fh, fw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    if fh == fw == 1 and ph == pw == 0:
+        ph = 1
+    seed = draw(st.integers(0, 2**31))
+    return (n, c, h, w, fn, fh, fw, 1, 1, ph, pw, seed)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=flat_conv_case())
+def test_flat_stride1_conv_matches_loops(isa, dtype, case):
+    with using_isa(isa):
+        check_conv_and_im2col(dtype, case)
+        n, c, h, w, fn, fh, fw, sh, sw, ph, pw, seed = case
+        rng = np.random.default_rng(seed + 1)
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        W = rng.standard_normal((fn, c, fh, fw)).astype(dtype)
+        dout = rng.standard_normal((n, fn, h + 2 * ph - fh + 1, w + 2 * pw - fw + 1)).astype(dtype)
+        _, dw_want, db_want = _core.reference.conv2d_backward(dout, x, W, sh, sw, ph, pw)
+        dx, dw, db = _core.conv2d_backward(dout, x, W, sh, sw, ph, pw, False)
+        assert dx is None
+        np.testing.assert_allclose(dw, dw_want, **TOL[dtype])
+        np.testing.assert_allclose(db, db_want, **TOL[dtype])
+
+
 def check_conv_and_im2col(dtype, case):
     n, c, h, w, fn, fh, fw, sh, sw, ph, pw, seed = case
     rng = np.random.default_rng(seed)
