@@ -9,8 +9,9 @@
 //   flat (stride 1, large enough outputs): over the zero-padded image read as one flat array,
 //     every row of colT is a contiguous slice, so the GEMM packs straight from the image and colT
 //     is never written; the filter gradient is a tile of dot products (gemm_dot), the images of a
-//     block as its segments. Outputs are computed over "wide" rows of the padded width and the
-//     real columns picked out (see conv.cpp).
+//     block as its segments, and dx is computed as a convolution of dout (flipped, channel-swapped
+//     filters) on this same path. Outputs are computed over "wide" rows of the padded width and
+//     the real columns picked out (see conv.cpp).
 //   unfolded (strided or small outputs): colT is written out, a tile of about 256 KiB at a time
 //     in the forward pass (it stays in L2), a whole image in the backward pass.
 //
