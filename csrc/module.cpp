@@ -490,12 +490,31 @@ py::array py_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, in
     });
 }
 
-// Elementwise: out has x's shape.
+// The result array of an elementwise kernel with `like`'s shape and dtype: a new one, or `out`
+// when given (which may be one of the inputs itself, since each element is read before it is
+// written, but must not partly overlap one).
+py::array elementwise_out(const py::object& out_obj, const py::array& like, const char* like_name,
+                          std::initializer_list<const py::array*> inputs) {
+    if (out_obj.is_none()) return py::array(like.dtype(), like.request().shape);
+    py::array out = py::reinterpret_borrow<py::array>(out_obj);
+    same_kind(like, like_name, out, "out");
+    if (out.request().shape != like.request().shape)
+        value_error(cat("out must have ", like_name, "'s shape ", shape_str(like), ", got ", shape_str(out)));
+    if (!out.writeable()) value_error("out must be writeable");
+    py::object shares_memory = py::module_::import("numpy").attr("shares_memory");
+    for (const py::array* input : inputs)
+        if (out.data() != input->data() && shares_memory(out, *input).cast<bool>())
+            value_error(cat("out may be ", like_name, " itself but must not partly overlap an input"));
+    return out;
+}
+
+// y = kernel(x), elementwise, into `out` when given (see elementwise_out).
 template <typename Kernel>
-py::array unary(const py::array& x, const char* name, Kernel kernel) {
+py::array unary(const py::array& x, const char* name, const py::object& out_obj, Kernel kernel) {
+    float_kind(x, name);
+    py::array y = elementwise_out(out_obj, x, name, {&x});
     return dispatch(float_kind(x, name), [&](auto t) -> py::array {
         using T = decltype(t);
-        py::array y(x.dtype(), x.request().shape);
         T* yp = ptr<T>(y);
         const T* xp = cptr<T>(x);
         const index_t size = static_cast<index_t>(x.size());
@@ -505,8 +524,7 @@ py::array unary(const py::array& x, const char* name, Kernel kernel) {
     });
 }
 
-// dx = kernel(dout, other), elementwise; written into `out` when given (which may be dout itself:
-// each element is read before it is written).
+// dx = kernel(dout, other), elementwise, into `out` when given (see elementwise_out).
 template <typename Kernel>
 py::array binary(const py::array& dout, const py::array& other, const char* other_name,
                  const py::object& out_obj, Kernel kernel) {
@@ -514,20 +532,7 @@ py::array binary(const py::array& dout, const py::array& other, const char* othe
     if (dout.request().shape != other.request().shape)
         value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout), " and ",
                         shape_str(other)));
-    py::array dx;
-    if (out_obj.is_none()) {
-        dx = py::array(dout.dtype(), dout.request().shape);
-    } else {
-        dx = py::reinterpret_borrow<py::array>(out_obj);
-        same_kind(dout, "dout", dx, "out");
-        if (dx.request().shape != dout.request().shape)
-            value_error(cat("out must have dout's shape ", shape_str(dout), ", got ", shape_str(dx)));
-        if (!dx.writeable()) value_error("out must be writeable");
-        if (dx.data() != dout.data() && dx.data() != other.data() &&
-            (py::module_::import("numpy").attr("shares_memory")(dx, dout).cast<bool>() ||
-             py::module_::import("numpy").attr("shares_memory")(dx, other).cast<bool>()))
-            value_error("out may be dout itself but must not partly overlap dout or the other input");
-    }
+    py::array dx = elementwise_out(out_obj, dout, "dout", {&dout, &other});
     return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
         using T = decltype(t);
         T* dxp = ptr<T>(dx);
@@ -831,14 +836,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"), py::arg("h"),
           py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
           py::arg("pad_h"), py::arg("pad_w"));
-    m.def("relu_forward", [](const py::array& x) {
-        return unary(x, "x", [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
-    }, py::arg("x"));
+    m.def("relu_forward", [](const py::array& x, const py::object& out) {
+        return unary(x, "x", out, [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
+    }, py::arg("x"), py::arg("out") = py::none());
     m.def("relu_backward", [](const py::array& dout, const py::array& x, const py::object& out) {
         return binary(dout, x, "x", out, [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
     }, py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
     m.def("sigmoid_forward", [](const py::array& x) {
-        return unary(x, "x", [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
+        return unary(x, "x", py::none(), [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
     }, py::arg("x"));
     m.def("sigmoid_backward", [](const py::array& dout, const py::array& y, const py::object& out) {
         return binary(dout, y, "y", out, [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });

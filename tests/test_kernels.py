@@ -681,6 +681,28 @@ def test_backward_without_dx(dtype):
         assert_bitwise_equal(got, want, name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_forward_into_out(dtype):
+    """``out=`` for the forward ReLU (networks pass the previous layer's fresh output): the same
+    values, written into out, which may be x itself; partial overlap and wrong dtypes refused."""
+    x = np.random.default_rng(4).standard_normal((3, 7)).astype(dtype)
+    want = F.relu_forward(x)
+    separate = np.empty_like(x)
+    assert F.relu_forward(x, out=separate) is separate
+    assert_exact(separate, want, "out")
+    in_place = x.copy()
+    assert F.relu_forward(in_place, out=in_place) is in_place
+    assert_exact(in_place, want, "in place")
+    with pytest.raises(TypeError, match="out"):
+        F.relu_forward(x, out=np.empty((3, 7), dtype=np.float16))
+    with pytest.raises(ValueError, match="out"):
+        F.relu_forward(x, out=np.empty((7, 3), dtype=dtype))
+    shifted = np.empty(22, dtype=dtype)
+    shifted[:21] = x.ravel()
+    with pytest.raises(ValueError, match="overlap"):
+        F.relu_forward(shifted[:21].reshape(3, 7), out=shifted[1:].reshape(3, 7))
+
+
 @pytest.mark.parametrize("name", ["relu_backward", "sigmoid_backward"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_elementwise_backward_into_out(name, dtype):

@@ -65,6 +65,33 @@ def test_relu_matches_dlfs_and_gradient():
     check_layer_gradients(Relu(), x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_overwrite_x_gives_the_same_output_and_gradient(dtype):
+    """What networks do with their own temporaries: the result goes into x's memory, and the
+    backward pass (masking by the kept output instead of the input) is unchanged, NaN, -0.0 and
+    0 included."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    x.flat[:4] = [np.nan, -0.0, 0.0, -np.inf]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    plain = Relu()
+    want_y, want_dx = plain.forward(x), plain.backward(dout)
+    scratch = x.copy()
+    layer = Relu()
+    y = layer.forward(scratch, overwrite_x=True)
+    assert y is scratch
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(layer.backward(dout), want_dx)
+    np.testing.assert_array_equal(layer.mask, x <= 0)
+    # Not writable, or another dtype: a new array, x untouched.
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(Relu().forward(frozen, overwrite_x=True), want_y)
+    as_int = np.arange(-3, 3).reshape(2, 3)
+    np.testing.assert_array_equal(Relu().forward(as_int, overwrite_x=True), [[0, 0, 0], [0, 1, 2]])
+    np.testing.assert_array_equal(as_int, np.arange(-3, 3).reshape(2, 3))
+
+
 def test_relu_gradient_is_zero_at_zero_like_dlfs():
     layer = Relu()
     layer.forward(np.array([[-1.0, 0.0, 2.0]]))

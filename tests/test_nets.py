@@ -2,12 +2,14 @@
 (float64, relative error < 1e-6), dtype handling, accuracy, randomness."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 
 import dlfs_oracle as dlfs
 from tinyconv.gradient import numerical_gradient
-from tinyconv.layers import Dropout
+from tinyconv.layers import Dropout, Relu
 from tinyconv.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
 
 TOLERANCE = 1e-6
@@ -371,3 +373,24 @@ def test_gradient_records_the_loss():
     net.gradient(x, t)
     assert net.last_loss == pytest.approx(net.loss(x, t), rel=1e-12)
     assert "SimpleConvNet" in repr(net)
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1},
+                          hidden_size=8, output_size=4, seed=0),
+    lambda: MultiLayerNet(12, [6, 5], 3, activation="sigmoid", seed=0),
+    lambda: MultiLayerNetExtend(12, [6, 5], 3, use_batchnorm=True, use_dropout=True, seed=0),
+])
+def test_relu_never_writes_the_callers_input(factory):
+    """Networks let ReLU overwrite only the fresh outputs of the layer before it, never the
+    caller's array, even when a (user-inserted) ReLU comes first."""
+    net = factory()
+    net.layers = OrderedDict([("InputRelu", Relu())] + list(net.layers.items()))
+    rng = np.random.default_rng(0)
+    shape = (5, 1, 10, 10) if isinstance(net, SimpleConvNet) else (5, 12)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x_copy = x.copy()
+    net.gradient(x, rng.integers(0, 3, 5))
+    np.testing.assert_array_equal(x, x_copy)
+    net.predict(x)
+    np.testing.assert_array_equal(x, x_copy)

@@ -180,10 +180,11 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
 # Activations
 
 
-def relu_forward(x) -> np.ndarray:
-    """``max(x, 0)`` elementwise, any shape (as DLfS: entries ``x <= 0`` become 0, NaN propagates)."""
-    x = as_float_array(x, "x", float_dtype(x))
-    return _core.relu_forward(x)
+def relu_forward(x, *, out=None) -> np.ndarray:
+    """``max(x, 0)`` elementwise, any shape (as DLfS: entries ``x <= 0`` become 0, NaN propagates).
+    With ``out`` (which may be ``x`` itself) the result is written there and ``out`` is returned."""
+    dt = float_dtype(x)
+    return _core.relu_forward(as_float_array(x, "x", dt), _out_array(out, dt))
 
 
 def _out_array(out, dt, name: str = "out"):

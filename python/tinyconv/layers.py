@@ -70,10 +70,15 @@ class Relu:
     def __init__(self):
         self.x: Optional[np.ndarray] = None
 
-    def forward(self, x):
-        out = F.relu_forward(x)
-        self.x = x
-        return out
+    def forward(self, x, overwrite_x: bool = False):
+        """``max(x, 0)``; ``x`` is left alone unless ``overwrite_x`` (networks pass it for their own
+        temporaries: the result then goes into x's memory, and ``self.x`` keeps the result, which
+        blocks the gradient at exactly the same entries as the input would: ``max(x, 0) <= 0``
+        where ``x <= 0``, and NaN stays NaN)."""
+        out = _writable_like(x, x) if overwrite_x else None
+        result = F.relu_forward(x, out=out)
+        self.x = result if out is not None else x
+        return result
 
     def backward(self, dout, overwrite_dout: bool = False):
         """dx; ``dout`` is left alone unless ``overwrite_dout`` (networks pass it for their own

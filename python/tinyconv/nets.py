@@ -108,14 +108,20 @@ class Network:
         """Logits (the scores before softmax) for a batch ``x``. ``train_flg`` switches dropout
         and batch norm to training behaviour."""
         x = self._input(x)
+        temporary = False  # whether x is an array this pass made, which no layer keeps
         for layer in self._layer_list():
             if isinstance(layer, (Dropout, BatchNormalization)):
                 x = layer.forward(x, train_flg)
             elif isinstance(layer, Pooling):
                 # Training records the winners for backward; inference skips that work.
                 x = layer.forward(x, record_argmax=train_flg)
+            elif isinstance(layer, Relu):
+                x = layer.forward(x, overwrite_x=temporary)
             else:
                 x = layer.forward(x)
+            # These layers return a fresh array and keep no reference to it: the next ReLU may
+            # overwrite it. (Sigmoid and ReLU keep theirs; the caller's input is never written.)
+            temporary = isinstance(layer, (Convolution, Affine, Pooling, Dropout, BatchNormalization))
         return x
 
     def _regularization(self) -> float:

@@ -486,12 +486,12 @@ def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
 
-def relu_forward(x) -> np.ndarray:
+def relu_forward(x, *, out=None) -> np.ndarray:
     """``max(x, 0)`` elementwise, any shape: entries ``x <= 0`` become 0 (as in DLfS's
     ``x[x <= 0] = 0``), NaN propagates."""
     dt = _compute_dtype(x)
     x = _as_float64(x, dt)
-    return np.where(x <= 0, 0.0, x).astype(dt)
+    return _into(np.where(x <= 0, 0.0, x).astype(dt), out)
 
 
 def _into(result: np.ndarray, out):
