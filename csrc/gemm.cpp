@@ -147,6 +147,16 @@ void gemm_offsets_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda
     }
 }
 
+// The calling thread's packing buffer, kept between calls: a fresh megabyte-sized allocation
+// per call cost more in page faults and zeroing than a layer's whole GEMM (measured: 100x4320
+// by 4320x100 transposed, 1.8 ms instead of 0.5). It only grows.
+template <typename T>
+T* cached_workspace(index_t size) {
+    thread_local std::vector<T> buffer;
+    if (static_cast<index_t>(buffer.size()) < size) buffer.resize(static_cast<size_t>(size));
+    return buffer.data();
+}
+
 // k == 0: the product is empty, C = beta * C.
 template <typename T>
 void scale_c(T* c, index_t ldc, index_t m, index_t n, T beta) {
@@ -182,10 +192,10 @@ void gemm(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b, 
     if (m <= 0 || n <= 0) return;
     if (k <= 0) return scale_c(c, ldc, m, n, beta);
     const Isa isa = static_cast<Isa>(g_isa.load());
-    std::vector<T> work(static_cast<size_t>(workspace_size_for<T>(isa, m, n, k)));
+    T* work = cached_workspace<T>(workspace_size_for<T>(isa, m, n, k));
     const int threads = std::min(nthreads, threads_for(m * n * k, index_t(1) << 16));
     gemm_packed_for<T>(isa, c, ldc, a, lda, trans_a, b, ldb, trans_b, m, n, k, alpha, beta,
-                       std::max(1, threads), work.data());
+                       std::max(1, threads), work);
 }
 
 template <typename T>
@@ -195,11 +205,7 @@ void gemm_offsets(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, cons
     if (m <= 0 || n <= 0) return;
     if (k <= 0) return scale_c(c, ldc, m, n, beta);
     const Isa isa = static_cast<Isa>(g_isa.load());
-    std::vector<T> own;
-    if (!work) {
-        own.resize(static_cast<size_t>(workspace_size_for<T>(isa, m, n, k)));
-        work = own.data();
-    }
+    if (!work) work = cached_workspace<T>(workspace_size_for<T>(isa, m, n, k));
     const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k, index_t(1) << 16)));
     gemm_offsets_packed_for<T>(isa, c, ldc, a, lda, trans_a, base, offsets, m, n, k,
                                alpha, beta, threads, work);
