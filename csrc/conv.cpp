@@ -14,41 +14,57 @@ bool is_pointwise(const Window2d& g) {
     return g.fh == 1 && g.fw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
 }
 
-// Stride 1 (not pointwise): the flat path. Over the zero-padded image xp (C, Hp, Wp), read as one
-// flat array, every row of the im2col matrix is a contiguous slice: tap (ci, fh, fw) at "wide"
-// output position l' = oh*Wp + ow reads xp[ci*Hp*Wp + fh*Wp + fw + l']. So the GEMMs run over
-// Lw = (OH-1)*Wp + OW wide positions, packing B straight from xp (gemm_offsets); the Wp - OW
-// positions at the end of each row that are not outputs are computed and dropped (forward), or
-// given a zero dout (backward). The last slice ends exactly at the end of xp: nothing is read
-// past it. (One visible effect: in dW those zero douts meet real inputs, so an infinite input
-// can make a dW entry NaN where the loops would give an infinity.)
-// Small outputs stay on the unfolded path: with few wide positions per row of B, gemm_dot's
-// per-element lane sums and the GEMMs' partial column tiles cost more than unfolding saves
-// (measured on Zen 4: 8x8 outputs, 64 channels, backward 8.7 ms unfolded vs 10.2 ms flat).
-constexpr index_t kFlatMinPositions = 128;
-bool is_flat(const Window2d& g) {
-    if (g.sh != 1 || g.sw != 1 || is_pointwise(g)) return false;
-    return (g.oh() - 1) * (g.w + 2 * g.pw) + g.ow() >= kFlatMinPositions;  // FlatShape::Lw
-}
+// Images per block of the backward pass: dW and db are summed in blocks of this many images
+// (a constant, so the blocks never depend on the thread count).
+constexpr index_t kBlock = 4;
+static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segments");
 
-struct FlatShape {
-    index_t Hp, Wp, OH, OW, Lw;
-    bool padded, wide;  // padded: xp is a copy; wide: Wp > OW, outputs need compacting
-    explicit FlatShape(const Window2d& g)
-        : Hp(g.h + 2 * g.ph), Wp(g.w + 2 * g.pw), OH(g.oh()), OW(g.ow()),
-          Lw((OH - 1) * Wp + OW), padded(g.ph > 0 || g.pw > 0), wide(Wp > OW) {}
+// Stride 1 (not pointwise): the flat path. G images lie side by side on a zero canvas, per
+// channel (Hp, Wc) = (H + 2PH, PW + G*(W + PW)): image i's pixel (ih, iw) at row PH + ih, column
+// PW + i*(W + PW) + iw, with PW zero columns before, between and after the images (one image's
+// right padding is the next one's left padding). Read as one flat array, every row of the
+// canvas's im2col matrix is a contiguous slice: tap (ci, fh, fw) at "wide" position
+// l' = oh*Wc + col reads canvas[(ci*Hp + fh)*Wc + fw + l'], and image i's output (oh, ow) is wide
+// position oh*Wc + i*(W + PW) + ow. So the GEMMs run over Lw = (OH-1)*Wc + (G-1)*(W+PW) + OW wide
+// positions, packing B straight from the canvas (gemm_offsets); wide positions that are no
+// image's output are computed and dropped (forward), or given a zero dout (backward). The last
+// slice ends exactly at the end of the canvas: nothing is read past it. (One visible effect: in
+// dW those zero douts meet real inputs, so an infinite input can make a dW entry NaN where the
+// loops would give an infinity.)
+// Large images go one to a canvas (the canvas is the padded image); small ones kBlock to a
+// canvas, so that the GEMMs' rows of positions and gemm_dot's dot products are long enough to
+// run at speed (8x8 images alone: 78 positions, a third of the packed columns wasted).
+constexpr index_t kFlatMinPositions = 128;
+
+bool is_flat(const Window2d& g) { return g.sh == 1 && g.sw == 1 && !is_pointwise(g); }
+
+struct Canvas {
+    index_t G, H, W, PH, PW, Hp, Wc, step, OH, OW, Lw;
+    Canvas(const Window2d& g, index_t images)
+        : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), Hp(g.h + 2 * g.ph),
+          Wc(g.pw + images * (g.w + g.pw)), step(g.w + g.pw), OH(g.oh()), OW(g.ow()),
+          Lw((OH - 1) * Wc + (images - 1) * step + OW) {}
+    index_t size(index_t c) const { return c * Hp * Wc; }
+    index_t pixel(index_t ci, index_t i, index_t ih) const { return (ci * Hp + PH + ih) * Wc + PW + i * step; }
+    index_t output(index_t i, index_t oh) const { return oh * Wc + i * step; }
+    bool is_input() const { return G == 1 && PH == 0 && PW == 0; }  // the canvas is x itself
+    bool is_output() const { return G == 1 && Wc == OW; }           // the wide output is y itself
 };
+
+index_t images_per_canvas(const Window2d& g) {
+    return Canvas(g, 1).Lw >= kFlatMinPositions ? 1 : kBlock;
+}
 
 // Scratch for one image's worth of work, owned by one thread.
 template <typename T>
 struct ImageScratch {
     std::vector<T> col;       // unfolded path: (C*FH*FW, OH*OW) (forward: one tile of columns)
     std::vector<T> dcol;      // (C*FH*FW, OH*OW or Lw), backward with dx only
-    std::vector<T> padded;    // flat path: xp (C, Hp, Wp) (backward: one per image of a block,
-                              // each reused as that image's dxp)
+    std::vector<T> padded;    // flat path: the canvas (C, Hp, Wc) (backward: one per canvas of a
+                              // block, each reused for that canvas's dx)
     std::vector<T> wide;      // flat path: y over the wide positions (FN, Lw); backward: dout
-                              // (FN, Lw rounded up to kDotMultiple), one per image of a block
-    std::vector<index_t> taps;  // flat path: offset of each tap's slice in xp
+                              // (FN, Lw rounded up to kDotMultiple), one per canvas of a block
+    std::vector<index_t> taps;  // flat path: offset of each tap's slice in the canvas
     std::vector<T> gemm;      // GEMM packing buffers
     std::vector<T> dw;        // (FN, C*FH*FW) this image's dW, backward only
     std::vector<T> db;        // (FN,)
@@ -84,25 +100,24 @@ void gemm_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T*
         gemm_serial<T>(c, ldc, a, lda, ta, b, ldb, tb, m, nn, k, T(1), beta, s.gemm.data());
 }
 
-// The flat path's B: slices of `base` at s.taps (see FlatShape).
-template <typename T>
-void gemm_flat_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T* a,
-                    index_t lda, const T* base, index_t m, index_t nn, index_t k, T beta) {
-    gemm_offsets<T>(c, ldc, a, lda, false, base, s.taps.data(), m, nn, k, T(1), beta, gemm_threads,
-                    gemm_threads > 1 ? nullptr : s.gemm.data());
+// The flat path's helpers (see Canvas).
+void canvas_taps(std::vector<index_t>& taps, index_t c, const Window2d& g, const Canvas& cv) {
+    taps.resize(static_cast<size_t>(c * g.fh * g.fw));
+    for (index_t ci = 0, k = 0; ci < c; ++ci)
+        for (index_t fh = 0; fh < g.fh; ++fh)
+            for (index_t fw = 0; fw < g.fw; ++fw, ++k) taps[k] = (ci * cv.Hp + fh) * cv.Wc + fw;
 }
 
-// xp = x with PH/PW zeros around each plane (the flat path's input); x itself when unpadded.
+// canvas[0, size + slack) = the G images x[0..G) (each (C, H, W)) on zeros.
 template <typename T>
-const T* padded_image(ImageScratch<T>& s, const T* x, index_t c, const Window2d& g, const FlatShape& f) {
-    if (!f.padded) return x;
-    T* xp = s.padded.data();
-    std::fill(xp, xp + c * f.Hp * f.Wp, T(0));
-    for (index_t ci = 0; ci < c; ++ci)
-        for (index_t ih = 0; ih < g.h; ++ih)
-            std::copy(x + (ci * g.h + ih) * g.w, x + (ci * g.h + ih + 1) * g.w,
-                      xp + (ci * f.Hp + ih + g.ph) * f.Wp + g.pw);
-    return xp;
+void fill_canvas(T* canvas, index_t slack, const T* x, index_t c, const Canvas& cv) {
+    std::fill(canvas, canvas + cv.size(c) + slack, T(0));
+    for (index_t i = 0; i < cv.G; ++i)
+        for (index_t ci = 0; ci < c; ++ci)
+            for (index_t ih = 0; ih < cv.H; ++ih) {
+                const T* row = x + ((i * c + ci) * cv.H + ih) * cv.W;
+                std::copy(row, row + cv.W, canvas + cv.pixel(ci, i, ih));
+            }
 }
 
 // Output columns per forward tile of the unfolded path: the tile's column matrix (K x width)
@@ -116,24 +131,37 @@ index_t forward_tile_width(index_t K, index_t L) {
     return std::min(L, (width + 31) / 32 * 32);
 }
 
+// G images (y, x: the first of them) on one canvas: y_wide (FN, Lw) = W . B + b, then each
+// image's outputs picked out of the wide rows.
+template <typename T>
+void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, index_t c,
+                    index_t fn, const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
+    const Canvas cv(g, images);
+    const index_t K = c * g.fh * g.fw;
+    canvas_taps(s.taps, c, g, cv);
+    const T* canvas = x;
+    if (!cv.is_input()) {
+        fill_canvas(s.padded.data(), 0, x, c, cv);
+        canvas = s.padded.data();
+    }
+    T* out = cv.is_output() ? y : s.wide.data();
+    for (index_t f = 0; f < fn; ++f) std::fill(out + f * cv.Lw, out + (f + 1) * cv.Lw, b[f]);
+    gemm_offsets<T>(out, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(1),
+                    gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
+    if (cv.is_output()) return;
+    for (index_t i = 0; i < images; ++i)
+        for (index_t f = 0; f < fn; ++f)
+            for (index_t oh = 0; oh < cv.OH; ++oh) {
+                const T* row = out + f * cv.Lw + cv.output(i, oh);
+                std::copy(row, row + cv.OW, y + ((i * fn + f) * cv.OH + oh) * cv.OW);
+            }
+}
+
+// One image on the pointwise or unfolded path.
 template <typename T>
 void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t fn,
                    const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
-    if (is_flat(g)) {
-        // y_wide (FN, Lw) = W . B + b, then the real outputs are picked out of each wide row.
-        const FlatShape f(g);
-        const T* xp = padded_image(s, x, c, g, f);
-        T* out = f.wide ? s.wide.data() : y;
-        for (index_t i = 0; i < fn; ++i) std::fill(out + i * f.Lw, out + (i + 1) * f.Lw, b[i]);
-        gemm_flat_step(s, gemm_threads, out, f.Lw, w, K, xp, fn, f.Lw, K, T(1));
-        if (f.wide)
-            for (index_t i = 0; i < fn; ++i)
-                for (index_t oh = 0; oh < f.OH; ++oh)
-                    std::copy(out + i * f.Lw + oh * f.Wp, out + i * f.Lw + oh * f.Wp + f.OW,
-                              y + (i * f.OH + oh) * f.OW);
-        return;
-    }
     for (index_t i = 0; i < fn; ++i) std::fill(y + i * L, y + (i + 1) * L, b[i]);
     if (is_pointwise(g)) {
         gemm_step(s, gemm_threads, y, L, w, K, false, x, L, false, fn, L, K, T(1));
@@ -147,75 +175,77 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
     }
 }
 
-// Images per block of the backward pass: dW and db are summed in blocks of this many images
-// (a constant, so the blocks never depend on the thread count).
-constexpr index_t kBlock = 4;
-static_assert(kBlock <= kDotMaxSegments, "a block's images are gemm_dot's segments");
-
-// The flat path's sizes in the backward pass: every image of a block keeps its own xp and wide
-// dout until the block's dW is done. Rows of the wide dout are padded with zeros to a multiple of
-// kDotMultiple, and xp is followed by as many zeros, so gemm_dot reads whole vectors in bounds.
-struct FlatBackwardShape : FlatShape {
-    index_t Ld, image, wide;  // Ld: row stride of the wide dout; image, wide: per-image sizes
-    FlatBackwardShape(const Window2d& g, index_t c, index_t fn)
-        : FlatShape(g), Ld((Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple),
-          image(c * Hp * Wp + kDotMultiple), wide(fn * Ld) {}
+// The flat path's backward buffers: a block's canvases (one per image, or one for all) keep their
+// input and wide dout until the block's dW is done. Rows of the wide dout are padded with zeros to
+// a multiple of kDotMultiple, and each canvas is followed by as many zeros, so gemm_dot reads
+// whole vectors in bounds.
+struct CanvasBackward {
+    index_t per, slots, Ld, slot_size, wide_size;
+    CanvasBackward(const Window2d& g, index_t c, index_t fn)
+        : per(images_per_canvas(g)), slots(per == 1 ? kBlock : 1) {
+        const Canvas cv(g, per);
+        Ld = (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
+        slot_size = cv.size(c) + kDotMultiple;
+        wide_size = fn * Ld;
+    }
 };
 
 // The flat path's backward for images [first, last) of one block: the block's dW partial =
-// sum over its images of dout_wide . B^T (one gemm_dot, images as segments), and each image's
-// dx from dcol (K, Lw) = W^T . dout_wide, folded back tap by tap onto dxp (each tap adds its
-// slice's real positions, taps in order), then cropped.
+// sum over its canvases of dout_wide . B^T (one gemm_dot, canvases as segments), and, when dx is
+// asked for here (see conv2d_backward), each canvas's dx from dcol (K, Lw) = W^T . dout_wide,
+// folded back tap by tap onto the canvas (each tap adds its slices' real positions, taps in
+// order), then cut out image by image.
 template <typename T>
 void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t first, index_t last,
                          index_t c, index_t fn, const Window2d& g, ImageScratch<T>& s,
                          int gemm_threads) {
-    const FlatBackwardShape f(g, c, fn);
-    const index_t K = c * g.fh * g.fw, L = f.OH * f.OW;
+    const CanvasBackward bk(g, c, fn);
+    const index_t K = c * g.fh * g.fw, L = g.oh() * g.ow();
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
-    const T* xps[kBlock];
+    const T* canvases[kBlock];
     const T* douts[kBlock];
-    for (index_t i = first; i < last; ++i) {
-        T* xp = s.padded.data() + (i - first) * f.image;
-        std::fill(xp, xp + f.image, T(0));
-        for (index_t ci = 0; ci < c; ++ci)
-            for (index_t ih = 0; ih < g.h; ++ih) {
-                const T* row = x + i * x_size + (ci * g.h + ih) * g.w;
-                std::copy(row, row + g.w, xp + (ci * f.Hp + ih + g.ph) * f.Wp + g.pw);
-            }
-        T* dwide = s.wide.data() + (i - first) * f.wide;
-        std::fill(dwide, dwide + f.wide, T(0));
-        for (index_t r = 0; r < fn; ++r)
-            for (index_t oh = 0; oh < f.OH; ++oh) {
-                const T* row = dout + i * y_size + (r * f.OH + oh) * f.OW;
-                std::copy(row, row + f.OW, dwide + r * f.Ld + oh * f.Wp);
-            }
-        xps[i - first] = xp;
-        douts[i - first] = dwide;
+    int count = 0;
+    for (index_t i0 = first; i0 < last; i0 += bk.per, ++count) {
+        const Canvas cv(g, std::min(bk.per, last - i0));
+        T* canvas = s.padded.data() + count * bk.slot_size;
+        fill_canvas(canvas, kDotMultiple, x + i0 * x_size, c, cv);
+        T* dwide = s.wide.data() + count * bk.wide_size;
+        std::fill(dwide, dwide + bk.wide_size, T(0));
+        for (index_t i = 0; i < cv.G; ++i)
+            for (index_t f = 0; f < fn; ++f)
+                for (index_t oh = 0; oh < cv.OH; ++oh) {
+                    const T* row = dout + (i0 + i) * y_size + (f * cv.OH + oh) * cv.OW;
+                    std::copy(row, row + cv.OW, dwide + f * bk.Ld + cv.output(i, oh));
+                }
+        canvases[count] = canvas;
+        douts[count] = dwide;
     }
-    gemm_dot<T>(s.dw.data(), K, douts, f.Ld, xps, s.taps.data(), static_cast<int>(last - first), fn,
-                K, f.Ld, T(0), gemm_threads);
+    // Every canvas of the block has the same width (one image each, or the block's only one).
+    const Canvas cv(g, std::min(bk.per, last - first));
+    canvas_taps(s.taps, c, g, cv);
+    gemm_dot<T>(s.dw.data(), K, douts, bk.Ld, canvases, s.taps.data(), count, fn, K, bk.Ld, T(0),
+                gemm_threads);
     if (!dx) return;
     T* dcol = s.dcol.data();
-    for (index_t i = first; i < last; ++i) {
-        gemm_step(s, gemm_threads, dcol, f.Lw, w, K, true, douts[i - first], f.Ld, false, K, f.Lw, fn, T(0));
-        T* dxp = s.padded.data() + (i - first) * f.image;  // this image's xp is no longer needed
-        std::fill(dxp, dxp + c * f.Hp * f.Wp, T(0));
-        for (index_t k = 0; k < K; ++k) {
-            T* to = dxp + s.taps[k];
-            const T* from = dcol + k * f.Lw;
-            for (index_t oh = 0; oh < f.OH; ++oh) {
-                T* dst = to + oh * f.Wp;
-                const T* src = from + oh * f.Wp;
+    for (int j = 0; j < count; ++j) {
+        const index_t i0 = first + j * bk.per;
+        gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], bk.Ld, false, K, cv.Lw, fn, T(0));
+        T* dcanvas = s.padded.data() + j * bk.slot_size;  // the input canvas is no longer needed
+        std::fill(dcanvas, dcanvas + cv.size(c), T(0));
+        for (index_t k = 0; k < K; ++k)
+            for (index_t i = 0; i < cv.G; ++i)
+                for (index_t oh = 0; oh < cv.OH; ++oh) {
+                    T* dst = dcanvas + s.taps[k] + cv.output(i, oh);
+                    const T* src = dcol + k * cv.Lw + cv.output(i, oh);
 #pragma omp simd
-                for (index_t ow = 0; ow < f.OW; ++ow) dst[ow] += src[ow];
-            }
-        }
-        for (index_t ci = 0; ci < c; ++ci)
-            for (index_t ih = 0; ih < g.h; ++ih) {
-                const T* src = dxp + (ci * f.Hp + ih + g.ph) * f.Wp + g.pw;
-                std::copy(src, src + g.w, dx + i * x_size + (ci * g.h + ih) * g.w);
-            }
+                    for (index_t ow = 0; ow < cv.OW; ++ow) dst[ow] += src[ow];
+                }
+        for (index_t i = 0; i < cv.G; ++i)
+            for (index_t ci = 0; ci < c; ++ci)
+                for (index_t ih = 0; ih < g.h; ++ih) {
+                    const T* src = dcanvas + cv.pixel(ci, i, ih);
+                    std::copy(src, src + g.w, dx + (i0 + i) * x_size + (ci * g.h + ih) * g.w);
+                }
     }
 }
 
@@ -257,24 +287,17 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
     if (static_cast<int>(cache.size()) < count) cache.resize(static_cast<size_t>(count));
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const bool flat = is_flat(g);
-    const FlatShape f(g);
-    const index_t gemm_n = flat ? f.Lw : L;  // the GEMMs' position dimension
+    const Canvas cv(g, flat ? images_per_canvas(g) : 1);
+    const index_t gemm_n = flat ? cv.Lw : L;  // the GEMMs' position dimension
     for (int t = 0; t < count; ++t) {
         ImageScratch<T>& s = cache[t];
-        if (flat) {
-            if (backward) {
-                const FlatBackwardShape fb(g, c, fn);
-                grow(s.padded, kBlock * fb.image);
-                grow(s.wide, kBlock * fb.wide);
-            } else {
-                if (f.padded) grow(s.padded, c * f.Hp * f.Wp);
-                if (f.wide) grow(s.wide, fn * f.Lw);
-            }
-            // The taps' slices change with the layer: rewritten on every call.
-            s.taps.resize(static_cast<size_t>(K));
-            for (index_t ci = 0, k = 0; ci < c; ++ci)
-                for (index_t fh = 0; fh < g.fh; ++fh)
-                    for (index_t fw = 0; fw < g.fw; ++fw, ++k) s.taps[k] = (ci * f.Hp + fh) * f.Wp + fw;
+        if (flat && backward) {
+            const CanvasBackward bk(g, c, fn);
+            grow(s.padded, bk.slots * bk.slot_size);
+            grow(s.wide, bk.slots * bk.wide_size);
+        } else if (flat) {
+            if (!cv.is_input()) grow(s.padded, cv.size(c));
+            if (!cv.is_output()) grow(s.wide, fn * cv.Lw);
         } else if (!is_pointwise(g)) {
             // The unfolded forward pass unfolds one tile of columns at a time, the backward the image.
             grow(s.col, K * (backward ? L : forward_tile_width<T>(K, L)));
@@ -302,22 +325,31 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
-    if (n >= threads) {
-        // Enough images for every thread: one image per task, serial GEMMs.
+    // Units of work: a canvas of images on the flat path, else one image.
+    const bool flat = is_flat(g);
+    const index_t per = flat ? images_per_canvas(g) : 1, units = (n + per - 1) / per;
+    auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
+        const index_t first = u * per, count = std::min(per, n - first);
+        if (flat)
+            forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s, gemm_threads);
+        else
+            forward_image(y + first * y_size, x + first * x_size, w, b, c, fn, g, s, gemm_threads);
+    };
+    if (units >= threads) {
+        // Enough units for every thread: one unit per task, serial GEMMs.
         std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, false, true, false);
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (index_t i = 0; i < n; ++i) {
+        for (index_t u = 0; u < units; ++u) {
 #ifdef _OPENMP
             ImageScratch<T>& s = scratch[omp_get_thread_num()];
 #else
             ImageScratch<T>& s = scratch[0];
 #endif
-            forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, 1);
+            forward_unit(u, s, 1);
         }
     } else {
         ImageScratch<T>& s = scratch_for<T>(1, c, fn, g, false, false, false)[0];
-        for (index_t i = 0; i < n; ++i)
-            forward_image(y + i * y_size, x + i * x_size, w, b, c, fn, g, s, threads);
+        for (index_t u = 0; u < units; ++u) forward_unit(u, s, threads);
     }
 }
 

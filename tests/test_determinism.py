@@ -62,11 +62,12 @@ def random(shape, dtype, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [1, 3, 16, 64])
-def test_conv2d_forward_and_backward(thread_counts, dtype, batch):
-    x = random((batch, 8, 16, 16), dtype, 1)
+@pytest.mark.parametrize("size", [16, 7])  # one image per canvas, and several (conv.cpp)
+def test_conv2d_forward_and_backward(thread_counts, dtype, batch, size):
+    x = random((batch, 8, size, size), dtype, 1)
     W = random((16, 8, 3, 3), dtype, 2)
     b = random((16,), dtype, 3)
-    dout = random((batch, 16, 16, 16), dtype, 4)
+    dout = random((batch, 16, size, size), dtype, 4)
     assert_same_bits_for_all_counts(lambda: F.conv2d_forward(x, W, b, 1, 1), thread_counts)
     assert_same_bits_for_all_counts(lambda: F.conv2d_backward(dout, x, W, 1, 1), thread_counts)
 
