@@ -100,6 +100,14 @@ void gemm_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T*
         gemm_serial<T>(c, ldc, a, lda, ta, b, ldb, tb, m, nn, k, T(1), beta, s.gemm.data());
 }
 
+// dst[0, n) = src[0, n) for the short rows the flat path moves (an image or output row): inline,
+// because a memmove call per row cost more than the copying (1.4 ms of a 7 ms training step).
+template <typename T>
+inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // The flat path's helpers (see Canvas).
 void canvas_taps(std::vector<index_t>& taps, index_t c, const Window2d& g, const Canvas& cv) {
     taps.resize(static_cast<size_t>(c * g.fh * g.fw));
@@ -116,7 +124,7 @@ void fill_canvas(T* canvas, index_t slack, const T* x, index_t c, const Canvas& 
         for (index_t ci = 0; ci < c; ++ci)
             for (index_t ih = 0; ih < cv.H; ++ih) {
                 const T* row = x + ((i * c + ci) * cv.H + ih) * cv.W;
-                std::copy(row, row + cv.W, canvas + cv.pixel(ci, i, ih));
+                copy_row(canvas + cv.pixel(ci, i, ih), row, cv.W);
             }
 }
 
@@ -153,7 +161,7 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
         for (index_t f = 0; f < fn; ++f)
             for (index_t oh = 0; oh < cv.OH; ++oh) {
                 const T* row = out + f * cv.Lw + cv.output(i, oh);
-                std::copy(row, row + cv.OW, y + ((i * fn + f) * cv.OH + oh) * cv.OW);
+                copy_row(y + ((i * fn + f) * cv.OH + oh) * cv.OW, row, cv.OW);
             }
 }
 
@@ -215,7 +223,7 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
             for (index_t f = 0; f < fn; ++f)
                 for (index_t oh = 0; oh < cv.OH; ++oh) {
                     const T* row = dout + (i0 + i) * y_size + (f * cv.OH + oh) * cv.OW;
-                    std::copy(row, row + cv.OW, dwide + f * bk.Ld + cv.output(i, oh));
+                    copy_row(dwide + f * bk.Ld + cv.output(i, oh), row, cv.OW);
                 }
         canvases[count] = canvas;
         douts[count] = dwide;
@@ -244,7 +252,7 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
             for (index_t ci = 0; ci < c; ++ci)
                 for (index_t ih = 0; ih < g.h; ++ih) {
                     const T* src = dcanvas + cv.pixel(ci, i, ih);
-                    std::copy(src, src + g.w, dx + (i0 + i) * x_size + (ci * g.h + ih) * g.w);
+                    copy_row(dx + (i0 + i) * x_size + (ci * g.h + ih) * g.w, src, g.w);
                 }
     }
 }
@@ -359,8 +367,11 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // On the flat path, dx is itself a stride-1 convolution: of dout, padded by FH-1-PH and
     // FW-1-PW, with the filters' channel axes swapped and their taps flipped. Run as one, it takes
     // the fast forward path instead of a GEMM with only FN terms per sum and a fold (16->16
-    // channels, 28x28, on Zen 4: 63-81 -> 100+ GFLOP/s). Needs the pads below the kernel sizes.
-    if (dx && is_flat(g) && g.ph < g.fh && g.pw < g.fw) {
+    // channels, 28x28, on Zen 4: 63-81 -> 100+ GFLOP/s). Needs the pads below the kernel sizes,
+    // and enough input channels to fill the GEMM's rows (with one channel, as in a first layer
+    // on grey images, 7 of 8 rows of every tile would be wasted).
+    constexpr index_t kMinChannelsForTransposedConv = 8;
+    if (dx && is_flat(g) && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
         conv2d_backward<T>(nullptr, dw, db, dout, x, w, n, c, fn, g);
         std::vector<T> w_swapped(static_cast<size_t>(fn * c * g.fh * g.fw)), zeros(static_cast<size_t>(c), T(0));
         for (index_t f = 0; f < fn; ++f)

@@ -51,10 +51,11 @@ def test_conv_and_im2col_match_loops(isa, dtype, case):
 
 @st.composite
 def flat_conv_case(draw):
-    """Stride-1 convolutions with outputs large enough for the flat path (see conv.cpp): images
-    up to 24x24, kernels 1..5 (1x1 only with padding, else it is the pointwise path), batches
-    that leave partial blocks of images."""
-    n, c, fn = draw(st.integers(1, 6)), draw(st.integers(1, 5)), draw(st.integers(1, 9))
+    """Stride-1 convolutions on the flat path (see conv.cpp): images up to 24x24 (one or several
+    to a canvas), kernels 1..5 (1x1 only with padding, else it is the pointwise path), batches
+    that leave partial blocks and canvases, and channel counts on both sides of the switch to dx
+    as a transposed convolution (8)."""
+    n, c, fn = draw(st.integers(1, 6)), draw(st.sampled_from([1, 2, 3, 5, 8, 9, 12])), draw(st.integers(1, 9))
     h, w = draw(st.integers(10, 24)), draw(st.integers(10, 24))
     ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     fh, fw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
