@@ -6,16 +6,17 @@
 // backward: dW += dout[n] . colT^T, db += row sums of dout[n], dx[n] = col2im(W^T . dout[n]).
 // Three ways to get colT into the GEMMs:
 //   pointwise (1x1, stride 1, no pad): colT is x[n] itself.
-//   flat (stride 1, large enough outputs): over the zero-padded image read as one flat array,
-//     every row of colT is a contiguous slice, so the GEMM packs straight from the image and colT
-//     is never written; the filter gradient is a tile of dot products (gemm_dot), the images of a
-//     block as its segments, and dx is computed as a convolution of dout (flipped, channel-swapped
-//     filters) on this same path. Outputs are computed over "wide" rows of the padded width and
-//     the real columns picked out (see conv.cpp).
-//   unfolded (strided or small outputs): colT is written out, a tile of about 256 KiB at a time
-//     in the forward pass (it stays in L2), a whole image in the backward pass.
+//   flat (stride 1): images lie on a zero canvas with their padding (one per canvas, or kBlock
+//     side by side when small), read as one flat array, where every row of colT is a contiguous
+//     slice: the GEMM packs straight from the canvas and colT is never written. The filter
+//     gradient is a tile of dot products (gemm_dot), and dx a convolution of dout with flipped,
+//     channel-swapped filters on this same path (with >= 8 input channels and pads below the
+//     kernel; else W^T . dout folded back onto the canvas). Outputs are computed over "wide" rows
+//     of the canvas width and the real columns picked out (see conv.cpp).
+//   unfolded (strided): colT is written out, a tile of about 256 KiB at a time in the forward
+//     pass (it stays in L2), a whole image in the backward pass.
 //
-// Memory: per thread, a few per-image buffers (a block of kBlock = 4 images' padded inputs and
+// Memory: per thread, a few per-image buffers (a block of kBlock = 4 images' canvases and wide
 // douts on the flat backward path); never the whole batch's column matrix.
 // Determinism: dW and db are sums over images, taken in fixed blocks of 4 images (block partials
 // summed image by image, then added in block order), so the result does not depend on the
