@@ -108,6 +108,17 @@ inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
     for (index_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
+// dst[0, n) = max(src[0, n), 0), ReLU's rule (entries <= 0 become 0, NaN stays NaN); dst may be
+// src itself.
+template <typename T>
+inline void relu_row(T* dst, const T* src, index_t n) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) {
+        const T v = src[i];
+        dst[i] = v <= T(0) ? T(0) : v;
+    }
+}
+
 // The flat path's helpers (see Canvas).
 void canvas_taps(std::vector<index_t>& taps, index_t c, const Window2d& g, const Canvas& cv) {
     taps.resize(static_cast<size_t>(c * g.fh * g.fw));
@@ -143,7 +154,7 @@ index_t forward_tile_width(index_t K, index_t L) {
 // image's outputs picked out of the wide rows.
 template <typename T>
 void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, index_t c,
-                    index_t fn, const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
+                    index_t fn, const Window2d& g, ImageScratch<T>& s, int gemm_threads, bool relu) {
     const Canvas cv(g, images);
     const index_t K = c * g.fh * g.fw;
     canvas_taps(s.taps, c, g, cv);
@@ -156,12 +167,19 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
     for (index_t f = 0; f < fn; ++f) std::fill(out + f * cv.Lw, out + (f + 1) * cv.Lw, b[f]);
     gemm_offsets<T>(out, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(1),
                     gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
-    if (cv.is_output()) return;
+    if (cv.is_output()) {
+        if (relu) relu_row(y, y, fn * cv.Lw);
+        return;
+    }
     for (index_t i = 0; i < images; ++i)
         for (index_t f = 0; f < fn; ++f)
             for (index_t oh = 0; oh < cv.OH; ++oh) {
                 const T* row = out + f * cv.Lw + cv.output(i, oh);
-                copy_row(y + ((i * fn + f) * cv.OH + oh) * cv.OW, row, cv.OW);
+                T* to = y + ((i * fn + f) * cv.OH + oh) * cv.OW;
+                if (relu)
+                    relu_row(to, row, cv.OW);
+                else
+                    copy_row(to, row, cv.OW);
             }
 }
 
@@ -329,7 +347,7 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
 
 template <typename T>
 void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t c, index_t fn,
-                    const Window2d& g) {
+                    const Window2d& g, bool relu) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
@@ -338,10 +356,12 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const index_t per = flat ? images_per_canvas(g) : 1, units = (n + per - 1) / per;
     auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = u * per, count = std::min(per, n - first);
-        if (flat)
-            forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s, gemm_threads);
-        else
+        if (flat) {
+            forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s, gemm_threads, relu);
+        } else {
             forward_image(y + first * y_size, x + first * x_size, w, b, c, fn, g, s, gemm_threads);
+            if (relu) relu_row(y + first * y_size, y + first * y_size, y_size);  // while in cache
+        }
     };
     if (units >= threads) {
         // Enough units for every thread: one unit per task, serial GEMMs.
@@ -493,7 +513,7 @@ void conv2d_backward_reference(T* dx, T* dw, T* db, const T* dout, const T* x, c
 
 #define TINYCONV_INSTANTIATE(T)                                                                   \
     template void conv2d_forward<T>(T*, const T*, const T*, const T*, index_t, index_t, index_t,  \
-                                    const Window2d&);                                             \
+                                    const Window2d&, bool);                                       \
     template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, index_t, index_t,  \
                                      index_t, const Window2d&);                                   \
     template void conv2d_forward_reference<T>(T*, const T*, const T*, const T*, index_t, index_t, \

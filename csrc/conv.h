@@ -27,12 +27,14 @@
 
 namespace tinyconv {
 
+// relu: y = max(y, 0) as each output leaves the kernel (the epilogue of a Convolution -> ReLU
+// pair), with ReLU's rule: entries <= 0 become 0, NaN stays NaN.
 template <typename T>
 void conv2d_forward(T* y,        // (N, FN, OH, OW)
                     const T* x,  // (N, C, H, W)
                     const T* w,  // (FN, C, FH, FW)
                     const T* b,  // (FN,)
-                    index_t n, index_t c, index_t fn, const Window2d& g);
+                    index_t n, index_t c, index_t fn, const Window2d& g, bool relu = false);
 
 template <typename T>
 void conv2d_backward(T* dx,          // (N, C, H, W), or null to skip the input gradient

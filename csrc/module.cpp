@@ -323,7 +323,7 @@ ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index
 
 template <bool Reference>
 py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::array& b, index_t sh,
-                            index_t sw, index_t ph, index_t pw) {
+                            index_t sw, index_t ph, index_t pw, bool relu) {
     const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
     same_kind(x, "x", b, "b");
     check_shape(b, "b", {cs.fn});
@@ -333,10 +333,13 @@ py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::ar
         T* yp = ptr<T>(y);
         const T *xp = cptr<T>(x), *wp = cptr<T>(W), *bp = cptr<T>(b);
         py::gil_scoped_release release;
-        if constexpr (Reference)
+        if constexpr (Reference) {
             conv2d_forward_reference<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
-        else
-            conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
+            if (relu)
+                for (index_t i = 0, size = static_cast<index_t>(y.size()); i < size; ++i) yp[i] = yp[i] <= T(0) ? T(0) : yp[i];
+        } else {
+            conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g, relu);
+        }
         return y;
     });
 }
@@ -834,7 +837,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
           py::arg("pad_w"));
     m.def("conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
     m.def("conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
           py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
     m.def("max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
@@ -894,7 +897,8 @@ PYBIND11_MODULE(_core, m) {
     ref.def("gemm", &py_gemm<true>);
     ref.def("im2col", &py_im2col<true>);
     ref.def("col2im", &py_col2im<true>);
-    ref.def("conv2d_forward", &py_conv2d_forward<true>);
+    ref.def("conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
+            py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
     ref.def("conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
             py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
     ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),

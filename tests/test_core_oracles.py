@@ -92,6 +92,8 @@ def check_conv_and_im2col(dtype, case):
     args = (sh, sw, ph, pw)
     y = _core.conv2d_forward(x, W, b, *args)
     np.testing.assert_allclose(y, _core.reference.conv2d_forward(x, W, b, *args), **TOL[dtype])
+    # The fused ReLU epilogue: exactly the ReLU of the same kernel's output, on every path.
+    np.testing.assert_array_equal(_core.conv2d_forward(x, W, b, *args, relu=True), _core.relu_forward(y))
     dout = rng.standard_normal(y.shape).astype(dtype)
     for got, want in zip(_core.conv2d_backward(dout, x, W, *args), _core.reference.conv2d_backward(dout, x, W, *args)):
         np.testing.assert_allclose(got, want, **TOL[dtype])

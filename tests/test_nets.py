@@ -394,3 +394,19 @@ def test_relu_never_writes_the_callers_input(factory):
     np.testing.assert_array_equal(x, x_copy)
     net.predict(x)
     np.testing.assert_array_equal(x, x_copy)
+
+
+def test_fused_convolution_relu_equals_the_layers_one_by_one():
+    """predict fuses each Convolution -> ReLU pair into the convolution's epilogue: the logits are
+    bitwise those of calling every layer's plain forward in turn, and the ReLU layer keeps what
+    its backward pass needs."""
+    net = DeepConvNet(seed=3)
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    fused = net.predict(x)
+    plain = x
+    for layer in net._layer_list():
+        plain = layer.forward(plain, False) if hasattr(layer, "dropout_ratio") else layer.forward(plain)
+    np.testing.assert_array_equal(fused, plain)
+    net.predict(x)
+    first_relu = net._layer_list()[1]
+    np.testing.assert_array_equal(first_relu.mask, net._layer_list()[0].forward(x) <= 0)

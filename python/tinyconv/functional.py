@@ -73,17 +73,18 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
 # Convolution
 
 
-def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
+def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
     """2-D convolution (cross-correlation, as DLfS): ``y[n, f] = sum_c x[n, c] * W[f, c] + b[f]``.
 
-    x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW).
+    x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW). With ``relu``,
+    ``relu_forward(y)`` instead, applied as the outputs leave the kernel (no second pass).
     """
     dt = float_dtype(x, W, b)
     x = as_float_array(x, "x", dt, ndim=4)
     W = as_float_array(W, "W", dt, ndim=4)
     b = as_float_array(b, "b", dt, ndim=1)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw)
+    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw, bool(relu))
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):

@@ -80,6 +80,13 @@ class Relu:
         self.x = result if out is not None else x
         return result
 
+    def forward_applied(self, out):
+        """Records ``out``, a result the layer before already passed through ``max(., 0)`` (a
+        convolution with ``relu=True``), as this layer's forward pass: the backward pass masks by
+        it exactly as by the input."""
+        self.x = out
+        return out
+
     def backward(self, dout, overwrite_dout: bool = False):
         """dx; ``dout`` is left alone unless ``overwrite_dout`` (networks pass it for their own
         temporaries: the result then goes into dout's memory, as DLfS's in-place ``Relu`` does,
@@ -334,8 +341,10 @@ class Convolution:
         self.dW: Optional[np.ndarray] = None
         self.db: Optional[np.ndarray] = None
 
-    def forward(self, x):
-        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0]), self.stride, self.pad)
+    def forward(self, x, relu: bool = False):
+        """The convolution; with ``relu`` (networks pass it when a ReLU layer follows) its
+        ``max(., 0)`` as well, applied as the outputs are written."""
+        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0]), self.stride, self.pad, relu=relu)
         self.x = x
         return out
 

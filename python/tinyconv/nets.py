@@ -109,14 +109,22 @@ class Network:
         and batch norm to training behaviour."""
         x = self._input(x)
         temporary = False  # whether x is an array this pass made, which no layer keeps
-        for layer in self._layer_list():
-            if isinstance(layer, (Dropout, BatchNormalization)):
+        layers = self._layer_list()
+        fused = None  # a ReLU whose work the convolution before it did
+        for layer, following in zip(layers, layers[1:] + [None]):
+            if layer is fused:
+                x = layer.forward_applied(x)
+            elif isinstance(layer, (Dropout, BatchNormalization)):
                 x = layer.forward(x, train_flg)
             elif isinstance(layer, Pooling):
                 # Training records the winners for backward; inference skips that work.
                 x = layer.forward(x, record_argmax=train_flg)
             elif isinstance(layer, Relu):
                 x = layer.forward(x, overwrite_x=temporary)
+            elif isinstance(layer, Convolution) and isinstance(following, Relu):
+                # Convolution -> ReLU: the ReLU runs in the convolution's epilogue.
+                x = layer.forward(x, relu=True)
+                fused = following
             else:
                 x = layer.forward(x)
             # These layers return a fresh array and keep no reference to it: the next ReLU may

@@ -315,10 +315,11 @@ def _conv_shapes(x: np.ndarray, W: np.ndarray) -> None:
         raise ValueError(f"W has {W.shape[1]} channels but x has {x.shape[1]}")
 
 
-def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
+def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
     """Convolution as one matrix product: ``im2col(x) @ W_flat.T + b``.
 
-    x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW).
+    x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW); with ``relu``,
+    :func:`relu_forward` of it.
     """
     dt = _compute_dtype(x, W, b)
     x, W, b = _as_float64(x, dt), _as_float64(W, dt), _as_float64(b, dt)
@@ -331,7 +332,8 @@ def conv2d_forward(x, W, b, stride=1, pad=0) -> np.ndarray:
     col = _im2col_f64(x, FH, FW, stride, pad)  # (N*OH*OW, C*FH*FW)
     col_W = W.reshape(FN, -1).T                # (C*FH*FW, FN)
     out = col @ col_W + b                      # (N*OH*OW, FN)
-    return out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(dt)
+    y = out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(dt)
+    return relu_forward(y) if relu else y
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
