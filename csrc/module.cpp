@@ -440,32 +440,23 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     const index_t plane = s.h * s.w;
     const std::int64_t* ap = cptr<std::int64_t>(argmax);
     const index_t count = static_cast<index_t>(argmax.size());
-    // A branch-free min/max pass first (it vectorises); the offending position only on failure.
-    std::int64_t lowest = 0, highest = 0;
-    {
-        py::gil_scoped_release release;
-        if (count > 0) lowest = highest = ap[0];
-#pragma omp simd reduction(min : lowest) reduction(max : highest)
-        for (index_t i = 0; i < count; ++i) {
-            lowest = std::min(lowest, ap[i]);
-            highest = std::max(highest, ap[i]);
-        }
-    }
-    if (lowest < 0 || highest >= plane) {
-        for (index_t i = 0; i < count; ++i) {
-            if (ap[i] < 0 || ap[i] >= plane)
-                value_error(cat("argmax holds ", ap[i], " at flat position ", i, ", outside the input plane [0, ",
-                                plane, ") of H*W = ", s.h, "*", s.w));
-        }
-    }
     return dispatch(kind, [&](auto t) -> py::array {
         using T = decltype(t);
         py::array dx = empty<T>({s.n, s.c, s.h, s.w});
         T* dxp = ptr<T>(dx);
         const T* dp = cptr<T>(dout);
         const index_t out_plane = dout.shape(2) * dout.shape(3);
-        py::gil_scoped_release release;
-        max_pool2d_backward<T>(dxp, dp, ap, s.n * s.c, plane, out_plane);
+        bool in_range;
+        {
+            py::gil_scoped_release release;
+            in_range = max_pool2d_backward<T>(dxp, dp, ap, s.n * s.c, plane, out_plane);
+        }
+        if (!in_range) {  // find the first offender for the message
+            for (index_t i = 0; i < count; ++i)
+                if (ap[i] < 0 || ap[i] >= plane)
+                    value_error(cat("argmax holds ", ap[i], " at flat position ", i, ", outside the input plane [0, ",
+                                    plane, ") of H*W = ", s.h, "*", s.w));
+        }
         return dx;
     });
 }

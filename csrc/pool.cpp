@@ -276,17 +276,26 @@ void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n,
 }
 
 template <typename T>
-void max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index_t planes,
+bool max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index_t planes,
                          index_t plane_size, index_t out_plane_size) {
     const index_t L = out_plane_size;
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * (L + plane_size), kPlaneGrain))
+    bool in_range = true;
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * (L + plane_size), kPlaneGrain)) reduction(&& : in_range)
     for (index_t p = 0; p < planes; ++p) {
         T* dxp = dx + p * plane_size;
         std::fill(dxp, dxp + plane_size, T(0));
         const T* dp = dout + p * L;
         const std::int64_t* ap = argmax + p * L;
-        for (index_t l = 0; l < L; ++l) dxp[ap[l]] += dp[l];
+        for (index_t l = 0; l < L; ++l) {
+            const std::int64_t at = ap[l];
+            if (at < 0 || at >= plane_size) {  // never written: the caller reports it
+                in_range = false;
+                continue;
+            }
+            dxp[at] += dp[l];
+        }
     }
+    return in_range;
 }
 
 template <typename T>
@@ -363,7 +372,7 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
                                         const Window2d&);                                         \
     template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,     \
                                                     const Window2d&);                             \
-    template void max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
+    template bool max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
                                          index_t);                                                \
     template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);         \
     template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);        \

@@ -28,9 +28,11 @@ void max_pool2d_backward_from_input(T* dx,          // (N, C, H, W)
                                     const T* x,     // (N, C, H, W)
                                     index_t n, index_t c, const Window2d& g);
 
-// Needs only the plane sizes: argmax already says where each output came from.
+// Needs only the plane sizes: argmax already says where each output came from. Returns false if
+// an argmax entry lies outside [0, H*W): that entry is skipped (nothing is written out of bounds)
+// and the caller reports it, so the check costs no separate pass.
 template <typename T>
-void max_pool2d_backward(T* dx,                      // (N, C, H, W)
+bool max_pool2d_backward(T* dx,                      // (N, C, H, W)
                          const T* dout,              // (N, C, OH, OW)
                          const std::int64_t* argmax,  // (N, C, OH, OW), each in [0, H*W)
                          index_t planes,             // N*C

@@ -306,6 +306,19 @@ def test_max_pool2d_unrolled_shapes(shape, pad, hw, dtype, nan_fraction, data):
                                   R.max_pool2d_backward(dout, argmax_want, x.shape))
 
 
+@pytest.mark.parametrize("bad", [-1, 64, 2**40])
+def test_max_pool2d_backward_finds_one_bad_argmax_among_many(bad):
+    """The range check runs inside the (parallel) scatter: one offender in a large argmax is
+    still reported, with its position, and nothing is written out of bounds."""
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 8))
+    _, argmax = F.max_pool2d_forward(x, 2, 2, 2)
+    argmax = argmax.copy()
+    argmax[15, 7, 3, 2] = bad
+    at = np.ravel_multi_index((15, 7, 3, 2), argmax.shape)
+    with pytest.raises(ValueError, match=rf"argmax holds {bad} at flat position {at}\b"):
+        F.max_pool2d_backward(np.ones(argmax.shape), argmax, x.shape)
+
+
 def test_max_pool2d_nan_and_padding_semantics():
     """NaN wins like np.argmax (the first NaN); padding never wins even over negative inputs."""
     x = np.array([[1.0, np.nan, 5.0], [np.nan, -7.0, 2.0]]).reshape(1, 1, 2, 3)
