@@ -410,7 +410,8 @@ py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
 }
 
 py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::array& x, index_t pool_h,
-                                            index_t pool_w, index_t sh, index_t sw, index_t ph, index_t pw) {
+                                            index_t pool_w, index_t sh, index_t sw, index_t ph, index_t pw,
+                                            bool through_relu) {
     const Nchw s = nchw(x, "x");
     const Window2d g = max_pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
     same_kind(x, "x", dout, "dout");
@@ -421,13 +422,13 @@ py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::arr
         T* dxp = ptr<T>(dx);
         const T *dp = cptr<T>(dout), *xp = cptr<T>(x);
         py::gil_scoped_release release;
-        max_pool2d_backward_from_input<T>(dxp, dp, xp, s.n, s.c, g);
+        max_pool2d_backward_from_input<T>(dxp, dp, xp, s.n, s.c, g, through_relu);
         return dx;
     });
 }
 
 py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax, index_t n,
-                                 index_t c, index_t h, index_t w) {
+                                 index_t c, index_t h, index_t w, const py::object& relu_output) {
     const Nchw s = nchw_from_ints(n, c, h, w);
     check_ndim(dout, "dout", 4);
     const char kind = float_kind(dout, "dout");
@@ -440,16 +441,23 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     const index_t plane = s.h * s.w;
     const std::int64_t* ap = cptr<std::int64_t>(argmax);
     const index_t count = static_cast<index_t>(argmax.size());
+    py::array gate;
+    if (!relu_output.is_none()) {
+        gate = py::reinterpret_borrow<py::array>(relu_output);
+        same_kind(dout, "dout", gate, "relu_output");
+        check_shape(gate, "relu_output", {s.n, s.c, s.h, s.w});
+    }
     return dispatch(kind, [&](auto t) -> py::array {
         using T = decltype(t);
         py::array dx = empty<T>({s.n, s.c, s.h, s.w});
         T* dxp = ptr<T>(dx);
         const T* dp = cptr<T>(dout);
+        const T* gp = relu_output.is_none() ? nullptr : cptr<T>(gate);
         const index_t out_plane = dout.shape(2) * dout.shape(3);
         bool in_range;
         {
             py::gil_scoped_release release;
-            in_range = max_pool2d_backward<T>(dxp, dp, ap, s.n * s.c, plane, out_plane);
+            in_range = max_pool2d_backward<T>(dxp, dp, ap, s.n * s.c, plane, out_plane, gp);
         }
         if (!in_range) {  // find the first offender for the message
             for (index_t i = 0; i < count; ++i)
@@ -835,9 +843,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
     m.def("max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input, py::arg("dout"), py::arg("x"),
           py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
-          py::arg("pad_w"));
+          py::arg("pad_w"), py::arg("through_relu") = false);
     m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
-          py::arg("c"), py::arg("h"), py::arg("w"));
+          py::arg("c"), py::arg("h"), py::arg("w"), py::arg("relu_output") = py::none());
     m.def("avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
     m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"), py::arg("h"),

@@ -241,7 +241,7 @@ void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index
 
 template <typename T>
 void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n, index_t c,
-                                    const Window2d& g) {
+                                    const Window2d& g, bool through_relu) {
     const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
     std::fill(dx, dx + n * c * plane_size, T(0));
     // Each plane is visited by one thread, its windows in order: the scatter is race-free and
@@ -250,7 +250,7 @@ void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n,
         T best;
         std::int64_t at;
         window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, best, at);
-        dx[p * plane_size + at] += dout[p * out_size + o];
+        if (!(through_relu && best <= T(0))) dx[p * plane_size + at] += dout[p * out_size + o];
     };
     with_window_shape(g, [&](auto fh, auto fw, auto sw) {
         constexpr int FH = decltype(fh)::value, FW = decltype(fw)::value, SW = decltype(sw)::value;
@@ -267,7 +267,8 @@ void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n,
                 for (index_t lo = ow_lo; lo < ow_hi; lo += kChunk) {
                     const index_t hi = std::min(ow_hi, lo + kChunk);
                     whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo, hi);
-                    for (index_t ow = lo; ow < hi; ++ow) dxp[at[ow - lo]] += dp[ow];
+                    for (index_t ow = lo; ow < hi; ++ow)
+                        if (!(through_relu && best[ow - lo] <= T(0))) dxp[at[ow - lo]] += dp[ow];
                 }
             };
             for_each_window_run(n * c, g, run, window);
@@ -277,7 +278,7 @@ void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n,
 
 template <typename T>
 bool max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index_t planes,
-                         index_t plane_size, index_t out_plane_size) {
+                         index_t plane_size, index_t out_plane_size, const T* relu_output) {
     const index_t L = out_plane_size;
     bool in_range = true;
 #pragma omp parallel for schedule(static) num_threads(threads_for(planes * (L + plane_size), kPlaneGrain)) reduction(&& : in_range)
@@ -286,12 +287,14 @@ bool max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index
         std::fill(dxp, dxp + plane_size, T(0));
         const T* dp = dout + p * L;
         const std::int64_t* ap = argmax + p * L;
+        const T* gate = relu_output ? relu_output + p * plane_size : nullptr;
         for (index_t l = 0; l < L; ++l) {
             const std::int64_t at = ap[l];
             if (at < 0 || at >= plane_size) {  // never written: the caller reports it
                 in_range = false;
                 continue;
             }
+            if (gate && gate[at] <= T(0)) continue;  // the ReLU before blocks it
             dxp[at] += dp[l];
         }
     }
@@ -371,9 +374,9 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
     template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,            \
                                         const Window2d&);                                         \
     template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,     \
-                                                    const Window2d&);                             \
+                                                    const Window2d&, bool);                       \
     template bool max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
-                                         index_t);                                                \
+                                         index_t, const T*);                                      \
     template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);         \
     template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);        \
     template void max_pool2d_forward_reference<T>(T*, std::int64_t*, const T*, index_t, index_t,  \

@@ -22,11 +22,13 @@ void max_pool2d_forward(T* y,                 // (N, C, OH, OW)
                         index_t n, index_t c, const Window2d& g);
 // Finds each window's winner again from x (the forward input) and scatters dout there: no argmax
 // array is kept between the passes (less memory, and inference never computes one).
+// through_relu: x is a ReLU's output, and dx is that ReLU's backward pass too (a winner whose
+// value is <= 0 gets nothing; the same bits as the two passes one after the other).
 template <typename T>
 void max_pool2d_backward_from_input(T* dx,          // (N, C, H, W)
                                     const T* dout,  // (N, C, OH, OW)
                                     const T* x,     // (N, C, H, W)
-                                    index_t n, index_t c, const Window2d& g);
+                                    index_t n, index_t c, const Window2d& g, bool through_relu);
 
 // Needs only the plane sizes: argmax already says where each output came from. Returns false if
 // an argmax entry lies outside [0, H*W): that entry is skipped (nothing is written out of bounds)
@@ -37,7 +39,8 @@ bool max_pool2d_backward(T* dx,                      // (N, C, H, W)
                          const std::int64_t* argmax,  // (N, C, OH, OW), each in [0, H*W)
                          index_t planes,             // N*C
                          index_t plane_size,         // H*W
-                         index_t out_plane_size);    // OH*OW
+                         index_t out_plane_size,     // OH*OW
+                         const T* relu_output);      // (N, C, H, W) or null, as through_relu above
 
 template <typename T>
 void avg_pool2d_forward(T* y,        // (N, C, OH, OW)

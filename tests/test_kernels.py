@@ -306,6 +306,25 @@ def test_max_pool2d_unrolled_shapes(shape, pad, hw, dtype, nan_fraction, data):
                                   R.max_pool2d_backward(dout, argmax_want, x.shape))
 
 
+@more_examples(4)
+@given(g=geometries(pad_below_kernel=True), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
+def test_max_pool2d_backward_through_relu_is_both_passes(g, dtype, data):
+    """relu_output= / through_relu=: the pooling backward fused with the backward pass of the ReLU
+    that produced its input gives exactly relu_backward(max_pool2d_backward(...)): zeros, ties,
+    NaN and overlapping windows included."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = F.relu_forward(rng.integers(-2, 3, g.input_shape).astype(dtype))  # a ReLU's output
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y, argmax = F.max_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    want = F.relu_backward(F.max_pool2d_backward(dout, argmax, x.shape), x)
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, argmax, x.shape, relu_output=x), want)
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward_from_input(dout, x, g.kh, g.kw, g.stride, g.pad, through_relu=True), want)
+    np.testing.assert_array_equal(R.max_pool2d_backward(dout, argmax, x.shape, relu_output=x),
+                                  R.relu_backward(R.max_pool2d_backward(dout, argmax, x.shape), x))
+
+
 @pytest.mark.parametrize("bad", [-1, 64, 2**40])
 def test_max_pool2d_backward_finds_one_bad_argmax_among_many(bad):
     """The range check runs inside the (parallel) scatter: one offender in a large argmax is

@@ -410,3 +410,19 @@ def test_fused_convolution_relu_equals_the_layers_one_by_one():
     net.predict(x)
     first_relu = net._layer_list()[1]
     np.testing.assert_array_equal(first_relu.mask, net._layer_list()[0].forward(x) <= 0)
+
+
+def test_fused_relu_pool_backward_equals_the_layers_one_by_one():
+    """gradient fuses each ReLU -> max pooling pair's backward into the pooling's scatter: the
+    gradients are bitwise those of calling every layer's plain backward in turn."""
+    net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1},
+                        hidden_size=10, output_size=3, seed=2)
+    rng = np.random.default_rng(4)
+    x, t = rng.standard_normal((6, 1, 12, 12)).astype(np.float32), rng.integers(0, 3, 6)
+    fused = {k: v.copy() for k, v in net.gradient(x, t).items()}
+    net.loss(x, t, train_flg=True)
+    dout = net.last_layer.backward(1)
+    for layer in reversed(net._layer_list()):
+        dout = layer.backward(dout)
+    for key, layer_attr in [("W1", ("Conv1", "dW")), ("b1", ("Conv1", "db")), ("W2", ("Affine1", "dW"))]:
+        np.testing.assert_array_equal(fused[key], getattr(net.layers[layer_attr[0]], layer_attr[1]))

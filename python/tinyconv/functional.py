@@ -126,17 +126,21 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     return _core.max_pool2d_forward(x, *window)
 
 
-def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
+def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.ndarray:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` value goes to its window's winner;
     winners of overlapping windows accumulate.
 
     dout: (N, C, OH, OW); argmax: (N, C, OH, OW) as returned by the forward pass;
-    input_shape: (N, C, H, W). Returns dx: (N, C, H, W).
+    input_shape: (N, C, H, W). Returns dx: (N, C, H, W). ``relu_output``: when the pooled input
+    was a ReLU's output, that input; dx is then the ReLU's backward pass too (nothing where
+    ``relu_output <= 0``), the same values as :func:`relu_backward` applied after, in one pass.
     """
-    dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
+    dt = float_dtype(dout)
+    dout = as_float_array(dout, "dout", dt, ndim=4)
     argmax = as_index_array(argmax, "argmax")
     n, c, h, w = _input_shape(input_shape)
-    return _core.max_pool2d_backward(dout, argmax, n, c, h, w)
+    gate = None if relu_output is None else as_float_array(relu_output, "relu_output", dt, ndim=4)
+    return _core.max_pool2d_backward(dout, argmax, n, c, h, w, gate)
 
 
 def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -147,15 +151,17 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     return _core.max_pool2d_forward(x, *window, False)[0]
 
 
-def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *,
+                                   through_relu: bool = False) -> np.ndarray:
     """Gradient of max pooling computed from the forward input ``x`` instead of a stored argmax:
     each window's winner is found again (same rule: first maximum, padding never wins) and
-    receives its ``dout``. dout: (N, C, OH, OW); x: (N, C, H, W). Returns dx: (N, C, H, W)."""
+    receives its ``dout``. dout: (N, C, OH, OW); x: (N, C, H, W). Returns dx: (N, C, H, W).
+    ``through_relu``: ``x`` is a ReLU's output, and dx is that ReLU's backward pass too."""
     dt = float_dtype(dout, x)
     dout = as_float_array(dout, "dout", dt, ndim=4)
     x = as_float_array(x, "x", dt, ndim=4)
     window = _pool_args(pool_h, pool_w, stride, pad)
-    return _core.max_pool2d_backward_from_input(dout, x, *window)
+    return _core.max_pool2d_backward_from_input(dout, x, *window, bool(through_relu))
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:

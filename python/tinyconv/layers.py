@@ -401,9 +401,15 @@ class Pooling:
         self.input_shape = np.shape(x)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, through_relu: bool = False):
+        """dx. ``through_relu`` (max mode; networks pass it when a ReLU feeds this layer): the
+        input was that ReLU's output, and dx is the ReLU's backward pass as well, in one pass."""
         if self.mode == "max":
             if self._arg_max is not None:
-                return F.max_pool2d_backward(dout, self._arg_max, self.input_shape)
-            return F.max_pool2d_backward_from_input(dout, self.x, self.pool_h, self.pool_w, self.stride, self.pad)
+                return F.max_pool2d_backward(dout, self._arg_max, self.input_shape,
+                                             relu_output=self.x if through_relu else None)
+            return F.max_pool2d_backward_from_input(dout, self.x, self.pool_h, self.pool_w, self.stride, self.pad,
+                                                    through_relu=through_relu)
+        if through_relu:
+            raise ValueError("through_relu applies to max pooling only")
         return F.avg_pool2d_backward(dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad)

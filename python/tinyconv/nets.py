@@ -175,14 +175,24 @@ class Network:
         self.last_loss = self._gradient_loss(x, t)
         dout = self.last_layer.backward(1)
         layers = self._layer_list()
-        for layer in reversed(layers[1:]):
-            # Every dout here is a temporary of this pass: ReLU may overwrite it.
-            dout = layer.backward(dout, overwrite_dout=True) if isinstance(layer, Relu) else layer.backward(dout)
+        done = None  # a ReLU whose backward pass the max pooling after it did
+        for layer, before in zip(reversed(layers[1:]), reversed(layers[:-1])):
+            if layer is done:
+                continue
+            if isinstance(layer, Pooling) and layer.mode == "max" and isinstance(before, Relu):
+                # ReLU -> max pooling: the pooling's scatter skips what the ReLU would block.
+                dout = layer.backward(dout, through_relu=True)
+                done = before
+            elif isinstance(layer, Relu):
+                # Every dout here is a temporary of this pass: ReLU may overwrite it.
+                dout = layer.backward(dout, overwrite_dout=True)
+            else:
+                dout = layer.backward(dout)
         first = layers[0]
         # The input gradient of the first layer is thrown away: skip computing it.
         if isinstance(first, (Convolution, Affine)):
             first.backward(dout, need_dx=False)
-        else:
+        elif first is not done:
             first.backward(dout)
         return self._collect_gradients()
 

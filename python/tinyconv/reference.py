@@ -415,9 +415,10 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     return y.astype(dt), np.ascontiguousarray(argmax, dtype=np.int64)
 
 
-def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
+def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.ndarray:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` value is added to its window's winner
-    (winners of overlapping windows accumulate).
+    (winners of overlapping windows accumulate); with ``relu_output`` (the pooled input, a ReLU's
+    output), then :func:`relu_backward` through that ReLU.
 
     dout, argmax: (N, C, OH, OW); input_shape: (N, C, H, W). Returns dx: (N, C, H, W).
     """
@@ -435,7 +436,8 @@ def max_pool2d_backward(dout, argmax, input_shape) -> np.ndarray:
     plane = np.arange(N * C).repeat(dout.shape[2] * dout.shape[3])
     # np.add.at accumulates repeated indices (overlapping windows with the same winner).
     np.add.at(dx_planes, (plane, argmax.reshape(-1)), dout.reshape(-1))
-    return dx_planes.reshape(N, C, H, W).astype(dt)
+    dx = dx_planes.reshape(N, C, H, W).astype(dt)
+    return dx if relu_output is None else relu_backward(dx, np.asarray(relu_output, dtype=dt))
 
 
 def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -443,11 +445,15 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     return max_pool2d_forward(x, pool_h, pool_w, stride, pad)[0]
 
 
-def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
-    """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``."""
+def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *,
+                                   through_relu: bool = False) -> np.ndarray:
+    """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``
+    (and, with ``through_relu``, ``x`` as the ``relu_output``)."""
     dt = _compute_dtype(dout, x)
-    _, argmax = max_pool2d_forward(np.asarray(x, dtype=dt), pool_h, pool_w, stride, pad)
-    return max_pool2d_backward(np.asarray(dout, dtype=dt), argmax, np.shape(x))
+    x = np.asarray(x, dtype=dt)
+    _, argmax = max_pool2d_forward(x, pool_h, pool_w, stride, pad)
+    return max_pool2d_backward(np.asarray(dout, dtype=dt), argmax, np.shape(x),
+                               relu_output=x if through_relu else None)
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
