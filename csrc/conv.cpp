@@ -15,8 +15,10 @@ bool is_pointwise(const Window2d& g) {
 }
 
 // Images per block of the backward pass: dW and db are summed in blocks of this many images
-// (a constant, so the blocks never depend on the thread count).
-constexpr index_t kBlock = 4;
+// (constants, so the blocks never depend on the thread count). Small images on the flat path go
+// 16 to a block, all on one canvas: gemm_dot's dot products then run over 16 images' positions,
+// and its fixed cost per element (adding up the vector lanes) shrinks to a small share.
+constexpr index_t kBlock = 4, kSmallImageBlock = 16;
 static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segments");
 
 // Stride 1 (not pointwise): the flat path. G images lie side by side on a zero canvas, per
@@ -53,6 +55,10 @@ struct Canvas {
 
 index_t images_per_canvas(const Window2d& g) {
     return Canvas(g, 1).Lw >= kFlatMinPositions ? 1 : kBlock;
+}
+
+index_t images_per_block(const Window2d& g) {
+    return is_flat(g) && images_per_canvas(g) > 1 ? kSmallImageBlock : kBlock;
 }
 
 // Scratch for one image's worth of work, owned by one thread.
@@ -201,14 +207,15 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
     }
 }
 
-// The flat path's backward buffers: a block's canvases (one per image, or one for all) keep their
+// The flat path's backward buffers: a block's canvases (one per image, or one for the whole block
+// of small images) keep their
 // input and wide dout until the block's dW is done. Rows of the wide dout are padded with zeros to
 // a multiple of kDotMultiple, and each canvas is followed by as many zeros, so gemm_dot reads
 // whole vectors in bounds.
 struct CanvasBackward {
     index_t per, slots, Ld, slot_size, wide_size;
     CanvasBackward(const Window2d& g, index_t c, index_t fn)
-        : per(images_per_canvas(g)), slots(per == 1 ? kBlock : 1) {
+        : per(images_per_canvas(g) == 1 ? 1 : images_per_block(g)), slots(per == 1 ? kBlock : 1) {
         const Canvas cv(g, per);
         Ld = (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
         slot_size = cv.size(c) + kDotMultiple;
@@ -313,7 +320,8 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
     if (static_cast<int>(cache.size()) < count) cache.resize(static_cast<size_t>(count));
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const bool flat = is_flat(g);
-    const Canvas cv(g, flat ? images_per_canvas(g) : 1);
+    // The canvas this pass uses (the backward pass may put more images on one).
+    const Canvas cv(g, !flat ? 1 : backward ? CanvasBackward(g, c, fn).per : images_per_canvas(g));
     const index_t gemm_n = flat ? cv.Lw : L;  // the GEMMs' position dimension
     for (int t = 0; t < count; ++t) {
         ImageScratch<T>& s = cache[t];
@@ -409,13 +417,13 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
     std::fill(dw, dw + fn * K, T(0));
     std::fill(db, db + fn, T(0));
-    // dW and db are sums over images. Images go in fixed blocks of kBlock; a block's partial is
-    // summed in one scratch, and the partials are added into dW/db in block order. Threads take
-    // whole blocks, a wave of one block per thread at a time, so only one scratch per thread is
-    // live and there is one synchronisation per wave rather than per image.
-    const index_t blocks = (n + kBlock - 1) / kBlock;
+    // dW and db are sums over images. Images go in fixed blocks (images_per_block); a block's
+    // partial is summed in one scratch, and the partials are added into dW/db in block order.
+    // Threads take whole blocks, a wave of one block per thread at a time, so only one scratch per
+    // thread is live and there is one synchronisation per wave rather than per image.
+    const index_t per_block = images_per_block(g), blocks = (n + per_block - 1) / per_block;
     auto backward_block = [&](index_t block, ImageScratch<T>& s, int gemm_threads) {
-        const index_t first = block * kBlock, last = std::min(n, first + kBlock);
+        const index_t first = block * per_block, last = std::min(n, first + per_block);
         for (index_t i = first; i < last; ++i)
             for (index_t f = 0; f < fn; ++f) {
                 const T sum = row_sum(dout + i * y_size + f * L, L);

@@ -533,9 +533,11 @@ py::array unary(const py::array& x, const char* name, const py::object& out_obj,
         T* yp = ptr<T>(y);
         const T* xp = cptr<T>(x);
         const index_t size = static_cast<index_t>(x.size());
-        py::gil_scoped_release release;
-        kernel(yp, xp, size);
-        return y;
+        {
+            py::gil_scoped_release release;
+            kernel(yp, xp, size);
+        }
+        return y;  // a copy of an array made outside: its reference count needs the GIL
     });
 }
 
@@ -553,9 +555,11 @@ py::array binary(const py::array& dout, const py::array& other, const char* othe
         T* dxp = ptr<T>(dx);
         const T *dp = cptr<T>(dout), *op = cptr<T>(other);
         const index_t size = static_cast<index_t>(dout.size());
-        py::gil_scoped_release release;
-        kernel(dxp, dp, op, size);
-        return dx;
+        {
+            py::gil_scoped_release release;
+            kernel(dxp, dp, op, size);
+        }
+        return dx;  // as in unary: returned with the GIL held
     });
 }
 
