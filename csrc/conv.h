@@ -16,11 +16,11 @@
 //   unfolded (strided): colT is written out, a tile of about 256 KiB at a time in the forward
 //     pass (it stays in L2), a whole image in the backward pass.
 //
-// Memory: per thread, a few per-image buffers (a block of kBlock = 4 images' canvases and wide
-// douts on the flat backward path); never the whole batch's column matrix.
-// Determinism: dW and db are sums over images, taken in fixed blocks of 4 images (block partials
-// summed image by image, then added in block order), so the result does not depend on the
-// thread count.
+// Memory: per thread, a few per-image buffers (on the flat backward path, one block's canvases and
+// wide douts: 4 images, or 16 small ones); never the whole batch's column matrix.
+// Determinism: dW and db are sums over images, taken in fixed blocks (4 images, 16 small ones on
+// the flat path; block partials summed in a fixed order, then added in block order), so the
+// result does not depend on the thread count.
 #pragma once
 
 #include "geometry.h"
