@@ -125,6 +125,21 @@ inline void relu_row(T* dst, const T* src, index_t n) {
     }
 }
 
+// dst[0, n) = src[0, n) + bias, then ReLU's rule if relu.
+template <typename T>
+inline void bias_relu_row(T* __restrict dst, const T* __restrict src, index_t n, T bias, bool relu) {
+    if (relu) {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) {
+            const T v = src[i] + bias;
+            dst[i] = v <= T(0) ? T(0) : v;
+        }
+    } else {
+#pragma omp simd
+        for (index_t i = 0; i < n; ++i) dst[i] = src[i] + bias;
+    }
+}
+
 // The flat path's helpers (see Canvas).
 void canvas_taps(std::vector<index_t>& taps, index_t c, const Window2d& g, const Canvas& cv) {
     taps.resize(static_cast<size_t>(c * g.fh * g.fw));
@@ -169,24 +184,22 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
         fill_canvas(s.padded.data(), 0, x, c, cv);
         canvas = s.padded.data();
     }
-    T* out = cv.is_output() ? y : s.wide.data();
-    for (index_t f = 0; f < fn; ++f) std::fill(out + f * cv.Lw, out + (f + 1) * cv.Lw, b[f]);
-    gemm_offsets<T>(out, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(1),
-                    gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
-    if (cv.is_output()) {
+    if (cv.is_output()) {  // the GEMM writes y itself: the bias is its starting value
+        for (index_t f = 0; f < fn; ++f) std::fill(y + f * cv.Lw, y + (f + 1) * cv.Lw, b[f]);
+        gemm_offsets<T>(y, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(1),
+                        gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
         if (relu) relu_row(y, y, fn * cv.Lw);
         return;
     }
+    // Else the epilogue is the copy out of the wide rows: bias (and ReLU) added on the way.
+    T* out = s.wide.data();
+    gemm_offsets<T>(out, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(0),
+                    gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
     for (index_t i = 0; i < images; ++i)
         for (index_t f = 0; f < fn; ++f)
-            for (index_t oh = 0; oh < cv.OH; ++oh) {
-                const T* row = out + f * cv.Lw + cv.output(i, oh);
-                T* to = y + ((i * fn + f) * cv.OH + oh) * cv.OW;
-                if (relu)
-                    relu_row(to, row, cv.OW);
-                else
-                    copy_row(to, row, cv.OW);
-            }
+            for (index_t oh = 0; oh < cv.OH; ++oh)
+                bias_relu_row(y + ((i * fn + f) * cv.OH + oh) * cv.OW, out + f * cv.Lw + cv.output(i, oh),
+                              cv.OW, b[f], relu);
 }
 
 // One image on the pointwise or unfolded path.
