@@ -8,7 +8,8 @@
 // (blocks MC x KC and KC x NC sized for L2 and L3), and a register-tiled micro-kernel computes one
 // MR x NR tile. The micro-kernel is compiled once per instruction-set level (see gemm_kernel.inc)
 // and chosen at run time. Every element of C is a sum over k in a fixed order (k blocks of KC in
-// sequence), so results are bitwise identical for any thread count.
+// sequence), so results are bitwise identical for any thread count. Small products (at most 2^15
+// multiply-adds, B's rows contiguous) skip packing: rows of C accumulated serially.
 #pragma once
 
 #include <string>
