@@ -226,7 +226,7 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
 // a multiple of kDotMultiple, and each canvas is followed by as many zeros, so gemm_dot reads
 // whole vectors in bounds.
 struct CanvasBackward {
-    index_t per, slots, Ld, slot_size, wide_size;
+    index_t per, slots, Ld, slot_size, wide_size;  // sizes for a full block (upper bounds)
     CanvasBackward(const Window2d& g, index_t c, index_t fn)
         : per(images_per_canvas(g) == 1 ? 1 : images_per_block(g)), slots(per == 1 ? kBlock : 1) {
         const Canvas cv(g, per);
@@ -248,34 +248,36 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
     const CanvasBackward bk(g, c, fn);
     const index_t K = c * g.fh * g.fw, L = g.oh() * g.ow();
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
+    // Every canvas of the block has the same shape: one image each, or the block's only one
+    // (which the last, partial block makes narrower than bk's). Its own row length Ld keeps the
+    // dot products inside the zeros fill_canvas wrote: past them lies whatever an earlier call
+    // left in the scratch, which could be a NaN.
+    const Canvas cv(g, std::min(bk.per, last - first));
+    const index_t Ld = (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
     const T* canvases[kBlock];
     const T* douts[kBlock];
     int count = 0;
     for (index_t i0 = first; i0 < last; i0 += bk.per, ++count) {
-        const Canvas cv(g, std::min(bk.per, last - i0));
         T* canvas = s.padded.data() + count * bk.slot_size;
         fill_canvas(canvas, kDotMultiple, x + i0 * x_size, c, cv);
         T* dwide = s.wide.data() + count * bk.wide_size;
-        std::fill(dwide, dwide + bk.wide_size, T(0));
+        std::fill(dwide, dwide + fn * Ld, T(0));
         for (index_t i = 0; i < cv.G; ++i)
             for (index_t f = 0; f < fn; ++f)
                 for (index_t oh = 0; oh < cv.OH; ++oh) {
                     const T* row = dout + (i0 + i) * y_size + (f * cv.OH + oh) * cv.OW;
-                    copy_row(dwide + f * bk.Ld + cv.output(i, oh), row, cv.OW);
+                    copy_row(dwide + f * Ld + cv.output(i, oh), row, cv.OW);
                 }
         canvases[count] = canvas;
         douts[count] = dwide;
     }
-    // Every canvas of the block has the same width (one image each, or the block's only one).
-    const Canvas cv(g, std::min(bk.per, last - first));
     canvas_taps(s.taps, c, g, cv);
-    gemm_dot<T>(s.dw.data(), K, douts, bk.Ld, canvases, s.taps.data(), count, fn, K, bk.Ld, T(0),
-                gemm_threads);
+    gemm_dot<T>(s.dw.data(), K, douts, Ld, canvases, s.taps.data(), count, fn, K, Ld, T(0), gemm_threads);
     if (!dx) return;
     T* dcol = s.dcol.data();
     for (int j = 0; j < count; ++j) {
         const index_t i0 = first + j * bk.per;
-        gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], bk.Ld, false, K, cv.Lw, fn, T(0));
+        gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], Ld, false, K, cv.Lw, fn, T(0));
         T* dcanvas = s.padded.data() + j * bk.slot_size;  // the input canvas is no longer needed
         std::fill(dcanvas, dcanvas + cv.size(c), T(0));
         for (index_t k = 0; k < K; ++k)

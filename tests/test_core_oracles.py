@@ -83,6 +83,25 @@ def test_flat_stride1_conv_matches_loops(isa, dtype, case):
         np.testing.assert_allclose(db, db_want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("channels", [3, 9])  # dx folded back, and dx as a transposed convolution
+@pytest.mark.parametrize("later_batch", [4, 20, 1])
+def test_nothing_leaks_from_an_earlier_call_through_the_scratch(channels, later_batch):
+    """The per-thread buffers persist across calls: a NaN left there by an earlier call (here a
+    whole batch of NaN images) must not reach a later call's results, whatever shape of block
+    (a full block of 16 small images first, a partial one after)."""
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((8, channels, 3, 3))
+    poisoned = np.full((32, channels, 8, 8), np.nan)
+    _core.conv2d_backward(rng.standard_normal((32, 8, 8, 8)), poisoned, W, 1, 1, 1, 1)
+    _core.conv2d_forward(poisoned, W, np.zeros(8), 1, 1, 1, 1)
+    x = rng.standard_normal((later_batch, channels, 8, 8))
+    dout = rng.standard_normal((later_batch, 8, 8, 8))
+    for got, want in zip(_core.conv2d_backward(dout, x, W, 1, 1, 1, 1), _core.reference.conv2d_backward(dout, x, W, 1, 1, 1, 1)):
+        np.testing.assert_allclose(got, want, **TOL[np.float64])
+    np.testing.assert_allclose(_core.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1),
+                               _core.reference.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1), **TOL[np.float64])
+
+
 def check_conv_and_im2col(dtype, case):
     n, c, h, w, fn, fh, fw, sh, sw, ph, pw, seed = case
     rng = np.random.default_rng(seed)
