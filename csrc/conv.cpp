@@ -114,20 +114,10 @@ inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
     for (index_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
-// dst[0, n) = max(src[0, n), 0), ReLU's rule (entries <= 0 become 0, NaN stays NaN); dst may be
-// src itself.
+// dst[0, n) = src[0, n) + bias, then, if relu, ReLU's rule (entries <= 0 become 0, NaN stays
+// NaN); dst may be src itself.
 template <typename T>
-inline void relu_row(T* dst, const T* src, index_t n) {
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) {
-        const T v = src[i];
-        dst[i] = v <= T(0) ? T(0) : v;
-    }
-}
-
-// dst[0, n) = src[0, n) + bias, then ReLU's rule if relu.
-template <typename T>
-inline void bias_relu_row(T* __restrict dst, const T* __restrict src, index_t n, T bias, bool relu) {
+inline void bias_relu_row(T* dst, const T* src, index_t n, T bias, bool relu) {
     if (relu) {
 #pragma omp simd
         for (index_t i = 0; i < n; ++i) {
@@ -188,7 +178,7 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
         for (index_t f = 0; f < fn; ++f) std::fill(y + f * cv.Lw, y + (f + 1) * cv.Lw, b[f]);
         gemm_offsets<T>(y, cv.Lw, w, K, false, canvas, s.taps.data(), fn, cv.Lw, K, T(1), T(1),
                         gemm_threads, gemm_threads > 1 ? nullptr : s.gemm.data());
-        if (relu) relu_row(y, y, fn * cv.Lw);
+        if (relu) bias_relu_row(y, y, fn * cv.Lw, T(0), true);
         return;
     }
     // Else the epilogue is the copy out of the wide rows: bias (and ReLU) added on the way.
@@ -225,14 +215,15 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
 // input and wide dout until the block's dW is done. Rows of the wide dout are padded with zeros to
 // a multiple of kDotMultiple, and each canvas is followed by as many zeros, so gemm_dot reads
 // whole vectors in bounds.
+inline index_t dot_length(const Canvas& cv) { return (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple; }
+
 struct CanvasBackward {
-    index_t per, slots, Ld, slot_size, wide_size;  // sizes for a full block (upper bounds)
+    index_t per, slots, slot_size, wide_size;  // sizes for a full block (upper bounds)
     CanvasBackward(const Window2d& g, index_t c, index_t fn)
         : per(images_per_canvas(g) == 1 ? 1 : images_per_block(g)), slots(per == 1 ? kBlock : 1) {
         const Canvas cv(g, per);
-        Ld = (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
         slot_size = cv.size(c) + kDotMultiple;
-        wide_size = fn * Ld;
+        wide_size = fn * dot_length(cv);
     }
 };
 
@@ -253,7 +244,7 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
     // dot products inside the zeros fill_canvas wrote: past them lies whatever an earlier call
     // left in the scratch, which could be a NaN.
     const Canvas cv(g, std::min(bk.per, last - first));
-    const index_t Ld = (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
+    const index_t Ld = dot_length(cv);
     const T* canvases[kBlock];
     const T* douts[kBlock];
     int count = 0;
@@ -383,7 +374,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
             forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s, gemm_threads, relu);
         } else {
             forward_image(y + first * y_size, x + first * x_size, w, b, c, fn, g, s, gemm_threads);
-            if (relu) relu_row(y + first * y_size, y + first * y_size, y_size);  // while in cache
+            if (relu) bias_relu_row(y + first * y_size, y + first * y_size, y_size, T(0), true);  // in cache
         }
     };
     if (units >= threads) {
