@@ -9,11 +9,13 @@ Two formats, both readable by plain NumPy/pickle code:
 * **NPZ** (any other suffix): ``numpy.savez``'s zip of ``.npy`` files, read with
   ``allow_pickle=False``.
 
-Reading never executes code from the file. A pickle can name any importable function and call it
-(``os.system`` included), so pickles are read with :class:`RestrictedUnpickler`, which resolves
-only the handful of NumPy and standard-library names that array and container reconstruction
-need, and refuses everything else with :class:`UnsafePickleError` *before* anything is called.
-The format of a file is told from its first bytes, not from its name.
+Reading never executes code from the file and never reads memory the file does not hold. A pickle
+can name any importable function and call it (``os.system`` included), so pickles are read with
+:class:`RestrictedUnpickler`, which interprets the pickle opcodes itself: it builds plain
+containers, numbers, strings and numeric NumPy arrays from the file's own bytes, calls nothing the
+file names, bounds nesting and object counts, and refuses everything else with
+:class:`UnsafePickleError` or :class:`ParamsFileError`. The format of a file is told from its first
+bytes, not from its name.
 
 Writing is atomic: data goes to a temporary file in the destination's directory, which is flushed,
 ``fsync``-ed and then renamed over the destination with ``os.replace``. A crash or an exception
@@ -25,21 +27,28 @@ import contextlib
 import io
 import os
 import pickle
+import re
 import tempfile
+import threading
+import time
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, Mapping, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Union
 
 import numpy as np
+
+from ._unpickle import ALLOWED_GLOBALS, ParamsFileError, RestrictedUnpickler, UnsafePickleError
 
 __all__ = [
     "ParamsFileError",
     "UnsafePickleError",
     "RestrictedUnpickler",
+    "ALLOWED_GLOBALS",
     "PICKLE_PROTOCOL",
     "PICKLE_SUFFIXES",
     "atomic_write",
+    "remove_stale_temporaries",
     "safe_pickle_load",
     "safe_pickle_loads",
     "load_pickle_file",
@@ -60,81 +69,13 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 
 
-class ParamsFileError(ValueError):
-    """A parameter or checkpoint file is unreadable: truncated, corrupt, of the wrong structure, or
-    not matching the network it is loaded into. The message names the file and, where one is to
-    blame, the offending key and shapes."""
-
-
-class UnsafePickleError(ParamsFileError, pickle.UnpicklingError):
-    """A pickle asked for a global (a function or class) outside the allow-list: it may try to
-    run code, so it was refused before anything from it was called."""
-
-
 # ----------------------------------------------------------------------------------------------
-# Restricted unpickling
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """Stand-in for ``_codecs.encode``, which protocol 0-2 pickles use to rebuild ``bytes`` (the
-    raw data of an array among them). Only the latin-1 round trip is accepted."""
-    if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591"):
-        raise UnsafePickleError(f"_codecs.encode is allowed only for latin-1 text, got encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-def _numpy_globals() -> Dict[tuple, Any]:
-    # Take the reconstruction functions from NumPy's own reduce output instead of importing them
-    # by module path: the path moved from numpy.core to numpy._core in NumPy 2, and importing
-    # numpy.core there emits a DeprecationWarning.
-    reconstruct = np.zeros(1).__reduce__()[0]
-    scalar = np.float64(0.0).__reduce__()[0]
-    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-    table: Dict[tuple, Any] = {}
-    for module in ("numpy.core", "numpy._core"):
-        table[(f"{module}.multiarray", "_reconstruct")] = reconstruct
-        table[(f"{module}.multiarray", "scalar")] = scalar
-        # Protocol 5 pickles (the default from Python 3.14 on) rebuild arrays from a buffer.
-        table[(f"{module}.numeric", "_frombuffer")] = frombuffer
-    table[("numpy", "ndarray")] = np.ndarray
-    table[("numpy", "dtype")] = np.dtype
-    return table
-
-
-_ALLOWED_GLOBALS: Dict[tuple, Any] = {
-    **_numpy_globals(),
-    ("collections", "OrderedDict"): OrderedDict,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only plain containers (dict, list, tuple, str, numbers, bytes),
-    ``OrderedDict`` and NumPy arrays, dtypes and scalars.
-
-    Every other global -- ``os.system``, ``builtins.eval``, any class -- raises
-    :class:`UnsafePickleError` when the pickle names it, so nothing it would call ever runs.
-    ``encoding="latin1"`` reads NumPy arrays pickled by Python 2, as NumPy recommends.
-    """
-
-    def __init__(self, file: IO[bytes]):
-        super().__init__(file, encoding="latin1")
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"refusing to load global {module}.{name}: only NumPy arrays and plain containers "
-                "may appear in a tinyconv parameter file (this pickle may try to run code)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError("refusing persistent ids in a parameter file")
+# Restricted unpickling (the machine itself is in _unpickle.py)
 
 
 def safe_pickle_load(file: IO[bytes]) -> Any:
-    """``pickle.load`` restricted to arrays and plain containers (see :class:`RestrictedUnpickler`)."""
+    """``pickle.load`` restricted to numeric arrays and plain containers (see
+    :class:`RestrictedUnpickler`); reads ``file`` to its end."""
     return RestrictedUnpickler(file).load()
 
 
@@ -171,14 +112,83 @@ def _new_file_mode(path: str) -> int:
         return 0o666 & ~umask
 
 
+# Temporary files are named ".<target>.<pid>-<random>.tmp", so that a later write can tell the
+# leftovers of a killed writer (its process is gone) from a write in progress. Temporaries this
+# process is writing right now are listed here, since its own pid is alive by definition.
+_LIVE_TEMPORARIES: set = set()
+_LIVE_LOCK = threading.Lock()
+_TEMP_PATTERN = re.compile(r"(?P<pid>[0-9]+)-[A-Za-z0-9_]+\.tmp")
+# Names written before the pid was part of them (".<target>.XXXXXXXX.tmp"): stale after a while.
+_LEGACY_TEMP_PATTERN = re.compile(r"[A-Za-z0-9_]{8}\.tmp")
+_LEGACY_TEMP_AGE_S = 600.0
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # no cheap, side-effect-free probe (os.kill would terminate it on Windows)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists under another user, or cannot tell: leave its file alone
+    return True
+
+
+def _is_stale_temporary(path: str, rest: str) -> bool:
+    match = _TEMP_PATTERN.fullmatch(rest)
+    if match is not None:
+        if _process_alive(int(match.group("pid"))):
+            with _LIVE_LOCK:
+                return int(match.group("pid")) == os.getpid() and path not in _LIVE_TEMPORARIES
+        return True
+    if _LEGACY_TEMP_PATTERN.fullmatch(rest) is not None:
+        try:
+            return time.time() - os.stat(path).st_mtime > _LEGACY_TEMP_AGE_S
+        except OSError:
+            return False
+    return False
+
+
+def remove_stale_temporaries(path: PathLike) -> List[str]:
+    """Delete the temporary files that interrupted writes of ``path`` left behind (a process
+    killed mid-save cannot clean up after itself). A temporary is stale when the process that
+    wrote it is gone, or when it is this process's and no write of it is in progress. Returns the
+    paths removed. :func:`atomic_write` calls this after every successful write and on every
+    failure."""
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    prefix = "." + os.path.basename(target) + "."
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        candidate = os.path.join(directory, name)
+        if _is_stale_temporary(candidate, name[len(prefix):]):
+            with contextlib.suppress(OSError):
+                os.unlink(candidate)
+                removed.append(candidate)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path`` for binary writing; on normal exit flush, fsync and
     atomically rename it to ``path``. On an exception the temporary file is removed and ``path`` is
-    left as it was (absent, or the previous complete file)."""
+    left as it was (absent, or the previous complete file). Either way, temporaries that earlier,
+    killed writes of ``path`` left behind are removed (:func:`remove_stale_temporaries`)."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+    prefix = "." + os.path.basename(target) + f".{os.getpid()}-"
+    fd, tmp_path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    with _LIVE_LOCK:
+        _LIVE_TEMPORARIES.add(tmp_path)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -190,6 +200,10 @@ def atomic_write(path: PathLike) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE_TEMPORARIES.discard(tmp_path)
+        remove_stale_temporaries(target)
     _fsync_directory(directory)
 
 
