@@ -502,3 +502,99 @@ def test_new_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+# ----------------------------------------------------------------------------------------------
+# Temporaries of killed writes are cleaned up (65 kills once left 4.8 GB of them)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _temporaries(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_successful_write_removes_temporaries_of_killed_writers(tmp_path):
+    path = tmp_path / "params.pkl"
+    dead = _dead_pid()
+    stale = [tmp_path / f".params.pkl.{dead}-abc123_x.tmp", tmp_path / f".params.pkl.{dead}-zz.tmp"]
+    legacy_old = tmp_path / ".params.pkl.k2j4h5g6.tmp"  # fae188c's names: no pid in them
+    legacy_new = tmp_path / ".params.pkl.a1b2c3d4.tmp"
+    live_other = tmp_path / f".params.pkl.{os.getppid()}-live.tmp"  # a running process's write
+    other_target = tmp_path / f".other.pkl.{dead}-abc.tmp"
+    for p in stale + [legacy_old, legacy_new, live_other, other_target]:
+        p.write_bytes(b"x" * 100)
+    os.utime(legacy_old, (0, 0))
+    save_params({"W": np.ones(2)}, path)
+    assert _temporaries(tmp_path) == sorted([legacy_new.name, live_other.name, other_target.name])
+    np.testing.assert_array_equal(read_params(path)["W"], np.ones(2))
+
+
+def test_a_failed_write_removes_its_own_and_stale_temporaries(tmp_path, monkeypatch):
+    path = tmp_path / "params.pkl"
+    stale = tmp_path / f".params.pkl.{_dead_pid()}-abc.tmp"
+    stale.write_bytes(b"x")
+
+    def broken_dump(obj, handle, protocol=None):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serialization.pickle, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        save_params({"W": np.ones(2)}, path)
+    assert _temporaries(tmp_path) == []
+    assert not path.exists()
+
+
+def test_a_write_in_progress_in_another_thread_is_not_removed(tmp_path):
+    import threading
+
+    path = tmp_path / "params.pkl"
+    started, release = threading.Event(), threading.Event()
+    errors = []
+
+    def slow_writer():
+        try:
+            with serialization.atomic_write(path) as handle:
+                handle.write(b"first")
+                started.set()
+                release.wait(30)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert started.wait(30)
+    in_progress = _temporaries(tmp_path)
+    assert len(in_progress) == 1
+    save_params({"W": np.ones(2)}, path)  # cleans up, but not the live temporary
+    assert _temporaries(tmp_path) == in_progress
+    release.set()
+    writer.join(30)
+    assert errors == [] and path.read_bytes() == b"first"
+    assert _temporaries(tmp_path) == []
+
+
+def test_repeated_kills_mid_save_leave_no_temporaries_after_the_next_save(tmp_path):
+    path = tmp_path / "params.pkl"
+    script = textwrap.dedent(f"""
+        import os, pickle
+        from tinyconv import serialization
+        def dump_and_die(obj, handle, protocol=None):
+            handle.write(pickle.dumps(obj, protocol=protocol)[:100])
+            handle.flush()
+            os._exit(9)
+        serialization.pickle.dump = dump_and_die
+        serialization.save_params({{"W": __import__("numpy").ones(1000)}}, {str(path)!r})
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for _ in range(5):
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+        assert result.returncode == 9, result.stderr.decode()
+    assert len(_temporaries(tmp_path)) == 5
+    save_params({"W": np.ones(2)}, path)
+    assert _temporaries(tmp_path) == []
