@@ -455,3 +455,37 @@ def test_mutated_parameter_pickles_load_or_raise_params_file_error(seed, flips):
         serialization._check_arrays(safe_pickle_loads(bytes(blob)), "mutated")
     except ParamsFileError:
         pass
+
+
+# ----------------------------------------------------------------------------------------------
+# NPZ archives: no zip bombs
+
+
+def test_npz_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    import zipfile
+
+    # A 64 MiB bomb against a 1 MiB floor stands for a 2 GiB one against the real 256 MiB floor.
+    monkeypatch.setattr(serialization, "NPZ_MIN_EXPANSION_BYTES", 2**20)
+    path = tmp_path / "bomb.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (2**23,)  # 64 MiB of float64 zeros, 64 KiB compressed
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("W1.npy", "w", force_zip64=True) as member:
+            member.write(buffer.getvalue())
+            chunk = bytes(2**24)
+            for _ in range(2**26 // len(chunk)):
+                member.write(chunk)
+    assert path.stat().st_size < 2**20 // 8
+    with pytest.raises(ParamsFileError, match="zip bomb"):
+        read_params(path)
+
+
+def test_compressed_npz_of_real_parameters_loads(tmp_path):
+    path = tmp_path / "p.npz"
+    params = {"W1": np.random.default_rng(0).standard_normal((64, 64)), "b1": np.zeros(64)}
+    np.savez_compressed(path, **params)
+    loaded = read_params(path)
+    for key, value in params.items():
+        np.testing.assert_array_equal(loaded[key], value)

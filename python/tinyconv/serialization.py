@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Mapping, Union
 
@@ -259,11 +258,28 @@ def _check_arrays(data: Any, source: str) -> Dict[str, np.ndarray]:
     return arrays
 
 
+#: An NPZ's members may expand to at most this many times the file's size (or
+#: NPZ_MIN_EXPANSION_BYTES, whichever is larger): real parameters compress little, a zip bomb a
+#: thousandfold. tinyconv itself writes uncompressed archives.
+NPZ_MAX_EXPANSION = 32
+NPZ_MIN_EXPANSION_BYTES = 256 * 2**20
+
+
 def _read_npz(path: str) -> Dict[str, np.ndarray]:
     try:
         # Our own handle: np.load(path) leaks its file when the zip directory is damaged.
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
+            file_size = os.fstat(handle.fileno()).st_size
+            # zipfile never inflates a member past its declared size, so bounding the declared
+            # sizes bounds the memory and time a hostile archive can make us spend.
+            declared = sum(info.file_size for info in archive.zip.infolist())
+            limit = max(NPZ_MIN_EXPANSION_BYTES, NPZ_MAX_EXPANSION * file_size)
+            if declared > limit:
+                raise ParamsFileError(f"{path}: NPZ members claim {declared} bytes uncompressed from a "
+                                      f"{file_size}-byte file (more than {limit}): refusing a possible zip bomb")
             data = {key: archive[key] for key in archive.files}
+    except ParamsFileError:
+        raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
