@@ -763,6 +763,25 @@ void py_adam_update(py::array param, py::array m, py::array v, const py::array& 
     });
 }
 
+// The flat (C-order) index of the first element x of values for which x (squared false) or x * x
+// (squared true) is NaN or infinite, or -1 when there is none: checked for every gradient before
+// an update, so that a training loop can refuse the whole step and leave parameters and optimizer
+// state untouched.
+template <bool Reference>
+index_t py_find_nonfinite(const py::array& values, bool squared) {
+    const char kind = float_kind(values, "values");
+    const index_t size = static_cast<index_t>(values.size());
+    return dispatch(kind, [&](auto t) {
+        using T = decltype(t);
+        const T* vp = cptr<T>(values);
+        py::gil_scoped_release release;
+        if constexpr (Reference)
+            return find_nonfinite_reference<T>(vp, size, squared);
+        else
+            return find_nonfinite<T>(vp, size, squared);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
@@ -882,6 +901,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("rmsprop"), py::arg("decay"), py::arg("eps"));
     m.def("adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
           py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
+    m.def("find_nonfinite", &py_find_nonfinite<false>, py::arg("values"), py::arg("squared") = false);
 
     m.def("set_num_threads", [](int n) {
         if (n < 1) value_error(cat("n must be >= 1, got ", n));
@@ -907,4 +927,5 @@ PYBIND11_MODULE(_core, m) {
     ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
             py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
     ref.def("avg_pool2d_forward", &py_avg_pool2d_forward<true>);
+    ref.def("find_nonfinite", &py_find_nonfinite<true>, py::arg("values"), py::arg("squared") = false);
 }

@@ -11,6 +11,12 @@
 // (1 + momentum) * lr, 1 - decay, ...) and are rounded to T once, as NumPy does with Python floats.
 // Each element is computed with the same operations in the same order and precision as DLfS's
 // NumPy code (this file is compiled without FMA contraction), so the results are bitwise equal.
+//
+// find_nonfinite lets a caller refuse an update before it starts: one vectorised read of a gradient,
+// cheaper than any update pass, so a training loop can check every gradient first and leave the
+// parameters and the optimizer state untouched. With squared == true it also flags entries whose
+// square overflows: AdaGrad, RMSprop and Adam square gradients, and Adam's second moment, once
+// infinite, turns NaN on the next step (inf - inf).
 #pragma once
 
 #include "parallel.h"
@@ -36,5 +42,16 @@ void adam_update(T* param,        // (size,) updated in place
                  T* v,            // (size,) second moment, updated in place
                  const T* grad,   // (size,)
                  index_t size, T lr_t, T one_minus_beta1, T one_minus_beta2, T eps);
+
+// The index of the first element x of values[0, size) for which x (squared == false) or x * x
+// (squared == true) is NaN or infinite, or -1 when there is none. Exact (an integer test on the
+// exponent field), and the same answer for any thread count (chunks combine by an integer minimum).
+template <typename T>
+index_t find_nonfinite(const T* values,  // (size,)
+                       index_t size, bool squared);
+
+// Plain loop with std::isfinite(x) or std::isfinite(x * x): the oracle of find_nonfinite.
+template <typename T>
+index_t find_nonfinite_reference(const T* values, index_t size, bool squared);
 
 }  // namespace tinyconv

@@ -194,3 +194,179 @@ def test_fused_and_numpy_paths_agree_bitwise(name, dtype):
         fused.update(p_fused, {"W": grad})
         numpy_path.update(p_numpy, {"W": np.asfortranarray(grad)})
         np.testing.assert_array_equal(p_fused["W"], p_numpy["W"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Refusing unusable gradients before an update
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.uint32), (np.float64, np.uint64)])
+def test_find_nonfinite_matches_its_reference_and_numpy(dtype, bits, squared, threads):
+    """The vectorised exponent test against the plain loop (std::isfinite of x or x*x) and NumPy,
+    on random bit patterns (every exponent, NaN payloads, signed zeros, subnormals) and on values
+    next to the limits, across the chunk boundaries of the parallel pass."""
+    import tinyconv
+    from tinyconv import _core
+
+    rng = np.random.default_rng(5)
+    info = np.finfo(dtype)
+    square_limit = dtype(2.0 ** (64 if dtype == np.float32 else 512))
+    edges = np.array([0.0, -0.0, info.tiny, info.smallest_subnormal, info.max, -info.max,
+                      np.nextafter(square_limit, dtype(0)), square_limit, -square_limit, np.inf, -np.inf, np.nan],
+                     dtype=dtype)
+    previous = tinyconv.get_num_threads()
+    tinyconv.set_num_threads(threads)
+    try:
+        for trial in range(120):
+            size = int(rng.choice([0, 1, 7, 65535, 65536, 65537, 200_003])) if trial % 4 == 0 else int(rng.integers(1, 600))
+            if trial % 3 == 0:  # mostly ordinary values, a few edge values at random places
+                values = rng.standard_normal(size).astype(dtype)
+                for _ in range(int(rng.integers(0, 3))):
+                    if size:
+                        values[rng.integers(size)] = rng.choice(edges)
+            else:
+                values = rng.integers(0, np.iinfo(bits).max, size=size, dtype=bits, endpoint=True).view(dtype)
+            with np.errstate(over="ignore", invalid="ignore"):
+                usable = np.isfinite(values * values if squared else values)
+            expected = -1 if usable.all() else int(np.argmin(usable))
+            assert _core.reference.find_nonfinite(values, squared) == expected
+            assert _core.find_nonfinite(values, squared) == expected, (trial, size)
+    finally:
+        tinyconv.set_num_threads(previous)
+
+
+def test_find_nonfinite_checks_its_argument():
+    from tinyconv import _core
+
+    with pytest.raises(TypeError, match="values"):
+        _core.find_nonfinite(np.zeros(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _core.find_nonfinite(np.zeros((4, 4))[:, ::2])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
+def test_find_unusable_gradient_names_key_and_entry(name):
+    optimizer = get_optimizer(name)
+    grads = make_grads(0, np.float32)
+    assert optimizer.find_unusable_gradient(grads) is None
+    grads["W2"][3, 4] = np.float32(2.0 ** 70)  # finite, but its square overflows float32
+    squares = name in ("AdaGrad", "RMSprop", "Adam")
+    assert optimizer.find_unusable_gradient(grads) == (("W2", (3, 4), 2.0 ** 70) if squares else None)
+    grads["b1"][1] = np.nan
+    key, index, value = optimizer.find_unusable_gradient(grads)
+    assert (key, index) == ("b1", (1,)) and np.isnan(value)
+    # Non-contiguous arrays take the NumPy path, with the same answer.
+    strided = {key: np.asfortranarray(value) for key, value in grads.items()}
+    found = optimizer.find_unusable_gradient(strided)
+    assert found[:2] == ("b1", (1,))
+
+
+def test_adam_state_from_a_squared_overflow_turns_nan_which_the_check_prevents():
+    """Why the adaptive optimizers refuse finite gradients whose square overflows: Adam's second
+    moment becomes inf, and the next step computes inf - inf."""
+    params = {"W": np.ones(3, dtype=np.float32)}
+    adam = Adam()
+    grad = {"W": np.full(3, 1e30, dtype=np.float32)}
+    assert adam.find_unusable_gradient(grad) == ("W", (0,), float(np.float32(1e30)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        adam.update(params, grad)
+        adam.update(params, grad)
+    assert np.isnan(params["W"]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# load_state_dict checks every field before it changes anything
+
+
+def trained(name, dtype=np.float64):
+    params = make_params(dtype=dtype)
+    optimizer = get_optimizer(name, lr=0.05)
+    for step in range(2):
+        optimizer.update(params, make_grads(step, dtype))
+    return optimizer, params
+
+
+def snapshot(optimizer):
+    state = optimizer.state_dict()
+    return pickle.dumps(state)  # bytes: compares hyperparameters, arrays (dtype, shape, bits) and iter
+
+
+def _set(path, value):
+    def mutate(state):
+        target = state
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return mutate
+
+
+def _delete(path):
+    def mutate(state):
+        target = state
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return mutate
+
+
+STATE_DEFECTS = [
+    # (optimizer, mutation, exception, message)
+    ("Adam", _set(("name",), "SGD"), ValueError, "'SGD'"),
+    ("Adam", _set(("name",), np.array([1, 2])), ValueError, "not 'Adam'"),
+    ("Adam", _set(("extra",), 1), ValueError, "keys"),
+    ("Adam", _delete(("iter",)), ValueError, "keys"),
+    ("Adam", _set(("hyperparameters",), [0.01]), TypeError, "hyperparameters must be a dict"),
+    ("Adam", _delete(("hyperparameters", "beta2")), ValueError, "hyperparameters"),
+    ("Adam", _set(("hyperparameters", "lr"), "0.01"), TypeError, r"hyperparameters\['lr'\]"),
+    ("Adam", _set(("hyperparameters", "lr"), True), TypeError, r"hyperparameters\['lr'\]"),
+    ("Adam", _set(("hyperparameters", "lr"), float("nan")), ValueError, r"hyperparameters\['lr'\] must be finite"),
+    ("Adam", _set(("hyperparameters", "beta1"), 1.0), ValueError, r"hyperparameters\['beta1'\] must be in \[0, 1\)"),
+    ("Adam", _set(("hyperparameters", "beta2"), -0.5), ValueError, r"hyperparameters\['beta2'\]"),
+    ("Adam", _set(("m",), [1.0]), TypeError, "state m must be None or a dict"),
+    ("Adam", _set(("m", "W1"), lambda a: a[:1]), ValueError, r"m\['W1'\] is float64 \(1, 2, 3, 3\)"),
+    ("Adam", _set(("m", "W1"), lambda a: a.astype(np.float32)), ValueError, r"m\['W1'\] is float32"),
+    ("Adam", _set(("m", "W1"), lambda a: a.astype(np.int64)), TypeError, r"m\['W1'\] must be a float array"),
+    ("Adam", _set(("m", "W1"), lambda a: a.tolist()), TypeError, r"m\['W1'\] must be a float array"),
+    ("Adam", _delete(("m", "W1")), ValueError, "state m has keys"),
+    ("Adam", _set(("m", "W9"), np.zeros(3)), ValueError, "state m has keys"),
+    ("Adam", _set(("m", "b1"), lambda a: np.where(np.arange(a.size) == 1, np.nan, a)), ValueError, r"m\['b1'\] contains NaN"),
+    ("Adam", _set(("v", "W2"), lambda a: -a), ValueError, r"v\['W2'\] has negative entries"),
+    ("Adam", _set(("v",), None), ValueError, "all of them or none"),
+    ("Adam", _set(("iter",), -1), ValueError, "iter must be in"),
+    ("Adam", _set(("iter",), "2"), TypeError, "iter must be an int"),
+    ("Adam", _set(("iter",), 2.0), TypeError, "iter must be an int"),
+    ("Adam", _set(("iter",), 0), ValueError, "iter is 0 but its slots are set"),
+    ("Momentum", _set(("v", "b2"), lambda a: a[None]), ValueError, r"v\['b2'\]"),
+    ("Momentum", _set(("hyperparameters", "momentum"), float("inf")), ValueError, "momentum"),
+    ("AdaGrad", _set(("h", "W1"), lambda a: -a), ValueError, r"h\['W1'\] has negative entries"),
+    ("RMSprop", _set(("hyperparameters", "decay_rate"), None), TypeError, "decay_rate"),
+    ("SGD", _set(("hyperparameters",), {}), ValueError, "hyperparameters"),
+]
+
+
+@pytest.mark.parametrize("name, mutate, error, message", STATE_DEFECTS,
+                         ids=[f"{case[0]}-{case[3]}" for case in STATE_DEFECTS])
+def test_load_state_dict_rejects_each_bad_field_and_changes_nothing(name, mutate, error, message):
+    source, params = trained(name)
+    state = safe_pickle_loads(pickle.dumps(source.state_dict(), protocol=4))
+    mutate(state)
+    target, _ = trained(name)
+    target.update(params, make_grads(7))  # a state of its own, different from the file's
+    before = snapshot(target)
+    with pytest.raises(error, match=message):
+        target.load_state_dict(state, params)
+    assert snapshot(target) == before
+
+
+def test_load_state_dict_checks_slots_against_the_parameters_when_given():
+    source, params = trained("Adam")
+    state = source.state_dict()
+    other_params = make_params(dtype=np.float32)  # same keys and shapes, another dtype
+    with pytest.raises(ValueError, match=r"m\['W1'\] is float64 \(3, 2, 3, 3\), the parameter is float32"):
+        Adam().load_state_dict(state, other_params)
+    Adam().load_state_dict(state)  # without params only the state's own consistency is checked
+    restored = Adam()
+    restored.load_state_dict(state, params)
+    assert restored.m["W1"] is not state["m"]["W1"] and restored.m["W1"].flags.writeable

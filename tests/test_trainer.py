@@ -2,11 +2,15 @@
 from checkpoints, NaN and Ctrl-C handling, output; and a real Fashion-MNIST training run."""
 from __future__ import annotations
 
+import copy
+import math
 import os
 import pickle
+import re
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -14,8 +18,9 @@ import pytest
 import dlfs_oracle as dlfs
 from tinyconv.nets import MultiLayerNet, SimpleConvNet
 from tinyconv.optimizer import Adam
-from tinyconv.serialization import ParamsFileError, UnsafePickleError
-from tinyconv.trainer import NonFiniteLossError, Trainer
+from tinyconv.serialization import ParamsFileError, UnsafePickleError, load_pickle_file, save_pickle
+from tinyconv.trainer import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, Trainer,
+                              UnnormalizedInputWarning)
 
 N_FEATURES, N_CLASSES = 12, 3
 
@@ -248,6 +253,280 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_resume_with_a_stateful_callback_equals_an_uninterrupted_run(tmp_path):
+    """The checkpoint is written after the callback: whatever the callback changes -- random
+    draws from np.random, the trainer's and the network's generators, a learning-rate schedule --
+    is in it, so a resumed run still ends bitwise equal to an uninterrupted one."""
+    data = toy_data()
+
+    def schedule(trainer, record):
+        decay = 0.5 + 0.5 * float(np.random.random())  # global generator
+        decay *= 0.9 + 0.1 * float(trainer.rng.random())  # trainer's generator (batch order)
+        trainer.network.rng.standard_normal(7)  # network's generator (dropout masks)
+        trainer.optimizer.lr *= decay
+
+    def run(net_seed, crash_at=None, checkpoint=None, resume=False):
+        net = make_net(seed=net_seed, crash_at=crash_at)
+        trainer = make_trainer(net, data, seed=4, callback=schedule, checkpoint=checkpoint, resume=resume)
+        trainer.train()
+        return net, trainer
+
+    np.random.seed(100)
+    reference_net, reference = run(3)
+
+    checkpoint = tmp_path / "run.ckpt"
+    np.random.seed(100)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(3, crash_at=7, checkpoint=checkpoint)  # during epoch 2
+    np.random.seed(999)
+    resumed_net, resumed = run(77, checkpoint=checkpoint, resume=True)
+
+    assert resumed.optimizer.lr == reference.optimizer.lr != 0.01  # the schedule ran and was restored
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+    assert pickle.dumps(resumed.optimizer.state_dict()) == pickle.dumps(reference.optimizer.state_dict())
+    assert resumed.train_loss_list == reference.train_loss_list
+    assert resumed.train_acc_list == reference.train_acc_list
+    assert resumed.test_acc_list == reference.test_acc_list
+    assert resumed.rng.bit_generator.state == reference.rng.bit_generator.state
+    assert resumed_net.rng.bit_generator.state == reference_net.rng.bit_generator.state
+
+
+# -- every field of a checkpoint is checked before anything changes ---------------------------
+
+
+def trainer_state(trainer):
+    """Everything load_checkpoint may change, as plain data to compare bitwise."""
+    return pickle.dumps({
+        "network": {key: np.array(value) for key, value in trainer.network.state_dict().items()},
+        "optimizer": trainer.optimizer.state_dict(),
+        "numpy_global": np.random.get_state(),
+        "trainer_rng": trainer.rng.bit_generator.state,
+        "network_rng": trainer.network.rng.bit_generator.state,
+        "counters": (trainer.current_epoch, trainer.current_iter),
+        "history": (trainer.train_loss_list, trainer.train_acc_list, trainer.test_acc_list,
+                    trainer.epoch_time_list),
+    })
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    """The fields of a real checkpoint after one epoch (Adam, seeded float32 network and trainer)."""
+    path = tmp_path_factory.mktemp("checkpoint") / "good.ckpt"
+    net = make_net(seed=3)
+    assert net.dtype == np.float32  # the messages below name dtypes
+    make_trainer(net, toy_data(), seed=4, epochs=1, checkpoint=path).train()
+    return load_pickle_file(path)
+
+
+def trained_target():
+    """A trainer of the same setup with a state of its own (one epoch, other seeds)."""
+    trainer = make_trainer(make_net(seed=5), toy_data(), seed=6, epochs=1)
+    trainer.train()
+    return trainer
+
+
+def _put(path, value):
+    def mutate(state):
+        target = state
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return mutate
+
+
+def _drop(path):
+    def mutate(state):
+        target = state
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return mutate
+
+
+def _tuple_item(path, position, value):
+    def replace(old):
+        items = list(old)
+        items[position] = value(items[position]) if callable(value) else value
+        return tuple(items)
+    return _put(path, replace)
+
+
+GLOBAL_RNG = ("rng", "numpy_global")
+TRAINER_RNG = ("rng", "trainer", "state")
+
+CHECKPOINT_DEFECTS = [
+    # (expected field, mutation, a part of the message)
+    ("format", _put(("format",), "tinyconv.params"), "not a tinyconv training checkpoint"),
+    ("version", _put(("version",), 2), "unsupported checkpoint version 2"),
+    ("version", _put(("version",), True), "unsupported checkpoint version True"),
+    ("version", _put(("version",), 1.0), "unsupported checkpoint version 1.0"),
+    ("(top level)", _put(("extra",), 1), "unknown ['extra']"),
+    ("(top level)", _drop(("history",)), "missing ['history']"),
+    ("config", _put(("config",), None), "must be a dict"),
+    ("config", _drop(("config", "sampling")), "missing ['sampling']"),
+    ("config", _put(("config", "batch_size"), 33), "batch_size: checkpoint 33, now 32"),
+    ("config", _put(("config", "batch_size"), 32.0), "batch_size: checkpoint 32.0, now 32"),
+    ("config", _put(("config", "trainer_seeded"), 1), "trainer_seeded: checkpoint 1, now True"),
+    ("network", _put(("network",), []), "must be a dict of arrays"),
+    ("network", _drop(("network", "W1")), "'W1' is missing"),
+    ("network", _put(("network", "W9"), np.zeros(3)), "unknown key 'W9'"),
+    ("network", _put(("network", "W1"), lambda a: a.astype(np.float64)), "'W1' is a float64 array"),
+    ("network", _put(("network", "W1"), lambda a: a[:-1]), "'W1' is a float32 array of shape (11, 16)"),
+    ("network", _put(("network", "running_mean1"), lambda a: a.tolist()), "'running_mean1' is list"),
+    ("optimizer", _put(("optimizer",), "Adam"), "must be a dict"),
+    ("optimizer", _put(("optimizer", "name"), "SGD"), "for 'SGD', not 'Adam'"),
+    ("optimizer", _put(("optimizer", "hyperparameters", "lr"), "0.01"), "hyperparameters['lr'] must be a real number"),
+    ("optimizer", _put(("optimizer", "hyperparameters", "lr"), float("nan")), "must be finite"),
+    ("optimizer", _put(("optimizer", "hyperparameters", "beta1"), 1.0), "hyperparameters['beta1'] must be in [0, 1)"),
+    ("optimizer", _drop(("optimizer", "hyperparameters", "beta2")), "hyperparameters"),
+    ("optimizer", _put(("optimizer", "m"), [1.0]), "m must be None or a dict"),
+    ("optimizer", _put(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
+    ("optimizer", _put(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
+    ("optimizer", _drop(("optimizer", "m", "W1")), "m has keys"),
+    ("optimizer", _put(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
+    ("optimizer", _put(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
+    ("optimizer", _put(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
+    ("optimizer", _put(("optimizer", "v"), None), "all of them or none"),
+    ("optimizer", _put(("optimizer", "iter"), -1), "iter must be in"),
+    ("optimizer", _put(("optimizer", "iter"), "4"), "iter must be an int"),
+    ("optimizer", _put(("optimizer", "iter"), True), "iter must be an int"),
+    ("optimizer", _put(("optimizer", "iter"), 0), "iter is 0 but its slots are set"),
+    ("optimizer", _put(("optimizer", "extra"), 0), "keys"),
+    ("counters", _put(("counters",), (1, 4)), "must be a dict"),
+    ("counters", _drop(("counters", "current_iter")), "missing ['current_iter']"),
+    ("counters.current_epoch", _put(("counters", "current_epoch"), "1"), "must be an int, got str"),
+    ("counters.current_epoch", _put(("counters", "current_epoch"), True), "must be an int, got bool"),
+    ("counters.current_epoch", _put(("counters", "current_epoch"), -1), "must be in [0, "),
+    ("counters.current_iter", _put(("counters", "current_iter"), 3), "must be in [4, 8), got 3"),
+    ("counters.current_iter", _put(("counters", "current_iter"), 8), "must be in [4, 8), got 8"),
+    ("history", _drop(("history", "epoch_time_list")), "missing ['epoch_time_list']"),
+    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a.tolist()), "must be a float64 array of shape (4,)"),
+    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a[:-1]), "got a float64 array of shape (3,)"),
+    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a.astype(np.float32)), "got a float32 array"),
+    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a * np.inf), "NaN or infinite"),
+    ("history.train_acc_list", _put(("history", "train_acc_list"), []), "must be a list of 1 floats"),
+    ("history.train_acc_list[0]", _put(("history", "train_acc_list"), [1.5]), "must be finite and in [0.0, 1.0]"),
+    ("history.test_acc_list[0]", _put(("history", "test_acc_list"), ["0.5"]), "must be a float, got str"),
+    ("history.test_acc_list", _put(("history", "test_acc_list"), (0.5,)), "must be a list of 1 floats (one per epoch), got tuple"),
+    ("history.epoch_time_list[0]", _put(("history", "epoch_time_list"), [-1.0]), "in [0.0, inf]"),
+    ("rng", _put(("rng",), None), "must be a dict"),
+    ("rng", _drop(("rng", "network")), "missing ['network']"),
+    ("rng.numpy_global", _put(GLOBAL_RNG, lambda t: t[:3]), "must be a tuple ('MT19937', key, pos"),
+    ("rng.numpy_global", _put(GLOBAL_RNG, lambda t: list(t)), "got list"),
+    ("rng.numpy_global[0]", _tuple_item(GLOBAL_RNG, 0, "PCG64"), "must be 'MT19937'"),
+    ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k.astype(np.int64)), "must be a uint32 array"),
+    ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k[:-1]), "of shape (623,)"),
+    # NumPy itself accepts these positions and then reads outside its 624-word key (a crash or
+    # a memory disclosure on the next draw).
+    ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, 625), "must be in [0, 625), got 625"),
+    ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, 10 ** 8), "got 100000000"),
+    ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, -1), "got -1"),
+    ("rng.numpy_global[3]", _tuple_item(GLOBAL_RNG, 3, 2), "must be in [0, 2), got 2"),
+    ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, "0"), "must be a float, got str"),
+    ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, float("nan")), "must be finite"),
+    ("rng.trainer", _put(("rng", "trainer"), None), "does not match this run (saved: none, now: Generator)"),
+    ("rng.trainer", _drop(("rng", "trainer", "kind")), "missing ['kind']"),
+    ("rng.trainer.kind", _put(("rng", "trainer", "kind"), "RandomState"), "this run uses a Generator"),
+    ("rng.trainer.state.bit_generator", _put(TRAINER_RNG + ("bit_generator",), "MT19937"), "must be 'PCG64'"),
+    ("rng.trainer.state", _drop(TRAINER_RNG + ("uinteger",)), "missing ['uinteger']"),
+    ("rng.trainer.state.state", _put(TRAINER_RNG + ("state",), 5), "must be a dict"),
+    ("rng.trainer.state.state.state", _put(TRAINER_RNG + ("state", "state"), 2 ** 128), "must be in [0, "),
+    ("rng.trainer.state.state.state", _put(TRAINER_RNG + ("state", "state"), -1), "got -1"),
+    ("rng.trainer.state.state.inc", _put(TRAINER_RNG + ("state", "inc"), 1.5), "must be an int, got float"),
+    ("rng.trainer.state.state.inc", _put(TRAINER_RNG + ("state", "inc"), lambda inc: inc - 1), "must be odd"),
+    ("rng.trainer.state.has_uint32", _put(TRAINER_RNG + ("has_uint32",), 2), "got 2"),
+    ("rng.trainer.state.uinteger", _put(TRAINER_RNG + ("uinteger",), 2 ** 32), "got 4294967296"),
+    ("rng.network", _put(("rng", "network"), None), "does not match this run"),
+    ("rng.network.state", _put(("rng", "network", "state"), lambda s: {**s, "extra": 0}), "unknown ['extra']"),
+]
+
+
+@pytest.mark.parametrize("field, mutate, message", CHECKPOINT_DEFECTS,
+                         ids=[f"{case[0]}:{case[2]}" for case in CHECKPOINT_DEFECTS])
+def test_a_bad_checkpoint_field_is_named_and_changes_nothing(tmp_path, good_checkpoint, field, mutate, message):
+    state = copy.deepcopy(good_checkpoint)
+    mutate(state)
+    path = tmp_path / "crafted.ckpt"
+    save_pickle(state, path)
+    trainer = trained_target()
+    before = trainer_state(trainer)
+    with pytest.raises(CheckpointError) as info:
+        trainer.load_checkpoint(path)
+    assert isinstance(info.value, ParamsFileError)
+    assert info.value.field == field and info.value.path == str(path)
+    assert f"checkpoint field {field}: " in str(info.value) and message in str(info.value)
+    assert trainer_state(trainer) == before  # network, optimizer, every random state, counters, histories
+
+
+def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
+    """The control for the test above: the same file, unmutated, restores everything."""
+    path = tmp_path / "copy.ckpt"
+    save_pickle(copy.deepcopy(good_checkpoint), path)
+    trainer = trained_target()
+    trainer.load_checkpoint(path)
+    assert trainer.current_epoch == 1 and trainer.current_iter == 4
+    assert np.random.get_state()[2] == good_checkpoint["rng"]["numpy_global"][2]
+    assert trainer.rng.bit_generator.state == good_checkpoint["rng"]["trainer"]["state"]
+    assert trainer.train_loss_list == good_checkpoint["history"]["train_loss_list"].tolist()
+    np.testing.assert_array_equal(trainer.optimizer.m["W1"], good_checkpoint["optimizer"]["m"]["W1"])
+
+
+BIT_GENERATORS = {
+    # bit generator: a field NumPy accepts although it makes the generator read out of bounds,
+    # or break an invariant (None: a wrong-dtype array instead)
+    "PCG64": (("state", "inc"), lambda inc: inc + 1),
+    "PCG64DXSM": (("state", "state"), lambda value: 2 ** 128 + value),
+    "MT19937": (("state", "pos"), lambda pos: 625),
+    "Philox": (("buffer_pos",), lambda pos: -1),
+    "SFC64": (("state", "state"), lambda words: words.astype(np.int64)),
+}
+
+
+@pytest.mark.parametrize("bit_generator", sorted(BIT_GENERATORS))
+def test_network_generators_of_every_bit_generator_resume_and_are_checked(tmp_path, bit_generator):
+    make_rng = lambda seed: np.random.Generator(getattr(np.random, bit_generator)(seed))
+    data = toy_data()
+    reference_net = make_net(seed=None, rng=make_rng(1))
+    make_trainer(reference_net, data, seed=2).train()
+
+    checkpoint = tmp_path / "run.ckpt"
+    make_trainer(make_net(seed=None, rng=make_rng(1)), data, seed=2, epochs=2, checkpoint=checkpoint).train()
+    resumed_net = make_net(seed=None, rng=make_rng(9))
+    make_trainer(resumed_net, data, seed=2, checkpoint=checkpoint, resume=True).train()
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+
+    path, change = BIT_GENERATORS[bit_generator]
+    state = load_pickle_file(checkpoint)
+    target = state["rng"]["network"]["state"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = change(target[path[-1]])
+    save_pickle(state, checkpoint)
+    net = make_net(seed=None, rng=make_rng(5))
+    before = pickle.dumps(net.rng.bit_generator.state)
+    with pytest.raises(CheckpointError, match="rng.network.state." + ".".join(path)) as info:
+        make_trainer(net, data, seed=2, checkpoint=checkpoint, resume=True).train()
+    assert info.value.field == "rng.network.state." + ".".join(path)
+    assert pickle.dumps(net.rng.bit_generator.state) == before
+
+
+def test_legacy_random_state_of_a_network_is_checked(tmp_path):
+    data = toy_data()
+    checkpoint = tmp_path / "run.ckpt"
+    make_trainer(make_net(seed=None, rng=np.random.RandomState(1)), data, seed=2, epochs=1,
+                 checkpoint=checkpoint).train()
+    state = load_pickle_file(checkpoint)
+    name, key, pos, has_gauss, gauss = state["rng"]["network"]["state"]
+    state["rng"]["network"]["state"] = (name, key, 700, has_gauss, gauss)
+    save_pickle(state, checkpoint)
+    net = make_net(seed=None, rng=np.random.RandomState(5))
+    before = net.rng.get_state()
+    with pytest.raises(CheckpointError, match=r"rng\.network\.state\[2\]: must be in \[0, 625\), got 700"):
+        make_trainer(net, data, seed=2, checkpoint=checkpoint, resume=True).train()
+    after = net.rng.get_state()
+    assert after[2:] == before[2:] and np.array_equal(after[1], before[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # Non-finite loss and Ctrl-C
 
@@ -272,6 +551,102 @@ def test_diverging_training_raises():
     with pytest.raises(NonFiniteLossError, match="learning rate"):
         trainer.train()
     assert len(trainer.train_acc_list) == trainer.current_epoch
+
+
+def test_gradient_whose_square_overflows_stops_adam_before_the_update():
+    """float32 inputs near 1e38 give a finite loss and finite gradients near 1e35, whose squares
+    overflow: Adam's second moment would become inf, and NaN one step later (it used to be the
+    weights that turned NaN before NonFiniteLossError fired). Training must stop before step 1."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 12, 12), dtype=np.float32) * np.float32(1e38)
+    t = rng.integers(0, 10, 64)
+    net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 3, "pad": 0, "stride": 1},
+                        hidden_size=10, output_size=10, seed=0, dtype=np.float32)
+    before = params_of(net)
+    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=16, optimizer="Adam", verbose=False, seed=0)
+    with pytest.warns(UnnormalizedInputWarning, match=r"\|x\| = 1e\+38"):
+        with pytest.raises(NonFiniteGradientError, match=r"gradient 'W1' at index \(.*\) is .*e\+3\d \(its square "
+                           r"overflows float32, and Adam squares gradients\) at epoch 1, step 1") as info:
+            trainer.train()
+    error = info.value
+    assert isinstance(error, NonFiniteLossError) and math.isfinite(error.loss) and error.key == "W1"
+    assert abs(error.value) >= 2.0 ** 64 and (error.epoch, error.step) == (1, 1)
+    assert_same_params(params_of(net), before)
+    assert trainer.optimizer.m is None and trainer.optimizer.iter == 0 and trainer.train_loss_list == []
+
+
+class NanGradientRecorder(Recorder):
+    """Finite loss, but one gradient entry turns NaN at a given call; records what the trainer's
+    network and optimizer hold just before that step."""
+
+    def __init__(self, *args, nan_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_at, self.trainer, self.before = nan_at, None, None
+
+    def gradient(self, x, t):
+        grads = super().gradient(x, t)
+        if self.calls == self.nan_at:
+            self.before = (params_of(self), pickle.dumps(self.trainer.optimizer.state_dict()))
+            grads["W2"][3, 5] = np.nan
+        return grads
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Momentum", "Adam"])
+def test_nan_gradient_with_a_finite_loss_changes_nothing(optimizer):
+    net = NanGradientRecorder(N_FEATURES, [16, 16], N_CLASSES, seed=0, nan_at=6, use_batchnorm=True)
+    trainer = make_trainer(net, toy_data(), seed=0, optimizer=optimizer)
+    net.trainer = trainer
+    with pytest.raises(NonFiniteGradientError, match=r"gradient 'W2' at index \(3, 5\) is nan at epoch 2, step 2, "
+                                                     r"with a finite loss") as info:
+        trainer.train()
+    assert (info.value.key, info.value.index, info.value.step) == ("W2", (3, 5), 2)
+    params_before, optimizer_before = net.before
+    assert_same_params(params_of(net), params_before)
+    assert pickle.dumps(trainer.optimizer.state_dict()) == optimizer_before
+    assert trainer.current_iter == len(trainer.train_loss_list) == 5
+
+
+def test_dlfs_style_network_with_an_infinite_gradient_is_not_updated():
+    net = NumpyTwoLayerNet(seed=0)
+    gradient = net.gradient
+
+    def poisoned(x, t):
+        grads = gradient(x, t)
+        grads["b2"] = grads["b2"].copy()
+        grads["b2"][1] = -np.inf
+        return grads
+
+    net.gradient = poisoned
+    before = {key: value.copy() for key, value in net.params.items()}
+    trainer = make_trainer(net, toy_data(), seed=1, optimizer="SGD", optimizer_param={"lr": 0.1})
+    with pytest.raises(NonFiniteGradientError, match=r"gradient 'b2' at index \(1,\) is -inf at epoch 1, step 1;") as info:
+        trainer.train()
+    assert info.value.loss is None  # DLfS's way computes the loss only after the update
+    for key in before:
+        np.testing.assert_array_equal(net.params[key], before[key])
+
+
+def test_unnormalized_inputs_warn_once_per_trainer():
+    x_train, t_train, x_test, t_test = toy_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = make_trainer(make_net(), (x_train * 1e6, t_train, x_test * 1e6, t_test), seed=0)
+        trainer.train()  # 3 epochs, 12 steps
+        trainer.epochs = 4
+        trainer.train()  # continued: still the same trainer
+    assert [w.category for w in caught] == [UnnormalizedInputWarning]
+    assert re.match(r"training inputs look unnormalised: the first batch reaches \|x\| = \d\.\d+e\+0[67] "
+                    r"\(> 1000\)", str(caught[0].message))
+    assert issubclass(UnnormalizedInputWarning, UserWarning)
+
+
+@pytest.mark.parametrize("scale, dtype", [(1.0, np.float64), (255.0, np.float32), (255.0, np.uint8), (-900.0, np.float64)])
+def test_inputs_up_to_a_thousand_do_not_warn(scale, dtype):
+    """Normalised data, raw 0..255 pixels and anything within |x| <= 1e3 stay quiet (pyproject
+    turns any warning into an error)."""
+    x_train, t_train, x_test, t_test = toy_data()
+    x = (np.abs(x_train) / np.abs(x_train).max() * scale).astype(dtype)
+    make_trainer(make_net(), (x, t_train, x_test, t_test), seed=0, epochs=1).train()
 
 
 def test_ctrl_c_stops_after_the_current_step():

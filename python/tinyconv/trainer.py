@@ -27,27 +27,39 @@ What differs from DLfS, and why:
   order; otherwise it draws from ``np.random`` like DLfS. Dropout masks come from the network
   (see its ``seed``/``rng`` arguments).
 * **Safety.** A NaN or infinite loss raises :class:`NonFiniteLossError` (before the bad gradient
-  is applied, for tinyconv networks). Ctrl-C (SIGINT) finishes the current step, then ``train()``
-  returns normally with ``interrupted = True``: ``train_loss_list`` holds every completed step and
-  the accuracy lists every completed epoch. A second Ctrl-C raises ``KeyboardInterrupt`` at once.
+  is applied, for tinyconv networks). A finite loss with a gradient entry that the update cannot
+  apply -- NaN, infinite, or, for AdaGrad, RMSprop and Adam, so large that its square overflows
+  (e.g. float32 inputs near 1e38; Adam's second moment would turn NaN) -- raises
+  :class:`NonFiniteGradientError`, a subclass naming the gradient and entry, before any parameter
+  or optimizer state changes: every gradient is checked first by one vectorised read
+  (``Optimizer.find_unusable_gradient``). Training inputs that look unnormalised (the first batch
+  has a finite ``|x| > 1e3``; such inputs saturate the first layers and training stalls) give one
+  :class:`UnnormalizedInputWarning` per trainer. Ctrl-C (SIGINT) finishes the current step, then
+  ``train()`` returns normally with ``interrupted = True``: ``train_loss_list`` holds every
+  completed step and the accuracy lists every completed epoch. A second Ctrl-C raises
+  ``KeyboardInterrupt`` at once.
 * **Checkpoints.** With ``checkpoint="path"`` the network, optimizer state, random states,
-  counters and histories are saved atomically at the end of every epoch; ``resume=True`` continues
-  from that file (or starts afresh when it does not exist yet). A resumed run ends with bitwise the
-  same parameters as an uninterrupted one, and ``epochs`` may be raised to train further.
-  Resuming restores the global ``np.random`` state as well, since DLfS-style sampling and dropout
-  draw from it.
+  counters and histories are saved atomically at the end of every epoch, after the callback (so
+  whatever the callback changes -- a learning rate, random draws -- is part of the checkpoint);
+  ``resume=True`` continues from that file (or starts afresh when it does not exist yet). A resumed
+  run ends with bitwise the same parameters as an uninterrupted one, and ``epochs`` may be raised
+  to train further. Resuming restores the global ``np.random`` state as well, since DLfS-style
+  sampling and dropout draw from it. Loading checks every field of the file before anything
+  changes (see :meth:`Trainer.load_checkpoint`); a bad one raises :class:`CheckpointError`.
 * ``callback(trainer, record)`` is called after each epoch with a dict (``epoch``, ``loss``,
   ``train_acc``, ``test_acc``, ``seconds``); its return value is ignored.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -55,11 +67,15 @@ from .nets import Network
 from .optimizer import Optimizer, get_optimizer
 from .serialization import ParamsFileError, load_pickle_file, save_pickle
 
-__all__ = ["Trainer", "NonFiniteLossError"]
+__all__ = ["Trainer", "NonFiniteLossError", "NonFiniteGradientError", "UnnormalizedInputWarning",
+           "CheckpointError"]
 
 _CHECKPOINT_FORMAT = "tinyconv.trainer.checkpoint"
 _CHECKPOINT_VERSION = 1
 _SAMPLING_MODES = ("replacement", "permutation")
+# Inputs beyond this magnitude are taken for unnormalised data (pixels in 0..255 pass; the usual
+# scalings to [0, 1] or to unit variance stay far below it).
+_UNNORMALIZED_INPUT_LIMIT = 1e3
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,12 +85,52 @@ class NonFiniteLossError(FloatingPointError):
     that epoch).
     """
 
-    def __init__(self, loss: float, epoch: int, step: int):
+    def __init__(self, loss: Optional[float], epoch: int, step: int, message: Optional[str] = None):
         self.loss, self.epoch, self.step = loss, epoch, step
-        super().__init__(
+        super().__init__(message or (
             f"training loss became {loss} at epoch {epoch}, step {step}; training stopped. "
             "The learning rate may be too high, or the data may contain NaN or infinite values."
-        )
+        ))
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """A gradient entry was NaN or infinite -- or, for optimizers that square gradients (AdaGrad,
+    RMSprop, Adam), so large that its square overflows -- although the loss was finite, so training
+    stopped before the update: parameters and optimizer state are those before the step. A
+    subclass of :class:`NonFiniteLossError`, so one ``except`` clause handles both.
+
+    Attributes: those of :class:`NonFiniteLossError` (``loss`` is the finite loss of the step, or
+    ``None`` for networks whose loss is computed after the update, DLfS's way), plus ``key`` (the
+    gradient's name), ``index`` (the entry) and ``value``.
+    """
+
+    def __init__(self, key: str, index: Tuple[int, ...], value: float, loss: Optional[float], epoch: int,
+                 step: int, reason: Optional[str] = None):
+        self.key, self.index, self.value = key, index, value
+        what = f"{value}" if not math.isfinite(value) else f"{value:.6g} ({reason or 'too large'})"
+        loss_text = "" if loss is None else f", with a finite loss of {loss:.6g}"
+        super().__init__(loss, epoch, step, message=(
+            f"gradient {key!r} at index {index} is {what} at epoch {epoch}, step {step}{loss_text}; "
+            "training stopped before the update. The inputs may be far too large (normalise them) "
+            "or the learning rate too high."
+        ))
+
+
+class UnnormalizedInputWarning(UserWarning):
+    """Training inputs reach magnitudes (> 1e3) that normalised data never has; with such inputs
+    the first layers saturate and training stalls. Issued once per :class:`Trainer`, on its
+    first batch."""
+
+
+class CheckpointError(ParamsFileError):
+    """A checkpoint cannot be resumed from: it is not a tinyconv checkpoint, one of its fields is
+    malformed, or it was written by a different training setup. ``path`` is the file and
+    ``field`` the part to blame (``"counters.current_iter"``, ``"optimizer"``,
+    ``"rng.numpy_global"``, ...). Raised before anything changes."""
+
+    def __init__(self, path: str, field: str, problem: str):
+        self.path, self.field = path, field
+        super().__init__(f"{path}: checkpoint field {field}: {problem}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,19 +253,204 @@ def _rng_state(rng: Any) -> Any:
     return None  # an unknown random source cannot be checkpointed
 
 
-def _set_rng_state(rng: Any, saved: Any, what: str) -> None:
-    if saved is None or rng is None:
-        if (saved is None) != (rng is None):
-            raise ParamsFileError(f"checkpoint {what} random state does not match this run "
-                                  f"(saved: {'none' if saved is None else saved.get('kind')}, "
-                                  f"now: {'none' if rng is None else type(rng).__name__})")
-        return
-    if saved.get("kind") != type(rng).__name__:
-        raise ParamsFileError(f"checkpoint {what} random state is a {saved.get('kind')}, this run uses a {type(rng).__name__}")
+def _rng_kind(rng: Any) -> Optional[str]:
+    """The ``kind`` that :func:`_rng_state` records for ``rng`` (None: not checkpointed)."""
     if isinstance(rng, np.random.Generator):
-        rng.bit_generator.state = saved["state"]
+        return "Generator"
+    if isinstance(rng, np.random.RandomState):
+        return "RandomState"
+    return None
+
+
+class _FieldError(Exception):
+    """A malformed checkpoint field, found while checking; becomes a :class:`CheckpointError`."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(field, problem)
+        self.field, self.problem = field, problem
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+def _checked_int(value: Any, field: str, low: int, high: int) -> int:
+    """An int (not a bool) in [low, high)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldError(field, f"must be an int, got {_type_name(value)}")
+    if not low <= value < high:
+        raise _FieldError(field, f"must be in [{low}, {high}), got {value}")
+    return int(value)
+
+
+def _checked_float(value: Any, field: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite float in [low, high]."""
+    if not isinstance(value, float):
+        raise _FieldError(field, f"must be a float, got {_type_name(value)}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _FieldError(field, f"must be finite and in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _checked_dict(value: Any, field: str, keys) -> Dict[Any, Any]:
+    """A dict with exactly ``keys``."""
+    if not isinstance(value, dict):
+        raise _FieldError(field, f"must be a dict, got {_type_name(value)}")
+    if set(value) != set(keys):
+        missing = [k for k in keys if k not in value]
+        unknown = [k for k in value if k not in keys]
+        raise _FieldError(field, f"must have exactly the keys {sorted(keys)} "
+                                 f"(missing {missing}, unknown {unknown!r})")
+    return value
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    """Exact equality of random states: same container types, keys, array dtypes, shapes, values."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    return bool(a == b)
+
+
+# Integer fields of each NumPy bit generator's state, as paths into its state dict, with their
+# ranges [0, upper). NumPy does not check them all: an MT19937 ``pos`` above 624 or a negative
+# Philox ``buffer_pos`` makes it read outside its state arrays (a memory disclosure or a crash), so
+# every integer is checked here. Array fields take their dtype and shape from a live state.
+_PCG64_INTS = {("state", "state"): 2 ** 128, ("state", "inc"): 2 ** 128,
+               ("has_uint32",): 2, ("uinteger",): 2 ** 32}
+_BIT_GENERATOR_INTS: Dict[str, Dict[Tuple[str, ...], int]] = {
+    "PCG64": _PCG64_INTS,
+    "PCG64DXSM": _PCG64_INTS,
+    "MT19937": {("state", "pos"): 625},
+    "Philox": {("buffer_pos",): 5, ("has_uint32",): 2, ("uinteger",): 2 ** 32},
+    "SFC64": {("has_uint32",): 2, ("uinteger",): 2 ** 32},
+}
+_MT19937_WORDS = 624
+
+
+def _check_like(value: Any, template: Any, field: str, int_ranges: Mapping[Tuple[str, ...], int],
+                path: Tuple[str, ...] = ()) -> None:
+    """``value`` has exactly the structure of ``template`` (a live bit generator state): the same
+    dict keys, arrays of the same dtype and shape, the same strings, ints in their ranges."""
+    if isinstance(template, dict):
+        _checked_dict(value, field, list(template))
+        for key in template:
+            _check_like(value[key], template[key], f"{field}.{key}", int_ranges, path + (key,))
+    elif isinstance(template, np.ndarray):
+        if not (isinstance(value, np.ndarray) and value.dtype == template.dtype and value.shape == template.shape):
+            raise _FieldError(field, f"must be a {template.dtype} array of shape {template.shape}, "
+                                     f"got {_type_name(value)}")
+    elif isinstance(template, str):
+        if not isinstance(value, str) or value != template:
+            raise _FieldError(field, f"must be {template!r} (this run's generator), got {value!r}")
+    elif isinstance(template, int) and not isinstance(template, bool) and path in int_ranges:
+        _checked_int(value, field, 0, int_ranges[path])
+    else:  # a field this version of tinyconv does not know how to check
+        raise _FieldError(field, f"cannot be checked (unexpected field of type {type(template).__name__})")
+
+
+def _checked_generator_state(value: Any, rng: np.random.Generator, field: str) -> Dict[str, Any]:
+    """A ``bit_generator.state`` dict for ``rng``'s kind of bit generator, checked field by field
+    and then proven on a scratch bit generator: NumPy must accept it and give it back unchanged."""
+    bit_generator = rng.bit_generator
+    kind = type(bit_generator).__name__
+    int_ranges = _BIT_GENERATOR_INTS.get(kind)
+    if int_ranges is None:
+        raise _FieldError(field, f"this run's generator uses a {kind} bit generator, whose state cannot be "
+                                 f"checked; supported: {', '.join(_BIT_GENERATOR_INTS)}")
+    _check_like(value, bit_generator.state, field, int_ranges)  # reading .state changes nothing
+    if int_ranges is _PCG64_INTS and value["state"]["inc"] % 2 == 0:
+        raise _FieldError(f"{field}.state.inc", "must be odd (PCG's stream increment always is)")
+    scratch = type(bit_generator)()
+    try:
+        scratch.state = value
+        round_trip = scratch.state
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise _FieldError(field, f"NumPy refuses it ({type(exc).__name__}: {exc})") from None
+    if not _same_state(round_trip, value):
+        raise _FieldError(field, "NumPy does not restore it exactly")
+    return value
+
+
+def _checked_legacy_state(value: Any, field: str) -> tuple:
+    """A legacy ``RandomState.get_state()`` tuple ``('MT19937', key, pos, has_gauss, gauss)``,
+    checked field by field and then proven on a scratch RandomState."""
+    if not isinstance(value, tuple) or len(value) != 5:
+        length = f" of length {len(value)}" if isinstance(value, tuple) else ""
+        raise _FieldError(field, "must be a tuple ('MT19937', key, pos, has_gauss, cached_gaussian), "
+                                 f"got {_type_name(value)}{length}")
+    name, key, pos, has_gauss, gauss = value
+    if not isinstance(name, str) or name != "MT19937":
+        raise _FieldError(f"{field}[0]", f"must be 'MT19937', got {name!r}")
+    if not (isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape == (_MT19937_WORDS,)):
+        raise _FieldError(f"{field}[1]", f"must be a uint32 array of shape ({_MT19937_WORDS},), "
+                                         f"got {_type_name(key)}")
+    _checked_int(pos, f"{field}[2]", 0, _MT19937_WORDS + 1)
+    _checked_int(has_gauss, f"{field}[3]", 0, 2)
+    _checked_float(gauss, f"{field}[4]")
+    scratch = np.random.RandomState(0)
+    try:
+        scratch.set_state(value)
+        round_trip = scratch.get_state()
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise _FieldError(field, f"NumPy refuses it ({type(exc).__name__}: {exc})") from None
+    if not _same_state(round_trip, value):
+        raise _FieldError(field, "NumPy does not restore it exactly")
+    return value
+
+
+def _checked_rng_state(saved: Any, rng: Any, field: str) -> Any:
+    """The saved state of a trainer's or network's random source, checked against that source."""
+    kind = _rng_kind(rng)
+    if saved is None or kind is None:
+        if (saved is None) != (kind is None):
+            raise _FieldError(field, f"does not match this run (saved: "
+                                     f"{'none' if saved is None else _type_name(saved)}, now: "
+                                     f"{'none' if kind is None else kind})")
+        return None
+    _checked_dict(saved, field, ["kind", "state"])
+    if not isinstance(saved["kind"], str) or saved["kind"] != kind:
+        raise _FieldError(f"{field}.kind", f"is {saved['kind']!r}, this run uses a {kind}")
+    if kind == "Generator":
+        return _checked_generator_state(saved["state"], rng, f"{field}.state")
+    try:
+        rng.get_state()  # the legacy tuple exists only for MT19937, which set_state() then needs
+    except ValueError:
+        raise _FieldError(field, "this run's RandomState does not use MT19937: its state cannot be restored") from None
+    return _checked_legacy_state(saved["state"], f"{field}.state")
+
+
+def _set_rng_state(rng: Any, state: Any) -> None:
+    """Apply a state checked by :func:`_checked_rng_state` (cannot fail)."""
+    if state is None:
+        return
+    if isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = state
     else:
-        rng.set_state(saved["state"])
+        rng.set_state(state)
+
+
+class _Checkpoint(NamedTuple):
+    """A checkpoint whose every field has been checked: applying it cannot fail."""
+
+    network: Dict[str, np.ndarray]
+    optimizer: Any
+    numpy_global: tuple
+    trainer_rng: Any
+    network_rng: Any
+    current_epoch: int
+    current_iter: int
+    train_loss_list: List[float]
+    train_acc_list: List[float]
+    test_acc_list: List[float]
+    epoch_time_list: List[float]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,6 +530,7 @@ class Trainer:
         self.interrupted = False
         self._iter_at_last_eval: Optional[int] = None
         self._permutation: Optional[np.ndarray] = None
+        self._input_scale_checked = False
 
     @property
     def max_iter(self) -> int:
@@ -312,15 +554,21 @@ class Trainer:
         ``sampling="permutation"``). Returns the loss and appends it to ``train_loss_list``."""
         batch = self._batch_indices(step)
         x_batch, t_batch = self.x_train[batch], self.t_train[batch]
+        if not self._input_scale_checked:
+            self._input_scale_checked = True
+            self._warn_if_unnormalized(x_batch)
         # A diverging run overflows in NumPy code (weight decay, batch norm) before the loss turns
         # non-finite; NonFiniteLossError reports that more clearly than a stream of warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             grads = self.network.gradient(x_batch, t_batch)
             if isinstance(self.network, Network):
                 loss = float(self.network.last_loss)
-                self._check_loss(loss, step)  # before the update: the parameters stay usable
+                # Both checks come before the update: the parameters stay usable.
+                self._check_loss(loss, step)
+                self._check_gradients(grads, loss, step)
                 self.optimizer.update(self.network.params, grads)
             else:
+                self._check_gradients(grads, None, step)
                 self.optimizer.update(self.network.params, grads)
                 loss = float(self.network.loss(x_batch, t_batch))
                 self._check_loss(loss, step)
@@ -331,6 +579,27 @@ class Trainer:
     def _check_loss(self, loss: float, step: int) -> None:
         if not math.isfinite(loss):
             raise NonFiniteLossError(loss, self.current_epoch + 1, step + 1)
+
+    def _check_gradients(self, grads: Mapping[str, Any], loss: Optional[float], step: int) -> None:
+        found = self.optimizer.find_unusable_gradient(grads)
+        if found is not None:
+            key, index, value = found
+            reason = (f"its square overflows {np.asarray(grads[key]).dtype}, and "
+                      f"{type(self.optimizer).__name__} squares gradients")
+            raise NonFiniteGradientError(key, index, value, loss, self.current_epoch + 1, step + 1, reason)
+
+    def _warn_if_unnormalized(self, x_batch: Any) -> None:
+        x = np.asarray(x_batch)
+        if x.dtype.kind not in "iuf" or x.size == 0:
+            return
+        magnitudes = np.abs(x.astype(np.float64))  # one batch: cheap; no integer overflow in abs
+        magnitudes = magnitudes[np.isfinite(magnitudes)]  # NaN and inf are the NaN guard's business
+        if magnitudes.size and magnitudes.max() > _UNNORMALIZED_INPUT_LIMIT:
+            warnings.warn(
+                f"training inputs look unnormalised: the first batch reaches |x| = {magnitudes.max():.3g} "
+                f"(> {_UNNORMALIZED_INPUT_LIMIT:g}). Scale them, e.g. to [0, 1] or to zero mean and unit "
+                "variance; inputs this large saturate the first layers and training stalls.",
+                UnnormalizedInputWarning, stacklevel=2)
 
     # -- epochs -------------------------------------------------------------------------------
 
@@ -453,62 +722,134 @@ class Trainer:
 
     def load_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`. The data size, batch size,
-        sampling mode and optimizer must match this trainer; ``epochs`` may differ. Everything is
-        checked before anything changes."""
+        sampling mode and optimizer must match this trainer; ``epochs`` may differ.
+
+        The whole file is checked before anything changes: exactly the expected fields, each of
+        the expected type and range; network arrays of this network's keys, shapes and dtypes;
+        optimizer state as :meth:`Optimizer.load_state_dict <tinyconv.optimizer.Optimizer.load_state_dict>`
+        checks it, against this network's parameters; counters consistent with the histories'
+        lengths; random states of exactly NumPy's structure for this run's generators, each proven
+        on a scratch generator. Any problem raises :class:`CheckpointError` (a
+        :class:`~tinyconv.serialization.ParamsFileError`) naming the field, and the network,
+        optimizer, random states, counters and histories are left as they were. Then everything
+        is applied at once.
+        """
         name = os.fspath(path)
         state = load_pickle_file(name)
-        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-            raise ParamsFileError(f"{name} is not a tinyconv training checkpoint")
-        if state.get("version") != _CHECKPOINT_VERSION:
-            raise ParamsFileError(f"{name}: unsupported checkpoint version {state.get('version')!r}")
         try:
-            saved_config, network_state = state["config"], state["network"]
-            optimizer_state, counters = state["optimizer"], state["counters"]
-            history, rng_states = state["history"], state["rng"]
-        except KeyError as exc:
-            raise ParamsFileError(f"{name}: checkpoint lacks {exc.args[0]!r}") from None
+            checked = self._checked_checkpoint(state, name)
+        except _FieldError as exc:
+            raise CheckpointError(name, exc.field, exc.problem) from None
+        self._apply_checkpoint(checked, name)
+
+    def _checked_checkpoint(self, state: Any, name: str) -> _Checkpoint:
+        format_name = state.get("format") if isinstance(state, dict) else None
+        if not isinstance(format_name, str) or format_name != _CHECKPOINT_FORMAT:
+            raise _FieldError("format", "this is not a tinyconv training checkpoint")
+        if type(state.get("version")) is not int or state["version"] != _CHECKPOINT_VERSION:
+            raise _FieldError("version", f"unsupported checkpoint version {state.get('version')!r} "
+                                         f"(this tinyconv reads version {_CHECKPOINT_VERSION})")
+        _checked_dict(state, "(top level)", ["format", "version", "config", "network", "optimizer",
+                                              "counters", "history", "rng"])
+        # The setup first: a mismatch is the likeliest problem and the clearest to report.
         config = self._config()
-        mismatched = {key: (saved_config.get(key), value) for key, value in config.items()
-                      if saved_config.get(key) != value}
+        saved_config = _checked_dict(state["config"], "config", list(config))
+        mismatched = [key for key, value in config.items()
+                      if type(saved_config[key]) is not type(value) or saved_config[key] != value]
         if mismatched:
-            details = ", ".join(f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in mismatched.items())
-            raise ParamsFileError(f"{name} was written by a different training setup ({details})")
+            details = ", ".join(f"{key}: checkpoint {saved_config[key]!r}, now {config[key]!r}" for key in mismatched)
+            raise _FieldError("config", f"written by a different training setup ({details})")
 
-        # Validate the optimizer state on a scratch instance, then the network (which checks
-        # before copying), and only then change anything.
-        probe = type(self.optimizer).__new__(type(self.optimizer))
-        probe.__dict__.update(self.optimizer.__dict__)
-        try:
-            probe.load_state_dict(optimizer_state)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ParamsFileError(f"{name}: optimizer state does not fit: {exc}") from exc
-        network_rng = getattr(self.network, "rng", None)
-        for what, rng in (("trainer", self.rng), ("network", network_rng)):
-            saved = rng_states.get(what)
-            if (saved is None) != (_rng_state(rng) is None):
-                raise ParamsFileError(f"{name}: the {what}'s random source differs from the checkpointed run")
+        network = self._checked_network_state(state["network"])
+        optimizer = self._checked_optimizer_state(state["optimizer"])
+
+        counters = _checked_dict(state["counters"], "counters", ["current_epoch", "current_iter"])
+        current_epoch = _checked_int(counters["current_epoch"], "counters.current_epoch", 0, 2 ** 63)
+        # Checkpoints are written at the end of an epoch; save_checkpoint() called by hand after
+        # an interrupted epoch holds part of the next one.
+        first_iter = current_epoch * self.iter_per_epoch
+        current_iter = _checked_int(counters["current_iter"], "counters.current_iter",
+                                    first_iter, first_iter + self.iter_per_epoch)
+
+        history = _checked_dict(state["history"], "history",
+                                ["train_loss_list", "train_acc_list", "test_acc_list", "epoch_time_list"])
+        losses = history["train_loss_list"]
+        if not (isinstance(losses, np.ndarray) and losses.dtype == np.float64 and losses.shape == (current_iter,)):
+            raise _FieldError("history.train_loss_list", f"must be a float64 array of shape ({current_iter},) "
+                                                         f"(one loss per step), got {_type_name(losses)}")
+        if not np.isfinite(losses).all():  # a non-finite loss stops training before it is recorded
+            raise _FieldError("history.train_loss_list", "holds NaN or infinite losses")
+        lists = {}
+        for key, low, high in (("train_acc_list", 0.0, 1.0), ("test_acc_list", 0.0, 1.0),
+                               ("epoch_time_list", 0.0, math.inf)):
+            values = history[key]
+            if not isinstance(values, list) or len(values) != current_epoch:
+                length = f" of length {len(values)}" if isinstance(values, list) else ""
+                raise _FieldError(f"history.{key}", f"must be a list of {current_epoch} floats (one per epoch), "
+                                                    f"got {_type_name(values)}{length}")
+            lists[key] = [_checked_float(v, f"history.{key}[{i}]", low, high) for i, v in enumerate(values)]
+
+        rng_states = _checked_dict(state["rng"], "rng", ["numpy_global", "trainer", "network"])
+        numpy_global = _checked_legacy_state(rng_states["numpy_global"], "rng.numpy_global")
+        trainer_rng = _checked_rng_state(rng_states["trainer"], self.rng, "rng.trainer")
+        network_rng = _checked_rng_state(rng_states["network"], getattr(self.network, "rng", None), "rng.network")
+        return _Checkpoint(network, optimizer, numpy_global, trainer_rng, network_rng, current_epoch,
+                           current_iter, [float(v) for v in losses], lists["train_acc_list"],
+                           lists["test_acc_list"], lists["epoch_time_list"])
+
+    def _network_targets(self) -> Mapping[str, np.ndarray]:
+        """The live arrays a checkpoint's ``network`` field is copied into."""
         if isinstance(self.network, Network):
-            self.network.load_state_dict(network_state, source=name)
+            return self.network.state_dict()
+        return self.network.params
+
+    def _checked_network_state(self, saved: Any) -> Dict[str, np.ndarray]:
+        targets = self._network_targets()
+        if not isinstance(saved, dict):
+            raise _FieldError("network", f"must be a dict of arrays, got {_type_name(saved)}")
+        problems = [f"{key!r} is missing" for key in targets if key not in saved]
+        problems += [f"unknown key {key!r}" for key in saved if key not in targets]
+        for key, target in targets.items():
+            value = saved.get(key)
+            target = np.asarray(target)
+            if key in saved and not (isinstance(value, np.ndarray) and value.dtype == target.dtype
+                                     and value.shape == target.shape):
+                problems.append(f"{key!r} is {_type_name(value)}, the network has a {target.dtype} "
+                                f"array of shape {target.shape}")
+        if problems:
+            raise _FieldError("network", f"does not fit this {type(self.network).__name__}: " + "; ".join(problems))
+        return {key: saved[key] for key in targets}
+
+    def _checked_optimizer_state(self, saved: Any) -> Any:
+        optimizer = self.optimizer
+        try:
+            if type(optimizer).load_state_dict is Optimizer.load_state_dict:
+                return optimizer._checked_state(saved, self.network.params)
+            # An optimizer with its own load_state_dict: try it on a copy.
+            copy.deepcopy(optimizer).load_state_dict(saved)
+            return saved
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise _FieldError("optimizer", str(exc)) from None
+
+    def _apply_checkpoint(self, checked: _Checkpoint, name: str) -> None:
+        """Apply a checkpoint checked by :meth:`_checked_checkpoint`: nothing here can fail."""
+        if isinstance(self.network, Network):
+            self.network.load_state_dict(checked.network, source=name)
         else:
-            self._load_plain_network_state(network_state, name)
-
-        self.optimizer.load_state_dict(optimizer_state)
-        np.random.set_state(rng_states["numpy_global"])
-        _set_rng_state(self.rng, rng_states.get("trainer"), "trainer")
-        _set_rng_state(network_rng, rng_states.get("network"), "network")
-        self.current_epoch = int(counters["current_epoch"])
-        self.current_iter = int(counters["current_iter"])
-        self.train_loss_list = [float(v) for v in history["train_loss_list"]]
-        self.train_acc_list = [float(v) for v in history["train_acc_list"]]
-        self.test_acc_list = [float(v) for v in history["test_acc_list"]]
-        self.epoch_time_list = [float(v) for v in history.get("epoch_time_list", [])]
+            params = self.network.params
+            for key, value in checked.network.items():
+                np.copyto(params[key], value)
+        if type(self.optimizer).load_state_dict is Optimizer.load_state_dict:
+            self.optimizer._apply_state(checked.optimizer)
+        else:
+            self.optimizer.load_state_dict(checked.optimizer)
+        np.random.set_state(checked.numpy_global)
+        _set_rng_state(self.rng, checked.trainer_rng)
+        _set_rng_state(getattr(self.network, "rng", None), checked.network_rng)
+        self.current_epoch = checked.current_epoch
+        self.current_iter = checked.current_iter
+        self.train_loss_list = checked.train_loss_list
+        self.train_acc_list = checked.train_acc_list
+        self.test_acc_list = checked.test_acc_list
+        self.epoch_time_list = checked.epoch_time_list
         self._iter_at_last_eval = self.current_iter
-
-    def _load_plain_network_state(self, state: Mapping[str, Any], name: str) -> None:
-        params = self.network.params
-        problems = [f"{key!r}: shape {np.shape(state.get(key))} in checkpoint, {np.shape(value)} in network"
-                    for key, value in params.items() if key not in state or np.shape(state[key]) != np.shape(value)]
-        if problems or set(state) != set(params):
-            raise ParamsFileError(f"{name}: network parameters do not fit: " + "; ".join(problems or ["different keys"]))
-        for key, value in params.items():
-            np.copyto(value, state[key], casting="unsafe")
