@@ -227,7 +227,8 @@ def test_the_allowed_globals_are_exactly_these():
                    for name in ("_reconstruct", "scalar")}
     numpy_paths |= {(f"{base}.numeric", "_frombuffer") for base in ("numpy.core", "numpy._core")}
     assert ALLOWED_GLOBALS == frozenset(numpy_paths | {("numpy", "ndarray"), ("numpy", "dtype"),
-                                                        ("collections", "OrderedDict"), ("_codecs", "encode")})
+                                                        ("collections", "OrderedDict"), ("_codecs", "encode"),
+                                                        ("__builtin__", "bytes"), ("builtins", "bytes")})
 
 
 RISKY = [("builtins", name) for name in ("getattr", "setattr", "delattr", "__import__", "globals", "locals",
@@ -299,6 +300,9 @@ def test_opcodes_that_build_objects_are_refused(name, payload):
     op_call(op_global("_codecs", "encode"), op_str("x"), op_str("rot13")),
     # the ndarray class itself as a value
     op_global("numpy", "ndarray"),
+    # bytes() only ever builds empty bytes
+    op_call(op_global("builtins", "bytes"), op_int(2**40)),
+    op_call(op_global("__builtin__", "bytes"), op_str("abc"), op_str("utf-8")),
 ])
 def test_misused_allowed_globals_are_refused(payload):
     with pytest.raises(ParamsFileError):

@@ -60,6 +60,9 @@ _GLOBAL_ROLES: Dict[Tuple[str, str], str] = {
     ("numpy", "dtype"): "dtype",
     ("collections", "OrderedDict"): "OrderedDict",
     ("_codecs", "encode"): "encode",
+    # Protocols 0-2 write empty bytes (the data of an empty array) as a call bytes().
+    ("__builtin__", "bytes"): "empty_bytes",
+    ("builtins", "bytes"): "empty_bytes",
 }
 for _module in ("numpy.core", "numpy._core"):
     _GLOBAL_ROLES[(f"{_module}.multiarray", "_reconstruct")] = "reconstruct"
@@ -96,10 +99,10 @@ class _DtypeSpec:
         self.typestr, self.byteorder = typestr, "="
 
     def dtype(self) -> np.dtype:
-        dtype = np.dtype(self.typestr)
-        if self.byteorder in "<>" and dtype.itemsize > 1:
-            dtype = dtype.newbyteorder(self.byteorder)
-        return dtype
+        # Spelled as one string so that native-order dtypes come back as NumPy's canonical
+        # objects (pickling them again then shares one dtype, exactly like the original's).
+        order = self.byteorder if self.byteorder in "<>" else ""
+        return np.dtype(order + self.typestr)
 
 
 class _ArraySpec:
@@ -312,7 +315,9 @@ class RestrictedUnpickler:
                     or args[1].replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591")):
                 raise UnsafePickleError(f"refusing _codecs.encode{_describe_args(args)}: only latin-1 text")
             return args[0].encode("latin1")
-        raise UnsafePickleError(f"refusing to call {func.qualname}")
+        if role == "empty_bytes" and args == ():
+            return b""
+        raise UnsafePickleError(f"refusing {func.qualname}{_describe_args(args)}")
 
     def _build(self, target: Any, state: Any) -> None:
         if isinstance(target, _DtypeSpec):
