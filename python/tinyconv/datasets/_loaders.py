@@ -38,9 +38,12 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
                data_dir=None, download: bool = True) -> Tuple[Split, Split]:
     """MNIST as ``(x_train, t_train), (x_test, t_test)``, exactly like DLfS's ``load_mnist``.
 
-    Files are looked for in ``data_dir``, ``$TINYCONV_DATA/mnist``, the user cache, then
-    downloaded (unless ``download=False``) with SHA-256 checks; see
-    :func:`tinyconv.datasets.dataset_locations`.  Raises
+    Files are read from ``data_dir`` when it is given, and from there only: if any of the four
+    is missing, :class:`~tinyconv.datasets.IncompleteDataDirError` names it.  Otherwise they are
+    looked for in ``$TINYCONV_DATA/mnist`` and the user cache, then downloaded (unless
+    ``download=False``) with size limits and SHA-256 checks; a place on that path holding only
+    some of the files is passed over with a :class:`~tinyconv.datasets.DatasetLocationWarning`.
+    See :func:`tinyconv.datasets.dataset_locations`.  Raises
     :class:`~tinyconv.datasets.DatasetNotFoundError` listing what was tried and how to fix it.
     """
     return _load(MNIST, normalize, flatten, one_hot_label, data_dir, download)
