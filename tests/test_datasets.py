@@ -472,6 +472,14 @@ def test_dataset_locations_reports_each_place_in_order(tmp_path, monkeypatch, is
         dataset_locations("cifar10")
 
 
+def test_a_data_set_without_images_loads_as_empty_arrays(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=0, n_test=0)  # fae188c: ValueError from reshape
+    (x_train, t_train), (x_test, t_test) = load_mnist(data_dir=tmp_path / "d", download=False)
+    assert x_train.shape == (0, 784) and t_train.shape == (0,) and x_test.shape == (0, 784)
+    (x_train, _), _ = load_mnist(flatten=False, one_hot_label=True, data_dir=tmp_path / "d")
+    assert x_train.shape == (0, 1, 28, 28)
+
+
 def test_corrupt_file_in_a_location_is_an_error_not_skipped(tmp_path):
     make_fake_dataset(tmp_path / "d")
     path = tmp_path / "d" / "train-images-idx3-ubyte.gz"

@@ -102,7 +102,8 @@ def _check_contents(file_spec: IdxFileSpec, path: Path, array: np.ndarray) -> No
 def _dlfs_convention(arrays: Dict[str, np.ndarray], normalize: bool, flatten: bool,
                      one_hot_label: bool) -> Tuple[Split, Split]:
     def images(x: np.ndarray) -> np.ndarray:
-        x = x.reshape(len(x), -1)  # DLfS keeps images as (N, 784) rows
+        # DLfS keeps images as (N, 784) rows (spelled out: -1 cannot be inferred when N is 0)
+        x = x.reshape(len(x), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
         if normalize:
             # Exactly DLfS's arithmetic: cast to float32, then divide in place by 255.0.
             x = x.astype(np.float32)
