@@ -708,6 +708,9 @@ def test_info(tmp_path, monkeypatch):
     assert "mnist: not readable: --data-dir lacks files" in stdout
     assert f"data_dir: {tmp_path / 'mine'} (no such directory)" in stdout
     assert "TINYCONV_DATA" not in stdout and "would be downloaded" not in stdout
+    (tmp_path / "a-file").write_text("")
+    _, stdout, _ = run(["info", "--data-dir", str(tmp_path / "a-file")])
+    assert f"data_dir: {tmp_path / 'a-file'} (not a directory)" in stdout
     assert "fashion-mnist:" in stdout and "sample:" in stdout
     try:
         import tqdm

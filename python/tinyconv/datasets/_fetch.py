@@ -99,8 +99,10 @@ class Location:
     def describe(self) -> str:
         if self.complete:
             return f"{self.source}: {self.path} (all files present)"
-        if not self.path.is_dir():
+        if not self.path.exists():
             return f"{self.source}: {self.path} (no such directory)"
+        if not self.path.is_dir():
+            return f"{self.source}: {self.path} (not a directory)"
         return f"{self.source}: {self.path} (missing {', '.join(self.missing)})"
 
 
