@@ -1,10 +1,14 @@
 """The ``tinyconv`` command line: help, train (files, history, pictures, errors, Ctrl-C, NaN,
 resume), evaluate (own and DLfS parameter files), filters and info.
 
-Commands run in-process through ``tinyconv.cli.main`` for speed; one test runs
-``python -m tinyconv`` in a subprocess.  Training runs are tiny (a few hundred images, one or two
-epochs).  No test touches the network: data-set tests use an isolated cache and a failing
-``urlopen``.
+Commands run in-process through ``tinyconv.cli.main`` for speed; a few run ``python -m tinyconv``
+in a subprocess.  Training runs are tiny (a few hundred images, one or two epochs).  No test
+touches the network: data-set tests use an isolated cache and a failing ``urlopen``.
+
+``test_absurd_option_values_are_one_line_usage_errors`` tries every option of every command with
+values that make no sense (negative, zero, huge, NaN, empty or impossible paths, files of another
+kind or architecture): each must be one ``error:`` line, exit code 2, no traceback, and nothing
+created.
 """
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ import pytest
 import tinyconv
 from tinyconv import cli
 from tinyconv.cli import main
-from tinyconv.datasets import FASHION_MNIST_CLASSES, _catalog, _fetch, load_sample
-from tinyconv.nets import SimpleConvNet
+from tinyconv.datasets import FASHION_MNIST_CLASSES, _catalog, _fetch, load_sample, write_idx
+from tinyconv.nets import DeepConvNet, SimpleConvNet
+from tinyconv.trainer import Trainer
 from tinyconv.visualize import have_matplotlib
 
 # One thread: on a busy 2-core machine two OpenMP threads can be many times slower.
@@ -124,15 +129,216 @@ def test_python_dash_m_tinyconv_runs_the_cli():
     assert result.stdout.strip() == f"tinyconv {tinyconv.__version__}"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--epochs", "0"], "must be at least 1"),
-    (["train", "--lr", "-1"], "must be a positive number"),
-    (["train", "--optimizer", "adamw"], "unknown optimizer"),
-    (["train", "--dataset", "cifar"], "invalid choice"),
-])
-def test_bad_options_are_usage_errors(argv, message):
-    code, _, stderr = run(argv)
-    assert code == 2 and message in stderr and "Traceback" not in stderr
+def write_params(path, params):
+    with open(path, "wb") as handle:
+        pickle.dump({key: np.asarray(value) for key, value in params.items()}, handle)
+    return path
+
+
+def simple_params(**kwargs):
+    return {key: np.array(value) for key, value in SimpleConvNet(seed=0, **kwargs).params.items()}
+
+
+def write_fake_mnist(directory, n_train=12, n_test=10, skip=()):
+    """Four small MNIST-shaped IDX files (28x28 images, labels 0..9), leaving out ``skip``."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte.gz": (np.arange(n_train) % 10).astype(np.uint8),
+              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte.gz": (np.arange(n_test) % 10).astype(np.uint8)}
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        if name not in skip:
+            write_idx(directory / name, array)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Placeholders for the table below -> real paths: good and bad parameter files, odd files."""
+    root = tmp_path_factory.mktemp("files")
+    paths = {"dir": root, "missing": root / "no-such-dir", "afile": root / "afile.txt",
+             "empty": root / "empty.pkl", "good": root / "good.pkl"}
+    paths["afile"].write_text("not a pickle\n")
+    paths["empty"].write_bytes(b"")
+    write_params(paths["good"], simple_params())
+    paths["rgb"] = write_params(root / "rgb.pkl", simple_params(input_dim=(3, 28, 28)))
+    oblong = simple_params()
+    oblong["W1"] = np.zeros((30, 1, 5, 3), np.float32)
+    paths["oblong"] = write_params(root / "oblong.pkl", oblong)
+    huge_filters = simple_params()
+    huge_filters["W1"] = np.zeros((30, 1, 29, 29), np.float32)  # larger than the 28x28 images
+    paths["huge_filters"] = write_params(root / "huge_filters.pkl", huge_filters)
+    wrong_w2 = simple_params()
+    wrong_w2["W2"] = np.zeros((17, 100), np.float32)
+    paths["wrong_w2"] = write_params(root / "wrong_w2.pkl", wrong_w2)
+    no_outputs = simple_params()
+    no_outputs["W3"], no_outputs["b3"] = np.zeros((100, 0), np.float32), np.zeros(0, np.float32)
+    paths["no_outputs"] = write_params(root / "no_outputs.pkl", no_outputs)
+    deep_rgb = {key: np.array(value) for key, value in DeepConvNet(input_dim=(3, 28, 28), seed=0).params.items()}
+    paths["deep_rgb"] = write_params(root / "deep_rgb.pkl", deep_rgb)
+    paths["no_filters"] = write_params(root / "no_filters.pkl", {"W1": np.zeros((0, 1, 5, 5))})
+    paths["many_filters"] = write_params(root / "many_filters.pkl", {"W1": np.zeros((4097, 1, 1, 1))})
+    x, t = np.zeros((300, 1, 28, 28), np.float32), np.zeros(300, np.int64)
+    paths["other_ckpt"] = root / "batch50.ckpt"  # a checkpoint of another setup: batch size 50
+    Trainer(SimpleConvNet(seed=0), x, t, x, t, mini_batch_size=50, optimizer="Adam",
+            seed=0).save_checkpoint(paths["other_ckpt"])
+    paths["blocked_out"] = root / "blocked-out"
+    (paths["blocked_out"] / "history.json").mkdir(parents=True)  # a directory in history.json's place
+    paths["png_dir"] = root / "pictures.png"
+    paths["png_dir"].mkdir()
+    paths["partial_mnist"] = write_fake_mnist(root / "partial-mnist", skip={"t10k-labels-idx1-ubyte.gz"})
+    return {key: str(value) for key, value in paths.items()}
+
+
+plots = pytest.mark.skipif(not have_matplotlib(), reason="the check needs matplotlib's list of formats")
+
+# (argv, what the one error line must say). {name} is a path from the `files` fixture; every
+# `train` row runs after TINY and --epochs 1, with --out into a fresh directory (unless it sets
+# --out).
+ABSURD = [
+    # train: numbers
+    (["train", "--epochs", "0"], "argument --epochs: must be from 1 to 1,000,000, got 0"),
+    (["train", "--epochs", "1000001"], "argument --epochs: must be from 1 to 1,000,000, got 1000001"),
+    (["train", "--epochs", "1e3"], "argument --epochs: expected a whole number, got '1e3'"),
+    (["train", "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["train", "--batch-size", "-5"], "argument --batch-size: must be at least 1, got -5"),
+    (["train", "--batch-size", "10000000"], "--batch-size 10,000,000 is larger than the 300 training images (--train-size)"),
+    (["train", "--batch-size", "5001", "--train-size", "5000"], "--batch-size 5,001 is larger than the 5,000 training images"),
+    (["train", "--lr", "-1"], "argument --lr: must be a positive finite number, got -1"),
+    (["train", "--lr", "0"], "argument --lr: must be a positive finite number, got 0"),
+    (["train", "--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
+    (["train", "--lr", "inf"], "argument --lr: must be a positive finite number, got inf"),
+    (["train", "--lr=-inf"], "argument --lr: must be a positive finite number, got -inf"),
+    (["train", "--lr", "1e-400"], "argument --lr: must be a positive finite number, got 1e-400"),  # 0.0
+    (["train", "--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (["train", "--train-size", "0"], "argument --train-size: must be at least 1, got 0"),
+    (["train", "--train-size", "5001"], "--train-size 5001 is larger than the 5,000 train images"),
+    (["train", "--train-size", "9" * 40], "is larger than the 5,000 train images"),
+    (["train", "--test-size", "-1"], "argument --test-size: must be at least 1, got -1"),
+    (["train", "--test-size", "1001"], "--test-size 1001 is larger than the 1,000 test images"),
+    (["train", "--eval-samples", "-1"], "argument --eval-samples: must be 0 or more, got -1"),
+    (["train", "--threads", "0"], "argument --threads: must be from 1 to 4,096, got 0"),
+    (["train", "--threads", "10000"], "argument --threads: must be from 1 to 4,096, got 10000"),
+    (["train", "--threads", "many"], "argument --threads: expected a whole number, got 'many'"),
+    (["train", "--seed", "-1"], "argument --seed: must be from 0 to 18,446,744,073,709,551,615, got -1"),
+    (["train", "--seed", str(2**64)], "argument --seed: must be from 0 to 18,446,744,073,709,551,615, got 18446744073709551616"),
+    (["train", "--seed", "9" * 5000], "argument --seed: expected a whole number, got '9999"),  # past int()'s digit limit
+    (["train", "--seed", "1.5"], "argument --seed: expected a whole number, got '1.5'"),
+    # train: choices
+    (["train", "--optimizer", "adamw"], "argument --optimizer: unknown optimizer 'adamw'"),
+    (["train", "--net", "resnet"], "argument --net: invalid choice: 'resnet'"),
+    (["train", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+    (["train", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    # train: paths
+    (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
+    (["train", "--out", "a\0b"], "argument --out: a path cannot contain a NUL character"),
+    (["train", "--out", "{afile}"], "--out: {afile} exists and is not a directory"),
+    (["train", "--out", "{afile}/run"], "cannot create the output directory {afile}/run"),
+    (["train", "--out", "{blocked_out}"], "--out: cannot write {blocked_out}/history.json: a directory of that name is in the way"),
+    (["train", "--checkpoint", ""], "argument --checkpoint: expected a path, got an empty string"),
+    (["train", "--checkpoint", "{missing}/run.ckpt"], "--checkpoint {missing}/run.ckpt: the directory {missing} does not exist"),
+    (["train", "--checkpoint", "{afile}/run.ckpt"], "--checkpoint {afile}/run.ckpt: {afile} is not a directory"),
+    (["train", "--checkpoint", "{dir}"], "--checkpoint {dir} is a directory; it must name a file"),
+    (["train", "--resume"], "--resume needs --checkpoint PATH"),
+    (["train", "--resume", "--checkpoint", "{afile}"], "--resume: cannot continue from the checkpoint: {afile}"),
+    (["train", "--resume", "--checkpoint", "{empty}"], "--resume: cannot continue from the checkpoint: {empty}"),
+    (["train", "--resume", "--checkpoint", "{good}"], "--resume: cannot continue from the checkpoint: {good}"),
+    (["train", "--resume", "--checkpoint", "{other_ckpt}"], "--resume: cannot continue from the checkpoint: {other_ckpt}"),
+    (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
+    (["train", "--dataset", "mnist", "--data-dir", "{partial_mnist}"],
+     "cannot be read from --data-dir '{partial_mnist}': the directory lacks t10k-labels-idx1-ubyte.gz"),
+    (["train", "--dataset", "mnist", "--data-dir", "{afile}"], "--data-dir '{afile}': the directory is not a directory"),
+    (["train", "--dataset", "mnist", "--data-dir", "{missing}"], "--data-dir '{missing}': the directory does not exist"),
+    # evaluate: the parameter file
+    (["evaluate"], "the following arguments are required: PARAMS"),
+    (["evaluate", ""], "argument PARAMS: expected a path, got an empty string"),
+    (["evaluate", "{missing}/p.pkl"], "parameter file not found: {missing}/p.pkl"),
+    (["evaluate", "{dir}"], "{dir} is a directory, not a parameter file"),
+    (["evaluate", "/dev/zero"], "/dev/zero is not a regular file"),
+    (["evaluate", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
+    (["evaluate", "{afile}"], "cannot read parameters: {afile}"),
+    (["evaluate", "{other_ckpt}"], "cannot read parameters: {other_ckpt}"),  # a checkpoint, not parameters
+    (["evaluate", "{rgb}"], "{rgb}: W1 has shape (30, 3, 5, 5), filters over 3 input channels, but the data set's images have 1"),
+    (["evaluate", "{deep_rgb}"], "{deep_rgb}: W1 has shape (16, 3, 3, 3), filters over 3 input channels"),
+    (["evaluate", "{rgb}", "--net", "deep"], "{rgb} has no 'W7', which a DeepConvNet needs"),
+    (["evaluate", "{oblong}"], "{oblong}: W1 has shape (30, 1, 5, 3); a SimpleConvNet's filters are square"),
+    (["evaluate", "{huge_filters}"], "the parameters do not fit a simple network: input (1, 28, 28) is too small for 29x29 filters"),
+    (["evaluate", "{wrong_w2}"], "{wrong_w2} does not fit a SimpleConvNet for 28x28 images: W2 has shape (17, 100), expected (4320, 100)"),
+    (["evaluate", "{no_outputs}"], "{no_outputs}: W1, W2, W3 have shapes (30, 1, 5, 5), (4320, 100), (100, 0); no dimension may be 0"),
+    # evaluate: options
+    (["evaluate", "{good}", "--net", "lenet"], "argument --net: invalid choice: 'lenet'"),
+    (["evaluate", "{good}", "--threads", "4097"], "argument --threads: must be from 1 to 4,096, got 4097"),
+    (["evaluate", "{good}", "--test-size", "0"], "argument --test-size: must be at least 1, got 0"),
+    (["evaluate", "{good}", "--test-size", "1001"], "--test-size 1001 is larger than the 1,000 test images"),
+    (["evaluate", "{good}", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["evaluate", "{good}", "--dataset", "mnist", "--data-dir", "{partial_mnist}"], "the directory lacks t10k-labels-idx1-ubyte.gz"),
+    (["evaluate", "{good}", "--out", ""], "argument --out: expected a path, got an empty string"),
+    (["evaluate", "{good}", "--out", "{afile}"], "--out: {afile} exists and is not a directory"),
+    (["evaluate", "{good}", "--out", "{afile}/sub"], "cannot create the output directory {afile}/sub"),
+    # filters
+    (["filters", "{good}", "--nx", "0"], "argument --nx: must be from 1 to 256, got 0"),
+    (["filters", "{good}", "--nx", "100000"], "argument --nx: must be from 1 to 256, got 100000"),
+    (["filters", "{good}", "--key", "W9"], "{good} has no 'W9' (it holds W1, b1, W2, b2, W3, b3)"),
+    (["filters", "{good}", "--key", "W2"], "W2 in {good} has shape (4320, 100); convolution filters have 4 dimensions"),
+    (["filters", "{no_filters}"], "W1 in {no_filters} has shape (0, 1, 5, 5): no filters to draw"),
+    (["filters", "{many_filters}"], "holds 4,097 filters, 513 rows of --nx 8; a picture holds at most 4,096 filters"),
+    (["filters", "{good}", "--nx", "1", "-o", "{dir}/x.png"], None),  # 30 rows of 1: fine (not an error)
+    (["filters", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
+    (["filters", "{good}", "-o", ""], "argument -o/--output: expected a path, got an empty string"),
+    pytest.param(["filters", "{good}", "-o", "{dir}/picture.bmp"], "-o {dir}/picture.bmp: the file name must end in a picture format's suffix (.png", marks=plots),
+    pytest.param(["filters", "{good}", "-o", "{dir}/picture"], "-o {dir}/picture: the file name must end in", marks=plots),
+    pytest.param(["filters", "{good}", "-o", "{dir}/tex.pgf"], "-o {dir}/tex.pgf: the file name must end in", marks=plots),
+    pytest.param(["filters", "{good}", "-o", "{png_dir}"], "-o {png_dir} is a directory; it must name a file", marks=plots),
+    pytest.param(["filters", "{good}", "-o", "{afile}/x.png"], "cannot create the output directory {afile}", marks=plots),
+    # info and the command itself
+    (["info", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
+    (["info", "--data-dir"], "argument --data-dir: expected one argument"),
+    (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    (["train", "extra"], "unrecognized arguments: extra"),
+]
+
+
+@pytest.mark.parametrize("argv, message", ABSURD)
+def test_absurd_option_values_are_one_line_usage_errors(argv, message, files, tmp_path):
+    argv = [arg.format(**files) if "{" in arg else arg for arg in argv]
+    out_dir = tmp_path / "run"
+    if argv[0] == "train":
+        argv = argv[:1] + TINY + ["--epochs", "1"] + argv[1:]
+        if "--out" not in argv:
+            argv += ["--out", str(out_dir)]
+    before = {path: sorted(os.listdir(path)) for path in (files["dir"], files["blocked_out"])}
+    code, stdout, stderr = run(argv)
+    if message is None:  # a control row: the limit is not hit
+        assert code == 0, stderr
+        return
+    assert code == 2, (stdout, stderr)
+    assert "Traceback" not in stderr and stdout == ""
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr  # exactly one line ...
+    assert stderr.startswith(("error: ", f"tinyconv {argv[0]}: error: ", "tinyconv: error: "))
+    assert message.format(**files) in stderr  # ... naming the option or file and the value
+    assert not out_dir.exists()  # a refused command creates nothing
+    assert before == {path: sorted(os.listdir(path)) for path in before}
+
+
+def test_absurd_values_through_the_real_entry_point(files, tmp_path):
+    """The same checks from a shell: one line, exit code 2, no traceback, nothing created."""
+    out_dir = tmp_path / "run"
+    for argv, message in [
+        (["train", "--threads", "10000"], "argument --threads: must be from 1 to 4,096"),
+        (["train", "--seed", "-1"], "argument --seed: must be from 0"),
+        (["train", "--batch-size", "10000000", "--out", str(out_dir)], "--batch-size 10,000,000 is larger"),
+        (["train", "--checkpoint", f"{files['missing']}/run.ckpt", "--out", str(out_dir)], "does not exist"),
+        (["train", "--resume", "--checkpoint", files["other_ckpt"], "--out", str(out_dir),
+          "--train-size", "300"], "--resume: cannot continue from the checkpoint"),
+        (["evaluate", files["rgb"]], "filters over 3 input channels"),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "tinyconv", *argv], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not out_dir.exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,11 +446,17 @@ def test_missing_dataset_is_a_clear_error_without_traceback(tmp_path, offline):
     empty = tmp_path / "empty"
     empty.mkdir()
     out_dir = tmp_path / "out"
+    # An explicit --data-dir is the only place looked in: no search, no download.
     code, stdout, stderr = run(["train", "--dataset", "mnist", "--data-dir", str(empty),
                                 "--out", str(out_dir)])
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1
+    assert f"error: The MNIST data set cannot be read from --data-dir '{empty}': the directory " \
+           f"holds none of its 4 files" in stderr
+    assert offline == [] and not out_dir.exists()
+
+    code, stdout, stderr = run(["train", "--dataset", "mnist", "--out", str(out_dir)])
     assert code == 2
-    assert "The MNIST data set was not found" in stderr
-    assert str(empty) in stderr and "--data-dir DIR" in stderr
+    assert "The MNIST data set was not found" in stderr and "--data-dir DIR" in stderr
     assert "Traceback" not in stderr and stdout == ""
     assert offline, "a download should have been attempted (and failed)"
     assert not out_dir.exists()  # no empty run directory is left behind
@@ -261,7 +473,47 @@ def test_nan_loss_stops_with_a_message(tmp_path):
     assert code == 1
     assert "training loss became" in stderr and "--lr" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "params.pkl").exists()
-    assert json.loads((tmp_path / "history.json").read_text())["status"] == "failed"
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["status"] == "failed" and "training loss became" in history["error"]
+
+
+def test_checkpoint_write_failing_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    # The checkpoint's directory passed the check before training; then the disk fills up.
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device", os.path.join(os.path.dirname(path), ".run.ckpt.x1y2.tmp"))
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", disk_full)
+    checkpoint = tmp_path / "run.ckpt"
+    code, _, stderr = run(["train", "--epochs", "2", *TINY, "--out", str(tmp_path / "run"),
+                           "--checkpoint", str(checkpoint)])
+    assert code == 1 and "Traceback" not in stderr
+    reason = f"cannot write the checkpoint {checkpoint}: No space left on device"
+    assert stderr.splitlines()[0] == f"error: {reason}"  # the checkpoint, not its temporary file
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "failed" and history["error"] == reason  # not left at "running"
+    assert len(history["epochs"]) == 1 and not (tmp_path / "run" / "params.pkl").exists()
+
+
+def test_out_of_memory_during_training_is_a_clear_error(tmp_path, monkeypatch):
+    calls = []
+
+    def gradient_out_of_memory(self, x, t):
+        calls.append(1)
+        raise MemoryError
+
+    monkeypatch.setattr(SimpleConvNet, "gradient", gradient_out_of_memory)
+    code, _, stderr = run(["train", "--epochs", "1", *TINY, "--out", str(tmp_path)])
+    assert code == 2 and "Traceback" not in stderr and len(calls) == 1
+    reason = "out of memory while training on batches of 100 images"
+    assert stderr.splitlines()[0] == f"error: {reason}" and "--batch-size" in stderr
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["status"] == "failed" and history["error"] == reason
+    assert not (tmp_path / "params.pkl").exists()
+
+
+def test_train_help_states_what_a_failed_run_leaves():
+    _, stdout, _ = run(["train", "--help"])
+    assert "nothing is created" in stdout and '"status": "failed"' in stdout and "no params.pkl" in stdout
 
 
 def test_ctrl_c_during_training_saves_results_and_exits_130(tmp_path, monkeypatch):
@@ -441,15 +693,24 @@ def test_filters_rejects_params_without_conv_filters(tmp_path):
 def test_info(tmp_path, monkeypatch):
     monkeypatch.setattr(_fetch, "user_cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setenv(_fetch.ENV_VAR, str(tmp_path / "root"))
-    code, stdout, _ = run(["info", "--data-dir", str(tmp_path / "mine")])
+    code, stdout, _ = run(["info"])
     assert code == 0
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         tinyconv.show_config()
     assert stdout.startswith(buffer.getvalue())  # exactly what show_config() prints, first
+    assert "searched in this order" in stdout
     assert f"mnist: not on disk; would be downloaded into {tmp_path / 'cache' / 'mnist'}" in stdout
-    assert f"data_dir: {tmp_path / 'mine'} (no such directory)" in stdout
     assert f"TINYCONV_DATA: {tmp_path / 'root' / 'mnist'}" in stdout
+    code, stdout, _ = run(["info", "--data-dir", str(tmp_path / "mine")])
+    assert code == 0
+    assert f"with --data-dir, read from {tmp_path / 'mine'} only" in stdout
+    assert "mnist: not readable: --data-dir lacks files" in stdout
+    assert f"data_dir: {tmp_path / 'mine'} (no such directory)" in stdout
+    assert "TINYCONV_DATA" not in stdout and "would be downloaded" not in stdout
+    (tmp_path / "a-file").write_text("")
+    _, stdout, _ = run(["info", "--data-dir", str(tmp_path / "a-file")])
+    assert f"data_dir: {tmp_path / 'a-file'} (not a directory)" in stdout
     assert "fashion-mnist:" in stdout and "sample:" in stdout
     try:
         import tqdm
@@ -461,6 +722,32 @@ def test_info(tmp_path, monkeypatch):
         import matplotlib
 
         assert f"matplotlib (pictures): {matplotlib.__version__}" in stdout
+
+
+def test_partial_copy_on_the_search_path_is_reported(tmp_path, offline, monkeypatch, files):
+    monkeypatch.setenv(_fetch.ENV_VAR, str(tmp_path / "root"))
+    partial = write_fake_mnist(tmp_path / "root" / "mnist", skip={"train-images-idx3-ubyte.gz"})
+    write_fake_mnist(tmp_path / "cache" / "mnist")
+    code, stdout, stderr = run(["evaluate", files["good"], "--dataset", "mnist", "--threads", "1",
+                                "--out", str(tmp_path / "eval")])
+    assert code == 0, stderr
+    assert stderr == (f"warning: MNIST: passed over TINYCONV_DATA {partial}, which lacks "
+                      f"train-images-idx3-ubyte.gz; reading the data set from "
+                      f"{tmp_path / 'cache' / 'mnist'} instead\n")
+    assert "(10 test images)" in stdout and offline == []
+
+
+@pytest.mark.parametrize("command, n_train, n_test, message", [
+    ("train", 0, 10, "MNIST holds no training images"),
+    ("train", 12, 0, "MNIST holds no test images"),
+    ("evaluate", 12, 0, "MNIST holds no test images"),  # fae188c: ZeroDivisionError
+])
+def test_a_data_set_without_images_is_a_usage_error(tmp_path, files, command, n_train, n_test, message):
+    data_dir = write_fake_mnist(tmp_path / "mnist", n_train=n_train, n_test=n_test)
+    argv = ["train", *TINY[4:], "--epochs", "1", "--batch-size", "4"] if command == "train" else ["evaluate", files["good"]]
+    code, _, stderr = run([*argv, "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(tmp_path / "out")])
+    assert code == 2 and stderr == f"error: {message}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_info_without_matplotlib(monkeypatch):

@@ -7,6 +7,7 @@ system locations at temporary directories and makes any non-loopback URL fail th
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -15,10 +16,12 @@ import os
 import socket
 import sys
 import threading
+import tracemalloc
 import types
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,8 +34,10 @@ from hypothesis.extra import numpy as hnp
 from tinyconv import datasets
 from tinyconv.datasets import (
     FASHION_MNIST_CLASSES,
+    DatasetLocationWarning,
     DatasetNotFoundError,
     IdxFormatError,
+    IncompleteDataDirError,
     dataset_locations,
     load_fashion_mnist,
     load_mnist,
@@ -40,8 +45,8 @@ from tinyconv.datasets import (
     read_idx,
     write_idx,
 )
-from tinyconv.datasets import _catalog, _fetch, _loaders, _make_sample
-from tinyconv.datasets.idx import encode_idx
+from tinyconv.datasets import _catalog, _fetch, _loaders, _make_sample, idx
+from tinyconv.datasets.idx import decode_idx, encode_idx
 
 # Captured at import, before the autouse fixture patches them.
 DEBIAN_FASHION_DIR = _catalog.SYSTEM_DIRS["fashion-mnist"][0]
@@ -287,6 +292,102 @@ def test_write_idx_rejects_non_byte_data(tmp_path):
     assert np.array_equal(read_idx(write_idx(tmp_path / "f", np.array([0, 255]))), [0, 255])
 
 
+def _header(type_code: int, dims) -> bytes:
+    return bytes([0, 0, type_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+CRAFTED_HEADERS = {
+    "five dimensions": (_header(0x08, [1, 1, 1, 1, 1]) + b"\0", "declares 5 dimensions; 1 to 4"),
+    "255 dimensions": (_header(0x08, [1] * 255), "declares 255 dimensions"),
+    "signed bytes (a spec type)": (_header(0x09, [3]) + b"abc", r"type code 0x09 \(signed byte data\)"),
+    "doubles (a spec type)": (_header(0x0E, [1]) + bytes(8), r"0x0e \(double, 8 bytes data\)"),
+    "a code not in the spec": (_header(0x42, [1]) + b"\0", r"0x42 \(not a type of the IDX format\)"),
+    "dims whose product overflows 64 bits": (_header(0x08, [2**32 - 1] * 4), "at most 1,073,741,824"),
+    "more data claimed than accepted": (_header(0x08, [2**15, 2**15 + 1]), "1,073,774,592 bytes of data; at most"),
+    "magic with a non-zero first byte": (b"\x08" + _header(0x08, [1])[1:] + b"\0", "bad magic"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED_HEADERS))
+@pytest.mark.parametrize("compress", [False, True])
+def test_crafted_idx_headers_are_rejected_before_any_data_is_read(kind, compress):
+    blob, problem = CRAFTED_HEADERS[kind]
+    with pytest.raises(IdxFormatError, match=problem):
+        decode_idx(_gz(blob) if compress else blob)
+
+
+def _gzip_of_zeros(header: bytes, zeros: int) -> bytes:
+    """gzip of ``header`` followed by ``zeros`` zero bytes, built without holding them."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(header)]
+    block = bytes(1 << 20)
+    for _ in range(zeros >> 20):
+        parts.append(packer.compress(block))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def _peak_bytes_allocated(function) -> int:
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(IdxFormatError):
+            function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gzip_bomb_is_inflated_no_further_than_the_header_claims(tmp_path):
+    # 64 KiB of compressed data that inflates to 256 MiB after a header claiming ten labels.
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(_gzip_of_zeros(_header(0x08, [10]), 256 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(IdxFormatError, match="unexpected trailing bytes after the 10 bytes") as excinfo:
+        read_idx(path, ndim=1)
+    assert str(path) in str(excinfo.value)
+    # fae188c inflated all 256 MiB before looking at the header; now at most 11 bytes of payload
+    # are asked of zlib, so the peak is one chunk of compressed input, not the expansion.
+    assert _peak_bytes_allocated(lambda: read_idx(path, ndim=1)) < 8 << 20
+
+
+def test_raw_idx_file_is_read_no_further_than_the_header_claims(tmp_path):
+    path = tmp_path / "labels"
+    with open(path, "wb") as handle:
+        handle.write(_header(0x08, [10]) + bytes(10))
+        handle.truncate(256 << 20)  # sparse: 256 MiB of zeros after the ten labels
+    with pytest.raises(IdxFormatError, match="trailing bytes"):
+        read_idx(path)
+    assert _peak_bytes_allocated(lambda: read_idx(path)) < 8 << 20
+
+
+@given(array=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, max_side=6)),
+       members=st.lists(st.integers(0, 400), max_size=3), chunk=st.integers(1, 9),
+       trailing=st.sampled_from([b"", b"\0", b"\x1f", b"\x1f\x8b", b"junk"]))
+def test_streamed_gunzip_agrees_with_the_whole_file(array, members, chunk, trailing):
+    """Any split into gzip members, read in chunks of any size, gives the array back; anything
+    after the last member is an error, even a lone byte that starts like the gzip magic."""
+    raw = encode_idx(array)
+    cuts = sorted({min(cut, len(raw)) for cut in members} | {0, len(raw)})
+    blob = b"".join(_gz(raw[a:b]) for a, b in zip(cuts, cuts[1:]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idx, "READ_CHUNK_BYTES", chunk)
+        assert np.array_equal(decode_idx(blob), array)
+        if trailing:
+            with pytest.raises(IdxFormatError):
+                decode_idx(blob + trailing)
+        with pytest.raises(IdxFormatError, match="truncated"):
+            decode_idx(blob[:-1])
+        with pytest.raises(IdxFormatError, match="trailing"):
+            decode_idx(_gz(raw + b"x"))
+
+
+def test_read_idx_gives_a_writable_array_of_the_file(tmp_path):
+    path = write_idx(tmp_path / "x.gz", np.arange(12, dtype=np.uint8).reshape(3, 4))
+    array = read_idx(path, ndim=2)
+    array[0, 0] = 99
+    assert array.flags.writeable and read_idx(path)[0, 0] == 0
+
+
 # --------------------------------------------------------------------------- loader conventions
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -337,8 +438,14 @@ def test_search_order(tmp_path, monkeypatch, isolated):
     assert train_size() == 12
     monkeypatch.delenv("TINYCONV_DATA")
     assert train_size() == 13
-    (places["cache"] / "t10k-labels-idx1-ubyte.gz").unlink()  # an incomplete place is skipped
-    assert train_size() == 14
+    (places["cache"] / "t10k-labels-idx1-ubyte.gz").unlink()  # an incomplete place is skipped ...
+    with pytest.warns(DatasetLocationWarning) as warned:  # ... and it says so
+        assert train_size() == 14
+    assert len(warned) == 1
+    assert str(warned[0].message) == (
+        f"MNIST: passed over cache {places['cache']}, which lacks t10k-labels-idx1-ubyte.gz; "
+        f"reading the data set from {places['system']} instead")
+    assert warned[0].filename == __file__  # points at the caller of load_mnist
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "mnist", [])
     with pytest.raises(DatasetNotFoundError) as excinfo:
         load_mnist(download=False)
@@ -351,17 +458,26 @@ def test_dataset_locations_reports_each_place_in_order(tmp_path, monkeypatch, is
     make_fake_dataset(tmp_path / "explicit")
     monkeypatch.setenv("TINYCONV_DATA", str(tmp_path / "root"))
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "system"])
-    locations = dataset_locations("fashion-mnist", data_dir=tmp_path / "explicit")
-    assert [loc.source for loc in locations] == ["data_dir", "TINYCONV_DATA", "cache", "system"]
+    locations = dataset_locations("fashion-mnist")
+    assert [loc.source for loc in locations] == ["TINYCONV_DATA", "cache", "system"]
     assert [loc.path for loc in locations] == [
-        tmp_path / "explicit", tmp_path / "root" / "fashion-mnist", isolated / "fashion-mnist",
-        tmp_path / "system"]
-    assert [loc.complete for loc in locations] == [True, False, False, False]
-    assert set(locations[0].files) == {"train_images", "train_labels", "test_images",
-                                       "test_labels"}
-    assert locations[1].missing == tuple(FILE_NAMES)
+        tmp_path / "root" / "fashion-mnist", isolated / "fashion-mnist", tmp_path / "system"]
+    assert [loc.complete for loc in locations] == [False, False, False]
+    assert locations[0].missing == tuple(FILE_NAMES)
+    # An explicit data_dir is the only place the loaders look, so it is the only one reported.
+    (explicit,) = dataset_locations("fashion-mnist", data_dir=tmp_path / "explicit")
+    assert (explicit.source, explicit.path, explicit.complete) == ("data_dir", tmp_path / "explicit", True)
+    assert set(explicit.files) == {"train_images", "train_labels", "test_images", "test_labels"}
     with pytest.raises(ValueError, match="unknown data set"):
         dataset_locations("cifar10")
+
+
+def test_a_data_set_without_images_loads_as_empty_arrays(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=0, n_test=0)  # fae188c: ValueError from reshape
+    (x_train, t_train), (x_test, t_test) = load_mnist(data_dir=tmp_path / "d", download=False)
+    assert x_train.shape == (0, 784) and t_train.shape == (0,) and x_test.shape == (0, 784)
+    (x_train, _), _ = load_mnist(flatten=False, one_hot_label=True, data_dir=tmp_path / "d")
+    assert x_train.shape == (0, 1, 28, 28)
 
 
 def test_corrupt_file_in_a_location_is_an_error_not_skipped(tmp_path):
@@ -389,6 +505,67 @@ def test_inconsistent_files_are_rejected_naming_the_file(tmp_path, defect, probl
     with pytest.raises(IdxFormatError, match=problem) as excinfo:
         load_mnist(data_dir=tmp_path / "d", download=False)
     assert str(tmp_path / "d" / bad) in str(excinfo.value)
+
+
+@pytest.mark.parametrize("setup, problem", [
+    ("one file missing", "the directory lacks t10k-labels-idx1-ubyte.gz. It needs train-images"),
+    ("two files missing", "lacks train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+    ("empty", "the directory holds none of its 4 files"),
+    ("absent", "the directory does not exist"),
+    ("a file", "the directory is not a directory"),
+])
+def test_explicit_data_dir_missing_files_fails_naming_them(tmp_path, http_server, monkeypatch,
+                                                            isolated, setup, problem):
+    # A complete copy in the cache and a working mirror: fae188c silently read (or downloaded)
+    # those instead of the directory the caller named.
+    make_fake_dataset(isolated / "mnist", n_train=11)
+    make_fake_dataset(tmp_path / "published")
+    monkeypatch.setitem(_catalog.MIRRORS, "mnist", [serve_dataset(http_server, "m", tmp_path / "published")])
+    mine = tmp_path / "mine"
+    if setup.endswith("missing"):
+        make_fake_dataset(mine)
+        (mine / "t10k-labels-idx1-ubyte.gz").unlink()
+        if setup == "two files missing":
+            (mine / "train-labels-idx1-ubyte.gz").unlink()
+    elif setup == "empty":
+        mine.mkdir()
+    elif setup == "a file":
+        mine.write_bytes(b"not a directory")
+    with pytest.raises(IncompleteDataDirError, match=problem) as excinfo:
+        load_mnist(data_dir=mine)
+    error = excinfo.value
+    assert isinstance(error, DatasetNotFoundError) and error.directory == mine
+    assert f"data_dir {str(mine)!r}" in str(error) and "\n" not in str(error)
+    assert http_server.requests == []  # nothing downloaded either
+
+
+def test_explicit_complete_data_dir_wins_without_warnings(tmp_path, monkeypatch, isolated):
+    make_fake_dataset(tmp_path / "mine", n_train=7)
+    make_fake_dataset(isolated / "mnist", n_train=9)
+    (isolated / "mnist" / "train-images-idx3-ubyte.gz").unlink()  # a partial cache is not looked at
+    assert len(load_mnist(data_dir=tmp_path / "mine", download=False)[0][0]) == 7
+
+
+@pytest.mark.parametrize("data_dir, error", [("", ValueError), ("a\0b", ValueError),
+                                              (5, TypeError), (b"/tmp", TypeError)])
+def test_data_dir_must_be_a_path(data_dir, error):
+    with pytest.raises(error, match="data_dir must be"):
+        load_mnist(data_dir=data_dir, download=False)
+
+
+def test_partial_places_on_the_search_path_are_passed_over_with_a_warning(tmp_path, monkeypatch,
+                                                                         isolated):
+    root = tmp_path / "root"
+    make_fake_dataset(root / "mnist", n_train=5)
+    (root / "mnist" / "train-images-idx3-ubyte.gz").unlink()
+    make_fake_dataset(isolated / "mnist", n_train=6)
+    (tmp_path / "root" / "fashion-mnist").mkdir()  # holds nothing: passed over quietly
+    monkeypatch.setenv("TINYCONV_DATA", str(root))
+    with pytest.warns(DatasetLocationWarning, match=f"passed over TINYCONV_DATA {root / 'mnist'}, "
+                                                    f"which lacks train-images-idx3-ubyte.gz"):
+        assert len(load_mnist(download=False)[0][0]) == 6
+    with pytest.raises(DatasetNotFoundError):
+        load_fashion_mnist(download=False)  # no warning: the empty directory is just absent
 
 
 # --------------------------------------------------------------------------- downloading
@@ -446,13 +623,13 @@ def test_all_mirrors_failing_gives_one_clear_error(tmp_path, http_server, monkey
     monkeypatch.setitem(_catalog.MIRRORS, "fashion-mnist", [not_found, corrupt, refused])
 
     with pytest.raises(DatasetNotFoundError) as excinfo:
-        load_fashion_mnist(data_dir=tmp_path / "mine")
+        load_fashion_mnist()
     error = excinfo.value
     message = str(error)
     assert error.__cause__ is None and error.__context__ is None  # no traceback soup
     assert isinstance(error, OSError)
     # every place looked in ...
-    for place in (tmp_path / "mine", tmp_path / "root" / "fashion-mnist",
+    for place in (tmp_path / "root" / "fashion-mnist",
                   isolated / "fashion-mnist", tmp_path / "usr-share"):
         assert str(place) in message
     # ... every URL tried, with its reason ...
@@ -525,6 +702,40 @@ def test_download_verified_removes_temp_file_on_any_failure(tmp_path):
         _fetch.download_verified("http://127.0.0.1/x", target, "0" * 64,
                                  opener=lambda url, timeout: _bytes_response(b"new"))
     assert leftovers(tmp_path) == ["file.gz"] and target.read_bytes() == b"old"
+
+
+def test_download_larger_than_the_file_can_be_is_refused(tmp_path):
+    body = bytes(1000)
+    digest = hashlib.sha256(body).hexdigest()
+
+    class Unannounced(io.BytesIO):
+        headers = {}
+
+    with pytest.raises(_fetch.DownloadTooLarge, match="announces 1,000 bytes; .* larger than 999"):
+        _fetch.download_verified("http://127.0.0.1/a", tmp_path / "a", digest,
+                                 opener=lambda url, timeout: _bytes_response(body), max_bytes=999)
+    with pytest.raises(_fetch.DownloadTooLarge, match="more than 999 bytes received"):
+        _fetch.download_verified("http://127.0.0.1/b", tmp_path / "b", digest,
+                                 opener=lambda url, timeout: Unannounced(body), max_bytes=999)
+    assert leftovers(tmp_path) == []
+    _fetch.download_verified("http://127.0.0.1/c", tmp_path / "c", digest,
+                             opener=lambda url, timeout: Unannounced(body), max_bytes=1000)
+    assert leftovers(tmp_path) == ["c"]
+
+
+def test_each_data_set_file_is_downloaded_within_its_own_size_limit(tmp_path, http_server, isolated):
+    labels = _catalog.MNIST.file("test_labels")
+    assert labels.max_download_bytes == 10_008 + 10 + (64 << 10)  # 10,000 labels + header
+    oversized = bytes(labels.max_download_bytes + 1)
+    http_server.routes["/m/t10k-labels-idx1-ubyte.gz"] = oversized
+    spec = replace(_catalog.MNIST, files=(replace(labels, gz_sha256=hashlib.sha256(oversized).hexdigest()),))
+    attempts = _fetch.download_missing(spec, isolated / "mnist", [http_server.url + "/m/"])
+    assert attempts == [(http_server.url + "/m/t10k-labels-idx1-ubyte.gz",
+                         f"the server announces {len(oversized):,} bytes; the file cannot be "
+                         f"larger than {labels.max_download_bytes:,}")]
+    assert leftovers(isolated / "mnist") == []
+    for spec_file in _catalog.MNIST.files + _catalog.FASHION_MNIST.files:
+        assert spec_file.max_download_bytes > spec_file.payload_bytes  # real files fit
 
 
 def _bytes_response(body: bytes):

@@ -137,3 +137,43 @@ def test_shuffle_dataset_keeps_pairs(x_shape):
 def test_shuffle_dataset_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="same number"):
         shuffle_dataset(np.zeros((3, 2)), np.zeros(4))
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (np.float64(1), ValueError, r"x must be 1-dimensional, got shape \(\): (np\.float64\()?1\.0"),
+    (3, ValueError, r"x must be 1-dimensional, got shape \(\)"),
+    ([], ValueError, "at least 11 values .* got 0"),
+    (np.arange(10.0), ValueError, "at least 11 values .* got 10"),  # DLfS returns 9 values
+    (np.ones((11, 2)), ValueError, r"1-dimensional, got shape \(11, 2\)"),
+    (["a"] * 11, TypeError, "must hold real numbers.*'a'"),
+    ([object()] * 11, TypeError, "must hold real numbers"),
+    ([[1.0], [1.0, 2.0]], TypeError, "1-D sequence of numbers"),
+    (np.arange(11) + 1j, TypeError, "must hold real numbers"),
+])
+def test_smooth_curve_rejects_what_it_cannot_smooth(x, error, message):
+    with pytest.raises(error, match=message):
+        smooth_curve(x)
+
+
+def test_smooth_curve_keeps_the_length_from_the_window_up():
+    for n in (11, 12, 30):
+        assert smooth_curve(np.arange(n, dtype=np.float64)).shape == (n,)
+    assert smooth_curve(np.ones(11, dtype=bool)).tolist() == pytest.approx([1.0] * 11)
+
+
+@pytest.mark.parametrize("x, t, rng, error, message", [
+    (object(), [1], None, TypeError, "x must be array-like, got <object object"),
+    (np.float64(1), np.float64(2), None, ValueError, r"x must have at least one dimension.*scalar (np\.float64\()?1\.0"),
+    (np.zeros(3), 7, None, ValueError, "t must have at least one dimension.*scalar 7"),
+    (np.zeros(3), [[1], [1, 2], [3]], None, TypeError, "t must be array-like"),
+    (np.zeros(3), np.zeros(3), "x", TypeError, "rng must be a numpy.random.Generator.*'x'"),
+    (np.zeros(3), np.zeros(3), 5, TypeError, "rng must be .* got 5"),
+])
+def test_shuffle_dataset_rejects_bad_arguments_naming_them(x, t, rng, error, message):
+    with pytest.raises(error, match=message):
+        shuffle_dataset(x, t, rng=rng)
+
+
+def test_shuffle_dataset_of_empty_arrays_is_empty():
+    xs, ts = shuffle_dataset(np.zeros((0, 3)), np.zeros(0), rng=np.random.default_rng(0))
+    assert xs.shape == (0, 3) and ts.shape == (0,)

@@ -11,9 +11,17 @@ Commands:
 * ``tinyconv info`` -- build configuration, where each data set would be read from, and which
   optional packages are installed.
 
-Exit codes: 0 success; 1 training or writing failed (e.g. the loss became NaN); 2 bad usage or
-unusable input (unknown option, data set not found, unreadable parameter file); 130 interrupted
-with Ctrl-C.
+Exit codes: 0 success; 1 training or writing failed (e.g. the loss became NaN, a full disk); 2 bad
+usage or unusable input (an option out of range, data set not found, unreadable or unfitting
+parameter file, an output that cannot be written, a run too large for the memory); 130
+interrupted with Ctrl-C.  Every error is one line on stderr starting with ``error:`` (or
+``tinyconv COMMAND: error:`` for a malformed command line), never a traceback.
+
+Everything that can be checked before training is checked before anything is written: the
+options, the data set, a checkpoint to resume from, and that the output directory and the
+checkpoint's directory can be written to.  So a run that stops with exit code 2 before training
+creates nothing.  A run that fails once training has begun leaves ``history.json`` with
+``"status": "failed"`` and the reason in ``"error"``, and no ``params.pkl``.
 
 The heavy modules (networks, trainer, matplotlib) are imported by the commands that need them,
 so ``--help`` and ``info`` answer at once.
@@ -24,13 +32,18 @@ import argparse
 import contextlib
 import datetime as _datetime
 import json
+import math
 import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from . import _MAX_THREADS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -50,6 +63,19 @@ DLFS_CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 DLFS_HIDDEN_SIZE = 100
 DLFS_WEIGHT_INIT_STD = 0.01
 
+# Limits of the options, so that nonsense is a usage error rather than a crash or a run that
+# never ends. Threads: the core's own limit (tinyconv.set_num_threads).
+MAX_THREADS = _MAX_THREADS
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any size; 64 bits are plenty and print well
+# `tinyconv filters`: a picture of at most 256 filters per row or column and 4,096 in all keeps
+# it under ~20,000 pixels a side (matplotlib's Agg limit is 65,536) and ~100 MB of memory.
+MAX_FILTERS_PER_SIDE = 256
+MAX_FILTERS_DRAWN = 4096
+TRAIN_OUTPUTS = ("params.pkl", "history.json", "accuracy.png", "loss.png", "filters_before.png",
+                 "filters_after.png")
+EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
+
 
 class CommandError(Exception):
     """A problem the user can fix (bad input, missing data): printed without a traceback."""
@@ -59,35 +85,64 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
+class _OutputError(Exception):
+    """Writing one of the command's output files failed; the message names the file."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Argument parsing
 
 
-def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``minimum``."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a malformed command line reported in one line (argparse prints the whole
+    usage block first, eight lines for ``train``, which buries the actual complaint)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_in(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` to ``maximum`` (no maximum if None)."""
+    if maximum is None:
+        wording = {0: "0 or more", 1: "at least 1"}.get(minimum, f"at least {minimum}")
+    else:
+        wording = f"from {minimum} to {maximum:,}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {wording}, got {value}")
+        except ValueError:  # not a number, or more digits than int() accepts
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            shown = str(value) if abs(value) < 10**30 else f"{text[:12]}... ({len(text)} digits)"
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {shown}")
         return value
+    parse.__name__ = "whole number"  # argparse names the type in some messages
     return parse
 
 
-_positive_int = _int_at_least(1, "at least 1")
-_non_negative_int = _int_at_least(0, "0 or more")
+_positive_int = _int_in(1)
+_non_negative_int = _int_in(0)
 
 
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text[:40]}")
     return value
+
+
+def _path(text: str) -> str:
+    """An argparse type for file and directory names: not empty, no NUL character (which the
+    operating system would refuse with a ValueError deep inside the command)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"a path cannot contain a NUL character, got {text!r}")
+    return text
 
 
 def _optimizer_name(text: str) -> str:
@@ -118,7 +173,14 @@ writes into --out (default runs/<date-time>/):
   filters_before.png  first convolution layer's filters before training
   filters_after.png   ... and after (as DLfS's visualize_filter.py)
 The pictures need matplotlib: pip install "tinyconv[plot]"; progress bars use tqdm if present.
-Ctrl-C stops after the current step and still writes the results (exit code 130)."""
+Ctrl-C stops after the current step and still writes the results (exit code 130).
+
+if it fails:
+  Options, the data set, a --resume checkpoint and whether --out and the checkpoint's
+  directory can be written are all checked first; a problem there is one "error:" line,
+  exit code 2, and nothing is created. Once training has begun, a failure (NaN loss: exit 1;
+  out of memory: exit 2; a write error: exit 1) leaves history.json with "status": "failed"
+  and the reason in "error", the pictures drawn so far, and no params.pkl."""
 
 EVALUATE_EPILOG = """\
 examples:
@@ -154,8 +216,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="'sample' (default): 5,000/1,000 Fashion-MNIST images shipped with "
                              "tinyconv, offline; 'mnist' and 'fashion-mnist': the full sets, read "
                              "from disk or downloaded (see 'tinyconv info')")
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="directory holding the data set's four IDX files (searched first)")
+    parser.add_argument("--data-dir", metavar="DIR", type=_path, default=None,
+                        help="directory holding the data set's four IDX files; when given, the "
+                             "files are read from there only (a missing one is an error), "
+                             "nothing is searched or downloaded")
     parser.add_argument("--no-download", dest="download", action="store_false",
                         help="never download a data set; fail if it is not on disk")
 
@@ -164,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tinyconv`` command."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinyconv", formatter_class=_HelpFormatter, epilog=MAIN_EPILOG,
         description="tinyconv: a small, fast CNN library with the API of "
                     "'Deep Learning from Scratch'.")
@@ -182,10 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'simple' (default): SimpleConvNet (DLfS ch07); 'deep': DeepConvNet "
                             "(DLfS ch08)")
     _add_data_options(train)
-    train.add_argument("--epochs", type=_positive_int, default=20, metavar="N",
-                       help="number of epochs (default: 20)")
+    train.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=20, metavar="N",
+                       help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: 20)")
     train.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
-                       help="mini-batch size (default: 100)")
+                       help="mini-batch size, at most the number of training images "
+                            "(default: 100)")
     train.add_argument("--optimizer", type=_optimizer_name, default="Adam", metavar="NAME",
                        help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam)")
     train.add_argument("--lr", type=_positive_float, default=0.001,
@@ -198,19 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure the per-epoch accuracies on the first N training and test "
                             "images (DLfS's evaluate_sample_num_per_epoch); 0 means all "
                             "(default: 1000)")
-    train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                       help="compute threads (default: OMP_NUM_THREADS or the number of cores)")
-    train.add_argument("--seed", type=int, default=None,
-                       help="random seed for the initial weights and the batch order "
-                            "(default: a fresh one, recorded in history.json)")
+    train.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
+                       help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
+                            f"or the number of cores)")
+    train.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
+                       help="random seed for the initial weights and the batch order, 0 to "
+                            "2**64-1 (default: a fresh one, recorded in history.json)")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="precision of the parameters and the computation (default: float32)")
-    train.add_argument("--out", metavar="DIR", default=None,
+    train.add_argument("--out", metavar="DIR", type=_path, default=None,
                        help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
-    train.add_argument("--checkpoint", metavar="PATH", default=None,
-                       help="save a checkpoint to PATH after every epoch")
+    train.add_argument("--checkpoint", metavar="PATH", type=_path, default=None,
+                       help="save a checkpoint to PATH after every epoch (its directory must "
+                            "exist)")
     train.add_argument("--resume", action="store_true",
-                       help="continue from --checkpoint if that file exists (else start afresh)")
+                       help="continue from --checkpoint if that file exists (else start afresh); "
+                            "a checkpoint of another setup is an error")
     train.add_argument("--quiet", "-q", action="store_true",
                        help="print only warnings and errors (no progress, no per-epoch lines)")
     train.set_defaults(handler=_train)
@@ -221,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the accuracy of a saved network on a test set, per class too, and\n"
                     "draw its confusion matrix. Reads tinyconv's parameter files and DLfS's\n"
                     "(a pickle of a dict of float64 arrays W1, b1, ...).")
-    evaluate.add_argument("params", metavar="PARAMS", help="parameter file (.pkl or .npz)")
+    evaluate.add_argument("params", metavar="PARAMS", type=_path, help="parameter file (.pkl or .npz)")
     evaluate.add_argument("--net", choices=("auto",) + NETS, default="auto",
                           help="network architecture; 'auto' (default) tells it from the parameters")
     _add_data_options(evaluate)
@@ -229,9 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="use only the first N test images (default: all)")
     evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                           help="precision of the computation (default: float32)")
-    evaluate.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                          help="compute threads (default: OMP_NUM_THREADS or the number of cores)")
-    evaluate.add_argument("--out", metavar="DIR", default=None,
+    evaluate.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
+                          help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
+                               f"or the number of cores)")
+    evaluate.add_argument("--out", metavar="DIR", type=_path, default=None,
                           help="where to write confusion_matrix.png and evaluation.json "
                                "(default: the directory of PARAMS)")
     evaluate.set_defaults(handler=_evaluate)
@@ -242,11 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw the filters of a saved network's first convolution layer (its 'W1',\n"
                     "shape (FN, C, FH, FW); channel 0 of each filter) in grey, as DLfS's\n"
                     "ch07/visualize_filter.py.")
-    filters.add_argument("params", metavar="PARAMS", help="parameter file (.pkl or .npz)")
-    filters.add_argument("-o", "--output", metavar="PNG", default="filters.png",
-                         help="picture file to write (default: filters.png)")
-    filters.add_argument("--nx", type=_positive_int, default=8, metavar="N",
-                         help="filters per row (default: 8)")
+    filters.add_argument("params", metavar="PARAMS", type=_path, help="parameter file (.pkl or .npz)")
+    filters.add_argument("-o", "--output", metavar="PNG", type=_path, default="filters.png",
+                         help="picture file to write; its suffix (.png, .pdf, .svg, ...) chooses "
+                              "the format (default: filters.png)")
+    filters.add_argument("--nx", type=_int_in(1, MAX_FILTERS_PER_SIDE), default=8, metavar="N",
+                         help=f"filters per row, 1 to {MAX_FILTERS_PER_SIDE} (default: 8)")
     filters.add_argument("--key", default="W1", help="which parameter holds the filters (default: W1)")
     filters.set_defaults(handler=_filters)
 
@@ -256,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show tinyconv's build and runtime configuration (as tinyconv.show_config()),\n"
                     "where each data set would be read from, and whether the optional packages\n"
                     "are installed.")
-    info.add_argument("--data-dir", metavar="DIR", default=None,
-                      help="also check this directory, as the commands' --data-dir would")
+    info.add_argument("--data-dir", metavar="DIR", type=_path, default=None,
+                      help="check this directory instead of the search path, as the commands' "
+                           "--data-dir would")
     info.set_defaults(handler=_info)
     return parser
 
@@ -302,12 +373,25 @@ def _load_dataset(name: str, data_dir: Optional[str], download: bool):
                 _warn("note: --data-dir is ignored for --dataset sample (it ships with tinyconv)")
             return datasets.load_sample(flatten=False)
         loader = datasets.load_mnist if name == "mnist" else datasets.load_fashion_mnist
-        return loader(flatten=False, data_dir=data_dir, download=download)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", datasets.DatasetLocationWarning)
+            splits = loader(flatten=False, data_dir=data_dir, download=download)
+        for warning in caught:  # a partial copy passed over on the search path: say so, briefly
+            if issubclass(warning.category, datasets.DatasetLocationWarning):
+                _warn(f"warning: {warning.message}")
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+        return splits
+    except datasets.IncompleteDataDirError as error:
+        raise CommandError(str(error).replace("data_dir", "--data-dir")) from None
     except datasets.DatasetNotFoundError as error:
         raise CommandError(f"{error}\n\nOn the command line: --data-dir DIR names the directory; "
                            f"--dataset sample needs no download.") from None
     except datasets.IdxFormatError as error:
         raise CommandError(str(error)) from None
+    except OSError as error:  # an unreadable file (permissions, I/O error) of the data set
+        raise CommandError(f"cannot read the {_dataset_title(name)} data set: {_os_reason(error)}") from None
 
 
 def _limit(x: np.ndarray, t: np.ndarray, size: Optional[int], what: str, dataset: str):
@@ -319,31 +403,57 @@ def _limit(x: np.ndarray, t: np.ndarray, size: Optional[int], what: str, dataset
     return x[:size], t[:size]
 
 
+def _os_reason(error: OSError) -> str:
+    """An OSError as one short phrase: the reason, and the file when it is not a temporary one."""
+    reason = error.strerror or str(error)
+    name = error.filename
+    if name is not None and not os.path.basename(os.fspath(name)).startswith("."):
+        return f"{reason}: {os.fspath(name)}"
+    return reason
+
+
+def _check_regular_file(path: str, what: str) -> None:
+    """A file to read must be a regular file: a directory, a device (/dev/zero would be read
+    forever) or a pipe is refused before anything is read from it."""
+    if not os.path.exists(path):
+        raise CommandError(f"{what} not found: {path}")
+    if os.path.isdir(path):
+        raise CommandError(f"{path} is a directory, not a {what}")
+    if not os.path.isfile(path):
+        raise CommandError(f"{path} is not a regular file (a device or a pipe?), not a {what}")
+
+
 def _read_params(path: str) -> Dict[str, np.ndarray]:
     from .serialization import ParamsFileError, read_params
 
+    _check_regular_file(path, "parameter file")
     try:
         return read_params(path)
-    except FileNotFoundError:
-        raise CommandError(f"parameter file not found: {path}") from None
-    except IsADirectoryError:
-        raise CommandError(f"{path} is a directory, not a parameter file") from None
     except ParamsFileError as error:
         raise CommandError(f"cannot read parameters: {error}") from None
+    except MemoryError:
+        raise CommandError(f"cannot read parameters: {path} is too large for the memory") from None
+    except OSError as error:  # permissions, I/O errors
+        raise CommandError(f"cannot read parameters: {_os_reason(error)}") from None
 
 
 def _set_threads(threads: Optional[int]) -> None:
     if threads is not None:
         import tinyconv
 
-        tinyconv.set_num_threads(threads)
+        tinyconv.set_num_threads(threads)  # in range: the option's type checked it
 
 
 def _write_json(path: Path, data: Any) -> None:
     """Write atomically, so a reader (or a crash) never sees half a file."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise _OutputError(f"cannot write {path}: {_os_reason(error)}") from None
 
 
 class _Pictures:
@@ -361,6 +471,8 @@ class _Pictures:
             return False
         try:
             draw(*args, save=self.directory / file_name, **kwargs)
+        except OSError as error:
+            raise _OutputError(f"cannot write {self.directory / file_name}: {_os_reason(error)}") from None
         except PlottingUnavailableError:
             self.unavailable = True
             _warn(f"note: matplotlib is not installed, so no pictures (.png) are drawn; "
@@ -388,6 +500,66 @@ def _make_dir(path: Path) -> Path:
     return path
 
 
+def _check_writable_dir(directory: Path, what: str) -> None:
+    """``directory`` exists and a file can be created in it -- tried for real (a temporary file,
+    removed at once), since permission bits say nothing about read-only mounts, ACLs or root."""
+    if not directory.exists():
+        raise CommandError(f"{what}: the directory {directory} does not exist")
+    if not directory.is_dir():
+        raise CommandError(f"{what}: {directory} is not a directory")
+    try:
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".tinyconv-write-test-")
+    except OSError as error:
+        raise CommandError(f"{what}: cannot write into {directory}: {error.strerror or error}") from None
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _check_out_dir_can_be_made(path: Path, what: str) -> None:
+    """What :func:`_prepare_out_dir` will need, checked without creating anything: the
+    directory, or its nearest existing ancestor, is a directory that can be written to."""
+    if path.exists():
+        if not path.is_dir():
+            raise CommandError(f"{what}: {path} exists and is not a directory")
+        _check_writable_dir(path, what)
+        return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CommandError(f"cannot create the output directory {path}: {ancestor} is not a directory")
+    _check_writable_dir(ancestor, f"cannot create the output directory {path}")
+
+
+def _prepare_out_dir(path: Path, what: str, file_names: Sequence[str]) -> Path:
+    """Create the output directory if need be and make sure its files can be written (none of
+    their names is taken by a directory); a directory created here is removed again when it
+    turns out unusable, so a refused command leaves nothing behind."""
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{what}: {path} exists and is not a directory")
+    created = not path.exists()
+    _make_dir(path)
+    try:
+        _check_writable_dir(path, what)
+        for name in file_names:
+            if (path / name).is_dir():
+                raise CommandError(f"{what}: cannot write {path / name}: a directory of that name is in the way")
+    except CommandError:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    return path
+
+
+def _check_checkpoint_path(path: Path) -> None:
+    """--checkpoint: a file path (not a directory) in an existing, writable directory."""
+    if path.is_dir():
+        raise CommandError(f"--checkpoint {path} is a directory; it must name a file")
+    _check_writable_dir(path.parent, f"--checkpoint {path}")
+
+
 # ----------------------------------------------------------------------------------------------
 # train
 
@@ -409,7 +581,7 @@ def _epoch_losses(step_losses: Sequence[float], steps_per_epoch: int, epochs: in
 
 
 def _history(trainer: Any, settings: Dict[str, Any], status: str, timing: Dict[str, float],
-             started: str) -> Dict[str, Any]:
+             started: str, error: Optional[str] = None) -> Dict[str, Any]:
     import tinyconv
 
     completed = len(trainer.train_acc_list)
@@ -421,6 +593,7 @@ def _history(trainer: Any, settings: Dict[str, Any], status: str, timing: Dict[s
     return {
         "tinyconv_version": tinyconv.__version__,
         "status": status,  # "running", "completed", "interrupted" or "failed"
+        "error": error,  # why, when "failed"
         "started": started,
         "settings": settings,
         "epochs": records,
@@ -440,6 +613,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and args.checkpoint is None:
         raise CommandError("--resume needs --checkpoint PATH (the file to continue from)")
     quiet = args.quiet
+    # Everything that can be checked before training is, before anything is written.
+    checkpoint = Path(args.checkpoint) if args.checkpoint is not None else None
+    if checkpoint is not None:
+        _check_checkpoint_path(checkpoint)
+    resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+    if resume_from is not None:
+        _check_regular_file(str(resume_from), "checkpoint")
+    out_path = Path(args.out) if args.out else _default_out_dir()
+    _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
     _set_threads(args.threads)
     # A fresh seed is drawn and recorded, so that every run can be repeated.
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
@@ -450,15 +632,40 @@ def _train(args: argparse.Namespace) -> int:
     (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
     x_train, t_train = _limit(x_train, t_train, args.train_size, "train", args.dataset)
     x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
+    _check_not_empty(x_train, "training", args.dataset)
+    _check_not_empty(x_test, "test", args.dataset)
+    if args.batch_size > len(x_train):
+        raise CommandError(f"--batch-size {args.batch_size:,} is larger than the {len(x_train):,} "
+                           f"training images{' (--train-size)' if args.train_size else ''}")
     load_seconds = time.perf_counter() - clock
-    # Created only once the data is there, so a failed start leaves no empty run directory.
-    out_dir = _make_dir(Path(args.out) if args.out else _default_out_dir())
 
+    from .serialization import ParamsFileError
     from .trainer import NonFiniteLossError, Trainer
     from .visualize import filter_show, plot_accuracy, plot_loss
 
+    def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
+        # Kept current after every epoch, so a long run can be watched (and survives a crash).
+        # (history_path, settings and timing are set below, before training starts.)
+        _write_json(history_path, _history(trainer, settings, "running", timing, started))
+
     network = _build_training_network(args.net, args.dtype, seed)
     eval_samples = args.eval_samples or None
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
+                      optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=eval_samples,
+                      verbose=not quiet, seed=seed, callback=after_epoch, checkpoint=args.checkpoint)
+    if resume_from is not None:
+        # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
+        # refused before the run directory exists.
+        try:
+            trainer.load_checkpoint(resume_from)
+        except ParamsFileError as error:
+            raise CommandError(f"--resume: cannot continue from the checkpoint: {error}") from None
+        except OSError as error:
+            raise CommandError(f"--resume: cannot read {resume_from}: {_os_reason(error)}") from None
+    # Created only now, once everything above has passed, so a refused start leaves nothing.
+    out_dir = _prepare_out_dir(out_path, "--out", TRAIN_OUTPUTS)
+
     settings = {
         "net": args.net, "network": type(network).__name__, "dataset": args.dataset,
         "train_size": len(x_train), "test_size": len(x_test), "epochs": args.epochs,
@@ -471,45 +678,59 @@ def _train(args: argparse.Namespace) -> int:
                 f"{len(x_train):,} training and {len(x_test):,} test images")
     _say(quiet, f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, {_plural(args.epochs, 'epoch')}, "
                 f"{_plural(settings['threads'], 'thread')}, seed {seed}; output in {out_dir}/")
-
-    pictures = _Pictures(out_dir)
-    resuming = args.resume and os.path.exists(args.checkpoint)
-    if resuming:
+    if resume_from is not None:
+        _say(quiet, f"resumed from {resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
         _say(quiet, "note: filters_before.png is not redrawn when resuming (the checkpoint holds "
                     "only the current weights)")
-    else:
-        pictures.draw("filters_before.png", filter_show, network.params["W1"])
 
     timing = {"load_seconds": load_seconds}
     history_path = out_dir / "history.json"
-
-    def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
-        # Kept current after every epoch, so a long run can be watched (and survives a crash).
-        _write_json(history_path, _history(trainer, settings, "running", timing, started))
-
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
-                      optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=eval_samples,
-                      verbose=not quiet, seed=seed, callback=after_epoch,
-                      checkpoint=args.checkpoint, resume=args.resume)
+    pictures = _Pictures(out_dir)
     train_clock = time.perf_counter()
-    try:
-        trainer.train()
-    except NonFiniteLossError as error:
-        timing["train_seconds"] = time.perf_counter() - train_clock
-        _write_json(history_path, _history(trainer, settings, "failed", timing, started))
-        _warn(f"error: {error}")
-        _warn(f"Try a smaller --lr (now {args.lr:g}). No parameters were saved; the history so far "
-              f"is in {history_path}.")
-        return EXIT_FAILURE
-    timing["train_seconds"] = time.perf_counter() - train_clock
 
-    network.save_params(str(out_dir / "params.pkl"))
-    if trainer.train_acc_list:
-        pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
-    if trainer.train_loss_list:
-        pictures.draw("loss.png", plot_loss, trainer.train_loss_list)
-    pictures.draw("filters_after.png", filter_show, network.params["W1"])
+    def failed(reason: str, hint: str, exit_code: int) -> int:
+        """Record the failure in history.json (no params.pkl is written) and report it."""
+        timing["train_seconds"] = time.perf_counter() - train_clock
+        _warn(f"error: {reason}")
+        try:
+            _write_json(history_path, _history(trainer, settings, "failed", timing, started, error=reason))
+        except _OutputError as error:
+            _warn(f"error: {error} (the run's state could not be recorded either)")
+        else:
+            _warn(f"{hint}No parameters were saved; the history so far is in {history_path}.")
+        return exit_code
+
+    try:
+        if resume_from is None:
+            pictures.draw("filters_before.png", filter_show, network.params["W1"])
+        trainer.train()
+        timing["train_seconds"] = time.perf_counter() - train_clock
+        # Pictures first and the parameters last, so params.pkl exists only after a success.
+        if trainer.train_acc_list:
+            pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
+        if trainer.train_loss_list:
+            pictures.draw("loss.png", plot_loss, trainer.train_loss_list)
+        pictures.draw("filters_after.png", filter_show, network.params["W1"])
+        try:
+            network.save_params(str(out_dir / "params.pkl"))
+        except OSError as error:
+            raise _OutputError(f"cannot write {out_dir / 'params.pkl'}: {_os_reason(error)}") from None
+    except NonFiniteLossError as error:
+        return failed(str(error), f"Try a smaller --lr (now {args.lr:g}). ", EXIT_FAILURE)
+    except MemoryError:
+        return failed(f"out of memory while training on batches of {args.batch_size:,} images",
+                      "Try a smaller --batch-size (or --eval-samples). ", EXIT_USAGE)
+    except _OutputError as error:
+        return failed(str(error), "", EXIT_FAILURE)
+    except BrokenPipeError:  # stdout's reader went away (`tinyconv train | head`): main() stops quietly
+        raise
+    except OSError as error:
+        # Trainer.train writes no file but the checkpoint; name it, not its temporary file.
+        what = f"cannot write the checkpoint {checkpoint}" if checkpoint is not None else "training stopped"
+        return failed(f"{what}: {error.strerror or error}", "", EXIT_FAILURE)
+    except KeyboardInterrupt:  # Ctrl-C outside a training step, or a second one within it
+        failed("interrupted (Ctrl-C) before the results were written", "", EXIT_INTERRUPTED)
+        raise
     timing["total_seconds"] = time.perf_counter() - clock
     status = "interrupted" if trainer.interrupted else "completed"
     _write_json(history_path, _history(trainer, settings, status, timing, started))
@@ -521,6 +742,11 @@ def _train(args: argparse.Namespace) -> int:
               f"history so far are in {out_dir}/.")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _check_not_empty(x: np.ndarray, what: str, dataset: str) -> None:
+    if len(x) == 0:
+        raise CommandError(f"{_dataset_title(dataset)} holds no {what} images")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,30 +766,70 @@ def _guess_net(params: Dict[str, np.ndarray]) -> str:
 
 def _network_for(params: Dict[str, np.ndarray], net: str, dtype: str, source: str):
     """A network shaped after ``params`` (filter count and size, hidden and output sizes are
-    read from the arrays; padding 0 and stride 1 are assumed, as in DLfS), with them loaded."""
+    read from the arrays; padding 0 and stride 1 are assumed, as in DLfS), with them loaded.
+
+    Every shape is checked against the architecture -- and the first layer against the data
+    set's one-channel 28x28 images -- before the network is built, so a file of another
+    architecture is a clear error, and the network never allocates more than the file holds."""
     from .nets import DeepConvNet, SimpleConvNet
     from .serialization import ParamsFileError
 
+    title = "SimpleConvNet" if net == "simple" else "DeepConvNet"
+    needed = ("W1", "W2", "W3") if net == "simple" else ("W1", "W7", "W8")
+    for key in needed:
+        if key not in params:
+            raise CommandError(f"{source} has no {key!r}, which a {title} needs")
+    first, hidden_key, output_key = (params[key] for key in needed)
+    channels = IMAGE_SHAPE[0]
+    if first.ndim != 4 or hidden_key.ndim != 2 or output_key.ndim != 2:
+        raise CommandError(f"{source}: {', '.join(needed)} have shapes {first.shape}, "
+                           f"{hidden_key.shape}, {output_key.shape}; a {title} needs 4-D, 2-D, 2-D")
+    if first.shape[1] != channels:
+        raise CommandError(f"{source}: W1 has shape {first.shape}, filters over {first.shape[1]} "
+                           f"input channels, but the data set's images have {channels} (28x28 grey)")
+    hidden, outputs = hidden_key.shape[1], output_key.shape[1]
+    if min(first.shape) < 1 or hidden < 1 or outputs < 1:
+        raise CommandError(f"{source}: W1, {needed[1]}, {needed[2]} have shapes {first.shape}, "
+                           f"{hidden_key.shape}, {output_key.shape}; no dimension may be 0")
     try:
         if net == "simple":
-            W1, W2, W3 = params["W1"], params["W2"], params["W3"]
-            if W1.ndim != 4 or W2.ndim != 2 or W3.ndim != 2:
-                raise CommandError(f"{source}: W1, W2, W3 have shapes {W1.shape}, {W2.shape}, "
-                                   f"{W3.shape}; a SimpleConvNet needs 4-D, 2-D, 2-D")
-            network = SimpleConvNet(
-                input_dim=(W1.shape[1],) + IMAGE_SHAPE[1:],
-                conv_param={"filter_num": W1.shape[0], "filter_size": W1.shape[2], "pad": 0, "stride": 1},
-                hidden_size=W2.shape[1], output_size=W3.shape[1], dtype=dtype, seed=0)
+            filter_num, _, filter_h, filter_w = first.shape
+            if filter_h != filter_w:
+                raise CommandError(f"{source}: W1 has shape {first.shape}; a SimpleConvNet's "
+                                   f"filters are square")
+            conv_param = {"filter_num": filter_num, "filter_size": filter_h, "pad": 0, "stride": 1}
+
+            def build(hidden_size: int, output_size: int):
+                return SimpleConvNet(input_dim=IMAGE_SHAPE, conv_param=conv_param, hidden_size=hidden_size,
+                                     output_size=output_size, dtype=dtype, seed=0)
         else:
-            W7, W8 = params["W7"], params["W8"]
-            network = DeepConvNet(input_dim=IMAGE_SHAPE, hidden_size=W7.shape[1],
-                                  output_size=W8.shape[1], dtype=dtype, seed=0)
-        network.load_state_dict(params, source=source)
-    except KeyError as error:
-        raise CommandError(f"{source} has no {error.args[0]!r}, which a "
-                           f"{'SimpleConvNet' if net == 'simple' else 'DeepConvNet'} needs") from None
-    except (ParamsFileError, ValueError, IndexError) as error:
+            def build(hidden_size: int, output_size: int):
+                return DeepConvNet(input_dim=IMAGE_SHAPE, hidden_size=hidden_size,
+                                   output_size=output_size, dtype=dtype, seed=0)
+        # A probe with one hidden unit and one output costs little more than W1 itself; its
+        # shapes, with the file's hidden and output sizes put in, are what the file must hold.
+        probe = build(1, 1).params
+        expected = {key: value.shape for key, value in probe.items()}
+        hidden_in, output_in = needed[1], needed[2]
+        expected[hidden_in] = (probe[hidden_in].shape[0], hidden)
+        expected["b" + hidden_in[1:]] = (hidden,)
+        expected[output_in] = (hidden, outputs)
+        expected["b" + output_in[1:]] = (outputs,)
+        problems = [f"{key} has shape {params[key].shape}, expected {shape}"
+                    for key, shape in expected.items() if key in params and params[key].shape != shape]
+        missing = [key for key in expected if key not in params]
+        if missing:
+            problems.append(f"{', '.join(missing)} missing")
+        if problems:
+            raise CommandError(f"{source} does not fit a {title} for 28x28 images: "
+                               + "; ".join(problems))
+        network = build(hidden, outputs)
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 values beyond float32: inf
+            network.load_state_dict(params, source=source)
+    except (ParamsFileError, ValueError) as error:
         raise CommandError(f"the parameters do not fit a {net} network: {error}") from None
+    except MemoryError:
+        raise CommandError(f"{source}: a {title} of these sizes is too large for the memory") from None
     return network
 
 
@@ -580,15 +846,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     params = _read_params(args.params)
     net = _guess_net(params) if args.net == "auto" else args.net
     network = _network_for(params, net, args.dtype, args.params)
-    _, (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
-    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
-
     names = _class_names(args.dataset)
     outputs = params["W3" if net == "simple" else "W8"].shape[1]
     if outputs != len(names):
         raise CommandError(f"the network has {outputs} outputs but {_dataset_title(args.dataset)} "
                            f"has {len(names)} classes")
-    predicted = _predict_labels(network, x_test)
+    out_path = Path(args.out) if args.out else Path(args.params).resolve().parent
+    out_what = "--out" if args.out else "the directory of PARAMS (choose another with --out)"
+    _check_out_dir_can_be_made(out_path, out_what)  # now, not after the evaluation
+    _, (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
+    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
+    _check_not_empty(x_test, "test", args.dataset)
+
+    try:
+        predicted = _predict_labels(network, x_test)
+    except MemoryError:
+        raise CommandError(f"out of memory evaluating {type(network).__name__} from {args.params}") from None
     cm = confusion_matrix(t_test, predicted, num_classes=len(names))
     correct = int(np.trace(cm))
     accuracy = correct / len(t_test)
@@ -608,7 +881,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         shown = f"{class_accuracy:.3f}" if class_accuracy is not None else "-"
         print(f"{f'{label} {name}':<{width}} {hits:>8} {total:>6} {shown:>9}")
 
-    out_dir = _make_dir(Path(args.out) if args.out else Path(args.params).resolve().parent)
+    out_dir = _prepare_out_dir(out_path, out_what, EVALUATE_OUTPUTS)
     pictures = _Pictures(out_dir)
     pictures.draw("confusion_matrix.png", plot_confusion_matrix, cm, names,
                   title=f"{Path(args.params).name} on {_dataset_title(args.dataset)} "
@@ -637,16 +910,49 @@ def _filters(args: argparse.Namespace) -> int:
     if filters.ndim != 4:
         raise CommandError(f"{args.key} in {args.params} has shape {filters.shape}; convolution "
                            f"filters have 4 dimensions (FN, C, FH, FW)")
+    if min(filters.shape) < 1:
+        raise CommandError(f"{args.key} in {args.params} has shape {filters.shape}: no filters to draw")
+    rows = math.ceil(filters.shape[0] / args.nx)
+    if filters.shape[0] > MAX_FILTERS_DRAWN or rows > MAX_FILTERS_PER_SIDE:
+        raise CommandError(f"{args.key} in {args.params} holds {filters.shape[0]:,} filters, "
+                           f"{rows:,} rows of --nx {args.nx}; a picture holds at most "
+                           f"{MAX_FILTERS_DRAWN:,} filters in at most {MAX_FILTERS_PER_SIDE} rows")
     if not have_matplotlib():
         raise CommandError(f"matplotlib is needed to draw the filters; install it with: {INSTALL_HINT}")
     output = Path(args.output)
+    formats = _picture_formats()
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise CommandError(f"-o {output}: the file name must end in a picture format's suffix "
+                           f"({', '.join('.' + name for name in formats)})")
+    if output.is_dir():
+        raise CommandError(f"-o {output} is a directory; it must name a file")
     if output.parent != Path("."):
         _make_dir(output.parent)
-    filter_show(filters, nx=args.nx, save=output)
+    _check_writable_dir(output.parent, f"-o {output}")
+    try:
+        filter_show(filters, nx=args.nx, save=output)
+    except OSError as error:
+        raise _OutputError(f"cannot write {output}: {_os_reason(error)}") from None
     count, channels, height, width = filters.shape
     print(f"Wrote {output}: {count} filters of {height}x{width}"
           + (f" (channel 0 of {channels})" if channels > 1 else ""))
     return EXIT_OK
+
+
+# Formats matplotlib writes by itself or through Pillow's built-in codecs; left out: pgf (needs a
+# TeX installation) and avif (an optional Pillow codec), which fail only when the file is written.
+PICTURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp",
+                   "gif", "raw", "rgba")
+
+
+def _picture_formats() -> List[str]:
+    """The file suffixes ``tinyconv filters`` can write: PICTURE_FORMATS that this matplotlib
+    knows."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    known = FigureCanvasBase.get_supported_filetypes()
+    return [name for name in PICTURE_FORMATS if name in known]
 
 
 def _package_version(module_name: str) -> Optional[str]:
@@ -663,14 +969,22 @@ def _info(args: argparse.Namespace) -> int:
 
     tinyconv.show_config()
     print()
-    print("Data sets (searched in this order; the first place holding all four files wins):")
+    if args.data_dir is None:
+        print("Data sets (searched in this order; the first place holding all four files wins):")
+    else:
+        print(f"Data sets (with --data-dir, read from {args.data_dir} only; nothing else is "
+              f"searched or downloaded):")
     print(f"  sample: {SAMPLE_DIR} (shipped with tinyconv)")
     for name in ("mnist", "fashion-mnist"):
         locations = dataset_locations(name, data_dir=args.data_dir)
         found = next((location for location in locations if location.complete), None)
-        cache = next(location for location in locations if location.source == "cache")
-        verdict = (f"read from {found.path}" if found
-                   else f"not on disk; would be downloaded into {cache.path}")
+        if found:
+            verdict = f"read from {found.path}"
+        elif args.data_dir is not None:
+            verdict = "not readable: --data-dir lacks files (see below)"
+        else:
+            cache = next(location for location in locations if location.source == "cache")
+            verdict = f"not on disk; would be downloaded into {cache.path}"
         print(f"  {name}: {verdict}")
         for location in locations:
             if location.source == "cache" and not os.environ.get(ENV_VAR):
@@ -711,6 +1025,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CommandError as error:
         _warn(f"error: {error}")
         return error.exit_code
+    except _OutputError as error:  # a write that failed after the work was done
+        _warn(f"error: {error}")
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         _warn("\nInterrupted.")
         return EXIT_INTERRUPTED

@@ -7,9 +7,11 @@ Learning from Scratch*'s ``dataset/mnist.py``::
     (x_train, t_train), (x_test, t_test) = load_mnist(normalize=True, one_hot_label=True)
     (x_train, t_train), (x_test, t_test) = load_sample(flatten=False)   # offline, 6,000 images
 
-Files are searched for in ``data_dir``, ``$TINYCONV_DATA/<name>``, the user cache and known
-system locations (Debian's ``dataset-fashion-mnist``), and otherwise downloaded from several
-mirrors with SHA-256 checks.  :func:`dataset_locations` tells where each would be read from.
+Files are read from ``data_dir`` when it is given (and only from there: a missing file is an
+error naming it); otherwise they are searched for in ``$TINYCONV_DATA/<name>``, the user cache and
+known system locations (Debian's ``dataset-fashion-mnist``), and downloaded from several mirrors
+with size limits and SHA-256 checks.  :func:`dataset_locations` tells where each would be read
+from.
 
 This subpackage needs only NumPy (no compiled code); ``platformdirs`` and ``tqdm`` are used when
 installed.
@@ -17,7 +19,15 @@ installed.
 from __future__ import annotations
 
 from ._catalog import FASHION_MNIST_CLASSES
-from ._fetch import ENV_VAR, DatasetNotFoundError, Location, dataset_locations, user_cache_dir
+from ._fetch import (
+    ENV_VAR,
+    DatasetLocationWarning,
+    DatasetNotFoundError,
+    IncompleteDataDirError,
+    Location,
+    dataset_locations,
+    user_cache_dir,
+)
 from ._loaders import SAMPLE_DIR, load_fashion_mnist, load_mnist, load_sample
 from .idx import IdxFormatError, read_idx, write_idx
 
@@ -27,6 +37,8 @@ __all__ = [
     "load_sample",
     "FASHION_MNIST_CLASSES",
     "DatasetNotFoundError",
+    "IncompleteDataDirError",
+    "DatasetLocationWarning",
     "IdxFormatError",
     "read_idx",
     "write_idx",

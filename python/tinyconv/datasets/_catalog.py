@@ -43,6 +43,19 @@ class IdxFileSpec:
     def ndim(self) -> int:
         return 3 if self.role.endswith("images") else 1
 
+    @property
+    def payload_bytes(self) -> int:
+        """Size of the uncompressed IDX file: header, then one byte per pixel or label."""
+        header = 4 + 4 * self.ndim
+        return header + self.count * (28 * 28 if self.ndim == 3 else 1)
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The most a download of this file may deliver: deflate never grows data by more than
+        5 bytes per 16 KiB block (stored blocks), plus the gzip header (with a file name) and
+        trailer; 64 KiB of slack covers both with room to spare."""
+        return self.payload_bytes + self.payload_bytes // 1000 + (64 << 10)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

@@ -1,20 +1,30 @@
 """Finding a data set's files on disk, and downloading them when they are nowhere to be found.
 
-Places are searched in this order; the first one holding all four files wins:
+A ``data_dir`` given explicitly is the only place looked in: the four files must be directly
+inside it, and if any is missing :class:`IncompleteDataDirError` names the missing ones (nothing
+else is searched and nothing is downloaded, so a typo never silently reads another copy).
 
-1. the ``data_dir`` argument (the four files directly inside it);
-2. ``$TINYCONV_DATA/<name>/`` (``<name>`` is ``mnist`` or ``fashion-mnist``);
-3. the user cache, ``<cache>/tinyconv/<name>/``: ``platformdirs.user_cache_dir("tinyconv")`` when
+Without ``data_dir``, places are searched in this order; the first one holding all four files
+wins:
+
+1. ``$TINYCONV_DATA/<name>/`` (``<name>`` is ``mnist`` or ``fashion-mnist``);
+2. the user cache, ``<cache>/tinyconv/<name>/``: ``platformdirs.user_cache_dir("tinyconv")`` when
    platformdirs is installed, else ``$XDG_CACHE_HOME/tinyconv`` or ``~/.cache/tinyconv``;
-4. system locations where OS packages put them (Debian's ``dataset-fashion-mnist``);
-5. a download into the user cache, from each mirror in turn.
+3. system locations where OS packages put them (Debian's ``dataset-fashion-mnist``);
+4. a download into the user cache, from each mirror in turn (only the files missing there).
+
+A place holding none of the files is passed over quietly.  A place holding some but not all of
+them is passed over with a :class:`DatasetLocationWarning` that names it and the missing files
+(unless it is the cache and the download completes it), so a half-copied directory is never
+mistaken silently for an absent one.
 
 Each file may be gzip-compressed (``train-images-idx3-ubyte.gz``) or not (``...-ubyte``).
 
 Downloads go through nothing but the standard library (an ``urlopen`` that tests replace),
 check every file's SHA-256 before it gets its final name, and write atomically (temporary file in
 the same directory, fsync, ``os.replace``), so an interrupted or corrupt download never leaves a
-file that a later call would trust.  When everything fails, one :class:`DatasetNotFoundError`
+file that a later call would trust.  A download is refused as soon as it announces or delivers
+more bytes than its file can hold (:attr:`IdxFileSpec.max_download_bytes`).  When everything fails, one :class:`DatasetNotFoundError`
 lists each place looked in, each URL tried with the reason, and the ways to fix it.
 """
 from __future__ import annotations
@@ -27,18 +37,22 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._catalog import MIRRORS, SYSTEM_DIRS, DatasetSpec, IdxFileSpec, get_spec
 
-__all__ = ["DatasetNotFoundError", "Location", "dataset_locations", "user_cache_dir",
-           "find_files", "download_missing", "download_verified", "ENV_VAR"]
+__all__ = ["DatasetNotFoundError", "IncompleteDataDirError", "DatasetLocationWarning", "Location",
+           "dataset_locations", "user_cache_dir", "find_files", "download_missing",
+           "download_verified", "ENV_VAR"]
 
 ENV_VAR = "TINYCONV_DATA"
 DOWNLOAD_TIMEOUT_S = 60
 CHUNK_BYTES = 1 << 16
+# For download_verified callers that do not know the file: more than any data set file here.
+DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,20 @@ class DatasetNotFoundError(FileNotFoundError):
     def __init__(self, message: str, attempts: Sequence[Tuple[str, str]] = ()):
         super().__init__(message)
         self.attempts = list(attempts)
+
+
+class IncompleteDataDirError(DatasetNotFoundError):
+    """An explicitly given ``data_dir`` lacks some of the data set's files (``missing``, their
+    published names); nothing else was searched."""
+
+    def __init__(self, message: str, directory: Path, missing: Sequence[str]):
+        super().__init__(message)
+        self.directory = directory
+        self.missing = tuple(missing)
+
+
+class DatasetLocationWarning(UserWarning):
+    """A place on the search path held only some of a data set's files and was passed over."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +99,10 @@ class Location:
     def describe(self) -> str:
         if self.complete:
             return f"{self.source}: {self.path} (all files present)"
-        if not self.path.is_dir():
+        if not self.path.exists():
             return f"{self.source}: {self.path} (no such directory)"
+        if not self.path.is_dir():
+            return f"{self.source}: {self.path} (not a directory)"
         return f"{self.source}: {self.path} (missing {', '.join(self.missing)})"
 
 
@@ -90,21 +120,30 @@ def user_cache_dir() -> Path:
 
 def dataset_locations(name: str, data_dir=None) -> List[Location]:
     """Every place :func:`load_mnist`-style loaders look for data set ``name``, in search order,
-    each with the files found there.  Places that do not apply (no ``data_dir`` given,
-    ``$TINYCONV_DATA`` unset) are left out."""
+    each with the files found there: only ``data_dir`` when it is given, else the search path
+    (``$TINYCONV_DATA`` is left out when unset)."""
     return _locations(get_spec(name), data_dir)
 
 
 def _locations(spec: DatasetSpec, data_dir=None) -> List[Location]:
-    places: List[Tuple[str, Path]] = []
     if data_dir is not None:
-        places.append(("data_dir", Path(data_dir).expanduser()))
+        return [_inspect(spec, "data_dir", _data_dir_path(data_dir))]
+    places: List[Tuple[str, Path]] = []
     env_root = os.environ.get(ENV_VAR)
     if env_root:
         places.append((ENV_VAR, Path(env_root).expanduser() / spec.name))
     places.append(("cache", user_cache_dir() / spec.name))
     places.extend(("system", path) for path in SYSTEM_DIRS.get(spec.name, ()))
     return [_inspect(spec, source, path) for source, path in places]
+
+
+def _data_dir_path(data_dir) -> Path:
+    if isinstance(data_dir, bytes) or not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike), got {data_dir!r}")
+    text = os.fspath(data_dir)
+    if not text or "\0" in text:
+        raise ValueError(f"data_dir must be a directory path, got {text!r}")
+    return Path(text).expanduser()
 
 
 def _inspect(spec: DatasetSpec, source: str, directory: Path) -> Location:
@@ -128,11 +167,19 @@ def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Optional[Path]:
 
 
 def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> Dict[str, Path]:
-    """role -> path of each of the data set's files, from the first complete place, downloading
-    into the cache if none is complete.  Raises :class:`DatasetNotFoundError` otherwise."""
-    locations = _locations(spec, data_dir)
-    for location in locations:
+    """role -> path of each of the data set's files: all from ``data_dir`` when it is given
+    (else :class:`IncompleteDataDirError`), otherwise from the first complete place on the search
+    path, downloading into the cache if none is complete.  Raises :class:`DatasetNotFoundError`
+    when that fails; warns (:class:`DatasetLocationWarning`) about partial places passed over."""
+    if data_dir is not None:
+        (location,) = _locations(spec, data_dir)
+        if not location.complete:
+            raise _incomplete_data_dir(spec, location)
+        return location.files
+    locations = _locations(spec)
+    for index, location in enumerate(locations):
         if location.complete:
+            _warn_about_partial_places(spec, locations[:index], location.path)
             return location.files
     if not download:
         raise _not_found(spec, locations, attempts=[], download_note="not tried (download=False)")
@@ -140,8 +187,37 @@ def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> Di
     attempts = download_missing(spec, cache)
     location = _inspect(spec, "cache", cache)
     if location.complete:
+        _warn_about_partial_places(spec, [loc for loc in locations if loc.source != "cache"],
+                                   cache)
         return location.files
     raise _not_found(spec, locations, attempts, download_note=f"into {cache}, from each mirror")
+
+
+def _incomplete_data_dir(spec: DatasetSpec, location: Location) -> IncompleteDataDirError:
+    directory = location.path
+    if not directory.exists():
+        problem = "does not exist"
+    elif not directory.is_dir():
+        problem = "is not a directory"
+    elif len(location.missing) == len(spec.files):
+        problem = f"holds none of its {len(spec.files)} files"
+    else:
+        problem = f"lacks {', '.join(location.missing)}"
+    return IncompleteDataDirError(
+        f"The {spec.title} data set cannot be read from data_dir {str(directory)!r}: the directory "
+        f"{problem}. It needs {', '.join(f.filename for f in spec.files)} (each may also be "
+        f"uncompressed, without .gz). A data_dir given explicitly is the only place looked in; "
+        f"leave it out to search the usual places and download.", directory, location.missing)
+
+
+def _warn_about_partial_places(spec: DatasetSpec, passed_over: Sequence[Location],
+                               chosen: Path) -> None:
+    for location in passed_over:
+        if location.files:  # some files, but not all (complete places are never passed over)
+            warnings.warn(DatasetLocationWarning(
+                f"{spec.title}: passed over {location.source} {location.path}, which lacks "
+                f"{', '.join(location.missing)}; reading the data set from {chosen} instead"),
+                stacklevel=5)  # the caller of load_mnist / load_fashion_mnist
 
 
 def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[str]] = None,
@@ -171,7 +247,8 @@ def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[s
         for base in live_mirrors:
             url = base.rstrip("/") + "/" + file_spec.filename
             try:
-                download_verified(url, dest / file_spec.filename, file_spec.gz_sha256, opener)
+                download_verified(url, dest / file_spec.filename, file_spec.gz_sha256, opener,
+                                  max_bytes=file_spec.max_download_bytes)
                 break
             except Exception as exc:  # noqa: BLE001 -- every failure is reported, then next mirror
                 attempts.append((url, _reason(exc)))
@@ -196,12 +273,18 @@ class IncompleteDownload(OSError):
     """The server sent fewer (or more) bytes than it announced."""
 
 
-def download_verified(url: str, target: Path, sha256: str, opener: Callable = None) -> Path:
+class DownloadTooLarge(OSError):
+    """The server announced or sent more bytes than the file can hold."""
+
+
+def download_verified(url: str, target: Path, sha256: str, opener: Callable = None, *,
+                      max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> Path:
     """Fetch ``url`` to ``target`` if its SHA-256 is ``sha256``; never leave a partial file.
 
     The bytes go to a temporary file beside ``target`` (same file system, so the final
     ``os.replace`` is atomic), which is fsynced and only then renamed; on any failure it is
-    removed.
+    removed.  More than ``max_bytes`` (announced in Content-Length, or received) stops the
+    download with :class:`DownloadTooLarge` before the excess is written.
     """
     opener = opener or urlopen
     handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
@@ -213,12 +296,18 @@ def download_verified(url: str, target: Path, sha256: str, opener: Callable = No
             if status != 200:  # urllib raises for errors already; a plain opener might not
                 raise OSError(f"HTTP status {status}")
             total = _content_length(response)
+            if total is not None and total > max_bytes:
+                raise DownloadTooLarge(f"the server announces {total:,} bytes; the file cannot be "
+                                       f"larger than {max_bytes:,}")
             received = 0
             with _ProgressBar(total, target.name, url) as advance:
                 while True:
                     chunk = response.read(CHUNK_BYTES)
                     if not chunk:
                         break
+                    if received + len(chunk) > max_bytes:
+                        raise DownloadTooLarge(f"more than {max_bytes:,} bytes received; the file "
+                                               f"cannot be that large")
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
@@ -301,7 +390,7 @@ def _reason(exc: BaseException) -> str:
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
         return f"cannot connect ({exc.reason})"
-    if isinstance(exc, (ChecksumMismatch, IncompleteDownload)):
+    if isinstance(exc, (ChecksumMismatch, IncompleteDownload, DownloadTooLarge)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

@@ -38,9 +38,12 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
                data_dir=None, download: bool = True) -> Tuple[Split, Split]:
     """MNIST as ``(x_train, t_train), (x_test, t_test)``, exactly like DLfS's ``load_mnist``.
 
-    Files are looked for in ``data_dir``, ``$TINYCONV_DATA/mnist``, the user cache, then
-    downloaded (unless ``download=False``) with SHA-256 checks; see
-    :func:`tinyconv.datasets.dataset_locations`.  Raises
+    Files are read from ``data_dir`` when it is given, and from there only: if any of the four
+    is missing, :class:`~tinyconv.datasets.IncompleteDataDirError` names it.  Otherwise they are
+    looked for in ``$TINYCONV_DATA/mnist`` and the user cache, then downloaded (unless
+    ``download=False``) with size limits and SHA-256 checks; a place on that path holding only
+    some of the files is passed over with a :class:`~tinyconv.datasets.DatasetLocationWarning`.
+    See :func:`tinyconv.datasets.dataset_locations`.  Raises
     :class:`~tinyconv.datasets.DatasetNotFoundError` listing what was tried and how to fix it.
     """
     return _load(MNIST, normalize, flatten, one_hot_label, data_dir, download)
@@ -99,7 +102,8 @@ def _check_contents(file_spec: IdxFileSpec, path: Path, array: np.ndarray) -> No
 def _dlfs_convention(arrays: Dict[str, np.ndarray], normalize: bool, flatten: bool,
                      one_hot_label: bool) -> Tuple[Split, Split]:
     def images(x: np.ndarray) -> np.ndarray:
-        x = x.reshape(len(x), -1)  # DLfS keeps images as (N, 784) rows
+        # DLfS keeps images as (N, 784) rows (spelled out: -1 cannot be inferred when N is 0)
+        x = x.reshape(len(x), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
         if normalize:
             # Exactly DLfS's arithmetic: cast to float32, then divide in place by 255.0.
             x = x.astype(np.float32)
