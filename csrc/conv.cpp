@@ -1,6 +1,8 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
@@ -459,11 +461,26 @@ void redo_nan_filter_gradients(T* dw, const T* dout, const T* x, index_t n, inde
     }
 }
 
+// The fast paths size and index their scratch by the geometry. module.cpp checks users'
+// arguments, but routes also derive geometries of their own (dx as a transposed convolution pads
+// by FH-1-PH): one outside what the paths handle must stop with an error, not write outside the
+// buffers (a pad equal to the kernel there once made a negative pad and a memory abort).
+void check_window(const Window2d& g) {
+    if (g.h < 1 || g.w < 1 || g.fh < 1 || g.fw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 ||
+        g.fh > g.h + 2 * g.ph || g.fw > g.w + 2 * g.pw)
+        throw std::logic_error(
+            "conv2d: internal error, a window the kernel does not handle: input (" + std::to_string(g.h) + ", " +
+            std::to_string(g.w) + "), window (" + std::to_string(g.fh) + ", " + std::to_string(g.fw) +
+            "), stride (" + std::to_string(g.sh) + ", " + std::to_string(g.sw) + "), pad (" +
+            std::to_string(g.ph) + ", " + std::to_string(g.pw) + ")");
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t c, index_t fn,
                     const Window2d& g, bool relu) {
+    check_window(g);
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
@@ -501,6 +518,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t n,
                      index_t c, index_t fn, const Window2d& g) {
+    check_window(g);
     // On the flat path, dx is itself a stride-1 convolution: of dout, padded by FH-1-PH and
     // FW-1-PW, with the filters' channel axes swapped and their taps flipped. Run as one, it takes
     // the fast forward path instead of a GEMM with only FN terms per sum and a fold (16->16
