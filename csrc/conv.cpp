@@ -1,6 +1,8 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
@@ -30,9 +32,9 @@ static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segm
 // position oh*Wc + i*(W + PW) + ow. So the GEMMs run over Lw = (OH-1)*Wc + (G-1)*(W+PW) + OW wide
 // positions, packing B straight from the canvas (gemm_offsets); wide positions that are no
 // image's output are computed and dropped (forward), or given a zero dout (backward). The last
-// slice ends exactly at the end of the canvas: nothing is read past it. (One visible effect: in
-// dW those zero douts meet real inputs, so an infinite input can make a dW entry NaN where the
-// loops would give an infinity.)
+// slice ends exactly at the end of the canvas: nothing is read past it. (In dW those zero douts
+// meet real inputs, where an infinite input makes a NaN the definition does not have: see
+// "Non-finite values" below for how such entries are put right.)
 // Large images go one to a canvas (the canvas is the padded image); small ones kBlock to a
 // canvas, so that the GEMMs' rows of positions and gemm_dot's dot products are long enough to
 // run at speed (8x8 images alone: 78 positions, a third of the packed columns wasted).
@@ -357,11 +359,128 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
     return cache;
 }
 
+// Non-finite values. The fast paths multiply by zeros that are no term of the definition:
+// padding (on the canvas, in im2col's columns), the wide positions that are no image's output
+// (a zero dout in the backward pass) and the zeros that round dot products up to kDotMultiple.
+// Zero times a finite value adds nothing, but zero times an infinity or a NaN is NaN. That NaN is
+// the only trace such a product can leave (NaN absorbs whatever is added to it), so an output
+// that did not come out NaN is already right, and one that did is summed again over its real
+// terms only, in the loops' order. The cost when every value is finite: one pass over W (forward)
+// or dW (backward).
+
+// Whether a[0, n) holds only finite values (v - v is 0 for a finite v, NaN for an inf or a NaN).
+template <typename T>
+bool all_finite(const T* a, index_t n) {
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (index_t i = 0; i < n; ++i) acc += a[i] - a[i];
+    return acc == T(0);
+}
+
+// y[i, f, oh, ow] of image x (C, H, W) by the definition, taps in the padding skipped, then the
+// fused ReLU.
+template <typename T>
+T output_by_definition(const T* x, const T* w, T bias, index_t c, index_t f, const Window2d& g,
+                       index_t oh, index_t ow, bool relu) {
+    const index_t ih0 = oh * g.sh - g.ph, iw0 = ow * g.sw - g.pw;
+    const index_t fh_lo = std::max<index_t>(0, -ih0), fh_hi = std::min(g.fh, g.h - ih0);
+    const index_t fw_lo = std::max<index_t>(0, -iw0), fw_hi = std::min(g.fw, g.w - iw0);
+    T sum = bias;
+    for (index_t ci = 0; ci < c; ++ci)
+        for (index_t fh = fh_lo; fh < fh_hi; ++fh)
+            for (index_t fw = fw_lo; fw < fw_hi; ++fw)
+                sum += w[((f * c + ci) * g.fh + fh) * g.fw + fw] * x[(ci * g.h + ih0 + fh) * g.w + iw0 + fw];
+    return relu && sum <= T(0) ? T(0) : sum;
+}
+
+// The forward pass's repair: a padding zero meets only filter taps, so a stray NaN can only be in
+// an output whose window reaches into the padding, of a filter with a non-finite tap.
+template <typename T>
+void redo_nan_outputs_at_padding(T* y, const T* x, const T* w, const T* b, index_t n, index_t c,
+                                 index_t fn, const Window2d& g, bool relu) {
+    const index_t K = c * g.fh * g.fw;
+    if ((g.ph == 0 && g.pw == 0) || all_finite(w, fn * K)) return;
+    const index_t OH = g.oh(), OW = g.ow(), L = OH * OW, x_size = c * g.h * g.w;
+    std::vector<char> has_non_finite(static_cast<size_t>(fn));
+    for (index_t f = 0; f < fn; ++f) has_non_finite[f] = !all_finite(w + f * K, K);
+    // Rows and columns of outputs whose window lies inside the input, all of it.
+    index_t oh_lo, oh_hi, ow_lo, ow_hi;
+    valid_range(g.h - g.fh + 1, OH, g.sh, g.ph, 0, oh_lo, oh_hi);
+    valid_range(g.w - g.fw + 1, OW, g.sw, g.pw, 0, ow_lo, ow_hi);
+#pragma omp parallel for schedule(static) num_threads(threads_for(n * fn * L, index_t(1) << 12))
+    for (index_t p = 0; p < n * fn; ++p) {
+        const index_t i = p / fn, f = p % fn;
+        if (!has_non_finite[f]) continue;
+        T* yp = y + p * L;
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const bool row_inside = oh >= oh_lo && oh < oh_hi;
+            for (index_t ow = 0; ow < OW; ++ow) {
+                T& out = yp[oh * OW + ow];
+                if ((row_inside && ow >= ow_lo && ow < ow_hi) || out == out) continue;
+                out = output_by_definition(x + i * x_size, w, b[f], c, f, g, oh, ow, relu);
+            }
+        }
+    }
+}
+
+// dW[f, ci, fh, fw] by the definition: over images, then the output positions whose tap (fh, fw)
+// reads inside the input, in the loops' order.
+template <typename T>
+T filter_gradient_by_definition(const T* dout, const T* x, index_t n, index_t c, index_t fn,
+                                const Window2d& g, index_t f, index_t ci, index_t fh, index_t fw) {
+    const index_t OH = g.oh(), OW = g.ow();
+    index_t oh_lo, oh_hi, ow_lo, ow_hi;
+    valid_range(g.h, OH, g.sh, g.ph, fh, oh_lo, oh_hi);
+    valid_range(g.w, OW, g.sw, g.pw, fw, ow_lo, ow_hi);
+    T sum = 0;
+    for (index_t i = 0; i < n; ++i) {
+        const T* d = dout + (i * fn + f) * OH * OW;
+        const T* plane = x + (i * c + ci) * g.h * g.w;
+        for (index_t oh = oh_lo; oh < oh_hi; ++oh) {
+            const T* xrow = plane + (oh * g.sh - g.ph + fh) * g.w + fw - g.pw;
+            for (index_t ow = ow_lo; ow < ow_hi; ++ow) sum += d[oh * OW + ow] * xrow[ow * g.sw];
+        }
+        if (sum != sum) break;  // a NaN stays NaN: the other images cannot change it
+    }
+    return sum;
+}
+
+// The backward pass's repair: padding and dropped wide positions meet both inputs and douts, so
+// any NaN entry of dW may be stray (the pointwise path has neither; dx and db never multiply by
+// them, see conv2d_backward).
+template <typename T>
+void redo_nan_filter_gradients(T* dw, const T* dout, const T* x, index_t n, index_t c, index_t fn,
+                               const Window2d& g) {
+    const index_t K = c * g.fh * g.fw;
+    if (is_pointwise(g) || all_finite(dw, fn * K)) return;
+#pragma omp parallel for schedule(static) num_threads(threads_for(fn * K * n * g.oh() * g.ow(), index_t(1) << 15))
+    for (index_t e = 0; e < fn * K; ++e) {
+        if (dw[e] == dw[e]) continue;
+        const index_t f = e / K, ci = e % K / (g.fh * g.fw), fh = e % (g.fh * g.fw) / g.fw, fw = e % g.fw;
+        dw[e] = filter_gradient_by_definition(dout, x, n, c, fn, g, f, ci, fh, fw);
+    }
+}
+
+// The fast paths size and index their scratch by the geometry. module.cpp checks users'
+// arguments, but routes also derive geometries of their own (dx as a transposed convolution pads
+// by FH-1-PH): one outside what the paths handle must stop with an error, not write outside the
+// buffers (a pad equal to the kernel there once made a negative pad and a memory abort).
+void check_window(const Window2d& g) {
+    if (g.h < 1 || g.w < 1 || g.fh < 1 || g.fw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 ||
+        g.fh > g.h + 2 * g.ph || g.fw > g.w + 2 * g.pw)
+        throw std::logic_error(
+            "conv2d: internal error, a window the kernel does not handle: input (" + std::to_string(g.h) + ", " +
+            std::to_string(g.w) + "), window (" + std::to_string(g.fh) + ", " + std::to_string(g.fw) +
+            "), stride (" + std::to_string(g.sh) + ", " + std::to_string(g.sw) + "), pad (" +
+            std::to_string(g.ph) + ", " + std::to_string(g.pw) + ")");
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t c, index_t fn,
                     const Window2d& g, bool relu) {
+    check_window(g);
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
@@ -393,17 +512,22 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
         ImageScratch<T>& s = scratch_for<T>(1, c, fn, g, false, false, false)[0];
         for (index_t u = 0; u < units; ++u) forward_unit(u, s, threads);
     }
+    redo_nan_outputs_at_padding(y, x, w, b, n, c, fn, g, relu);
 }
 
 template <typename T>
 void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t n,
                      index_t c, index_t fn, const Window2d& g) {
+    check_window(g);
     // On the flat path, dx is itself a stride-1 convolution: of dout, padded by FH-1-PH and
     // FW-1-PW, with the filters' channel axes swapped and their taps flipped. Run as one, it takes
     // the fast forward path instead of a GEMM with only FN terms per sum and a fold (16->16
     // channels, 28x28, on Zen 4: 63-81 -> 100+ GFLOP/s). Needs the pads below the kernel sizes,
     // and enough input channels to fill the GEMM's rows (with one channel, as in a first layer
-    // on grey images, 7 of 8 rows of every tile would be wasted).
+    // on grey images, 7 of 8 rows of every tile would be wasted). Its padding stands for output
+    // positions that do not exist: conv2d_forward's repair keeps a non-finite filter tap that
+    // meets it from making a NaN. (The other routes to dx multiply real terms only: W^T . dout,
+    // then the fold drops whatever lands in the padding.)
     constexpr index_t kMinChannelsForTransposedConv = 8;
     if (dx && is_flat(g) && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
         conv2d_backward<T>(nullptr, dw, db, dout, x, w, n, c, fn, g);
@@ -476,6 +600,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
             reduce_partials(scratch, 1);
         }
     }
+    redo_nan_filter_gradients(dw, dout, x, n, c, fn, g);
 }
 
 template <typename T>

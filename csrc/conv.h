@@ -18,6 +18,10 @@
 //
 // Memory: per thread, a few per-image buffers (on the flat backward path, one block's canvases and
 // wide douts: 4 images, or 16 small ones); never the whole batch's column matrix.
+// Non-finite values reach only the outputs whose definition has them as a term: padding and the
+// positions the flat path computes and drops never contribute 0 * inf (see conv.cpp).
+// Geometry: h, w, window, stride >= 1, pads >= 0, window within the padded input (module.cpp
+// checks users' arguments); anything else throws std::logic_error before any buffer is touched.
 // Determinism: dW and db are sums over images, taken in fixed blocks (4 images, 16 small ones on
 // the flat path; block partials summed in a fixed order, then added in block order), so the
 // result does not depend on the thread count.

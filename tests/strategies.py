@@ -203,3 +203,275 @@ def arrays(draw, shape, dtype, *, style: str | None = None, allow_list: bool = T
 
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions that reach every internal switch of the kernel
+#
+# csrc/conv.cpp picks a route by shape, and the GEMMs it calls (csrc/gemm_kernel.inc) pick their
+# own; a bug on one route is invisible on the others. The constants below are copies of the
+# switch points, used to aim the draws and to label cases (keep them in step with the C++).
+
+FLAT_MIN_POSITIONS = 128        # conv.cpp kFlatMinPositions: fewer wide positions -> 4 images a canvas
+IMAGES_PER_CANVAS = 4           # conv.cpp kBlock: also the backward block of other routes
+SMALL_IMAGE_BLOCK = 16          # conv.cpp kSmallImageBlock: backward block of small images
+TRANSPOSED_DX_MIN_CHANNELS = 8  # conv.cpp kMinChannelsForTransposedConv
+FORWARD_TILE_BYTES = 256 << 10  # conv.cpp forward_tile_width: unfolded columns per tile
+GEMM_KC = 256                   # gemm_kernel.inc Tiles::KC: k blocks
+GEMM_MC_MAX = 128               # Tiles::MC = MR * 16: 96 (generic, avx2), 128 (avx512)
+GEMM_NC_MAX = 4096              # Tiles::NC = NR * 128: 512 (generic, double) .. 4096 (avx512, float)
+# (gemm_kernel.inc kSmallWork = 2**15 multiply-adds: products at or below skip packing; most
+# cases here are small, the gemm_blocks route makes them large.)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """One convolution call: shapes, window, the thread count to run it with, and how to make its
+    values (dtype name, value style of :func:`make_values`, seed)."""
+
+    N: int
+    C: int
+    FN: int
+    H: int
+    W: int
+    kh: int
+    kw: int
+    sh: int = 1
+    sw: int = 1
+    ph: int = 0
+    pw: int = 0
+    threads: int = 1
+    dtype: str = "float32"
+    style: str = "normal"
+    seed: int = 0
+
+    @property
+    def out_h(self) -> int:
+        return (self.H + 2 * self.ph - self.kh) // self.sh + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.W + 2 * self.pw - self.kw) // self.sw + 1
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.FN, self.C, self.kh, self.kw)
+
+    @property
+    def y_shape(self):
+        return (self.N, self.FN, self.out_h, self.out_w)
+
+    @property
+    def core_args(self):
+        """stride_h, stride_w, pad_h, pad_w as ``tinyconv._core`` takes them."""
+        return (self.sh, self.sw, self.ph, self.pw)
+
+
+def conv_switches(case: ConvCase) -> list[str]:
+    """The switch points of conv.cpp that ``case`` reaches, as labels (for ``hypothesis.event``
+    statistics and failure notes): the route, the canvas and block shapes, the dx route, column
+    tiles, K past the GEMM's k block, the thread count."""
+    g = case
+    pointwise = g.kh == g.kw == 1 and g.sh == g.sw == 1 and g.ph == g.pw == 0
+    flat = g.sh == g.sw == 1 and not pointwise
+    K = g.C * g.kh * g.kw
+    per_block = IMAGES_PER_CANVAS
+    labels = []
+    if pointwise:
+        labels.append("pointwise")
+    elif flat:
+        small = (g.out_h - 1) * (g.W + 2 * g.pw) + g.out_w < FLAT_MIN_POSITIONS
+        if small:
+            per_block = SMALL_IMAGE_BLOCK
+            labels.append("flat: 4 images a canvas, 16 a block")
+            if g.N % IMAGES_PER_CANVAS:
+                labels.append("flat: partial last canvas")
+        else:
+            labels.append("flat: one image a canvas")
+            if g.ph == g.pw == 0:
+                labels.append("flat: the canvas is x")
+            if g.kw == 1:
+                labels.append("flat: the wide output is y")
+        if g.C < TRANSPOSED_DX_MIN_CHANNELS:
+            labels.append("dx: folded, few channels")
+        elif g.ph < g.kh and g.pw < g.kw:
+            labels.append("dx: transposed convolution")
+            if g.ph == g.kh - 1 or g.pw == g.kw - 1:
+                labels.append("dx: transposed, pad = kernel - 1")
+        else:
+            labels.append("dx: folded, pad >= kernel")
+    else:
+        labels.append("unfolded")
+        if g.sh > g.kh or g.sw > g.kw:
+            labels.append("stride > kernel")
+        itemsize = 4 if g.dtype == "float32" else 8
+        if g.out_h * g.out_w > max(64, FORWARD_TILE_BYTES // itemsize // K):
+            labels.append("unfolded: forward in column tiles")
+    if g.N > per_block and g.N % per_block:
+        labels.append("partial last block")
+    if g.C >= 2 * TRANSPOSED_DX_MIN_CHANNELS:
+        labels.append(">= 16 channels")
+    if g.ph >= g.kh or g.pw >= g.kw:
+        labels.append("pad >= kernel")
+    if g.kh == g.H + 2 * g.ph and g.kw == g.W + 2 * g.pw:
+        labels.append("kernel = padded input")
+    if g.kh == g.kw == 1 and not pointwise:
+        labels.append("1x1 kernel, not pointwise")
+    if K > GEMM_KC:
+        labels.append("K > the GEMM's k block")
+    labels.append(f"{g.threads} thread{'s' if g.threads > 1 else ''}")
+    return labels
+
+
+def _pad_near(draw, kernel: int) -> int:
+    """A pad at the switch points around the kernel size: 0, 1, kernel - 1, kernel, kernel + 1."""
+    return draw(st.sampled_from(sorted({0, 1, max(0, kernel - 1), kernel, kernel + 1})))
+
+
+CONV_ROUTES = ["pointwise", "flat", "flat", "flat", "unfolded", "unfolded", "kernel_fills_input", "gemm_blocks"]
+
+
+@st.composite
+def conv_cases(draw) -> ConvCase:
+    """A convolution on one of conv.cpp's routes (pointwise, flat with one or several images a
+    canvas, unfolded), with batches that leave partial canvases and blocks, channel counts on both
+    sides of the transposed-dx switches (8, 16), pads at kernel - 1, kernel and above, strides
+    above the kernel, kernels that fill the padded input, GEMMs past their k, row and column
+    blocks, and one or two threads. See :func:`conv_switches` for the labels."""
+    route = draw(st.sampled_from(CONV_ROUTES))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    style = draw(st.sampled_from(["normal", "small_ints"]))
+    threads = draw(st.sampled_from([1, 2]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    N = draw(st.sampled_from([1, 2, 3, 4, 5, 9, 16, 17, 20]))
+    C = draw(st.sampled_from([1, 2, 3, 7, 8, 9, 16, 17]))
+    FN = draw(st.integers(1, 6) | st.sampled_from([8, 16, 17]))
+    sh = sw = 1
+    if route == "pointwise":
+        kh = kw = 1
+        ph = pw = 0
+        H, W = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    elif route in ("flat", "unfolded"):
+        kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+        ph, pw = _pad_near(draw, kh), _pad_near(draw, kw)
+        if route == "flat" and kh == kw == 1 and ph == pw == 0:
+            ph = 1  # else it is the pointwise route
+        H = draw(st.integers(max(1, kh - 2 * ph), 20))
+        W = draw(st.integers(max(1, kw - 2 * pw), 20))
+        if route == "unfolded":
+            sh, sw = draw(st.integers(1, kh + 2)), draw(st.integers(1, kw + 2))
+            if sh == sw == 1:
+                sw = 2
+    elif route == "kernel_fills_input":
+        H, W = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+        kh, kw = H + 2 * ph, W + 2 * pw
+        sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    else:  # gemm_blocks: one GEMM dimension past its block size, the rest small
+        # (past GEMM_KC, GEMM_MC_MAX, GEMM_NC_MAX)
+        which = draw(st.sampled_from(["k", "rows", "channel rows", "columns", "positions"]))
+        N = draw(st.integers(1, 3))
+        kh = kw = 3
+        ph = pw = 1
+        if which == "k":  # K = C * 9 > KC, on the flat route or the unfolded one (tiled forward)
+            C, FN = draw(st.sampled_from([29, 32])), draw(st.integers(1, 4))
+            H = W = draw(st.integers(8, 33))
+            sh = sw = draw(st.sampled_from([1, 2]))
+        elif which == "rows":  # FN > MC: the forward GEMM's rows
+            FN, C = draw(st.sampled_from([97, 130])), draw(st.integers(1, 2))
+            H = W = draw(st.integers(3, 6))
+        elif which == "channel rows":  # C > MC: dx's rows (folded, or the transposed convolution's)
+            C, FN = draw(st.sampled_from([97, 130])), draw(st.integers(1, 3))
+            H = W = draw(st.integers(3, 6))
+        elif which == "columns":  # wide positions > NC: the flat GEMM's column panels
+            C, FN, N = 1, draw(st.integers(1, 2)), 1
+            H = W = draw(st.sampled_from([46, 66]))
+        else:  # positions > KC: the unfolded dW GEMM's k blocks
+            C, FN = 2, 3
+            H = W = draw(st.integers(33, 36))
+            sh = sw = 2
+    return ConvCase(N, C, FN, H, W, kh, kw, sh, sw, ph, pw, threads, dtype, style, seed)
+
+
+def conv_case_values(case: ConvCase, *, with_dout: bool = True):
+    """x, W, b (and dout) for ``case``, from its seed and style, in its dtype."""
+    rng = np.random.default_rng(case.seed)
+    dtype = np.dtype(case.dtype)
+    x = make_values(rng, case.x_shape, dtype, case.style)
+    w = make_values(rng, case.w_shape, dtype, case.style)
+    b = make_values(rng, (case.FN,), dtype, case.style)
+    if not with_dout:
+        return x, w, b
+    return x, w, b, make_values(rng, case.y_shape, dtype, case.style)
+
+
+# One case per switch point, for explicit examples: the derandomised ``ci`` profile runs each of
+# them on every ISA level, whatever else it draws. The comment names the switch.
+CONV_SWITCH_POINTS = [
+    ConvCase(3, 5, 4, 6, 7, 1, 1),                                   # pointwise, small GEMM
+    ConvCase(2, 64, 64, 3, 3, 1, 1, dtype="float64"),                # pointwise, packed, C^T orientation
+    ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),                     # flat, one image a canvas
+    ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),                # flat, the canvas is x
+    ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),                           # flat, the wide output is y
+    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),                      # flat, 4 a canvas, 16 a block, both partial
+    ConvCase(16, 2, 3, 5, 4, 2, 3, ph=1, pw=2, dtype="float64"),     # flat small, one full block
+    ConvCase(6, 8, 5, 5, 5, 3, 3, ph=2, pw=2),                       # dx transposed, pad = kernel - 1
+    ConvCase(5, 9, 3, 6, 6, 2, 2, ph=2, pw=2),                       # C >= 8, pad = kernel: dx folded
+    ConvCase(3, 8, 3, 5, 6, 2, 2, ph=3, pw=1),                       # C >= 8, pad > kernel in one direction
+    ConvCase(5, 8, 4, 7, 6, 3, 2, ph=1, pw=2, dtype="float64"),      # C >= 8, pw = kernel, ph below
+    ConvCase(4, 16, 16, 10, 10, 3, 3, style="small_ints"),           # dx transposed, 16 channels, pad 0
+    ConvCase(5, 17, 9, 16, 16, 3, 3, ph=1, pw=1, threads=2),         # transposed, one image a canvas, 2 threads
+    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),                       # unfolded, stride 2
+    ConvCase(3, 2, 3, 11, 9, 2, 1, 3, 4, 0, 1, dtype="float64"),     # unfolded, stride > kernel
+    ConvCase(4, 3, 2, 8, 9, 3, 3, 1, 2, 3, 0),                       # unfolded, stride 1 one way, pad = kernel
+    ConvCase(1, 32, 3, 21, 21, 3, 3, 2, 2, 1, 1, dtype="float64"),   # unfolded forward in tiles (float64)
+    ConvCase(1, 32, 2, 31, 31, 3, 3, 2, 2, 1, 1),                    # unfolded forward in tiles (float32)
+    ConvCase(2, 8, 3, 4, 5, 6, 7, ph=1, pw=1),                       # kernel = padded input, flat, transposed dx
+    ConvCase(3, 2, 3, 4, 5, 6, 7, 2, 3, 1, 1, dtype="float64"),      # kernel = padded input, strided (L = 1)
+    ConvCase(3, 8, 3, 5, 4, 1, 1, ph=1, pw=1),                       # 1x1 kernel with padding (flat)
+    ConvCase(2, 29, 3, 12, 12, 3, 3, ph=1, pw=1),                    # K > KC: GEMM k blocks
+    ConvCase(2, 2, 130, 6, 5, 3, 3, ph=1, pw=1),                     # FN > MC: GEMM row blocks
+    ConvCase(2, 130, 2, 5, 5, 3, 3, ph=1, pw=1),                     # C > MC: dx rows, transposed
+    ConvCase(1, 1, 2, 66, 66, 3, 3, ph=1, pw=1),                     # wide positions > NC (every ISA)
+    ConvCase(2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"),    # positions > KC: unfolded dW k blocks
+    ConvCase(1, 1, 16, 36, 36, 2, 2, 2, 2),                          # dW as C^T (FN > K), positions > KC
+    ConvCase(1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"),   # K > 512: the 64-column tile floor
+    ConvCase(1, 8, 8, 16, 16, 3, 3, ph=1, pw=1, threads=2),          # one unit, GEMMs on 2 threads
+    ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2),                # the wide output is y, 2 threads
+    ConvCase(1, 3, 16, 24, 24, 3, 3, ph=1, pw=1, threads=2),         # folded dx GEMM on 2 threads
+    ConvCase(9, 3, 8, 12, 12, 3, 3, ph=1, pw=1, threads=2),          # waves of blocks, last one partial
+    ConvCase(40, 3, 8, 6, 6, 3, 3, ph=1, pw=1, threads=2),           # waves of 16-image blocks
+    ConvCase(1, 16, 16, 20, 20, 3, 3, 2, 2, 1, 1, threads=2),        # unfolded, GEMMs on 2 threads
+    ConvCase(7, 4, 5, 9, 8, 3, 3, 2, 1, 1, 1, threads=3),            # 3 threads: odd team, partial wave
+]
+
+
+@dataclass(frozen=True)
+class Poison:
+    """How many non-finite values (NaN, +inf, -inf, at random) to put into each input of a
+    convolution, and a seed for their positions and kinds."""
+
+    x: int = 0
+    w: int = 0
+    b: int = 0
+    dout: int = 0
+    seed: int = 0
+
+    def apply(self, **arrays: np.ndarray) -> None:
+        """Writes the non-finite values into the named arrays (x, w, b, dout), in place."""
+        rng = np.random.default_rng(self.seed)
+        for name, array in arrays.items():
+            count = getattr(self, name)
+            if count and array.size:
+                flat = array.reshape(-1)  # the arrays are contiguous: a view
+                flat[rng.integers(0, flat.size, count)] = rng.choice([np.nan, np.inf, -np.inf], count)
+
+
+def poisons() -> st.SearchStrategy[Poison]:
+    """Mostly a few non-finite values in x, W and dout (each sometimes none), rarely in b."""
+    counts = st.sampled_from([0, 1, 1, 2, 5])
+    return st.builds(Poison, x=counts, w=counts, b=st.sampled_from([0, 0, 0, 1]), dout=counts, seed=seeds())
