@@ -14,6 +14,7 @@ import http.server
 import io
 import os
 import socket
+import struct
 import sys
 import threading
 import tracemalloc
@@ -861,3 +862,13 @@ def test_debian_location_is_searched_by_default(monkeypatch):
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "fashion-mnist", [DEBIAN_FASHION_DIR])
     (_, t_train), (_, t_test) = load_fashion_mnist(download=False)
     assert len(t_train) == 60000 and len(t_test) == 10000
+
+
+def test_an_empty_idx_whose_other_dimensions_overflow_is_a_format_error():
+    # Found by the fuzzer: shape (0xfb000000, 0, 1, 0x10a03) holds no bytes, yet NumPy cannot
+    # represent it; reshape raised a bare ValueError instead of IdxFormatError.
+    from tinyconv.datasets.idx import decode_idx
+    blob = bytes([0, 0, 8, 4]) + struct.pack(">4I", 0xFB000000, 0, 1, 0x10A03)
+    with pytest.raises(IdxFormatError, match="empty"):
+        decode_idx(blob)
+    assert decode_idx(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 28, 28)).shape == (0, 28, 28)

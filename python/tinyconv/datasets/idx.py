@@ -98,6 +98,11 @@ def _decode_stream(handle: BinaryIO, ndim: Optional[int], source: Optional[PathL
                                      f"{header_size} bytes)")
     shape = struct.unpack(f">{file_ndim}I", dims)
     expected_bytes = math.prod(shape)  # exact (Python ints): a crafted header cannot overflow it
+    # An empty array must still have a shape NumPy can represent: (2**32-1, 0, 2**32-1, 2**32-1)
+    # holds no bytes, but its other dimensions multiply past what an array may span.
+    if math.prod(max(d, 1) for d in shape) > MAX_PAYLOAD_BYTES and expected_bytes == 0:
+        raise IdxFormatError(source, f"header claims shape {shape}: empty, but its other dimensions "
+                                     f"multiply past {MAX_PAYLOAD_BYTES:,}")
     if expected_bytes > MAX_PAYLOAD_BYTES:
         raise IdxFormatError(source, f"header claims shape {shape}, {expected_bytes:,} bytes of "
                                      f"data; at most {MAX_PAYLOAD_BYTES:,} are accepted")
