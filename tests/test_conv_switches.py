@@ -21,7 +21,6 @@ import contextlib
 import numpy as np
 import pytest
 from hypothesis import event, example, given, note
-from hypothesis import strategies as st
 
 import tinyconv
 from tinyconv import _core
