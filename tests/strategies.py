@@ -440,8 +440,10 @@ CONV_SWITCH_POINTS = [
     ConvCase(2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"),    # positions > KC: unfolded dW k blocks
     ConvCase(1, 1, 16, 36, 36, 2, 2, 2, 2),                          # dW as C^T (FN > K), positions > KC
     ConvCase(1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"),   # K > 512: the 64-column tile floor
+    ConvCase(1, 120, 2, 19, 19, 3, 3, 2, 2, 1, 1),                   # K > 1024: the same for float32
     ConvCase(1, 8, 8, 16, 16, 3, 3, ph=1, pw=1, threads=2),          # one unit, GEMMs on 2 threads
     ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2),                # the wide output is y, 2 threads
+    ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2, dtype="float64"),
     ConvCase(1, 3, 16, 24, 24, 3, 3, ph=1, pw=1, threads=2),         # folded dx GEMM on 2 threads
     ConvCase(9, 3, 8, 12, 12, 3, 3, ph=1, pw=1, threads=2),          # waves of blocks, last one partial
     ConvCase(40, 3, 8, 6, 6, 3, 3, ph=1, pw=1, threads=2),           # waves of 16-image blocks

@@ -73,6 +73,26 @@ def test_conv2d_forward_and_backward(thread_counts, dtype, batch, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels", [3, 8])  # dx folded back; dx as a transposed convolution
+def test_conv2d_with_non_finite_values(thread_counts, dtype, channels):
+    """The NaN outputs that padding would have made are summed again over their real terms
+    (conv.cpp, non-finite values), in parallel too: the same bits for every thread count."""
+    x = random((16, channels, 10, 10), dtype, 26)
+    x[3, 1, 0, 4], x[9, 2, 9, 9] = np.inf, np.nan
+    W = random((16, channels, 3, 3), dtype, 27)
+    W[4, 1, 0, 0] = -np.inf
+    b = random((16,), dtype, 28)
+    dout = random((16, 16, 10, 10), dtype, 29)
+    dout[0, 3, 0, 5] = np.inf
+    assert_same_bits_for_all_counts(lambda: F.conv2d_forward(x, W, b, 1, 1), thread_counts)
+    assert_same_bits_for_all_counts(lambda: F.conv2d_backward(dout, x, W, 1, 1), thread_counts)
+    strided = random((16, 16, 5, 5), dtype, 30)  # stride 2: the unfolded route
+    strided[2, 5, 0, 0] = np.nan
+    assert_same_bits_for_all_counts(lambda: F.conv2d_forward(x, W, b, 2, 1), thread_counts)
+    assert_same_bits_for_all_counts(lambda: F.conv2d_backward(strided, x, W, 2, 1), thread_counts)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_strided_and_pointwise(thread_counts, dtype):
     x = random((16, 8, 17, 15), dtype, 5)
     W = random((12, 8, 5, 3), dtype, 6)
