@@ -46,6 +46,9 @@ const char* isa_name(Isa isa) {
     }
 }
 
+// Whether this CPU runs a level. Nothing compiled with a level's flags may run before this says
+// yes: the compiler is free to use that level's instructions anywhere in its translation unit,
+// even in plain integer arithmetic (clang turns workspace_size's min/max into AVX-512 vpminsq).
 bool cpu_runs(Isa isa) {
     switch (isa) {
         case Isa::generic: return true;
@@ -168,12 +171,14 @@ void scale_c(T* c, index_t ldc, index_t m, index_t n, T beta) {
 
 }  // namespace
 
-// The largest need of any level: the level may be switched between sizing and use.
+// The largest need of any level this CPU runs: the level may be switched (set_isa, to a level the
+// CPU runs) between sizing and use. Levels the CPU cannot run are never asked: their code would
+// be an illegal instruction here.
 template <typename T>
 index_t gemm_workspace_size(index_t m, index_t n, index_t k) {
     index_t size = 0;
     for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic})
-        size = std::max(size, workspace_size_for<T>(isa, m, n, k));
+        if (cpu_runs(isa)) size = std::max(size, workspace_size_for<T>(isa, m, n, k));
     return size;
 }
 

@@ -9,12 +9,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -62,16 +67,24 @@ std::string shape_str(const py::array& a) {
     throw py::error_already_set();
 }
 
-// The product of sizes, or MemoryError when it does not fit in 63 bits.
-index_t mul(std::initializer_list<index_t> sizes) {
+// The product of sizes >= 0 into `out`; false when it does not fit in 63 bits.
+bool product_fits(std::initializer_list<index_t> sizes, index_t& out) {
     index_t total = 1;
     for (index_t v : sizes) {
-        if (v != 0 && total > std::numeric_limits<index_t>::max() / v) {
-            std::ostringstream factors;
-            for (index_t f : sizes) factors << (factors.tellp() > 0 ? " * " : "") << f;
-            memory_error(cat("an array of ", factors.str(), " elements is too large to address"));
-        }
+        if (v != 0 && total > std::numeric_limits<index_t>::max() / v) return false;
         total *= v;
+    }
+    out = total;
+    return true;
+}
+
+// The product of sizes, or MemoryError when it does not fit in 63 bits.
+index_t mul(std::initializer_list<index_t> sizes) {
+    index_t total;
+    if (!product_fits(sizes, total)) {
+        std::ostringstream factors;
+        for (index_t f : sizes) factors << (factors.tellp() > 0 ? " * " : "") << f;
+        memory_error(cat("an array of ", factors.str(), " elements is too large to address"));
     }
     return total;
 }
@@ -92,8 +105,9 @@ bool native_order(const py::array& a) {
 // int64, native order, C-contiguous: the index arrays (argmax, labels).
 void check_int64(const py::array& a, const char* name) {
     if (a.dtype().kind() != 'i' || a.dtype().itemsize() != 8 || !native_order(a) ||
-        !(a.flags() & py::array::c_style))
-        type_error(cat(name, " must be a C-contiguous int64 array, got dtype ", std::string(py::str(a.dtype()))));
+        !(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % alignof(std::int64_t) != 0)
+        type_error(cat(name, " must be a C-contiguous, aligned int64 array in native byte order, got dtype ",
+                       std::string(py::str(a.dtype()))));
 }
 
 // Checks dtype and layout; returns the element type code ('f' float32, 'd' float64).
@@ -132,21 +146,184 @@ void check_shape(const py::array& a, const char* name, const std::vector<index_t
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Argument conversion. Every entry point receives its arguments as plain Python objects and
+// converts each one here, by name (see def_checked below): pybind11's own conversions report a
+// wrong type only as "incompatible function arguments" and an int too large for a double
+// not at all helpfully, and an optional array taken as py::object and reinterpreted without a
+// check makes the binding read a str or a list as if it were an ndarray (a segfault).
+
+// The value for a message: its type and its repr, cut to 80 characters.
+std::string describe(const py::handle& value) {
+    std::string text;
+    try {
+        text = py::repr(value).cast<std::string>();
+    } catch (const py::error_already_set&) {
+        text = "<unprintable>";
+    }
+    if (text.size() > 80) text = text.substr(0, 77) + "...";
+    return cat(Py_TYPE(value.ptr())->tp_name, " ", text);
+}
+
+// NumPy's scalar types that Python's own checks do not cover, looked up once. Stored for the
+// life of the process (never destroyed: that would happen after the interpreter is gone).
+struct NumpyScalarTypes {
+    py::object bool_, complexfloating;
+};
+const NumpyScalarTypes& numpy_scalar_types() {
+    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<NumpyScalarTypes> storage;
+    return storage
+        .call_once_and_store_result([] {
+            py::module_ np = py::module_::import("numpy");
+            return NumpyScalarTypes{np.attr("bool_"), np.attr("complexfloating")};
+        })
+        .get_stored();
+}
+
+bool is_bool(const py::handle& value) {
+    return PyBool_Check(value.ptr()) || py::isinstance(value, numpy_scalar_types().bool_);
+}
+
+py::array to_array(const py::handle& value, const char* name) {
+    if (!py::isinstance<py::array>(value))
+        type_error(cat(name, " must be a numpy.ndarray, got ", describe(value)));
+    return py::reinterpret_borrow<py::array>(value);
+}
+
+// An int (Python or NumPy; not a bool, which is almost always a slip) that fits in 64 bits.
+index_t to_index(const py::handle& value, const char* name) {
+    if (is_bool(value) || PyFloat_Check(value.ptr()))
+        type_error(cat(name, " must be an int, got ", describe(value)));
+    PyObject* as_int = PyNumber_Index(value.ptr());  // int, NumPy integer or anything with __index__
+    if (!as_int) {
+        PyErr_Clear();
+        type_error(cat(name, " must be an int, got ", describe(value)));
+    }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(as_int, &overflow);
+    Py_DECREF(as_int);
+    if (overflow != 0) value_error(cat(name, " must fit in 64 bits, got ", describe(value)));
+    if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    return static_cast<index_t>(v);
+}
+
+// A real number as a double: a float, an int or a NumPy real scalar (anything with __float__ or
+// __index__), but not a bool, a complex number or a string. An int too large for a double (say
+// 10**400) is a ValueError, not Python's OverflowError.
+double to_real(const py::handle& value, const char* name) {
+    bool real = !is_bool(value) && !PyComplex_Check(value.ptr()) &&
+                !py::isinstance(value, numpy_scalar_types().complexfloating);
+    if (real && py::isinstance<py::array>(value)) {  // a 0-d array of a real dtype passes, as NumPy's scalars do
+        const py::array a = py::reinterpret_borrow<py::array>(value);
+        real = a.ndim() == 0 && std::string("iuf").find(a.dtype().kind()) != std::string::npos;
+    }
+    if (!real) type_error(cat(name, " must be a real number, got ", describe(value)));
+    const double v = PyFloat_AsDouble(value.ptr());
+    if (v == -1.0 && PyErr_Occurred()) {
+        const bool overflow = PyErr_ExceptionMatches(PyExc_OverflowError);
+        PyErr_Clear();
+        if (overflow) value_error(cat(name, " is too large for a float64: ", describe(value)));
+        type_error(cat(name, " must be a real number, got ", describe(value)));
+    }
+    return v;
+}
+
+bool to_bool(const py::handle& value, const char* name) {
+    if (!is_bool(value)) type_error(cat(name, " must be a bool, got ", describe(value)));
+    return PyObject_IsTrue(value.ptr()) == 1;
+}
+
+// How a parameter of the C++ type T is made from the Python object passed for it.
+template <typename T>
+struct FromPython;
+template <>
+struct FromPython<py::array> {
+    static py::array convert(const py::object& v, const char* name) { return to_array(v, name); }
+};
+template <>
+struct FromPython<py::object> {  // None or an array: checked by the entry point (see optional_array)
+    static py::object convert(const py::object& v, const char*) { return v; }
+};
+template <>
+struct FromPython<index_t> {
+    static index_t convert(const py::object& v, const char* name) { return to_index(v, name); }
+};
+template <>
+struct FromPython<double> {
+    static double convert(const py::object& v, const char* name) { return to_real(v, name); }
+};
+template <>
+struct FromPython<bool> {
+    static bool convert(const py::object& v, const char* name) { return to_bool(v, name); }
+};
+template <>
+struct FromPython<std::string> {
+    static std::string convert(const py::object& v, const char* name) {
+        if (!py::isinstance<py::str>(v)) type_error(cat(name, " must be a str, got ", describe(v)));
+        return v.cast<std::string>();
+    }
+};
+
+template <typename T>
+using Loose = const py::object&;  // every parameter arrives as a Python object
+
+template <typename Ret, typename... Params, std::size_t... I>
+auto checked(Ret (*fn)(Params...), std::array<const char*, sizeof...(Params)> names, std::index_sequence<I...>) {
+    return [fn, names](Loose<Params>... values) -> Ret {
+        // A braced list converts left to right, so the first bad argument is the one reported.
+        std::tuple<std::decay_t<Params>...> converted{FromPython<std::decay_t<Params>>::convert(values, names[I])...};
+        return std::apply(fn, std::move(converted));
+    };
+}
+
+// scope.def(name, fn, args...), with every argument converted by name as above first.
+template <typename Ret, typename... Params, typename... Args>
+void def_checked(py::module_& scope, const char* name, Ret (*fn)(Params...), const Args&... args) {
+    static_assert(sizeof...(Params) == sizeof...(Args), "one py::arg per parameter");
+    const std::array<const char*, sizeof...(Params)> names{{args.name...}};
+    scope.def(name, checked(fn, names, std::index_sequence_for<Params...>{}), args...);
+}
+
+// An optional array argument: None, or an ndarray (anything else is a TypeError naming it).
+bool optional_array(const py::object& value, const char* name, py::array& out) {
+    if (value.is_none()) return false;
+    out = to_array(value, name);
+    return true;
+}
+
 // Bounds every scalar size so that the products below cannot overflow unnoticed.
 constexpr index_t kMaxDim = index_t(1) << 40;
 
-Window2d make_window(index_t h, index_t w, index_t fh, index_t fw, index_t sh, index_t sw,
-                     index_t ph, index_t pw, const char* window_name) {
+struct Nchw {
+    index_t n, c, h, w;
+};
+
+// The window of a convolution, pooling or im2col over an (N, C, H, W) input, checked: window >= 1,
+// stride >= 1, pad >= 0, each at most 2**40; the window inside the padded input; and the unfolded
+// size N*C*OH*OW*FH*FW (the im2col matrix; the work of a pooling) inside 64 bits, with N counted
+// as at least 1 so that an empty batch is held to the same geometry. Every size product a kernel
+// forms (the window area FH*FW an average divides by, a plane's taps, a thread's share of them)
+// divides that one, so none of them can overflow.
+Window2d make_window(const Nchw& s, index_t fh, index_t fw, index_t sh, index_t sw, index_t ph,
+                     index_t pw, const char* window_name) {
     if (fh < 1 || fw < 1) value_error(cat(window_name, " must be >= 1, got (", fh, ", ", fw, ")"));
     if (sh < 1 || sw < 1) value_error(cat("stride must be >= 1, got (", sh, ", ", sw, ")"));
     if (ph < 0 || pw < 0) value_error(cat("pad must be >= 0, got (", ph, ", ", pw, ")"));
     if (fh > kMaxDim || fw > kMaxDim || sh > kMaxDim || sw > kMaxDim || ph > kMaxDim || pw > kMaxDim)
         value_error(cat(window_name, "/stride/pad are absurdly large: window (", fh, ", ", fw, "), stride (", sh,
                         ", ", sw, "), pad (", ph, ", ", pw, ")"));
+    const index_t h = s.h, w = s.w;
     if (fh > h + 2 * ph || fw > w + 2 * pw)
         value_error(cat(window_name, " (", fh, ", ", fw, ") is larger than the padded input (", h + 2 * ph, ", ",
                         w + 2 * pw, ") = input (", h, ", ", w, ") + 2 * pad (", ph, ", ", pw, ")"));
-    return Window2d{h, w, fh, fw, sh, sw, ph, pw};
+    const Window2d g{h, w, fh, fw, sh, sw, ph, pw};
+    index_t unfolded;
+    if (!product_fits({std::max<index_t>(s.n, 1), s.c, g.oh(), g.ow(), fh, fw}, unfolded))
+        value_error(cat(window_name, " (", fh, ", ", fw, ") with stride (", sh, ", ", sw, ") and pad (", ph, ", ", pw,
+                        ") over an input of shape (", s.n, ", ", s.c, ", ", h, ", ", w,
+                        ") is too large: N*C*OH*OW*FH*FW = ", std::max<index_t>(s.n, 1), "*", s.c, "*", g.oh(), "*",
+                        g.ow(), "*", fh, "*", fw, " overflows 64 bits"));
+    return g;
 }
 
 // Allocates a C-contiguous output array of the given shape and element type.
@@ -193,10 +370,6 @@ auto dispatch(char kind, F&& f) {
     return f(double{});
 }
 
-struct Nchw {
-    index_t n, c, h, w;
-};
-
 Nchw nchw(const py::array& x, const char* name) {
     check_ndim(x, name, 4);
     Nchw s{x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
@@ -228,13 +401,12 @@ py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_ob
     const index_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
     if (k != kb)
         value_error(cat("a and b do not multiply: op(a) is (", m, ", ", k, ") and op(b) is (", kb, ", ", n, ")"));
-    py::array out;
+    py::array out, c;
     const char kind = float_kind(a, "a");
-    if (c_obj.is_none()) {
+    if (!optional_array(c_obj, "c", c)) {
         if (beta != 0.0) value_error(cat("beta must be 0 when c is None, got ", beta));
         out = dispatch(kind, [&](auto t) -> py::array { return empty<decltype(t)>({m, n}); });
     } else {
-        py::array c = py::reinterpret_borrow<py::array>(c_obj);
         check_ndim(c, "c", 2);
         same_kind(a, "a", c, "c");
         check_shape(c, "c", {m, n});
@@ -261,7 +433,7 @@ template <bool Reference>
 py::array py_im2col(const py::array& x, index_t fh, index_t fw, index_t sh, index_t sw, index_t ph,
                     index_t pw) {
     const Nchw s = nchw(x, "input_data");
-    const Window2d g = make_window(s.h, s.w, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
+    const Window2d g = make_window(s, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
     return dispatch(float_kind(x, "input_data"), [&](auto t) -> py::array {
         using T = decltype(t);
         py::array col = empty<T>({mul(s.n, g.oh(), g.ow()), mul(s.c, fh, fw)});
@@ -280,7 +452,7 @@ template <bool Reference>
 py::array py_col2im(const py::array& col, index_t n, index_t c, index_t h, index_t w, index_t fh,
                     index_t fw, index_t sh, index_t sw, index_t ph, index_t pw) {
     const Nchw s = nchw_from_ints(n, c, h, w);
-    const Window2d g = make_window(s.h, s.w, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
+    const Window2d g = make_window(s, fh, fw, sh, sw, ph, pw, "filter (filter_h, filter_w)");
     check_ndim(col, "col", 2);
     check_shape(col, "col", {mul(s.n, g.oh(), g.ow()), mul(s.c, fh, fw)});
     return dispatch(float_kind(col, "col"), [&](auto t) -> py::array {
@@ -312,7 +484,7 @@ ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index
     if (W.shape(1) != s.c)
         value_error(cat("W has ", W.shape(1), " input channels but x has ", s.c, ": W shape ", shape_str(W),
                         ", x shape ", shape_str(x)));
-    const Window2d g = make_window(s.h, s.w, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
+    const Window2d g = make_window(s, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
     mul(s.n, W.shape(0), g.oh(), g.ow());
     // Each thread holds one image's column matrix (two in the backward pass).
     const index_t col = mul(s.c, g.fh, g.fw, g.oh(), g.ow());
@@ -372,7 +544,7 @@ py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py
 
 Window2d pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t sh, index_t sw,
                      index_t ph, index_t pw) {
-    return make_window(s.h, s.w, pool_h, pool_w, sh, sw, ph, pw, "pool (pool_h, pool_w)");
+    return make_window(s, pool_h, pool_w, sh, sw, ph, pw, "pool (pool_h, pool_w)");
 }
 
 // Max pooling also needs a real input in every window: pad < pool.
@@ -442,8 +614,8 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     const std::int64_t* ap = cptr<std::int64_t>(argmax);
     const index_t count = static_cast<index_t>(argmax.size());
     py::array gate;
-    if (!relu_output.is_none()) {
-        gate = py::reinterpret_borrow<py::array>(relu_output);
+    const bool gated = optional_array(relu_output, "relu_output", gate);
+    if (gated) {
         same_kind(dout, "dout", gate, "relu_output");
         check_shape(gate, "relu_output", {s.n, s.c, s.h, s.w});
     }
@@ -452,7 +624,7 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
         py::array dx = empty<T>({s.n, s.c, s.h, s.w});
         T* dxp = ptr<T>(dx);
         const T* dp = cptr<T>(dout);
-        const T* gp = relu_output.is_none() ? nullptr : cptr<T>(gate);
+        const T* gp = gated ? cptr<T>(gate) : nullptr;
         const index_t out_plane = dout.shape(2) * dout.shape(3);
         bool in_range;
         {
@@ -510,8 +682,8 @@ py::array py_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, in
 // written, but must not partly overlap one).
 py::array elementwise_out(const py::object& out_obj, const py::array& like, const char* like_name,
                           std::initializer_list<const py::array*> inputs) {
-    if (out_obj.is_none()) return py::array(like.dtype(), like.request().shape);
-    py::array out = py::reinterpret_borrow<py::array>(out_obj);
+    py::array out;
+    if (!optional_array(out_obj, "out", out)) return py::array(like.dtype(), like.request().shape);
     same_kind(like, like_name, out, "out");
     if (out.request().shape != like.request().shape)
         value_error(cat("out must have ", like_name, "'s shape ", shape_str(like), ", got ", shape_str(out)));
@@ -568,18 +740,23 @@ void check_logits(const py::array& x, const char* name) {
     if (x.shape(1) < 1) value_error(cat(name, " must have at least one class column, got shape ", shape_str(x)));
 }
 
-// Labels (N,) int64 in [0, K), or targets (N, K) of x's dtype.
-const std::int64_t* check_targets(const py::array& x, const py::array& t, const char* xname) {
+// Labels (N,) int64 in [0, K), or targets (N, K) of x's dtype. Labels are copied into `labels`
+// and checked there, and the kernel reads that copy: the kernel runs without the GIL, and another
+// thread could otherwise change t between the check and the use and index outside a row.
+// Returns the labels, or null for targets.
+const std::int64_t* check_targets(const py::array& x, const py::array& t, const char* xname,
+                                  std::vector<std::int64_t>& labels) {
     const index_t n = x.shape(0), k = x.shape(1);
     if (t.ndim() == 1) {
         check_int64(t, "t (labels)");
         check_shape(t, "t", {n});
         const std::int64_t* tp = cptr<std::int64_t>(t);
+        labels.assign(tp, tp + n);
         for (index_t i = 0; i < n; ++i)
-            if (tp[i] < 0 || tp[i] >= k)
-                value_error(cat("t holds label ", tp[i], " at position ", i, ", outside [0, ", k, ") for ", xname,
+            if (labels[i] < 0 || labels[i] >= k)
+                value_error(cat("t holds label ", labels[i], " at position ", i, ", outside [0, ", k, ") for ", xname,
                                 " with ", k, " classes"));
-        return tp;
+        return labels.data();
     }
     same_kind(x, xname, t, "t");
     check_shape(t, "t", {n, k});
@@ -603,7 +780,8 @@ py::array py_softmax_forward(const py::array& x) {
 py::tuple py_softmax_cross_entropy_forward(const py::array& x, const py::array& t) {
     check_logits(x, "x");
     if (x.shape(0) < 1) value_error(cat("x must hold at least one row to average the loss over, got shape ", shape_str(x)));
-    const std::int64_t* labels = check_targets(x, t, "x");
+    std::vector<std::int64_t> label_copy;
+    const std::int64_t* labels = check_targets(x, t, "x", label_copy);
     return dispatch(float_kind(x, "x"), [&](auto tag) -> py::tuple {
         using T = decltype(tag);
         py::array y = empty<T>({x.shape(0), x.shape(1)});
@@ -623,7 +801,8 @@ py::tuple py_softmax_cross_entropy_forward(const py::array& x, const py::array& 
 py::array py_softmax_cross_entropy_backward(const py::array& y, const py::array& t, double dout) {
     check_logits(y, "y");
     if (y.shape(0) < 1) value_error(cat("y must hold at least one row, got shape ", shape_str(y)));
-    const std::int64_t* labels = check_targets(y, t, "y");
+    std::vector<std::int64_t> label_copy;
+    const std::int64_t* labels = check_targets(y, t, "y", label_copy);
     return dispatch(float_kind(y, "y"), [&](auto tag) -> py::array {
         using T = decltype(tag);
         py::array dx = empty<T>({y.shape(0), y.shape(1)});
@@ -848,67 +1027,73 @@ py::dict config() {
 
 }  // namespace
 
+// The most threads set_num_threads accepts (as tinyconv.set_num_threads): OpenMP aborts the
+// process when it cannot create the threads asked for.
+constexpr index_t kMaxThreads = 4096;
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "tinyconv's compiled kernels (private: use tinyconv.functional)";
 
-    m.def("gemm", &py_gemm<false>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"), py::arg("beta"),
-          py::arg("trans_a"), py::arg("trans_b"));
-    m.def("im2col", &py_im2col<false>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    m.def("col2im", &py_col2im<false>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
-          py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
-          py::arg("pad_w"));
-    m.def("conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
-    m.def("conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"), py::arg("stride_h"),
-          py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
-    m.def("max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
-    m.def("max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input, py::arg("dout"), py::arg("x"),
-          py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
-          py::arg("pad_w"), py::arg("through_relu") = false);
-    m.def("max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
-          py::arg("c"), py::arg("h"), py::arg("w"), py::arg("relu_output") = py::none());
-    m.def("avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
-          py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    m.def("avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"), py::arg("h"),
-          py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
-          py::arg("pad_h"), py::arg("pad_w"));
-    m.def("relu_forward", [](const py::array& x, const py::object& out) {
+    // def_checked: every argument is converted and checked by name before the function runs.
+    def_checked(m, "gemm", &py_gemm<false>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
+                py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+    def_checked(m, "im2col", &py_im2col<false>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(m, "col2im", &py_col2im<false>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
+                py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"));
+    def_checked(m, "conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(m, "conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
+    def_checked(m, "max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+                py::arg("with_argmax") = true);
+    def_checked(m, "max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input, py::arg("dout"), py::arg("x"),
+                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"), py::arg("through_relu") = false);
+    def_checked(m, "max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
+                py::arg("c"), py::arg("h"), py::arg("w"), py::arg("relu_output") = py::none());
+    def_checked(m, "avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(m, "avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"),
+                py::arg("h"), py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"),
+                py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(m, "relu_forward", +[](const py::array& x, const py::object& out) {
         return unary(x, "x", out, [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
     }, py::arg("x"), py::arg("out") = py::none());
-    m.def("relu_backward", [](const py::array& dout, const py::array& x, const py::object& out) {
+    def_checked(m, "relu_backward", +[](const py::array& dout, const py::array& x, const py::object& out) {
         return binary(dout, x, "x", out, [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
     }, py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
-    m.def("sigmoid_forward", [](const py::array& x) {
+    def_checked(m, "sigmoid_forward", +[](const py::array& x) {
         return unary(x, "x", py::none(), [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
     }, py::arg("x"));
-    m.def("sigmoid_backward", [](const py::array& dout, const py::array& y, const py::object& out) {
+    def_checked(m, "sigmoid_backward", +[](const py::array& dout, const py::array& y, const py::object& out) {
         return binary(dout, y, "y", out, [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
     }, py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
-    m.def("softmax_forward", &py_softmax_forward, py::arg("x"));
-    m.def("softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
-    m.def("softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
-          py::arg("dout"));
-    m.def("affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
-    m.def("affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
-          py::arg("need_dx") = true);
+    def_checked(m, "softmax_forward", &py_softmax_forward, py::arg("x"));
+    def_checked(m, "softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
+    def_checked(m, "softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
+                py::arg("dout"));
+    def_checked(m, "affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
+    def_checked(m, "affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
+                py::arg("need_dx") = true);
 
-    m.def("sgd_update", &py_sgd_update, py::arg("param"), py::arg("grad"), py::arg("lr"));
-    m.def("momentum_update", &py_momentum_update, py::arg("param"), py::arg("v"), py::arg("grad"), py::arg("lr"),
-          py::arg("momentum"), py::arg("nesterov"));
-    m.def("adaptive_update", &py_adaptive_update, py::arg("param"), py::arg("h"), py::arg("grad"), py::arg("lr"),
-          py::arg("rmsprop"), py::arg("decay"), py::arg("eps"));
-    m.def("adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
-          py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
-    m.def("find_nonfinite", &py_find_nonfinite<false>, py::arg("values"), py::arg("squared") = false);
+    def_checked(m, "sgd_update", &py_sgd_update, py::arg("param"), py::arg("grad"), py::arg("lr"));
+    def_checked(m, "momentum_update", &py_momentum_update, py::arg("param"), py::arg("v"), py::arg("grad"),
+                py::arg("lr"), py::arg("momentum"), py::arg("nesterov"));
+    def_checked(m, "adaptive_update", &py_adaptive_update, py::arg("param"), py::arg("h"), py::arg("grad"),
+                py::arg("lr"), py::arg("rmsprop"), py::arg("decay"), py::arg("eps"));
+    def_checked(m, "adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
+                py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
+    def_checked(m, "find_nonfinite", &py_find_nonfinite<false>, py::arg("values"), py::arg("squared") = false);
 
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) value_error(cat("n must be >= 1, got ", n));
-        set_num_threads(n);
+    def_checked(m, "set_num_threads", +[](index_t n) {
+        if (n < 1 || n > kMaxThreads) value_error(cat("n must be in [1, ", kMaxThreads, "], got ", n));
+        set_num_threads(static_cast<int>(n));
     }, py::arg("n"));
     m.def("get_num_threads", &num_threads);
-    m.def("set_isa", [](const std::string& name) {
+    def_checked(m, "set_isa", +[](std::string name) {
         if (!gemm_set_isa(name))
             value_error(cat("isa must be one of the levels this CPU runs (", gemm_available_isas(), "), got '", name, "'"));
     }, py::arg("isa"));
@@ -917,15 +1102,21 @@ PYBIND11_MODULE(_core, m) {
     // The plain loops kept beside each fast kernel, exposed for the tests (same arguments and
     // validation as the fast entry points above).
     py::module_ ref = m.def_submodule("reference", "plain-loop oracles of the fast kernels (tests only)");
-    ref.def("gemm", &py_gemm<true>);
-    ref.def("im2col", &py_im2col<true>);
-    ref.def("col2im", &py_col2im<true>);
-    ref.def("conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"), py::arg("b"), py::arg("stride_h"),
-            py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
-    ref.def("conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
-            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
-    ref.def("max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
-            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
-    ref.def("avg_pool2d_forward", &py_avg_pool2d_forward<true>);
-    ref.def("find_nonfinite", &py_find_nonfinite<true>, py::arg("values"), py::arg("squared") = false);
+    def_checked(ref, "gemm", &py_gemm<true>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
+                py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+    def_checked(ref, "im2col", &py_im2col<true>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(ref, "col2im", &py_col2im<true>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"),
+                py::arg("w"), py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(ref, "conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"), py::arg("b"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(ref, "conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
+    def_checked(ref, "max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+                py::arg("with_argmax") = true);
+    def_checked(ref, "avg_pool2d_forward", &py_avg_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(ref, "find_nonfinite", &py_find_nonfinite<true>, py::arg("values"), py::arg("squared") = false);
 }

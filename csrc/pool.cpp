@@ -328,6 +328,16 @@ void avg_pool2d_backward(T* dx, const T* dout, index_t n, index_t c, const Windo
     });
 }
 
+namespace {
+// The taps t of output position o whose input coordinate o*s - p + t lies in [0, size), as the
+// half-open range [lo, hi): the reference loops visit only these, because a window may be far
+// larger than its input (2**20 taps a side over a 4x4 image, nearly all of them padding).
+void real_taps(index_t o, index_t s, index_t p, index_t k, index_t size, index_t& lo, index_t& hi) {
+    lo = std::max<index_t>(0, p - o * s);
+    hi = std::min<index_t>(k, size + p - o * s);
+}
+}  // namespace
+
 template <typename T>
 void max_pool2d_forward_reference(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                                   const Window2d& g) {
@@ -337,9 +347,11 @@ void max_pool2d_forward_reference(T* y, std::int64_t* argmax, const T* x, index_
             for (index_t ow = 0; ow < OW; ++ow) {
                 bool found = false;
                 T best = 0;
-                index_t best_at = 0;
-                for (index_t fh = 0; fh < g.fh; ++fh)
-                    for (index_t fw = 0; fw < g.fw; ++fw) {
+                index_t best_at = 0, fh_lo, fh_hi, fw_lo, fw_hi;
+                real_taps(oh, g.sh, g.ph, g.fh, g.h, fh_lo, fh_hi);
+                real_taps(ow, g.sw, g.pw, g.fw, g.w, fw_lo, fw_hi);
+                for (index_t fh = fh_lo; fh < fh_hi; ++fh)
+                    for (index_t fw = fw_lo; fw < fw_hi; ++fw) {
                         const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
                         if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
                         const T v = x[(p * g.h + ih) * g.w + iw];
@@ -361,8 +373,11 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
         for (index_t oh = 0; oh < OH; ++oh)
             for (index_t ow = 0; ow < OW; ++ow) {
                 T sum = 0;
-                for (index_t fh = 0; fh < g.fh; ++fh)
-                    for (index_t fw = 0; fw < g.fw; ++fw) {
+                index_t fh_lo, fh_hi, fw_lo, fw_hi;
+                real_taps(oh, g.sh, g.ph, g.fh, g.h, fh_lo, fh_hi);
+                real_taps(ow, g.sw, g.pw, g.fw, g.w, fw_lo, fw_hi);
+                for (index_t fh = fh_lo; fh < fh_hi; ++fh)
+                    for (index_t fw = fw_lo; fw < fw_hi; ++fw) {
                         const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
                         if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) sum += x[(p * g.h + ih) * g.w + iw];
                     }

@@ -388,3 +388,75 @@ def test_conv_output_size():
     assert R.conv_output_size(7, 3, stride=2, pad=1) == 4
     assert R.conv_output_size(28, 5, stride=1, pad=0) == 24
     assert R.conv_output_size(5, 2, stride=2) == 2  # the last, incomplete window is dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments are checked and named, as in tinyconv.functional (the references are called with the
+# same junk by the tests that compare them)
+
+
+def _reference_calls():
+    """name -> (function, valid arguments, index of each array argument and its name)."""
+    x, W, b, dout = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.ones(1), np.ones((1, 1, 2, 2))
+    rows = np.ones((2, 3))
+    return {
+        "gemm": (lambda a, b_, c: R.gemm(a, b_, c, beta=1.0), [rows, np.ones((3, 4)), np.ones((2, 4))], ["a", "b", "c"]),
+        "im2col": (lambda x_: R.im2col(x_, 3, 3), [x], ["input_data"]),
+        "col2im": (lambda col: R.col2im(col, (1, 1, 4, 4), 3, 3), [np.ones((4, 9))], ["col"]),
+        "conv2d_forward": (R.conv2d_forward, [x, W, b], ["x", "W", "b"]),
+        "conv2d_naive": (R.conv2d_naive, [x, W, b], ["x", "W", "b"]),
+        "conv2d_backward": (R.conv2d_backward, [dout, x, W], ["dout", "x", "W"]),
+        "max_pool2d_forward": (lambda x_: R.max_pool2d_forward(x_, 2, 2, 2), [x], ["x"]),
+        "max_pool2d_naive": (lambda x_: R.max_pool2d_naive(x_, 2, 2, 2), [x], ["x"]),
+        "max_pool2d": (lambda x_: R.max_pool2d(x_, 2, 2, 2), [x], ["x"]),
+        "max_pool2d_backward": (lambda d, a, r: R.max_pool2d_backward(d, a, (1, 1, 4, 4), relu_output=r),
+                                [dout, np.zeros((1, 1, 2, 2), np.int64), x], ["dout", "argmax", "relu_output"]),
+        "max_pool2d_backward_from_input": (lambda d, x_: R.max_pool2d_backward_from_input(d, x_, 2, 2, 2), [dout, x],
+                                           ["dout", "x"]),
+        "avg_pool2d_forward": (lambda x_: R.avg_pool2d_forward(x_, 2, 2, 2), [x], ["x"]),
+        "avg_pool2d_naive": (lambda x_: R.avg_pool2d_naive(x_, 2, 2, 2), [x], ["x"]),
+        "avg_pool2d_backward": (lambda d: R.avg_pool2d_backward(d, (1, 1, 4, 4), 2, 2, 2), [dout], ["dout"]),
+        "relu_forward": (lambda x_, out: R.relu_forward(x_, out=out), [rows, np.ones((2, 3))], ["x", "out"]),
+        "relu_backward": (lambda d, x_, out: R.relu_backward(d, x_, out=out), [rows, rows, np.ones((2, 3))],
+                          ["dout", "x", "out"]),
+        "sigmoid_forward": (R.sigmoid_forward, [rows], ["x"]),
+        "sigmoid_backward": (lambda d, y, out: R.sigmoid_backward(d, y, out=out), [rows, rows, np.ones((2, 3))],
+                             ["dout", "y", "out"]),
+        "softmax": (R.softmax, [rows], ["x"]),
+        "softmax_cross_entropy_forward": (R.softmax_cross_entropy_forward, [rows, np.array([0, 2])], ["x", "t"]),
+        "softmax_cross_entropy_backward": (R.softmax_cross_entropy_backward, [rows, np.array([0, 2])], ["y", "t"]),
+        "affine_forward": (R.affine_forward, [rows, np.ones((3, 4)), np.ones(4)], ["x", "W", "b"]),
+        "affine_backward": (R.affine_backward, [np.ones((2, 4)), rows, np.ones((3, 4))], ["dout", "x", "W"]),
+    }
+
+
+NOT_ARRAYS = {"str": "abc", "object": object(), "ragged": [[1.0, 2.0], [3.0]], "complex": np.ones(3, complex),
+              "strings": np.full((2, 2), "ab")}
+
+
+def test_every_reference_function_has_an_argument_case():
+    assert set(_reference_calls()) == set(R.__all__) - {"conv_output_size"}
+
+
+@pytest.mark.parametrize("junk", NOT_ARRAYS.values(), ids=NOT_ARRAYS.keys())
+@pytest.mark.parametrize("name", sorted(_reference_calls()))
+def test_reference_arrays_that_are_not_real_numbers_are_named(name, junk):
+    function, args, names = _reference_calls()[name]
+    function(*args)  # the valid call works
+    for i, arg_name in enumerate(names):
+        with pytest.raises((TypeError, ValueError), match=rf"(?<![A-Za-z0-9_]){arg_name}(?![A-Za-z0-9_])"):
+            function(*args[:i], junk, *args[i + 1:])
+
+
+def test_reference_gemm_checks_c_even_when_beta_is_zero():
+    # The compiled gemm checks c whenever it is given; so does the reference (it only skips reading
+    # its values when beta == 0).
+    a = np.ones((2, 3))
+    with pytest.raises(TypeError, match="c"):
+        R.gemm(a, a.T, "c", beta=0.0)
+    with pytest.raises(ValueError, match="c"):
+        R.gemm(a, a.T, np.ones((3, 3)), beta=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        R.gemm(a, a.T, alpha=10**400)
+    with pytest.raises(TypeError, match="trans_a"):
+        R.gemm(a, a.T, trans_a="yes")

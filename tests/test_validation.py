@@ -27,7 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyconv
+from tinyconv import _core
 from tinyconv import functional as F
+from tinyconv import reference as R
 from tinyconv import util
 
 import fuzzing
@@ -153,6 +155,10 @@ VALUE_ERRORS = [
     case("gemm-c-shape", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 3)), beta=1.0), ValueError, word("c")),
     case("gemm-c-1d", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros(8), beta=1.0), ValueError, word("c")),
     case("gemm-beta-without-c", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), beta=0.5), ValueError, word("beta")),
+    # scalars too large for a float64: a ValueError naming them, not Python's OverflowError
+    case("gemm-alpha-10**400", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), alpha=10**400), ValueError, word("alpha")),
+    case("gemm-beta--10**400", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((2, 4)), beta=-(10**400)), ValueError, word("beta")),
+    case("ceb-dout-10**400", lambda: F.softmax_cross_entropy_backward(LOGITS, LABELS, 10**400), ValueError, word("dout")),
     # util: im2col / col2im
     case("im2col-3d", lambda: util.im2col(X[0], 3, 3), ValueError, word("input_data")),
     case("im2col-filter_h-0", lambda: util.im2col(X, 0, 3), ValueError, word("filter_h")),
@@ -190,6 +196,7 @@ TYPE_ERRORS = [
     case("softmax-complex", lambda: F.softmax(np.zeros((2, 2), dtype=complex)), TypeError, word("x")),
     case("ce-labels-fractional", lambda: F.softmax_cross_entropy_forward(LOGITS, np.array([0.5, 1.0])), TypeError, word("t")),
     case("ce-labels-strings", lambda: F.softmax_cross_entropy_forward(LOGITS, ["a", "b"]), TypeError, word("t")),
+    case("ce-labels-ragged", lambda: F.softmax_cross_entropy_forward(LOGITS, [[1.0, 2.0], [3.0]]), TypeError, word("t")),
     case("ce-x-complex", lambda: F.softmax_cross_entropy_forward(LOGITS.astype(complex), LABELS), TypeError, word("x")),
     case("ceb-targets-complex", lambda: F.softmax_cross_entropy_backward(LOGITS, np.zeros((2, 3), dtype=complex)), TypeError, word("t")),
     case("affine-b-complex", lambda: F.affine_forward(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros(2, dtype=complex)), TypeError, word("b")),
@@ -221,6 +228,18 @@ TYPE_ERRORS = [
     case("im2col-filter_h-float", lambda: util.im2col(X, 3.0, 3), TypeError, word("filter_h")),
     case("im2col-pad-bool", lambda: util.im2col(X, 3, 3, 1, True), TypeError, word("pad")),
     case("col2im-shape-none", lambda: util.col2im(COL, None, 3, 3), TypeError, word("input_shape")),
+    # scalars and flags of the wrong type
+    case("gemm-alpha-string", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), alpha="2"), TypeError, word("alpha")),
+    case("gemm-alpha-complex", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), alpha=1j), TypeError, word("alpha")),
+    case("gemm-beta-none", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), beta=None), TypeError, word("beta")),
+    case("gemm-trans_a-array", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), trans_a=np.array([True, False])), TypeError, word("trans_a")),
+    case("gemm-trans_b-string", lambda: F.gemm(np.zeros((2, 3)), np.zeros((3, 4)), trans_b="no"), TypeError, word("trans_b")),
+    case("conv-relu-string", lambda: F.conv2d_forward(X, W, B, relu="yes"), TypeError, word("relu")),
+    case("convb-need_dx-none", lambda: F.conv2d_backward(DOUT, X, W, need_dx=None), TypeError, word("need_dx")),
+    case("maxpoolx-through_relu-int", lambda: F.max_pool2d_backward_from_input(DOUT, X, 2, 2, 2, through_relu=1), TypeError, word("through_relu")),
+    case("affineb-need_dx-array", lambda: F.affine_backward(np.zeros((2, 2)), np.zeros((2, 3)), np.zeros((3, 2)), need_dx=np.ones(2)), TypeError, word("need_dx")),
+    case("ceb-dout-none", lambda: F.softmax_cross_entropy_backward(LOGITS, LABELS, None), TypeError, word("dout")),
+    case("ceb-dout-bool", lambda: F.softmax_cross_entropy_backward(LOGITS, LABELS, True), TypeError, word("dout")),
 ]
 
 # Absurd sizes: the products overflow 64 bits or exceed any memory. MemoryError, or ValueError
@@ -287,6 +306,208 @@ def test_float64_targets_beyond_float32_range_do_not_warn(t_shape, backward):
         except ValueError as exc:
             assert re.search(word("t"), str(exc)), exc
     assert_interpreter_still_works()
+
+
+# ----------------------------------------------------------------------------------------------
+# Absurd windows: every function that slides a window, in every layer (the public functions, the
+# compiled core, its plain-loop oracles, the NumPy references), refuses a window whose unfolded
+# size N*C*OH*OW*FH*FW overflows 64 bits. (fae188c: avg pooling with a 2**40 window returned inf,
+# and a (2**31+1, 2**32+1) window gave the wrong sign: the window area overflowed.)
+
+X4 = np.ones((1, 1, 4, 4))
+ONE = np.ones((1, 1))  # a col / dout of the wrong shape: the window is refused before shapes are compared
+
+
+def windowed_calls():
+    """id -> call(window, stride, pad) for every function that takes a window size."""
+    def pairs(window, stride, pad):
+        return (*window, *stride, *pad)
+    return {
+        "F.max_pool2d_forward": lambda w, s, p: F.max_pool2d_forward(X4, *w, s, p),
+        "F.max_pool2d": lambda w, s, p: F.max_pool2d(X4, *w, s, p),
+        "F.max_pool2d_backward_from_input": lambda w, s, p: F.max_pool2d_backward_from_input(X4, X4, *w, s, p),
+        "F.avg_pool2d_forward": lambda w, s, p: F.avg_pool2d_forward(X4, *w, s, p),
+        "F.avg_pool2d_backward": lambda w, s, p: F.avg_pool2d_backward(X4, X4.shape, *w, s, p),
+        "util.im2col": lambda w, s, p: util.im2col(X4, *w, s, p),
+        "util.col2im": lambda w, s, p: util.col2im(ONE, X4.shape, *w, s, p),
+        "_core.im2col": lambda w, s, p: _core.im2col(X4, *pairs(w, s, p)),
+        "_core.col2im": lambda w, s, p: _core.col2im(ONE, 1, 1, 4, 4, *pairs(w, s, p)),
+        "_core.max_pool2d_forward": lambda w, s, p: _core.max_pool2d_forward(X4, *pairs(w, s, p)),
+        "_core.max_pool2d_backward_from_input": lambda w, s, p: _core.max_pool2d_backward_from_input(X4, X4, *pairs(w, s, p)),
+        "_core.avg_pool2d_forward": lambda w, s, p: _core.avg_pool2d_forward(X4, *pairs(w, s, p)),
+        "_core.avg_pool2d_backward": lambda w, s, p: _core.avg_pool2d_backward(X4, 1, 1, 4, 4, *pairs(w, s, p)),
+        "_core.reference.im2col": lambda w, s, p: _core.reference.im2col(X4, *pairs(w, s, p)),
+        "_core.reference.col2im": lambda w, s, p: _core.reference.col2im(ONE, 1, 1, 4, 4, *pairs(w, s, p)),
+        "_core.reference.max_pool2d_forward": lambda w, s, p: _core.reference.max_pool2d_forward(X4, *pairs(w, s, p)),
+        "_core.reference.avg_pool2d_forward": lambda w, s, p: _core.reference.avg_pool2d_forward(X4, *pairs(w, s, p)),
+        "R.im2col": lambda w, s, p: R.im2col(X4, *w, s, p),
+        "R.col2im": lambda w, s, p: R.col2im(ONE, X4.shape, *w, s, p),
+        "R.max_pool2d_forward": lambda w, s, p: R.max_pool2d_forward(X4, *w, s, p),
+        "R.max_pool2d": lambda w, s, p: R.max_pool2d(X4, *w, s, p),
+        "R.max_pool2d_naive": lambda w, s, p: R.max_pool2d_naive(X4, *w, s, p),
+        "R.max_pool2d_backward_from_input": lambda w, s, p: R.max_pool2d_backward_from_input(X4, X4, *w, s, p),
+        "R.avg_pool2d_forward": lambda w, s, p: R.avg_pool2d_forward(X4, *w, s, p),
+        "R.avg_pool2d_naive": lambda w, s, p: R.avg_pool2d_naive(X4, *w, s, p),
+        "R.avg_pool2d_backward": lambda w, s, p: R.avg_pool2d_backward(X4, X4.shape, *w, s, p),
+    }
+
+
+def convolutions():
+    """id -> call(pad) for every convolution (its window is W's shape, 3x3 here: only the padding
+    can make the unfolded size absurd)."""
+    x, w, b = X4, np.ones((1, 1, 3, 3)), np.ones(1)
+    return {
+        "F.conv2d_forward": lambda p: F.conv2d_forward(x, w, b, 1, p),
+        "F.conv2d_backward": lambda p: F.conv2d_backward(X4, x, w, 1, p),
+        "_core.conv2d_forward": lambda p: _core.conv2d_forward(x, w, b, 1, 1, *p),
+        "_core.conv2d_backward": lambda p: _core.conv2d_backward(X4, x, w, 1, 1, *p),
+        "_core.reference.conv2d_forward": lambda p: _core.reference.conv2d_forward(x, w, b, 1, 1, *p),
+        "_core.reference.conv2d_backward": lambda p: _core.reference.conv2d_backward(X4, x, w, 1, 1, *p),
+        "R.conv2d_forward": lambda p: R.conv2d_forward(x, w, b, 1, p),
+        "R.conv2d_backward": lambda p: R.conv2d_backward(X4, x, w, 1, p),
+        "R.conv2d_naive": lambda p: R.conv2d_naive(x, w, b, 1, p),
+    }
+
+
+# (window, stride, pad) whose unfolded size overflows 64 bits; pad < window, so max pooling
+# accepts them otherwise.
+OVERFLOWING_WINDOWS = {
+    "2**40-window": ((2**40, 2**40), (2**40, 2**40), (2**39, 2**39)),
+    "2**31+1-by-2**32+1-window": ((2**31 + 1, 2**32 + 1), (1, 1), (2**30, 2**31)),
+}
+
+
+@pytest.mark.parametrize("geometry", OVERFLOWING_WINDOWS.values(), ids=OVERFLOWING_WINDOWS.keys())
+@pytest.mark.parametrize("name", sorted(windowed_calls()))
+def test_windows_whose_unfolded_size_overflows_are_refused(name, geometry):
+    with pytest.raises(ValueError, match="overflows 64 bits"):
+        windowed_calls()[name](*geometry)
+    assert_interpreter_still_works()
+
+
+@pytest.mark.parametrize("name", sorted(convolutions()))
+def test_convolutions_whose_unfolded_size_overflows_are_refused(name):
+    # OH = OW = 2**41 + 2 and a 3x3 filter: 2**84 taps. (A pad of 2**40 on one side only is
+    # merely too large for memory: a MemoryError, see SIZE_ERRORS.)
+    with pytest.raises(ValueError, match="overflows 64 bits"):
+        convolutions()[name]((2**40, 2**40))
+    assert_interpreter_still_works()
+
+
+def test_every_windowed_function_is_in_the_absurd_window_tables():
+    public = {f"F.{n}" for n in F.__all__ if "pool" in n and n != "max_pool2d_backward"} | {"util.im2col", "util.col2im"}
+    core = {f"_core.{n}" for n in dir(_core) if "pool" in n or "col" in n} - {"_core.max_pool2d_backward"}
+    core_reference = {f"_core.reference.{n}" for n in dir(_core.reference) if "pool" in n or "col" in n}
+    reference = {f"R.{n}" for n in R.__all__ if ("pool" in n or "col" in n) and n != "max_pool2d_backward"}
+    assert public | core | core_reference | reference == set(windowed_calls())
+    conv = {f"F.{n}" for n in F.__all__ if "conv" in n} | {f"_core.{n}" for n in dir(_core) if "conv" in n}
+    conv |= {f"_core.reference.{n}" for n in dir(_core.reference) if "conv" in n}
+    conv |= {f"R.{n}" for n in R.__all__ if n.startswith("conv2d")}
+    assert conv == set(convolutions())
+
+
+# A window of 2**20 x 2**20 over a 4x4 input padded by 2**19: absurd but valid (5x5 outputs, each
+# window holding the whole input). The pooling kernels visit only the real inputs and answer at
+# once; so do the plain-loop oracles (fae188c's looped over all 2**40 taps of each window: hours).
+# The NumPy references that unfold the windows (2**40 taps) must fail with a quick MemoryError
+# instead of trying.
+HUGE_POOL = ((2**20, 2**20), (1, 1), (2**19, 2**19))
+
+
+def test_huge_valid_pooling_windows_agree_or_fail_cleanly():
+    x = np.arange(16.0).reshape(1, 1, 4, 4) - 7.5
+    (kh, kw), stride, pad = HUGE_POOL
+    area = float(kh) * kw
+    avg = F.avg_pool2d_forward(x, kh, kw, stride, pad)
+    np.testing.assert_array_equal(avg, np.full((1, 1, 5, 5), x.sum() / area))
+    np.testing.assert_array_equal(_core.reference.avg_pool2d_forward(x, kh, kw, *stride, *pad), avg)
+    np.testing.assert_array_equal(R.avg_pool2d_naive(x, kh, kw, stride, pad), avg)
+    y, argmax = F.max_pool2d_forward(x, kh, kw, stride, pad)
+    np.testing.assert_array_equal(y, np.full((1, 1, 5, 5), 7.5))
+    np.testing.assert_array_equal(argmax, np.full((1, 1, 5, 5), 15))
+    for oracle in (_core.reference.max_pool2d_forward(x, kh, kw, *stride, *pad), R.max_pool2d_naive(x, kh, kw, stride, pad)):
+        np.testing.assert_array_equal(oracle[0], y)
+        np.testing.assert_array_equal(oracle[1], argmax)
+    dx = F.avg_pool2d_backward(np.ones((1, 1, 5, 5)), x.shape, kh, kw, stride, pad)
+    np.testing.assert_array_equal(dx, np.full(x.shape, 25 / area))
+    for unfolding in (lambda: R.avg_pool2d_forward(x, kh, kw, stride, pad),
+                      lambda: R.max_pool2d_forward(x, kh, kw, stride, pad),
+                      lambda: R.avg_pool2d_backward(np.ones((1, 1, 5, 5)), x.shape, kh, kw, stride, pad),
+                      lambda: R.im2col(x, kh, kw, stride, pad),
+                      lambda: util.im2col(x, kh, kw, stride, pad)):
+        with pytest.raises(MemoryError):
+            unfolding()
+
+
+# ----------------------------------------------------------------------------------------------
+# An empty batch (N = 0): every NumPy reference does what the compiled path does (empty results of
+# the right shapes and dtype, or the same error).
+
+
+def _empty_batch_cases():
+    x0, w, b = np.ones((0, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32), np.ones(3, np.float32)
+    dconv = np.ones((0, 3, 3, 3), np.float32)
+    dpool = np.ones((0, 2, 2, 2), np.float32)
+    argmax = np.zeros((0, 2, 2, 2), np.int64)
+    logits, labels = np.ones((0, 4), np.float32), np.zeros(0, np.int64)
+    rows = np.ones((0, 3), np.float32)
+    vectorised = {
+        "im2col": lambda m: m.im2col(x0, 3, 3, 1, 1),
+        "col2im": lambda m: m.col2im(np.ones((0, 18), np.float32), x0.shape, 3, 3, 1, 1),
+        "conv2d_forward": lambda m: m.conv2d_forward(x0, w, b, 1, 0),
+        "conv2d_backward": lambda m: m.conv2d_backward(dconv, x0, w, 1, 0),
+        "max_pool2d_forward": lambda m: m.max_pool2d_forward(x0, 2, 2, 2),
+        "max_pool2d_backward": lambda m: m.max_pool2d_backward(dpool, argmax, x0.shape, relu_output=x0),
+        "max_pool2d": lambda m: m.max_pool2d(x0, 2, 2, 2),
+        "max_pool2d_backward_from_input": lambda m: m.max_pool2d_backward_from_input(dpool, x0, 2, 2, 2, through_relu=True),
+        "avg_pool2d_forward": lambda m: m.avg_pool2d_forward(x0, 2, 2, 2),
+        "avg_pool2d_backward": lambda m: m.avg_pool2d_backward(dpool, x0.shape, 2, 2, 2),
+        "gemm": lambda m: m.gemm(rows, np.ones((3, 4), np.float32), np.ones((0, 4), np.float32), beta=1.0),
+        "relu_forward": lambda m: m.relu_forward(rows),
+        "relu_backward": lambda m: m.relu_backward(rows, rows),
+        "sigmoid_forward": lambda m: m.sigmoid_forward(rows),
+        "sigmoid_backward": lambda m: m.sigmoid_backward(rows, rows),
+        "softmax": lambda m: m.softmax(rows),
+        "softmax_cross_entropy_forward": lambda m: m.softmax_cross_entropy_forward(logits, labels),
+        "softmax_cross_entropy_backward": lambda m: m.softmax_cross_entropy_backward(logits, labels),
+        "affine_forward": lambda m: m.affine_forward(np.ones((0, 2, 3), np.float32), np.ones((6, 4), np.float32), np.ones(4, np.float32)),
+        "affine_backward": lambda m: m.affine_backward(np.ones((0, 4), np.float32), np.ones((0, 2, 3), np.float32), np.ones((6, 4), np.float32)),
+    }
+    # The naive loops, against the vectorised references they check.
+    naive = {
+        "conv2d_naive": ("conv2d_forward", lambda: R.conv2d_naive(x0, w, b, 1, 0)),
+        "max_pool2d_naive": ("max_pool2d_forward", lambda: R.max_pool2d_naive(x0, 2, 2, 2)),
+        "avg_pool2d_naive": ("avg_pool2d_forward", lambda: R.avg_pool2d_naive(x0, 2, 2, 2)),
+    }
+    return vectorised, naive
+
+
+def _outcome(call):
+    """The result's arrays as (shape, dtype) (None stays None), or the name of the error raised."""
+    try:
+        result = call()
+    except (ValueError, TypeError, MemoryError) as exc:
+        return type(exc).__name__
+    items = result if isinstance(result, tuple) else (result,)
+    return [None if a is None else (np.shape(a), np.asarray(a).dtype) for a in items]
+
+
+def test_every_reference_function_is_checked_with_an_empty_batch():
+    vectorised, naive = _empty_batch_cases()
+    assert set(vectorised) | set(naive) == set(R.__all__) - {"conv_output_size"}
+
+
+@pytest.mark.parametrize("name", sorted(_empty_batch_cases()[0]))
+def test_references_handle_an_empty_batch_like_the_compiled_path(name):
+    call = _empty_batch_cases()[0][name]
+    compiled = util if name in ("im2col", "col2im") else F
+    assert _outcome(lambda: call(R)) == _outcome(lambda: call(compiled))
+
+
+@pytest.mark.parametrize("name", sorted(_empty_batch_cases()[1]))
+def test_naive_references_handle_an_empty_batch(name):
+    vectorised, call = _empty_batch_cases()[1][name]
+    assert _outcome(call) == _outcome(lambda: _empty_batch_cases()[0][vectorised](R))
 
 
 # ----------------------------------------------------------------------------------------------

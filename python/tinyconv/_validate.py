@@ -11,7 +11,8 @@ import operator
 
 import numpy as np
 
-__all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array"]
+__all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array", "as_real", "as_flag",
+           "check_window", "ndim_of", "as_input_shape"]
 
 _REAL_KINDS = "biuf"
 # Sizes, strides and pads beyond this are nonsense for any array that fits in memory; rejecting
@@ -35,6 +36,11 @@ def _as_ndarray(value: object, name: str) -> np.ndarray:
     if arr.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
     return arr
+
+
+def ndim_of(value: object, name: str) -> int:
+    """``np.ndim(value)``, or a TypeError naming ``name`` when it is not array-like (a ragged list)."""
+    return _as_ndarray(value, name).ndim
 
 
 def float_dtype(*values: object) -> np.dtype:
@@ -97,6 +103,17 @@ def as_positive_int(value: object, name: str, minimum: int = 1, maximum: int = _
     return v
 
 
+def as_input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, int, int]:
+    """An (N, C, H, W) shape of four ints: N >= 0 (an empty batch is fine), C, H, W >= 1."""
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple (N, C, H, W), got {_describe(shape)}") from None
+    if len(dims) != 4:
+        raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {_describe(shape)}")
+    return tuple(as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))  # type: ignore[return-value]
+
+
 def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
     if isinstance(value, (bool, np.bool_, str, bytes)):
@@ -117,3 +134,51 @@ def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     if min(pair) < minimum or max(pair) > _MAX_SIZE:
         raise ValueError(f"{name} must be in [{minimum}, 2**40], got {_describe(value)}")
     return pair
+
+
+def as_real(value: object, name: str) -> float:
+    """A real number (int, float, NumPy real scalar or 0-d array) as a Python float. Bools,
+    complex numbers and strings are a TypeError; an int too large for a float64 (say 10**400) is a
+    ValueError, not Python's OverflowError."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large for a float64: {_describe(value)}") from None
+
+
+def as_flag(value: object, name: str) -> bool:
+    """A bool (Python or NumPy). Anything else is a TypeError: ``bool()`` would take any object,
+    and a non-empty string or an array means a mistake, not a flag."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def check_window(input_shape: tuple[int, ...], input_name: str, window: tuple[int, int], window_name: str,
+                 stride: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
+    """Checks a sliding window over an (N, C, H, W) input, as the compiled core does, and returns the
+    output size (OH, OW). The window, stride and pad are checked ints (:func:`as_pair`,
+    :func:`as_positive_int`). A ValueError when the input has no plane (C, H or W < 1), when the
+    window is larger than the padded input, or when the unfolded size N*C*OH*OW*FH*FW (the
+    im2col matrix; the work of a pooling), with N counted as at least 1, does not fit in 64 bits:
+    every size product a kernel forms divides that one."""
+    n, c, h, w = input_shape
+    (fh, fw), (sh, sw), (ph, pw) = window, stride, pad
+    if n < 0 or min(c, h, w) < 1:
+        raise ValueError(f"{input_name} must have N >= 0 and C, H, W >= 1, got shape {tuple(input_shape)}")
+    if fh > h + 2 * ph or fw > w + 2 * pw:
+        raise ValueError(f"{window_name} ({fh}, {fw}) is larger than the padded input ({h + 2 * ph}, {w + 2 * pw}) "
+                         f"= input ({h}, {w}) + 2 * pad ({ph}, {pw})")
+    oh, ow = (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
+    if max(n, 1) * c * oh * ow * fh * fw > _INT64_MAX:
+        raise ValueError(f"{window_name} ({fh}, {fw}) with stride ({sh}, {sw}) and pad ({ph}, {pw}) over an input of "
+                         f"shape {tuple(input_shape)} is too large: N*C*OH*OW*FH*FW = "
+                         f"{max(n, 1)}*{c}*{oh}*{ow}*{fh}*{fw} overflows 64 bits")
+    return oh, ow

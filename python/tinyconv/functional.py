@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import as_float_array, as_index_array, as_pair, as_positive_int, float_dtype
+from ._validate import (as_flag, as_float_array, as_index_array, as_pair, as_positive_int, as_real, check_window,
+                        float_dtype, ndim_of)
+from ._validate import as_input_shape as _input_shape
 
 __all__ = [
     "gemm",
@@ -40,17 +42,6 @@ __all__ = [
 ]
 
 
-def _input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, int, int]:
-    try:
-        dims = tuple(shape)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple (N, C, H, W), got {shape!r}") from None
-    if len(dims) != 4:
-        raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {shape!r}")
-    # An empty batch (N = 0) is fine; a plane needs C, H, W >= 1.
-    return tuple(as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))  # type: ignore[return-value]
-
-
 # ----------------------------------------------------------------------------------------------
 # GEMM
 
@@ -66,7 +57,8 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
     b = as_float_array(b, "b", dt, ndim=2)
     if c is not None:
         c = as_float_array(c, "c", dt, ndim=2)
-    return _core.gemm(a, b, c, float(alpha), float(beta), bool(trans_a), bool(trans_b))
+    return _core.gemm(a, b, c, as_real(alpha, "alpha"), as_real(beta, "beta"), as_flag(trans_a, "trans_a"),
+                      as_flag(trans_b, "trans_b"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,7 +76,8 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarra
     W = as_float_array(W, "W", dt, ndim=4)
     b = as_float_array(b, "b", dt, ndim=1)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw, bool(relu))
+    check_window(x.shape, "x", W.shape[2:], "filter (FH, FW) of W", (sh, sw), (ph, pw))
+    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw, as_flag(relu, "relu"))
 
 
 def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
@@ -99,17 +92,21 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     x = as_float_array(x, "x", dt, ndim=4)
     W = as_float_array(W, "W", dt, ndim=4)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw, bool(need_dx))
+    check_window(x.shape, "x", W.shape[2:], "filter (FH, FW) of W", (sh, sw), (ph, pw))
+    return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw, as_flag(need_dx, "need_dx"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Pooling
 
 
-def _pool_args(pool_h, pool_w, stride, pad) -> tuple[int, int, int, int, int, int]:
-    """(pool_h, pool_w, stride_h, stride_w, pad_h, pad_w), checked: the core's argument order."""
+def _pool_args(input_shape, input_name, pool_h, pool_w, stride, pad) -> tuple[int, int, int, int, int, int]:
+    """(pool_h, pool_w, stride_h, stride_w, pad_h, pad_w), checked (also against the input's
+    shape): the core's argument order."""
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    return as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w"), sh, sw, ph, pw
+    window = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    check_window(input_shape, input_name, window, "pool (pool_h, pool_w)", (sh, sw), (ph, pw))
+    return (*window, sh, sw, ph, pw)
 
 
 def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +119,7 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     flat index ``h * W + w`` of the winner inside its input plane.
     """
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    window = _pool_args(pool_h, pool_w, stride, pad)
+    window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
     return _core.max_pool2d_forward(x, *window)
 
 
@@ -147,7 +144,7 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     """The values of :func:`max_pool2d_forward` without the argmax array (faster, less memory:
     what inference needs). x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    window = _pool_args(pool_h, pool_w, stride, pad)
+    window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
     return _core.max_pool2d_forward(x, *window, False)[0]
 
 
@@ -160,8 +157,8 @@ def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, 
     dt = float_dtype(dout, x)
     dout = as_float_array(dout, "dout", dt, ndim=4)
     x = as_float_array(x, "x", dt, ndim=4)
-    window = _pool_args(pool_h, pool_w, stride, pad)
-    return _core.max_pool2d_backward_from_input(dout, x, *window, bool(through_relu))
+    window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
+    return _core.max_pool2d_backward_from_input(dout, x, *window, as_flag(through_relu, "through_relu"))
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -171,7 +168,7 @@ def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarr
     x: (N, C, H, W). Returns y: (N, C, OH, OW).
     """
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
-    window = _pool_args(pool_h, pool_w, stride, pad)
+    window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
     return _core.avg_pool2d_forward(x, *window)
 
 
@@ -179,7 +176,7 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     """Gradient of :func:`avg_pool2d_forward`. dout: (N, C, OH, OW); returns dx: input_shape."""
     dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
     n, c, h, w = _input_shape(input_shape)
-    window = _pool_args(pool_h, pool_w, stride, pad)
+    window = _pool_args((n, c, h, w), "input_shape", pool_h, pool_w, stride, pad)
     return _core.avg_pool2d_backward(dout, n, c, h, w, *window)
 
 
@@ -240,7 +237,7 @@ def softmax(x) -> np.ndarray:
 
 def _labels(t, x: np.ndarray, dt) -> np.ndarray:
     """Integer labels (N,) as int64, or targets (N, K) in the compute dtype."""
-    arr = as_index_array(t, "t") if np.ndim(t) == 1 else t
+    arr = as_index_array(t, "t") if ndim_of(t, "t") == 1 else t
     if np.ndim(arr) == 2:
         if np.shape(arr) != x.shape:
             raise ValueError(f"t must have the shape of the logits {x.shape}, got {np.shape(arr)}")
@@ -270,7 +267,7 @@ def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * dout / N``."""
     dt = float_dtype(y)
     y = as_float_array(y, "y", dt, ndim=2)
-    return _core.softmax_cross_entropy_backward(y, _labels(t, y, dt), float(dout))
+    return _core.softmax_cross_entropy_backward(y, _labels(t, y, dt), as_real(dout, "dout"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,5 +299,5 @@ def affine_backward(dout, x, W, *, need_dx: bool = True):
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
     x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
-    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2), bool(need_dx))
+    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2), as_flag(need_dx, "need_dx"))
     return (None if dx is None else dx.reshape(x.shape)), dW, db

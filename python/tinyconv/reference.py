@@ -21,12 +21,19 @@ Conventions (the same as :mod:`tinyconv.functional`):
   row-major window order; ``argmax`` holds the flat index ``h * W + w`` of the winner in its
   (unpadded) input plane, as int64. Average pooling counts padded positions as zeros and always
   divides by ``pool_h * pool_w``.
+* Arguments are checked as in :mod:`tinyconv.functional` (the same helpers from
+  :mod:`tinyconv._validate`): a TypeError or ValueError naming the argument, absurd windows refused
+  (their unfolded size must fit in 64 bits), and a MemoryError before allocating more than this
+  machine's memory. An empty batch (N = 0) gives empty results wherever the compiled core does.
 """
 from __future__ import annotations
 
-import numbers
+import os
 
 import numpy as np
+
+from ._validate import (as_flag, as_float_array, as_index_array, as_input_shape, as_pair, as_positive_int, as_real,
+                        check_window, ndim_of)
 
 __all__ = [
     # helpers
@@ -64,28 +71,60 @@ __all__ = [
 
 
 def _compute_dtype(*values: object) -> np.dtype:
-    """float32 when every floating input is at most 32 bits wide (and there is one), else float64."""
-    dtypes = [np.asarray(v).dtype for v in values]
+    """float32 when every floating input is at most 32 bits wide (and there is one), else float64.
+    Values that are not array-like are skipped here; their conversion names them."""
+    dtypes = []
+    for v in values:
+        try:
+            dtypes.append(np.asarray(v).dtype)
+        except Exception:  # ragged lists and the like
+            continue
     floating = [d for d in dtypes if d.kind == "f"]
     if floating and all(d.itemsize <= 4 for d in floating):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
 
-def _as_float64(value: object, dtype: np.dtype) -> np.ndarray:
+def _as_float64(value: object, dtype: np.dtype, name: str) -> np.ndarray:
     """``value`` converted to the compute ``dtype`` (rounding exactly as the kernels' inputs are
-    rounded), then widened to float64 for the arithmetic."""
-    return np.asarray(value).astype(dtype).astype(np.float64)
+    rounded), then widened to float64 for the arithmetic. A TypeError naming ``name`` when it is not
+    an array of real numbers."""
+    return as_float_array(value, name, dtype).astype(np.float64)
 
 
-def _pair(value: object, name: str) -> tuple[int, int]:
-    """An int or an ``(h, w)`` pair of ints, as a tuple ``(h, w)``."""
-    if isinstance(value, numbers.Integral):
-        return int(value), int(value)
-    h, w = value  # type: ignore[misc]
-    if not (isinstance(h, numbers.Integral) and isinstance(w, numbers.Integral)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(h), int(w)
+def _physical_memory_bytes() -> int:
+    """This machine's memory in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def _zeros(shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``np.zeros(shape)`` in float64, or a MemoryError first when it would not fit in this machine's
+    memory (as the compiled core does): the OS may promise such an allocation and then kill the
+    process when the pages are touched."""
+    _check_affordable(shape, what)
+    return np.zeros(shape)
+
+
+def _check_affordable(shape: tuple[int, ...], what: str) -> None:
+    """A MemoryError when ``shape`` float64 values would not fit in this machine's memory."""
+    elements = 1
+    for d in shape:
+        elements *= int(d)
+    limit = _physical_memory_bytes()
+    if limit and elements * 8 > limit:
+        raise MemoryError(f"{what} of shape {tuple(shape)} would need {elements * 8 / 2**30:.1f} GiB, more than the "
+                          f"{limit / 2**30:.1f} GiB of memory of this machine")
+
+
+def _padded(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """x (N, C, H, W) with ph zero rows above and below and pw zero columns left and right."""
+    N, C, H, W = x.shape
+    img = _zeros((N, C, H + 2 * ph, W + 2 * pw), "the padded input")
+    img[:, :, ph:ph + H, pw:pw + W] = x
+    return img
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -94,19 +133,17 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
-def _window_geometry(input_shape, filter_h: int, filter_w: int, stride, pad):
-    """``(sh, sw), (ph, pw), (OH, OW)`` for a window sliding over ``input_shape`` (N, C, H, W)."""
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(pad, "pad")
-    _, _, H, W = input_shape
-    if sh < 1 or sw < 1:
-        raise ValueError(f"stride must be >= 1, got {stride!r}")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"pad must be >= 0, got {pad!r}")
-    if filter_h > H + 2 * ph or filter_w > W + 2 * pw:
-        raise ValueError(f"window {filter_h}x{filter_w} is larger than the padded input {H + 2 * ph}x{W + 2 * pw}")
-    out_h = conv_output_size(H, filter_h, sh, ph)
-    out_w = conv_output_size(W, filter_w, sw, pw)
+def _window_geometry(input_shape, input_name: str, filter_h: int, filter_w: int, window_name: str, stride, pad):
+    """``(sh, sw), (ph, pw), (OH, OW)`` for a window sliding over ``input_shape`` (N, C, H, W),
+    checked as the compiled core checks it (see :func:`tinyconv._validate.check_window`)."""
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    out_h, out_w = check_window(tuple(input_shape), input_name, (filter_h, filter_w), window_name, (sh, sw), (ph, pw))
     return (sh, sw), (ph, pw), (out_h, out_w)
+
+
+def _check_4d(x: np.ndarray, name: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-dimensional (N, C, H, W), got shape {x.shape}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,38 +151,54 @@ def _window_geometry(input_shape, filter_h: int, filter_w: int, stride, pad):
 
 
 def _im2col_f64(x: np.ndarray, filter_h: int, filter_w: int, stride, pad) -> np.ndarray:
-    """im2col on a float64 array, no dtype handling."""
+    """im2col on a float64 array, no dtype handling (callers have checked the window)."""
     N, C, H, W = x.shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, filter_h, filter_w, stride, pad)
-    img = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)], mode="constant")
-    col = np.zeros((N, C, filter_h, filter_w, out_h, out_w), dtype=np.float64)
-    # For each tap (ky, kx) of the window, the strided slice of the padded image holds the value that
-    # tap sees at every output position at once.
-    for ky in range(filter_h):
-        ky_max = ky + sh * out_h
-        for kx in range(filter_w):
-            kx_max = kx + sw * out_w
-            col[:, :, ky, kx, :, :] = img[:, :, ky:ky_max:sh, kx:kx_max:sw]
-    # Rows ordered (n, oh, ow), columns (c, fh, fw).
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, -1)
+    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, "x", filter_h, filter_w, "window", stride, pad)
+    col = _zeros((N, C, filter_h, filter_w, out_h, out_w), "the im2col matrix")
+    img = _padded(x, ph, pw)
+    if filter_h * filter_w <= out_h * out_w:
+        # For each tap (ky, kx) of the window, the strided slice of the padded image holds the value
+        # that tap sees at every output position at once. (The slice's stop may pass the end of the
+        # image; the last element it takes, ky + sh*(out_h - 1) <= H + 2*ph - 1, never does.)
+        for ky in range(filter_h):
+            ky_max = ky + sh * out_h
+            for kx in range(filter_w):
+                kx_max = kx + sw * out_w
+                col[:, :, ky, kx, :, :] = img[:, :, ky:ky_max:sh, kx:kx_max:sw]
+    else:
+        # Windows larger than the number of positions (a window as large as the padded input):
+        # the same values copied one whole window at a time, so that the Python loop stays short.
+        for i in range(out_h):
+            for j in range(out_w):
+                col[:, :, :, :, i, j] = img[:, :, i * sh:i * sh + filter_h, j * sw:j * sw + filter_w]
+    # Rows ordered (n, oh, ow), columns (c, fh, fw); both counts spelled out, so that an empty
+    # batch (N = 0) reshapes too.
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, C * filter_h * filter_w)
 
 
 def _col2im_f64(col: np.ndarray, input_shape, filter_h: int, filter_w: int, stride, pad) -> np.ndarray:
-    """col2im on a float64 array, no dtype handling."""
+    """col2im on a float64 array, no dtype handling (callers have checked the window)."""
     N, C, H, W = input_shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(input_shape, filter_h, filter_w, stride, pad)
+    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(input_shape, "input_shape", filter_h, filter_w, "window",
+                                                          stride, pad)
     expected = (N * out_h * out_w, C * filter_h * filter_w)
     if col.shape != expected:
         raise ValueError(f"col must have shape {expected} for input_shape {tuple(input_shape)}, got {col.shape}")
     col = col.reshape(N, out_h, out_w, C, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
-    # DLfS allocates stride - 1 extra rows/columns so that the slices below never run past the end.
-    img = np.zeros((N, C, H + 2 * ph + sh - 1, W + 2 * pw + sw - 1), dtype=np.float64)
+    # DLfS allocates stride - 1 extra rows and columns here; no slice below reaches them (see
+    # _im2col_f64), and with a huge stride they would be a huge allocation.
+    img = _zeros((N, C, H + 2 * ph, W + 2 * pw), "the padded image")
     # Overlapping windows add up; every pixel receives its contributions in (fh, fw) order.
-    for ky in range(filter_h):
-        ky_max = ky + sh * out_h
-        for kx in range(filter_w):
-            kx_max = kx + sw * out_w
-            img[:, :, ky:ky_max:sh, kx:kx_max:sw] += col[:, :, ky, kx, :, :]
+    if filter_h * filter_w <= out_h * out_w:
+        for ky in range(filter_h):
+            ky_max = ky + sh * out_h
+            for kx in range(filter_w):
+                kx_max = kx + sw * out_w
+                img[:, :, ky:ky_max:sh, kx:kx_max:sw] += col[:, :, ky, kx, :, :]
+    else:  # few positions, large windows: one window at a time (the sums then run in position order)
+        for i in range(out_h):
+            for j in range(out_w):
+                img[:, :, i * sh:i * sh + filter_h, j * sw:j * sw + filter_w] += col[:, :, :, :, i, j]
     # Contributions that landed in the padding are dropped.
     return np.ascontiguousarray(img[:, :, ph:H + ph, pw:W + pw])
 
@@ -158,10 +211,11 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
     read as zero.
     """
     dt = _compute_dtype(input_data)
-    x = _as_float64(input_data, dt)
-    if x.ndim != 4:
-        raise ValueError(f"input_data must be 4-dimensional (N, C, H, W), got shape {x.shape}")
-    return _im2col_f64(x, filter_h, filter_w, stride, pad).astype(dt)
+    x = _as_float64(input_data, dt, "input_data")
+    _check_4d(x, "input_data")
+    fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
+    _window_geometry(x.shape, "input_data", fh, fw, "filter (filter_h, filter_w)", stride, pad)
+    return _im2col_f64(x, fh, fw, stride, pad).astype(dt)
 
 
 def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
@@ -171,11 +225,14 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
     it was read from (overlapping windows accumulate; entries from the padding are dropped).
     Returns (N, C, H, W).
     """
+    shape = as_input_shape(input_shape)
     dt = _compute_dtype(col)
-    c = _as_float64(col, dt)
+    c = _as_float64(col, dt, "col")
     if c.ndim != 2:
         raise ValueError(f"col must be 2-dimensional, got shape {c.shape}")
-    return _col2im_f64(c, tuple(input_shape), filter_h, filter_w, stride, pad).astype(dt)
+    fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
+    _window_geometry(shape, "input_shape", fh, fw, "filter (filter_h, filter_w)", stride, pad)
+    return _col2im_f64(c, shape, fh, fw, stride, pad).astype(dt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,14 +243,13 @@ def conv2d_naive(x, W, b, stride=1, pad=0) -> np.ndarray:
     """Convolution (cross-correlation) by explicit loops over every output element:
     ``y[n, f, i, j] = b[f] + sum_{c, p, q} xpad[n, c, i*sh + p, j*sw + q] * W[f, c, p, q]``."""
     dt = _compute_dtype(x, W, b)
-    x, W, b = _as_float64(x, dt), _as_float64(W, dt), _as_float64(b, dt)
-    N, C, H, Wd = x.shape
-    FN, FC, FH, FW = W.shape
-    if FC != C:
-        raise ValueError(f"W has {FC} channels but x has {C}")
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, FH, FW, stride, pad)
-    xpad = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)])
-    y = np.empty((N, FN, out_h, out_w))
+    x, W, b = _as_float64(x, dt, "x"), _as_float64(W, dt, "W"), _as_float64(b, dt, "b")
+    (sh, sw), (ph, pw), (out_h, out_w) = _conv_geometry(x, W, stride, pad)
+    N, FN, FH, FW = x.shape[0], W.shape[0], W.shape[2], W.shape[3]
+    if b.shape != (FN,):
+        raise ValueError(f"b must have shape ({FN},), got {b.shape}")
+    xpad = _padded(x, ph, pw)
+    y = _zeros((N, FN, out_h, out_w), "the output")
     for n in range(N):
         for f in range(FN):
             for i in range(out_h):
@@ -219,6 +275,20 @@ def _beats(value: float, best: float) -> bool:
     return bool(value > best or np.isnan(value))
 
 
+def _pool_geometry(x: np.ndarray, pool_h, pool_w, stride, pad):
+    """``pool_h, pool_w, (sh, sw), (ph, pw), (OH, OW)`` of a pooling over x, checked."""
+    _check_4d(x, "x")
+    pool_h, pool_w = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    stride, pad, out = _window_geometry(x.shape, "x", pool_h, pool_w, "pool (pool_h, pool_w)", stride, pad)
+    return pool_h, pool_w, stride, pad, out
+
+
+def _real_taps(o: int, s: int, p: int, k: int, size: int) -> range:
+    """The taps t of output position o whose input coordinate o*s - p + t lies in [0, size): the
+    window's taps minus those in the padding (which the naive loops skip)."""
+    return range(max(0, p - o * s), min(k, size + p - o * s))
+
+
 def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling by explicit loops over every window, visiting taps in row-major order and
     keeping the first strict maximum; padded taps are skipped (they act as -inf).
@@ -227,22 +297,20 @@ def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.n
     each window's winner in its input plane. NaN wins (the first one), as in ``np.argmax``.
     """
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
-    N, C, H, W = x.shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, pool_h, pool_w, stride, pad)
+    x = _as_float64(x, dt, "x")
+    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
     _check_max_pool_pad(pool_h, pool_w, ph, pw)
-    y = np.empty((N, C, out_h, out_w))
-    argmax = np.empty((N, C, out_h, out_w), dtype=np.int64)
+    N, C, H, W = x.shape
+    y = _zeros((N, C, out_h, out_w), "the output")
+    argmax = np.zeros((N, C, out_h, out_w), dtype=np.int64)
     for n in range(N):
         for c in range(C):
             for i in range(out_h):
                 for j in range(out_w):
                     best_value, best_index = None, -1
-                    for p in range(pool_h):
-                        for q in range(pool_w):
+                    for p in _real_taps(i, sh, ph, pool_h, H):  # padding never wins
+                        for q in _real_taps(j, sw, pw, pool_w, W):
                             h, w = i * sh - ph + p, j * sw - pw + q
-                            if not (0 <= h < H and 0 <= w < W):
-                                continue  # padding never wins
                             value = x[n, c, h, w]
                             if best_value is None or _beats(value, best_value):
                                 best_value, best_index = value, h * W + w
@@ -255,20 +323,18 @@ def avg_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray
     """Average pooling by explicit loops: the sum of each window's real inputs (padding adds
     zero) divided by ``pool_h * pool_w``."""
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
+    x = _as_float64(x, dt, "x")
+    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
     N, C, H, W = x.shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, pool_h, pool_w, stride, pad)
-    y = np.empty((N, C, out_h, out_w))
+    y = _zeros((N, C, out_h, out_w), "the output")
     for n in range(N):
         for c in range(C):
             for i in range(out_h):
                 for j in range(out_w):
                     total = 0.0
-                    for p in range(pool_h):
-                        for q in range(pool_w):
-                            h, w = i * sh - ph + p, j * sw - pw + q
-                            if 0 <= h < H and 0 <= w < W:
-                                total += x[n, c, h, w]
+                    for p in _real_taps(i, sh, ph, pool_h, H):  # padding adds zero
+                        for q in _real_taps(j, sw, pw, pool_w, W):
+                            total += x[n, c, i * sh - ph + p, j * sw - pw + q]
                     y[n, c, i, j] = total / (pool_h * pool_w)
     return y.astype(dt)
 
@@ -285,7 +351,9 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
     propagate), as in BLAS. Returns a new (M, N) array.
     """
     dt = _compute_dtype(a, b) if c is None else _compute_dtype(a, b, c)
-    A, B = _as_float64(a, dt), _as_float64(b, dt)
+    A, B = _as_float64(a, dt, "a"), _as_float64(b, dt, "b")
+    alpha, beta = as_real(alpha, "alpha"), as_real(beta, "beta")
+    trans_a, trans_b = as_flag(trans_a, "trans_a"), as_flag(trans_b, "trans_b")
     if A.ndim != 2 or B.ndim != 2:
         raise ValueError(f"a and b must be 2-dimensional, got shapes {A.shape} and {B.shape}")
     op_a = A.T if trans_a else A
@@ -295,11 +363,12 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
     result = alpha * (op_a @ op_b)
     if c is None:
         if beta != 0:
-            raise ValueError("beta must be 0 when c is None")
-    elif beta != 0:
-        C = _as_float64(c, dt)
-        if C.shape != result.shape:
-            raise ValueError(f"c must have shape {result.shape}, got {C.shape}")
+            raise ValueError(f"beta must be 0 when c is None, got {beta}")
+        return result.astype(dt)
+    C = _as_float64(c, dt, "c")  # checked even when beta == 0, as the compiled core does
+    if C.shape != result.shape:
+        raise ValueError(f"c must have shape {result.shape}, got {C.shape}")
+    if beta != 0:
         result = result + beta * C
     return result.astype(dt)
 
@@ -308,11 +377,16 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
 # Convolution (DLfS Convolution layer)
 
 
-def _conv_shapes(x: np.ndarray, W: np.ndarray) -> None:
+def _conv_geometry(x: np.ndarray, W: np.ndarray, stride, pad):
+    """``(sh, sw), (ph, pw), (OH, OW)`` of a convolution of x with W, checked as the compiled core
+    checks it."""
     if x.ndim != 4 or W.ndim != 4:
         raise ValueError(f"x and W must be 4-dimensional, got shapes {x.shape} and {W.shape}")
     if W.shape[1] != x.shape[1]:
         raise ValueError(f"W has {W.shape[1]} channels but x has {x.shape[1]}")
+    if W.shape[0] < 1 or min(W.shape[2:]) < 1:
+        raise ValueError(f"W must have at least one filter of at least 1x1, got shape {W.shape}")
+    return _window_geometry(x.shape, "x", W.shape[2], W.shape[3], "filter (FH, FW) of W", stride, pad)
 
 
 def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
@@ -322,13 +396,13 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarra
     :func:`relu_forward` of it.
     """
     dt = _compute_dtype(x, W, b)
-    x, W, b = _as_float64(x, dt), _as_float64(W, dt), _as_float64(b, dt)
-    _conv_shapes(x, W)
+    x, W, b = _as_float64(x, dt, "x"), _as_float64(W, dt, "W"), _as_float64(b, dt, "b")
+    _, _, (out_h, out_w) = _conv_geometry(x, W, stride, pad)
     FN, C, FH, FW = W.shape
     if b.shape != (FN,):
         raise ValueError(f"b must have shape ({FN},), got {b.shape}")
+    relu = as_flag(relu, "relu")
     N = x.shape[0]
-    _, _, (out_h, out_w) = _window_geometry(x.shape, FH, FW, stride, pad)
     col = _im2col_f64(x, FH, FW, stride, pad)  # (N*OH*OW, C*FH*FW)
     col_W = W.reshape(FN, -1).T                # (C*FH*FW, FN)
     out = col @ col_W + b                      # (N*OH*OW, FN)
@@ -343,11 +417,11 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     x, W and (FN,).
     """
     dt = _compute_dtype(dout, x, W)
-    dout, x, W = _as_float64(dout, dt), _as_float64(x, dt), _as_float64(W, dt)
-    _conv_shapes(x, W)
+    dout, x, W = _as_float64(dout, dt, "dout"), _as_float64(x, dt, "x"), _as_float64(W, dt, "W")
+    _, _, (out_h, out_w) = _conv_geometry(x, W, stride, pad)
+    need_dx = as_flag(need_dx, "need_dx")
     FN, C, FH, FW = W.shape
     N = x.shape[0]
-    _, _, (out_h, out_w) = _window_geometry(x.shape, FH, FW, stride, pad)
     if dout.shape != (N, FN, out_h, out_w):
         raise ValueError(f"dout must have shape {(N, FN, out_h, out_w)}, got {dout.shape}")
     col = _im2col_f64(x, FH, FW, stride, pad)         # (N*OH*OW, C*FH*FW)
@@ -383,12 +457,10 @@ def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np
     flat index ``h * W + w`` of each winner in its input plane.
     """
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
-    if x.ndim != 4:
-        raise ValueError(f"x must be 4-dimensional, got shape {x.shape}")
-    N, C, H, W = x.shape
-    _, (ph, pw), (out_h, out_w) = _window_geometry(x.shape, pool_h, pool_w, stride, pad)
+    x = _as_float64(x, dt, "x")
+    pool_h, pool_w, _, (ph, pw), (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
     _check_max_pool_pad(pool_h, pool_w, ph, pw)
+    N, C, H, W = x.shape
 
     windows = _pool_windows(x, pool_h, pool_w, stride, pad)
     # The same unfolding applied to one plane of ones tells which taps are real (1) or padding (0),
@@ -423,21 +495,26 @@ def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.nd
     dout, argmax: (N, C, OH, OW); input_shape: (N, C, H, W). Returns dx: (N, C, H, W).
     """
     dt = _compute_dtype(dout)
-    dout = _as_float64(dout, dt)
-    argmax = np.asarray(argmax).astype(np.int64)
-    N, C, H, W = (int(d) for d in input_shape)
+    dout = _as_float64(dout, dt, "dout")
+    argmax = as_index_array(argmax, "argmax")
+    N, C, H, W = as_input_shape(input_shape)
     if dout.ndim != 4 or dout.shape[:2] != (N, C):
         raise ValueError(f"dout must have shape ({N}, {C}, OH, OW), got {dout.shape}")
     if argmax.shape != dout.shape:
         raise ValueError(f"argmax must have the shape of dout {dout.shape}, got {argmax.shape}")
     if argmax.size and (argmax.min() < 0 or argmax.max() >= H * W):
         raise ValueError(f"argmax entries must lie in [0, {H * W})")
-    dx_planes = np.zeros((N * C, H * W))
+    gate = None
+    if relu_output is not None:
+        gate = as_float_array(relu_output, "relu_output", dt)
+        if gate.shape != (N, C, H, W):
+            raise ValueError(f"relu_output must have shape {(N, C, H, W)}, got {gate.shape}")
+    dx_planes = _zeros((N * C, H * W), "dx")
     plane = np.arange(N * C).repeat(dout.shape[2] * dout.shape[3])
     # np.add.at accumulates repeated indices (overlapping windows with the same winner).
     np.add.at(dx_planes, (plane, argmax.reshape(-1)), dout.reshape(-1))
     dx = dx_planes.reshape(N, C, H, W).astype(dt)
-    return dx if relu_output is None else relu_backward(dx, np.asarray(relu_output, dtype=dt))
+    return dx if gate is None else relu_backward(dx, gate)
 
 
 def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -450,21 +527,21 @@ def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, 
     """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``
     (and, with ``through_relu``, ``x`` as the ``relu_output``)."""
     dt = _compute_dtype(dout, x)
-    x = np.asarray(x, dtype=dt)
+    dout, x = as_float_array(dout, "dout", dt), as_float_array(x, "x", dt)
+    through_relu = as_flag(through_relu, "through_relu")
     _, argmax = max_pool2d_forward(x, pool_h, pool_w, stride, pad)
-    return max_pool2d_backward(np.asarray(dout, dtype=dt), argmax, np.shape(x),
-                               relu_output=x if through_relu else None)
+    if dout.shape != argmax.shape:
+        raise ValueError(f"dout must have shape {argmax.shape}, got {dout.shape}")
+    return max_pool2d_backward(dout, argmax, x.shape, relu_output=x if through_relu else None)
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     """Average pooling; padded positions count as zeros, every window divides by
     ``pool_h * pool_w``. x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
-    if x.ndim != 4:
-        raise ValueError(f"x must be 4-dimensional, got shape {x.shape}")
+    x = _as_float64(x, dt, "x")
+    pool_h, pool_w, _, _, (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
     N, C, H, W = x.shape
-    _, _, (out_h, out_w) = _window_geometry(x.shape, pool_h, pool_w, stride, pad)
     windows = _pool_windows(x, pool_h, pool_w, stride, pad)
     y = windows.sum(axis=1) / (pool_h * pool_w)
     return _rows_to_nchw(y, N, C, out_h, out_w).astype(dt)
@@ -475,13 +552,16 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     ``dout / (pool_h * pool_w)``, folded back with col2im. dout: (N, C, OH, OW); returns
     dx: input_shape."""
     dt = _compute_dtype(dout)
-    dout = _as_float64(dout, dt)
-    N, C, H, W = (int(d) for d in input_shape)
-    _, _, (out_h, out_w) = _window_geometry((N, C, H, W), pool_h, pool_w, stride, pad)
+    dout = _as_float64(dout, dt, "dout")
+    N, C, H, W = as_input_shape(input_shape)
+    pool_h, pool_w = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
+    _, _, (out_h, out_w) = _window_geometry((N, C, H, W), "input_shape", pool_h, pool_w, "pool (pool_h, pool_w)",
+                                            stride, pad)
     if dout.shape != (N, C, out_h, out_w):
         raise ValueError(f"dout must have shape {(N, C, out_h, out_w)}, got {dout.shape}")
     share = dout.transpose(0, 2, 3, 1).reshape(-1, 1) / (pool_h * pool_w)  # (N*OH*OW*C, 1)
-    dcol = np.broadcast_to(share, (share.shape[0], pool_h * pool_w)).reshape(N * out_h * out_w, -1)
+    _check_affordable((N * out_h * out_w, C * pool_h * pool_w), "the column gradient")
+    dcol = np.broadcast_to(share, (share.shape[0], pool_h * pool_w)).reshape(N * out_h * out_w, C * pool_h * pool_w)
     return _col2im_f64(dcol, (N, C, H, W), pool_h, pool_w, stride, pad).astype(dt)
 
 
@@ -498,14 +578,22 @@ def relu_forward(x, *, out=None) -> np.ndarray:
     """``max(x, 0)`` elementwise, any shape: entries ``x <= 0`` become 0 (as in DLfS's
     ``x[x <= 0] = 0``), NaN propagates."""
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
+    x = _as_float64(x, dt, "x")
     return _into(np.where(x <= 0, 0.0, x).astype(dt), out)
 
 
 def _into(result: np.ndarray, out):
-    """``result``, or ``result`` copied into ``out`` (then ``out``)."""
+    """``result``, or ``result`` copied into ``out`` (then ``out``), which must be a writeable array
+    of the result's dtype and shape (as in :mod:`tinyconv.functional`: it is never converted)."""
     if out is None:
         return result
+    if not isinstance(out, np.ndarray) or out.dtype != result.dtype:
+        raise TypeError(f"out must be a numpy array of dtype {result.dtype}, got {type(out).__name__}"
+                        + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+    if out.shape != result.shape:
+        raise ValueError(f"out must have shape {result.shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
     out[...] = result
     return out
 
@@ -513,7 +601,7 @@ def _into(result: np.ndarray, out):
 def relu_backward(dout, x, *, out=None) -> np.ndarray:
     """The gradient passes where the forward pass let ``x`` through (``x > 0`` or NaN), else 0."""
     dt = _compute_dtype(dout, x)
-    dout, x = _as_float64(dout, dt), _as_float64(x, dt)
+    dout, x = _as_float64(dout, dt, "dout"), _as_float64(x, dt, "x")
     _same_shape(dout, x, "dout", "x")
     return _into(np.where(x <= 0, 0.0, dout).astype(dt), out)
 
@@ -522,7 +610,7 @@ def sigmoid_forward(x) -> np.ndarray:
     """``1 / (1 + exp(-x))`` elementwise, without overflow: with ``z = exp(-|x|)`` (never above 1),
     sigmoid is ``1 / (1 + z)`` for x >= 0 and ``z / (1 + z)`` for x < 0."""
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
+    x = _as_float64(x, dt, "x")
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(dt)
 
@@ -530,7 +618,7 @@ def sigmoid_forward(x) -> np.ndarray:
 def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
     """``dout * y * (1 - y)``, where ``y`` is the forward output."""
     dt = _compute_dtype(dout, y)
-    dout, y = _as_float64(dout, dt), _as_float64(y, dt)
+    dout, y = _as_float64(dout, dt, "dout"), _as_float64(y, dt, "y")
     _same_shape(dout, y, "dout", "y")
     return _into((dout * y * (1.0 - y)).astype(dt), out)
 
@@ -549,27 +637,39 @@ def _log_softmax_rows(x: np.ndarray) -> np.ndarray:
 def softmax(x) -> np.ndarray:
     """Row-wise softmax of a 2-D array (a 1-D array is one row), stable for large logits."""
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
+    x = _as_float64(x, dt, "x")
     if x.ndim not in (1, 2):
         raise ValueError(f"x must be 1- or 2-dimensional, got shape {x.shape}")
+    if x.shape[-1] < 1:
+        raise ValueError(f"x must have at least one class column, got shape {x.shape}")
     rows = np.atleast_2d(x)
     shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
     y = shifted / shifted.sum(axis=1, keepdims=True)
     return y.reshape(x.shape).astype(dt)
 
 
+def _check_logits(x: np.ndarray, name: str) -> None:
+    """(N, K) with N >= 1 (the loss is a mean over the rows, as in the compiled core: an empty batch
+    has none) and K >= 1."""
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional, got shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one row and one class column to average the loss over, "
+                         f"got shape {x.shape}")
+
+
 def _targets(t, x: np.ndarray, dt: np.dtype) -> np.ndarray:
     """The target distribution as an (N, K) float64 array: one-hot rows for integer labels (N,),
     the rows themselves for an (N, K) array."""
     N, K = x.shape
-    t = np.asarray(t)
-    if t.ndim == 2:
-        if t.shape != (N, K):
-            raise ValueError(f"t must have shape {(N, K)}, got {t.shape}")
-        return _as_float64(t, dt)
-    labels = t.astype(np.int64)
+    if ndim_of(t, "t") == 2:
+        target = _as_float64(t, dt, "t")
+        if target.shape != (N, K):
+            raise ValueError(f"t must have shape {(N, K)}, got {target.shape}")
+        return target
+    labels = as_index_array(t, "t")
     if labels.shape != (N,):
-        raise ValueError(f"t must have shape ({N},) or ({N}, {K}), got {t.shape}")
+        raise ValueError(f"t must have shape ({N},) or ({N}, {K}), got {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= K):
         raise ValueError(f"labels t must lie in [0, {K})")
     onehot = np.zeros((N, K))
@@ -585,9 +685,8 @@ def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
     loss a Python float and y = softmax(x).
     """
     dt = _compute_dtype(x)
-    x = _as_float64(x, dt)
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-dimensional, got shape {x.shape}")
+    x = _as_float64(x, dt, "x")
+    _check_logits(x, "x")
     target = _targets(t, x, dt)
     log_y = _log_softmax_rows(x)
     # Only the terms with t != 0 contribute (0 * log y is 0 even where log y is very negative).
@@ -599,11 +698,10 @@ def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
 def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * dout / N``."""
     dt = _compute_dtype(y)
-    y = _as_float64(y, dt)
-    if y.ndim != 2:
-        raise ValueError(f"y must be 2-dimensional, got shape {y.shape}")
+    y = _as_float64(y, dt, "y")
+    _check_logits(y, "y")
     target = _targets(t, y, dt)
-    return ((y - target) * float(dout) / y.shape[0]).astype(dt)
+    return ((y - target) * as_real(dout, "dout") / y.shape[0]).astype(dt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,7 +719,7 @@ def affine_forward(x, W, b) -> np.ndarray:
     """``x @ W + b``. x: (N, D) or (N, d1, d2, ...) flattened to (N, D); W: (D, M); b: (M,).
     Returns (N, M)."""
     dt = _compute_dtype(x, W, b)
-    x, W, b = _as_float64(x, dt), _as_float64(W, dt), _as_float64(b, dt)
+    x, W, b = _as_float64(x, dt, "x"), _as_float64(W, dt, "W"), _as_float64(b, dt, "b")
     x2 = _flatten_batch(x)
     if W.ndim != 2 or W.shape[0] != x2.shape[1]:
         raise ValueError(f"W must have shape ({x2.shape[1]}, M), got {W.shape}")
@@ -634,7 +732,8 @@ def affine_backward(dout, x, W, *, need_dx: bool = True):
     """Gradients of :func:`affine_forward`: ``dx = dout @ W.T`` (reshaped like x),
     ``dW = x.T @ dout``, ``db = sum_n dout``."""
     dt = _compute_dtype(dout, x, W)
-    dout, x, W = _as_float64(dout, dt), _as_float64(x, dt), _as_float64(W, dt)
+    dout, x, W = _as_float64(dout, dt, "dout"), _as_float64(x, dt, "x"), _as_float64(W, dt, "W")
+    need_dx = as_flag(need_dx, "need_dx")
     x2 = _flatten_batch(x)
     if W.ndim != 2 or W.shape[0] != x2.shape[1]:
         raise ValueError(f"W must have shape ({x2.shape[1]}, M), got {W.shape}")

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._util_extra import shuffle_dataset, smooth_curve
-from ._validate import as_float_array, as_pair, as_positive_int, float_dtype
+from ._validate import as_float_array, as_pair, as_positive_int, check_window, float_dtype
 
 __all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve"]
 
@@ -34,6 +34,7 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
     x = as_float_array(input_data, "input_data", float_dtype(input_data), ndim=4)
     fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    check_window(x.shape, "input_data", (fh, fw), "filter (filter_h, filter_w)", (sh, sw), (ph, pw))
     return _core.im2col(x, fh, fw, sh, sw, ph, pw)
 
 
@@ -46,4 +47,5 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
     col = as_float_array(col, "col", float_dtype(col), ndim=2)
     fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    check_window((n, c, h, w), "input_shape", (fh, fw), "filter (filter_h, filter_w)", (sh, sw), (ph, pw))
     return _core.col2im(col, n, c, h, w, fh, fw, sh, sw, ph, pw)
