@@ -1022,6 +1022,11 @@ py::dict config() {
     d["available_isas"] = gemm_available_isas();
     d["simd_bits"] = isa_simd_bits(gemm_isa());
     d["baseline_simd_bits"] = baseline_simd_bits();
+#ifdef TINYCONV_SANITIZERS
+    d["sanitizers"] = TINYCONV_SANITIZERS;  // a test build (.ci/sanitize), not one to use
+#else
+    d["sanitizers"] = "";
+#endif
     return d;
 }
 

@@ -36,7 +36,8 @@ def get_num_threads() -> int:
 
 def config() -> dict:
     """Build and runtime facts as a dict: version, compiler, openmp, num_procs, num_threads,
-    isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits."""
+    isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits,
+    sanitizers (empty, or the sanitizers of a test build: .ci/sanitize)."""
     return dict(_core.config())
 
 
