@@ -26,6 +26,7 @@ import codecs
 import io
 import pickle
 import pickletools
+import re
 import struct
 from collections import OrderedDict
 from typing import IO, Any, Dict, FrozenSet, List, Optional, Tuple
@@ -77,6 +78,7 @@ ALLOWED_GLOBALS: FrozenSet[Tuple[str, str]] = frozenset(_GLOBAL_ROLES)
 # Numeric dtypes an array or scalar may have: booleans, integers and floats of fixed sizes. The
 # key is NumPy's pickled type string (kind + item size).
 _NUMERIC_TYPESTRS = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
+_PLAIN_TYPESTR = re.compile(r"[A-Za-z?][0-9]{0,3}")
 _BYTEORDERS = frozenset({"<", ">", "|", "="})
 _MAX_NDIM = 32
 
@@ -397,10 +399,14 @@ def _describe_args(args: Any) -> str:
 
 def _numeric_typestr(typestr: str) -> str:
     if typestr not in _NUMERIC_TYPESTRS:
-        try:
-            shown = str(np.dtype(typestr)) if len(typestr) <= 16 else repr(typestr[:16])
-        except (TypeError, ValueError):
-            shown = repr(typestr[:16])
+        # Name the dtype for the message only when the string is a plain type code: NumPy parses
+        # other strings (comma lists, shapes) with ast, which the file does not get to drive.
+        shown = repr(typestr[:16])
+        if _PLAIN_TYPESTR.fullmatch(typestr):
+            try:
+                shown = str(np.dtype(typestr))
+            except TypeError:
+                pass
         raise UnsafePickleError(f"refusing an array or scalar of dtype {shown}: only booleans, integers "
                                 "and floats may appear in a parameter file")
     return typestr
