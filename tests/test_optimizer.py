@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dlfs_oracle as dlfs
+from mutations import delete_at, set_at
 from tinyconv.optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, get_optimizer
 from tinyconv.serialization import safe_pickle_loads
 
@@ -293,56 +294,38 @@ def snapshot(optimizer):
     return pickle.dumps(state)  # bytes: compares hyperparameters, arrays (dtype, shape, bits) and iter
 
 
-def _set(path, value):
-    def mutate(state):
-        target = state
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
-    return mutate
-
-
-def _delete(path):
-    def mutate(state):
-        target = state
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
-    return mutate
-
-
 STATE_DEFECTS = [
     # (optimizer, mutation, exception, message)
-    ("Adam", _set(("name",), "SGD"), ValueError, "'SGD'"),
-    ("Adam", _set(("name",), np.array([1, 2])), ValueError, "not 'Adam'"),
-    ("Adam", _set(("extra",), 1), ValueError, "keys"),
-    ("Adam", _delete(("iter",)), ValueError, "keys"),
-    ("Adam", _set(("hyperparameters",), [0.01]), TypeError, "hyperparameters must be a dict"),
-    ("Adam", _delete(("hyperparameters", "beta2")), ValueError, "hyperparameters"),
-    ("Adam", _set(("hyperparameters", "lr"), "0.01"), TypeError, r"hyperparameters\['lr'\]"),
-    ("Adam", _set(("hyperparameters", "lr"), True), TypeError, r"hyperparameters\['lr'\]"),
-    ("Adam", _set(("hyperparameters", "lr"), float("nan")), ValueError, r"hyperparameters\['lr'\] must be finite"),
-    ("Adam", _set(("hyperparameters", "beta1"), 1.0), ValueError, r"hyperparameters\['beta1'\] must be in \[0, 1\)"),
-    ("Adam", _set(("hyperparameters", "beta2"), -0.5), ValueError, r"hyperparameters\['beta2'\]"),
-    ("Adam", _set(("m",), [1.0]), TypeError, "state m must be None or a dict"),
-    ("Adam", _set(("m", "W1"), lambda a: a[:1]), ValueError, r"m\['W1'\] is float64 \(1, 2, 3, 3\)"),
-    ("Adam", _set(("m", "W1"), lambda a: a.astype(np.float32)), ValueError, r"m\['W1'\] is float32"),
-    ("Adam", _set(("m", "W1"), lambda a: a.astype(np.int64)), TypeError, r"m\['W1'\] must be a float array"),
-    ("Adam", _set(("m", "W1"), lambda a: a.tolist()), TypeError, r"m\['W1'\] must be a float array"),
-    ("Adam", _delete(("m", "W1")), ValueError, "state m has keys"),
-    ("Adam", _set(("m", "W9"), np.zeros(3)), ValueError, "state m has keys"),
-    ("Adam", _set(("m", "b1"), lambda a: np.where(np.arange(a.size) == 1, np.nan, a)), ValueError, r"m\['b1'\] contains NaN"),
-    ("Adam", _set(("v", "W2"), lambda a: -a), ValueError, r"v\['W2'\] has negative entries"),
-    ("Adam", _set(("v",), None), ValueError, "all of them or none"),
-    ("Adam", _set(("iter",), -1), ValueError, "iter must be in"),
-    ("Adam", _set(("iter",), "2"), TypeError, "iter must be an int"),
-    ("Adam", _set(("iter",), 2.0), TypeError, "iter must be an int"),
-    ("Adam", _set(("iter",), 0), ValueError, "iter is 0 but its slots are set"),
-    ("Momentum", _set(("v", "b2"), lambda a: a[None]), ValueError, r"v\['b2'\]"),
-    ("Momentum", _set(("hyperparameters", "momentum"), float("inf")), ValueError, "momentum"),
-    ("AdaGrad", _set(("h", "W1"), lambda a: -a), ValueError, r"h\['W1'\] has negative entries"),
-    ("RMSprop", _set(("hyperparameters", "decay_rate"), None), TypeError, "decay_rate"),
-    ("SGD", _set(("hyperparameters",), {}), ValueError, "hyperparameters"),
+    ("Adam", set_at(("name",), "SGD"), ValueError, "'SGD'"),
+    ("Adam", set_at(("name",), np.array([1, 2])), ValueError, "not 'Adam'"),
+    ("Adam", set_at(("extra",), 1), ValueError, "keys"),
+    ("Adam", delete_at(("iter",)), ValueError, "keys"),
+    ("Adam", set_at(("hyperparameters",), [0.01]), TypeError, "hyperparameters must be a dict"),
+    ("Adam", delete_at(("hyperparameters", "beta2")), ValueError, "hyperparameters"),
+    ("Adam", set_at(("hyperparameters", "lr"), "0.01"), TypeError, r"hyperparameters\['lr'\]"),
+    ("Adam", set_at(("hyperparameters", "lr"), True), TypeError, r"hyperparameters\['lr'\]"),
+    ("Adam", set_at(("hyperparameters", "lr"), float("nan")), ValueError, r"hyperparameters\['lr'\] must be finite"),
+    ("Adam", set_at(("hyperparameters", "beta1"), 1.0), ValueError, r"hyperparameters\['beta1'\] must be in \[0, 1\)"),
+    ("Adam", set_at(("hyperparameters", "beta2"), -0.5), ValueError, r"hyperparameters\['beta2'\]"),
+    ("Adam", set_at(("m",), [1.0]), TypeError, "state m must be None or a dict"),
+    ("Adam", set_at(("m", "W1"), lambda a: a[:1]), ValueError, r"m\['W1'\] is float64 \(1, 2, 3, 3\)"),
+    ("Adam", set_at(("m", "W1"), lambda a: a.astype(np.float32)), ValueError, r"m\['W1'\] is float32"),
+    ("Adam", set_at(("m", "W1"), lambda a: a.astype(np.int64)), TypeError, r"m\['W1'\] must be a float array"),
+    ("Adam", set_at(("m", "W1"), lambda a: a.tolist()), TypeError, r"m\['W1'\] must be a float array"),
+    ("Adam", delete_at(("m", "W1")), ValueError, "state m has keys"),
+    ("Adam", set_at(("m", "W9"), np.zeros(3)), ValueError, "state m has keys"),
+    ("Adam", set_at(("m", "b1"), lambda a: np.where(np.arange(a.size) == 1, np.nan, a)), ValueError, r"m\['b1'\] contains NaN"),
+    ("Adam", set_at(("v", "W2"), lambda a: -a), ValueError, r"v\['W2'\] has negative entries"),
+    ("Adam", set_at(("v",), None), ValueError, "all of them or none"),
+    ("Adam", set_at(("iter",), -1), ValueError, "iter must be in"),
+    ("Adam", set_at(("iter",), "2"), TypeError, "iter must be an int"),
+    ("Adam", set_at(("iter",), 2.0), TypeError, "iter must be an int"),
+    ("Adam", set_at(("iter",), 0), ValueError, "iter is 0 but its slots are set"),
+    ("Momentum", set_at(("v", "b2"), lambda a: a[None]), ValueError, r"v\['b2'\]"),
+    ("Momentum", set_at(("hyperparameters", "momentum"), float("inf")), ValueError, "momentum"),
+    ("AdaGrad", set_at(("h", "W1"), lambda a: -a), ValueError, r"h\['W1'\] has negative entries"),
+    ("RMSprop", set_at(("hyperparameters", "decay_rate"), None), TypeError, "decay_rate"),
+    ("SGD", set_at(("hyperparameters",), {}), ValueError, "hyperparameters"),
 ]
 
 

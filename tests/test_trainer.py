@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import dlfs_oracle as dlfs
+from mutations import delete_at, set_at
 from tinyconv.nets import MultiLayerNet, SimpleConvNet
 from tinyconv.optimizer import Adam
 from tinyconv.serialization import ParamsFileError, UnsafePickleError, load_pickle_file, save_pickle
@@ -325,30 +326,12 @@ def trained_target():
     return trainer
 
 
-def _put(path, value):
-    def mutate(state):
-        target = state
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
-    return mutate
-
-
-def _drop(path):
-    def mutate(state):
-        target = state
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
-    return mutate
-
-
 def _tuple_item(path, position, value):
     def replace(old):
         items = list(old)
         items[position] = value(items[position]) if callable(value) else value
         return tuple(items)
-    return _put(path, replace)
+    return set_at(path, replace)
 
 
 GLOBAL_RNG = ("rng", "numpy_global")
@@ -356,63 +339,63 @@ TRAINER_RNG = ("rng", "trainer", "state")
 
 CHECKPOINT_DEFECTS = [
     # (expected field, mutation, a part of the message)
-    ("format", _put(("format",), "tinyconv.params"), "not a tinyconv training checkpoint"),
-    ("version", _put(("version",), 2), "unsupported checkpoint version 2"),
-    ("version", _put(("version",), True), "unsupported checkpoint version True"),
-    ("version", _put(("version",), 1.0), "unsupported checkpoint version 1.0"),
-    ("(top level)", _put(("extra",), 1), "unknown ['extra']"),
-    ("(top level)", _drop(("history",)), "missing ['history']"),
-    ("config", _put(("config",), None), "must be a dict"),
-    ("config", _drop(("config", "sampling")), "missing ['sampling']"),
-    ("config", _put(("config", "batch_size"), 33), "batch_size: checkpoint 33, now 32"),
-    ("config", _put(("config", "batch_size"), 32.0), "batch_size: checkpoint 32.0, now 32"),
-    ("config", _put(("config", "trainer_seeded"), 1), "trainer_seeded: checkpoint 1, now True"),
-    ("network", _put(("network",), []), "must be a dict of arrays"),
-    ("network", _drop(("network", "W1")), "'W1' is missing"),
-    ("network", _put(("network", "W9"), np.zeros(3)), "unknown key 'W9'"),
-    ("network", _put(("network", "W1"), lambda a: a.astype(np.float64)), "'W1' is a float64 array"),
-    ("network", _put(("network", "W1"), lambda a: a[:-1]), "'W1' is a float32 array of shape (11, 16)"),
-    ("network", _put(("network", "running_mean1"), lambda a: a.tolist()), "'running_mean1' is list"),
-    ("optimizer", _put(("optimizer",), "Adam"), "must be a dict"),
-    ("optimizer", _put(("optimizer", "name"), "SGD"), "for 'SGD', not 'Adam'"),
-    ("optimizer", _put(("optimizer", "hyperparameters", "lr"), "0.01"), "hyperparameters['lr'] must be a real number"),
-    ("optimizer", _put(("optimizer", "hyperparameters", "lr"), float("nan")), "must be finite"),
-    ("optimizer", _put(("optimizer", "hyperparameters", "beta1"), 1.0), "hyperparameters['beta1'] must be in [0, 1)"),
-    ("optimizer", _drop(("optimizer", "hyperparameters", "beta2")), "hyperparameters"),
-    ("optimizer", _put(("optimizer", "m"), [1.0]), "m must be None or a dict"),
-    ("optimizer", _put(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
-    ("optimizer", _put(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
-    ("optimizer", _drop(("optimizer", "m", "W1")), "m has keys"),
-    ("optimizer", _put(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
-    ("optimizer", _put(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
-    ("optimizer", _put(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
-    ("optimizer", _put(("optimizer", "v"), None), "all of them or none"),
-    ("optimizer", _put(("optimizer", "iter"), -1), "iter must be in"),
-    ("optimizer", _put(("optimizer", "iter"), "4"), "iter must be an int"),
-    ("optimizer", _put(("optimizer", "iter"), True), "iter must be an int"),
-    ("optimizer", _put(("optimizer", "iter"), 0), "iter is 0 but its slots are set"),
-    ("optimizer", _put(("optimizer", "extra"), 0), "keys"),
-    ("counters", _put(("counters",), (1, 4)), "must be a dict"),
-    ("counters", _drop(("counters", "current_iter")), "missing ['current_iter']"),
-    ("counters.current_epoch", _put(("counters", "current_epoch"), "1"), "must be an int, got str"),
-    ("counters.current_epoch", _put(("counters", "current_epoch"), True), "must be an int, got bool"),
-    ("counters.current_epoch", _put(("counters", "current_epoch"), -1), "must be in [0, "),
-    ("counters.current_iter", _put(("counters", "current_iter"), 3), "must be in [4, 8), got 3"),
-    ("counters.current_iter", _put(("counters", "current_iter"), 8), "must be in [4, 8), got 8"),
-    ("history", _drop(("history", "epoch_time_list")), "missing ['epoch_time_list']"),
-    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a.tolist()), "must be a float64 array of shape (4,)"),
-    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a[:-1]), "got a float64 array of shape (3,)"),
-    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a.astype(np.float32)), "got a float32 array"),
-    ("history.train_loss_list", _put(("history", "train_loss_list"), lambda a: a * np.inf), "NaN or infinite"),
-    ("history.train_acc_list", _put(("history", "train_acc_list"), []), "must be a list of 1 floats"),
-    ("history.train_acc_list[0]", _put(("history", "train_acc_list"), [1.5]), "must be finite and in [0.0, 1.0]"),
-    ("history.test_acc_list[0]", _put(("history", "test_acc_list"), ["0.5"]), "must be a float, got str"),
-    ("history.test_acc_list", _put(("history", "test_acc_list"), (0.5,)), "must be a list of 1 floats (one per epoch), got tuple"),
-    ("history.epoch_time_list[0]", _put(("history", "epoch_time_list"), [-1.0]), "in [0.0, inf]"),
-    ("rng", _put(("rng",), None), "must be a dict"),
-    ("rng", _drop(("rng", "network")), "missing ['network']"),
-    ("rng.numpy_global", _put(GLOBAL_RNG, lambda t: t[:3]), "must be a tuple ('MT19937', key, pos"),
-    ("rng.numpy_global", _put(GLOBAL_RNG, lambda t: list(t)), "got list"),
+    ("format", set_at(("format",), "tinyconv.params"), "not a tinyconv training checkpoint"),
+    ("version", set_at(("version",), 2), "unsupported checkpoint version 2"),
+    ("version", set_at(("version",), True), "unsupported checkpoint version True"),
+    ("version", set_at(("version",), 1.0), "unsupported checkpoint version 1.0"),
+    ("(top level)", set_at(("extra",), 1), "unknown ['extra']"),
+    ("(top level)", delete_at(("history",)), "missing ['history']"),
+    ("config", set_at(("config",), None), "must be a dict"),
+    ("config", delete_at(("config", "sampling")), "missing ['sampling']"),
+    ("config", set_at(("config", "batch_size"), 33), "batch_size: checkpoint 33, now 32"),
+    ("config", set_at(("config", "batch_size"), 32.0), "batch_size: checkpoint 32.0, now 32"),
+    ("config", set_at(("config", "trainer_seeded"), 1), "trainer_seeded: checkpoint 1, now True"),
+    ("network", set_at(("network",), []), "must be a dict of arrays"),
+    ("network", delete_at(("network", "W1")), "'W1' is missing"),
+    ("network", set_at(("network", "W9"), np.zeros(3)), "unknown key 'W9'"),
+    ("network", set_at(("network", "W1"), lambda a: a.astype(np.float64)), "'W1' is a float64 array"),
+    ("network", set_at(("network", "W1"), lambda a: a[:-1]), "'W1' is a float32 array of shape (11, 16)"),
+    ("network", set_at(("network", "running_mean1"), lambda a: a.tolist()), "'running_mean1' is list"),
+    ("optimizer", set_at(("optimizer",), "Adam"), "must be a dict"),
+    ("optimizer", set_at(("optimizer", "name"), "SGD"), "for 'SGD', not 'Adam'"),
+    ("optimizer", set_at(("optimizer", "hyperparameters", "lr"), "0.01"), "hyperparameters['lr'] must be a real number"),
+    ("optimizer", set_at(("optimizer", "hyperparameters", "lr"), float("nan")), "must be finite"),
+    ("optimizer", set_at(("optimizer", "hyperparameters", "beta1"), 1.0), "hyperparameters['beta1'] must be in [0, 1)"),
+    ("optimizer", delete_at(("optimizer", "hyperparameters", "beta2")), "hyperparameters"),
+    ("optimizer", set_at(("optimizer", "m"), [1.0]), "m must be None or a dict"),
+    ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
+    ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
+    ("optimizer", delete_at(("optimizer", "m", "W1")), "m has keys"),
+    ("optimizer", set_at(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
+    ("optimizer", set_at(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
+    ("optimizer", set_at(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
+    ("optimizer", set_at(("optimizer", "v"), None), "all of them or none"),
+    ("optimizer", set_at(("optimizer", "iter"), -1), "iter must be in"),
+    ("optimizer", set_at(("optimizer", "iter"), "4"), "iter must be an int"),
+    ("optimizer", set_at(("optimizer", "iter"), True), "iter must be an int"),
+    ("optimizer", set_at(("optimizer", "iter"), 0), "iter is 0 but its slots are set"),
+    ("optimizer", set_at(("optimizer", "extra"), 0), "keys"),
+    ("counters", set_at(("counters",), (1, 4)), "must be a dict"),
+    ("counters", delete_at(("counters", "current_iter")), "missing ['current_iter']"),
+    ("counters.current_epoch", set_at(("counters", "current_epoch"), "1"), "must be an int, got str"),
+    ("counters.current_epoch", set_at(("counters", "current_epoch"), True), "must be an int, got bool"),
+    ("counters.current_epoch", set_at(("counters", "current_epoch"), -1), "must be in [0, "),
+    ("counters.current_iter", set_at(("counters", "current_iter"), 3), "must be in [4, 8), got 3"),
+    ("counters.current_iter", set_at(("counters", "current_iter"), 8), "must be in [4, 8), got 8"),
+    ("history", delete_at(("history", "epoch_time_list")), "missing ['epoch_time_list']"),
+    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a.tolist()), "must be a float64 array of shape (4,)"),
+    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a[:-1]), "got a float64 array of shape (3,)"),
+    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a.astype(np.float32)), "got a float32 array"),
+    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a * np.inf), "NaN or infinite"),
+    ("history.train_acc_list", set_at(("history", "train_acc_list"), []), "must be a list of 1 floats"),
+    ("history.train_acc_list[0]", set_at(("history", "train_acc_list"), [1.5]), "must be finite and in [0.0, 1.0]"),
+    ("history.test_acc_list[0]", set_at(("history", "test_acc_list"), ["0.5"]), "must be a float, got str"),
+    ("history.test_acc_list", set_at(("history", "test_acc_list"), (0.5,)), "must be a list of 1 floats (one per epoch), got tuple"),
+    ("history.epoch_time_list[0]", set_at(("history", "epoch_time_list"), [-1.0]), "in [0.0, inf]"),
+    ("rng", set_at(("rng",), None), "must be a dict"),
+    ("rng", delete_at(("rng", "network")), "missing ['network']"),
+    ("rng.numpy_global", set_at(GLOBAL_RNG, lambda t: t[:3]), "must be a tuple ('MT19937', key, pos"),
+    ("rng.numpy_global", set_at(GLOBAL_RNG, lambda t: list(t)), "got list"),
     ("rng.numpy_global[0]", _tuple_item(GLOBAL_RNG, 0, "PCG64"), "must be 'MT19937'"),
     ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k.astype(np.int64)), "must be a uint32 array"),
     ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k[:-1]), "of shape (623,)"),
@@ -424,20 +407,20 @@ CHECKPOINT_DEFECTS = [
     ("rng.numpy_global[3]", _tuple_item(GLOBAL_RNG, 3, 2), "must be in [0, 2), got 2"),
     ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, "0"), "must be a float, got str"),
     ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, float("nan")), "must be finite"),
-    ("rng.trainer", _put(("rng", "trainer"), None), "does not match this run (saved: none, now: Generator)"),
-    ("rng.trainer", _drop(("rng", "trainer", "kind")), "missing ['kind']"),
-    ("rng.trainer.kind", _put(("rng", "trainer", "kind"), "RandomState"), "this run uses a Generator"),
-    ("rng.trainer.state.bit_generator", _put(TRAINER_RNG + ("bit_generator",), "MT19937"), "must be 'PCG64'"),
-    ("rng.trainer.state", _drop(TRAINER_RNG + ("uinteger",)), "missing ['uinteger']"),
-    ("rng.trainer.state.state", _put(TRAINER_RNG + ("state",), 5), "must be a dict"),
-    ("rng.trainer.state.state.state", _put(TRAINER_RNG + ("state", "state"), 2 ** 128), "must be in [0, "),
-    ("rng.trainer.state.state.state", _put(TRAINER_RNG + ("state", "state"), -1), "got -1"),
-    ("rng.trainer.state.state.inc", _put(TRAINER_RNG + ("state", "inc"), 1.5), "must be an int, got float"),
-    ("rng.trainer.state.state.inc", _put(TRAINER_RNG + ("state", "inc"), lambda inc: inc - 1), "must be odd"),
-    ("rng.trainer.state.has_uint32", _put(TRAINER_RNG + ("has_uint32",), 2), "got 2"),
-    ("rng.trainer.state.uinteger", _put(TRAINER_RNG + ("uinteger",), 2 ** 32), "got 4294967296"),
-    ("rng.network", _put(("rng", "network"), None), "does not match this run"),
-    ("rng.network.state", _put(("rng", "network", "state"), lambda s: {**s, "extra": 0}), "unknown ['extra']"),
+    ("rng.trainer", set_at(("rng", "trainer"), None), "does not match this run (saved: none, now: Generator)"),
+    ("rng.trainer", delete_at(("rng", "trainer", "kind")), "missing ['kind']"),
+    ("rng.trainer.kind", set_at(("rng", "trainer", "kind"), "RandomState"), "this run uses a Generator"),
+    ("rng.trainer.state.bit_generator", set_at(TRAINER_RNG + ("bit_generator",), "MT19937"), "must be 'PCG64'"),
+    ("rng.trainer.state", delete_at(TRAINER_RNG + ("uinteger",)), "missing ['uinteger']"),
+    ("rng.trainer.state.state", set_at(TRAINER_RNG + ("state",), 5), "must be a dict"),
+    ("rng.trainer.state.state.state", set_at(TRAINER_RNG + ("state", "state"), 2 ** 128), "must be in [0, "),
+    ("rng.trainer.state.state.state", set_at(TRAINER_RNG + ("state", "state"), -1), "got -1"),
+    ("rng.trainer.state.state.inc", set_at(TRAINER_RNG + ("state", "inc"), 1.5), "must be an int, got float"),
+    ("rng.trainer.state.state.inc", set_at(TRAINER_RNG + ("state", "inc"), lambda inc: inc - 1), "must be odd"),
+    ("rng.trainer.state.has_uint32", set_at(TRAINER_RNG + ("has_uint32",), 2), "got 2"),
+    ("rng.trainer.state.uinteger", set_at(TRAINER_RNG + ("uinteger",), 2 ** 32), "got 4294967296"),
+    ("rng.network", set_at(("rng", "network"), None), "does not match this run"),
+    ("rng.network.state", set_at(("rng", "network", "state"), lambda s: {**s, "extra": 0}), "unknown ['extra']"),
 ]
 
 
