@@ -308,6 +308,29 @@ def test_float64_targets_beyond_float32_range_do_not_warn(t_shape, backward):
     assert_interpreter_still_works()
 
 
+def unaligned(values: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``values`` whose data starts one byte past an aligned address."""
+    raw = np.zeros(values.nbytes + 1, dtype=np.uint8)
+    view = np.frombuffer(raw.data, dtype=values.dtype, count=values.size, offset=1).reshape(values.shape)
+    view[...] = values
+    return view
+
+
+def test_unaligned_arrays_are_converted_not_refused():
+    """The core needs aligned data; the public functions copy what is not (fae188c passed an
+    unaligned view on and the core refused it, saying that tinyconv.functional converts it)."""
+    x = np.arange(16.0).reshape(1, 1, 4, 4) - 7.5
+    y, argmax = F.max_pool2d_forward(x, 2, 2, 2)
+    assert not unaligned(x).flags.aligned
+    np.testing.assert_array_equal(F.max_pool2d_forward(unaligned(x), 2, 2, 2)[0], y)
+    np.testing.assert_array_equal(F.relu_forward(unaligned(x)), F.relu_forward(x))
+    dx = F.max_pool2d_backward(np.ones((1, 1, 2, 2)), argmax, x.shape)
+    np.testing.assert_array_equal(F.max_pool2d_backward(unaligned(np.ones((1, 1, 2, 2))), unaligned(argmax), x.shape), dx)
+    logits = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
+    loss = F.softmax_cross_entropy_forward(logits, [2, 0])[0]
+    assert F.softmax_cross_entropy_forward(unaligned(logits), unaligned(np.array([2, 0])))[0] == loss
+
+
 # ----------------------------------------------------------------------------------------------
 # Absurd windows: every function that slides a window, in every layer (the public functions, the
 # compiled core, its plain-loop oracles, the NumPy references), refuses a window whose unfolded

@@ -70,7 +70,13 @@ def as_float_array(value: object, name: str, dtype: np.dtype | type, ndim: int |
             want = " or ".join(str(a) for a in allowed)
             raise ValueError(f"{name} must be {want}-dimensional, got shape {arr.shape}")
     # np.asarray (not np.ascontiguousarray, which turns 0-d into 1-d) keeps the shape.
-    return np.asarray(arr, dtype=dtype, order="C")
+    return _aligned(np.asarray(arr, dtype=dtype, order="C"))
+
+
+def _aligned(arr: np.ndarray) -> np.ndarray:
+    """arr, or an aligned copy: np.asarray leaves a C-contiguous array of the right dtype as it is,
+    even when its data is not aligned (a view at an odd byte offset), and the core refuses those."""
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def as_index_array(value: object, name: str) -> np.ndarray:
@@ -90,7 +96,7 @@ def as_index_array(value: object, name: str) -> np.ndarray:
             raise ValueError(f"{name} holds {largest!r}, outside the int64 range")
     elif arr.dtype.kind == "u" and arr.size and arr.max() > limit:
         raise ValueError(f"{name} holds {arr.max()}, outside the int64 range")
-    return np.asarray(arr, dtype=np.int64, order="C")
+    return _aligned(np.asarray(arr, dtype=np.int64, order="C"))
 
 
 def as_positive_int(value: object, name: str, minimum: int = 1, maximum: int = _MAX_SIZE) -> int:
