@@ -75,11 +75,12 @@ def table():
                             ["inplace", "inplace", "array", "real", "bool", "real", "real"]),
         "adam_update": ([f64(3), f64(3), f64(3), f64(3), 0.1, 0.9, 0.999, 1e-7],
                         ["inplace", "inplace", "inplace", "array", "real", "real", "real", "real"]),
+        "find_nonfinite": ([f64(3), False], ["any_shape", "bool"]),
         "set_num_threads": ([_core.get_num_threads()], ["index"]),
         "set_isa": ([_core.config()["isa"]], ["str"]),
     }
     for name in ("gemm", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward",
-                 "avg_pool2d_forward"):
+                 "avg_pool2d_forward", "find_nonfinite"):
         entries[f"reference.{name}"] = entries[name]
     return entries
 
