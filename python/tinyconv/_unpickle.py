@@ -28,6 +28,7 @@ import pickle
 import pickletools
 import re
 import struct
+import warnings
 from collections import OrderedDict
 from typing import IO, Any, Dict, FrozenSet, List, Optional, Tuple
 
@@ -403,10 +404,12 @@ def _numeric_typestr(typestr: str) -> str:
         # other strings (comma lists, shapes) with ast, which the file does not get to drive.
         shown = repr(typestr[:16])
         if _PLAIN_TYPESTR.fullmatch(typestr):
-            try:
-                shown = str(np.dtype(typestr))
-            except TypeError:
-                pass
+            with warnings.catch_warnings():  # deprecated aliases ('a1') only name the dtype here
+                warnings.simplefilter("ignore")
+                try:
+                    shown = str(np.dtype(typestr))
+                except TypeError:
+                    pass
         raise UnsafePickleError(f"refusing an array or scalar of dtype {shown}: only booleans, integers "
                                 "and floats may appear in a parameter file")
     return typestr
