@@ -117,7 +117,8 @@ def _new_file_mode(path: str) -> int:
 _LIVE_TEMPORARIES: set = set()
 _LIVE_LOCK = threading.Lock()
 _TEMP_PATTERN = re.compile(r"(?P<pid>[0-9]+)-[A-Za-z0-9_]+\.tmp")
-# Names written before the pid was part of them (".<target>.XXXXXXXX.tmp"): stale after a while.
+# Names written before the pid was part of them (".<target>.<8 random characters>.tmp"): stale
+# after a while.
 _LEGACY_TEMP_PATTERN = re.compile(r"[A-Za-z0-9_]{8}\.tmp")
 _LEGACY_TEMP_AGE_S = 600.0
 
