@@ -23,7 +23,6 @@ file asks for something this reader will never do); nothing else escapes :meth:`
 from __future__ import annotations
 
 import codecs
-import io
 import pickle
 import pickletools
 import re
@@ -657,7 +656,3 @@ _DISPATCH = {
 # extension-registry objects, out-of-band buffers or persistent references.
 _OPCODE_NAMES = {op.code.encode("latin1")[0]: op.name for op in pickletools.opcodes}
 
-
-def loads(data: bytes, **limits: Any) -> Any:
-    """Read one restricted pickle from ``data``."""
-    return RestrictedUnpickler(io.BytesIO(data), **limits).load()
