@@ -22,8 +22,20 @@ def more_examples(factor: int) -> settings:
 # Window geometry (convolution and pooling)
 
 
+class _OutputSize:
+    """Output height and width of a sliding window (fields H, W, kh, kw, sh, sw, ph, pw)."""
+
+    @property
+    def out_h(self) -> int:
+        return (self.H + 2 * self.ph - self.kh) // self.sh + 1  # type: ignore[attr-defined]
+
+    @property
+    def out_w(self) -> int:
+        return (self.W + 2 * self.pw - self.kw) // self.sw + 1  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class Geometry:
+class Geometry(_OutputSize):
     """A batch of inputs and a sliding window over it. ``stride``/``pad`` are spelled the way
     they are passed to the function under test (an int, a tuple, a list, NumPy ints)."""
 
@@ -39,14 +51,6 @@ class Geometry:
     pw: int
     stride: object
     pad: object
-
-    @property
-    def out_h(self) -> int:
-        return (self.H + 2 * self.ph - self.kh) // self.sh + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.W + 2 * self.pw - self.kw) // self.sw + 1
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -225,7 +229,7 @@ GEMM_NC_MAX = 4096              # Tiles::NC = NR * 128: 512 (generic, double) ..
 
 
 @dataclass(frozen=True)
-class ConvCase:
+class ConvCase(_OutputSize):
     """One convolution call: shapes, window, the thread count to run it with, and how to make its
     values (dtype name, value style of :func:`make_values`, seed)."""
 
@@ -244,14 +248,6 @@ class ConvCase:
     dtype: str = "float32"
     style: str = "normal"
     seed: int = 0
-
-    @property
-    def out_h(self) -> int:
-        return (self.H + 2 * self.ph - self.kh) // self.sh + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.W + 2 * self.pw - self.kw) // self.sw + 1
 
     @property
     def x_shape(self):
