@@ -281,10 +281,10 @@ class Sequential(Layer):
         first = 0
         if not need_dx:
             # Nothing before the first step with trainable parameters needs running.
-            trainable = [any(has_trainable_parameters(layer) for layer in step.layers) for step in steps]
-            if not any(trainable):
+            first = next((index for index, step in enumerate(steps)
+                          if any(has_trainable_parameters(layer) for layer in step.layers)), -1)
+            if first < 0:
                 return None, False
-            first = trainable.index(True)
         for index in range(len(steps) - 1, first - 1, -1):
             dout, dout_owned = steps[index].backward(dout, dout_owned, need_dx or index > first)
         return (dout, dout_owned) if need_dx else (None, False)
@@ -306,16 +306,19 @@ class Sequential(Layer):
 class Residual(Layer):
     """``body(x) + shortcut(x)``: a residual block (He et al. 2015). ``shortcut`` is ``None`` for
     the identity, or a layer (a ``Sequential`` of a strided 1x1 convolution and a batch norm, or a
-    :class:`~tinyconv.layers.ChannelPadShortcut`). Followed by a ReLU in a ``Sequential``, the sum
-    and the ReLU are one pass.
+    :class:`~tinyconv.layers.ChannelPadShortcut`). ``relu=True``: ``relu(body(x) + shortcut(x))``,
+    as ResNet blocks end, the sum and the ReLU in one pass (likewise when a ``Relu`` layer follows
+    the block in a ``Sequential``).
 
     Parameter names: the body's layers directly under the block (``conv1``, ``bn1``, ...), the
     shortcut's under ``shortcut_name`` (``downsample``, as torchvision's blocks)."""
 
-    def __init__(self, body: Sequential, shortcut: Any = None, shortcut_name: str = "downsample"):
+    def __init__(self, body: Any, shortcut: Any = None, shortcut_name: str = "downsample", *, relu: bool = False):
         self.body = body if isinstance(body, Sequential) else Sequential(body)
         self.shortcut = shortcut
         self.shortcut_name = shortcut_name
+        #: The block's own ReLU (what its backward pass masks by), or None.
+        self.relu: Optional[Relu] = Relu() if relu else None
 
     def named_children(self) -> List[Tuple[str, Any]]:
         children = self.body.named_children()
@@ -330,10 +333,15 @@ class Residual(Layer):
         # x has two consumers: neither branch may overwrite it.
         h, h_owned = self.body.step_forward(x, train, False)
         s = x if self.shortcut is None else self.shortcut.step_forward(x, train, False)[0]
-        y = F.add_forward(h, s, relu=relu, out=h if h_owned else None)
+        y = F.add_forward(h, s, relu=relu or self.relu is not None, out=h if h_owned else None)
+        if train and self.relu is not None:
+            self.relu.forward_applied(y)
+            return y, False  # the ReLU keeps it as its mask
         return y, True
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        if self.relu is not None:
+            dout, dout_owned = self.relu.step_backward(dout, dout_owned, True)
         # dout has two consumers: the body reads it unowned; the shortcut reads it last.
         dx_body, body_owned = self.body.step_backward(dout, False, need_dx)
         if self.shortcut is None:
@@ -356,7 +364,8 @@ class Residual(Layer):
 
     def __repr__(self) -> str:
         shortcut = "identity" if self.shortcut is None else repr(self.shortcut)
-        return f"Residual(body={self.body!r}, shortcut={shortcut})".replace("\n", "\n  ")
+        relu = ", relu=True" if self.relu is not None else ""
+        return f"Residual(body={self.body!r}, shortcut={shortcut}{relu})".replace("\n", "\n  ")
 
 
 _register_residual_fusions()

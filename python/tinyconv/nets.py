@@ -35,8 +35,10 @@ import numpy as np
 
 from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 from .network import Network, RandomSource
+from .resnet import RESNETS, ResNet, resnet18, resnet20, resnet32, resnet34, resnet50, resnet56, resnet101, resnet152
 
-__all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend"]
+__all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
+           "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56"]
 
 
 def _conv_output(size: int, filter_size: int, stride: int, pad: int) -> int:
