@@ -365,7 +365,18 @@ CHECKPOINT_DEFECTS = [
     ("optimizer", set_at(("optimizer", "m"), [1.0]), "m must be None or a dict"),
     ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
     ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
-    ("optimizer", delete_at(("optimizer", "m", "W1")), "m has keys"),
+    ("optimizer", delete_at(("optimizer", "m", "W1")), "slots ['m', 'v'] hold different keys"),
+    ("optimizer", set_at(("optimizer", "m", "W9"), np.zeros(3)), "m has keys ['W9'] that are not parameters"),
+    ("optimizer", delete_at(("optimizer", "steps", "W1")), "steps has keys"),
+    ("optimizer", set_at(("optimizer", "steps", "W1"), 5), "steps['W1'] must be in [1, iter=4], got 5"),
+    ("optimizer", set_at(("optimizer", "steps", "W1"), 2.0), "steps['W1'] must be an int"),
+    ("optimizer", set_at(("optimizer", "steps"), None), "steps is None but the slots are set"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W9"], "lr": 0.1}]),
+     "param_groups prefix 'W9' matches no parameter"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W1"], "lr": -0.1}]),
+     "param_groups[0]['lr'] must be finite and >= 0"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": [], "lr": 0.1}]), "is empty"),
+    ("optimizer", set_at(("optimizer", "param_groups"), {"prefixes": ["W1"], "lr": 0.1}), "param_groups must be a list"),
     ("optimizer", set_at(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
     ("optimizer", set_at(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
     ("optimizer", set_at(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
@@ -452,6 +463,61 @@ def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
     assert trainer.rng.bit_generator.state == good_checkpoint["rng"]["trainer"]["state"]
     assert trainer.train_loss_list == good_checkpoint["history"]["train_loss_list"].tolist()
     np.testing.assert_array_equal(trainer.optimizer.m["W1"], good_checkpoint["optimizer"]["m"]["W1"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen parameters
+
+
+FROZEN = ("W1", "b1", "gamma1", "beta1")
+
+
+class PartlyFrozen(Recorder):
+    """A network whose first layer and batch norm are frozen: ``gradient`` returns the other
+    parameters' gradients only, as a network with frozen parameters does."""
+
+    def gradient(self, x, t):
+        grads = super().gradient(x, t)
+        return {key: value for key, value in grads.items() if key not in FROZEN}
+
+
+def make_partly_frozen(seed, **kwargs):
+    return PartlyFrozen(N_FEATURES, [16, 16], N_CLASSES, seed=seed, use_batchnorm=True, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["Momentum", "Adam"])
+def test_frozen_parameters_resume_bitwise_with_groups(tmp_path, optimizer):
+    """Gradients for a subset of the parameters: the frozen ones never move, the optimizer holds
+    state for the trainable ones only, the checkpoint (groups included) round-trips, and a resumed
+    run ends bitwise where the uninterrupted one does."""
+    data = toy_data()
+    options = dict(optimizer=optimizer, seed=4,
+                   optimizer_param={"lr": 0.01, "param_groups": [{"prefixes": ("W3", "b3"), "lr": 0.05}]})
+    reference_net = make_partly_frozen(3)
+    initial = params_of(reference_net)
+    reference = make_trainer(reference_net, data, **options)
+    reference.train()
+    for key in FROZEN:
+        np.testing.assert_array_equal(reference_net.params[key], initial[key])
+    assert not np.array_equal(reference_net.params["W3"], initial["W3"])
+    slot = reference.optimizer._slots[0]
+    assert set(getattr(reference.optimizer, slot)) == set(reference_net.params) - set(FROZEN)
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(make_partly_frozen(3, crash_at=7), data, checkpoint=checkpoint, **options).train()
+    saved = load_pickle_file(checkpoint)["optimizer"]
+    assert set(saved[slot]) == set(reference_net.params) - set(FROZEN)
+    assert saved["param_groups"] == [{"prefixes": ["W3", "b3"], "lr": 0.05}]
+
+    resumed_net = make_partly_frozen(77)
+    # A resumed run takes its groups from the checkpoint, whatever it was built with.
+    resumed = make_trainer(resumed_net, data, checkpoint=checkpoint, resume=True,
+                           **{**options, "optimizer_param": {"lr": 0.01}})
+    resumed.train()
+    assert resumed.optimizer.param_groups == reference.optimizer.param_groups
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+    assert resumed.train_loss_list == reference.train_loss_list
 
 
 BIT_GENERATORS = {
