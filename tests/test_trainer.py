@@ -466,7 +466,7 @@ def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
 
 
 # ----------------------------------------------------------------------------------------------
-# Frozen parameters
+# Frozen parameters and integer network state
 
 
 FROZEN = ("W1", "b1", "gamma1", "beta1")
@@ -479,6 +479,26 @@ class PartlyFrozen(Recorder):
     def gradient(self, x, t):
         grads = super().gradient(x, t)
         return {key: value for key, value in grads.items() if key not in FROZEN}
+
+
+class CountsBatches(Recorder):
+    """A network whose state holds an int64 0-d array beside its float arrays, as PyTorch's
+    BatchNorm ``num_batches_tracked``: one more per training batch."""
+
+    COUNTER = "BatchNorm1.num_batches_tracked"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+
+    def gradient(self, x, t):
+        self.num_batches_tracked += 1  # in place: the state dict holds this very array
+        return super().gradient(x, t)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state[self.COUNTER] = self.num_batches_tracked
+        return state
 
 
 def make_partly_frozen(seed, **kwargs):
@@ -518,6 +538,50 @@ def test_frozen_parameters_resume_bitwise_with_groups(tmp_path, optimizer):
     assert resumed.optimizer.param_groups == reference.optimizer.param_groups
     assert_same_params(params_of(resumed_net), params_of(reference_net))
     assert resumed.train_loss_list == reference.train_loss_list
+
+
+def test_integer_network_state_is_checkpointed_and_checked(tmp_path):
+    data = toy_data()
+    reference_net = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True)
+    make_trainer(reference_net, data, seed=4).train()
+    assert reference_net.num_batches_tracked == 12
+
+    checkpoint = tmp_path / "run.ckpt"
+    crashing = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True, crash_at=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(crashing, data, seed=4, checkpoint=checkpoint).train()
+    state = load_pickle_file(checkpoint)
+    counter = state["network"][CountsBatches.COUNTER]
+    assert counter.dtype == np.int64 and counter.shape == () and counter == 4
+
+    resumed_net = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=77, use_batchnorm=True)
+    resumed = make_trainer(resumed_net, data, seed=4, checkpoint=checkpoint, resume=True)
+    resumed.train()
+    assert resumed_net.num_batches_tracked == 12 and resumed_net.num_batches_tracked.dtype == np.int64
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+
+    # The integer array is checked like the float ones: same dtype (so the same kind) and shape.
+    defects = [
+        (counter.astype(np.float64), "is a float64 array of shape ()"),
+        (counter.astype(np.int32), "is a int32 array of shape ()"),
+        (counter.astype(np.uint64), "is a uint64 array of shape ()"),
+        (counter.reshape(1), "is a int64 array of shape (1,)"),
+        (4, "is int"),
+        (np.array(True), "is a bool array"),
+    ]
+    for value, message in defects:
+        bad = copy.deepcopy(state)
+        bad["network"][CountsBatches.COUNTER] = value
+        path = tmp_path / "bad.ckpt"
+        save_pickle(bad, path)
+        target = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=5, use_batchnorm=True)
+        trainer = make_trainer(target, data, seed=4)
+        before = params_of(target)
+        with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+            trainer.load_checkpoint(path)
+        assert info.value.field == "network"
+        assert "the network has a int64 array of shape ()" in str(info.value)
+        assert_same_params(params_of(target), before)
 
 
 BIT_GENERATORS = {
