@@ -150,6 +150,10 @@ class Optimizer(abc.ABC):
     #: Whether the optimizer counts steps (``iter``, and ``steps`` per key).
     _counts_steps: bool = False
     _param_groups: Tuple[ParamGroup, ...] = ()
+    # (groups, {key: group index}) and (groups, parameter names) last checked: see _group_index
+    # and _check_groups_match.
+    _group_cache: Optional[Tuple[Tuple[ParamGroup, ...], Dict[str, int]]] = None
+    _groups_checked: Optional[Tuple[Tuple[ParamGroup, ...], Tuple[str, ...]]] = None
 
     #: Whether the update squares gradients (AdaGrad, RMSprop, Adam): then a gradient whose
     #: square overflows poisons the state (Adam's second moment turns NaN on the next step).
@@ -184,10 +188,34 @@ class Optimizer(abc.ABC):
     def lr_for(self, key: str) -> float:
         """The learning rate ``update`` uses for parameter ``key``: its first matching group's,
         or ``lr``."""
+        index = self._group_index(key)
+        return self.lr if index < 0 else self._param_groups[index].lr  # type: ignore[attr-defined]
+
+    def _group_index(self, key: str) -> int:
+        """Index of the first group matching ``key``, or -1; remembered per key for as long as the
+        groups stay the same (they are immutable: any change replaces the tuple)."""
+        groups = self._param_groups
+        cache = self._group_cache
+        if cache is None or cache[0] is not groups:
+            cache = self._group_cache = (groups, {})
+        index = cache[1].get(key)
+        if index is None:
+            index = next((i for i, group in enumerate(groups) if group.matches(key)), -1)
+            cache[1][key] = index
+        return index
+
+    def _check_groups_match(self, params: Mapping[str, Any]) -> None:
+        """Every group prefix must name at least one parameter (a typo would otherwise leave the
+        intended parameters at the base rate, silently). Checked once per set of names."""
+        names = tuple(params)
+        if self._groups_checked == (self._param_groups, names):
+            return
         for group in self._param_groups:
-            if group.matches(key):
-                return group.lr
-        return self.lr  # type: ignore[attr-defined]
+            for prefix in group.prefixes:
+                if not any(prefix_matches(prefix, key) for key in names):
+                    raise ValueError(f"{type(self).__name__} parameter group prefix {prefix!r} matches no "
+                                     f"parameter (the parameters are {list(names)})")
+        self._groups_checked = (self._param_groups, names)
 
     def reset_state(self, prefixes: Optional[Prefixes] = None) -> None:
         """Forget the state arrays (and Adam's step counts) of the parameters matching
@@ -216,29 +244,33 @@ class Optimizer(abc.ABC):
         if unknown:
             raise KeyError(f"gradients {unknown} have no parameter of that name "
                            f"(the parameters are {list(params)})")
-        for group in self._param_groups:
-            for prefix in group.prefixes:
-                if not any(prefix_matches(prefix, key) for key in params):
-                    raise ValueError(f"{type(self).__name__} parameter group prefix {prefix!r} matches no "
-                                     f"parameter (the parameters are {list(params)})")
+        groups = self._param_groups
+        if groups:
+            self._check_groups_match(params)
+        tables = [(slot, getattr(self, slot)) for slot in self._slots]
+        base_lr = self.lr  # type: ignore[attr-defined]
         plan = []
-        for key in grads:
-            shape = np.shape(params[key])
-            if np.shape(grads[key]) != shape:
-                raise ValueError(f"gradient {key!r} has shape {np.shape(grads[key])}, "
-                                 f"the parameter has shape {shape}")
-            for slot in self._slots:
-                table = getattr(self, slot)
+        for key, grad in grads.items():
+            param = params[key]
+            shape = param.shape if isinstance(param, np.ndarray) else np.shape(param)
+            grad_shape = grad.shape if isinstance(grad, np.ndarray) else np.shape(grad)
+            if grad_shape != shape:
+                raise ValueError(f"gradient {key!r} has shape {grad_shape}, the parameter has shape {shape}")
+            for slot, table in tables:
                 state = None if table is None else table.get(key)
-                if state is not None and (state.shape != shape or state.dtype != np.asarray(params[key]).dtype):
+                if state is not None and (state.shape != shape or state.dtype != np.asarray(param).dtype):
                     raise ValueError(f"{type(self).__name__} state {slot}[{key!r}] is {state.dtype} {state.shape}, "
-                                     f"the parameter is {np.asarray(params[key]).dtype} {shape}: the parameter "
-                                     f"was replaced; call reset_state({key!r}) to start its state afresh")
-            plan.append((key, self.lr_for(key)))
-        for slot in self._slots:
-            if getattr(self, slot) is None:
-                setattr(self, slot, {})
-            table = getattr(self, slot)
+                                     f"the parameter is {np.asarray(param).dtype} {shape}: the parameter was "
+                                     f"replaced; call reset_state({key!r}) to start its state afresh")
+            if groups:
+                index = self._group_index(key)
+                plan.append((key, base_lr if index < 0 else groups[index].lr))
+            else:
+                plan.append((key, base_lr))
+        for slot, table in tables:
+            if table is None:
+                table = {}
+                setattr(self, slot, table)
             for key, _ in plan:
                 if key not in table:
                     table[key] = np.zeros_like(params[key])
