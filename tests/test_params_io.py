@@ -1,9 +1,12 @@
 """Parameter files: DLfS compatibility, safe loading, validation, atomic saving."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -598,3 +601,216 @@ def test_repeated_kills_mid_save_leave_no_temporaries_after_the_next_save(tmp_pa
     assert len(_temporaries(tmp_path)) == 5
     save_params({"W": np.ones(2)}, path)
     assert _temporaries(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# safetensors (the optional 'safetensors' package's NumPy API)
+
+try:
+    import safetensors.numpy as safetensors_numpy
+except ImportError:  # the optional extra is missing: only the test of that situation runs
+    safetensors_numpy = None
+needs_safetensors = pytest.mark.skipif(safetensors_numpy is None,
+                                       reason="the 'safetensors' extra is not installed")
+
+
+def safetensors_bytes(header, data=b"", header_length=None):
+    """A hand-made safetensors file: 8-byte little-endian header length, JSON header, data."""
+    text = header if isinstance(header, (bytes, str)) else json.dumps(header)
+    text = text.encode() if isinstance(text, str) else text
+    length = len(text) if header_length is None else header_length
+    return struct.pack("<Q", length) + text + data
+
+
+def u8(shape, begin, end):
+    return {"dtype": "U8", "shape": shape, "data_offsets": [begin, end]}
+
+
+@needs_safetensors
+def test_safetensors_round_trip_keeps_dtypes_shapes_and_values(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "fc.weight": np.asfortranarray(rng.standard_normal((5, 7))),  # float64, not C-ordered
+        "bn1.num_batches_tracked": np.array(7, dtype=np.int64),  # 0-d, as in PyTorch state dicts
+        "ids": np.arange(-3, 3, dtype=np.int64),
+        "half": rng.standard_normal(6).astype(np.float16),
+        "small": np.arange(5, dtype=np.uint8),
+        "mask": np.array([True, False, True]),
+        "big_endian": np.arange(4, dtype=">f4"),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "scalar": np.array(2.5),
+    }
+    path = tmp_path / "params.safetensors"
+    save_params(arrays, path)
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_length])
+    assert data[8:9] == b"{" and header["bn1.num_batches_tracked"]["dtype"] == "I64"
+    assert header["bn1.num_batches_tracked"]["shape"] == [] and header["mask"]["dtype"] == "BOOL"
+    assert safetensors_numpy.load(data)["fc.weight"].tolist() == arrays["fc.weight"].tolist()  # the library reads it
+    loaded = read_params(path)
+    assert set(loaded) == set(arrays)
+    for key, value in arrays.items():
+        assert loaded[key].dtype == value.dtype.newbyteorder("="), key
+        assert loaded[key].shape == value.shape, key
+        np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+        assert loaded[key].flags.owndata and loaded[key].flags.writeable and loaded[key].dtype.isnative
+    # Recognised by content, not by name.
+    renamed = tmp_path / "weights.pkl"
+    renamed.write_bytes(data)
+    assert set(read_params(renamed)) == set(arrays)
+
+
+@needs_safetensors
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_networks_save_and_load_safetensors(tmp_path, dtype):
+    net = MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, seed=1, dtype=dtype)
+    net.gradient(np.random.default_rng(0).random((8, 6)), np.arange(8) % 3)  # moves running stats
+    path = tmp_path / "net.safetensors"
+    net.save_params(str(path))
+    assert read_params(path)["W1"].dtype == dtype
+    other = MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, seed=2, dtype=dtype)
+    other.load_params(str(path))
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[key], value)
+    assert_layers_bound(other)
+
+
+@needs_safetensors
+def test_a_safetensors_file_written_by_the_library_loads(tmp_path):
+    """A file from another writer (the library's own save_file, with metadata)."""
+    path = tmp_path / "foreign.safetensors"
+    arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.count": np.array(3, dtype=np.int64)}
+    safetensors_numpy.save_file(arrays, str(path), metadata={"format": "np", "note": "hi"})
+    loaded = read_params(path)
+    np.testing.assert_array_equal(loaded["a.weight"], arrays["a.weight"])
+    assert loaded["a.count"].shape == () and loaded["a.count"] == 3
+
+
+@needs_safetensors
+def test_saving_safetensors_refuses_what_it_cannot_hold(tmp_path):
+    path = tmp_path / "p.safetensors"
+    for value in (np.zeros(2, dtype=np.complex64), np.array(["x"]), np.zeros(2, dtype=object)):
+        with pytest.raises(TypeError, match=f"has dtype {value.dtype}, which safetensors cannot hold"):
+            save_params({"W": value}, path)
+    if np.dtype(np.longdouble).itemsize > 8:
+        with pytest.raises(TypeError, match="cannot hold"):
+            save_params({"W": np.zeros(2, dtype=np.longdouble)}, path)
+    with pytest.raises(ValueError, match="reserved"):
+        save_params({"__metadata__": np.zeros(2)}, path)
+    assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+    path = tmp_path / "p.safetensors"
+    path.write_bytes(safetensors_bytes({"W": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}},
+                                       np.ones(2, dtype="<f8").tobytes()))
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors now raises ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    with pytest.raises(ImportError, match=re.escape("pip install tinyconv[safetensors]")):
+        read_params(path)
+    with pytest.raises(ImportError, match=re.escape("pip install tinyconv[safetensors]")):
+        save_params({"W": np.ones(2)}, tmp_path / "q.safetensors")
+    assert not (tmp_path / "q.safetensors").exists()
+    # A broken file is reported as such even without the package: the header is checked first.
+    path.write_bytes(safetensors_bytes({"W": u8([2], 0, 3)}, b"\0\0\0"))
+    with pytest.raises(ParamsFileError, match="span 3"):
+        read_params(path)
+
+
+def _good_safetensors():
+    return safetensors_numpy.save({"W1": np.arange(6, dtype=np.float32).reshape(2, 3),
+                                   "b1": np.zeros(2), "n": np.array(1, dtype=np.int64)})
+
+
+HOSTILE_SAFETENSORS = [
+    # (description, file bytes, a part of the message)
+    ("header length past EOF", safetensors_bytes({"W": u8([1], 0, 1)}, b"\0", header_length=10 ** 6),
+     "runs past the end"),
+    ("header length 2**64-1", b"\xff" * 8 + b"{}", "runs past the end"),
+    ("header not JSON", safetensors_bytes("{W: 1}"), "not JSON"),
+    ("header not UTF-8", safetensors_bytes(b'{"\xff": 1}'), "not JSON"),
+    ("empty header", safetensors_bytes("", b"{}"), "does not start with '{'"),
+    ("two JSON values", safetensors_bytes("{} []"), "not JSON"),
+    ("NaN in the header", safetensors_bytes('{"__metadata__": {"a": NaN}}'), "not JSON"),
+    ("deeply nested header", safetensors_bytes('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"), "not JSON"),
+    ("a name twice", safetensors_bytes('{"W": %s, "W": %s}' % (json.dumps(u8([1], 0, 1)), json.dumps(u8([1], 1, 2))),
+                                       b"\0\0"), "names 'W' twice"),
+    ("entry not an object", safetensors_bytes({"W": [1, 2]}), "must have exactly the fields"),
+    ("extra field", safetensors_bytes({"W": {**u8([1], 0, 1), "byte_order": "big"}}, b"\0"), "must have exactly the fields"),
+    ("missing field", safetensors_bytes({"W": {"dtype": "U8", "shape": [1]}}, b"\0"), "must have exactly the fields"),
+    ("metadata not strings", safetensors_bytes({"__metadata__": {"a": 1}}), "__metadata__ must map strings"),
+    ("BF16", safetensors_bytes({"W": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"\0\0"), "dtype 'BF16'"),
+    ("complex", safetensors_bytes({"W": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8), "dtype 'C64'"),
+    ("FP8", safetensors_bytes({"W": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"), "dtype 'F8_E4M3'"),
+    ("dtype not a string", safetensors_bytes({"W": {"dtype": 4, "shape": [1], "data_offsets": [0, 1]}}, b"\0"), "dtype 4"),
+    ("negative dimension", safetensors_bytes({"W": u8([-1], 0, 1)}, b"\0"), "has shape [-1]"),
+    ("float dimension", safetensors_bytes({"W": u8([1.0], 0, 1)}, b"\0"), "has shape [1.0]"),
+    ("bool dimension", safetensors_bytes({"W": u8([True], 0, 1)}, b"\0"), "has shape [True]"),
+    ("shape not a list", safetensors_bytes({"W": u8(1, 0, 1)}, b"\0"), "has shape 1"),
+    ("33 dimensions", safetensors_bytes({"W": u8([1] * 33, 0, 1)}, b"\0"), "at most 32"),
+    ("huge shape", safetensors_bytes({"W": u8([2 ** 40, 2 ** 40], 0, 1)}, b"\0"), "too large for any array"),
+    ("huge shape around a zero", safetensors_bytes({"W": u8([0, 2 ** 62, 2 ** 62], 0, 0)}), "too large for any array"),
+    ("dimension 2**63", safetensors_bytes({"W": u8([2 ** 63], 0, 1)}, b"\0"), "has shape"),
+    ("size and range disagree", safetensors_bytes({"W": u8([3], 0, 2)}, b"\0\0"), "3 bytes, but data_offsets [0, 2] span 2"),
+    ("range past the data", safetensors_bytes({"W": u8([4], 0, 4)}, b"\0\0"), "end <= 2"),
+    ("reversed range", safetensors_bytes({"W": u8([0], 2, 1)}, b"\0\0"), "0 <= begin <= end"),
+    ("negative offset", safetensors_bytes({"W": u8([1], -1, 0)}, b"\0"), "data_offsets [-1, 0]"),
+    ("three offsets", safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}}, b"\0"), "data_offsets"),
+    ("float offsets", safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0.0, 1.0]}}, b"\0"), "data_offsets"),
+    ("overlapping tensors", safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 1, 3)}, b"\0\0\0"), "'B' (data_offsets [1, 3]) overlaps"),
+    ("aliased tensors", safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 0, 2)}, b"\0\0"), "overlaps"),
+    ("a gap", safetensors_bytes({"A": u8([1], 1, 2)}, b"\0\0"), "leaves bytes 0..1 unused"),
+    ("trailing bytes", safetensors_bytes({"A": u8([1], 0, 1)}, b"\0\0"), "cover 1 bytes of data, the file holds 2"),
+    ("BOOL byte 2", safetensors_bytes({"A": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
+     "bytes other than 0 and 1"),
+]
+
+
+@needs_safetensors
+@pytest.mark.parametrize("description, content, message", HOSTILE_SAFETENSORS,
+                         ids=[case[0] for case in HOSTILE_SAFETENSORS])
+def test_hostile_safetensors_files_are_refused_and_change_nothing(tmp_path, description, content, message):
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ParamsFileError, match=re.escape(message)) as info:
+        read_params(path)
+    assert str(path) in str(info.value)
+    net = MultiLayerNet(3, [2], 2, seed=0)
+    snap = snapshot(net)
+    with pytest.raises(ParamsFileError):
+        net.load_params(str(path))
+    assert_unchanged(net, snap)
+
+
+@needs_safetensors
+def test_every_truncation_of_a_safetensors_file_is_refused(tmp_path):
+    blob = _good_safetensors()
+    path = tmp_path / "cut.safetensors"
+    for cut in range(1, len(blob)):
+        path.write_bytes(blob[:cut])
+        with pytest.raises(ParamsFileError, match="cut.safetensors"):
+            read_params(path)
+    path.write_bytes(blob)
+    assert set(read_params(path)) == {"W1", "b1", "n"}
+
+
+@needs_safetensors
+def test_a_safetensors_file_whose_last_tensor_is_bad_changes_nothing(tmp_path):
+    """Everything is checked before anything is copied: the good tensors of a file whose last
+    one is bad do not reach the network."""
+    net = MultiLayerNet(3, [2], 2, seed=0, dtype=np.float64)
+    state = {key: np.full_like(value, 9.0) for key, value in net.state_dict().items()}
+    good = safetensors_numpy.save(state)
+    header_length = int.from_bytes(good[:8], "little")
+    header = json.loads(good[8:8 + header_length])
+    data = good[8 + header_length:]
+    last = max((key for key in header if key != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    header[last]["dtype"] = "BF16"
+    path = tmp_path / "bad_last.safetensors"
+    path.write_bytes(safetensors_bytes(header, data))
+    snap = snapshot(net)
+    with pytest.raises(ParamsFileError, match="BF16"):
+        net.load_params(str(path))
+    assert_unchanged(net, snap)

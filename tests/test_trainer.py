@@ -365,7 +365,18 @@ CHECKPOINT_DEFECTS = [
     ("optimizer", set_at(("optimizer", "m"), [1.0]), "m must be None or a dict"),
     ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
     ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
-    ("optimizer", delete_at(("optimizer", "m", "W1")), "m has keys"),
+    ("optimizer", delete_at(("optimizer", "m", "W1")), "slots ['m', 'v'] hold different keys"),
+    ("optimizer", set_at(("optimizer", "m", "W9"), np.zeros(3)), "m has keys ['W9'] that are not parameters"),
+    ("optimizer", delete_at(("optimizer", "steps", "W1")), "steps has keys"),
+    ("optimizer", set_at(("optimizer", "steps", "W1"), 5), "steps['W1'] must be in [1, iter=4], got 5"),
+    ("optimizer", set_at(("optimizer", "steps", "W1"), 2.0), "steps['W1'] must be an int"),
+    ("optimizer", set_at(("optimizer", "steps"), None), "steps is None but the slots are set"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W9"], "lr": 0.1}]),
+     "param_groups prefix 'W9' matches no parameter"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W1"], "lr": -0.1}]),
+     "param_groups[0]['lr'] must be finite and >= 0"),
+    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": [], "lr": 0.1}]), "is empty"),
+    ("optimizer", set_at(("optimizer", "param_groups"), {"prefixes": ["W1"], "lr": 0.1}), "param_groups must be a list"),
     ("optimizer", set_at(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
     ("optimizer", set_at(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
     ("optimizer", set_at(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
@@ -452,6 +463,125 @@ def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
     assert trainer.rng.bit_generator.state == good_checkpoint["rng"]["trainer"]["state"]
     assert trainer.train_loss_list == good_checkpoint["history"]["train_loss_list"].tolist()
     np.testing.assert_array_equal(trainer.optimizer.m["W1"], good_checkpoint["optimizer"]["m"]["W1"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen parameters and integer network state
+
+
+FROZEN = ("W1", "b1", "gamma1", "beta1")
+
+
+class PartlyFrozen(Recorder):
+    """A network whose first layer and batch norm are frozen: ``gradient`` returns the other
+    parameters' gradients only, as a network with frozen parameters does."""
+
+    def gradient(self, x, t):
+        grads = super().gradient(x, t)
+        return {key: value for key, value in grads.items() if key not in FROZEN}
+
+
+class CountsBatches(Recorder):
+    """A network whose state holds an int64 0-d array beside its float arrays, as PyTorch's
+    BatchNorm ``num_batches_tracked``: one more per training batch."""
+
+    COUNTER = "BatchNorm1.num_batches_tracked"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+
+    def gradient(self, x, t):
+        self.num_batches_tracked += 1  # in place: the state dict holds this very array
+        return super().gradient(x, t)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state[self.COUNTER] = self.num_batches_tracked
+        return state
+
+
+def make_partly_frozen(seed, **kwargs):
+    return PartlyFrozen(N_FEATURES, [16, 16], N_CLASSES, seed=seed, use_batchnorm=True, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["Momentum", "Adam"])
+def test_frozen_parameters_resume_bitwise_with_groups(tmp_path, optimizer):
+    """Gradients for a subset of the parameters: the frozen ones never move, the optimizer holds
+    state for the trainable ones only, the checkpoint (groups included) round-trips, and a resumed
+    run ends bitwise where the uninterrupted one does."""
+    data = toy_data()
+    options = dict(optimizer=optimizer, seed=4,
+                   optimizer_param={"lr": 0.01, "param_groups": [{"prefixes": ("W3", "b3"), "lr": 0.05}]})
+    reference_net = make_partly_frozen(3)
+    initial = params_of(reference_net)
+    reference = make_trainer(reference_net, data, **options)
+    reference.train()
+    for key in FROZEN:
+        np.testing.assert_array_equal(reference_net.params[key], initial[key])
+    assert not np.array_equal(reference_net.params["W3"], initial["W3"])
+    slot = reference.optimizer._slots[0]
+    assert set(getattr(reference.optimizer, slot)) == set(reference_net.params) - set(FROZEN)
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(make_partly_frozen(3, crash_at=7), data, checkpoint=checkpoint, **options).train()
+    saved = load_pickle_file(checkpoint)["optimizer"]
+    assert set(saved[slot]) == set(reference_net.params) - set(FROZEN)
+    assert saved["param_groups"] == [{"prefixes": ["W3", "b3"], "lr": 0.05}]
+
+    resumed_net = make_partly_frozen(77)
+    # A resumed run takes its groups from the checkpoint, whatever it was built with.
+    resumed = make_trainer(resumed_net, data, checkpoint=checkpoint, resume=True,
+                           **{**options, "optimizer_param": {"lr": 0.01}})
+    resumed.train()
+    assert resumed.optimizer.param_groups == reference.optimizer.param_groups
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+    assert resumed.train_loss_list == reference.train_loss_list
+
+
+def test_integer_network_state_is_checkpointed_and_checked(tmp_path):
+    data = toy_data()
+    reference_net = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True)
+    make_trainer(reference_net, data, seed=4).train()
+    assert reference_net.num_batches_tracked == 12
+
+    checkpoint = tmp_path / "run.ckpt"
+    crashing = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True, crash_at=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(crashing, data, seed=4, checkpoint=checkpoint).train()
+    state = load_pickle_file(checkpoint)
+    counter = state["network"][CountsBatches.COUNTER]
+    assert counter.dtype == np.int64 and counter.shape == () and counter == 4
+
+    resumed_net = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=77, use_batchnorm=True)
+    resumed = make_trainer(resumed_net, data, seed=4, checkpoint=checkpoint, resume=True)
+    resumed.train()
+    assert resumed_net.num_batches_tracked == 12 and resumed_net.num_batches_tracked.dtype == np.int64
+    assert_same_params(params_of(resumed_net), params_of(reference_net))
+
+    # The integer array is checked like the float ones: same dtype (so the same kind) and shape.
+    defects = [
+        (counter.astype(np.float64), "is a float64 array of shape ()"),
+        (counter.astype(np.int32), "is a int32 array of shape ()"),
+        (counter.astype(np.uint64), "is a uint64 array of shape ()"),
+        (counter.reshape(1), "is a int64 array of shape (1,)"),
+        (4, "is int"),
+        (np.array(True), "is a bool array"),
+    ]
+    for value, message in defects:
+        bad = copy.deepcopy(state)
+        bad["network"][CountsBatches.COUNTER] = value
+        path = tmp_path / "bad.ckpt"
+        save_pickle(bad, path)
+        target = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=5, use_batchnorm=True)
+        trainer = make_trainer(target, data, seed=4)
+        before = params_of(target)
+        with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+            trainer.load_checkpoint(path)
+        assert info.value.field == "network"
+        assert "the network has a int64 array of shape ()" in str(info.value)
+        assert_same_params(params_of(target), before)
 
 
 BIT_GENERATORS = {

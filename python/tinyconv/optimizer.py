@@ -9,38 +9,136 @@ same bits), or whole-array NumPy operations for arrays the fused pass does not t
 views); never a Python loop per element. Work is done in the parameter's dtype; the state arrays
 (``v``, ``h``, ``m``) take the dtype of their parameter.
 
-Beyond DLfS, ``state_dict()``/``load_state_dict()`` capture and restore an optimizer's
-hyperparameters and state for checkpointing (see :class:`tinyconv.trainer.Trainer`);
-``load_state_dict`` checks every field (names, types, finite values, shapes and dtypes against the
-parameters) before it changes anything. :meth:`Optimizer.find_unusable_gradient` finds a
-gradient entry that would make parameters or state NaN or infinite (NaN, infinity, or for
-AdaGrad, RMSprop and Adam a square that overflows) with one vectorised pass in C++
-(``tinyconv._core.find_nonfinite``), so that a training loop can refuse a step before anything
-changes.
+Beyond DLfS, for fine-tuning and frozen parameters:
+
+* ``update(params, grads)`` updates exactly the keys of ``grads``, which must all be keys of
+  ``params`` (a network with frozen parameters returns gradients for the trainable ones only);
+  the state arrays of a key are created the first time it gets a gradient. Adam counts steps per
+  key, so a parameter unfrozen mid-run gets the bias correction of its own first steps. Every
+  key, shape and state array is checked before the first array changes.
+* **Parameter groups** (every optimizer): ``param_groups=[{"prefixes": ("fc",), "lr": 0.1}, ...]``
+  or :meth:`Optimizer.set_lr` give the parameters whose names match a prefix their own learning
+  rate; the others use ``lr``. A name matches a prefix ``p`` when it equals ``p``, starts with
+  ``p + "."``, or -- for a ``p`` that ends with ``"."`` -- starts with ``p``: ``"layer4"`` matches
+  ``layer4.0.conv1.weight`` but not ``layer40.weight``, ``"W1"`` matches ``W1`` but not ``W10``.
+  A name takes the learning rate of the first group that matches it. Without groups the results
+  are bitwise DLfS's. Hyperparameters stay plain attributes: ``opt.lr = 0.001`` between steps
+  takes effect at the next step, as in DLfS.
+
+``state_dict()``/``load_state_dict()`` capture and restore an optimizer's hyperparameters, groups
+and state for checkpointing (see :class:`tinyconv.trainer.Trainer`); ``load_state_dict`` checks
+every field (names, types, finite values, shapes and dtypes against the parameters) before it
+changes anything. :meth:`Optimizer.find_unusable_gradient` finds a gradient entry that would make
+parameters or state NaN or infinite (NaN, infinity, or for AdaGrad, RMSprop and Adam a square that
+overflows) with one vectorised pass in C++ (``tinyconv._core.find_nonfinite``), so that a training
+loop can refuse a step before anything changes.
 """
 from __future__ import annotations
 
 import abc
 import math
-from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "get_optimizer",
-           "find_nonfinite_gradient"]
+__all__ = ["Optimizer", "ParamGroup", "prefix_matches", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+           "get_optimizer", "find_nonfinite_gradient"]
 
 # Added to the denominator of the adaptive methods, as in DLfS.
 _EPS = 1e-7
 
 Params = MutableMapping[str, np.ndarray]
 Grads = Mapping[str, np.ndarray]
+Prefixes = Union[str, Sequence[str]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter groups
+
+
+def prefix_matches(prefix: str, key: str) -> bool:
+    """Whether parameter name ``key`` belongs to ``prefix``: ``key == prefix``, or ``key`` starts
+    with ``prefix + "."``, or ``prefix`` ends with ``"."`` and ``key`` starts with it."""
+    if not isinstance(key, str):
+        return False
+    return key == prefix or key.startswith(prefix if prefix.endswith(".") else prefix + ".")
+
+
+def _checked_prefixes(value: Any, where: str) -> Tuple[str, ...]:
+    prefixes = (value,) if isinstance(value, str) else value
+    if not isinstance(prefixes, (list, tuple)):
+        raise TypeError(f"{where} must be a string or a list/tuple of strings, got {type(value).__name__}")
+    if not prefixes:
+        raise ValueError(f"{where} is empty: a group needs at least one prefix")
+    for prefix in prefixes:
+        if not isinstance(prefix, str):
+            raise TypeError(f"{where} must hold strings, got {prefix!r}")
+        if not prefix:
+            raise ValueError(f"{where} holds an empty prefix, which matches no parameter name")
+    return tuple(prefixes)
+
+
+def _checked_lr(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{where} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """The parameters whose names match one of ``prefixes`` (see :func:`prefix_matches`) and the
+    learning rate ``lr`` they use. Immutable: change a group's rate with
+    :meth:`Optimizer.set_lr`, or assign a new list to ``Optimizer.param_groups``."""
+
+    prefixes: Tuple[str, ...]
+    lr: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefixes", _checked_prefixes(self.prefixes, "ParamGroup prefixes"))
+        object.__setattr__(self, "lr", _checked_lr(self.lr, "ParamGroup lr"))
+
+    def matches(self, key: str) -> bool:
+        """Whether parameter ``key`` belongs to this group."""
+        return any(prefix_matches(prefix, key) for prefix in self.prefixes)
+
+
+def _checked_group(value: Any, where: str) -> ParamGroup:
+    if isinstance(value, ParamGroup):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a dict {{'prefixes': ..., 'lr': ...}} or a ParamGroup, "
+                        f"got {type(value).__name__}")
+    if set(value) != {"prefixes", "lr"}:
+        raise ValueError(f"{where} has keys {sorted(map(str, value))}, expected ['lr', 'prefixes']")
+    prefixes = _checked_prefixes(value["prefixes"], f"{where}['prefixes']")
+    return ParamGroup(prefixes, _checked_lr(value["lr"], f"{where}['lr']"))
+
+
+def _checked_groups(value: Any, where: str) -> Tuple[ParamGroup, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, Mapping, ParamGroup)) or not isinstance(value, Iterable):
+        raise TypeError(f"{where} must be a list of groups, got {type(value).__name__}")
+    return tuple(_checked_group(group, f"{where}[{i}]") for i, group in enumerate(value))
+
+
+def _group_repr(group: ParamGroup) -> str:
+    return repr({"prefixes": group.prefixes, "lr": group.lr})
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers
 
 
 class Optimizer(abc.ABC):
     """Base class: hyperparameters are the constructor arguments, listed in ``_hyper``; per-key
-    state arrays live in dicts named in ``_slots`` (``None`` until the first update, as in DLfS)."""
+    state arrays live in dicts named in ``_slots`` (``None`` until the first update, as in DLfS;
+    then one array per key that has had a gradient)."""
 
     _hyper: tuple = ()
     _slots: tuple = ()
@@ -49,6 +147,13 @@ class Optimizer(abc.ABC):
     _nonnegative_slots: tuple = ()
     #: Hyperparameters whose valid range is [0, 1) (1 - beta**t must not vanish).
     _unit_interval_hyper: tuple = ()
+    #: Whether the optimizer counts steps (``iter``, and ``steps`` per key).
+    _counts_steps: bool = False
+    _param_groups: Tuple[ParamGroup, ...] = ()
+    # (groups, {key: group index}) and (groups, parameter names) last checked: see _group_index
+    # and _check_groups_match.
+    _group_cache: Optional[Tuple[Tuple[ParamGroup, ...], Dict[str, int]]] = None
+    _groups_checked: Optional[Tuple[Tuple[ParamGroup, ...], Tuple[str, ...]]] = None
 
     #: Whether the update squares gradients (AdaGrad, RMSprop, Adam): then a gradient whose
     #: square overflows poisons the state (Adam's second moment turns NaN on the next step).
@@ -56,7 +161,120 @@ class Optimizer(abc.ABC):
 
     @abc.abstractmethod
     def update(self, params: Params, grads: Grads) -> None:
-        """Change every array in ``params`` in place, one step along ``grads`` (same keys)."""
+        """One step along ``grads``: changes ``params[key]`` in place for every key of ``grads``
+        (a subset of the keys of ``params``: frozen parameters have no gradient)."""
+
+    # -- learning rates -----------------------------------------------------------------------
+
+    @property
+    def param_groups(self) -> Tuple[ParamGroup, ...]:
+        """The parameter groups, in matching order (a name takes the first group that matches).
+        Assign a list of ``{"prefixes": ..., "lr": ...}`` dicts or :class:`ParamGroup` to
+        replace them (checked first; ``[]`` removes them all)."""
+        return self._param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: Optional[Iterable[Union[Mapping[str, Any], ParamGroup]]]) -> None:
+        self._param_groups = _checked_groups(groups, "param_groups")
+
+    def set_lr(self, prefixes: Prefixes, lr: float) -> None:
+        """Give the parameters matching ``prefixes`` (one prefix or several; see
+        :func:`prefix_matches`) the learning rate ``lr`` from the next step on. The group goes
+        first, so it overrides earlier groups for the names it matches; a group with exactly
+        these prefixes is replaced. ``opt.lr = ...`` still sets the rate of all other names."""
+        group = ParamGroup(_checked_prefixes(prefixes, "set_lr prefixes"), _checked_lr(lr, "set_lr lr"))
+        self._param_groups = (group,) + tuple(g for g in self._param_groups if g.prefixes != group.prefixes)
+
+    def lr_for(self, key: str) -> float:
+        """The learning rate ``update`` uses for parameter ``key``: its first matching group's,
+        or ``lr``."""
+        index = self._group_index(key)
+        return self.lr if index < 0 else self._param_groups[index].lr  # type: ignore[attr-defined]
+
+    def _group_index(self, key: str) -> int:
+        """Index of the first group matching ``key``, or -1; remembered per key for as long as the
+        groups stay the same (they are immutable: any change replaces the tuple)."""
+        groups = self._param_groups
+        cache = self._group_cache
+        if cache is None or cache[0] is not groups:
+            cache = self._group_cache = (groups, {})
+        index = cache[1].get(key)
+        if index is None:
+            index = next((i for i, group in enumerate(groups) if group.matches(key)), -1)
+            cache[1][key] = index
+        return index
+
+    def _check_groups_match(self, params: Mapping[str, Any]) -> None:
+        """Every group prefix must name at least one parameter (a typo would otherwise leave the
+        intended parameters at the base rate, silently). Checked once per set of names."""
+        names = tuple(params)
+        if self._groups_checked == (self._param_groups, names):
+            return
+        for group in self._param_groups:
+            for prefix in group.prefixes:
+                if not any(prefix_matches(prefix, key) for key in names):
+                    raise ValueError(f"{type(self).__name__} parameter group prefix {prefix!r} matches no "
+                                     f"parameter (the parameters are {list(names)})")
+        self._groups_checked = (self._param_groups, names)
+
+    def reset_state(self, prefixes: Optional[Prefixes] = None) -> None:
+        """Forget the state arrays (and Adam's step counts) of the parameters matching
+        ``prefixes``, or everything when ``None`` (then the optimizer is as new, hyperparameters
+        and groups aside). Use it after replacing a parameter, e.g. a new classifier head: its
+        old momentum means nothing for the new weights (``update`` refuses state whose shape no
+        longer fits)."""
+        if prefixes is None:
+            for slot in self._slots:
+                setattr(self, slot, None)
+            if self._counts_steps:
+                self.iter, self.steps = 0, None
+            return
+        group = ParamGroup(_checked_prefixes(prefixes, "reset_state prefixes"), 0.0)
+        for name in self._slots + (("steps",) if self._counts_steps else ()):
+            table = getattr(self, name)
+            if table is not None:
+                setattr(self, name, {key: value for key, value in table.items() if not group.matches(key)})
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def _plan(self, params: Params, grads: Grads) -> List[Tuple[str, float]]:
+        """Check ``grads`` against ``params`` and the state, and return ``(key, lr)`` for every key
+        to update, with its state arrays created; raises before anything changes."""
+        unknown = [key for key in grads if key not in params]
+        if unknown:
+            raise KeyError(f"gradients {unknown} have no parameter of that name "
+                           f"(the parameters are {list(params)})")
+        groups = self._param_groups
+        if groups:
+            self._check_groups_match(params)
+        tables = [(slot, getattr(self, slot)) for slot in self._slots]
+        base_lr = self.lr  # type: ignore[attr-defined]
+        plan = []
+        for key, grad in grads.items():
+            param = params[key]
+            shape = param.shape if isinstance(param, np.ndarray) else np.shape(param)
+            grad_shape = grad.shape if isinstance(grad, np.ndarray) else np.shape(grad)
+            if grad_shape != shape:
+                raise ValueError(f"gradient {key!r} has shape {grad_shape}, the parameter has shape {shape}")
+            for slot, table in tables:
+                state = None if table is None else table.get(key)
+                if state is not None and (state.shape != shape or state.dtype != np.asarray(param).dtype):
+                    raise ValueError(f"{type(self).__name__} state {slot}[{key!r}] is {state.dtype} {state.shape}, "
+                                     f"the parameter is {np.asarray(param).dtype} {shape}: the parameter was "
+                                     f"replaced; call reset_state({key!r}) to start its state afresh")
+            if groups:
+                index = self._group_index(key)
+                plan.append((key, base_lr if index < 0 else groups[index].lr))
+            else:
+                plan.append((key, base_lr))
+        for slot, table in tables:
+            if table is None:
+                table = {}
+                setattr(self, slot, table)
+            for key, _ in plan:
+                if key not in table:
+                    table[key] = np.zeros_like(params[key])
+        return plan
 
     def find_unusable_gradient(self, grads: Grads) -> Optional[Tuple[str, Tuple[int, ...], float]]:
         """The first gradient entry that :meth:`update` cannot apply without making parameters
@@ -65,37 +283,38 @@ class Optimizer(abc.ABC):
         vectorised read per gradient (see :func:`find_nonfinite_gradient`)."""
         return find_nonfinite_gradient(grads, squared=self.squares_gradients)
 
-    def _init_slots(self, params: Params) -> None:
-        for slot in self._slots:
-            if getattr(self, slot) is None:
-                setattr(self, slot, {key: np.zeros_like(val) for key, val in params.items()})
-
     # -- checkpointing ------------------------------------------------------------------------
 
     def state_dict(self) -> Dict[str, Any]:
-        """A snapshot of this optimizer: its class name, hyperparameters and state arrays (copies)
-        -- plain containers and arrays only, so it pickles and loads safely."""
+        """A snapshot of this optimizer: its class name, hyperparameters, parameter groups and
+        state arrays (copies) -- plain containers and arrays only, so it pickles and loads safely."""
         state: Dict[str, Any] = {
             "name": type(self).__name__,
             "hyperparameters": {name: float(getattr(self, name)) for name in self._hyper},
+            "param_groups": [{"prefixes": list(group.prefixes), "lr": group.lr} for group in self._param_groups],
         }
         for slot in self._slots:
             value = getattr(self, slot)
             state[slot] = None if value is None else {key: np.array(arr) for key, arr in value.items()}
-        if hasattr(self, "iter"):
+        if self._counts_steps:
             state["iter"] = int(self.iter)
+            state["steps"] = None if self.steps is None else {key: int(n) for key, n in self.steps.items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any], params: Optional[Mapping[str, np.ndarray]] = None) -> None:
-        """Restore what :meth:`state_dict` returned (hyperparameters included, so a resumed run
-        continues exactly as the saved one would have).
+        """Restore what :meth:`state_dict` returned (hyperparameters and groups included, so a
+        resumed run continues exactly as the saved one would have).
 
-        Every field is checked before anything changes: exactly the keys ``state_dict`` writes;
-        ``name`` this class; hyperparameters finite real numbers (Adam's betas in [0, 1));
-        each state slot ``None`` or a dict of float arrays without NaN (squared-gradient
-        accumulators also without negative entries), all slots alike; ``iter`` an int >= 0, zero
-        exactly when the slots are still ``None``. With ``params`` (the parameters this optimizer
-        updates), each slot must hold exactly their keys, each array their shape and dtype.
+        Every field is checked before anything changes: exactly the keys ``state_dict`` writes
+        (``param_groups`` and Adam's ``steps`` may be absent, as in files of earlier versions:
+        no groups, and every key at ``iter`` steps); ``name`` this class; hyperparameters finite
+        real numbers (Adam's betas in [0, 1)); each group a dict of non-empty string prefixes and a
+        finite ``lr >= 0``; each state slot ``None`` or a dict of float arrays without NaN
+        (squared-gradient accumulators also without negative entries), all slots holding the same
+        keys; ``iter`` an int >= 0, zero exactly when the slots are still ``None``; ``steps`` one
+        int in [1, iter] per key of the slots. With ``params`` (the parameters this optimizer
+        updates), the slots may hold only their keys (frozen parameters have none), each array
+        of its parameter's shape and dtype, and every group prefix must match a parameter.
         A violation raises ``TypeError`` (a wrong type) or ``ValueError`` (a wrong value) naming
         the field, and the optimizer is left unchanged.
         """
@@ -110,9 +329,11 @@ class Optimizer(abc.ABC):
         name = state.get("name")
         if not isinstance(name, str) or name != cls:
             raise ValueError(f"optimizer state is for {name!r}, not {cls!r}")
-        expected_keys = {"name", "hyperparameters", *self._slots} | ({"iter"} if hasattr(self, "iter") else set())
-        if set(state) != expected_keys:
-            raise ValueError(f"{cls} state has keys {sorted(map(str, state))}, expected {sorted(expected_keys)}")
+        required = {"name", "hyperparameters", *self._slots} | ({"iter"} if self._counts_steps else set())
+        optional = {"param_groups"} | ({"steps"} if self._counts_steps else set())
+        if not required <= set(state) <= required | optional:
+            raise ValueError(f"{cls} state has keys {sorted(map(str, state))}, expected {sorted(required)} "
+                             f"and optionally {sorted(optional)}")
 
         hyper = state["hyperparameters"]
         if not isinstance(hyper, Mapping):
@@ -131,6 +352,18 @@ class Optimizer(abc.ABC):
                 raise ValueError(f"{cls} state hyperparameters[{key!r}] must be in [0, 1), got {value!r}")
             attributes[key] = float(value)
 
+        groups = state.get("param_groups", [])
+        if not isinstance(groups, (list, tuple)):
+            raise TypeError(f"{cls} state param_groups must be a list, got {type(groups).__name__}")
+        groups = _checked_groups(groups, f"{cls} state param_groups")
+        if params is not None:
+            for group in groups:
+                for prefix in group.prefixes:
+                    if not any(prefix_matches(prefix, key) for key in params):
+                        raise ValueError(f"{cls} state param_groups prefix {prefix!r} matches no parameter "
+                                         f"(the parameters are {list(params)})")
+        attributes["_param_groups"] = groups
+
         present = []
         for slot in self._slots:
             value = state[slot]
@@ -146,7 +379,7 @@ class Optimizer(abc.ABC):
         if any(set(k) != set(keys[0]) for k in keys[1:]):
             raise ValueError(f"{cls} state slots {present} hold different keys")
 
-        if hasattr(self, "iter"):
+        if self._counts_steps:
             it = state["iter"]
             if isinstance(it, bool) or not isinstance(it, int):
                 raise TypeError(f"{cls} state iter must be an int, got {it!r}")
@@ -156,18 +389,44 @@ class Optimizer(abc.ABC):
                 raise ValueError(f"{cls} state iter is {it} but its slots are "
                                  f"{'None' if not present else 'set'}: they are set exactly when iter > 0")
             attributes["iter"] = it
+            attributes["steps"] = self._checked_steps(state, it, keys[0] if present else None)
         return attributes
+
+    def _checked_steps(self, state: Mapping[str, Any], it: int, slot_keys: Optional[List[str]]) -> Optional[Dict[str, int]]:
+        cls = type(self).__name__
+        if "steps" not in state:  # written before per-key counts: every key has taken every step
+            return None if slot_keys is None else {key: it for key in slot_keys}
+        steps = state["steps"]
+        if steps is None or slot_keys is None:
+            if (steps is None) != (slot_keys is None):
+                raise ValueError(f"{cls} state steps is {'None' if steps is None else 'set'} but the slots are "
+                                 f"{'None' if slot_keys is None else 'set'}: both or neither")
+            return None
+        if not isinstance(steps, Mapping):
+            raise TypeError(f"{cls} state steps must be None or a dict of ints, got {type(steps).__name__}")
+        if set(steps) != set(slot_keys):
+            raise ValueError(f"{cls} state steps has keys {sorted(map(str, steps))}, the slots hold {sorted(slot_keys)}")
+        checked = {}
+        for key in slot_keys:
+            n = steps[key]
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise TypeError(f"{cls} state steps[{key!r}] must be an int, got {n!r}")
+            if not 1 <= n <= it:
+                raise ValueError(f"{cls} state steps[{key!r}] must be in [1, iter={it}], got {n}")
+            checked[key] = n
+        return checked
 
     def _checked_slot(self, slot: str, value: Any, params: Optional[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
         cls = type(self).__name__
         if not isinstance(value, Mapping):
             raise TypeError(f"{cls} state {slot} must be None or a dict of arrays, got {type(value).__name__}")
-        if params is not None and set(value) != set(params):
-            raise ValueError(f"{cls} state {slot} has keys {sorted(map(str, value))}, "
-                             f"the parameters are {sorted(params)}")
+        if params is not None:
+            unknown = [key for key in value if key not in params]
+            if unknown:
+                raise ValueError(f"{cls} state {slot} has keys {sorted(map(str, unknown))} that are not parameters "
+                                 f"(the parameters are {sorted(params)})")
         checked: Dict[str, np.ndarray] = {}
-        for key in (params if params is not None else value):
-            arr = value[key]
+        for key, arr in value.items():
             field = f"{slot}[{key!r}]"
             if not isinstance(key, str):
                 raise TypeError(f"{cls} state {slot} keys must be strings, got {key!r}")
@@ -192,8 +451,10 @@ class Optimizer(abc.ABC):
             setattr(self, key, value)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyper)
-        return f"{type(self).__name__}({args})"
+        args = [f"{name}={getattr(self, name)!r}" for name in self._hyper]
+        if self._param_groups:
+            args.append("param_groups=[" + ", ".join(_group_repr(g) for g in self._param_groups) + "]")
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
 class SGD(Optimizer):
@@ -201,15 +462,16 @@ class SGD(Optimizer):
 
     _hyper = ("lr",)
 
-    def __init__(self, lr: float = 0.01):
+    def __init__(self, lr: float = 0.01, *, param_groups: Optional[Iterable[Any]] = None):
         self.lr = lr
+        self.param_groups = param_groups
 
     def update(self, params: Params, grads: Grads) -> None:
-        for key in params.keys():
+        for key, lr in self._plan(params, grads):
             if _fusable(params[key], grads[key]):
-                _core.sgd_update(params[key], grads[key], self.lr)
+                _core.sgd_update(params[key], grads[key], lr)
                 continue
-            params[key] -= self.lr * grads[key]
+            params[key] -= lr * grads[key]
 
 
 class Momentum(Optimizer):
@@ -219,23 +481,23 @@ class Momentum(Optimizer):
     _slots = ("v",)
     _nesterov = False
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, *, param_groups: Optional[Iterable[Any]] = None):
         self.lr = lr
         self.momentum = momentum
+        self.param_groups = param_groups
         self.v: Optional[Dict[str, np.ndarray]] = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        self._init_slots(params)
-        for key in params.keys():
+        for key, lr in self._plan(params, grads):
             v, grad = self.v[key], grads[key]
             if _fusable(params[key], v, grad):
-                _core.momentum_update(params[key], v, grad, self.lr, self.momentum, self._nesterov)
+                _core.momentum_update(params[key], v, grad, lr, self.momentum, self._nesterov)
                 continue
             v *= self.momentum
-            v -= self.lr * grad
-            self._apply(params, key, v, grad)
+            v -= lr * grad
+            self._apply(params, key, v, grad, lr)
 
-    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray) -> None:
+    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray, lr: float) -> None:
         params[key] += v
 
 
@@ -245,9 +507,9 @@ class Nesterov(Momentum):
 
     _nesterov = True
 
-    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray) -> None:
+    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray, lr: float) -> None:
         params[key] += self.momentum * self.momentum * v
-        params[key] -= (1 + self.momentum) * self.lr * grad
+        params[key] -= (1 + self.momentum) * lr * grad
 
 
 class AdaGrad(Optimizer):
@@ -258,19 +520,19 @@ class AdaGrad(Optimizer):
     _nonnegative_slots = ("h",)
     squares_gradients = True
 
-    def __init__(self, lr: float = 0.01):
+    def __init__(self, lr: float = 0.01, *, param_groups: Optional[Iterable[Any]] = None):
         self.lr = lr
+        self.param_groups = param_groups
         self.h: Optional[Dict[str, np.ndarray]] = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        self._init_slots(params)
-        for key in params.keys():
+        for key, lr in self._plan(params, grads):
             h, grad = self.h[key], grads[key]
             if _fusable(params[key], h, grad):
-                _core.adaptive_update(params[key], h, grad, self.lr, False, 1.0, _EPS)
+                _core.adaptive_update(params[key], h, grad, lr, False, 1.0, _EPS)
                 continue
             h += grad * grad
-            params[key] -= _scaled_step(self.lr, grad, h)
+            params[key] -= _scaled_step(lr, grad, h)
 
 
 class RMSprop(Optimizer):
@@ -281,21 +543,21 @@ class RMSprop(Optimizer):
     _nonnegative_slots = ("h",)
     squares_gradients = True
 
-    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, *, param_groups: Optional[Iterable[Any]] = None):
         self.lr = lr
         self.decay_rate = decay_rate
+        self.param_groups = param_groups
         self.h: Optional[Dict[str, np.ndarray]] = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        self._init_slots(params)
-        for key in params.keys():
+        for key, lr in self._plan(params, grads):
             h, grad = self.h[key], grads[key]
             if _fusable(params[key], h, grad):
-                _core.adaptive_update(params[key], h, grad, self.lr, True, self.decay_rate, _EPS)
+                _core.adaptive_update(params[key], h, grad, lr, True, self.decay_rate, _EPS)
                 continue
             h *= self.decay_rate
             h += (1 - self.decay_rate) * grad * grad
-            params[key] -= _scaled_step(self.lr, grad, h)
+            params[key] -= _scaled_step(lr, grad, h)
 
 
 class Adam(Optimizer):
@@ -303,6 +565,11 @@ class Adam(Optimizer):
     into the step size: ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
     ``m += (1 - beta1) * (dW - m)``; ``v += (1 - beta2) * (dW**2 - v)``;
     ``W -= lr_t * m / (sqrt(v) + 1e-7)``.
+
+    ``t`` counts the steps of each key (``steps[key]``; as in PyTorch), so a parameter that gets
+    gradients only from some step on (unfrozen mid-run) is bias-corrected for its own first steps;
+    ``iter`` counts ``update`` calls, as in DLfS. When every key is updated at every call (no
+    frozen parameters), ``t == iter`` and the results are bitwise DLfS's.
 
     ``lr_t`` is a Python float, so a float32 network steps in float32 (DLfS's NumPy scalar would
     promote the step to float64 under NumPy 2 and round it back when subtracting).
@@ -313,20 +580,31 @@ class Adam(Optimizer):
     _nonnegative_slots = ("v",)
     squares_gradients = True
     _unit_interval_hyper = ("beta1", "beta2")
+    _counts_steps = True
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999):
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, *,
+                 param_groups: Optional[Iterable[Any]] = None):
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
+        self.param_groups = param_groups
         self.iter = 0
+        self.steps: Optional[Dict[str, int]] = None
         self.m: Optional[Dict[str, np.ndarray]] = None
         self.v: Optional[Dict[str, np.ndarray]] = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        self._init_slots(params)
+        plan = self._plan(params, grads)
+        if self.steps is None:
+            self.steps = {}
         self.iter += 1
-        lr_t = float(self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter))
-        for key in params.keys():
+        step_sizes: Dict[Tuple[float, int], float] = {}  # (lr, t) -> lr_t, computed once per pair
+        for key, lr in plan:
+            t = self.steps.get(key, 0) + 1
+            self.steps[key] = t
+            lr_t = step_sizes.get((lr, t))
+            if lr_t is None:
+                lr_t = step_sizes[lr, t] = float(lr * np.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t))
             param, m, v, grad = params[key], self.m[key], self.v[key], grads[key]
             if _fusable(param, m, v, grad):
                 # One pass in C++, same operations in the same order: the same bits.

@@ -466,8 +466,10 @@ class Trainer:
         x_train, t_train, x_test, t_test: data and labels (integer labels or one-hot rows).
         epochs: number of epochs. mini_batch_size: samples per step.
         optimizer: a name (``'SGD'``, ``'Momentum'``, ``'Nesterov'``, ``'AdaGrad'``, ``'RMSprop'``,
-            ``'Adam'``, any case) built with ``optimizer_param`` (default ``{'lr': 0.01}``), or an
-            :class:`~tinyconv.optimizer.Optimizer` instance.
+            ``'Adam'``, any case) built with ``optimizer_param`` (default ``{'lr': 0.01}``; it may
+            hold ``param_groups``, per-prefix learning rates), or an
+            :class:`~tinyconv.optimizer.Optimizer` instance. Parameters the network's
+            ``gradient`` leaves out (frozen ones) are not updated and get no optimizer state.
         evaluate_sample_num_per_epoch: if set, accuracies are measured on the first that many
             training and test samples only (faster).
         verbose: print the per-epoch summary and final accuracy (and show the progress bar when
@@ -725,7 +727,8 @@ class Trainer:
         sampling mode and optimizer must match this trainer; ``epochs`` may differ.
 
         The whole file is checked before anything changes: exactly the expected fields, each of
-        the expected type and range; network arrays of this network's keys, shapes and dtypes;
+        the expected type and range; network arrays of this network's keys, shapes and dtypes
+        (integer buffers such as a batch norm's ``num_batches_tracked`` included);
         optimizer state as :meth:`Optimizer.load_state_dict <tinyconv.optimizer.Optimizer.load_state_dict>`
         checks it, against this network's parameters; counters consistent with the histories'
         lengths; random states of exactly NumPy's structure for this run's generators, each proven

@@ -28,7 +28,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # tests/ (fuzzing.py) and tests/fu
 
 CORPUS = HERE / "corpus"
 CRASHES = HERE / "crashes"
-MAX_LEN = {"pickle": 4096, "params": 8192, "checkpoint": 65536, "idx": 4096, "core": 256}
+MAX_LEN = {"pickle": 4096, "params": 8192, "safetensors": 4096, "checkpoint": 65536, "idx": 4096, "core": 256}
 
 
 def write_seeds(name: str) -> int:
