@@ -740,7 +740,7 @@ def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
     _same_shape(a, b, "a", "b")
     relu = as_flag(relu, "relu")
     with np.errstate(over="ignore", invalid="ignore"):
-        y = (a + b).astype(dt)
+        y = np.asarray(a + b).astype(dt)
     return _into(np.where(y <= 0, dt.type(0), y) if relu else y, out)
 
 
