@@ -262,7 +262,9 @@ def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
     ``train=False``: the statistics are constants, ``dx = dy * gamma * invstd``.
     ``relu_output``: the forward output when it ran with ``relu=True``; ``dy`` is then ``dout``
     with zeros where ``relu_output <= 0`` (:func:`relu_backward`'s rule, in the same pass;
-    ``dout`` is not modified). Otherwise ``dy = dout``.
+    ``dout`` is not modified). Otherwise ``dy = dout``. Only the sign of ``relu_output`` matters:
+    it is converted to the compute dtype of the other five and does not take part in choosing it
+    (as in :func:`max_pool2d_backward`).
     """
     dt = float_dtype(dout, x, gamma, mean, invstd)
     dout = as_float_array(dout, "dout", dt, ndim=4)
