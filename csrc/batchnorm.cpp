@@ -13,13 +13,17 @@ namespace tinyconv {
 
 namespace {
 
-// The two sums of a backward pass (sum dy, sum dy * (x - mean)), per block or per channel.
+// Elements worth a thread (as the elementwise kernels).
+constexpr index_t kElementGrain = 1 << 15;
+
+// The two sums of a backward pass (sum dy, sum dy * (x - mean)) of a block or a channel.
 struct TermPair {
     double first, second;
 };
 
-// Elements worth a thread (as the elementwise kernels).
-constexpr index_t kElementGrain = 1 << 15;
+// Elements per task of the elementwise passes over the whole tensor (in memory order: long streams,
+// even where a plane is short).
+constexpr index_t kElementChunk = 1 << 14;
 
 // The C channels of an (N, C, H*W) tensor, each a sequence of m = N*H*W values in (n, h, w) order
 // cut into blocks of kBatchNormBlock values.
@@ -29,8 +33,8 @@ struct Channels {
     index_t m() const { return n * plane; }
     index_t blocks() const { return (m() + kBatchNormBlock - 1) / kBatchNormBlock; }
 
-    // Calls run(offset, len) for the contiguous runs (parts of one H*W plane) of block k of
-    // channel ch, in order; offset counts elements from the start of the tensor.
+    // Calls run(offset, len) for the runs of block k of channel ch (its parts of H*W planes), in
+    // order; offset counts elements from the start of the tensor.
     template <typename Run>
     void for_each_run(index_t ch, index_t k, Run&& run) const {
         index_t lo = k * kBatchNormBlock;
@@ -44,56 +48,63 @@ struct Channels {
             at = 0;
         }
     }
+
+    // run(ch, offset, len) for the parts of planes in the elements [begin, end) of the tensor.
+    template <typename Run>
+    void for_each_plane_part(index_t begin, index_t end, Run&& run) const {
+        for (index_t at = begin; at < end;) {
+            const index_t p = at / plane, len = std::min(end - at, (p + 1) * plane - at);
+            run(p % c, at, len);
+            at += len;
+        }
+    }
 };
 
-// Whole channels to threads (each thread runs every phase of its channels, whose values stay in
-// cache between the phases), or blocks (few channels for the threads, or a share that does not
+// An elementwise pass over the whole tensor in memory order, split into equal chunks.
+template <typename Run>
+void for_each_plane_part_parallel(const Channels& g, int threads, Run&& run) {
+    const index_t total = g.n * g.c * g.plane, chunks = (total + kElementChunk - 1) / kElementChunk;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (index_t k = 0; k < chunks; ++k) g.for_each_plane_part(k * kElementChunk, std::min(total, (k + 1) * kElementChunk), run);
+}
+
+// Whole channels to threads (each thread runs every pass over its channels, whose values stay in
+// cache between the passes), or blocks (few channels for the threads, or a share that does not
 // divide evenly, and channels long enough to split).
 bool split_channels(const Channels& g, int threads) {
     return threads > 1 && g.blocks() > 1 && g.c < 4 * threads && g.c % threads != 0;
 }
 
-// f(t) for every block t = ch * blocks + k of every channel, blocks split across threads.
-template <typename F>
-void for_each_block(const Channels& g, int threads, F&& f) {
-    const index_t tasks = g.c * g.blocks();
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (index_t t = 0; t < tasks; ++t) f(t);
-}
-
-template <typename T>
-double block_sum(const Channels& g, const T* x, index_t ch, index_t k) {
+// The sum over block k of channel ch of what add(acc, offset, len) adds for each run.
+template <typename Add>
+double block_sum(const Channels& g, index_t ch, index_t k, Add&& add) {
     double acc[kLanes] = {};
-    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
-        const T* p = x + offset;
-        add_run(acc, len, [p](index_t i) { return static_cast<double>(p[i]); });
-    });
+    g.for_each_run(ch, k, [&](index_t offset, index_t len) { add(acc, offset, len); });
     return lanes_total(acc);
 }
 
-template <typename T>
-double block_squares(const Channels& g, const T* x, index_t ch, index_t k, double centre) {
-    double acc[kLanes] = {};
-    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
-        const T* p = x + offset;
-        add_run(acc, len, [p, centre](index_t i) {
-            const double d = static_cast<double>(p[i]) - centre;
-            return d * d;
-        });
-    });
-    return lanes_total(acc);
+// Two sums at once, as block_sum.
+template <typename Add>
+TermPair block_sums(const Channels& g, index_t ch, index_t k, Add&& add) {
+    double a[kLanes] = {}, b[kLanes] = {};
+    g.for_each_run(ch, k, [&](index_t offset, index_t len) { add(a, b, offset, len); });
+    return TermPair{lanes_total(a), lanes_total(b)};
 }
 
-template <bool Relu, typename T>
-void block_normalise(const Channels& g, T* y, const T* x, index_t ch, index_t k, T centre, T scale, T shift) {
-    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
-        T* out = y + offset;
-        const T* in = x + offset;
-#pragma omp simd
-        for (index_t i = 0; i < len; ++i) {
-            const T v = (in[i] - centre) * scale + shift;
-            out[i] = Relu ? (v <= T(0) ? T(0) : v) : v;  // relu_forward's rule
-        }
+// ---------------------------------------------------------------------------------------------
+// The work on one run of values (part of one plane), shared by every route so that the routes
+// give the same bits.
+
+template <typename T>
+inline void add_values(double* acc, const T* p, index_t len) {
+    add_run(acc, len, [p](index_t i) { return static_cast<double>(p[i]); });
+}
+
+template <typename T>
+inline void add_squares(double* acc, const T* p, index_t len, double centre) {
+    add_run(acc, len, [p, centre](index_t i) {
+        const double d = static_cast<double>(p[i]) - centre;
+        return d * d;
     });
 }
 
@@ -119,21 +130,25 @@ inline T gradient_in(const T* dout, const T* gate, index_t i) {
     }
 }
 
-// sum dy and sum dy * (x - centre) over block k of channel ch.
+// sum dy and sum dy * (x - centre) over a run.
 template <bool Gated, typename T>
-TermPair block_gradient_sums(const Channels& g, const T* dout, const T* x, const T* gate, index_t ch, index_t k,
-                             T centre) {
-    double dy_sum[kLanes] = {}, dy_xc_sum[kLanes] = {};
-    const double mu = centre;
-    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
-        const T *d = dout + offset, *v = x + offset, *r = Gated ? gate + offset : nullptr;
-        add_run_pairs(dy_sum, dy_xc_sum, len, [=](index_t i, double& dy_term, double& dy_xc_term) {
-            const double dy = gradient_in<Gated>(d, r, i);
-            dy_term = dy;
-            dy_xc_term = dy * (static_cast<double>(v[i]) - mu);
-        });
+inline void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, const T* v, const T* r, index_t len,
+                               double centre) {
+    add_run_pairs(dy_acc, dy_xc_acc, len, [=](index_t i, double& dy_term, double& dy_xc_term) {
+        const double dy = gradient_in<Gated>(d, r, i);
+        dy_term = dy;
+        dy_xc_term = dy * (static_cast<double>(v[i]) - centre);
     });
-    return TermPair{lanes_total(dy_sum), lanes_total(dy_xc_sum)};
+}
+
+// y = (x - centre) * scale + shift, then relu_forward's rule when Relu.
+template <bool Relu, typename T>
+inline void normalise_run(T* y, const T* x, index_t len, T centre, T scale, T shift) {
+#pragma omp simd
+    for (index_t i = 0; i < len; ++i) {
+        const T v = (x[i] - centre) * scale + shift;
+        y[i] = Relu ? (v <= T(0) ? T(0) : v) : v;
+    }
 }
 
 // Per-channel constants of the backward pass, rounded to T:
@@ -144,32 +159,23 @@ struct GradientCoefficients {
 };
 
 template <bool Gated, bool Train, typename T>
-void block_input_gradient(const Channels& g, T* dx, const T* dout, const T* x, const T* gate, index_t ch, index_t k,
-                          const GradientCoefficients<T>& q) {
+inline void input_gradient_run(T* dx, const T* d, const T* v, const T* r, index_t len,
+                               const GradientCoefficients<T>& q) {
     const T centre = q.centre, scale = q.scale, dy_mean = q.dy_mean, projection = q.projection;
-    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
-        T* out = dx + offset;
-        const T *d = dout + offset, *v = x + offset, *r = Gated ? gate + offset : nullptr;
 #pragma omp simd
-        for (index_t i = 0; i < len; ++i) {
-            const T dy = gradient_in<Gated>(d, r, i);
-            if constexpr (Train)
-                out[i] = ((dy - dy_mean) - (v[i] - centre) * projection) * scale;
-            else
-                out[i] = dy * scale;
-        }
-    });
-}
-
-// Inference: the gradient sums and dx in one pass (dx does not depend on the sums).
-template <bool Gated, typename T>
-TermPair block_inference_gradient(const Channels& g, T* dx, const T* dout, const T* x, const T* gate, index_t ch,
-                                  index_t k, T centre, T scale) {
-    block_input_gradient<Gated, false>(g, dx, dout, x, gate, ch, k, GradientCoefficients<T>{centre, scale, T(0), T(0)});
-    return block_gradient_sums<Gated>(g, dout, x, gate, ch, k, centre);
+    for (index_t i = 0; i < len; ++i) {
+        const T dy = gradient_in<Gated>(d, r, i);
+        if constexpr (Train)
+            dx[i] = ((dy - dy_mean) - (v[i] - centre) * projection) * scale;
+        else
+            dx[i] = dy * scale;
+    }
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Forward
 
 template <typename T>
 void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x, const T* gamma,
@@ -190,12 +196,12 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
         running_mean[ch] = static_cast<T>(momentum * static_cast<double>(running_mean[ch]) + (1.0 - momentum) * centre);
         running_var[ch] = static_cast<T>(momentum * static_cast<double>(running_var[ch]) + (1.0 - momentum) * batch_var);
     };
-    auto normalise = [&](index_t ch, index_t k) {
+    auto normalise = [&](index_t ch, index_t offset, index_t len) {
         const T centre = mean[ch], scale = invstd[ch] * gamma[ch], shift = beta[ch];
         if (relu)
-            block_normalise<true>(g, y, x, ch, k, centre, scale, shift);
+            normalise_run<true>(y + offset, x + offset, len, centre, scale, shift);
         else
-            block_normalise<false>(g, y, x, ch, k, centre, scale, shift);
+            normalise_run<false>(y + offset, x + offset, len, centre, scale, shift);
     };
 
     if (!train) {
@@ -203,113 +209,122 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
             mean[ch] = running_mean[ch];
             invstd[ch] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
         }
-        for_each_block(g, threads, [&](index_t t) { normalise(t / blocks, t % blocks); });
+        for_each_plane_part_parallel(g, threads, normalise);
         return;
     }
+    auto add_x = [&](double* acc, index_t offset, index_t len) { add_values(acc, x + offset, len); };
+    auto add_squares_of = [&](double centre) {
+        return [&, centre](double* acc, index_t offset, index_t len) { add_squares(acc, x + offset, len, centre); };
+    };
     if (!split_channels(g, threads)) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t ch = 0; ch < c; ++ch) {
             double sum = 0.0, squares = 0.0;
-            for (index_t k = 0; k < blocks; ++k) sum += block_sum(g, x, ch, k);
+            for (index_t k = 0; k < blocks; ++k) sum += block_sum(g, ch, k, add_x);
             const double centre = sum / static_cast<double>(m);
-            for (index_t k = 0; k < blocks; ++k) squares += block_squares(g, x, ch, k, centre);
+            for (index_t k = 0; k < blocks; ++k) squares += block_sum(g, ch, k, add_squares_of(centre));
             set_statistics(ch, centre, squares);
-            for (index_t k = 0; k < blocks; ++k) normalise(ch, k);
+            for (index_t k = 0; k < blocks; ++k)
+                g.for_each_run(ch, k, [&](index_t offset, index_t len) { normalise(ch, offset, len); });
         }
         return;
     }
     // The same sums, block by block across threads, then added in block order.
-    std::vector<double> partial(static_cast<size_t>(c * blocks)), centre(static_cast<size_t>(c));
-    for_each_block(g, threads, [&](index_t t) { partial[t] = block_sum(g, x, t / blocks, t % blocks); });
-    for (index_t ch = 0; ch < c; ++ch) {
-        double sum = 0.0;
-        for (index_t k = 0; k < blocks; ++k) sum += partial[ch * blocks + k];
-        centre[ch] = sum / static_cast<double>(m);
-    }
-    for_each_block(g, threads, [&](index_t t) {
-        partial[t] = block_squares(g, x, t / blocks, t % blocks, centre[t / blocks]);
-    });
-    for (index_t ch = 0; ch < c; ++ch) {
-        double squares = 0.0;
-        for (index_t k = 0; k < blocks; ++k) squares += partial[ch * blocks + k];
-        set_statistics(ch, centre[ch], squares);
-    }
-    for_each_block(g, threads, [&](index_t t) { normalise(t / blocks, t % blocks); });
+    const index_t tasks = c * blocks;
+    std::vector<double> partial(static_cast<size_t>(tasks)), centre(static_cast<size_t>(c));
+    auto channel_total = [&](index_t ch) {
+        double total = 0.0;
+        for (index_t k = 0; k < blocks; ++k) total += partial[ch * blocks + k];
+        return total;
+    };
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (index_t t = 0; t < tasks; ++t) partial[t] = block_sum(g, t / blocks, t % blocks, add_x);
+    for (index_t ch = 0; ch < c; ++ch) centre[ch] = channel_total(ch) / static_cast<double>(m);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (index_t t = 0; t < tasks; ++t)
+        partial[t] = block_sum(g, t / blocks, t % blocks, add_squares_of(centre[t / blocks]));
+    for (index_t ch = 0; ch < c; ++ch) set_statistics(ch, centre[ch], channel_total(ch));
+    for_each_plane_part_parallel(g, threads, normalise);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward
 
 namespace {
 
 template <bool Gated, typename T>
 void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma, const T* mean, const T* invstd,
               const T* gate, const Channels& g, bool train) {
-    const index_t c = g.c, blocks = g.blocks(), m = g.m();
-    const int threads = threads_for(g.n * c * g.plane, kElementGrain);
+    const index_t c = g.c, plane = g.plane, blocks = g.blocks(), m = g.m();
+    const int threads = threads_for(g.n * c * plane, kElementGrain);
 
     // dbeta, dgamma and the constants of dx for channel ch from its two sums.
-    auto finish = [&](index_t ch, TermPair sums) {
+    auto finish = [&](index_t ch, double dy_sum, double dy_xc_sum) {
         const double istd = static_cast<double>(invstd[ch]);
-        dbeta[ch] = static_cast<T>(sums.first);
-        dgamma[ch] = m > 0 ? static_cast<T>(sums.second * istd) : T(0);  // an empty sum, even if invstd is NaN
+        dbeta[ch] = static_cast<T>(dy_sum);
+        dgamma[ch] = m > 0 ? static_cast<T>(dy_xc_sum * istd) : T(0);  // an empty sum, even if invstd is NaN
         GradientCoefficients<T> q{mean[ch], gamma[ch] * invstd[ch], T(0), T(0)};
-        if (m > 0) {
-            q.dy_mean = static_cast<T>(sums.first / static_cast<double>(m));
-            q.projection = static_cast<T>(sums.second * istd * istd / static_cast<double>(m));
+        if (train && m > 0) {
+            q.dy_mean = static_cast<T>(dy_sum / static_cast<double>(m));
+            q.projection = static_cast<T>(dy_xc_sum * istd * istd / static_cast<double>(m));
         }
         return q;
     };
-    auto add = [](TermPair& total, TermPair part) {
-        total.first += part.first;
-        total.second += part.second;
+    auto add_terms = [&](double* dy_acc, double* dy_xc_acc, index_t ch, index_t offset, index_t len) {
+        add_gradient_terms<Gated>(dy_acc, dy_xc_acc, dout + offset, x + offset, Gated ? gate + offset : nullptr, len,
+                                  static_cast<double>(mean[ch]));
+    };
+    auto input_gradient = [&](index_t offset, index_t len, const GradientCoefficients<T>& q) {
+        const T* r = Gated ? gate + offset : nullptr;
+        if (train)
+            input_gradient_run<Gated, true>(dx + offset, dout + offset, x + offset, r, len, q);
+        else
+            input_gradient_run<Gated, false>(dx + offset, dout + offset, x + offset, r, len, q);
     };
 
-    if (!train) {  // one pass: dx = dy * gamma * invstd, and the sums beside it
-        if (!split_channels(g, threads)) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-            for (index_t ch = 0; ch < c; ++ch) {
-                TermPair sums{0.0, 0.0};
-                const T scale = gamma[ch] * invstd[ch];
-                for (index_t k = 0; k < blocks; ++k)
-                    add(sums, block_inference_gradient<Gated>(g, dx, dout, x, gate, ch, k, mean[ch], scale));
-                finish(ch, sums);
-            }
-            return;
-        }
-        std::vector<TermPair> partial(static_cast<size_t>(c * blocks));
-        for_each_block(g, threads, [&](index_t t) {
-            const index_t ch = t / blocks;
-            partial[t] = block_inference_gradient<Gated>(g, dx, dout, x, gate, ch, t % blocks, mean[ch],
-                                                         T(gamma[ch] * invstd[ch]));
-        });
-        for (index_t ch = 0; ch < c; ++ch) {
-            TermPair sums{0.0, 0.0};
-            for (index_t k = 0; k < blocks; ++k) add(sums, partial[ch * blocks + k]);
-            finish(ch, sums);
-        }
-        return;
-    }
     if (!split_channels(g, threads)) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t ch = 0; ch < c; ++ch) {
+            const GradientCoefficients<T> scale_only = finish(ch, 0.0, 0.0);
             TermPair sums{0.0, 0.0};
-            for (index_t k = 0; k < blocks; ++k) add(sums, block_gradient_sums<Gated>(g, dout, x, gate, ch, k, mean[ch]));
-            const GradientCoefficients<T> q = finish(ch, sums);
-            for (index_t k = 0; k < blocks; ++k) block_input_gradient<Gated, true>(g, dx, dout, x, gate, ch, k, q);
+            for (index_t k = 0; k < blocks; ++k) {
+                // Inference: dx needs no sums, and is made block by block beside them (in cache).
+                if (!train) g.for_each_run(ch, k, [&](index_t offset, index_t len) { input_gradient(offset, len, scale_only); });
+                const TermPair part = block_sums(g, ch, k, [&](double* a, double* b, index_t offset, index_t len) {
+                    add_terms(a, b, ch, offset, len);
+                });
+                sums.first += part.first;
+                sums.second += part.second;
+            }
+            const GradientCoefficients<T> q = finish(ch, sums.first, sums.second);
+            if (train)
+                for (index_t k = 0; k < blocks; ++k)
+                    g.for_each_run(ch, k, [&](index_t offset, index_t len) { input_gradient(offset, len, q); });
         }
         return;
     }
-    std::vector<TermPair> partial(static_cast<size_t>(c * blocks));
-    std::vector<GradientCoefficients<T>> coefficients(static_cast<size_t>(c));
-    for_each_block(g, threads, [&](index_t t) {
-        partial[t] = block_gradient_sums<Gated>(g, dout, x, gate, t / blocks, t % blocks, mean[t / blocks]);
-    });
-    for (index_t ch = 0; ch < c; ++ch) {
-        TermPair sums{0.0, 0.0};
-        for (index_t k = 0; k < blocks; ++k) add(sums, partial[ch * blocks + k]);
-        coefficients[ch] = finish(ch, sums);
+    // Few channels: the sums block by block across threads, added in block order; then dx over
+    // the whole tensor.
+    std::vector<double> dy_partial(static_cast<size_t>(c * blocks)), dy_xc_partial(static_cast<size_t>(c * blocks));
+    std::vector<GradientCoefficients<T>> q(static_cast<size_t>(c));
+    const index_t tasks = c * blocks;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (index_t t = 0; t < tasks; ++t) {
+        const TermPair part = block_sums(g, t / blocks, t % blocks, [&](double* a, double* b, index_t offset, index_t len) {
+            add_terms(a, b, t / blocks, offset, len);
+        });
+        dy_partial[t] = part.first;
+        dy_xc_partial[t] = part.second;
     }
-    for_each_block(g, threads, [&](index_t t) {
-        block_input_gradient<Gated, true>(g, dx, dout, x, gate, t / blocks, t % blocks, coefficients[t / blocks]);
-    });
+    for (index_t ch = 0; ch < c; ++ch) {
+        double dy_sum = 0.0, dy_xc_sum = 0.0;
+        for (index_t k = 0; k < blocks; ++k) {
+            dy_sum += dy_partial[ch * blocks + k];
+            dy_xc_sum += dy_xc_partial[ch * blocks + k];
+        }
+        q[ch] = finish(ch, dy_sum, dy_xc_sum);
+    }
+    for_each_plane_part_parallel(g, threads, [&](index_t ch, index_t offset, index_t len) { input_gradient(offset, len, q[ch]); });
 }
 
 }  // namespace
@@ -323,6 +338,9 @@ void batch_norm2d_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x
     else
         backward<false>(dx, dgamma, dbeta, dout, x, gamma, mean, invstd, relu_output, g, train);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The oracles
 
 template <typename T>
 void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x,

@@ -17,10 +17,12 @@
 //   train: dx = gamma * invstd / m * (m * dy - sum dy - xhat * sum dy * xhat)
 //   inference (the statistics are constants): dx = dy * gamma * invstd
 //
-// Determinism: a channel's m values, in (n, h, w) order, are cut into fixed blocks of kBlock
-// values; each block is summed in fixed-order lanes (lanes.h) and the block sums are added in
-// block order. Channels go to threads whole, or, when there are few channels for many threads,
-// blocks do (and their sums are added in order afterwards): the same bits either way.
+// Determinism: a channel's m values, in (n, h, w) order, are cut into fixed blocks of
+// kBatchNormBlock values; each block is summed in fixed-order lanes (lanes.h) and the block sums
+// are added in block order. Channels go to threads whole, or, when there are few channels for the
+// threads, blocks do (and their sums are added in order afterwards): the same bits either way.
+// The elementwise passes that need no sums (inference, and after the sums of split channels) run
+// over the tensor in memory order; every element's value depends on its channel's constants only.
 #pragma once
 
 #include "parallel.h"
