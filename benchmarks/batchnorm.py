@@ -117,7 +117,8 @@ def main(argv=None) -> int:
             rows.append((f"BN {what}, {label} {tuple(shape)}", contenders))
     rows += list(other_contenders(dtype, torch, args.quick).items())
     for name, contenders in rows:
-        timings = measure_interleaved(contenders, repeats=repeats, min_sample_s=min_sample, warmup_calls=2)
+        timings = measure_interleaved(contenders, repeats=repeats, min_sample_s=min_sample, warmup_calls=2,
+                                      settle_s=0.0 if args.quick else 0.2)  # as run.py: let thread pools go idle
         cells = [f"{who} {t.median * 1e3:8.3f} [{t.min * 1e3:.3f}-{t.max * 1e3:.3f}]" for who, t in timings.items()]
         ratio = (f"  ratio {timings['tinyconv'].median / timings['torch'].median:.2f}" if "torch" in timings else "")
         print(f"{name:58s} " + "  ".join(cells) + ratio, flush=True)
