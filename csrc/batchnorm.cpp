@@ -285,7 +285,7 @@ void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* ga
     if (!split_channels(g, threads)) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t ch = 0; ch < c; ++ch) {
-            const GradientCoefficients<T> scale_only = finish(ch, 0.0, 0.0);
+            const GradientCoefficients<T> scale_only{mean[ch], gamma[ch] * invstd[ch], T(0), T(0)};  // inference
             TermPair sums{0.0, 0.0};
             for (index_t k = 0; k < blocks; ++k) {
                 // Inference: dx needs no sums, and is made block by block beside them (in cache).
