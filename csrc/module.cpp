@@ -10,6 +10,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,7 @@
 
 #include "activation.h"
 #include "affine.h"
+#include "batchnorm.h"
 #include "conv.h"
 #include "gemm.h"
 #include "im2col.h"
@@ -677,6 +679,10 @@ py::array py_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, in
     });
 }
 
+void check_writeable(const py::array& a, const char* name) {
+    if (!a.writeable()) value_error(cat(name, " must be writeable: it is updated in place"));
+}
+
 // The result array of an elementwise kernel with `like`'s shape and dtype: a new one, or `out`
 // when given (which may be one of the inputs itself, since each element is read before it is
 // written, but must not partly overlap one).
@@ -732,6 +738,150 @@ py::array binary(const py::array& dout, const py::array& other, const char* othe
             kernel(dxp, dp, op, size);
         }
         return dx;  // as in unary: returned with the GIL held
+    });
+}
+
+py::array py_add_forward(const py::array& a, const py::array& b, bool relu, const py::object& out_obj) {
+    same_kind(a, "a", b, "b");
+    if (a.request().shape != b.request().shape)
+        value_error(cat("a and b must have the same shape, got ", shape_str(a), " and ", shape_str(b)));
+    py::array y = elementwise_out(out_obj, a, "a", {&a, &b});
+    return dispatch(float_kind(a, "a"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        T* yp = ptr<T>(y);
+        const T *ap = cptr<T>(a), *bp = cptr<T>(b);
+        const index_t size = static_cast<index_t>(a.size());
+        {
+            py::gil_scoped_release release;
+            add_forward<T>(yp, ap, bp, size, relu);
+        }
+        return y;  // as in unary: returned with the GIL held
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global average pooling and batch normalisation
+
+template <bool Reference>
+py::array py_global_avg_pool2d_forward(const py::array& x) {
+    const Nchw s = nchw(x, "x");
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({s.n, s.c});
+        T* yp = ptr<T>(y);
+        const T* xp = cptr<T>(x);
+        py::gil_scoped_release release;
+        if constexpr (Reference)
+            global_avg_pool2d_forward_reference<T>(yp, xp, s.n * s.c, s.h * s.w);
+        else
+            global_avg_pool2d_forward<T>(yp, xp, s.n * s.c, s.h * s.w);
+        return y;
+    });
+}
+
+py::array py_global_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, index_t h, index_t w) {
+    const Nchw s = nchw_from_ints(n, c, h, w);
+    check_shape(dout, "dout", {s.n, s.c});
+    return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w});
+        T* dxp = ptr<T>(dx);
+        const T* dp = cptr<T>(dout);
+        py::gil_scoped_release release;
+        global_avg_pool2d_backward<T>(dxp, dp, s.n * s.c, s.h * s.w);
+        return dx;
+    });
+}
+
+// A per-channel vector of a batch normalisation: x's dtype, shape (C,).
+void check_channel_vector(const py::array& a, const char* name, const py::array& x, index_t c) {
+    same_kind(x, "x", a, name);
+    check_shape(a, name, {c});
+}
+
+// Whether the bytes of two C-contiguous arrays overlap.
+bool overlap(const py::array& a, const py::array& b) {
+    if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+    const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+    return a0 < b0 + static_cast<std::uintptr_t>(b.nbytes()) && b0 < a0 + static_cast<std::uintptr_t>(a.nbytes());
+}
+
+template <bool Reference>
+py::tuple py_batch_norm2d_forward(const py::array& x, const py::array& gamma, const py::array& beta,
+                                  py::array running_mean, py::array running_var, bool train, double momentum,
+                                  double eps, bool unbiased, bool relu) {
+    const Nchw s = nchw(x, "x");
+    const char kind = float_kind(x, "x");
+    check_channel_vector(gamma, "gamma", x, s.c);
+    check_channel_vector(beta, "beta", x, s.c);
+    check_channel_vector(running_mean, "running_mean", x, s.c);
+    check_channel_vector(running_var, "running_var", x, s.c);
+    if (train) {
+        check_writeable(running_mean, "running_mean");
+        check_writeable(running_var, "running_var");
+        if (overlap(running_mean, running_var))
+            value_error("running_mean and running_var must not share memory: both are updated in place");
+        for (const auto& [input, name] : {std::pair<const py::array*, const char*>{&x, "x"}, {&gamma, "gamma"}, {&beta, "beta"}})
+            for (const auto& [stat, stat_name] : {std::pair<const py::array*, const char*>{&running_mean, "running_mean"}, {&running_var, "running_var"}})
+                if (overlap(*stat, *input))
+                    value_error(cat(stat_name, " must not share memory with ", name, ": it is updated in place"));
+    }
+    if (!(momentum >= 0.0 && momentum <= 1.0)) value_error(cat("momentum must be in [0, 1], got ", momentum));
+    if (!(std::isfinite(eps) && eps > 0.0)) value_error(cat("eps must be a finite number > 0, got ", eps));
+    const index_t m = mul(s.n, s.h, s.w);
+    if (train && unbiased && m == 1)
+        value_error(cat("unbiased: the running variance of a single value per channel is undefined (m / (m - 1) with "
+                        "m = N*H*W = 1); PyTorch refuses it as well (x has shape ", shape_str(x), ")"));
+    return dispatch(kind, [&](auto t) -> py::tuple {
+        using T = decltype(t);
+        py::array y = empty<T>({s.n, s.c, s.h, s.w}), mean = empty<T>({s.c}), invstd = empty<T>({s.c});
+        T *yp = ptr<T>(y), *mp = ptr<T>(mean), *ip = ptr<T>(invstd);
+        T *rmp = ptr<T>(running_mean), *rvp = ptr<T>(running_var);
+        const T *xp = cptr<T>(x), *gp = cptr<T>(gamma), *bp = cptr<T>(beta);
+        {
+            py::gil_scoped_release release;
+            if constexpr (Reference)
+                batch_norm2d_forward_reference<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c, s.h * s.w, train,
+                                                  momentum, eps, unbiased, relu);
+            else
+                batch_norm2d_forward<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c, s.h * s.w, train, momentum, eps,
+                                        unbiased, relu);
+        }
+        return py::make_tuple(y, mean, invstd);
+    });
+}
+
+template <bool Reference>
+py::tuple py_batch_norm2d_backward(const py::array& dout, const py::array& x, const py::array& gamma,
+                                   const py::array& mean, const py::array& invstd, bool train,
+                                   const py::object& relu_output) {
+    const Nchw s = nchw(x, "x");
+    const char kind = float_kind(x, "x");
+    same_kind(x, "x", dout, "dout");
+    check_shape(dout, "dout", {s.n, s.c, s.h, s.w});
+    check_channel_vector(gamma, "gamma", x, s.c);
+    check_channel_vector(mean, "mean", x, s.c);
+    check_channel_vector(invstd, "invstd", x, s.c);
+    py::array gate;
+    const bool gated = optional_array(relu_output, "relu_output", gate);
+    if (gated) {
+        same_kind(x, "x", gate, "relu_output");
+        check_shape(gate, "relu_output", {s.n, s.c, s.h, s.w});
+    }
+    return dispatch(kind, [&](auto t) -> py::tuple {
+        using T = decltype(t);
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w}), dgamma = empty<T>({s.c}), dbeta = empty<T>({s.c});
+        T *dxp = ptr<T>(dx), *dgp = ptr<T>(dgamma), *dbp = ptr<T>(dbeta);
+        const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *gp = cptr<T>(gamma), *mp = cptr<T>(mean);
+        const T *ip = cptr<T>(invstd), *rp = gated ? cptr<T>(gate) : nullptr;
+        {
+            py::gil_scoped_release release;
+            if constexpr (Reference)
+                batch_norm2d_backward_reference<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c, s.h * s.w, train);
+            else
+                batch_norm2d_backward<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c, s.h * s.w, train);
+        }
+        return py::make_tuple(dx, dgamma, dbeta);
     });
 }
 
@@ -862,10 +1012,6 @@ py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py
         }
         return py::make_tuple(dx, dw, db);
     });
-}
-
-void check_writeable(const py::array& a, const char* name) {
-    if (!a.writeable()) value_error(cat(name, " must be writeable: it is updated in place"));
 }
 
 // Checks the arrays of an in-place update: one float dtype and shape, C-contiguous, and the
@@ -1076,6 +1222,17 @@ PYBIND11_MODULE(_core, m) {
     def_checked(m, "sigmoid_backward", +[](const py::array& dout, const py::array& y, const py::object& out) {
         return binary(dout, y, "y", out, [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
     }, py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
+    def_checked(m, "add_forward", &py_add_forward, py::arg("a"), py::arg("b"), py::arg("relu") = false,
+                py::arg("out") = py::none());
+    def_checked(m, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<false>, py::arg("x"));
+    def_checked(m, "global_avg_pool2d_backward", &py_global_avg_pool2d_backward, py::arg("dout"), py::arg("n"),
+                py::arg("c"), py::arg("h"), py::arg("w"));
+    def_checked(m, "batch_norm2d_forward", &py_batch_norm2d_forward<false>, py::arg("x"), py::arg("gamma"),
+                py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("train"), py::arg("momentum"),
+                py::arg("eps"), py::arg("unbiased") = false, py::arg("relu") = false);
+    def_checked(m, "batch_norm2d_backward", &py_batch_norm2d_backward<false>, py::arg("dout"), py::arg("x"),
+                py::arg("gamma"), py::arg("mean"), py::arg("invstd"), py::arg("train"),
+                py::arg("relu_output") = py::none());
     def_checked(m, "softmax_forward", &py_softmax_forward, py::arg("x"));
     def_checked(m, "softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
     def_checked(m, "softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
@@ -1123,5 +1280,12 @@ PYBIND11_MODULE(_core, m) {
                 py::arg("with_argmax") = true);
     def_checked(ref, "avg_pool2d_forward", &py_avg_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"),
                 py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(ref, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<true>, py::arg("x"));
+    def_checked(ref, "batch_norm2d_forward", &py_batch_norm2d_forward<true>, py::arg("x"), py::arg("gamma"),
+                py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("train"), py::arg("momentum"),
+                py::arg("eps"), py::arg("unbiased") = false, py::arg("relu") = false);
+    def_checked(ref, "batch_norm2d_backward", &py_batch_norm2d_backward<true>, py::arg("dout"), py::arg("x"),
+                py::arg("gamma"), py::arg("mean"), py::arg("invstd"), py::arg("train"),
+                py::arg("relu_output") = py::none());
     def_checked(ref, "find_nonfinite", &py_find_nonfinite<true>, py::arg("values"), py::arg("squared") = false);
 }

@@ -7,6 +7,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "lanes.h"
+
 namespace tinyconv {
 
 namespace {
@@ -328,6 +330,28 @@ void avg_pool2d_backward(T* dx, const T* dout, index_t n, index_t c, const Windo
     });
 }
 
+template <typename T>
+void global_avg_pool2d_forward(T* y, const T* x, index_t planes, index_t plane_size) {
+    const double area = static_cast<double>(plane_size);
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * plane_size, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        const T* in = x + p * plane_size;
+        double acc[kLanes] = {};
+        add_run(acc, plane_size, [in](index_t i) { return static_cast<double>(in[i]); });
+        y[p] = static_cast<T>(lanes_total(acc) / area);
+    }
+}
+
+template <typename T>
+void global_avg_pool2d_backward(T* dx, const T* dout, index_t planes, index_t plane_size) {
+    const double area = static_cast<double>(plane_size);
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes * plane_size, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        const T share = static_cast<T>(static_cast<double>(dout[p]) / area);
+        std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, share);
+    }
+}
+
 namespace {
 // The taps t of output position o whose input coordinate o*s - p + t lies in [0, size), as the
 // half-open range [lo, hi): the reference loops visit only these, because a window may be far
@@ -385,6 +409,15 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
             }
 }
 
+template <typename T>
+void global_avg_pool2d_forward_reference(T* y, const T* x, index_t planes, index_t plane_size) {
+    for (index_t p = 0; p < planes; ++p) {
+        double sum = 0.0;
+        for (index_t i = 0; i < plane_size; ++i) sum += x[p * plane_size + i];
+        y[p] = static_cast<T>(sum / static_cast<double>(plane_size));
+    }
+}
+
 #define TINYCONV_INSTANTIATE(T)                                                                   \
     template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,            \
                                         const Window2d&);                                         \
@@ -396,7 +429,10 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
     template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);        \
     template void max_pool2d_forward_reference<T>(T*, std::int64_t*, const T*, index_t, index_t,  \
                                                   const Window2d&);                               \
-    template void avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t, const Window2d&);
+    template void avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t, const Window2d&);       \
+    template void global_avg_pool2d_forward<T>(T*, const T*, index_t, index_t);                          \
+    template void global_avg_pool2d_backward<T>(T*, const T*, index_t, index_t);                         \
+    template void global_avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t);
 TINYCONV_INSTANTIATE(float)
 TINYCONV_INSTANTIATE(double)
 #undef TINYCONV_INSTANTIATE

@@ -5,6 +5,7 @@
 // Ties go to the first maximum in row-major window order (as np.argmax); a NaN wins (propagates).
 // argmax holds the flat index h*W + w of the winner inside its input plane.
 // Average: padded positions count as zeros; every window divides by pool_h * pool_w.
+// Global average (one window the size of the plane, output (N, C)): see below.
 // Backward passes scatter into dx plane by plane, in a fixed order: overlapping windows
 // accumulate, and the result does not depend on the thread count.
 #pragma once
@@ -51,11 +52,25 @@ void avg_pool2d_backward(T* dx,          // (N, C, H, W)
                          const T* dout,  // (N, C, OH, OW)
                          index_t n, index_t c, const Window2d& g);
 
+// Global average pooling: y[n, c] = the mean of the plane x[n, c] (summed in double in fixed-order
+// lanes, lanes.h; one thread per plane). Backward: every dx[n, c, h, w] = dout[n, c] / (H*W),
+// divided in double and rounded once.
+template <typename T>
+void global_avg_pool2d_forward(T* y,        // (N, C)
+                               const T* x,  // (N, C, H, W)
+                               index_t planes, index_t plane_size);  // N*C, H*W
+template <typename T>
+void global_avg_pool2d_backward(T* dx,          // (N, C, H, W)
+                                const T* dout,  // (N, C)
+                                index_t planes, index_t plane_size);
+
 // Loops straight from the definition (every window position checked), the oracle.
 template <typename T>
 void max_pool2d_forward_reference(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                                   const Window2d& g);
 template <typename T>
 void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const Window2d& g);
+template <typename T>
+void global_avg_pool2d_forward_reference(T* y, const T* x, index_t planes, index_t plane_size);
 
 }  // namespace tinyconv

@@ -121,6 +121,16 @@ SIGNATURES = {
     "im2col": (util.im2col, ["array:4", "int", "int", "pair", "pair"]),
     "col2im": (util.col2im, ["array:2", "shape", "int", "int", "pair", "pair"]),
     "set_num_threads": (tinyconv.set_num_threads, ["int"]),
+    "global_avg_pool2d_forward": (F.global_avg_pool2d_forward, ["array:4"]),
+    "global_avg_pool2d_backward": (F.global_avg_pool2d_backward, ["array:2", "shape"]),
+    "batch_norm2d_forward": (lambda x, g, b, rm, rv, train, momentum, eps, unbiased, relu: F.batch_norm2d_forward(
+        x, g, b, rm, rv, train=train, momentum=momentum, eps=eps, unbiased=unbiased, relu=relu),
+        ["array:4", "array:1", "array:1", "array:1", "array:1", "bool", "float", "float", "bool", "bool"]),
+    "batch_norm2d_backward": (lambda d, x, g, m, i, train, r: F.batch_norm2d_backward(d, x, g, m, i, train=train,
+                                                                                      relu_output=r),
+                              ["array:4", "array:4", "array:1", "array:1", "array:1", "bool", "array_or_none:4"]),
+    "fold_batch_norm": (F.fold_batch_norm, ["array:4", "array_or_none:1", "array:1", "array:1", "array:1", "array:1", "float"]),
+    "add_forward": (lambda a, b, relu, out: F.add_forward(a, b, relu=relu, out=out), ["array", "array", "bool", "array_or_none"]),
 }
 assert set(F.__all__) <= set(SIGNATURES), "a public function is missing from the fuzz"
 
@@ -206,6 +216,30 @@ def plausible_args(name, pick):
         return [x, W, valid_array(pick, (m,))] if name == "affine_forward" else [valid_array(pick, (n, m)), x, W]
     if name == "set_num_threads":
         return [pick([1, 2, 3])]
+    if name == "add_forward":
+        shape = tuple(pick([0, 1, 2, 3]) for _ in range(pick([0, 1, 2, 3, 4])))
+        a, b = valid_array(pick, shape), valid_array(pick, shape)
+        out = pick([None, "a", "new"])
+        out = a if out == "a" else (valid_array(pick, shape) if out == "new" else None)
+        return [a, b, pick([False, True]), out]
+    if name in ("global_avg_pool2d_forward", "global_avg_pool2d_backward", "batch_norm2d_forward",
+                "batch_norm2d_backward", "fold_batch_norm"):
+        n, c, h, w = pick([0, 1, 2, 3]), pick([1, 2, 3]), pick([1, 2, 5]), pick([1, 3, 4])
+        vector = lambda: valid_array(pick, (c,))  # noqa: E731
+        if name == "global_avg_pool2d_forward":
+            return [valid_array(pick, (n, c, h, w))]
+        if name == "global_avg_pool2d_backward":
+            return [valid_array(pick, (n, c)), (n, c, h, w)]
+        if name == "batch_norm2d_forward":
+            return [valid_array(pick, (n, c, h, w)), vector(), vector(), vector(), vector(), pick([True, False]),
+                    pick([0.9, 0.0, 1.0, 0.1]), pick([1e-5, 1.0, 1e-300, 1e300]), pick([False, True]), pick([False, True])]
+        if name == "batch_norm2d_backward":
+            relu_output = pick([None, "given"]) and valid_array(pick, (n, c, h, w))
+            return [valid_array(pick, (n, c, h, w)), valid_array(pick, (n, c, h, w)), vector(), vector(), vector(),
+                    pick([True, False]), relu_output]
+        b = pick([None, "given"]) and vector()
+        return [valid_array(pick, (c, pick([1, 2]), h, w)), b, vector(), vector(), vector(), vector(),
+                pick([1e-5, 1.0, 1e-300, 1e300])]
 
     (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = window(pick, pad_below_kernel=name.startswith("max_pool"))
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)

@@ -76,11 +76,19 @@ def table():
         "adam_update": ([f64(3), f64(3), f64(3), f64(3), 0.1, 0.9, 0.999, 1e-7],
                         ["inplace", "inplace", "inplace", "array", "real", "real", "real", "real"]),
         "find_nonfinite": ([f64(3), False], ["any_shape", "bool"]),
+        "add_forward": ([f64(2, 3), f64(2, 3), True, f64(2, 3)], ["any_shape", "any_shape", "bool", "out"]),
+        "global_avg_pool2d_forward": ([x], ["array"]),
+        "global_avg_pool2d_backward": ([f64(2, 3), 2, 3, 4, 4], ["array"] + ["index"] * 4),
+        "batch_norm2d_forward": ([f64(2, 3, 2, 2), f64(3), f64(3), f64(3), f64(3) + 3, True, 0.9, 1e-5, True, True],
+                                 ["array", "array", "array", "inplace", "inplace", "bool", "real", "real", "bool", "bool"]),
+        "batch_norm2d_backward": ([f64(2, 3, 2, 2), f64(2, 3, 2, 2), f64(3), f64(3), f64(3), True, f64(2, 3, 2, 2)],
+                                  ["array", "array", "array", "array", "array", "bool", "optional"]),
         "set_num_threads": ([_core.get_num_threads()], ["index"]),
         "set_isa": ([_core.config()["isa"]], ["str"]),
     }
     for name in ("gemm", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward",
-                 "avg_pool2d_forward", "find_nonfinite"):
+                 "avg_pool2d_forward", "find_nonfinite", "global_avg_pool2d_forward", "batch_norm2d_forward",
+                 "batch_norm2d_backward"):
         entries[f"reference.{name}"] = entries[name]
     return entries
 

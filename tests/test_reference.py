@@ -427,6 +427,19 @@ def _reference_calls():
         "softmax_cross_entropy_backward": (R.softmax_cross_entropy_backward, [rows, np.array([0, 2])], ["y", "t"]),
         "affine_forward": (R.affine_forward, [rows, np.ones((3, 4)), np.ones(4)], ["x", "W", "b"]),
         "affine_backward": (R.affine_backward, [np.ones((2, 4)), rows, np.ones((3, 4))], ["dout", "x", "W"]),
+        "global_avg_pool2d_forward": (R.global_avg_pool2d_forward, [x], ["x"]),
+        "global_avg_pool2d_backward": (lambda d: R.global_avg_pool2d_backward(d, (1, 1, 4, 4)), [np.ones((1, 1))], ["dout"]),
+        "batch_norm2d_forward": (lambda x_, g, b_, rm, rv: R.batch_norm2d_forward(x_, g, b_, rm, rv, train=True, momentum=0.9,
+                                                                                  eps=1e-5),
+                                 [x, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
+                                 ["x", "gamma", "beta", "running_mean", "running_var"]),
+        "batch_norm2d_backward": (lambda d, x_, g, m, i, r: R.batch_norm2d_backward(d, x_, g, m, i, train=True, relu_output=r),
+                                  [x, x, np.ones(1), np.zeros(1), np.ones(1), x],
+                                  ["dout", "x", "gamma", "mean", "invstd", "relu_output"]),
+        "fold_batch_norm": (lambda W_, b_, g, be, rm, rv: R.fold_batch_norm(W_, b_, g, be, rm, rv, 1e-5),
+                            [W, b, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
+                            ["W", "b", "gamma", "beta", "running_mean", "running_var"]),
+        "add_forward": (lambda a, b_, out: R.add_forward(a, b_, out=out), [rows, rows, np.ones((2, 3))], ["a", "b", "out"]),
     }
 
 

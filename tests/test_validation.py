@@ -43,6 +43,30 @@ ARGMAX = np.zeros((1, 1, 2, 2), dtype=np.int64)
 LOGITS = np.zeros((2, 3))
 LABELS = np.array([0, 2])
 COL = np.zeros((4, 9))  # im2col(X, 3, 3)
+C2 = np.ones(2)  # a per-channel vector of XBN
+XBN = np.zeros((2, 2, 3, 3))  # batch normalisation input, 2 channels
+
+
+def bn(x=XBN, gamma=C2, beta=C2, running_mean=None, running_var=None, **options):
+    """batch_norm2d_forward with valid defaults (fresh, writeable running statistics; train=True)."""
+    options = {"train": True, "momentum": 0.9, "eps": 1e-5, **options}
+    running_mean = np.zeros(2) if running_mean is None else running_mean
+    running_var = np.ones(2) if running_var is None else running_var
+    return F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, **options)
+
+
+def bnb(dout=XBN, x=XBN, gamma=C2, mean=C2, invstd=C2, **options):
+    return F.batch_norm2d_backward(dout, x, gamma, mean, invstd, **{"train": True, **options})
+
+
+def fold(W=np.ones((2, 1, 3, 3)), b=C2, gamma=C2, beta=C2, running_mean=C2, running_var=C2, eps=1e-5):
+    return F.fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps)
+
+
+def read_only_array(shape):
+    a = np.zeros(shape)
+    a.flags.writeable = False
+    return a
 
 
 def case(id_, call, error, match):
@@ -120,6 +144,54 @@ VALUE_ERRORS = [
     case("avgpoolb-shape-no-channels", lambda: F.avg_pool2d_backward(DOUT, (1, 0, 4, 4), 2, 2, 2), ValueError, word("input_shape")),
     case("avgpoolb-shape-empty-batch-vs-dout", lambda: F.avg_pool2d_backward(DOUT, (0, 1, 4, 4), 2, 2, 2), ValueError, word("dout")),
     case("avgpoolb-pool-too-big", lambda: F.avg_pool2d_backward(DOUT, X.shape, 5, 2, 2), ValueError, word("pool")),
+    # global average pooling
+    case("gap-x-3d", lambda: F.global_avg_pool2d_forward(X[0]), ValueError, word("x")),
+    case("gap-x-no-rows", lambda: F.global_avg_pool2d_forward(np.zeros((1, 1, 0, 4))), ValueError, word("x")),
+    case("gapb-dout-3d", lambda: F.global_avg_pool2d_backward(np.zeros((1, 1, 1)), X.shape), ValueError, word("dout")),
+    case("gapb-dout-shape", lambda: F.global_avg_pool2d_backward(np.zeros((1, 2)), X.shape), ValueError, word("dout")),
+    case("gapb-shape-3-entries", lambda: F.global_avg_pool2d_backward(np.zeros((1, 1)), (1, 4, 4)), ValueError, word("input_shape")),
+    case("gapb-shape-zero", lambda: F.global_avg_pool2d_backward(np.zeros((1, 1)), (1, 1, 0, 4)), ValueError, word("input_shape")),
+    # batch normalisation
+    case("bn-x-3d", lambda: bn(x=XBN[0]), ValueError, word("x")),
+    case("bn-x-no-channels", lambda: bn(x=np.zeros((2, 0, 3, 3)), gamma=[], beta=[], running_mean=np.zeros(0),
+                                        running_var=np.zeros(0)), ValueError, word("x")),
+    case("bn-gamma-length", lambda: bn(gamma=np.ones(3)), ValueError, word("gamma")),
+    case("bn-beta-2d", lambda: bn(beta=np.ones((1, 2))), ValueError, word("beta")),
+    case("bn-running_mean-length", lambda: bn(running_mean=np.zeros(3)), ValueError, word("running_mean")),
+    case("bn-running_var-length-inference", lambda: bn(running_var=np.ones(1), train=False), ValueError, word("running_var")),
+    case("bn-running_mean-read-only", lambda: bn(running_mean=read_only_array(2)), ValueError, word("running_mean")),
+    case("bn-running_var-read-only", lambda: bn(running_var=read_only_array(2)), ValueError, word("running_var")),
+    case("bn-statistics-share-memory", lambda: bn(running_mean=(both := np.zeros(3))[:2], running_var=both[1:]),
+         ValueError, word("running_var")),
+    case("bn-running_mean-inside-x", lambda: bn(x=(data := np.zeros((2, 2, 3, 3))), running_mean=data[0, 0, 0, :2]),
+         ValueError, word("running_mean")),
+    case("bn-momentum-above-1", lambda: bn(momentum=1.5), ValueError, word("momentum")),
+    case("bn-momentum-negative", lambda: bn(momentum=-0.1), ValueError, word("momentum")),
+    case("bn-momentum-nan", lambda: bn(momentum=float("nan")), ValueError, word("momentum")),
+    case("bn-momentum-10**400", lambda: bn(momentum=10**400), ValueError, word("momentum")),
+    case("bn-eps-0", lambda: bn(eps=0.0), ValueError, word("eps")),
+    case("bn-eps-negative", lambda: bn(eps=-1e-5, train=False), ValueError, word("eps")),
+    case("bn-eps-inf", lambda: bn(eps=float("inf")), ValueError, word("eps")),
+    case("bn-eps-nan", lambda: bn(eps=float("nan")), ValueError, word("eps")),
+    case("bn-unbiased-single-value", lambda: bn(x=np.zeros((1, 2, 1, 1)), unbiased=True), ValueError, word("unbiased")),
+    case("bnb-dout-shape", lambda: bnb(dout=np.zeros((2, 2, 3, 2))), ValueError, word("dout")),
+    case("bnb-x-3d", lambda: bnb(x=XBN[0]), ValueError, word("x")),
+    case("bnb-gamma-length", lambda: bnb(gamma=np.ones(1)), ValueError, word("gamma")),
+    case("bnb-mean-length", lambda: bnb(mean=np.ones(3)), ValueError, word("mean")),
+    case("bnb-invstd-2d", lambda: bnb(invstd=np.ones((2, 1))), ValueError, word("invstd")),
+    case("bnb-relu_output-shape", lambda: bnb(relu_output=XBN[:1]), ValueError, word("relu_output")),
+    case("fold-W-3d", lambda: fold(W=np.ones((2, 3, 3))), ValueError, word("W")),
+    case("fold-b-length", lambda: fold(b=np.ones(3)), ValueError, word("b")),
+    case("fold-gamma-length", lambda: fold(gamma=np.ones(1)), ValueError, word("gamma")),
+    case("fold-running_var-2d", lambda: fold(running_var=np.ones((2, 1))), ValueError, word("running_var")),
+    case("fold-eps-0", lambda: fold(eps=0), ValueError, word("eps")),
+    case("fold-eps-nan", lambda: fold(eps=float("nan")), ValueError, word("eps")),
+    # residual add
+    case("add-shapes", lambda: F.add_forward(np.zeros((2, 3)), np.zeros((3, 2))), ValueError, word("a")),
+    case("add-out-shape", lambda: F.add_forward(np.zeros((2, 3)), np.zeros((2, 3)), out=np.zeros(6)), ValueError, word("out")),
+    case("add-out-read-only", lambda: F.add_forward(np.zeros(3), np.zeros(3), out=read_only_array(3)), ValueError, word("out")),
+    case("add-out-partial-overlap", lambda: F.add_forward((data := np.zeros(4))[:3], np.zeros(3), out=data[1:]),
+         ValueError, word("out")),
     # activations
     case("relub-shapes", lambda: F.relu_backward(np.zeros(3), np.zeros(4)), ValueError, word("dout")),
     case("relub-shapes-2d", lambda: F.relu_backward(np.zeros((2, 3)), np.zeros((3, 2))), ValueError, word("x")),
@@ -205,6 +277,33 @@ TYPE_ERRORS = [
     case("gemm-c-strings", lambda: F.gemm(np.zeros((2, 2)), np.zeros((2, 2)), np.full((2, 2), "c"), beta=1.0), TypeError, word("c")),
     case("im2col-complex", lambda: util.im2col(X.astype(complex), 3, 3), TypeError, word("input_data")),
     case("col2im-object", lambda: util.col2im(COL.astype(object), X.shape, 3, 3), TypeError, word("col")),
+    case("gap-x-object", lambda: F.global_avg_pool2d_forward(X.astype(object)), TypeError, word("x")),
+    case("gapb-dout-complex", lambda: F.global_avg_pool2d_backward(np.zeros((1, 1), complex), X.shape), TypeError, word("dout")),
+    case("bn-x-complex", lambda: bn(x=XBN.astype(complex)), TypeError, word("x")),
+    case("bn-gamma-strings", lambda: bn(gamma=["a", "b"]), TypeError, word("gamma")),
+    case("bn-running_mean-list-training", lambda: bn(running_mean=[0.0, 0.0]), TypeError, word("running_mean")),
+    case("bn-running_var-float32-training", lambda: bn(running_var=np.ones(2, np.float32)), TypeError, word("running_var")),
+    case("bn-running_mean-view-training", lambda: bn(running_mean=np.zeros(4)[::2]), TypeError, word("running_mean")),
+    case("bn-running_mean-complex-inference", lambda: bn(running_mean=np.zeros(2, complex), train=False), TypeError,
+         word("running_mean")),
+    case("bn-train-none", lambda: bn(train=None), TypeError, word("train")),
+    case("bn-momentum-string", lambda: bn(momentum="0.9"), TypeError, word("momentum")),
+    case("bn-eps-none", lambda: bn(eps=None), TypeError, word("eps")),
+    case("bn-unbiased-int", lambda: bn(unbiased=1), TypeError, word("unbiased")),
+    case("bn-relu-string", lambda: bn(relu="yes"), TypeError, word("relu")),
+    case("bnb-dout-complex", lambda: bnb(dout=XBN.astype(complex)), TypeError, word("dout")),
+    case("bnb-invstd-object", lambda: bnb(invstd=np.array([1, None], dtype=object)), TypeError, word("invstd")),
+    case("bnb-train-int", lambda: bnb(train=0), TypeError, word("train")),
+    case("bnb-relu_output-strings", lambda: bnb(relu_output=np.full(XBN.shape, "a")), TypeError, word("relu_output")),
+    case("fold-W-complex", lambda: fold(W=np.ones((2, 1, 3, 3), complex)), TypeError, word("W")),
+    case("fold-b-strings", lambda: fold(b=["a", "b"]), TypeError, word("b")),
+    case("fold-eps-string", lambda: fold(eps="1e-5"), TypeError, word("eps")),
+    case("add-a-complex", lambda: F.add_forward(np.zeros(2, complex), np.zeros(2)), TypeError, word("a")),
+    case("add-b-ragged", lambda: F.add_forward(np.zeros(2), [[1.0], [2.0, 3.0]]), TypeError, word("b")),
+    case("add-relu-int", lambda: F.add_forward(np.zeros(2), np.zeros(2), relu=1), TypeError, word("relu")),
+    case("add-out-list", lambda: F.add_forward(np.zeros(2), np.zeros(2), out=[0.0, 0.0]), TypeError, word("out")),
+    case("add-out-float32", lambda: F.add_forward(np.zeros(2), np.zeros(2), out=np.zeros(2, np.float32)), TypeError, word("out")),
+    case("add-out-view", lambda: F.add_forward(np.zeros(2), np.zeros(2), out=np.zeros(4)[::2]), TypeError, word("out")),
     # non-int stride / pad / sizes
     case("conv-stride-float", lambda: F.conv2d_forward(X, W, B, 1.5), TypeError, word("stride")),
     case("conv-stride-integral-float", lambda: F.conv2d_forward(X, W, B, 2.0), TypeError, word("stride")),
@@ -254,6 +353,7 @@ SIZE_ERRORS = [
     case("maxpoolb-shape-2**40", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 2**40, 2**40)), (MemoryError, ValueError), None),
     case("avgpoolb-shape-2**40", lambda: F.avg_pool2d_backward(DOUT, (2**40, 2**40, 1, 1), 2, 2, 2), (MemoryError, ValueError), None),
     case("col2im-shape-2**40", lambda: util.col2im(COL, (2**40, 2**40, 2**40, 2**40), 3, 3), (MemoryError, ValueError), None),
+    case("gapb-shape-2**40", lambda: F.global_avg_pool2d_backward(np.zeros((1, 1)), (1, 1, 2**40, 2**40)), (MemoryError, ValueError), None),
     case("maxpoolb-shape-2**64", lambda: F.max_pool2d_backward(DOUT, ARGMAX, (1, 1, 4, 2**64)), (MemoryError, ValueError), word("input_shape")),
 ]
 
@@ -282,6 +382,8 @@ def test_every_public_function_has_validation_cases():
         "relu_forward": "relu-", "relu_backward": "relub-", "sigmoid_forward": "sigmoid-", "sigmoid_backward": "sigmoidb-",
         "softmax": "softmax-", "softmax_cross_entropy_forward": "ce-", "softmax_cross_entropy_backward": "ceb-",
         "affine_forward": "affine-", "affine_backward": "affineb-",
+        "global_avg_pool2d_forward": "gap-", "global_avg_pool2d_backward": "gapb-", "batch_norm2d_forward": "bn-",
+        "batch_norm2d_backward": "bnb-", "fold_batch_norm": "fold-", "add_forward": "add-",
     }
     assert set(prefixes) == set(F.__all__)
     for name, prefix in prefixes.items():
@@ -418,10 +520,12 @@ def test_convolutions_whose_unfolded_size_overflows_are_refused(name):
 
 
 def test_every_windowed_function_is_in_the_absurd_window_tables():
-    public = {f"F.{n}" for n in F.__all__ if "pool" in n and n != "max_pool2d_backward"} | {"util.im2col", "util.col2im"}
-    core = {f"_core.{n}" for n in dir(_core) if "pool" in n or "col" in n} - {"_core.max_pool2d_backward"}
-    core_reference = {f"_core.reference.{n}" for n in dir(_core.reference) if "pool" in n or "col" in n}
-    reference = {f"R.{n}" for n in R.__all__ if ("pool" in n or "col" in n) and n != "max_pool2d_backward"}
+    def windowed(n):  # global pooling has no window
+        return ("pool" in n or "col" in n) and not n.startswith("global")
+    public = {f"F.{n}" for n in F.__all__ if windowed(n) and n != "max_pool2d_backward"} | {"util.im2col", "util.col2im"}
+    core = {f"_core.{n}" for n in dir(_core) if windowed(n)} - {"_core.max_pool2d_backward"}
+    core_reference = {f"_core.reference.{n}" for n in dir(_core.reference) if windowed(n)}
+    reference = {f"R.{n}" for n in R.__all__ if windowed(n) and n != "max_pool2d_backward"}
     assert public | core | core_reference | reference == set(windowed_calls())
     conv = {f"F.{n}" for n in F.__all__ if "conv" in n} | {f"_core.{n}" for n in dir(_core) if "conv" in n}
     conv |= {f"_core.reference.{n}" for n in dir(_core.reference) if "conv" in n}
@@ -474,6 +578,7 @@ def _empty_batch_cases():
     argmax = np.zeros((0, 2, 2, 2), np.int64)
     logits, labels = np.ones((0, 4), np.float32), np.zeros(0, np.int64)
     rows = np.ones((0, 3), np.float32)
+    c2 = np.ones(2, np.float32)
     vectorised = {
         "im2col": lambda m: m.im2col(x0, 3, 3, 1, 1),
         "col2im": lambda m: m.col2im(np.ones((0, 18), np.float32), x0.shape, 3, 3, 1, 1),
@@ -495,6 +600,13 @@ def _empty_batch_cases():
         "softmax_cross_entropy_backward": lambda m: m.softmax_cross_entropy_backward(logits, labels),
         "affine_forward": lambda m: m.affine_forward(np.ones((0, 2, 3), np.float32), np.ones((6, 4), np.float32), np.ones(4, np.float32)),
         "affine_backward": lambda m: m.affine_backward(np.ones((0, 4), np.float32), np.ones((0, 2, 3), np.float32), np.ones((6, 4), np.float32)),
+        "global_avg_pool2d_forward": lambda m: m.global_avg_pool2d_forward(x0),
+        "global_avg_pool2d_backward": lambda m: m.global_avg_pool2d_backward(np.ones((0, 2), np.float32), x0.shape),
+        "batch_norm2d_forward": lambda m: m.batch_norm2d_forward(x0, c2, c2, np.zeros(2, np.float32), np.ones(2, np.float32),
+                                                                 train=True, momentum=0.9, eps=1e-5, unbiased=True),
+        "batch_norm2d_backward": lambda m: m.batch_norm2d_backward(x0, x0, c2, c2, c2, train=True, relu_output=x0),
+        "fold_batch_norm": lambda m: m.fold_batch_norm(np.ones((2, 0, 3, 3), np.float32), None, c2, c2, c2, c2, 1e-5),
+        "add_forward": lambda m: m.add_forward(rows, rows, relu=True),
     }
     # The naive loops, against the vectorised references they check.
     naive = {

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 __all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array", "as_real", "as_flag",
-           "check_window", "ndim_of", "as_input_shape"]
+           "check_window", "ndim_of", "as_input_shape", "as_channel_vectors"]
 
 _REAL_KINDS = "biuf"
 # Sizes, strides and pads beyond this are nonsense for any array that fits in memory; rejecting
@@ -188,3 +188,18 @@ def check_window(input_shape: tuple[int, ...], input_name: str, window: tuple[in
                          f"shape {tuple(input_shape)} is too large: N*C*OH*OW*FH*FW = "
                          f"{max(n, 1)}*{c}*{oh}*{ow}*{fh}*{fw} overflows 64 bits")
     return oh, ow
+
+
+def as_channel_vectors(tensor: np.ndarray, dtype: np.dtype | type, channel_axis: int = 1,
+                       **vectors: object) -> list[np.ndarray]:
+    """Per-channel vectors (batch-normalisation parameters and statistics), each converted to a
+    C-contiguous (C,) array of ``dtype``, C = ``tensor.shape[channel_axis]``; a ValueError naming
+    the first one of another shape."""
+    channels = tensor.shape[channel_axis]
+    converted = []
+    for name, value in vectors.items():
+        arr = as_float_array(value, name, dtype, ndim=1)
+        if arr.shape != (channels,):
+            raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}")
+        converted.append(arr)
+    return converted

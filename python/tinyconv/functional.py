@@ -18,6 +18,7 @@ import numpy as np
 from . import _core
 from ._validate import (as_flag, as_float_array, as_index_array, as_pair, as_positive_int, as_real, check_window,
                         float_dtype, ndim_of)
+from ._validate import as_channel_vectors as _channel_vectors
 from ._validate import as_input_shape as _input_shape
 
 __all__ = [
@@ -30,6 +31,12 @@ __all__ = [
     "max_pool2d_backward_from_input",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "global_avg_pool2d_backward",
+    "batch_norm2d_forward",
+    "batch_norm2d_backward",
+    "fold_batch_norm",
+    "add_forward",
     "relu_forward",
     "relu_backward",
     "sigmoid_forward",
@@ -178,6 +185,137 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     n, c, h, w = _input_shape(input_shape)
     window = _pool_args((n, c, h, w), "input_shape", pool_h, pool_w, stride, pad)
     return _core.avg_pool2d_backward(dout, n, c, h, w, *window)
+
+
+def global_avg_pool2d_forward(x) -> np.ndarray:
+    """The mean of each (H, W) plane (summed in float64 for float32 too): x (N, C, H, W) -> (N, C)."""
+    x = as_float_array(x, "x", float_dtype(x), ndim=4)
+    return _core.global_avg_pool2d_forward(x)
+
+
+def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
+    """Gradient of :func:`global_avg_pool2d_forward`: ``dout[n, c] / (H*W)`` over each plane.
+    dout: (N, C); input_shape: (N, C, H, W). Returns dx: input_shape."""
+    dout = as_float_array(dout, "dout", float_dtype(dout), ndim=2)
+    n, c, h, w = _input_shape(input_shape)
+    return _core.global_avg_pool2d_backward(dout, n, c, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch normalisation
+
+
+def _running_statistic(value, dt, name: str) -> np.ndarray:
+    """A running statistic that training updates in place: never converted, so it must already be
+    an ndarray of the compute dtype (the core checks layout, shape and writeability)."""
+    if not isinstance(value, np.ndarray) or value.dtype != dt:
+        raise TypeError(f"{name} is updated in place when training, so it must be a numpy array of the compute "
+                        f"dtype {np.dtype(dt).name}, got {type(value).__name__}"
+                        + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else ""))
+    if not (value.flags.c_contiguous and value.flags.aligned):
+        raise TypeError(f"{name} must be C-contiguous and aligned: it is updated in place")
+    return value
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bool, momentum: float, eps: float,
+                         unbiased: bool = False, relu: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalisation per channel of an NCHW tensor (BatchNorm2d):
+    ``y = (x - mean[c]) * invstd[c] * gamma[c] + beta[c]``, ``invstd = 1 / sqrt(var + eps)``.
+
+    x: (N, C, H, W); gamma, beta, running_mean, running_var: (C,). Returns (y, mean, invstd):
+    y like x, and the (C,) mean and invstd used (what :func:`batch_norm2d_backward` takes).
+
+    ``train=True``: mean and the biased variance of the batch, per channel over its N*H*W values
+    (two passes, summed in float64), and running_mean/running_var are updated IN PLACE as
+    ``running = momentum * running + (1 - momentum) * batch``: ``momentum`` is the weight of the old
+    value (DLfS's convention; PyTorch's momentum 0.1 is 0.9 here). They must therefore be writeable,
+    C-contiguous arrays of the compute dtype. ``unbiased``: the variance that goes into
+    running_var is multiplied by m / (m - 1), m = N*H*W (PyTorch's convention); m == 1 is then a
+    ValueError, as in PyTorch. An empty batch (N == 0) leaves them as they are (as PyTorch does),
+    and mean and invstd are NaN. ``train=False``: normalised with the running statistics, which
+    are not modified. ``relu``: ``max(y, 0)`` in the same pass (the same bits as
+    :func:`relu_forward` after it). ``momentum`` in [0, 1]; ``eps`` finite and > 0.
+    The compute dtype is decided by all five arrays (float32 when every floating one is).
+    Results are bitwise identical for any thread count.
+    """
+    dt = float_dtype(x, gamma, beta, running_mean, running_var)
+    train = as_flag(train, "train")
+    x = as_float_array(x, "x", dt, ndim=4)
+    gamma, beta = _channel_vectors(x, dt, gamma=gamma, beta=beta)
+    if train:
+        running_mean = _running_statistic(running_mean, dt, "running_mean")
+        running_var = _running_statistic(running_var, dt, "running_var")
+    else:
+        running_mean, running_var = _channel_vectors(x, dt, running_mean=running_mean, running_var=running_var)
+    return _core.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, train, as_real(momentum, "momentum"),
+                                      as_real(eps, "eps"), as_flag(unbiased, "unbiased"), as_flag(relu, "relu"))
+
+
+def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
+                          relu_output=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`batch_norm2d_forward`: (dx, dgamma, dbeta).
+
+    dout, x: (N, C, H, W) (x the forward input); gamma, mean, invstd: (C,) (mean and invstd as
+    the forward pass returned them). With ``xhat = (x - mean) * invstd`` and m = N*H*W per
+    channel: ``dbeta = sum dy``, ``dgamma = sum dy * xhat``, and ``train=True``: the gradient
+    through the batch statistics, ``dx = gamma * invstd / m * (m*dy - sum dy - xhat * sum dy*xhat)``;
+    ``train=False``: the statistics are constants, ``dx = dy * gamma * invstd``.
+    ``relu_output``: the forward output when it ran with ``relu=True``; ``dy`` is then ``dout``
+    with zeros where ``relu_output <= 0`` (:func:`relu_backward`'s rule, in the same pass;
+    ``dout`` is not modified). Otherwise ``dy = dout``. Only the sign of ``relu_output`` matters:
+    it is converted to the compute dtype of the other five and does not take part in choosing it
+    (as in :func:`max_pool2d_backward`).
+    """
+    dt = float_dtype(dout, x, gamma, mean, invstd)
+    dout = as_float_array(dout, "dout", dt, ndim=4)
+    x = as_float_array(x, "x", dt, ndim=4)
+    gamma, mean, invstd = _channel_vectors(x, dt, gamma=gamma, mean=mean, invstd=invstd)
+    gate = None if relu_output is None else as_float_array(relu_output, "relu_output", dt, ndim=4)
+    return _core.batch_norm2d_backward(dout, x, gamma, mean, invstd, as_flag(train, "train"), gate)
+
+
+def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution followed by an inference-mode :func:`batch_norm2d_forward`, as one
+    convolution: ``W' = W * s[:, None, None, None]`` and ``b' = (b - running_mean) * s + beta``
+    with ``s = gamma / sqrt(running_var + eps)``.
+
+    W: (FN, C, FH, FW); b: (FN,) or None (a convolution without bias); gamma, beta, running_mean,
+    running_var: (FN,); ``eps`` finite and > 0. Returns new arrays (W', b') in the compute dtype of
+    all the arrays given. ``s`` is computed in float64 and rounded once; W' takes one pass over W.
+    """
+    arrays = (W, gamma, beta, running_mean, running_var) + (() if b is None else (b,))
+    dt = float_dtype(*arrays)
+    W = as_float_array(W, "W", dt, ndim=4)
+    vectors = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    if b is not None:
+        vectors["b"] = b
+    checked = dict(zip(vectors, _channel_vectors(W, dt, channel_axis=0, **vectors)))
+    eps = as_real(eps, "eps")
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    as64 = {name: value.astype(np.float64) for name, value in checked.items()}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # NaN/inf pass through, as in the kernels
+        scale = as64["gamma"] / np.sqrt(as64["running_var"] + eps)
+        bias = as64["b"] if b is not None else 0.0
+        b_folded = ((bias - as64["running_mean"]) * scale + as64["beta"]).astype(dt)
+        W_folded = W * scale.astype(dt)[:, None, None, None]
+    return W_folded, b_folded
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual add
+
+
+def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
+    """``a + b`` elementwise (the join of a residual block: body plus shortcut), a and b of the same
+    shape; with ``relu``, ``max(a + b, 0)`` in the same pass (the same bits as :func:`relu_forward`
+    after it). With ``out`` (a C-contiguous, writeable array of the compute dtype and shape, which
+    may be ``a`` or ``b`` itself) the result is written there and ``out`` is returned.
+    Backward: ``dout`` goes to both inputs unchanged; through the fused ReLU, it is
+    ``relu_backward(dout, y)`` with y the output."""
+    dt = float_dtype(a, b)
+    return _core.add_forward(as_float_array(a, "a", dt), as_float_array(b, "b", dt), as_flag(relu, "relu"),
+                             _out_array(out, dt))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ __all__ = [
     "max_pool2d_backward_from_input",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "global_avg_pool2d_backward",
+    "batch_norm2d_forward",
+    "batch_norm2d_backward",
+    "fold_batch_norm",
+    "add_forward",
     "relu_forward",
     "relu_backward",
     "sigmoid_forward",
@@ -563,6 +569,179 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     _check_affordable((N * out_h * out_w, C * pool_h * pool_w), "the column gradient")
     dcol = np.broadcast_to(share, (share.shape[0], pool_h * pool_w)).reshape(N * out_h * out_w, C * pool_h * pool_w)
     return _col2im_f64(dcol, (N, C, H, W), pool_h, pool_w, stride, pad).astype(dt)
+
+
+def _check_planes(x: np.ndarray, name: str) -> None:
+    """A 4-D (N, C, H, W) array with C, H, W >= 1 (as the compiled core requires)."""
+    _check_4d(x, name)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {x.shape}")
+
+
+def global_avg_pool2d_forward(x) -> np.ndarray:
+    """The mean of each (H, W) plane: x (N, C, H, W) -> (N, C)."""
+    dt = _compute_dtype(x)
+    x = _as_float64(x, dt, "x")
+    _check_planes(x, "x")
+    return x.mean(axis=(2, 3)).astype(dt)
+
+
+def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
+    """Every dx[n, c, h, w] = dout[n, c] / (H*W). dout: (N, C); returns dx: input_shape."""
+    dt = _compute_dtype(dout)
+    dout = _as_float64(dout, dt, "dout")
+    N, C, H, W = as_input_shape(input_shape)
+    if dout.shape != (N, C):
+        raise ValueError(f"dout must have shape {(N, C)}, got {dout.shape}")
+    _check_affordable((N, C, H, W), "dx")
+    return np.broadcast_to((dout / (H * W))[:, :, None, None], (N, C, H, W)).astype(dt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch normalisation
+
+
+def _channel_vector(value: object, dt: np.dtype, name: str, channels: int) -> np.ndarray:
+    arr = _as_float64(value, dt, name)
+    if arr.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}")
+    return arr
+
+
+def _updated_in_place(value: object, dt: np.dtype, name: str, channels: int) -> np.ndarray:
+    """A running statistic that training overwrites: an ndarray of the compute dtype already,
+    C-contiguous, writeable, of shape (C,)."""
+    if not isinstance(value, np.ndarray) or value.dtype != dt:
+        raise TypeError(f"{name} is updated in place when training, so it must be a numpy array of the compute "
+                        f"dtype {dt.name}, got {type(value).__name__}"
+                        + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else ""))
+    if not (value.flags.c_contiguous and value.flags.aligned):
+        raise TypeError(f"{name} must be C-contiguous and aligned: it is updated in place")
+    if value.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {value.shape}")
+    if not value.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place")
+    return value
+
+
+def _per_channel(v: np.ndarray) -> np.ndarray:
+    """A (C,) vector shaped to broadcast over (N, C, H, W)."""
+    return v[None, :, None, None]
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bool, momentum: float, eps: float,
+                         unbiased: bool = False, relu: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalisation per channel, from the definition: ``mean`` and the biased ``var`` of
+    each channel's N*H*W values (``np.mean``, ``np.var``), ``invstd = 1 / sqrt(var + eps)``, both
+    rounded to the compute dtype as returned, then ``y = (x - mean) * invstd * gamma + beta``
+    evaluated in float64 from those values and rounded once (``relu``: then ``y <= 0`` becomes 0).
+    Training updates running_mean/running_var in place, ``momentum * old + (1 - momentum) * batch``,
+    the variance times m / (m - 1) when ``unbiased``; an empty batch leaves them and gives NaN
+    mean and invstd. Inference uses the running statistics."""
+    dt = _compute_dtype(x, gamma, beta, running_mean, running_var)
+    train = as_flag(train, "train")
+    x = _as_float64(x, dt, "x")
+    _check_planes(x, "x")
+    N, C, H, W = x.shape
+    gamma, beta = _channel_vector(gamma, dt, "gamma", C), _channel_vector(beta, dt, "beta", C)
+    if train:
+        running_mean = _updated_in_place(running_mean, dt, "running_mean", C)
+        running_var = _updated_in_place(running_var, dt, "running_var", C)
+        if np.shares_memory(running_mean, running_var):
+            raise ValueError("running_mean and running_var must not share memory: both are updated in place")
+    else:
+        running_mean = _channel_vector(running_mean, dt, "running_mean", C)
+        running_var = _channel_vector(running_var, dt, "running_var", C)
+    momentum, eps = as_real(momentum, "momentum"), as_real(eps, "eps")
+    unbiased, relu = as_flag(unbiased, "unbiased"), as_flag(relu, "relu")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    m = N * H * W
+    if train and unbiased and m == 1:
+        raise ValueError("unbiased: the running variance of a single value per channel is undefined (m = N*H*W = 1)")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf pass through, as in the kernels
+        if train:
+            batch_mean = x.mean(axis=(0, 2, 3)) if m else np.full(C, np.nan)
+            squares = ((x - _per_channel(batch_mean)) ** 2).sum(axis=(0, 2, 3))
+            batch_var = squares / m if m else np.full(C, np.nan)
+            mean, invstd = batch_mean.astype(dt), (1.0 / np.sqrt(batch_var + eps)).astype(dt)
+            if m:
+                old_mean, old_var = running_mean.astype(np.float64), running_var.astype(np.float64)
+                running_var_batch = squares / (m - 1) if unbiased else batch_var
+                running_mean[...] = momentum * old_mean + (1.0 - momentum) * batch_mean
+                running_var[...] = momentum * old_var + (1.0 - momentum) * running_var_batch
+        else:
+            mean, invstd = running_mean.astype(dt), (1.0 / np.sqrt(running_var + eps)).astype(dt)
+        mean64, invstd64 = mean.astype(np.float64), invstd.astype(np.float64)
+        y = ((x - _per_channel(mean64)) * _per_channel(invstd64) * _per_channel(gamma) + _per_channel(beta)).astype(dt)
+    if relu:
+        y = np.where(y <= 0, dt.type(0), y)
+    return y, mean, invstd
+
+
+def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
+                          relu_output=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`batch_norm2d_forward` from the formulas, in float64: with
+    ``dy = dout`` (0 where ``relu_output <= 0``), ``xhat = (x - mean) * invstd``, m = N*H*W:
+    ``dbeta = sum dy``, ``dgamma = sum dy * xhat``, ``dx = gamma * invstd / m * (m*dy - dbeta -
+    xhat * dgamma)`` when training, ``dx = dy * gamma * invstd`` otherwise."""
+    dt = _compute_dtype(dout, x, gamma, mean, invstd)
+    dout, x = _as_float64(dout, dt, "dout"), _as_float64(x, dt, "x")
+    _check_planes(x, "x")
+    N, C, H, W = x.shape
+    if dout.shape != x.shape:
+        raise ValueError(f"dout must have shape {x.shape}, got {dout.shape}")
+    gamma, mean = _channel_vector(gamma, dt, "gamma", C), _channel_vector(mean, dt, "mean", C)
+    invstd = _channel_vector(invstd, dt, "invstd", C)
+    train = as_flag(train, "train")
+    dy = dout
+    if relu_output is not None:
+        gate = _as_float64(relu_output, dt, "relu_output")
+        if gate.shape != x.shape:
+            raise ValueError(f"relu_output must have shape {x.shape}, got {gate.shape}")
+        dy = np.where(gate <= 0, 0.0, dout)
+    m = N * H * W
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf pass through, as in the kernels
+        xhat = (x - _per_channel(mean)) * _per_channel(invstd)
+        dbeta = dy.sum(axis=(0, 2, 3))
+        dgamma = (dy * xhat).sum(axis=(0, 2, 3))
+        scale = _per_channel(gamma * invstd)
+        if train and m:
+            dx = scale / m * (m * dy - _per_channel(dbeta) - xhat * _per_channel(dgamma))
+        else:
+            dx = dy * scale
+    return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
+
+
+def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[np.ndarray, np.ndarray]:
+    """``W * s[:, None, None, None]`` and ``(b - running_mean) * s + beta`` (b None: 0), with
+    ``s = gamma / sqrt(running_var + eps)``, all in float64 and rounded once."""
+    dt = _compute_dtype(W, gamma, beta, running_mean, running_var, *(() if b is None else (b,)))
+    W = _as_float64(W, dt, "W")
+    _check_4d(W, "W")
+    FN = W.shape[0]
+    gamma, beta = _channel_vector(gamma, dt, "gamma", FN), _channel_vector(beta, dt, "beta", FN)
+    mean, var = _channel_vector(running_mean, dt, "running_mean", FN), _channel_vector(running_var, dt, "running_var", FN)
+    bias = 0.0 if b is None else _channel_vector(b, dt, "b", FN)
+    eps = as_real(eps, "eps")
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        scale = gamma / np.sqrt(var + eps)
+        return (W * scale[:, None, None, None]).astype(dt), ((bias - mean) * scale + beta).astype(dt)
+
+
+def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
+    """``a + b`` (same shapes), with ``relu`` then ``max(., 0)`` by relu_forward's rule."""
+    dt = _compute_dtype(a, b)
+    a, b = _as_float64(a, dt, "a"), _as_float64(b, dt, "b")
+    _same_shape(a, b, "a", "b")
+    relu = as_flag(relu, "relu")
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.asarray(a + b).astype(dt)
+    return _into(np.where(y <= 0, dt.type(0), y) if relu else y, out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -232,6 +232,11 @@ def _core_signatures() -> Dict[str, tuple]:
         "momentum_update": ["array", "array", "array", "float", "float", "bool"],
         "adaptive_update": ["array", "array", "array", "float", "bool", "float", "float"],
         "adam_update": ["array", "array", "array", "array", "float", "float", "float", "float"],
+        "add_forward": ["array", "array", "bool", "array_or_none"],
+        "global_avg_pool2d_forward": ["array:4"],
+        "global_avg_pool2d_backward": ["array:2", "int", "int", "int", "int"],
+        "batch_norm2d_forward": ["array:4", "array:1", "array:1", "array:1", "array:1", "bool", "float", "float", "bool", "bool"],
+        "batch_norm2d_backward": ["array:4", "array:4", "array:1", "array:1", "array:1", "bool", "array_or_none:4"],
     }
     return {name: (getattr(_core, name), kinds) for name, kinds in table.items() if hasattr(_core, name)}
 
