@@ -98,17 +98,14 @@ class Network:
 
     def _register_tree(self, root: Any) -> None:
         """Name every parameter and buffer of ``root`` as PyTorch would (``layer1.0.conv1.weight``),
-        replacing whatever was registered before (parameters in tree order, then buffers)."""
+        replacing whatever was registered before; ``state_dict()`` then follows PyTorch's order
+        (layer by layer, each layer's parameters, then its buffers)."""
         self.params = {}
         self._slots = OrderedDict()
-        slots = list(named_arrays(root))
-        for slot in slots:
+        for slot in named_arrays(root):
+            self._slots[slot.name] = slot
             if slot.gradient is not None:
-                self._slots[slot.name] = slot
                 self.params[slot.name] = getattr(slot.layer, slot.attribute)
-        for slot in slots:
-            if slot.gradient is None:
-                self._slots[slot.name] = slot
 
     def _layer_list(self) -> List[Any]:
         return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
@@ -237,14 +234,14 @@ class Network:
     # -- parameter state and files ----------------------------------------------------------
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Every array that defines the network's function: the parameters (``params``, in order)
-        followed by non-trainable state such as batch-norm running statistics (``running_mean1``,
-        ``running_var1``, ... or ``bn1.running_mean``, ...). The arrays are the live ones, not
-        copies."""
-        state: "OrderedDict[str, np.ndarray]" = OrderedDict(self.params)
+        """Every array that defines the network's function: the parameters (``params``) and
+        non-trainable state such as batch-norm running statistics, in the order they were named --
+        DLfS's networks: the parameters, then ``running_mean1``, ``running_var1``, ...; ResNets:
+        PyTorch's order (``bn1.weight``, ``bn1.bias``, ``bn1.running_mean``, ...). The arrays are
+        the live ones, not copies."""
+        state: "OrderedDict[str, np.ndarray]" = OrderedDict()
         for key, slot in self._slots.items():
-            if slot.gradient is None:
-                state[key] = getattr(slot.layer, slot.attribute)
+            state[key] = self.params[key] if slot.gradient is not None else getattr(slot.layer, slot.attribute)
         return state
 
     def _bind_layers(self) -> None:
