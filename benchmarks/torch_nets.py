@@ -239,7 +239,7 @@ class OptionAShortcut(nn.Module):
 
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for small images (He et al. 2016, section 4.2): conv3x3 (16, padding 1, no
-    bias)-bn-relu, three stages of ``n`` :class:`BasicBlock`\ s at 16/32/64 planes (stride
+    bias)-bn-relu, three stages of ``n`` BasicBlocks at 16/32/64 planes (stride
     1/2/2) whose shortcut is the identity or, where the shape changes, :class:`OptionAShortcut`;
     global average pooling; ``fc`` = Linear(64, num_classes). Parameter names as torchvision's
     BasicBlock (the parameter-free shortcut is the block's ``downsample``, so no names are added).

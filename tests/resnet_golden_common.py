@@ -188,3 +188,35 @@ def pack_shapes(shapes: Sequence[Sequence[int]]) -> np.ndarray:
 def unpack_shapes(rows: np.ndarray) -> list:
     """The inverse of :func:`pack_shapes`."""
     return [tuple(int(d) for d in row if d >= 0) for row in rows]
+
+
+def probe_errors(seed: int, key: str, actual: np.ndarray, expected: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """Relative errors of tensor ``actual`` against a golden :func:`probe_summary` ``expected``:
+
+    * ``samples``: ``max |a_i - g_i|`` over the sampled positions, divided by ``max|g|`` of the
+      whole golden tensor;
+    * ``projections``: ``max_v |<a, v> - <g, v>|`` over the unit vectors, divided by ``||g||_2``
+      (each is a lower bound of ``||a - g||_2 / ||g||_2``);
+    * ``norm``: ``| ||a|| - ||g|| | / ||g||``; ``maxabs``: ``| max|a| - max|g| | / max|g|``.
+
+    Raises ``AssertionError`` when ``actual`` was sampled at other positions than the golden one
+    (a NumPy whose generator draws differently).
+    """
+    mine = probe_summary(seed, key, actual)
+    if int(mine["position_sum"]) != int(expected["position_sum"]):
+        raise AssertionError(f"{key}: this NumPy samples other positions than the golden file's")
+    maxabs, norm = float(expected["maxabs"]), float(expected["norm"])
+    return {
+        "samples": float(np.max(np.abs(mine["samples"] - expected["samples"]))) / maxabs,
+        "projections": float(np.max(np.abs(mine["projections"] - expected["projections"]))) / norm,
+        "norm": abs(float(mine["norm"]) - norm) / norm,
+        "maxabs": abs(float(mine["maxabs"]) - maxabs) / maxabs,
+    }
+
+
+def relative_error(actual, expected) -> float:
+    """``max |actual - expected| / max |expected|`` over whole arrays (logits, a loss)."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape}, expected {expected.shape}")
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
