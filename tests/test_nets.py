@@ -217,8 +217,10 @@ def test_deep_convnet_structure_and_dlfs_initialisation():
     for key in oracle.params:
         np.testing.assert_array_equal(net.params[key], oracle.params[key], err_msg=key)
     assert len(net.layers) == 20 and isinstance(net.layers, list)
-    for i, index in enumerate(DeepConvNet._WEIGHTED_LAYER_INDICES, start=1):
-        assert net.layers[index].W is net.params[f"W{i}"]
+    weighted = [layer for layer in net.layers if hasattr(layer, "W")]
+    assert [net.layers.index(layer) for layer in weighted] == [0, 2, 5, 7, 10, 12, 15, 18]
+    for i, layer in enumerate(weighted, start=1):
+        assert layer.W is net.params[f"W{i}"] and layer.b is net.params[f"b{i}"]
     assert isinstance(net.layers[17], Dropout) and isinstance(net.layers[19], Dropout)
     x = np.random.default_rng(0).random((3, 1, 28, 28))
     np.testing.assert_allclose(net.predict(x), oracle.predict(x), rtol=1e-10, atol=1e-12)
@@ -407,7 +409,7 @@ def test_fused_convolution_relu_equals_the_layers_one_by_one():
     for layer in net._layer_list():
         plain = layer.forward(plain, False) if hasattr(layer, "dropout_ratio") else layer.forward(plain)
     np.testing.assert_array_equal(fused, plain)
-    net.predict(x)
+    net.predict(x, train_flg=True)  # training mode keeps what the backward pass needs
     first_relu = net._layer_list()[1]
     np.testing.assert_array_equal(first_relu.mask, net._layer_list()[0].forward(x) <= 0)
 

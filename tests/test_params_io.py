@@ -75,9 +75,9 @@ def assert_unchanged(net, snap):
 
 
 def assert_layers_bound(net):
-    for layer, attribute, key in net._bindings:
+    for key, slot in net._slots.items():
         if key in net.params:
-            assert getattr(layer, attribute) is net.params[key], key
+            assert getattr(slot.layer, slot.attribute) is net.params[key], key
 
 
 # ----------------------------------------------------------------------------------------------

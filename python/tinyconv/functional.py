@@ -301,3 +301,72 @@ def affine_backward(dout, x, W, *, need_dx: bool = True):
     x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
     dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2), as_flag(need_dx, "need_dx"))
     return (None if dx is None else dx.reshape(x.shape)), dW, db
+
+
+# INTERIM-NUMPY-BEGIN (replaced by the compiled kernels of branch h-kern at merge)
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train, momentum, eps, unbiased=False,
+                         relu=False):
+    dt = float_dtype(x, gamma, beta)
+    x = as_float_array(x, "x", dt, ndim=4)
+    g = np.asarray(gamma, dt).reshape(1, -1, 1, 1)
+    b = np.asarray(beta, dt).reshape(1, -1, 1, 1)
+    if train:
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(axis=(0, 2, 3))
+        var = ((x - mean.reshape(1, -1, 1, 1)) ** 2).mean(axis=(0, 2, 3))
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mean
+        running_var *= momentum
+        running_var += (1 - momentum) * (var * (m / (m - 1)) if unbiased and m > 1 else var)
+    else:
+        mean, var = np.array(running_mean, dt), np.array(running_var, dt)
+    invstd = (1.0 / np.sqrt(var + eps)).astype(dt)
+    y = (x - mean.reshape(1, -1, 1, 1)) * (invstd.reshape(1, -1, 1, 1) * g) + b
+    if relu:
+        np.maximum(y, 0, out=y)
+    return y.astype(dt, copy=False), mean.astype(dt), invstd
+
+
+def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train, relu_output=None):
+    dt = float_dtype(dout, x, gamma)
+    dout = np.asarray(dout, dt)
+    if relu_output is not None:
+        dout = np.where(np.asarray(relu_output) > 0, dout, 0)
+    x = np.asarray(x, dt)
+    s = (1, -1, 1, 1)
+    xhat = (x - mean.reshape(s)) * invstd.reshape(s)
+    dbeta = dout.sum(axis=(0, 2, 3))
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3))
+    g = np.asarray(gamma, dt)
+    if train:
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        dx = (g * invstd / m).reshape(s) * (m * dout - dbeta.reshape(s) - xhat * dgamma.reshape(s))
+    else:
+        dx = dout * (g * invstd).reshape(s)
+    return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
+
+
+def global_avg_pool2d_forward(x):
+    x = as_float_array(x, "x", float_dtype(x), ndim=4)
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(dout, input_shape):
+    dout = np.asarray(dout)
+    n, c, h, w = input_shape
+    return np.ascontiguousarray(np.broadcast_to((dout / (h * w)).reshape(n, c, 1, 1), input_shape))
+
+
+def add_forward(a, b, *, relu=False, out=None):
+    y = np.add(a, b, out=out)
+    if relu:
+        np.maximum(y, 0, out=y)
+    return y
+
+
+def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps):
+    scale = np.asarray(gamma) / np.sqrt(np.asarray(running_var) + eps)
+    W2 = (np.asarray(W) * scale.reshape(-1, 1, 1, 1)).astype(np.asarray(W).dtype)
+    bias = -np.asarray(running_mean) if b is None else np.asarray(b) - running_mean
+    return W2, (bias * scale + beta).astype(W2.dtype)
+# INTERIM-NUMPY-END

@@ -22,6 +22,23 @@ Differences from DLfS, all deliberate:
 * ``BatchNormalization`` also normalises per channel (when ``gamma`` has one entry per channel of
   a 4-D input), and its ``backward`` after a test-mode ``forward`` is the true gradient of that
   test-mode output.
+
+Beyond DLfS, layers for networks that branch (ResNets): :class:`BatchNorm2d` (PyTorch's
+conventions), :class:`Linear` (PyTorch's weight layout), :class:`GlobalAvgPooling` and
+:class:`ChannelPadShortcut`. The containers that run layers are in :mod:`tinyconv.containers`.
+
+**The step protocol.** Besides DLfS's ``forward``/``backward``, every layer has
+``step_forward(x, train, x_owned) -> (y, y_owned)`` and
+``step_backward(dout, dout_owned, need_dx) -> (dx, dx_owned)``, which containers call. Ownership
+is explicit: ``x_owned`` says the caller hands ``x`` over (nobody reads it after this call, so the
+layer may overwrite it); ``y_owned`` says nobody else holds ``y`` and the layer will not read it
+again, so the consumer may take it over. ``need_dx=False``: the caller throws ``dx`` away (the
+layer may skip it and return ``None``). In inference (``train=False``) layers keep nothing for a
+backward pass, so a network's intermediate tensors are freed as soon as the next layer has run.
+Each layer also declares its arrays: ``parameter_slots`` -- ``(name, attribute, gradient
+attribute)`` with PyTorch's names (``weight``, ``bias``) -- and ``buffer_slots`` -- ``(name,
+attribute)`` for state that is not trained (running statistics). ``frozen`` holds the attributes
+of parameters that get no gradient (see :meth:`tinyconv.network.Network.freeze`).
 """
 from __future__ import annotations
 
@@ -30,7 +47,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from . import functional as F
-from ._validate import float_dtype
+from ._validate import as_pair, float_dtype
 
 __all__ = [
     "Relu",
@@ -41,17 +58,38 @@ __all__ = [
     "BatchNormalization",
     "Convolution",
     "Pooling",
+    "BatchNorm2d",
+    "Linear",
+    "GlobalAvgPooling",
+    "ChannelPadShortcut",
 ]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
+StepResult = Tuple[Optional[np.ndarray], bool]
+
+
+class Layer:
+    """What the step protocol (see the module docstring) needs beyond ``forward``/``backward``;
+    parameter-free layers that keep nothing use these defaults."""
+
+    parameter_slots: Tuple[Tuple[str, str, str], ...] = ()
+    buffer_slots: Tuple[Tuple[str, str], ...] = ()
+    frozen: frozenset = frozenset()
+
+    def has_trainable_parameters(self) -> bool:
+        return any(getattr(self, attribute) is not None and attribute not in self.frozen
+                   for _, attribute, _ in self.parameter_slots)
 
 # DLfS writes the batch-norm epsilon as 10e-7 (= 1e-6); kept for identical results.
 _BN_EPS = 10e-7
 
 
-def _bias(b, size: int):
+def _bias(b, size: int, like=None):
     """``b`` as given when it is a vector; a scalar bias (DLfS's ch07/apply_filter.py passes
-    ``b = 0``) is broadcast to one entry per output."""
+    ``b = 0``) is broadcast to one entry per output; ``None`` (a layer without bias, as in
+    ResNets) is zeros of ``like``'s dtype."""
+    if b is None:
+        return np.zeros(size, dtype=np.result_type(like, np.float32))
     return b if np.ndim(b) == 1 else np.full(size, b, dtype=np.result_type(b, np.float32))
 
 
@@ -64,7 +102,7 @@ def _writable_like(dout, other) -> Optional[np.ndarray]:
     return dout if dout.dtype == float_dtype(dout, other) and dout.dtype.kind == "f" else None
 
 
-class Relu:
+class Relu(Layer):
     """``max(x, 0)``. Keeps the forward input for the backward pass."""
 
     def __init__(self):
@@ -94,13 +132,21 @@ class Relu:
         out = _writable_like(dout, self.x) if overwrite_dout else None
         return F.relu_backward(dout, self.x, out=out)
 
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        if not train:  # nothing kept: the result may go on into the next layer's hands
+            return F.relu_forward(x, out=_writable_like(x, x) if x_owned else None), True
+        return self.forward(x, overwrite_x=x_owned), False  # kept as the backward pass's mask
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout, overwrite_dout=dout_owned), True
+
     @property
     def mask(self) -> Optional[np.ndarray]:
         """DLfS's ``mask``: True where the forward input was ``<= 0`` (the gradient is blocked)."""
         return None if self.x is None else np.asarray(self.x) <= 0
 
 
-class Sigmoid:
+class Sigmoid(Layer):
     """``1 / (1 + exp(-x))``. Keeps the output (``out``) for the backward pass."""
 
     def __init__(self):
@@ -113,13 +159,23 @@ class Sigmoid:
     def backward(self, dout):
         return F.sigmoid_backward(dout, self.out)
 
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        if not train:
+            return F.sigmoid_forward(x), True
+        return self.forward(x), False  # kept for the backward pass
 
-class Affine:
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout), True
+
+
+class Affine(Layer):
     """Fully connected layer ``x @ W + b``; ``x`` of any shape ``(N, ...)`` is flattened to
     ``(N, D)`` and ``dx`` comes back in ``x``'s original shape.
 
     W: (D, M), b: (M,). After ``backward``: ``dW`` (D, M) and ``db`` (M,).
     """
+
+    parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
 
     def __init__(self, W, b):
         self.W = W
@@ -139,6 +195,14 @@ class Affine:
         """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM)."""
         dx, self.dW, self.db = F.affine_backward(dout, self.x, self.W, need_dx=need_dx)
         return dx
+
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        if not train:
+            return F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1])), True
+        return self.forward(x), True
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout, need_dx=need_dx), True
 
 
 class SoftmaxWithLoss:
@@ -172,7 +236,7 @@ class SoftmaxWithLoss:
         return dx[0] if self._single_row else dx
 
 
-class Dropout:
+class Dropout(Layer):
     """Dropout (http://arxiv.org/abs/1207.0580), DLfS's variant: in training each unit is kept
     with probability ``1 - dropout_ratio`` (kept units are *not* rescaled); at test time every
     output is scaled by ``1 - dropout_ratio`` instead.
@@ -198,8 +262,14 @@ class Dropout:
     def backward(self, dout):
         return np.asarray(dout) * self.mask
 
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        return self.forward(x, train), True
 
-class BatchNormalization:
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout), True
+
+
+class BatchNormalization(Layer):
     """Batch normalisation (http://arxiv.org/abs/1502.03167) with DLfS's formulas and running
     statistics (``running = momentum * running + (1 - momentum) * batch``; epsilon 1e-6; the
     variance is the biased batch variance; the running variance starts at zero, as in DLfS).
@@ -207,19 +277,31 @@ class BatchNormalization:
     The size of ``gamma`` decides what is normalised:
 
     * one entry per feature -- ``gamma.size == prod(x.shape[1:])`` -- normalises each feature over
-      the batch: DLfS's behaviour, also for 4-D input, which DLfS flattens to (N, C*H*W);
+      the batch: DLfS's behaviour, also for 4-D input, which DLfS flattens to (N, C*H*W). NumPy,
+      with DLfS's derivation (bitwise DLfS's results in float64);
     * one entry per channel of a 4-D input -- ``gamma.size == C`` -- normalises each channel over
-      the batch and all positions (spatial batch norm, as in convolutional networks).
+      the batch and all positions (spatial batch norm, as in convolutional networks), in the
+      compiled kernels (:func:`tinyconv.functional.batch_norm2d_forward`).
 
     ``forward(x, train_flg=True)`` uses batch statistics and updates the running ones; with
     ``train_flg=False`` it uses the running statistics. After ``backward``: ``dgamma``, ``dbeta``.
     Running statistics are updated in place once they exist, so references to them stay valid.
+
+    Keyword-only additions: ``eps``, and ``unbiased_running_var`` (the running variance is fed the
+    unbiased batch variance ``m / (m - 1) * var``, as PyTorch does; normalisation always uses the
+    biased one). :class:`BatchNorm2d` sets PyTorch's conventions.
     """
 
-    def __init__(self, gamma, beta, momentum: float = 0.9, running_mean=None, running_var=None):
+    parameter_slots = (("weight", "gamma", "dgamma"), ("bias", "beta", "dbeta"))
+    buffer_slots = (("running_mean", "running_mean"), ("running_var", "running_var"))
+
+    def __init__(self, gamma, beta, momentum: float = 0.9, running_mean=None, running_var=None, *,
+                 eps: float = _BN_EPS, unbiased_running_var: bool = False):
         self.gamma = gamma
         self.beta = beta
         self.momentum = momentum
+        self.eps = eps
+        self.unbiased_running_var = unbiased_running_var
         self.input_shape: Optional[Tuple[int, ...]] = None
         self.running_mean = running_mean
         self.running_var = running_var
@@ -233,31 +315,66 @@ class BatchNormalization:
         self._train = True
         self._axes: Tuple[int, ...] = (0,)
         self._param_shape: Tuple[int, ...] = ()
+        # Per-channel (compiled) path: the input, the statistics it was normalised with, and the
+        # output when a ReLU was fused into the forward pass.
+        self._per_channel = False
+        self._x: Optional[np.ndarray] = None
+        self._mean: Optional[np.ndarray] = None
+        self._invstd: Optional[np.ndarray] = None
 
-    def _layout(self, x: np.ndarray) -> np.ndarray:
-        """``x`` reshaped so the statistics reduce over ``self._axes``: (N, D) per feature or
-        (N, C, H*W) per channel; sets the axes and the broadcast shape of the parameters."""
+    def _is_per_channel(self, x: np.ndarray) -> bool:
+        """Whether ``x`` is normalised per channel (else per feature, DLfS's way); raises when
+        ``gamma`` fits neither."""
         n_params = np.size(self.gamma)
         if x.ndim < 2:
             raise ValueError(f"BatchNormalization needs input with a batch dimension, got shape {x.shape}")
         features = int(np.prod(x.shape[1:]))
         if n_params == features:
-            self._axes, self._param_shape = (0,), (features,)
-            return x.reshape(x.shape[0], features)
+            return False
         if x.ndim == 4 and n_params == x.shape[1]:
-            self._axes, self._param_shape = (0, 2), (x.shape[1], 1)
-            return x.reshape(x.shape[0], x.shape[1], -1)
+            return True
         raise ValueError(
             f"gamma has {n_params} entries but the input {x.shape} has {features} features"
             + (f" and {x.shape[1]} channels" if x.ndim == 4 else "")
         )
 
-    def forward(self, x, train_flg: bool = True):
+    def forward(self, x, train_flg: bool = True, relu: bool = False):
+        """Normalised ``x``; with ``relu`` (networks pass it when a ReLU follows a per-channel
+        batch norm) ``max(., 0)`` of it, in the same pass."""
         x = np.asarray(x)
         self.input_shape = x.shape
-        x2 = self._layout(x)
-        out = self._forward(x2, train_flg)
-        return out.reshape(self.input_shape)
+        self._per_channel = self._is_per_channel(x)
+        self._train = bool(train_flg)
+        if self._per_channel:
+            out, self._mean, self._invstd = self._forward_per_channel(x, self._train, relu)
+            self._x = x
+            return out
+        features = int(np.prod(x.shape[1:]))
+        self._axes, self._param_shape = (0,), (features,)
+        out = self._forward(x.reshape(x.shape[0], features), train_flg)
+        out = out.reshape(self.input_shape)
+        return F.relu_forward(out, out=out) if relu else out
+
+    def _running_statistics(self, dtype: np.dtype, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The running statistics as arrays the kernel may update in place (the live ones when they
+        already are: C-contiguous, writeable, of the compute dtype; else converted copies, which
+        then replace them)."""
+        if self.running_mean is None:
+            self.running_mean = np.zeros(channels, dtype=dtype)
+            self.running_var = np.zeros(channels, dtype=dtype)
+        for name in ("running_mean", "running_var"):
+            value = getattr(self, name)
+            if not (isinstance(value, np.ndarray) and value.dtype == dtype and value.flags.c_contiguous
+                    and value.flags.writeable and value.shape == (channels,)):
+                setattr(self, name, np.array(np.broadcast_to(value, (channels,)), dtype=dtype, order="C"))
+        return self.running_mean, self.running_var
+
+    def _forward_per_channel(self, x: np.ndarray, train: bool, relu: bool):
+        dtype = float_dtype(x, self.gamma, self.beta)
+        running_mean, running_var = self._running_statistics(dtype, x.shape[1])
+        return F.batch_norm2d_forward(x, self.gamma, self.beta, running_mean, running_var, train=train,
+                                      momentum=self.momentum, eps=self.eps,
+                                      unbiased=self.unbiased_running_var, relu=relu)
 
     def _running_update(self, running: Optional[np.ndarray], batch_value: np.ndarray) -> np.ndarray:
         # momentum * running + (1 - momentum) * batch, in DLfS's evaluation order; in place when
@@ -279,26 +396,37 @@ class BatchNormalization:
             self.running_mean = np.zeros(stat_size, dtype=dtype)
             self.running_var = np.zeros(stat_size, dtype=dtype)
 
-        self._train = bool(train_flg)
         if train_flg:
             axes = self._axes
             mu = x.mean(axis=axes)
             xc = x - mu.reshape(shape)
             var = np.mean(xc ** 2, axis=axes)
-            std = np.sqrt(var.reshape(shape) + _BN_EPS)
+            std = np.sqrt(var.reshape(shape) + self.eps)
             xn = xc / std
             self.batch_size = x.size // stat_size
             self.running_mean = self._running_update(self.running_mean, mu)
+            if self.unbiased_running_var and self.batch_size > 1:
+                var = var * (self.batch_size / (self.batch_size - 1))
             self.running_var = self._running_update(self.running_var, var)
         else:
             xc = x - np.reshape(self.running_mean, shape)
-            std = np.sqrt(np.reshape(self.running_var, shape) + _BN_EPS)
+            std = np.sqrt(np.reshape(self.running_var, shape) + self.eps)
             xn = xc / std
         self.xc, self.xn, self.std = xc, xn, std
         return gamma * xn + beta
 
-    def backward(self, dout):
+    def backward(self, dout, relu_output=None):
+        """dx. ``relu_output``: the output of a ReLU fused into (or following) this layer; dout is
+        then taken as the gradient of that ReLU's output (masked where it is <= 0)."""
         dout = np.asarray(dout)
+        if self._per_channel:
+            dx, self.dgamma, self.dbeta = F.batch_norm2d_backward(
+                dout, self._x, self.gamma, self._mean, self._invstd, train=self._train, relu_output=relu_output)
+            self.dgamma = self.dgamma.reshape(np.shape(self.gamma))
+            self.dbeta = self.dbeta.reshape(np.shape(self.beta))
+            return dx
+        if relu_output is not None:
+            dout = F.relu_backward(dout, relu_output)
         dx = self._backward(dout.reshape(self.xn.shape))
         return dx.reshape(self.input_shape)
 
@@ -323,14 +451,53 @@ class BatchNormalization:
         self.dbeta = dbeta.reshape(np.shape(self.beta))
         return dx
 
+    def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
+        x = np.asarray(x)
+        if not train and self._is_per_channel(x):  # nothing kept for a backward pass
+            return self._forward_per_channel(x, False, relu)[0], True
+        return self.forward(x, train, relu=relu), not relu
 
-class Convolution:
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool, relu_output=None) -> StepResult:
+        return self.backward(dout, relu_output=relu_output), True
+
+
+class BatchNorm2d(BatchNormalization):
+    """Per-channel batch normalisation with PyTorch's conventions, as ResNets use it: ``gamma``
+    (``weight``) ones and ``beta`` (``bias``) zeros, running mean 0 and variance 1, epsilon 1e-5,
+    momentum 0.1 in PyTorch's sense (``momentum=0.9`` here: the weight of the old value), the
+    running variance fed the unbiased batch variance, and ``num_batches_tracked`` (an int64 0-d
+    array) counting training-mode forward passes. A PyTorch state dict's arrays load unchanged.
+    """
+
+    buffer_slots = BatchNormalization.buffer_slots + (("num_batches_tracked", "num_batches_tracked"),)
+
+    def __init__(self, num_features: int, *, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.9):
+        dtype = np.dtype(dtype)
+        super().__init__(np.ones(num_features, dtype=dtype), np.zeros(num_features, dtype=dtype), momentum,
+                         running_mean=np.zeros(num_features, dtype=dtype),
+                         running_var=np.ones(num_features, dtype=dtype), eps=eps, unbiased_running_var=True)
+        self.num_features = num_features
+        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+
+    def forward(self, x, train_flg: bool = True, relu: bool = False):
+        out = super().forward(x, train_flg, relu)
+        if train_flg:
+            self.num_batches_tracked += 1  # in place: the state dict holds this array
+        return out
+
+    def __repr__(self) -> str:
+        return f"BatchNorm2d({self.num_features}, eps={self.eps:g})"
+
+
+class Convolution(Layer):
     """2-D convolution (cross-correlation) in NCHW layout.
 
-    W: (FN, C, FH, FW) filters, b: (FN,); ``stride`` and ``pad`` are an int or an (h, w) pair.
-    ``forward(x)``: x (N, C, H, W) -> (N, FN, OH, OW) with ``OH = (H + 2*pad - FH) // stride + 1``.
-    After ``backward``: ``dW`` and ``db``.
+    W: (FN, C, FH, FW) filters, b: (FN,) or ``None`` (no bias, as in ResNets); ``stride`` and
+    ``pad`` are an int or an (h, w) pair. ``forward(x)``: x (N, C, H, W) -> (N, FN, OH, OW) with
+    ``OH = (H + 2*pad - FH) // stride + 1``. After ``backward``: ``dW`` and ``db``.
     """
+
+    parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W
@@ -344,9 +511,25 @@ class Convolution:
     def forward(self, x, relu: bool = False):
         """The convolution; with ``relu`` (networks pass it when a ReLU layer follows) its
         ``max(., 0)`` as well, applied as the outputs are written."""
-        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0]), self.stride, self.pad, relu=relu)
+        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0], self.W), self.stride, self.pad, relu=relu)
         self.x = x
         return out
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """(N, FN, OH, OW) for an input of shape (N, C, H, W)."""
+        (sh, sw), (ph, pw) = as_pair(self.stride, "stride", 1), as_pair(self.pad, "pad", 0)
+        fn, _, fh, fw = np.shape(self.W)
+        n, _, h, w = input_shape
+        return (n, fn, (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1)
+
+    def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
+        if not train:
+            return F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0], self.W), self.stride, self.pad,
+                                    relu=relu), True
+        return self.forward(x, relu=relu), not relu
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout, need_dx=need_dx), True
 
     def backward(self, dout, need_dx: bool = True):
         """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM
@@ -355,7 +538,7 @@ class Convolution:
         return dx
 
 
-class Pooling:
+class Pooling(Layer):
     """2-D pooling over ``pool_h x pool_w`` windows, NCHW layout.
 
     ``mode="max"`` (DLfS's pooling) or ``mode="avg"`` (average; padding counts as zeros).
@@ -413,3 +596,126 @@ class Pooling:
         if through_relu:
             raise ValueError("through_relu applies to max pooling only")
         return F.avg_pool2d_backward(dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        if not train:
+            if self.mode == "max":
+                return F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad), True
+            return F.avg_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad), True
+        return self.forward(x), True
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool, through_relu: bool = False) -> StepResult:
+        return self.backward(dout, through_relu=through_relu), True
+
+
+class Linear(Layer):
+    """Fully connected layer with PyTorch's weight layout: ``x @ W.T + b``, W: (M, D) (``weight``),
+    b: (M,) (``bias``), x (N, D) or (N, d1, ...) flattened. What ResNets' ``fc`` is, so a
+    PyTorch state dict loads without transposing. After ``backward``: ``dW`` (M, D), ``db`` (M,).
+    """
+
+    parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x: Optional[np.ndarray] = None
+        self.dW: Optional[np.ndarray] = None
+        self.db: Optional[np.ndarray] = None
+
+    def _flat(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"Linear needs input with a batch dimension, got shape {x.shape}")
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+
+    def forward(self, x):
+        self.x = x
+        return self._forward(x)
+
+    def _forward(self, x) -> np.ndarray:
+        x2 = self._flat(x)
+        out = F.gemm(x2, self.W, trans_b=True)
+        if self.b is not None:
+            out += np.asarray(self.b, dtype=out.dtype)
+        return out
+
+    def backward(self, dout, need_dx: bool = True):
+        """Sets ``dW``/``db`` and returns dx shaped like the forward input (None with
+        ``need_dx=False``)."""
+        x2 = self._flat(self.x)
+        dout = np.asarray(dout)
+        self.dW = F.gemm(dout, x2, trans_a=True)
+        self.db = dout.sum(axis=0, dtype=self.dW.dtype) if self.b is not None else None
+        return F.gemm(dout, self.W).reshape(np.shape(self.x)) if need_dx else None
+
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        return (self.forward(x) if train else self._forward(x)), True
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return self.backward(dout, need_dx=need_dx), True
+
+
+class GlobalAvgPooling(Layer):
+    """Mean over all positions of each channel: x (N, C, H, W) -> (N, C), as ResNets' ``avgpool``
+    followed by flattening."""
+
+    def __init__(self):
+        self.input_shape: Optional[Tuple[int, ...]] = None
+
+    def forward(self, x):
+        self.input_shape = np.shape(x)
+        return F.global_avg_pool2d_forward(x)
+
+    def backward(self, dout):
+        return F.global_avg_pool2d_backward(dout, self.input_shape)
+
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        return self.forward(x), True
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return (self.backward(dout) if need_dx else None), True
+
+
+class ChannelPadShortcut(Layer):
+    """The parameter-free shortcut of CIFAR ResNets (He et al. 2016, option A): subsample the
+    positions by ``stride`` and pad the channels with zeros, ``(out_channels - C) // 2`` before and
+    the rest after, so the shortcut matches a stage that halves the size and widens the channels."""
+
+    def __init__(self, stride: int, out_channels: int):
+        self.stride = stride
+        self.out_channels = out_channels
+        self.input_shape: Optional[Tuple[int, ...]] = None
+
+    def _padding(self, channels: int) -> Tuple[int, int]:
+        if channels > self.out_channels:
+            raise ValueError(f"ChannelPadShortcut widens to {self.out_channels} channels, got {channels}")
+        before = (self.out_channels - channels) // 2
+        return before, before + channels
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"ChannelPadShortcut needs (N, C, H, W) input, got shape {x.shape}")
+        self.input_shape = x.shape
+        sub = x[:, :, ::self.stride, ::self.stride]
+        start, stop = self._padding(x.shape[1])
+        out = np.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)
+        out[:, start:stop] = sub
+        return out
+
+    def backward(self, dout):
+        dout = np.asarray(dout)
+        start, stop = self._padding(self.input_shape[1])
+        dx = np.zeros(self.input_shape, dtype=dout.dtype)
+        dx[:, :, ::self.stride, ::self.stride] = dout[:, start:stop]
+        return dx
+
+    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+        return self.forward(x), True
+
+    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+        return (self.backward(dout) if need_dx else None), True
+
+    def __repr__(self) -> str:
+        return f"ChannelPadShortcut(stride={self.stride}, out_channels={self.out_channels})"

@@ -33,256 +33,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
-from .serialization import ParamsFileError, read_params, save_params
+from .network import Network, RandomSource
+from .resnet import RESNETS, ResNet, resnet18, resnet20, resnet32, resnet34, resnet50, resnet56, resnet101, resnet152
 
-__all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend"]
-
-RandomSource = Union[np.random.Generator, np.random.RandomState, None]
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _network_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in _FLOAT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _random_source(seed: Optional[int], rng: RandomSource) -> RandomSource:
-    if seed is not None and rng is not None:
-        raise ValueError("pass either seed= or rng=, not both")
-    if seed is not None:
-        return np.random.default_rng(seed)
-    if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
-        raise TypeError(f"rng must be a numpy.random.Generator or RandomState, got {type(rng).__name__}")
-    return rng
+__all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
+           "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56"]
 
 
 def _conv_output(size: int, filter_size: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - filter_size) // stride + 1
-
-
-class Network:
-    """What the networks share: input conversion, batched accuracy, backprop, parameter files.
-
-    Subclasses build ``params``, ``layers`` (an ``OrderedDict`` or a list, as in DLfS),
-    ``last_layer`` and ``_bindings``: ``(layer, attribute, key)`` triples that tie each layer
-    attribute to the array stored under ``key`` -- in ``params`` for parameters, or among the
-    extra state (batch-norm running statistics) for attributes whose key is not a parameter.
-    """
-
-    params: Dict[str, np.ndarray]
-    layers: Union["OrderedDict[str, Any]", List[Any]]
-    last_layer: SoftmaxWithLoss
-
-    def __init__(self, dtype: Any, seed: Optional[int], rng: RandomSource):
-        self.dtype = _network_dtype(dtype)
-        self.rng = _random_source(seed, rng)
-        self.params = {}
-        self._bindings: List[Tuple[Any, str, str]] = []
-        #: Loss of the last :meth:`gradient` call (the forward pass it differentiated).
-        self.last_loss: Optional[float] = None
-
-    # -- construction helpers ---------------------------------------------------------------
-
-    def _random_normal(self, scale: float, shape: Tuple[int, ...]) -> np.ndarray:
-        # Drawn in float64 and scaled exactly as DLfS (scale * randn(...)), then cast.
-        source = np.random if self.rng is None else self.rng
-        return (scale * source.standard_normal(shape)).astype(self.dtype, copy=False)
-
-    def _zeros(self, size: int) -> np.ndarray:
-        return np.zeros(size, dtype=self.dtype)
-
-    def _layer_list(self) -> List[Any]:
-        return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
-
-    # -- forward and backward ---------------------------------------------------------------
-
-    def _input(self, x) -> np.ndarray:
-        """``x`` as a C-contiguous array of the network's dtype (no copy when it already is)."""
-        return np.ascontiguousarray(x, dtype=self.dtype)
-
-    def predict(self, x, train_flg: bool = False) -> np.ndarray:
-        """Logits (the scores before softmax) for a batch ``x``. ``train_flg`` switches dropout
-        and batch norm to training behaviour."""
-        x = self._input(x)
-        temporary = False  # whether x is an array this pass made, which no layer keeps
-        layers = self._layer_list()
-        fused = None  # a ReLU whose work the convolution before it did
-        for layer, following in zip(layers, layers[1:] + [None]):
-            if layer is fused:
-                x = layer.forward_applied(x)
-            elif isinstance(layer, (Dropout, BatchNormalization)):
-                x = layer.forward(x, train_flg)
-            elif isinstance(layer, Pooling):
-                # Training records the winners for backward; inference skips that work.
-                x = layer.forward(x, record_argmax=train_flg)
-            elif isinstance(layer, Relu):
-                x = layer.forward(x, overwrite_x=temporary)
-            elif isinstance(layer, Convolution) and isinstance(following, Relu):
-                # Convolution -> ReLU: the ReLU runs in the convolution's epilogue.
-                x = layer.forward(x, relu=True)
-                fused = following
-            else:
-                x = layer.forward(x)
-            # These layers return a fresh array and keep no reference to it: the next ReLU may
-            # overwrite it. (Sigmoid and ReLU keep theirs; the caller's input is never written.)
-            temporary = isinstance(layer, (Convolution, Affine, Pooling, Dropout, BatchNormalization))
-        return x
-
-    def _regularization(self) -> float:
-        return 0.0
-
-    def loss(self, x, t, train_flg: bool = False):
-        """Mean cross-entropy of ``softmax(predict(x))`` against labels ``t`` (integer labels or
-        one-hot rows), plus any weight-decay term."""
-        y = self.predict(x, train_flg)
-        return self.last_layer.forward(y, t) + self._regularization()
-
-    def _gradient_loss(self, x: np.ndarray, t) -> Any:
-        """The forward pass that :meth:`gradient` differentiates (training mode)."""
-        return self.loss(x, t, train_flg=True)
-
-    def accuracy(self, x, t, batch_size: int = 100) -> float:
-        """Fraction of samples whose largest logit is the label (``t``: labels or one-hot rows),
-        predicted in batches of ``batch_size`` in test mode.
-
-        Every sample counts, including a last partial batch; DLfS skips that batch (while still
-        dividing by ``len(x)``), so its figure is lower when ``batch_size`` does not divide ``len(x)``.
-        """
-        t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        n = np.shape(x)[0]
-        if n == 0:
-            raise ValueError("accuracy of an empty set of samples is undefined")
-        if len(t) != n:
-            raise ValueError(f"x has {n} samples but t has {len(t)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        correct = 0
-        for start in range(0, n, batch_size):
-            y = self.predict(x[start:start + batch_size], train_flg=False)
-            correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start:start + batch_size]))
-        return correct / n
-
-    def gradient(self, x, t) -> Dict[str, np.ndarray]:
-        """Gradients of the loss with respect to every parameter, by backpropagation: a dict with
-        the keys of ``params``. The loss of this forward pass is kept in ``last_loss``."""
-        x = self._input(x)
-        self.last_loss = self._gradient_loss(x, t)
-        dout = self.last_layer.backward(1)
-        layers = self._layer_list()
-        done = None  # a ReLU whose backward pass the max pooling after it did
-        for layer, before in zip(reversed(layers[1:]), reversed(layers[:-1])):
-            if layer is done:
-                continue
-            if isinstance(layer, Pooling) and layer.mode == "max" and isinstance(before, Relu):
-                # ReLU -> max pooling: the pooling's scatter skips what the ReLU would block.
-                dout = layer.backward(dout, through_relu=True)
-                done = before
-            elif isinstance(layer, Relu):
-                # Every dout here is a temporary of this pass: ReLU may overwrite it.
-                dout = layer.backward(dout, overwrite_dout=True)
-            else:
-                dout = layer.backward(dout)
-        first = layers[0]
-        # The input gradient of the first layer is thrown away: skip computing it.
-        if isinstance(first, (Convolution, Affine)):
-            first.backward(dout, need_dx=False)
-        elif first is not done:
-            first.backward(dout)
-        return self._collect_gradients()
-
-    def _collect_gradients(self) -> Dict[str, np.ndarray]:
-        gradient_attribute = {"W": "dW", "b": "db", "gamma": "dgamma", "beta": "dbeta"}
-        found = {key: getattr(layer, gradient_attribute[attribute])
-                 for layer, attribute, key in self._bindings if key in self.params}
-        return {key: found[key] for key in self.params}  # in the order of params
-
-    def _numerical_gradient(self, x, t, train_flg: bool) -> Dict[str, np.ndarray]:
-        x = self._input(x)
-
-        def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
-            return self.loss(x, t, train_flg=train_flg)
-
-        return {key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()}
-
-    # -- parameter state and files ----------------------------------------------------------
-
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Every array that defines the network's function: the parameters (``params``, in order)
-        followed by non-trainable state such as batch-norm running statistics (``running_mean1``,
-        ``running_var1``, ...). The arrays are the live ones, not copies."""
-        state: "OrderedDict[str, np.ndarray]" = OrderedDict(self.params)
-        for layer, attribute, key in self._bindings:
-            if key not in self.params:
-                state[key] = getattr(layer, attribute)
-        return state
-
-    def _bind_layers(self) -> None:
-        # Point every layer at the arrays in params (a caller may have replaced entries).
-        for layer, attribute, key in self._bindings:
-            if key in self.params:
-                setattr(layer, attribute, self.params[key])
-
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, source: str = "state") -> None:
-        """Copy arrays from ``state`` into the network, in place (layers, optimizers and anyone
-        else holding the arrays see the new values), converting them to the network's dtype.
-
-        Everything is checked before anything is copied: a missing key, an unknown key (when
-        ``strict``) or a shape that does not fit raises :class:`ParamsFileError` naming the
-        key and both shapes, and the network is left unchanged. With ``strict=False`` unknown keys
-        are ignored and missing ones keep their current values.
-        """
-        targets = self.state_dict()
-        problems = []
-        updates: List[Tuple[np.ndarray, np.ndarray]] = []
-        for key, target in targets.items():
-            if key not in state:
-                if strict:
-                    problems.append(f"{key!r} is missing (the network expects shape {target.shape})")
-                continue
-            value = state[key]
-            if isinstance(value, np.generic):
-                value = np.asarray(value)
-            if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-                problems.append(f"{key!r} is not an array of real numbers ({type(value).__name__})")
-            elif value.shape != target.shape:
-                problems.append(f"{key!r} has shape {value.shape}, the network expects {target.shape}")
-            else:
-                updates.append((target, value))
-        if strict:
-            unknown = [key for key in state if key not in targets]
-            if unknown:
-                problems.append(f"unknown keys {unknown} (the network has {list(targets)})")
-        if problems:
-            raise ParamsFileError(f"{source} does not fit this {type(self).__name__}: " + "; ".join(problems))
-        for target, value in updates:
-            np.copyto(target, value, casting="unsafe")
-        self._bind_layers()
-
-    def save_params(self, file_name: str = "params.pkl") -> None:
-        """Save :meth:`state_dict` atomically: a DLfS-compatible pickle (a dict of arrays, in the
-        network's dtype) for ``.pkl``/``.pickle``/``.p`` names, an NPZ archive otherwise."""
-        save_params(self.state_dict(), file_name)
-
-    def load_params(self, file_name: str = "params.pkl", strict: bool = True) -> None:
-        """Load parameters saved by :meth:`save_params` or by DLfS's ``save_params`` (pickle or
-        NPZ, recognised by content). The file cannot run code (see :mod:`tinyconv.serialization`).
-        A truncated or corrupt file, or one whose keys or shapes do not fit, raises
-        :class:`~tinyconv.serialization.ParamsFileError` and leaves the network unchanged.
-
-        A file without batch-norm running statistics (DLfS never saves them) may be loaded with
-        ``strict=False``; the running statistics then keep their current values.
-        """
-        self.load_state_dict(read_params(file_name), strict=strict, source=str(file_name))
-
-    def __repr__(self) -> str:
-        n_params = sum(int(np.size(v)) for v in self.params.values())
-        return f"<{type(self).__name__}: {n_params} parameters, {self.dtype}>"
 
 
 class SimpleConvNet(Network):
@@ -332,7 +92,8 @@ class SimpleConvNet(Network):
         self.last_layer = SoftmaxWithLoss()
 
         for index, name in enumerate(("Conv1", "Affine1", "Affine2"), start=1):
-            self._bindings += [(self.layers[name], "W", f"W{index}"), (self.layers[name], "b", f"b{index}")]
+            self._register(f"W{index}", self.layers[name], "W")
+            self._register(f"b{index}", self.layers[name], "b")
 
     def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`). Meaningful in
@@ -369,8 +130,6 @@ class DeepConvNet(Network):
 
     ``loss`` runs in training mode (dropout active) by default, as in DLfS.
     """
-
-    _WEIGHTED_LAYER_INDICES = (0, 2, 5, 7, 10, 12, 15, 18)
 
     def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
                  conv_param_1: Optional[Mapping[str, int]] = None,
@@ -409,22 +168,22 @@ class DeepConvNet(Network):
         self.params["b8"] = self._zeros(output_size)
 
         layers: List[Any] = []
+        weighted: List[Any] = []
         for index, conv in enumerate(conv_params, start=1):
-            layers.append(Convolution(self.params[f"W{index}"], self.params[f"b{index}"], conv["stride"], conv["pad"]))
-            layers.append(Relu())
+            weighted.append(Convolution(self.params[f"W{index}"], self.params[f"b{index}"], conv["stride"], conv["pad"]))
+            layers += [weighted[-1], Relu()]
             if index % 2 == 0:
                 layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
-        layers.append(Affine(self.params["W7"], self.params["b7"]))
-        layers.append(Relu())
-        layers.append(Dropout(dropout_ratio, rng=self.rng))
-        layers.append(Affine(self.params["W8"], self.params["b8"]))
-        layers.append(Dropout(dropout_ratio, rng=self.rng))
+        weighted.append(Affine(self.params["W7"], self.params["b7"]))
+        layers += [weighted[-1], Relu(), Dropout(dropout_ratio, rng=self.rng)]
+        weighted.append(Affine(self.params["W8"], self.params["b8"]))
+        layers += [weighted[-1], Dropout(dropout_ratio, rng=self.rng)]
         self.layers = layers
         self.last_layer = SoftmaxWithLoss()
 
-        for index, layer_index in enumerate(self._WEIGHTED_LAYER_INDICES, start=1):
-            layer = self.layers[layer_index]
-            self._bindings += [(layer, "W", f"W{index}"), (layer, "b", f"b{index}")]
+        for index, layer in enumerate(weighted, start=1):
+            self._register(f"W{index}", layer, "W")
+            self._register(f"b{index}", layer, "b")
 
     def loss(self, x, t, train_flg: bool = True):
         """Training-mode loss by default, as DLfS's ``DeepConvNet.loss`` (dropout active)."""
@@ -470,7 +229,6 @@ class MultiLayerNet(Network):
         for idx in range(1, self.hidden_layer_num + 1):
             affine = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
             self.layers[f"Affine{idx}"] = affine
-            self._bindings += [(affine, "W", f"W{idx}"), (affine, "b", f"b{idx}")]
             if use_batchnorm:
                 size = self.hidden_size_list[idx - 1]
                 self.params[f"gamma{idx}"] = np.ones(size, dtype=self.dtype)
@@ -478,18 +236,25 @@ class MultiLayerNet(Network):
                 norm = BatchNormalization(self.params[f"gamma{idx}"], self.params[f"beta{idx}"],
                                           running_mean=self._zeros(size), running_var=self._zeros(size))
                 self.layers[f"BatchNorm{idx}"] = norm
-                self._bindings += [(norm, "gamma", f"gamma{idx}"), (norm, "beta", f"beta{idx}"),
-                                   (norm, "running_mean", f"running_mean{idx}"),
-                                   (norm, "running_var", f"running_var{idx}")]
             self.layers[f"Activation_function{idx}"] = activation_layers[activation]()
             if use_dropout:
                 self.layers[f"Dropout{idx}"] = Dropout(dropout_ration, rng=self.rng)
 
         idx = self.hidden_layer_num + 1
-        affine = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
-        self.layers[f"Affine{idx}"] = affine
-        self._bindings += [(affine, "W", f"W{idx}"), (affine, "b", f"b{idx}")]
+        self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
         self.last_layer = SoftmaxWithLoss()
+
+        # Keys in DLfS's order: W1, b1, ..., then gamma1, beta1, ...; buffers after.
+        for idx in range(1, self.hidden_layer_num + 2):
+            self._register(f"W{idx}", self.layers[f"Affine{idx}"], "W")
+            self._register(f"b{idx}", self.layers[f"Affine{idx}"], "b")
+        if use_batchnorm:
+            for idx in range(1, self.hidden_layer_num + 1):
+                self._register(f"gamma{idx}", self.layers[f"BatchNorm{idx}"], "gamma")
+                self._register(f"beta{idx}", self.layers[f"BatchNorm{idx}"], "beta")
+            for idx in range(1, self.hidden_layer_num + 1):
+                self._register(f"running_mean{idx}", self.layers[f"BatchNorm{idx}"], "running_mean")
+                self._register(f"running_var{idx}", self.layers[f"BatchNorm{idx}"], "running_var")
 
     def _init_weight(self, weight_init_std: Union[str, float]) -> None:
         all_size_list = [self.input_size] + self.hidden_size_list + [self.output_size]

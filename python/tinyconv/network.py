@@ -1,0 +1,314 @@
+""":class:`Network`: what every tinyconv network shares -- the DLfS interface (``params``,
+``layers``, ``last_layer``, ``predict``, ``loss``, ``accuracy``, ``gradient``, parameter files) on
+top of a :class:`~tinyconv.containers.Sequential` that runs the layers, plus state dicts, and
+freezing parameters for transfer learning.
+
+**Names.** Each parameter and buffer has a key -- DLfS's (``W1``, ``gamma1``, ``running_mean1``) for
+the book's networks, PyTorch's (``layer1.0.conv1.weight``, ``bn1.running_var``) for ResNets -- and
+the network keeps a map from key to the layer attribute that holds it (:class:`ArraySlot`).
+``params`` holds the parameters (what optimizers update, in place), ``gradient()`` returns the same
+keys (minus frozen ones), and ``state_dict()`` adds the buffers (batch-norm running statistics).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from .containers import ArraySlot, Sequential, named_arrays
+from .gradient import numerical_gradient
+from .layers import SoftmaxWithLoss
+from .serialization import ParamsFileError, read_params, save_params
+
+__all__ = ["Network", "RandomSource", "matches_prefix"]
+
+RandomSource = Union[np.random.Generator, np.random.RandomState, None]
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _network_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in _FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _random_source(seed: Optional[int], rng: RandomSource) -> RandomSource:
+    if seed is not None and rng is not None:
+        raise ValueError("pass either seed= or rng=, not both")
+    if seed is not None:
+        return np.random.default_rng(seed)
+    if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
+        raise TypeError(f"rng must be a numpy.random.Generator or RandomState, got {type(rng).__name__}")
+    return rng
+
+
+def _frozen(layer: Any) -> frozenset:
+    return frozenset(getattr(layer, "frozen", ()))
+
+
+def matches_prefix(key: str, prefix: str) -> bool:
+    """Whether parameter ``key`` lies under ``prefix``: the key itself, a dotted child of it
+    (``layer4`` covers ``layer4.0.conv1.weight`` but not ``layer40.weight``), or, for a prefix
+    ending in ``.``, anything that starts with it."""
+    if prefix.endswith("."):
+        return key.startswith(prefix)
+    return key == prefix or key.startswith(prefix + ".")
+
+
+class Network:
+    """What the networks share: input conversion, batched accuracy, backprop, parameter files.
+
+    Subclasses build ``params``, ``layers`` (an ``OrderedDict`` or a list, as in DLfS) and
+    ``last_layer``, and name each array with :meth:`_register` (or :meth:`_register_tree`, which
+    takes PyTorch-style names from the layer tree).
+    """
+
+    params: Dict[str, np.ndarray]
+    layers: Union["OrderedDict[str, Any]", List[Any]]
+    last_layer: SoftmaxWithLoss
+
+    def __init__(self, dtype: Any, seed: Optional[int], rng: RandomSource):
+        self.dtype = _network_dtype(dtype)
+        self.rng = _random_source(seed, rng)
+        self.params = {}
+        self._slots: "OrderedDict[str, ArraySlot]" = OrderedDict()
+        self._sequential: Optional[Sequential] = None
+        #: Loss of the last :meth:`gradient` call (the forward pass it differentiated).
+        self.last_loss: Optional[float] = None
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _random_normal(self, scale: float, shape: Tuple[int, ...]) -> np.ndarray:
+        # Drawn in float64 and scaled exactly as DLfS (scale * randn(...)), then cast.
+        source = np.random if self.rng is None else self.rng
+        return (scale * source.standard_normal(shape)).astype(self.dtype, copy=False)
+
+    def _zeros(self, size: int) -> np.ndarray:
+        return np.zeros(size, dtype=self.dtype)
+
+    def _register(self, key: str, layer: Any, attribute: str) -> None:
+        """Name ``getattr(layer, attribute)`` ``key``: a parameter (it goes into ``params``) when
+        the layer lists the attribute among its ``parameter_slots``, else a buffer."""
+        gradients = {attr: grad for _, attr, grad in getattr(layer, "parameter_slots", ())}
+        self._slots[key] = ArraySlot(key, layer, attribute, gradients.get(attribute))
+        if attribute in gradients:
+            self.params[key] = getattr(layer, attribute)
+
+    def _register_tree(self, root: Any) -> None:
+        """Name every parameter and buffer of ``root`` as PyTorch would (``layer1.0.conv1.weight``),
+        replacing whatever was registered before (parameters in tree order, then buffers)."""
+        self.params = {}
+        self._slots = OrderedDict()
+        slots = list(named_arrays(root))
+        for slot in slots:
+            if slot.gradient is not None:
+                self._slots[slot.name] = slot
+                self.params[slot.name] = getattr(slot.layer, slot.attribute)
+        for slot in slots:
+            if slot.gradient is None:
+                self._slots[slot.name] = slot
+
+    def _layer_list(self) -> List[Any]:
+        return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
+
+    def _root(self) -> Sequential:
+        """The container that runs ``layers`` (made again if ``layers`` was replaced)."""
+        if self._sequential is None or self._sequential.layers is not self.layers:
+            self._sequential = Sequential(self.layers)
+        return self._sequential
+
+    # -- forward and backward ---------------------------------------------------------------
+
+    def _input(self, x) -> np.ndarray:
+        """``x`` as a C-contiguous array of the network's dtype (no copy when it already is)."""
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def predict(self, x, train_flg: bool = False) -> np.ndarray:
+        """Logits (the scores before softmax) for a batch ``x``. ``train_flg`` switches dropout
+        and batch norm to training behaviour (and makes the layers keep what a backward pass
+        needs; inference keeps nothing, so each intermediate tensor is freed once used)."""
+        return self._root().step_forward(self._input(x), bool(train_flg), False)[0]
+
+    def _regularization(self) -> float:
+        return 0.0
+
+    def loss(self, x, t, train_flg: bool = False):
+        """Mean cross-entropy of ``softmax(predict(x))`` against labels ``t`` (integer labels or
+        one-hot rows), plus any weight-decay term."""
+        y = self.predict(x, train_flg)
+        return self.last_layer.forward(y, t) + self._regularization()
+
+    def _gradient_loss(self, x: np.ndarray, t) -> Any:
+        """The forward pass that :meth:`gradient` differentiates (training mode)."""
+        return self.loss(x, t, train_flg=True)
+
+    def accuracy(self, x, t, batch_size: int = 100) -> float:
+        """Fraction of samples whose largest logit is the label (``t``: labels or one-hot rows),
+        predicted in batches of ``batch_size`` in test mode.
+
+        Every sample counts, including a last partial batch; DLfS skips that batch (while still
+        dividing by ``len(x)``), so its figure is lower when ``batch_size`` does not divide ``len(x)``.
+        """
+        t = np.asarray(t)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        n = np.shape(x)[0]
+        if n == 0:
+            raise ValueError("accuracy of an empty set of samples is undefined")
+        if len(t) != n:
+            raise ValueError(f"x has {n} samples but t has {len(t)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        correct = 0
+        for start in range(0, n, batch_size):
+            y = self.predict(x[start:start + batch_size], train_flg=False)
+            correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start:start + batch_size]))
+        return correct / n
+
+    def gradient(self, x, t) -> Dict[str, np.ndarray]:
+        """Gradients of the loss with respect to every parameter that is not frozen, by
+        backpropagation: a dict with those keys of ``params``, in its order. The loss of this
+        forward pass is kept in ``last_loss``."""
+        x = self._input(x)
+        self.last_loss = self._gradient_loss(x, t)
+        dout = self.last_layer.backward(1)
+        # The input gradient is thrown away: the first layer with trainable parameters skips it,
+        # and the layers before it do not run.
+        self._root().step_backward(dout, True, False)
+        return self._collect_gradients()
+
+    def _collect_gradients(self) -> Dict[str, np.ndarray]:
+        grads = {}
+        for key in self.params:
+            slot = self._slots[key]
+            if slot.attribute not in _frozen(slot.layer):
+                grads[key] = getattr(slot.layer, slot.gradient)
+        return grads
+
+    def _numerical_gradient(self, x, t, train_flg: bool) -> Dict[str, np.ndarray]:
+        x = self._input(x)
+
+        def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
+            return self.loss(x, t, train_flg=train_flg)
+
+        return {key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()}
+
+    # -- transfer learning ------------------------------------------------------------------
+
+    def _keys_under(self, prefixes: Iterable[str], what: str) -> List[str]:
+        keys = []
+        for prefix in prefixes:
+            if not isinstance(prefix, str):
+                raise TypeError(f"{what} takes parameter-name prefixes (str), got {prefix!r}")
+            found = [key for key in self.params if matches_prefix(key, prefix)]
+            if not found:
+                raise ValueError(f"{what}: no parameter is named {prefix!r} or lies under it "
+                                 f"(the parameters are {list(self.params)[:8]}{' ...' if len(self.params) > 8 else ''})")
+            keys += [key for key in found if key not in keys]
+        return keys
+
+    def freeze(self, *prefixes: str) -> List[str]:
+        """Stop training the parameters under ``prefixes`` (``"layer1"``, ``"conv1.weight"``,
+        ``"W1"``; none: every parameter). Frozen parameters stay in ``params`` but
+        :meth:`gradient` leaves them out, so optimizers do not touch them, and the backward pass
+        does not run the layers before the first trainable one. Batch-norm layers still update
+        their running statistics in training mode (as in PyTorch). Returns the keys frozen."""
+        keys = self._keys_under(prefixes, "freeze") if prefixes else list(self.params)
+        for key in keys:
+            slot = self._slots[key]
+            slot.layer.frozen = _frozen(slot.layer) | {slot.attribute}
+        return keys
+
+    def unfreeze(self, *prefixes: str) -> List[str]:
+        """Train the parameters under ``prefixes`` again (none: all). Returns the keys unfrozen."""
+        keys = self._keys_under(prefixes, "unfreeze") if prefixes else list(self.params)
+        for key in keys:
+            slot = self._slots[key]
+            slot.layer.frozen = _frozen(slot.layer) - {slot.attribute}
+        return keys
+
+    @property
+    def frozen_keys(self) -> List[str]:
+        """The keys of ``params`` that :meth:`freeze` froze, in ``params`` order."""
+        return [key for key in self.params if self._slots[key].attribute in _frozen(self._slots[key].layer)]
+
+    # -- parameter state and files ----------------------------------------------------------
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Every array that defines the network's function: the parameters (``params``, in order)
+        followed by non-trainable state such as batch-norm running statistics (``running_mean1``,
+        ``running_var1``, ... or ``bn1.running_mean``, ...). The arrays are the live ones, not
+        copies."""
+        state: "OrderedDict[str, np.ndarray]" = OrderedDict(self.params)
+        for key, slot in self._slots.items():
+            if slot.gradient is None:
+                state[key] = getattr(slot.layer, slot.attribute)
+        return state
+
+    def _bind_layers(self) -> None:
+        # Point every layer at the arrays in params (a caller may have replaced entries).
+        for key, value in self.params.items():
+            slot = self._slots[key]
+            setattr(slot.layer, slot.attribute, value)
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, source: str = "state") -> None:
+        """Copy arrays from ``state`` into the network, in place (layers, optimizers and anyone
+        else holding the arrays see the new values), converting them to the network's dtype.
+
+        Everything is checked before anything is copied: a missing key, an unknown key (when
+        ``strict``) or a shape that does not fit raises :class:`ParamsFileError` naming the
+        key and both shapes, and the network is left unchanged. With ``strict=False`` unknown keys
+        are ignored and missing ones keep their current values.
+        """
+        if not isinstance(state, Mapping):
+            raise ParamsFileError(f"{source} is not a mapping of names to arrays ({type(state).__name__})")
+        targets = self.state_dict()
+        problems = []
+        updates: List[Tuple[np.ndarray, np.ndarray]] = []
+        for key, target in targets.items():
+            if key not in state:
+                if strict:
+                    problems.append(f"{key!r} is missing (the network expects shape {target.shape})")
+                continue
+            value = state[key]
+            if isinstance(value, np.generic):
+                value = np.asarray(value)
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+                problems.append(f"{key!r} is not an array of real numbers ({type(value).__name__})")
+            elif value.shape != target.shape:
+                problems.append(f"{key!r} has shape {value.shape}, the network expects {target.shape}")
+            else:
+                updates.append((target, value))
+        if strict:
+            unknown = [key for key in state if key not in targets]
+            if unknown:
+                problems.append(f"unknown keys {unknown} (the network has {list(targets)})")
+        if problems:
+            raise ParamsFileError(f"{source} does not fit this {type(self).__name__}: " + "; ".join(problems))
+        for target, value in updates:
+            np.copyto(target, value, casting="unsafe")
+        self._bind_layers()
+
+    def save_params(self, file_name: str = "params.pkl") -> None:
+        """Save :meth:`state_dict` atomically: a DLfS-compatible pickle (a dict of arrays, in the
+        network's dtype) for ``.pkl``/``.pickle``/``.p`` names, safetensors for ``.safetensors``
+        (needs the ``safetensors`` package), an NPZ archive otherwise."""
+        save_params(self.state_dict(), file_name)
+
+    def load_params(self, file_name: str = "params.pkl", strict: bool = True) -> None:
+        """Load parameters saved by :meth:`save_params` or by DLfS's ``save_params`` (pickle,
+        NPZ or safetensors, recognised by content). The file cannot run code (see
+        :mod:`tinyconv.serialization`). A truncated or corrupt file, or one whose keys or shapes
+        do not fit, raises :class:`~tinyconv.serialization.ParamsFileError` and leaves the
+        network unchanged.
+
+        A file without batch-norm running statistics (DLfS never saves them) may be loaded with
+        ``strict=False``; the running statistics then keep their current values.
+        """
+        self.load_state_dict(read_params(file_name), strict=strict, source=str(file_name))
+
+    def __repr__(self) -> str:
+        n_params = sum(int(np.size(v)) for v in self.params.values())
+        return f"<{type(self).__name__}: {n_params} parameters, {self.dtype}>"
