@@ -243,7 +243,15 @@ def test_architecture_matches_pytorch_names_shapes_order_and_count(arch):
     state = net.state_dict()
     assert sorted((key, tuple(np.shape(v))) for key, v in state.items()) == sorted(expected_state)
     assert sum(int(np.size(v)) for v in net.params.values()) == PARAMETER_COUNTS[arch]
-    assert list(state) == [key for key, _ in expected_state], "same entries, but not in state_dict()'s order"
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet20"])
+def test_state_dict_is_in_pytorchs_order(arch):
+    """PyTorch's ``state_dict()`` lists each module's parameters and then its buffers, module by
+    module (``bn1.weight, bn1.bias, bn1.running_mean, ...``), not all parameters first."""
+    spec = _key_lists()[arch]
+    net = getattr(nets, arch)(spec["num_classes"], spec["in_channels"], dtype=np.float32, seed=0)
+    assert list(net.state_dict()) == [key for key, _, _ in spec["state_dict"]]
 
 
 def test_cifar_resnet_with_three_input_channels_adds_only_the_stem_weights():
