@@ -206,14 +206,23 @@ RESNET_SPECS = {
 }
 
 
+def import_torchvision():
+    """The ``torchvision`` module, or None where it does not import (not installed, or built for
+    another torch: the CUDA wheels fail beside a CPU torch with a RuntimeError)."""
+    try:
+        import torchvision
+    except Exception:  # noqa: BLE001
+        return None
+    return torchvision
+
+
 def torchvision_resnet(name: str, num_classes: int = 1000, in_channels: int = 3) -> Tuple[nn.Module, str]:
     """``(model, source)``: torchvision's ``models.<name>`` when torchvision imports (its stem
     replaced when ``in_channels != 3``), else :class:`ResNet` -- the same modules and names.
     ``source`` says which (results files record it)."""
     block, layers = RESNET_SPECS[name]
-    try:
-        import torchvision
-    except Exception:  # noqa: BLE001  (a torchvision built for another torch fails with RuntimeError)
+    torchvision = import_torchvision()
+    if torchvision is None:
         return ResNet(block, layers, num_classes, in_channels), "benchmarks/torch_nets.ResNet"
     model = getattr(torchvision.models, name)(num_classes=num_classes)
     if in_channels != 3:
