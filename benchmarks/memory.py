@@ -1,14 +1,16 @@
-"""Peak memory (resident set size) of a DeepConvNet training step, one fresh process per figure.
+"""Peak memory (resident set size) of a DeepConvNet training step and of ResNet-50 inference, one
+fresh process per figure.
 
 A process's peak RSS only grows, and whatever ran before in the benchmark process would count, so
 every measurement is a child process: ``python benchmarks/run.py --rss-child tinyconv|torch``. The
 child imports only NumPy and its own library (the tinyconv child never loads PyTorch and the
 PyTorch child never loads tinyconv), creates the batch, notes its RSS (*baseline*), builds the
-network and Adam and runs a few training steps, then reports its peak RSS (the address space's
+network and Adam and runs a few training steps (or builds ResNet-50 with 1000 classes and predicts
+a batch a few times, in eval mode; PyTorch under ``torch.inference_mode()``), then reports its peak RSS (the address space's
 high-water mark ``VmHWM`` on Linux, ``getrusage`` ``ru_maxrss`` elsewhere; see
 :func:`_peak_rss_mib` for why not ``ru_maxrss`` on Linux) and the peak minus the baseline (*delta*: the
-memory the training itself needed -- parameters, gradients, optimizer state, activations and
-scratch buffers). The parent runs the children round-robin, like every other workload.
+memory the training or inference itself needed -- parameters, gradients, optimizer state,
+activations and scratch buffers). The parent runs the children round-robin, like every other workload.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 LIBRARIES = ("tinyconv", "torch")
+DEEPCONVNET_TRAIN, RESNET50_INFER = "deepconvnet-train", "resnet50-infer"
+WORKLOADS = (DEEPCONVNET_TRAIN, RESNET50_INFER)
 _MIB = 1024.0 * 1024.0
 
 
@@ -93,18 +97,57 @@ def _torch_steps(threads: int, batch: int, steps: int) -> float:
     return baseline
 
 
-def child_main(library: str, threads: int, batch: int, steps: int) -> None:
-    """The child's whole job: train, then print one JSON line with the figures in MiB."""
-    run = {"tinyconv": _tinyconv_steps, "torch": _torch_steps}[library]
-    baseline = run(threads, batch, steps)
+def _tinyconv_resnet50_predictions(threads: int, batch: int, calls: int, size: int) -> float:
+    import numpy as np
+    import tinyconv
+    from tinyconv import nets
+
+    tinyconv.set_num_threads(threads)
+    x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+    baseline = _current_rss_mib()
+    net = nets.resnet50(dtype=np.float32, seed=0)
+    for _ in range(calls):
+        net.predict(x, train_flg=False)
+    return baseline
+
+
+def _torch_resnet50_predictions(threads: int, batch: int, calls: int, size: int) -> float:
+    import torch
+
+    import torch_nets
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    torch_nets.import_torchvision()  # its import (where it imports) is not part of the figure
+    x = torch.rand(batch, 3, size, size)
+    baseline = _current_rss_mib()
+    model, _ = torch_nets.torchvision_resnet("resnet50")
+    model.eval()
+    with torch.inference_mode():
+        for _ in range(calls):
+            model(x)
+    return baseline
+
+
+def child_main(library: str, threads: int, batch: int, steps: int, workload: str = DEEPCONVNET_TRAIN,
+               image_size: int = 224) -> None:
+    """The child's whole job: train (or predict), then print one JSON line with the figures in MiB."""
+    if workload == DEEPCONVNET_TRAIN:
+        run = {"tinyconv": _tinyconv_steps, "torch": _torch_steps}[library]
+        baseline = run(threads, batch, steps)
+    else:
+        run = {"tinyconv": _tinyconv_resnet50_predictions, "torch": _torch_resnet50_predictions}[library]
+        baseline = run(threads, batch, steps, image_size)
     peak, source = _peak_rss_mib()
-    print(json.dumps({"library": library, "peak_mib": peak, "baseline_mib": baseline,
+    print(json.dumps({"library": library, "workload": workload, "peak_mib": peak, "baseline_mib": baseline,
                       "delta_mib": peak - baseline, "batch": batch, "steps": steps, "peak_source": source}))
 
 
-def _run_child(run_py: str, library: str, threads: int, batch: int, steps: int) -> Dict[str, float]:
+def _run_child(run_py: str, library: str, threads: int, batch: int, steps: int, workload: str,
+               image_size: int) -> Dict[str, float]:
     command = [sys.executable, run_py, "--rss-child", library, "--threads", str(threads),
-               "--rss-batch", str(batch), "--rss-steps", str(steps)]
+               "--rss-batch", str(batch), "--rss-steps", str(steps), "--rss-workload", workload,
+               "--rss-size", str(image_size)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"peak-memory child for {library} failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -112,7 +155,8 @@ def _run_child(run_py: str, library: str, threads: int, batch: int, steps: int) 
 
 
 def measure_peak_rss(run_py: str, libraries: List[str], threads: int, batch: int, steps: int,
-                     repeats: int) -> Tuple[Dict[str, Dict[str, List[float]]], str]:
+                     repeats: int, workload: str = DEEPCONVNET_TRAIN,
+                     image_size: int = 224) -> Tuple[Dict[str, Dict[str, List[float]]], str]:
     """``{library: {"peak_mib": [...], "baseline_mib": [...], "delta_mib": [...]}}``, one entry
     per repeat, children run round-robin (tinyconv, torch, tinyconv, torch, ...), and how the
     peaks were read."""
@@ -121,7 +165,7 @@ def measure_peak_rss(run_py: str, libraries: List[str], threads: int, batch: int
         library: {"peak_mib": [], "baseline_mib": [], "delta_mib": []} for library in libraries}
     for _ in range(repeats):
         for library in libraries:
-            report = _run_child(run_py, library, threads, batch, steps)
+            report = _run_child(run_py, library, threads, batch, steps, workload, image_size)
             for key in figures[library]:
                 figures[library][key].append(float(report[key]))
             sources.add(report["peak_source"])

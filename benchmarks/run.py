@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--threads N[,N...]] [--only GROUP,...] [--out DIR]
                              [--repeats R] [--no-torch]
 
-Runs the workloads of :mod:`workloads` (groups gemm, kernels, train, conv, infer, rss) at each
+Runs the workloads of :mod:`workloads` (groups gemm, kernels, train, conv, infer, rss, resnet) at each
 thread count, timing tinyconv and its peers interleaved, and writes
 ``<out>/<machine>-<date>.json`` and ``.md`` (``-quick`` is added to the name with ``--quick``),
 then prints the table. See ``benchmarks/README.md``.
@@ -29,7 +29,7 @@ if HERE not in sys.path:
 import environment  # noqa: E402
 import memory  # noqa: E402
 
-ALL_GROUPS = ("gemm", "kernels", "train", "conv", "infer", "rss")
+ALL_GROUPS = ("gemm", "kernels", "train", "conv", "infer", "rss", "resnet")
 DEFAULT_OUT = os.path.join(HERE, "results")
 # (rounds per workload, shortest sample in seconds, idle pause before each sample in seconds)
 FULL_SETTINGS = (7, 0.05, 0.2)
@@ -48,6 +48,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--rss-child", choices=memory.LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--rss-batch", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--rss-steps", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-workload", choices=memory.WORKLOADS, default=memory.DEEPCONVNET_TRAIN,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--rss-size", type=int, default=224, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.groups = _groups(parser, args.only)
     if args.repeats is not None and args.repeats < 1:
@@ -117,13 +120,22 @@ def run_pass(ctx, groups: List[str]) -> Tuple[List[Dict], int]:
             traceback.print_exc()
             rows.append(_error_row("rss/DeepConvNet", "rss", "DeepConvNet train peak RSS", ctx.threads, error))
             failures += 1
+    if "resnet" in groups:
+        try:
+            rows += workloads.measure_resnet_rss(ctx)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            rows.append(_error_row("resnet/resnet50_infer_rss", "resnet", "ResNet-50 predict peak RSS", ctx.threads,
+                                   error))
+            failures += 1
     return rows, failures
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.rss_child:
-        memory.child_main(args.rss_child, args.thread_counts[0], args.rss_batch, args.rss_steps)
+        memory.child_main(args.rss_child, args.thread_counts[0], args.rss_batch, args.rss_steps,
+                          args.rss_workload, args.rss_size)
         return 0
 
     environment.preset_blas_threads_env(args.thread_counts)

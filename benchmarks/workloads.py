@@ -13,6 +13,8 @@ Groups (``--only`` takes these names):
 * ``infer``   -- SimpleConvNet prediction, batch 1000, vs DLfS NumPy and PyTorch; images/s.
 * ``rss``     -- peak RSS of a DeepConvNet training step, batch 256, vs PyTorch; MiB (see
   :mod:`memory`).
+* ``resnet``  -- ResNet-50 inference (batch 8, 3x224x224) and a ResNet-20 training step (batch
+  128, 1x28x28, SGD with momentum) vs PyTorch, ms; peak RSS of the ResNet-50 inference, MiB.
 
 Each workload builds its inputs and contenders only when it runs and drops them afterwards, so
 one workload's arrays never sit in memory during another. Contender keys are ``tinyconv``,
@@ -460,10 +462,118 @@ def measure_rss(ctx: Context) -> List[Dict[str, object]]:
 
 
 # ----------------------------------------------------------------------------------------------
+# ResNets
+
+
+def resnet_sizes(quick: bool) -> Dict[str, int]:
+    """ResNet-50 inference batch and image size, ResNet-20 training batch (its images are
+    Fashion-MNIST's 1x28x28, what tinyconv trains it on)."""
+    if quick:
+        return {"infer_batch": 1, "infer_size": 32, "train_batch": 4}
+    return {"infer_batch": 8, "infer_size": 224, "train_batch": 128}
+
+
+def _resnet50_inference_contenders(batch: int, size: int, ctx: Context,
+                                   details: Dict[str, object]) -> Dict[str, harness.Contender]:
+    """tinyconv's and PyTorch's ResNet-50 predicting; records in ``details`` where PyTorch's model
+    came from (``torchvision.models`` or ``torch_nets.ResNet``)."""
+    from tinyconv import nets
+
+    x = _rng().random((batch, 3, size, size), dtype=np.float32)
+    net = nets.resnet50(dtype=np.float32, seed=0)
+    contenders = {TINYCONV: lambda: net.predict(x, train_flg=False)}
+    if ctx.torch is not None:
+        import torch_nets
+
+        torch = ctx.torch
+        model, details["torch_model"] = torch_nets.torchvision_resnet("resnet50")
+        model.eval()
+        tx = torch.from_numpy(x)
+
+        def torch_predict():
+            with torch.inference_mode():
+                return model(tx)
+
+        contenders[TORCH] = torch_predict
+    return contenders
+
+
+def _resnet20_train_contenders(batch: int, ctx: Context) -> Dict[str, harness.Contender]:
+    from tinyconv import nets, optimizer
+
+    x, t = _images_and_labels(batch)
+    net = nets.resnet20(num_classes=10, in_channels=1, dtype=np.float32, seed=0)
+    momentum = optimizer.Momentum(lr=0.01, momentum=0.9)
+    contenders = {TINYCONV: lambda: momentum.update(net.params, net.gradient(x, t))}
+    if ctx.torch is not None:
+        import torch_nets
+
+        torch = ctx.torch
+        torch.manual_seed(0)
+        model = torch_nets.cifar_resnet("resnet20", num_classes=10, in_channels=1)
+        model.train()
+        sgd = torch_nets.sgd_momentum(model, lr=0.01, momentum=0.9)
+        tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+        contenders[TORCH] = lambda: torch_nets.train_step(model, sgd, tx, tt)
+    return contenders
+
+
+TORCH_RESNET50_LABEL = "torch.nn ResNet-50 (torchvision's), eval + inference_mode"
+
+
+def resnet_workloads(quick: bool) -> List[Workload]:
+    sizes = resnet_sizes(quick)
+    infer_batch, infer_size, train_batch = sizes["infer_batch"], sizes["infer_size"], sizes["train_batch"]
+    inference = Workload(
+        id="resnet/resnet50_infer", group="resnet",
+        name=f"ResNet-50 predict (batch {infer_batch}, 3x{infer_size}x{infer_size})", unit="ms",
+        build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL}, target=Target(TORCH, 1.2, at_least=False),
+        details={"batch": infer_batch, "image": [3, infer_size, infer_size], "classes": 1000, "dtype": "float32",
+                 "mode": "eval (running statistics)"})
+    inference.build = lambda ctx: _resnet50_inference_contenders(infer_batch, infer_size, ctx, inference.details)
+    return [
+        inference,
+        Workload(
+            id="resnet/resnet20_train", group="resnet",
+            name=f"ResNet-20 train step (batch {train_batch}, 1x28x28, momentum SGD)", unit="ms",
+            build=lambda ctx: _resnet20_train_contenders(train_batch, ctx),
+            peer_labels={TORCH: "torch.nn option-A ResNet-20 + torch.optim.SGD(momentum=0.9)"},
+            target=Target(TORCH, 1.0, at_least=False),
+            details={"batch": train_batch, "image": [1, 28, 28], "classes": 10, "dtype": "float32",
+                     "optimizer": "momentum SGD, lr 0.01, momentum 0.9", "mode": "train (batch statistics)"}),
+    ]
+
+
+def measure_resnet_rss(ctx: Context) -> List[Dict[str, object]]:
+    """Peak RSS of ResNet-50 inference (1000 classes, ``resnet_sizes``' batch and size, fresh
+    child processes as for DeepConvNet): absolute peak and peak minus the post-import baseline,
+    each against ``<= 1x`` PyTorch."""
+    sizes = resnet_sizes(ctx.quick)
+    batch, size = sizes["infer_batch"], sizes["infer_size"]
+    steps = 1 if ctx.quick else 2
+    libraries = [TINYCONV] + ([TORCH] if ctx.torch is not None else [])
+    rounds = 1 if ctx.quick else min(ctx.repeats, 3)
+    figures, peak_source = memory.measure_peak_rss(ctx.run_py, libraries, ctx.threads, batch, steps, rounds,
+                                                   workload=memory.RESNET50_INFER, image_size=size)
+    rows = []
+    for key, label in (("peak_mib", "peak RSS"), ("delta_mib", "peak RSS minus RSS after imports+data")):
+        workload = Workload(
+            id=f"resnet/resnet50_infer_rss/{key.split('_')[0]}", group="resnet",
+            name=f"ResNet-50 predict (batch {batch}, 3x{size}x{size}, {steps} call{'s' if steps != 1 else ''}) {label}",
+            unit="MiB", build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL},
+            target=Target(TORCH, 1.0, at_least=False),
+            details={"batch": batch, "image": [3, size, size], "calls": steps, "process": "fresh child per figure"})
+        summaries = {library: summarize(figures[library][key]) for library in libraries}
+        baselines = {library: summarize(figures[library]["baseline_mib"]) for library in libraries}
+        rows.append(_result(workload, ctx, summaries, {"baseline_mib": baselines, "peak_source": peak_source}))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
 # Everything
 
 
 def timed_workloads(groups: Sequence[str], quick: bool) -> List[Workload]:
     makers = {"gemm": gemm_workloads, "kernels": kernel_workloads, "train": train_workloads,
-              "conv": conv_workloads, "infer": infer_workloads}
+              "conv": conv_workloads, "infer": infer_workloads, "resnet": resnet_workloads}
     return [w for group in groups if group in makers for w in makers[group](quick)]

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "benchmarks" / "run.py"
-GROUPS = {"gemm", "kernels", "train", "conv", "infer", "rss"}
+GROUPS = {"gemm", "kernels", "train", "conv", "infer", "rss", "resnet"}
 
 
 def _load(name: str):
