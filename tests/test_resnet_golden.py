@@ -25,9 +25,9 @@ Float32 gradients are compared only where they are well defined at that precisio
 ResNet-18 64x64 and ResNet-50 cases some ReLU input or max-pooling pair lies within float32
 rounding of its kink (a relative perturbation of 1e-7 of the input moves PyTorch's float64 gradient
 by 1e-2 to 1e-1), so float32 gradients jump: PyTorch's own float32 gradients are off by 1e-2 there
-(``torch_fp32/gradient_error`` in each file), against 1e-5 in the other cases. Those two cases
-skip the float32 gradient comparison and say so; their float32 forward passes and running
-statistics are still checked.
+(``torch_fp32/gradient_error`` in each file), against 1e-5 in the other cases. In those two cases
+tinyconv's float32 gradients must be no worse than twice PyTorch's own float32 error; their
+float32 forward passes and running statistics are held to 1e-4 as everywhere.
 
 The tests that need no golden file check each architecture's parameter names, shapes, order and
 count against PyTorch's (``tests/golden/resnet_keys.json``) and the published counts.
@@ -192,8 +192,8 @@ def test_training_mode_forward_logits_running_statistics_and_loss(golden, dtype,
 def test_one_training_step(golden, dtype, gradient_limit, running_limit):
     torch_fp32_error = float(golden["torch_fp32/gradient_error"])
     if dtype == np.float32 and torch_fp32_error > FP32_GRADIENT_WELL_DEFINED:
-        pytest.skip(f"float32 gradients are not defined to {FP32_ALL:g} at this point: "
-                    f"PyTorch's own are off by {torch_fp32_error:.1e} (module docstring)")
+        # Ill-conditioned at float32 (module docstring): no worse than PyTorch's own float32.
+        gradient_limit = 2 * torch_fp32_error
     x, t = _inputs(golden)
     net = _net(golden, dtype)
     grads = net.gradient(x.astype(dtype), t)
@@ -204,7 +204,7 @@ def test_one_training_step(golden, dtype, gradient_limit, running_limit):
 
 
 def test_float32_gradients_are_checked_where_pytorchs_own_are_accurate():
-    """Which cases skip the float32 gradient comparison is the golden data's doing, not the test's:
+    """Which cases get the looser float32 gradient limit is the golden data's doing, not the test's:
     PyTorch's own float32 errors are far on either side of the threshold."""
     skipped = set()
     for path in CASE_FILES:
