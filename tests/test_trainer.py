@@ -18,10 +18,10 @@ import pytest
 import dlfs_oracle as dlfs
 from mutations import delete_at, set_at
 from tinyconv.nets import MultiLayerNet, SimpleConvNet
-from tinyconv.optimizer import Adam
+from tinyconv.optimizer import SGD, Adam
 from tinyconv.serialization import ParamsFileError, UnsafePickleError, load_pickle_file, save_pickle
 from tinyconv.trainer import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, Trainer,
-                              UnnormalizedInputWarning)
+                              UnnormalizedInputWarning, lr_factor)
 
 N_FEATURES, N_CLASSES = 12, 3
 
@@ -920,3 +920,97 @@ def test_simple_convnet_learns_fashion_mnist():
           f"{trainer.test_acc_list[-1]:.3f} in {seconds:.1f} s ({trainer.test_acc_list})")
     assert len(trainer.train_loss_list) == 80
     assert trainer.test_acc_list[-1] >= 0.65
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedules
+
+
+def test_lr_factor_of_each_named_schedule():
+    assert [lr_factor("constant", i, 8) for i in range(8)] == [1.0] * 8
+    cosine = [lr_factor("cosine", i, 8) for i in range(9)]
+    assert cosine[0] == 1.0 and cosine[4] == pytest.approx(0.5) and cosine[8] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    # He et al.: /10 at half the run, /100 at three quarters.
+    assert [lr_factor("step", i, 8) for i in range(8)] == [1.0] * 4 + [0.1] * 2 + [0.01] * 2
+    assert lr_factor(lambda step, total: step / total, 3, 4) == 0.75
+
+
+@pytest.mark.parametrize("schedule, error, message", [
+    ("linear", ValueError, "lr_schedule must be one of"),
+    (0.5, ValueError, "lr_schedule must be one of"),
+])
+def test_an_unknown_schedule_is_refused_at_construction(schedule, error, message):
+    with pytest.raises(error, match=message):
+        make_trainer(make_net(), toy_data(), lr_schedule=schedule)
+
+
+@pytest.mark.parametrize("returned, error", [(float("nan"), ValueError), (-0.1, ValueError),
+                                             (float("inf"), ValueError), ("big", TypeError)])
+def test_a_schedule_returning_an_unusable_factor_stops_before_the_update(returned, error):
+    net = make_net(seed=0)
+    before = params_of(net)
+    trainer = make_trainer(net, toy_data(), seed=0, lr_schedule=lambda step, total: returned)
+    with pytest.raises(error, match="lr_schedule returned"):
+        trainer.train()
+    assert_same_params(params_of(net), before)
+
+
+class RecordingSGD(SGD):
+    """SGD that records, at every update, the rate each parameter gets."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def update(self, params, grads):
+        self.seen.append({key: self.lr_for(key) for key in grads})
+        super().update(params, grads)
+
+
+def test_the_schedule_scales_every_rate_for_the_update_only():
+    optimizer = RecordingSGD(lr=0.1, param_groups=[{"prefixes": "W3", "lr": 0.4}])
+    calls = []
+
+    def schedule(step, total):
+        calls.append((step, total))
+        return 1.0 / (step + 1)
+
+    trainer = make_trainer(make_net(seed=0), toy_data(), seed=0, optimizer=optimizer, lr_schedule=schedule)
+    assert trainer.current_lr == pytest.approx(0.1)
+    calls.clear()
+    trainer.train()
+    assert [step for step, _ in calls] == list(range(12)) and {total for _, total in calls} == {12}
+    for step, rates in enumerate(optimizer.seen):
+        assert rates["W3"] == pytest.approx(0.4 / (step + 1)) and rates["b3"] == pytest.approx(0.1 / (step + 1))
+    # Between steps the optimizer holds its own rates.
+    assert optimizer.lr == 0.1 and optimizer.param_groups[0].lr == 0.4
+
+
+def test_a_zero_factor_leaves_the_parameters_alone():
+    net = make_net(seed=0, use_dropout=False, use_batchnorm=False)
+    before = params_of(net)
+    make_trainer(net, toy_data(), seed=0, optimizer="SGD", lr_schedule=lambda step, total: 0.0).train()
+    assert_same_params(params_of(net), before)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_a_scheduled_run_resumes_bitwise(tmp_path, schedule):
+    data = toy_data()
+    options = dict(seed=4, optimizer="Momentum", lr_schedule=schedule,
+                   optimizer_param={"lr": 0.05, "param_groups": [{"prefixes": "W3", "lr": 0.2}]})
+    reference_net = make_net(seed=3)
+    reference = make_trainer(reference_net, data, **options)
+    reference.train()
+    constant_net = make_net(seed=3)
+    make_trainer(constant_net, data, **{**options, "lr_schedule": "constant"}).train()
+    assert not np.array_equal(constant_net.params["W1"], reference_net.params["W1"])
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        make_trainer(make_net(seed=3, crash_at=7), data, checkpoint=checkpoint, **options).train()
+    saved = load_pickle_file(checkpoint)["optimizer"]
+    assert saved["hyperparameters"]["lr"] == 0.05 and saved["param_groups"] == [{"prefixes": ["W3"], "lr": 0.2}]
+    resumed_net = make_net(seed=77)
+    make_trainer(resumed_net, data, checkpoint=checkpoint, resume=True, **options).train()
+    assert_same_params(params_of(resumed_net), params_of(reference_net))

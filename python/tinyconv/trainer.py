@@ -46,6 +46,14 @@ What differs from DLfS, and why:
   to train further. Resuming restores the global ``np.random`` state as well, since DLfS-style
   sampling and dropout draw from it. Loading checks every field of the file before anything
   changes (see :meth:`Trainer.load_checkpoint`); a bad one raises :class:`CheckpointError`.
+* **Learning-rate schedules.** ``lr_schedule="cosine"`` scales the optimizer's learning rates
+  (``lr`` and every parameter group's) by ``(1 + cos(pi * i / max_iter)) / 2`` before step ``i``
+  (0-based, counted over the whole run), ``"step"`` by 0.1 from half the run on and by 0.01 from
+  three quarters on (He et al.'s CIFAR schedule), a callable ``f(i, max_iter)`` by what it
+  returns; ``"constant"`` (default) leaves the rates alone, as DLfS. The scaling holds for the
+  update only: between steps the optimizer keeps its own rates, so a callback that changes
+  ``optimizer.lr`` sets the new base, and checkpoints store the base rates. The schedule follows
+  ``current_iter``, so a resumed run continues it; raising ``epochs`` on resume stretches it.
 * ``callback(trainer, record)`` is called after each epoch with a dict (``epoch``, ``loss``,
   ``train_acc``, ``test_acc``, ``seconds``); its return value is ignored.
 """
@@ -64,15 +72,17 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import numpy as np
 
 from .nets import Network
-from .optimizer import Optimizer, get_optimizer
+from .optimizer import Optimizer, ParamGroup, get_optimizer
 from .serialization import ParamsFileError, load_pickle_file, save_pickle
 
-__all__ = ["Trainer", "NonFiniteLossError", "NonFiniteGradientError", "UnnormalizedInputWarning",
+__all__ = ["Trainer", "LR_SCHEDULES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError", "UnnormalizedInputWarning",
            "CheckpointError"]
 
 _CHECKPOINT_FORMAT = "tinyconv.trainer.checkpoint"
 _CHECKPOINT_VERSION = 1
 _SAMPLING_MODES = ("replacement", "permutation")
+#: Names ``Trainer(lr_schedule=...)`` accepts besides a callable.
+LR_SCHEDULES = ("constant", "cosine", "step")
 # Inputs beyond this magnitude are taken for unnormalised data (pixels in 0..255 pass; the usual
 # scalings to [0, 1] or to unit variance stay far below it).
 _UNNORMALIZED_INPUT_LIMIT = 1e3
@@ -454,6 +464,34 @@ class _Checkpoint(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
+# Learning-rate schedules
+
+LrSchedule = Union[str, Callable[[int, int], float]]
+
+
+def lr_factor(schedule: LrSchedule, step: int, max_iter: int) -> float:
+    """The factor ``schedule`` (a name of :data:`LR_SCHEDULES` or ``f(step, max_iter)``) applies
+    to the base learning rates before step ``step`` (0-based) of a run of ``max_iter`` steps.
+    A callable must return a finite number >= 0 (``ValueError`` otherwise)."""
+    if callable(schedule):
+        value = schedule(step, max_iter)
+        try:
+            factor = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"lr_schedule returned {value!r} for step {step}; it must return a number") from None
+        if not (math.isfinite(factor) and factor >= 0.0):
+            raise ValueError(f"lr_schedule returned {factor!r} for step {step}; it must be finite and >= 0")
+        return factor
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, max_iter) / max(max_iter, 1)))
+    if schedule == "step":
+        return 1.0 if 2 * step < max_iter else 0.1 if 4 * step < 3 * max_iter else 0.01
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), got {schedule!r}")
+
+
+# ----------------------------------------------------------------------------------------------
 # Trainer
 
 
@@ -480,6 +518,8 @@ class Trainer:
         checkpoint: path of a checkpoint file written atomically after every epoch.
         resume: continue from ``checkpoint`` if that file exists.
         progress: force the progress display on or off (default: verbose and a terminal).
+        lr_schedule: ``"constant"`` (default), ``"cosine"``, ``"step"`` or ``f(step, max_iter)``
+            returning a factor for the base learning rates; see the module docstring.
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test,
@@ -489,7 +529,7 @@ class Trainer:
                  *, seed: Optional[int] = None, sampling: str = "replacement",
                  callback: Optional[Callable[["Trainer", Dict[str, Any]], Any]] = None,
                  checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None, resume: bool = False,
-                 progress: Optional[bool] = None):
+                 progress: Optional[bool] = None, lr_schedule: LrSchedule = "constant"):
         if sampling not in _SAMPLING_MODES:
             raise ValueError(f"sampling must be 'replacement' or 'permutation', got {sampling!r}")
         if int(mini_batch_size) < 1:
@@ -500,6 +540,9 @@ class Trainer:
             raise ValueError("x_train is empty")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint= path")
+        if not callable(lr_schedule) and (not isinstance(lr_schedule, str) or lr_schedule not in LR_SCHEDULES):
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), "
+                             f"got {lr_schedule!r}")
 
         self.network = network
         self.verbose = verbose
@@ -519,6 +562,7 @@ class Trainer:
             self.optimizer = optimizer
         else:
             self.optimizer = get_optimizer(optimizer, **dict(optimizer_param if optimizer_param is not None else {"lr": 0.01}))
+        self.lr_schedule = lr_schedule
 
         self.train_size = len(x_train)
         self.iter_per_epoch = max(math.ceil(self.train_size / self.batch_size), 1)
@@ -551,9 +595,41 @@ class Trainer:
             return np.random.choice(self.train_size, self.batch_size)  # exactly DLfS's draw
         return self.rng.integers(0, self.train_size, size=self.batch_size)
 
+    def _lr_factor(self) -> float:
+        return lr_factor(self.lr_schedule, self.current_iter, self.max_iter)
+
+    @property
+    def current_lr(self) -> Optional[float]:
+        """The learning rate of parameters outside any group for the next step (the optimizer's
+        ``lr`` times the schedule's factor), or ``None`` for an optimizer without ``lr``."""
+        lr = getattr(self.optimizer, "lr", None)
+        return None if lr is None else lr * self._lr_factor()
+
+    def _update(self, grads: Mapping[str, Any], factor: float) -> None:
+        """The optimizer step, with the rates scaled by the schedule for this step only: between
+        steps the optimizer holds its own rates (a callback may change them; checkpoints store
+        them)."""
+        optimizer = self.optimizer
+        if isinstance(self.lr_schedule, str) and self.lr_schedule == "constant":
+            optimizer.update(self.network.params, grads)
+            return
+        lr, groups = getattr(optimizer, "lr", None), tuple(getattr(optimizer, "param_groups", ()))
+        try:
+            if lr is not None:
+                optimizer.lr = lr * factor
+            if groups:
+                optimizer.param_groups = [ParamGroup(group.prefixes, group.lr * factor) for group in groups]
+            optimizer.update(self.network.params, grads)
+        finally:
+            if lr is not None:
+                optimizer.lr = lr
+            if groups:
+                optimizer.param_groups = groups
+
     def train_step(self, step: int = 0) -> float:
         """One optimisation step on a mini-batch (``step`` is its index within the epoch, used by
         ``sampling="permutation"``). Returns the loss and appends it to ``train_loss_list``."""
+        factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
         batch = self._batch_indices(step)
         x_batch, t_batch = self.x_train[batch], self.t_train[batch]
         if not self._input_scale_checked:
@@ -568,10 +644,10 @@ class Trainer:
                 # Both checks come before the update: the parameters stay usable.
                 self._check_loss(loss, step)
                 self._check_gradients(grads, loss, step)
-                self.optimizer.update(self.network.params, grads)
+                self._update(grads, factor)
             else:
                 self._check_gradients(grads, None, step)
-                self.optimizer.update(self.network.params, grads)
+                self._update(grads, factor)
                 loss = float(self.network.loss(x_batch, t_batch))
                 self._check_loss(loss, step)
         self.train_loss_list.append(loss)
