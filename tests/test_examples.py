@@ -41,7 +41,7 @@ def squash(text):
 def test_every_example_is_tested():
     tested = {"01_naive_convolution.py", "02_padding_and_stride.py", "03_max_pooling.py",
               "04_average_pooling.py", "05_im2col_convolution_pooling.py",
-              "06_train_simple_convnet.py", "07_visualize_filters.py"}
+              "06_train_simple_convnet.py", "07_visualize_filters.py", "08_transfer_learning.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -133,3 +133,22 @@ def _check_filter_pictures(directory):
         assert pixels.shape[:2] == (300, 600)  # 30 filters, 8 per row
         rgb = np.round(pixels[..., :3].reshape(-1, 3) * 255).astype(np.uint8)
         assert len(np.unique(rgb, axis=0)) > 1 and not np.all(rgb == 255)
+
+
+def test_08_transfer_learning_with_short_settings(tmp_path):
+    from test_trainer import load_fashion_mnist_or_skip
+
+    load_fashion_mnist_or_skip()  # the full data set: fails under CI when missing, else skips
+    out = run_example("08_transfer_learning.py", "--pretrain-size", "600", "--pretrain-epochs", "1",
+                      "--labelled", "50", "--epochs", "2", "--seeds", "2", "--test-size", "300", cwd=tmp_path)
+    assert re.search(r"^pre-trained on classes 0-4 \(600 images, 1 epochs\): test accuracy 0\.\d{4}", out, re.MULTILINE)
+    seeds = re.findall(r"^seed (\d): 50 labelled images of classes 5-9 -> test accuracy fine-tuned "
+                       r"(0\.\d{4}|1\.0000), from scratch (0\.\d{4}|1\.0000)$", out, re.MULTILINE)
+    assert [seed for seed, _, _ in seeds] == ["0", "1"]
+    mean = re.search(r"^mean over 2 seeds \(300 test images of classes 5-9\): fine-tuned (\S+), "
+                     r"from scratch (\S+), gain ([+-]\S+)$", out, re.MULTILINE)
+    fine, scratch = np.mean([[float(f), float(s)] for _, f, s in seeds], axis=0)
+    assert float(mean.group(1)) == pytest.approx(fine, abs=1e-4)
+    assert float(mean.group(2)) == pytest.approx(scratch, abs=1e-4)
+    # How much fine-tuning gains is measured by the full run (README); steps this few only show
+    # that both arms run end to end.
