@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import tinyconv
+import tinyconv.nets
 from tinyconv import cli
 from tinyconv.cli import main
 from tinyconv.datasets import FASHION_MNIST_CLASSES, _catalog, _fetch, load_sample, write_idx
@@ -107,7 +108,12 @@ def test_train_help_documents_defaults_and_outputs():
                  "--checkpoint", "--resume", "--data-dir", "--quiet", "params.pkl",
                  "history.json", "accuracy.png", "filters_after.png", "runs/<date-time>"]:
         assert text in stdout, text
-    assert "(default: 20)" in stdout and "(default: Adam)" in stdout and "(default: 0.001)" in stdout
+    flat = " ".join(stdout.split())  # argparse wraps the help texts
+    assert "(default: 20)" in flat and "(default: Adam, or Momentum with momentum 0.9 for a ResNet)" in flat
+    assert "(default: 0.001, or 0.1 for a ResNet)" in flat and "(default: 100, or 128 for a ResNet)" in flat
+    assert "(default: constant, or cosine for a ResNet)" in flat and "params.npz" in flat
+    for name in tinyconv.nets.NETWORK_NAMES:
+        assert name in flat, name
 
 
 def test_top_level_help_and_missing_command():
@@ -260,12 +266,12 @@ ABSURD = [
     (["evaluate", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
     (["evaluate", "{afile}"], "cannot read parameters: {afile}"),
     (["evaluate", "{other_ckpt}"], "cannot read parameters: {other_ckpt}"),  # a checkpoint, not parameters
-    (["evaluate", "{rgb}"], "{rgb}: W1 has shape (30, 3, 5, 5), filters over 3 input channels, but the data set's images have 1"),
+    (["evaluate", "{rgb}"], "{rgb}: W1 has shape (30, 3, 5, 5), filters over 3 input channels, but the input (1, 28, 28) has 1"),
     (["evaluate", "{deep_rgb}"], "{deep_rgb}: W1 has shape (16, 3, 3, 3), filters over 3 input channels"),
     (["evaluate", "{rgb}", "--net", "deep"], "{rgb} has no 'W7', which a DeepConvNet needs"),
     (["evaluate", "{oblong}"], "{oblong}: W1 has shape (30, 1, 5, 3); a SimpleConvNet's filters are square"),
-    (["evaluate", "{huge_filters}"], "the parameters do not fit a simple network: input (1, 28, 28) is too small for 29x29 filters"),
-    (["evaluate", "{wrong_w2}"], "{wrong_w2} does not fit a SimpleConvNet for 28x28 images: W2 has shape (17, 100), expected (4320, 100)"),
+    (["evaluate", "{huge_filters}"], "{huge_filters} does not fit a SimpleConvNet: input (1, 28, 28) is too small for 29x29 filters"),
+    (["evaluate", "{wrong_w2}"], "{wrong_w2} does not fit a SimpleConvNet for input (1, 28, 28): W2 has shape (17, 100), expected (4320, 100)"),
     (["evaluate", "{no_outputs}"], "{no_outputs}: W1, W2, W3 have shapes (30, 1, 5, 5), (4320, 100), (100, 0); no dimension may be 0"),
     # evaluate: options
     (["evaluate", "{good}", "--net", "lenet"], "argument --net: invalid choice: 'lenet'"),

@@ -495,7 +495,7 @@ def identify_network(params: Mapping[str, Any], source: str = "params") -> str:
 def _check_channels(weight_key: str, weight: np.ndarray, shape: Optional[Tuple[int, int, int]], source: str) -> None:
     if shape is not None and weight.shape[1] != shape[0]:
         raise ParamsFileError(f"{source}: {weight_key} has shape {weight.shape}, filters over {weight.shape[1]} "
-                              f"input channels, but input_shape {shape} has {shape[0]}")
+                              f"input channels, but the input {shape} has {shape[0]}")
 
 
 def _dlfs_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[Tuple[int, int, int]],
