@@ -1110,11 +1110,14 @@ def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tu
     (only if it names this file and fits the network; anything unreadable counts as absent)."""
     history_path = Path(params_path).resolve().parent / "history.json"
     try:
-        settings = json.loads(history_path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError, AttributeError):
+        history = json.loads(history_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return None
-    classes = settings.get("classes") if isinstance(settings, dict) else None
-    if settings.get("params_file") != Path(params_path).name or not isinstance(classes, list):
+    settings = history.get("settings") if isinstance(history, dict) else None
+    if not isinstance(settings, dict) or settings.get("params_file") != Path(params_path).name:
+        return None
+    classes = settings.get("classes")
+    if not isinstance(classes, list):
         return None
     if (len(classes) != outputs or len(set(classes)) != len(classes)
             or not all(type(label) is int and 0 <= label < count for label in classes)):

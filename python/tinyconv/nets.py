@@ -429,11 +429,11 @@ def _arrays(params: Any, source: str) -> Dict[str, np.ndarray]:
         if isinstance(value, np.generic):
             value = np.asarray(value)
         if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-            bad.append(key if isinstance(key, str) else repr(key))
+            bad.append(key)
         else:
             arrays[key] = value
     if bad:
-        raise ParamsFileError(f"{source}: {_some(bad)} are not named arrays of real numbers")
+        raise ParamsFileError(f"{source}: not a str name with an array of real numbers: {_some(bad)}")
     return arrays
 
 
@@ -626,7 +626,8 @@ def network_from_params(params: Union[Mapping[str, Any], str, "os.PathLike[str]"
     if name == "auto" or name in RESNETS:
         found = identify_network(arrays, source)
         if name != "auto" and found != name:
-            raise ParamsFileError(f"{source} holds a {found}'s parameters, not a {name}'s")
+            raise ParamsFileError(f"{source} holds the parameters of a {_NETWORK_TITLES.get(found, found)}, "
+                                  f"not of a {name}")
         name = found
     if name in RESNETS:
         return _resnet_from_params(arrays, name, shape, np_dtype, source)
