@@ -373,8 +373,8 @@ def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
                           help="network of --init; 'auto' (default) tells it from the parameters")
     _add_training_options(finetune, epochs=FINETUNE_EPOCHS)
     finetune.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
-                          help="train on N images, as many of each class as can be (the classes' "
-                               "counts differ by at most one), drawn by --seed (default: all)")
+                          help="train on a class-balanced draw of N images (the classes' counts differ "
+                               "by at most one), the same for the same --seed (default: all)")
     finetune.add_argument("--new-head", action="store_true",
                           help="replace the classifier even when it has as many outputs as there "
                                "are --classes")
