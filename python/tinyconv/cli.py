@@ -303,7 +303,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
                         help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: {epochs})")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                         help="mini-batch size, at most the number of training images "
-                             "(default: 100, or 128 for a ResNet)")
+                             "(default: 100, or 128 for a ResNet; all the images when fewer)")
     parser.add_argument("--optimizer", type=_optimizer_name, default=None, metavar="NAME",
                         help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam, or "
                              f"Momentum with momentum 0.9 for a ResNet)")
