@@ -79,8 +79,8 @@ MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any size; 64 bits are plenty 
 # it under ~20,000 pixels a side (matplotlib's Agg limit is 65,536) and ~100 MB of memory.
 MAX_FILTERS_PER_SIDE = 256
 MAX_FILTERS_DRAWN = 4096
-TRAIN_OUTPUTS = ("params.pkl", "params.npz", "history.json", "accuracy.png", "loss.png",
-                 "filters_before.png", "filters_after.png")
+# What train and finetune write besides the parameter file (params.pkl or params.npz).
+TRAIN_OUTPUTS = ("history.json", "accuracy.png", "loss.png", "filters_before.png", "filters_after.png")
 EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
 
 
@@ -853,10 +853,12 @@ def _resolved(args: argparse.Namespace, net: str, data_size: int) -> Dict[str, A
     from .nets import training_defaults
 
     chosen = training_defaults(net)
+    # A default batch larger than a small training set (--train-size) would be an error the user
+    # did not cause; a --batch-size given too large is one (checked with the data).
+    chosen["batch_size"] = min(chosen["batch_size"], data_size)
     for key in ("optimizer", "batch_size", "lr_schedule", "sampling"):
         if getattr(args, key) is not None:
             chosen[key] = getattr(args, key)
-    chosen["batch_size"] = min(chosen["batch_size"], data_size) if args.batch_size is None else chosen["batch_size"]
     return chosen
 
 
@@ -900,8 +902,8 @@ def _network_from(params: Dict[str, np.ndarray], net: str, dtype: str, source: s
         network = network_from_params(params, net=name, input_shape=IMAGE_SHAPE, dtype=dtype, source=source)
     except ParamsFileError as error:
         raise CommandError(str(error)) from None
-    except ValueError as error:  # e.g. float64 values too large for the network's checks
-        raise CommandError(f"{source}: the parameters do not fit a {net} network: {error}") from None
+    except ValueError as error:  # what the network's constructor refuses
+        raise CommandError(f"{source}: {error}") from None
     except MemoryError:
         raise CommandError(f"{source}: a network of these sizes is too large for the memory") from None
     return network, name
@@ -1020,8 +1022,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
         except OSError as error:
             raise CommandError(f"--resume: cannot read {job.resume_from}: {_os_reason(error)}") from None
     # Created only now, once everything above has passed, so a refused start leaves nothing.
-    out_dir = _prepare_out_dir(job.out_path, "--out", TRAIN_OUTPUTS)
     params_file = _params_file_name(job.net)
+    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS)
     settings = _settings(args, job, trainer, out_dir)
     of_classes = f" (classes {_classes_text(job.classes)})" if job.classes else ""
     schedule = "" if job.lr_schedule == "constant" else f" ({job.lr_schedule} schedule)"

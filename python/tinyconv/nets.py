@@ -612,6 +612,8 @@ def network_from_params(params: Union[Mapping[str, Any], str, "os.PathLike[str]"
     A missing or unknown key, a wrong shape or an unrecognisable set of keys raises
     :class:`~tinyconv.serialization.ParamsFileError` (a ``ValueError``) naming them, before any
     network is returned; ``source`` names the parameters in messages (default: the file name).
+    Reading a file raises what :func:`~tinyconv.serialization.read_params` raises
+    (``FileNotFoundError``, ``ParamsFileError``, ``ImportError`` for safetensors without its package).
     """
     if isinstance(params, (str, os.PathLike)):
         source = source or os.fspath(params)
