@@ -203,8 +203,8 @@ networks (--net):
   resnet20/32/56          He et al.'s CIFAR ResNets (3x3 stem, 0.27M to 0.85M parameters)
   resnet18/34/50/101/152  torchvision's ImageNet ResNets, with one input channel here
   The DLfS networks train as DLfS does (Adam lr 0.001, batches of 100, constant rate, batches
-  drawn with replacement); a ResNet as He et al. (Momentum 0.9 with lr 0.1, batches of 128,
-  cosine schedule, every image once per epoch). Options given override these.
+  drawn with replacement); a ResNet with the common recipe (Momentum 0.9 with lr 0.1, batches
+  of 128, cosine schedule, every image once per epoch). Options given override these.
 
 writes into --out (default runs/<date-time>/):
   params.pkl          the trained parameters of a DLfS network (a DLfS-compatible pickle)
@@ -385,7 +385,7 @@ def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
                           help="freeze every parameter but the classifier's")
     finetune.add_argument("--backbone-lr", type=_positive_float, default=None, metavar="LR",
                           help="learning rate of everything but the head (default: a tenth of "
-                               "--head-lr's default: 0.0001, or 0.01 for a ResNet)")
+                               "--head-lr; 0.0001, or 0.01 for a ResNet, when neither is given)")
     finetune.add_argument("--head-lr", type=_positive_float, default=None, metavar="LR",
                           help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet)")
     finetune.set_defaults(handler=_finetune)

@@ -374,8 +374,8 @@ def head_prefixes(name: str) -> Tuple[str, ...]:
 def training_defaults(name: str) -> Dict[str, Any]:
     """How the network ``name`` is trained unless told otherwise: DLfS's chapter 7 settings for
     its networks (Adam, lr 0.001, batches of 100, a constant rate, batches drawn with
-    replacement); for the ResNets what He et al. train them with (momentum SGD, lr 0.1, batches
-    of 128, a cosine-decayed rate, every image once per epoch). Keys: ``optimizer``, ``lr``,
+    replacement); for the ResNets the common recipe (He et al.'s momentum SGD with lr 0.1 and
+    batches of 128, the rate decayed along a cosine, every image once per epoch). Keys: ``optimizer``, ``lr``,
     ``batch_size``, ``lr_schedule``, ``sampling`` (as :class:`~tinyconv.trainer.Trainer` takes them);
     Momentum's own default momentum is 0.9."""
     if is_resnet(name):
