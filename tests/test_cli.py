@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 
 import tinyconv
+import tinyconv.nets
 from tinyconv import cli
 from tinyconv.cli import main
 from tinyconv.datasets import FASHION_MNIST_CLASSES, _catalog, _fetch, load_sample, write_idx
-from tinyconv.nets import DeepConvNet, SimpleConvNet
+from tinyconv.nets import DeepConvNet, SimpleConvNet, network_from_params, resnet20
 from tinyconv.trainer import Trainer
 from tinyconv.visualize import have_matplotlib
 
@@ -92,7 +93,7 @@ def offline(monkeypatch, tmp_path):
 # help
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "filters", "info"])
+@pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "filters", "info"])
 def test_every_command_has_help_with_examples(command):
     code, stdout, _ = run([command, "--help"])
     assert code == 0
@@ -107,13 +108,18 @@ def test_train_help_documents_defaults_and_outputs():
                  "--checkpoint", "--resume", "--data-dir", "--quiet", "params.pkl",
                  "history.json", "accuracy.png", "filters_after.png", "runs/<date-time>"]:
         assert text in stdout, text
-    assert "(default: 20)" in stdout and "(default: Adam)" in stdout and "(default: 0.001)" in stdout
+    flat = " ".join(stdout.split())  # argparse wraps the help texts
+    assert "(default: 20)" in flat and "(default: Adam, or Momentum with momentum 0.9 for a ResNet)" in flat
+    assert "(default: 0.001, or 0.1 for a ResNet)" in flat and "(default: 100, or 128 for a ResNet; all the images when fewer)" in flat
+    assert "(default: constant, or cosine for a ResNet)" in flat and "params.npz" in flat
+    for name in tinyconv.nets.NETWORK_NAMES:
+        assert name in flat, name
 
 
 def test_top_level_help_and_missing_command():
     code, stdout, _ = run(["--help"])
     assert code == 0
-    for command in ("train", "evaluate", "filters", "info"):
+    for command in ("train", "finetune", "evaluate", "filters", "info"):
         assert command in stdout
     code, _, stderr = run([])
     assert code == 2 and "usage: tinyconv" in stderr
@@ -188,6 +194,11 @@ def files(tmp_path_factory):
     paths["png_dir"] = root / "pictures.png"
     paths["png_dir"].mkdir()
     paths["partial_mnist"] = write_fake_mnist(root / "partial-mnist", skip={"t10k-labels-idx1-ubyte.gz"})
+    r20 = resnet20(num_classes=5, seed=0)
+    r20.save_params(str(root / "r20.npz"))
+    paths["r20"] = root / "r20.npz"
+    paths["r20_params_only"] = write_params(root / "r20_params_only.pkl", r20.params)
+    paths["mlp"] = write_params(root / "mlp.pkl", {"W1": np.zeros((784, 5)), "b1": np.zeros(5)})
     return {key: str(value) for key, value in paths.items()}
 
 
@@ -228,6 +239,16 @@ ABSURD = [
     # train: choices
     (["train", "--optimizer", "adamw"], "argument --optimizer: unknown optimizer 'adamw'"),
     (["train", "--net", "resnet"], "argument --net: invalid choice: 'resnet'"),
+    (["train", "--net", "resnet19"], "argument --net: invalid choice: 'resnet19'"),
+    (["train", "--lr-schedule", "linear"], "argument --lr-schedule: invalid choice: 'linear'"),
+    (["train", "--sampling", "random"], "argument --sampling: invalid choice: 'random'"),
+    (["train", "--classes", "5,5"], "argument --classes: class 5 is given twice in '5,5'"),
+    (["train", "--classes", "11"], "argument --classes: give at least 2 classes, got '11'"),
+    (["train", "--classes", "3,11"], "--classes 3,11: class 11 is not one of the Fashion-MNIST sample's classes 0 to 9"),
+    (["train", "--classes", "a"], "argument --classes: expected class numbers separated by commas (e.g. 5,6,7,8,9), got 'a'"),
+    (["train", "--classes", "1,,2"], "argument --classes: expected class numbers separated by commas"),
+    (["train", "--classes", "1.0,2"], "argument --classes: expected class numbers separated by commas"),
+    (["train", "--classes", "5,6", "--train-size", "1001"], "--train-size 1001 is larger than the 1,000 train images of the Fashion-MNIST sample of classes 5,6"),
     (["train", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
     (["train", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
@@ -251,6 +272,26 @@ ABSURD = [
      "cannot be read from --data-dir '{partial_mnist}': the directory lacks t10k-labels-idx1-ubyte.gz"),
     (["train", "--dataset", "mnist", "--data-dir", "{afile}"], "--data-dir '{afile}': the directory is not a directory"),
     (["train", "--dataset", "mnist", "--data-dir", "{missing}"], "--data-dir '{missing}': the directory does not exist"),
+    # finetune
+    (["finetune"], "the following arguments are required: --init"),
+    (["finetune", "--init", "{missing}/p.npz"], "--init parameter file not found: {missing}/p.npz"),
+    (["finetune", "--init", "{dir}"], "{dir} is a directory, not a --init parameter file"),
+    (["finetune", "--init", "{afile}"], "cannot read parameters: {afile}"),
+    (["finetune", "--init", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
+    (["finetune", "--init", "{r20_params_only}"], "{r20_params_only} holds a resnet20's parameters but not its batch-norm running statistics"),
+    (["finetune", "--init", "{good}", "--net", "resnet20"], "{good} holds the parameters of a SimpleConvNet, not of a resnet20"),
+    (["finetune", "--init", "{r20}", "--freeze", "layer9", "conv1", "fc.w"],
+     "--freeze layer9 fc.w: no parameter of the resnet20 is named so or lies under it (its parameters are under conv1, bn1, layer1, layer2, layer3, fc)"),
+    (["finetune", "--init", "{good}", "--freeze", "W9"], "--freeze W9: no parameter of the simple is named so"),
+    (["finetune", "--init", "{r20}", "--freeze", ""], "argument --freeze: expected a parameter name or prefix (e.g. layer1, conv1.weight), got ''"),
+    (["finetune", "--init", "{r20}", "--all-but-head", "--freeze", "fc"], "--freeze fc --all-but-head freezes every parameter; nothing would be trained"),
+    (["finetune", "--init", "{r20}", "--head-lr", "0"], "argument --head-lr: must be a positive finite number, got 0"),
+    (["finetune", "--init", "{r20}", "--backbone-lr", "nan"], "argument --backbone-lr: must be a positive finite number, got nan"),
+    (["finetune", "--init", "{r20}", "--classes", "5,6", "--train-size", "1001"],
+     "--train-size 1001: class 5 has 500 training images, 501 are needed for a balanced subset"),
+    (["finetune", "--init", "{r20}", "--classes", "5,10"], "--classes 5,10: class 10 is not one of the Fashion-MNIST sample's classes 0 to 9"),
+    (["finetune", "--init", "{r20}", "--out", "{afile}"], "--out: {afile} exists and is not a directory"),
+    (["finetune", "--init", "{r20}", "--resume"], "unrecognized arguments: --resume"),
     # evaluate: the parameter file
     (["evaluate"], "the following arguments are required: PARAMS"),
     (["evaluate", ""], "argument PARAMS: expected a path, got an empty string"),
@@ -260,13 +301,19 @@ ABSURD = [
     (["evaluate", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
     (["evaluate", "{afile}"], "cannot read parameters: {afile}"),
     (["evaluate", "{other_ckpt}"], "cannot read parameters: {other_ckpt}"),  # a checkpoint, not parameters
-    (["evaluate", "{rgb}"], "{rgb}: W1 has shape (30, 3, 5, 5), filters over 3 input channels, but the data set's images have 1"),
+    (["evaluate", "{rgb}"], "{rgb}: W1 has shape (30, 3, 5, 5), filters over 3 input channels, but the input (1, 28, 28) has 1"),
     (["evaluate", "{deep_rgb}"], "{deep_rgb}: W1 has shape (16, 3, 3, 3), filters over 3 input channels"),
     (["evaluate", "{rgb}", "--net", "deep"], "{rgb} has no 'W7', which a DeepConvNet needs"),
     (["evaluate", "{oblong}"], "{oblong}: W1 has shape (30, 1, 5, 3); a SimpleConvNet's filters are square"),
-    (["evaluate", "{huge_filters}"], "the parameters do not fit a simple network: input (1, 28, 28) is too small for 29x29 filters"),
-    (["evaluate", "{wrong_w2}"], "{wrong_w2} does not fit a SimpleConvNet for 28x28 images: W2 has shape (17, 100), expected (4320, 100)"),
+    (["evaluate", "{huge_filters}"], "{huge_filters} does not fit a SimpleConvNet: input (1, 28, 28) is too small for 29x29 filters"),
+    (["evaluate", "{wrong_w2}"], "{wrong_w2} does not fit a SimpleConvNet for input (1, 28, 28): W2 has shape (17, 100), expected (4320, 100)"),
     (["evaluate", "{no_outputs}"], "{no_outputs}: W1, W2, W3 have shapes (30, 1, 5, 5), (4320, 100), (100, 0); no dimension may be 0"),
+    (["evaluate", "{r20_params_only}"], "{r20_params_only} holds a resnet20's parameters but not its batch-norm running statistics"),
+    (["evaluate", "{r20}"], "the network has 5 outputs but the Fashion-MNIST sample has 10 classes; name the 5 it was trained on with --classes"),
+    (["evaluate", "{r20}", "--classes", "1,2"], "--classes 1,2 names 2 classes but the network has 5 outputs"),
+    (["evaluate", "{r20}", "--classes", "1,2,3,4,10"], "--classes 1,2,3,4,10: class 10 is not one of the Fashion-MNIST sample's classes 0 to 9"),
+    (["evaluate", "{r20}", "--net", "resnet56"], "{r20} holds the parameters of a resnet20, not of a resnet56"),
+    (["evaluate", "{r20}", "--net", "deep"], "{r20} has no 'W1', which a DeepConvNet needs"),
     # evaluate: options
     (["evaluate", "{good}", "--net", "lenet"], "argument --net: invalid choice: 'lenet'"),
     (["evaluate", "{good}", "--threads", "4097"], "argument --threads: must be from 1 to 4,096, got 4097"),
@@ -286,6 +333,9 @@ ABSURD = [
     (["filters", "{many_filters}"], "holds 4,097 filters, 513 rows of --nx 8; a picture holds at most 4,096 filters"),
     (["filters", "{good}", "--nx", "1", "-o", "{dir}/x.png"], None),  # 30 rows of 1: fine (not an error)
     (["filters", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
+    (["filters", "{mlp}", "--key", "W1"], "W1 in {mlp} has shape (784, 5); convolution filters have 4 dimensions"),
+    (["filters", "{r20}", "--key", "W1"], "{r20} has no 'W1' (it holds conv1.weight, bn1.weight, bn1.bias, "),
+    (["filters", "{r20}", "--nx", "1", "-o", "{dir}/r.png"], None),  # conv1.weight by default
     (["filters", "{good}", "-o", ""], "argument -o/--output: expected a path, got an empty string"),
     pytest.param(["filters", "{good}", "-o", "{dir}/picture.bmp"], "-o {dir}/picture.bmp: the file name must end in a picture format's suffix (.png", marks=plots),
     pytest.param(["filters", "{good}", "-o", "{dir}/picture"], "-o {dir}/picture: the file name must end in", marks=plots),
@@ -304,7 +354,7 @@ ABSURD = [
 def test_absurd_option_values_are_one_line_usage_errors(argv, message, files, tmp_path):
     argv = [arg.format(**files) if "{" in arg else arg for arg in argv]
     out_dir = tmp_path / "run"
-    if argv[0] == "train":
+    if argv[0] in ("train", "finetune"):
         argv = argv[:1] + TINY + ["--epochs", "1"] + argv[1:]
         if "--out" not in argv:
             argv += ["--out", str(out_dir)]
@@ -393,6 +443,8 @@ def test_history_json_content(trained):
     assert (settings["dataset"], settings["train_size"], settings["test_size"]) == ("sample", 300, 100)
     assert (settings["epochs"], settings["batch_size"], settings["optimizer"], settings["lr"]) == (2, 100, "Adam", 0.001)
     assert (settings["seed"], settings["dtype"], settings["eval_samples"]) == (0, "float32", 1000)
+    assert (settings["lr_schedule"], settings["sampling"], settings["classes"]) == ("constant", "replacement", None)
+    assert settings["params_file"] == "params.pkl" and settings["class_names"] == list(FASHION_MNIST_CLASSES)
     assert [record["epoch"] for record in history["epochs"]] == [1, 2]
     for record, train_acc, test_acc, loss in zip(history["epochs"], history["train_acc"],
                                                  history["test_acc"], history["loss"]):
@@ -759,3 +811,192 @@ def test_info_without_matplotlib(monkeypatch):
 
 def test_cli_exports():
     assert set(cli.__all__) >= {"main", "build_parser"}
+
+
+# ----------------------------------------------------------------------------------------------
+# ResNets, --classes and finetune
+
+
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+    """A ResNet-20 trained for one epoch on 300 images of classes 5-9, with the ResNet defaults."""
+    out_dir = tmp_path_factory.mktemp("resnet-run")
+    code, stdout, stderr = run(["train", "--net", "resnet20", "--classes", "5,6,7,8,9", "--epochs", "1", *TINY,
+                                "--out", str(out_dir)])
+    return out_dir, code, stdout, stderr
+
+
+def test_train_a_resnet_with_its_defaults(resnet_run):
+    out_dir, code, stdout, stderr = resnet_run
+    assert code == 0, stderr
+    assert ("Training resnet20 (float32) on the Fashion-MNIST sample (classes 5,6,7,8,9): 300 training and "
+            "100 test images") in stdout
+    assert "Momentum lr 0.1 (cosine schedule), batch 128, 1 epoch" in stdout
+    assert "Wrote params.npz, history.json" in stdout
+    assert "params.npz" in os.listdir(out_dir) and "params.pkl" not in os.listdir(out_dir)
+    settings = json.loads((out_dir / "history.json").read_text())["settings"]
+    assert (settings["net"], settings["network"], settings["optimizer"], settings["lr"]) == ("resnet20", "ResNet", "Momentum", 0.1)
+    assert (settings["batch_size"], settings["lr_schedule"], settings["sampling"]) == (128, "cosine", "permutation")
+    assert settings["classes"] == [5, 6, 7, 8, 9] and settings["class_names"][0] == FASHION_MNIST_CLASSES[5]
+    assert settings["params_file"] == "params.npz" and settings["command"] == "train"
+    state = np.load(out_dir / "params.npz")
+    assert state["fc.weight"].shape == (5, 64) and state["conv1.weight"].shape == (16, 1, 3, 3)
+    assert "layer3.2.bn2.running_var" in state.files and state["bn1.num_batches_tracked"] == 3  # 300 / 128: 3 steps
+
+
+@needs_matplotlib
+def test_resnet_pictures_show_its_3x3_filters(resnet_run, tmp_path):
+    out_dir = resnet_run[0]
+    assert_real_picture(out_dir / "filters_after.png")
+    code, stdout, stderr = run(["filters", str(out_dir / "params.npz"), "-o", str(tmp_path / "f.png")])
+    assert code == 0, stderr
+    assert f"Wrote {tmp_path / 'f.png'}: 16 filters of 3x3" in stdout
+    assert_real_picture(tmp_path / "f.png")
+
+
+def test_classes_relabel_in_the_given_order(monkeypatch, tmp_path):
+    seen = {}
+    original = Trainer.__init__
+
+    def record(self, network, x_train, t_train, x_test, t_test, *args, **kwargs):
+        seen.update(t_train=np.array(t_train), t_test=np.array(t_test), kwargs=kwargs)
+        original(self, network, x_train, t_train, x_test, t_test, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", record)
+    code, _, stderr = run(["train", "--classes", "7,2", "--epochs", "1", *TINY, "--out", str(tmp_path), "--quiet",
+                           "--lr-schedule", "step", "--sampling", "permutation", "--batch-size", "50"])
+    assert code == 0, stderr
+    (x_train, t_train), (x_test, t_test) = load_sample(flatten=False)
+    expected = np.where(t_train[np.isin(t_train, [7, 2])] == 7, 0, 1)[:300]
+    np.testing.assert_array_equal(seen["t_train"], expected)
+    assert set(seen["t_test"]) == {0, 1}
+    assert (seen["kwargs"]["lr_schedule"], seen["kwargs"]["sampling"]) == ("step", "permutation")
+    with open(tmp_path / "params.pkl", "rb") as handle:
+        assert pickle.load(handle)["W3"].shape == (100, 2)  # a DLfS network keeps its pickle
+    settings = json.loads((tmp_path / "history.json").read_text())["settings"]
+    assert (settings["classes"], settings["lr_schedule"], settings["optimizer"], settings["lr"]) == ([7, 2], "step", "Adam", 0.001)
+
+
+def test_evaluate_a_resnet_with_the_classes_of_its_run(resnet_run, tmp_path):
+    out_dir = resnet_run[0]
+    code, stdout, stderr = run(["evaluate", str(out_dir / "params.npz"), "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0, stderr
+    assert "resnet20 from" in stdout and "(500 test images of classes 5,6,7,8,9)" in stdout
+    assert "classes 5,6,7,8,9 (from history.json)" in stdout
+    network = network_from_params(str(out_dir / "params.npz"))
+    x_test, t_test = _sample_test_set()
+    keep = t_test >= 5
+    with one_thread():
+        expected = network.accuracy(x_test[keep], t_test[keep] - 5)
+    assert f"accuracy: {expected:.4f}" in stdout
+    for label in range(5, 10):
+        assert f"{label} {FASHION_MNIST_CLASSES[label]}" in stdout
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["classes"] == [5, 6, 7, 8, 9] and report["net"] == "resnet20"
+    assert report["per_class"][0]["label"] == 5 and report["per_class"][0]["output"] == 0
+    assert np.array(report["confusion_matrix"]).shape == (5, 5)
+
+
+def test_evaluate_a_resnet_elsewhere_needs_its_classes(resnet_run, tmp_path):
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes((resnet_run[0] / "params.npz").read_bytes())
+    (tmp_path / "history.json").write_text('{"settings": [1, 2]}')  # not the run's: ignored
+    code, _, stderr = run(["evaluate", str(copy), "--threads", "1"])
+    assert code == 2 and "name the 5 it was trained on with --classes" in stderr
+    code, stdout, stderr = run(["evaluate", str(copy), "--threads", "1", "--classes", "9,8,7,6,5", "--test-size", "50"])
+    assert code == 0, stderr
+    assert "classes 9,8,7,6,5 (from --classes)" in stdout and "(50 test images of classes 9,8,7,6,5)" in stdout
+    assert "\n9 Ankle boot" in stdout
+
+
+def test_finetune_a_resnet_on_other_classes(resnet_run, tmp_path):
+    init = resnet_run[0] / "params.npz"
+    code, stdout, stderr = run(["finetune", "--init", str(init), "--classes", "0,1,2", "--train-size", "60",
+                                "--test-size", "60", "--epochs", "1", "--all-but-head", "--seed", "3",
+                                "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0, stderr
+    assert "New head for 3 classes (the network had 5 outputs)" in stdout
+    assert "Frozen: 57 parameter arrays of 59" in stdout
+    assert "Momentum lr 0.01, head fc 0.1 (cosine schedule), batch 60, 1 epoch" in stdout
+    before, after = np.load(init), np.load(tmp_path / "params.npz")
+    assert after["fc.weight"].shape == (3, 64)
+    frozen = [key for key in before.files if key.endswith("weight") and not key.startswith("fc")]
+    assert all(np.array_equal(before[key], after[key]) for key in frozen)
+    assert not np.array_equal(before["bn1.running_mean"], after["bn1.running_mean"])  # statistics adapt
+    settings = json.loads((tmp_path / "history.json").read_text())["settings"]
+    assert (settings["command"], settings["init"], settings["new_head"], settings["frozen"]) == ("finetune", str(init), True, 57)
+    assert (settings["backbone_lr"], settings["head_lr"], settings["lr"]) == (0.01, 0.1, 0.01)
+    assert (settings["classes"], settings["train_size"], settings["test_size"]) == ([0, 1, 2], 60, 60)
+    code, stdout, _ = run(["evaluate", str(tmp_path / "params.npz"), "--threads", "1", "--test-size", "30"])
+    assert code == 0 and "classes 0,1,2 (from history.json)" in stdout
+
+
+def test_finetune_freezes_prefixes_and_keeps_a_fitting_head(resnet_run, tmp_path):
+    init = resnet_run[0] / "params.npz"
+    argv = ["finetune", "--init", str(init), "--classes", "0,1,2,3,4", "--train-size", "50", "--test-size", "50",
+            "--epochs", "1", "--freeze", "conv1", "bn1", "--freeze", "layer1", "--backbone-lr", "0.02",
+            "--head-lr", "0.05", "--optimizer", "sgd", "--lr-schedule", "constant", "--quiet", "--threads", "1"]
+    code, stdout, stderr = run([*argv, "--out", str(tmp_path / "a")])
+    assert code == 0 and stdout == "" and stderr == ""
+    before, after = np.load(init), np.load(tmp_path / "a" / "params.npz")
+    assert np.array_equal(before["layer1.2.conv2.weight"], after["layer1.2.conv2.weight"])
+    assert not np.array_equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
+    assert not np.array_equal(before["fc.weight"], after["fc.weight"])  # kept (5 outputs), trained
+    settings = json.loads((tmp_path / "a" / "history.json").read_text())["settings"]
+    assert (settings["new_head"], settings["freeze"], settings["optimizer"]) == (False, ["conv1", "bn1", "layer1"], "SGD")
+    assert (settings["backbone_lr"], settings["head_lr"], settings["lr_schedule"]) == (0.02, 0.05, "constant")
+    code, _, _ = run([*argv, "--new-head", "--seed", "1", "--out", str(tmp_path / "b")])
+    assert code == 0
+    assert json.loads((tmp_path / "b" / "history.json").read_text())["settings"]["new_head"] is True
+    code, _, _ = run([*argv, "--new-head", "--seed", "1", "--out", str(tmp_path / "c")])
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "params.npz")["fc.weight"],
+                                  np.load(tmp_path / "c" / "params.npz")["fc.weight"])  # --seed repeats a run
+
+
+def test_finetune_a_dlfs_network(trained, tmp_path):
+    code, stdout, stderr = run(["finetune", "--init", str(trained[0] / "params.pkl"), "--classes", "0,1",
+                                "--train-size", "40", "--test-size", "40", "--epochs", "1", "--freeze", "W1", "b1",
+                                "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0, stderr
+    assert "Adam lr 0.0001, head W3 b3 0.001, batch 40" in stdout
+    with open(tmp_path / "params.pkl", "rb") as handle:
+        params = pickle.load(handle)
+    with open(trained[0] / "params.pkl", "rb") as handle:
+        init = pickle.load(handle)
+    assert params["W3"].shape == (100, 2) and np.array_equal(params["W1"], init["W1"])
+    assert not np.array_equal(params["W2"], init["W2"])
+
+
+def test_balanced_subset_is_balanced_and_seeded():
+    t = np.repeat(np.arange(3), 10)[::-1].copy()
+    x = np.arange(30)
+    picked_x, picked_t = cli._balanced_subset(x, t, 7, (5, 6, 7), seed=1)
+    assert list(np.bincount(picked_t)) == [3, 2, 2] and list(picked_x) == sorted(picked_x)
+    again_x, _ = cli._balanced_subset(x, t, 7, (5, 6, 7), seed=1)
+    other_x, _ = cli._balanced_subset(x, t, 7, (5, 6, 7), seed=2)
+    assert list(again_x) == list(picked_x) and list(other_x) != list(picked_x)
+
+
+def test_filters_needs_a_first_convolution(tmp_path):
+    path = write_params(tmp_path / "head.pkl", {"fc.weight": np.zeros((2, 3)), "fc.bias": np.zeros(2)})
+    code, _, stderr = run(["filters", str(path), "-o", str(tmp_path / "x.png")])
+    assert code == 2 and "has neither 'W1' nor 'conv1.weight' (it holds fc.weight, fc.bias); name the filters with --key" in stderr
+
+
+def test_a_safetensors_file_without_the_package_is_a_clean_error(resnet_run, tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "r.safetensors"
+    network_from_params(str(resnet_run[0] / "params.npz")).save_params(str(path))
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    code, _, stderr = run(["evaluate", str(path), "--classes", "5,6,7,8,9"])
+    assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"cannot read parameters from {path}: reading a .safetensors file needs the optional 'safetensors'" in stderr
+
+
+def test_finetune_help_documents_its_options():
+    _, stdout, _ = run(["finetune", "--help"])
+    flat = " ".join(stdout.split())
+    for text in ["--init", "--freeze", "--all-but-head", "--new-head", "--backbone-lr", "--head-lr", "--classes",
+                 "--train-size", "--lr-schedule", "(default: 10)", "class-balanced"]:
+        assert text in flat, text

@@ -2,12 +2,18 @@
 
 Commands:
 
-* ``tinyconv train`` -- train a network; the defaults reproduce DLfS's chapter 7 experiment
-  (``ch07/train_convnet.py``) on the Fashion-MNIST sample shipped with tinyconv, offline, and
-  write the parameters, the history and the pictures into ``--out``.
+* ``tinyconv train`` -- train a network (DLfS's SimpleConvNet or DeepConvNet, or a ResNet); the
+  defaults reproduce DLfS's chapter 7 experiment (``ch07/train_convnet.py``) on the Fashion-MNIST
+  sample shipped with tinyconv, offline, and write the parameters, the history and the pictures
+  into ``--out``.
+* ``tinyconv finetune --init PARAMS`` -- transfer learning: a trained network, a new head for
+  other classes, frozen or slower-learning layers; the same outputs as ``train``.
 * ``tinyconv evaluate PARAMS`` -- accuracy, per-class accuracy and a confusion matrix of a saved
   network (tinyconv's or DLfS's parameter files).
 * ``tinyconv filters PARAMS`` -- the picture of a saved network's first convolution filters.
+
+Which network a parameter file holds, and building it, is :mod:`tinyconv.nets`' job
+(:func:`~tinyconv.nets.network_from_params`); so are each network's training defaults.
 * ``tinyconv info`` -- build configuration, where each data set would be read from, and which
   optional packages are installed.
 
@@ -21,7 +27,7 @@ Everything that can be checked before training is checked before anything is wri
 options, the data set, a checkpoint to resume from, and that the output directory and the
 checkpoint's directory can be written to.  So a run that stops with exit code 2 before training
 creates nothing.  A run that fails once training has begun leaves ``history.json`` with
-``"status": "failed"`` and the reason in ``"error"``, and no ``params.pkl``.
+``"status": "failed"`` and the reason in ``"error"``, and no parameter file.
 
 The heavy modules (networks, trainer, matplotlib) are imported by the commands that need them,
 so ``--help`` and ``info`` answer at once.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _datetime
 import json
 import math
@@ -39,7 +46,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,14 +61,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
 
 DATASETS = ("sample", "mnist", "fashion-mnist")
 OPTIMIZERS = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
-NETS = ("simple", "deep")
+LR_SCHEDULES = ("constant", "cosine", "step")  # tinyconv.trainer.LR_SCHEDULES, without importing it for --help
+SAMPLING_MODES = ("replacement", "permutation")
 IMAGE_SHAPE = (1, 28, 28)
 DEFAULT_OUT_ROOT = "runs"
-
-# DLfS's ch07/train_convnet.py, which `tinyconv train` reproduces by default.
-DLFS_CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-DLFS_HIDDEN_SIZE = 100
-DLFS_WEIGHT_INIT_STD = 0.01
+FINETUNE_EPOCHS = 10
+# finetune's rates: the head learns at the net's usual training rate, the pre-trained rest ten
+# times slower, so that it adapts without forgetting what it learnt.
+BACKBONE_LR_DIVISOR = 10
 
 # Limits of the options, so that nonsense is a usage error rather than a crash or a run that
 # never ends. Threads: the core's own limit (tinyconv.set_num_threads).
@@ -72,8 +79,8 @@ MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any size; 64 bits are plenty 
 # it under ~20,000 pixels a side (matplotlib's Agg limit is 65,536) and ~100 MB of memory.
 MAX_FILTERS_PER_SIDE = 256
 MAX_FILTERS_DRAWN = 4096
-TRAIN_OUTPUTS = ("params.pkl", "history.json", "accuracy.png", "loss.png", "filters_before.png",
-                 "filters_after.png")
+# What train and finetune write besides the parameter file (params.pkl or params.npz).
+TRAIN_OUTPUTS = ("history.json", "accuracy.png", "loss.png", "filters_before.png", "filters_after.png")
 EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
 
 
@@ -157,17 +164,53 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     Defaults are written into the help texts by hand, where they say something."""
 
 
+def _classes(text: str) -> Tuple[int, ...]:
+    """An argparse type: class numbers separated by commas, each once, at least two (a
+    one-class classifier learns nothing). Whether they exist depends on the data set and is
+    checked by the command."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and part.isascii() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected class numbers separated by commas (e.g. 5,6,7,8,9), "
+                                         f"got {text[:40]!r}")
+    classes = tuple(int(part) for part in parts)
+    repeated = sorted({label for label in classes if classes.count(label) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"class {repeated[0]} is given twice in {text[:40]!r}")
+    if len(classes) < 2:
+        raise argparse.ArgumentTypeError(f"give at least 2 classes, got {text[:40]!r}")
+    return classes
+
+
+def _prefix(text: str) -> str:
+    if not text or text != text.strip():
+        raise argparse.ArgumentTypeError(f"expected a parameter name or prefix (e.g. layer1, conv1.weight), "
+                                         f"got {text[:40]!r}")
+    return text
+
+
 TRAIN_EPILOG = """\
 examples:
   tinyconv train                              # DLfS ch07: SimpleConvNet, Adam 0.001, 20 epochs, sample
   tinyconv train --epochs 5 --out runs/quick  # a shorter run into a chosen directory
   tinyconv train --dataset mnist --data-dir ~/data/mnist
   tinyconv train --net deep --dataset fashion-mnist --epochs 10 --threads 8
+  tinyconv train --net resnet20 --dataset fashion-mnist --epochs 30   # Momentum 0.1, cosine, batch 128
+  tinyconv train --net resnet20 --classes 0,1,2,3,4 --out runs/first5  # a subset of the classes
   tinyconv train --checkpoint run.ckpt --resume   # continue an interrupted run
 
+networks (--net):
+  simple, deep            DLfS's SimpleConvNet (ch07) and DeepConvNet (ch08)
+  resnet20/32/56          He et al.'s CIFAR ResNets (3x3 stem, 0.27M to 0.85M parameters)
+  resnet18/34/50/101/152  torchvision's ImageNet ResNets, with one input channel here
+  The DLfS networks train as DLfS does (Adam lr 0.001, batches of 100, constant rate, batches
+  drawn with replacement); a ResNet with the common recipe (Momentum 0.9 with lr 0.1, batches
+  of 128, cosine schedule, every image once per epoch). Options given override these.
+
 writes into --out (default runs/<date-time>/):
-  params.pkl          the trained parameters (a DLfS-compatible pickle)
-  history.json        per-epoch loss and accuracies, settings, timings, version, build config
+  params.pkl          the trained parameters of a DLfS network (a DLfS-compatible pickle)
+  params.npz          ... of a ResNet: its whole state, running statistics of batch norm included
+  history.json        per-epoch loss and accuracies, settings (net, schedule, classes), timings,
+                      version, build config
   accuracy.png        train and test accuracy per epoch (as DLfS's train_convnet.py)
   loss.png            training loss per step
   filters_before.png  first convolution layer's filters before training
@@ -182,19 +225,37 @@ if it fails:
   out of memory: exit 2; a write error: exit 1) leaves history.json with "status": "failed"
   and the reason in "error", the pictures drawn so far, and no params.pkl."""
 
+FINETUNE_EPILOG = """\
+examples:
+  # a ResNet-20 trained on classes 0-4, adapted to classes 5-9 with 500 labelled images:
+  tinyconv finetune --init runs/first5/params.npz --classes 5,6,7,8,9 --train-size 500
+  tinyconv finetune --init runs/first5/params.npz --classes 5,6,7,8,9 --all-but-head
+  tinyconv finetune --init params.npz --classes 5,6,7,8,9 --freeze conv1 bn1 layer1 --head-lr 0.05
+
+The network is recognised from --init (as 'tinyconv evaluate' does). Its classifier (ResNets:
+fc; SimpleConvNet: W3, b3; DeepConvNet: W8, b8) is replaced by a new, untrained one when the
+number of --classes differs from its outputs, or with --new-head. The head learns at
+--head-lr, everything else at --backbone-lr; --freeze and --all-but-head stop parameters from
+learning at all (batch norm's running statistics still adapt to the new images). The outputs
+are those of 'tinyconv train', written into --out."""
+
 EVALUATE_EPILOG = """\
 examples:
   tinyconv evaluate runs/20240101-120000/params.pkl
   tinyconv evaluate params.pkl --dataset mnist --out results/   # DLfS's ch07/params.pkl works too
+  tinyconv evaluate runs/first5/params.npz                      # a ResNet; classes from history.json
 
 The network is recognised from the parameter names and shapes (W1..b3: SimpleConvNet,
-W1..b8: DeepConvNet); --net forces one. Writes confusion_matrix.png and evaluation.json
-into --out (default: the directory of PARAMS)."""
+W1..b8: DeepConvNet, conv1.weight ... fc.bias: the ResNet of that depth and kind); --net
+forces one. A network trained on --classes is evaluated on those classes: given again with
+--classes, or read from the history.json that 'tinyconv train' wrote beside PARAMS. Writes
+confusion_matrix.png and evaluation.json into --out (default: the directory of PARAMS)."""
 
 FILTERS_EPILOG = """\
 examples:
   tinyconv filters runs/20240101-120000/params.pkl -o filters.png
-  tinyconv filters params.pkl --nx 10 -o wide.png"""
+  tinyconv filters params.pkl --nx 10 -o wide.png
+  tinyconv filters runs/first5/params.npz -o resnet.png   # a ResNet's conv1.weight (3x3)"""
 
 INFO_EPILOG = """\
 examples:
@@ -204,6 +265,8 @@ examples:
 MAIN_EPILOG = """\
 examples:
   tinyconv train --epochs 5           # train DLfS's SimpleConvNet on the shipped sample
+  tinyconv train --net resnet20 --classes 0,1,2,3,4 --out runs/first5
+  tinyconv finetune --init runs/first5/params.npz --classes 5,6,7,8,9 --train-size 500
   tinyconv evaluate runs/<run>/params.pkl
   tinyconv filters runs/<run>/params.pkl -o filters.png
   tinyconv info
@@ -224,17 +287,53 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="never download a data set; fail if it is not on disk")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``tinyconv`` command."""
-    from . import __version__
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
+                        help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
+                             f"or the number of cores)")
 
-    parser = _Parser(
-        prog="tinyconv", formatter_class=_HelpFormatter, epilog=MAIN_EPILOG,
-        description="tinyconv: a small, fast CNN library with the API of "
-                    "'Deep Learning from Scratch'.")
-    parser.add_argument("--version", action="version", version=f"tinyconv {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    """What train and finetune share: the schedule, the data, the run's settings and output."""
+    _add_data_options(parser)
+    parser.add_argument("--classes", type=_classes, default=None, metavar="LIST",
+                        help="train on these classes only, e.g. 5,6,7,8,9; the network's outputs "
+                             "0, 1, ... are these classes in this order (default: all classes)")
+    parser.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=epochs, metavar="N",
+                        help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: {epochs})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="mini-batch size, at most the number of training images "
+                             "(default: 100, or 128 for a ResNet; all the images when fewer)")
+    parser.add_argument("--optimizer", type=_optimizer_name, default=None, metavar="NAME",
+                        help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam, or "
+                             f"Momentum with momentum 0.9 for a ResNet)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                        help="how the learning rate changes over the run: 'constant'; 'cosine' "
+                             "decay to 0; 'step': divided by 10 at 50%% and again at 75%% of the steps (default: "
+                             "constant, or cosine for a ResNet)")
+    parser.add_argument("--sampling", choices=SAMPLING_MODES, default=None,
+                        help="'replacement': every batch drawn at random, as in DLfS; "
+                             "'permutation': every image once per epoch (default: replacement, "
+                             "or permutation for a ResNet)")
+    parser.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
+                        help="use only the first N test images (of --classes) (default: all)")
+    parser.add_argument("--eval-samples", type=_non_negative_int, default=1000, metavar="N",
+                        help="measure the per-epoch accuracies on the first N training and test "
+                             "images (DLfS's evaluate_sample_num_per_epoch); 0 means all "
+                             "(default: 1000)")
+    _add_threads_option(parser)
+    parser.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
+                        help="random seed for the initial weights and the batch order, 0 to "
+                             "2**64-1 (default: a fresh one, recorded in history.json)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="precision of the parameters and the computation (default: float32)")
+    parser.add_argument("--out", metavar="DIR", type=_path, default=None,
+                        help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print only warnings and errors (no progress, no per-epoch lines)")
+
+
+def _add_train_command(commands: Any, net_names: Sequence[str]) -> None:
     train = commands.add_parser(
         "train", formatter_class=_HelpFormatter, epilog=TRAIN_EPILOG,
         help="train a network (default: DLfS chapter 7 on the shipped sample)",
@@ -242,46 +341,69 @@ def build_parser() -> argparse.ArgumentParser:
                     "experiment (ch07/train_convnet.py): SimpleConvNet, Adam with lr 0.001,\n"
                     "mini-batches of 100, 20 epochs, accuracy measured on 1,000 samples per\n"
                     "epoch -- on the Fashion-MNIST sample shipped with tinyconv, so it runs offline.")
-    train.add_argument("--net", choices=NETS, default="simple",
+    train.add_argument("--net", choices=net_names, default="simple", metavar="NAME",
                        help="'simple' (default): SimpleConvNet (DLfS ch07); 'deep': DeepConvNet "
-                            "(DLfS ch08)")
-    _add_data_options(train)
-    train.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=20, metavar="N",
-                       help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: 20)")
-    train.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
-                       help="mini-batch size, at most the number of training images "
-                            "(default: 100)")
-    train.add_argument("--optimizer", type=_optimizer_name, default="Adam", metavar="NAME",
-                       help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam)")
-    train.add_argument("--lr", type=_positive_float, default=0.001,
-                       help="learning rate (default: 0.001)")
+                            "(DLfS ch08); resnet20, resnet32, resnet56 (CIFAR ResNets) or resnet18, "
+                            "resnet34, resnet50, resnet101, resnet152 (ImageNet ResNets)")
+    _add_training_options(train, epochs=20)
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default: 0.001, or 0.1 for a ResNet)")
     train.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
-                       help="use only the first N training images (default: all)")
-    train.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
-                       help="use only the first N test images (default: all)")
-    train.add_argument("--eval-samples", type=_non_negative_int, default=1000, metavar="N",
-                       help="measure the per-epoch accuracies on the first N training and test "
-                            "images (DLfS's evaluate_sample_num_per_epoch); 0 means all "
-                            "(default: 1000)")
-    train.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
-                       help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
-                            f"or the number of cores)")
-    train.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
-                       help="random seed for the initial weights and the batch order, 0 to "
-                            "2**64-1 (default: a fresh one, recorded in history.json)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                       help="precision of the parameters and the computation (default: float32)")
-    train.add_argument("--out", metavar="DIR", type=_path, default=None,
-                       help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
+                       help="use only the first N training images (of --classes) (default: all)")
     train.add_argument("--checkpoint", metavar="PATH", type=_path, default=None,
                        help="save a checkpoint to PATH after every epoch (its directory must "
                             "exist)")
     train.add_argument("--resume", action="store_true",
                        help="continue from --checkpoint if that file exists (else start afresh); "
                             "a checkpoint of another setup is an error")
-    train.add_argument("--quiet", "-q", action="store_true",
-                       help="print only warnings and errors (no progress, no per-epoch lines)")
     train.set_defaults(handler=_train)
+
+
+def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
+    finetune = commands.add_parser(
+        "finetune", formatter_class=_HelpFormatter, epilog=FINETUNE_EPILOG,
+        help="adapt a trained network to other classes (transfer learning)",
+        description="Fine-tune a trained network on (other) classes of a data set: load it from\n"
+                    "--init, give it a new classifier when the classes differ, freeze what should\n"
+                    "stay, and train the rest -- the head faster than the pre-trained layers.")
+    finetune.add_argument("--init", metavar="PARAMS", type=_path, required=True,
+                          help="parameter file of the trained network (.pkl, .npz or .safetensors; "
+                               "a ResNet's with its running statistics, as 'tinyconv train' saves it)")
+    finetune.add_argument("--net", choices=("auto",) + tuple(net_names), default="auto", metavar="NAME",
+                          help="network of --init; 'auto' (default) tells it from the parameters")
+    _add_training_options(finetune, epochs=FINETUNE_EPOCHS)
+    finetune.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
+                          help="train on a class-balanced draw of N images (the classes' counts differ "
+                               "by at most one), the same for the same --seed (default: all)")
+    finetune.add_argument("--new-head", action="store_true",
+                          help="replace the classifier even when it has as many outputs as there "
+                               "are --classes")
+    finetune.add_argument("--freeze", metavar="PREFIX", type=_prefix, nargs="+", action="extend", default=[],
+                          help="do not train the parameters named PREFIX or under it (e.g. conv1 bn1 "
+                               "layer1 layer2.0, or W1 b1); may be repeated")
+    finetune.add_argument("--all-but-head", action="store_true",
+                          help="freeze every parameter but the classifier's")
+    finetune.add_argument("--backbone-lr", type=_positive_float, default=None, metavar="LR",
+                          help="learning rate of everything but the head (default: a tenth of "
+                               "--head-lr; 0.0001, or 0.01 for a ResNet, when neither is given)")
+    finetune.add_argument("--head-lr", type=_positive_float, default=None, metavar="LR",
+                          help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet)")
+    finetune.set_defaults(handler=_finetune)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tinyconv`` command."""
+    from . import __version__
+    from .nets import NETWORK_NAMES
+
+    parser = _Parser(
+        prog="tinyconv", formatter_class=_HelpFormatter, epilog=MAIN_EPILOG,
+        description="tinyconv: a small, fast CNN library with the API of "
+                    "'Deep Learning from Scratch'.")
+    parser.add_argument("--version", action="version", version=f"tinyconv {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_command(commands, NETWORK_NAMES)
+    _add_finetune_command(commands, NETWORK_NAMES)
 
     evaluate = commands.add_parser(
         "evaluate", formatter_class=_HelpFormatter, epilog=EVALUATE_EPILOG,
@@ -289,17 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the accuracy of a saved network on a test set, per class too, and\n"
                     "draw its confusion matrix. Reads tinyconv's parameter files and DLfS's\n"
                     "(a pickle of a dict of float64 arrays W1, b1, ...).")
-    evaluate.add_argument("params", metavar="PARAMS", type=_path, help="parameter file (.pkl or .npz)")
-    evaluate.add_argument("--net", choices=("auto",) + NETS, default="auto",
-                          help="network architecture; 'auto' (default) tells it from the parameters")
+    evaluate.add_argument("params", metavar="PARAMS", type=_path,
+                          help="parameter file (.pkl, .npz or .safetensors)")
+    evaluate.add_argument("--net", choices=("auto",) + NETWORK_NAMES, default="auto", metavar="NAME",
+                          help="network architecture, one of 'tinyconv train --net's; 'auto' "
+                               "(default) tells it from the parameters")
     _add_data_options(evaluate)
+    evaluate.add_argument("--classes", type=_classes, default=None, metavar="LIST",
+                          help="the classes the network was trained on, in the order of its "
+                               "outputs, e.g. 5,6,7,8,9; only their test images are used (default: "
+                               "from history.json beside PARAMS, else all classes)")
     evaluate.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
                           help="use only the first N test images (default: all)")
     evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                           help="precision of the computation (default: float32)")
-    evaluate.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
-                          help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
-                               f"or the number of cores)")
+    _add_threads_option(evaluate)
     evaluate.add_argument("--out", metavar="DIR", type=_path, default=None,
                           help="where to write confusion_matrix.png and evaluation.json "
                                "(default: the directory of PARAMS)")
@@ -308,16 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     filters = commands.add_parser(
         "filters", formatter_class=_HelpFormatter, epilog=FILTERS_EPILOG,
         help="draw the first convolution layer's filters of saved parameters",
-        description="Draw the filters of a saved network's first convolution layer (its 'W1',\n"
-                    "shape (FN, C, FH, FW); channel 0 of each filter) in grey, as DLfS's\n"
-                    "ch07/visualize_filter.py.")
-    filters.add_argument("params", metavar="PARAMS", type=_path, help="parameter file (.pkl or .npz)")
+        description="Draw the filters of a saved network's first convolution layer (its 'W1', or\n"
+                    "a ResNet's 'conv1.weight'; shape (FN, C, FH, FW); channel 0 of each filter)\n"
+                    "in grey, as DLfS's ch07/visualize_filter.py.")
+    filters.add_argument("params", metavar="PARAMS", type=_path,
+                         help="parameter file (.pkl, .npz or .safetensors)")
     filters.add_argument("-o", "--output", metavar="PNG", type=_path, default="filters.png",
                          help="picture file to write; its suffix (.png, .pdf, .svg, ...) chooses "
                               "the format (default: filters.png)")
     filters.add_argument("--nx", type=_int_in(1, MAX_FILTERS_PER_SIDE), default=8, metavar="N",
                          help=f"filters per row, 1 to {MAX_FILTERS_PER_SIDE} (default: 8)")
-    filters.add_argument("--key", default="W1", help="which parameter holds the filters (default: W1)")
+    filters.add_argument("--key", default=None,
+                         help="which parameter holds the filters (default: W1, or conv1.weight "
+                              "when there is no W1)")
     filters.set_defaults(handler=_filters)
 
     info = commands.add_parser(
@@ -394,12 +523,12 @@ def _load_dataset(name: str, data_dir: Optional[str], download: bool):
         raise CommandError(f"cannot read the {_dataset_title(name)} data set: {_os_reason(error)}") from None
 
 
-def _limit(x: np.ndarray, t: np.ndarray, size: Optional[int], what: str, dataset: str):
+def _limit(x: np.ndarray, t: np.ndarray, size: Optional[int], what: str, dataset: str, of_classes: str = ""):
     if size is None:
         return x, t
     if size > len(x):
         raise CommandError(f"--{what}-size {size} is larger than the {len(x):,} {what} images "
-                           f"of {_dataset_title(dataset)}")
+                           f"of {_dataset_title(dataset)}{of_classes}")
     return x[:size], t[:size]
 
 
@@ -423,14 +552,17 @@ def _check_regular_file(path: str, what: str) -> None:
         raise CommandError(f"{path} is not a regular file (a device or a pipe?), not a {what}")
 
 
-def _read_params(path: str) -> Dict[str, np.ndarray]:
+def _read_params(path: str, option: str = "") -> Dict[str, np.ndarray]:
+    """The arrays of a parameter file; ``option`` names the option that gave the path, if one did."""
     from .serialization import ParamsFileError, read_params
 
-    _check_regular_file(path, "parameter file")
+    _check_regular_file(path, f"{option} parameter file" if option else "parameter file")
     try:
         return read_params(path)
     except ParamsFileError as error:
         raise CommandError(f"cannot read parameters: {error}") from None
+    except ImportError as error:  # a .safetensors file without the safetensors package
+        raise CommandError(f"cannot read parameters from {path}: {error}") from None
     except MemoryError:
         raise CommandError(f"cannot read parameters: {path} is too large for the memory") from None
     except OSError as error:  # permissions, I/O errors
@@ -561,17 +693,7 @@ def _check_checkpoint_path(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# train
-
-
-def _build_training_network(net: str, dtype: str, seed: int):
-    from .nets import DeepConvNet, SimpleConvNet
-
-    if net == "simple":
-        return SimpleConvNet(input_dim=IMAGE_SHAPE, conv_param=dict(DLFS_CONV_PARAM),
-                             hidden_size=DLFS_HIDDEN_SIZE, output_size=10,
-                             weight_init_std=DLFS_WEIGHT_INIT_STD, dtype=dtype, seed=seed)
-    return DeepConvNet(input_dim=IMAGE_SHAPE, dtype=dtype, seed=seed)
+# train and finetune
 
 
 def _epoch_losses(step_losses: Sequence[float], steps_per_epoch: int, epochs: int) -> List[float]:
@@ -607,12 +729,144 @@ def _history(trainer: Any, settings: Dict[str, Any], status: str, timing: Dict[s
     }
 
 
+def _classes_text(classes: Sequence[int]) -> str:
+    return ",".join(str(label) for label in classes)
+
+
+def _check_classes(classes: Optional[Sequence[int]], dataset: str) -> None:
+    """--classes names classes the data set has (the option's type checked the rest)."""
+    count = len(_class_names(dataset))
+    outside = [label for label in classes or () if label >= count]
+    if outside:
+        raise CommandError(f"--classes {_classes_text(classes)}: class {outside[0]} is not one of "
+                           f"{_dataset_title(dataset)}'s classes 0 to {count - 1}")
+
+
+def _only_classes(x: np.ndarray, t: np.ndarray, classes: Optional[Sequence[int]]):
+    """The images of ``classes``, labelled with their position in ``classes`` (what the network's
+    outputs mean); all images, labels unchanged, when ``classes`` is None."""
+    if classes is None:
+        return x, t
+    keep = np.isin(t, classes)
+    relabel = np.zeros(max(max(classes), int(t.max(initial=0))) + 1, dtype=np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    return x[keep], relabel[t[keep]]
+
+
+def _balanced_subset(x: np.ndarray, t: np.ndarray, size: Optional[int], classes: Sequence[int], seed: int):
+    """``size`` images, as many of each class as can be, drawn by ``seed``, in the data set's
+    order (so the subset does not depend on how the draws are ordered)."""
+    if size is None:
+        return x, t
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, original in enumerate(classes):
+        wanted = size // len(classes) + (1 if label < size % len(classes) else 0)
+        available = np.flatnonzero(t == label)
+        if len(available) < wanted:
+            raise CommandError(f"--train-size {size}: class {original} has {len(available):,} training "
+                               f"images, {wanted:,} are needed for a balanced subset")
+        chosen.append(rng.choice(available, wanted, replace=False))
+    keep = np.sort(np.concatenate(chosen))
+    return x[keep], t[keep]
+
+
+def _params_file_name(net: str) -> str:
+    """DLfS's networks keep their pickle; a ResNet needs its running statistics too, and NPZ
+    holds its ~100-900 arrays without pickle's code-execution worries for other readers."""
+    from .nets import is_resnet
+
+    return "params.npz" if is_resnet(net) else "params.pkl"
+
+
+def _net_title(net: str, network: Any) -> str:
+    from .nets import is_resnet
+
+    return net if is_resnet(net) else type(network).__name__
+
+
+def _first_filters(network: Any) -> np.ndarray:
+    return network.params["W1" if "W1" in network.params else "conv1.weight"]
+
+
+@dataclasses.dataclass
+class _Job:
+    """A training run, settled: what ``tinyconv train`` and ``finetune`` hand to :func:`_run`."""
+
+    network: Any
+    net: str  # a tinyconv.nets.NETWORK_NAMES entry
+    data: Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, t_train, x_test, t_test
+    optimizer: str
+    optimizer_param: Dict[str, Any]
+    lr_text: str  # the rates, as printed
+    lr_hint: str  # what to lower when the loss becomes NaN
+    batch_size: int
+    lr_schedule: str
+    sampling: str
+    classes: Optional[Tuple[int, ...]]
+    settings: Dict[str, Any]  # the command's own settings for history.json
+    out_path: Path
+    seed: int
+    started: str
+    clock: float
+    load_seconds: float
+    checkpoint: Optional[Path] = None
+    resume_from: Optional[Path] = None
+
+
+def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
+    """The output directory (checked, not created), the seed, the start time and clock."""
+    out_path = Path(args.out) if args.out else _default_out_dir()
+    _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
+    _check_classes(args.classes, args.dataset)
+    _set_threads(args.threads)
+    # A fresh seed is drawn and recorded, so that every run can be repeated.
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+    np.random.seed(seed % 2**32)  # for anything that draws from np.random, as DLfS code does
+    started = _datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return out_path, seed, started, time.perf_counter()
+
+
+def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
+    """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
+    (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
+    (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
+    x_train, t_train = _only_classes(x_train, t_train, args.classes)
+    x_test, t_test = _only_classes(x_test, t_test, args.classes)
+    of_classes = f" of classes {_classes_text(args.classes)}" if args.classes else ""
+    _check_not_empty(x_train, "training", args.dataset, of_classes)
+    _check_not_empty(x_test, "test", args.dataset, of_classes)
+    if balanced:
+        classes = args.classes or tuple(range(len(_class_names(args.dataset))))
+        x_train, t_train = _balanced_subset(x_train, t_train, args.train_size, classes, seed)
+    else:
+        x_train, t_train = _limit(x_train, t_train, args.train_size, "train", args.dataset, of_classes)
+    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset, of_classes)
+    if args.batch_size is not None and args.batch_size > len(x_train):
+        raise CommandError(f"--batch-size {args.batch_size:,} is larger than the {len(x_train):,} "
+                           f"training images{' (--train-size)' if args.train_size else ''}")
+    return x_train, t_train, x_test, t_test
+
+
+def _resolved(args: argparse.Namespace, net: str, data_size: int) -> Dict[str, Any]:
+    """The net's training defaults with the options given put in."""
+    from .nets import training_defaults
+
+    chosen = training_defaults(net)
+    # A default batch larger than a small training set (--train-size) would be an error the user
+    # did not cause; a --batch-size given too large is one (checked with the data).
+    chosen["batch_size"] = min(chosen["batch_size"], data_size)
+    for key in ("optimizer", "batch_size", "lr_schedule", "sampling"):
+        if getattr(args, key) is not None:
+            chosen[key] = getattr(args, key)
+    return chosen
+
+
 def _train(args: argparse.Namespace) -> int:
-    import tinyconv
+    from .nets import build_network
 
     if args.resume and args.checkpoint is None:
         raise CommandError("--resume needs --checkpoint PATH (the file to continue from)")
-    quiet = args.quiet
     # Everything that can be checked before training is, before anything is written.
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else None
     if checkpoint is not None:
@@ -620,80 +874,180 @@ def _train(args: argparse.Namespace) -> int:
     resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
     if resume_from is not None:
         _check_regular_file(str(resume_from), "checkpoint")
-    out_path = Path(args.out) if args.out else _default_out_dir()
-    _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
-    _set_threads(args.threads)
-    # A fresh seed is drawn and recorded, so that every run can be repeated.
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-    np.random.seed(seed % 2**32)  # for anything that draws from np.random, as DLfS code does
-    started = _datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    clock = time.perf_counter()
-
-    (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
-    x_train, t_train = _limit(x_train, t_train, args.train_size, "train", args.dataset)
-    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
-    _check_not_empty(x_train, "training", args.dataset)
-    _check_not_empty(x_test, "test", args.dataset)
-    if args.batch_size > len(x_train):
-        raise CommandError(f"--batch-size {args.batch_size:,} is larger than the {len(x_train):,} "
-                           f"training images{' (--train-size)' if args.train_size else ''}")
+    out_path, seed, started, clock = _start(args)
+    data = _training_data(args, seed, balanced=False)
     load_seconds = time.perf_counter() - clock
+    plan = _resolved(args, args.net, len(data[0]))
+    lr = args.lr if args.lr is not None else plan["lr"]
+    num_classes = len(args.classes) if args.classes else len(_class_names(args.dataset))
+    try:
+        network = build_network(args.net, num_classes=num_classes, input_shape=data[0].shape[1:],
+                                dtype=args.dtype, seed=seed)
+    except MemoryError:
+        raise CommandError(f"a {args.net} network is too large for the memory") from None
+    settings = {"checkpoint": args.checkpoint, "resume": args.resume}
+    job = _Job(network, args.net, data, plan["optimizer"], {"lr": lr}, f"{lr:g}", f"a smaller --lr (now {lr:g})",
+               plan["batch_size"], plan["lr_schedule"], plan["sampling"], args.classes, settings, out_path, seed,
+               started, clock, load_seconds, checkpoint, resume_from)
+    return _run(args, job)
 
+
+def _network_from(params: Dict[str, np.ndarray], net: str, dtype: str, source: str) -> Tuple[Any, str]:
+    """The network ``params`` belong to (``net``: a name, or "auto" to recognise it), and its name."""
+    from .nets import identify_network, network_from_params
+    from .serialization import ParamsFileError
+
+    try:
+        name = identify_network(params, source) if net == "auto" else net
+        network = network_from_params(params, net=name, input_shape=IMAGE_SHAPE, dtype=dtype, source=source)
+    except ParamsFileError as error:
+        raise CommandError(str(error)) from None
+    except ValueError as error:  # what the network's constructor refuses
+        raise CommandError(f"{source}: {error}") from None
+    except MemoryError:
+        raise CommandError(f"{source}: a network of these sizes is too large for the memory") from None
+    return network, name
+
+
+def _num_outputs(network: Any) -> int:
+    return int(network.predict(np.zeros((1, *IMAGE_SHAPE), dtype=network.dtype)).shape[1])
+
+
+def _freeze(network: Any, net: str, prefixes: Sequence[str], all_but_head: bool) -> List[str]:
+    """Freeze --freeze's prefixes and, with --all-but-head, everything but the head; every
+    prefix must name a parameter (a typo would otherwise train what was meant to stay)."""
+    from .nets import head_prefixes
+    from .network import matches_prefix
+
+    unknown = [prefix for prefix in prefixes if not any(matches_prefix(key, prefix) for key in network.params)]
+    if unknown:
+        tops = list(dict.fromkeys(key.split(".")[0] for key in network.params))
+        raise CommandError(f"--freeze {' '.join(unknown)}: no parameter of the {net} is named so or lies "
+                           f"under it (its parameters are under {', '.join(tops[:12])})")
+    head = head_prefixes(net)
+    chosen = list(prefixes)
+    if all_but_head:
+        chosen += [key for key in network.params if not any(matches_prefix(key, prefix) for prefix in head)]
+    frozen = network.freeze(*chosen) if chosen else []
+    if len(frozen) == len(network.params):
+        raise CommandError(f"--freeze {' '.join(prefixes)}{' --all-but-head' if all_but_head else ''} "
+                           f"freezes every parameter; nothing would be trained")
+    return frozen
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .nets import head_prefixes, replace_head, training_defaults
+    from .network import matches_prefix
+
+    out_path, seed, started, clock = _start(args)
+    params = _read_params(args.init, "--init")
+    network, net = _network_from(params, args.net, args.dtype, args.init)
+    num_classes = len(args.classes) if args.classes else len(_class_names(args.dataset))
+    outputs = _num_outputs(network)
+    new_head = args.new_head or outputs != num_classes
+    if new_head:
+        network = replace_head(network, num_classes, seed=seed)
+    frozen = _freeze(network, net, args.freeze, args.all_but_head)
+    data = _training_data(args, seed, balanced=True)
+    load_seconds = time.perf_counter() - clock
+    plan = _resolved(args, net, len(data[0]))
+    head = head_prefixes(net)
+    head_lr = args.head_lr if args.head_lr is not None else training_defaults(net)["lr"]
+    backbone_lr = args.backbone_lr if args.backbone_lr is not None else head_lr / BACKBONE_LR_DIVISOR
+    trainable_head = any(matches_prefix(key, prefix) for key in network.params if key not in frozen for prefix in head)
+    optimizer_param: Dict[str, Any] = {"lr": backbone_lr}
+    if trainable_head:
+        optimizer_param["param_groups"] = [{"prefixes": head, "lr": head_lr}]
+    settings = {"init": str(args.init), "init_outputs": outputs, "new_head": new_head, "freeze": list(args.freeze),
+                "all_but_head": args.all_but_head, "frozen": len(frozen), "backbone_lr": backbone_lr,
+                "head_lr": head_lr, "head": list(head)}
+    job = _Job(network, net, data, plan["optimizer"], optimizer_param,
+               f"{backbone_lr:g}, head {' '.join(head)} {head_lr:g}",
+               f"a smaller --backbone-lr or --head-lr (now {backbone_lr:g} and {head_lr:g})",
+               plan["batch_size"], plan["lr_schedule"], plan["sampling"], args.classes, settings, out_path, seed,
+               started, clock, load_seconds)
+    if new_head:
+        _say(args.quiet, f"New head for {num_classes} classes (the network had {_plural(outputs, 'output')})")
+    if frozen:
+        _say(args.quiet, f"Frozen: {_plural(len(frozen), 'parameter array')} of {len(network.params)}")
+    return _run(args, job)
+
+
+def _settings(args: argparse.Namespace, job: _Job, trainer: Any, out_dir: Path) -> Dict[str, Any]:
+    import tinyconv
+
+    x_train, _, x_test, _ = job.data
+    names = _class_names(args.dataset)
+    classes = list(job.classes) if job.classes else None
+    return {
+        "command": args.command, "net": job.net, "network": type(job.network).__name__, "dataset": args.dataset,
+        "classes": classes, "class_names": [names[label] for label in classes] if classes else names,
+        "train_size": len(x_train), "test_size": len(x_test), "epochs": args.epochs,
+        "batch_size": job.batch_size, "optimizer": job.optimizer, "lr": job.optimizer_param["lr"],
+        "lr_schedule": job.lr_schedule, "sampling": job.sampling,
+        "eval_samples": trainer.evaluate_sample_num_per_epoch, "threads": tinyconv.get_num_threads(),
+        "seed": job.seed, "dtype": args.dtype, "data_dir": args.data_dir, **job.settings,
+        "params_file": _params_file_name(job.net), "out": str(out_dir),
+    }
+
+
+def _run(args: argparse.Namespace, job: _Job) -> int:
+    """Train ``job`` and write the parameters, history.json and the pictures into --out."""
     from .serialization import ParamsFileError
     from .trainer import NonFiniteLossError, Trainer
     from .visualize import filter_show, plot_accuracy, plot_loss
 
+    quiet = args.quiet
+    x_train, t_train, x_test, t_test = job.data
+    network = job.network
+
     def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
         # Kept current after every epoch, so a long run can be watched (and survives a crash).
         # (history_path, settings and timing are set below, before training starts.)
-        _write_json(history_path, _history(trainer, settings, "running", timing, started))
+        _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
 
-    network = _build_training_network(args.net, args.dtype, seed)
     eval_samples = args.eval_samples or None
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
-                      optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=eval_samples,
-                      verbose=not quiet, seed=seed, callback=after_epoch, checkpoint=args.checkpoint)
-    if resume_from is not None:
+                      mini_batch_size=job.batch_size, optimizer=job.optimizer,
+                      optimizer_param=job.optimizer_param, evaluate_sample_num_per_epoch=eval_samples,
+                      verbose=not quiet, seed=job.seed, sampling=job.sampling, callback=after_epoch,
+                      checkpoint=job.checkpoint, lr_schedule=job.lr_schedule)
+    if job.resume_from is not None:
         # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
         # refused before the run directory exists.
         try:
-            trainer.load_checkpoint(resume_from)
+            trainer.load_checkpoint(job.resume_from)
         except ParamsFileError as error:
             raise CommandError(f"--resume: cannot continue from the checkpoint: {error}") from None
         except OSError as error:
-            raise CommandError(f"--resume: cannot read {resume_from}: {_os_reason(error)}") from None
+            raise CommandError(f"--resume: cannot read {job.resume_from}: {_os_reason(error)}") from None
     # Created only now, once everything above has passed, so a refused start leaves nothing.
-    out_dir = _prepare_out_dir(out_path, "--out", TRAIN_OUTPUTS)
-
-    settings = {
-        "net": args.net, "network": type(network).__name__, "dataset": args.dataset,
-        "train_size": len(x_train), "test_size": len(x_test), "epochs": args.epochs,
-        "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
-        "eval_samples": eval_samples, "threads": tinyconv.get_num_threads(), "seed": seed,
-        "dtype": args.dtype, "data_dir": args.data_dir, "checkpoint": args.checkpoint,
-        "resume": args.resume, "out": str(out_dir),
-    }
-    _say(quiet, f"Training {type(network).__name__} ({args.dtype}) on {_dataset_title(args.dataset)}: "
-                f"{len(x_train):,} training and {len(x_test):,} test images")
-    _say(quiet, f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, {_plural(args.epochs, 'epoch')}, "
-                f"{_plural(settings['threads'], 'thread')}, seed {seed}; output in {out_dir}/")
-    if resume_from is not None:
-        _say(quiet, f"resumed from {resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
+    params_file = _params_file_name(job.net)
+    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS)
+    settings = _settings(args, job, trainer, out_dir)
+    of_classes = f" (classes {_classes_text(job.classes)})" if job.classes else ""
+    schedule = "" if job.lr_schedule == "constant" else f" ({job.lr_schedule} schedule)"
+    _say(quiet, f"Training {_net_title(job.net, network)} ({args.dtype}) on {_dataset_title(args.dataset)}"
+                f"{of_classes}: {len(x_train):,} training and {len(x_test):,} test images")
+    _say(quiet, f"{job.optimizer} lr {job.lr_text}{schedule}, batch {job.batch_size}, "
+                f"{_plural(args.epochs, 'epoch')}, {_plural(settings['threads'], 'thread')}, seed {job.seed}; "
+                f"output in {out_dir}/")
+    if job.resume_from is not None:
+        _say(quiet, f"resumed from {job.resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
         _say(quiet, "note: filters_before.png is not redrawn when resuming (the checkpoint holds "
                     "only the current weights)")
 
-    timing = {"load_seconds": load_seconds}
+    timing = {"load_seconds": job.load_seconds}
     history_path = out_dir / "history.json"
     pictures = _Pictures(out_dir)
     train_clock = time.perf_counter()
 
     def failed(reason: str, hint: str, exit_code: int) -> int:
-        """Record the failure in history.json (no params.pkl is written) and report it."""
+        """Record the failure in history.json (no parameter file is written) and report it."""
         timing["train_seconds"] = time.perf_counter() - train_clock
         _warn(f"error: {reason}")
         try:
-            _write_json(history_path, _history(trainer, settings, "failed", timing, started, error=reason))
+            _write_json(history_path, _history(trainer, settings, "failed", timing, job.started, error=reason))
         except _OutputError as error:
             _warn(f"error: {error} (the run's state could not be recorded either)")
         else:
@@ -701,24 +1055,24 @@ def _train(args: argparse.Namespace) -> int:
         return exit_code
 
     try:
-        if resume_from is None:
-            pictures.draw("filters_before.png", filter_show, network.params["W1"])
+        if job.resume_from is None:
+            pictures.draw("filters_before.png", filter_show, _first_filters(network))
         trainer.train()
         timing["train_seconds"] = time.perf_counter() - train_clock
-        # Pictures first and the parameters last, so params.pkl exists only after a success.
+        # Pictures first and the parameters last, so the parameter file exists only after a success.
         if trainer.train_acc_list:
             pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
         if trainer.train_loss_list:
             pictures.draw("loss.png", plot_loss, trainer.train_loss_list)
-        pictures.draw("filters_after.png", filter_show, network.params["W1"])
+        pictures.draw("filters_after.png", filter_show, _first_filters(network))
         try:
-            network.save_params(str(out_dir / "params.pkl"))
+            network.save_params(str(out_dir / params_file))
         except OSError as error:
-            raise _OutputError(f"cannot write {out_dir / 'params.pkl'}: {_os_reason(error)}") from None
+            raise _OutputError(f"cannot write {out_dir / params_file}: {_os_reason(error)}") from None
     except NonFiniteLossError as error:
-        return failed(str(error), f"Try a smaller --lr (now {args.lr:g}). ", EXIT_FAILURE)
+        return failed(str(error), f"Try {job.lr_hint}. ", EXIT_FAILURE)
     except MemoryError:
-        return failed(f"out of memory while training on batches of {args.batch_size:,} images",
+        return failed(f"out of memory while training on batches of {job.batch_size:,} images",
                       "Try a smaller --batch-size (or --eval-samples). ", EXIT_USAGE)
     except _OutputError as error:
         return failed(str(error), "", EXIT_FAILURE)
@@ -726,16 +1080,16 @@ def _train(args: argparse.Namespace) -> int:
         raise
     except OSError as error:
         # Trainer.train writes no file but the checkpoint; name it, not its temporary file.
-        what = f"cannot write the checkpoint {checkpoint}" if checkpoint is not None else "training stopped"
+        what = f"cannot write the checkpoint {job.checkpoint}" if job.checkpoint is not None else "training stopped"
         return failed(f"{what}: {error.strerror or error}", "", EXIT_FAILURE)
     except KeyboardInterrupt:  # Ctrl-C outside a training step, or a second one within it
         failed("interrupted (Ctrl-C) before the results were written", "", EXIT_INTERRUPTED)
         raise
-    timing["total_seconds"] = time.perf_counter() - clock
+    timing["total_seconds"] = time.perf_counter() - job.clock
     status = "interrupted" if trainer.interrupted else "completed"
-    _write_json(history_path, _history(trainer, settings, status, timing, started))
+    _write_json(history_path, _history(trainer, settings, status, timing, job.started))
 
-    written = ["params.pkl", "history.json"] + pictures.written
+    written = [params_file, "history.json"] + pictures.written
     _say(quiet, f"Wrote {', '.join(written)} to {out_dir}/ ({timing['total_seconds']:.1f} s in all)")
     if trainer.interrupted:
         _warn(f"Interrupted after {_plural(trainer.current_epoch, 'complete epoch')}; the parameters and "
@@ -744,93 +1098,51 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_not_empty(x: np.ndarray, what: str, dataset: str) -> None:
+def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "") -> None:
     if len(x) == 0:
-        raise CommandError(f"{_dataset_title(dataset)} holds no {what} images")
+        raise CommandError(f"{_dataset_title(dataset)} holds no {what} images{of_classes}")
 
 
 # ----------------------------------------------------------------------------------------------
 # evaluate
 
 
-def _guess_net(params: Dict[str, np.ndarray]) -> str:
-    keys = set(params)
-    if keys == {f"{kind}{i}" for kind in "Wb" for i in range(1, 4)}:
-        return "simple"
-    if keys == {f"{kind}{i}" for kind in "Wb" for i in range(1, 9)}:
-        return "deep"
-    raise CommandError(f"cannot tell which network these parameters belong to (keys "
-                       f"{sorted(keys)}); W1..b3 is a SimpleConvNet, W1..b8 a DeepConvNet. "
-                       f"Pass --net if it is one of them.")
-
-
-def _network_for(params: Dict[str, np.ndarray], net: str, dtype: str, source: str):
-    """A network shaped after ``params`` (filter count and size, hidden and output sizes are
-    read from the arrays; padding 0 and stride 1 are assumed, as in DLfS), with them loaded.
-
-    Every shape is checked against the architecture -- and the first layer against the data
-    set's one-channel 28x28 images -- before the network is built, so a file of another
-    architecture is a clear error, and the network never allocates more than the file holds."""
-    from .nets import DeepConvNet, SimpleConvNet
-    from .serialization import ParamsFileError
-
-    title = "SimpleConvNet" if net == "simple" else "DeepConvNet"
-    needed = ("W1", "W2", "W3") if net == "simple" else ("W1", "W7", "W8")
-    for key in needed:
-        if key not in params:
-            raise CommandError(f"{source} has no {key!r}, which a {title} needs")
-    first, hidden_key, output_key = (params[key] for key in needed)
-    channels = IMAGE_SHAPE[0]
-    if first.ndim != 4 or hidden_key.ndim != 2 or output_key.ndim != 2:
-        raise CommandError(f"{source}: {', '.join(needed)} have shapes {first.shape}, "
-                           f"{hidden_key.shape}, {output_key.shape}; a {title} needs 4-D, 2-D, 2-D")
-    if first.shape[1] != channels:
-        raise CommandError(f"{source}: W1 has shape {first.shape}, filters over {first.shape[1]} "
-                           f"input channels, but the data set's images have {channels} (28x28 grey)")
-    hidden, outputs = hidden_key.shape[1], output_key.shape[1]
-    if min(first.shape) < 1 or hidden < 1 or outputs < 1:
-        raise CommandError(f"{source}: W1, {needed[1]}, {needed[2]} have shapes {first.shape}, "
-                           f"{hidden_key.shape}, {output_key.shape}; no dimension may be 0")
+def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
+    """The --classes of the run that wrote ``params_path``, from the history.json beside it
+    (only if it names this file and fits the network; anything unreadable counts as absent)."""
+    history_path = Path(params_path).resolve().parent / "history.json"
     try:
-        if net == "simple":
-            filter_num, _, filter_h, filter_w = first.shape
-            if filter_h != filter_w:
-                raise CommandError(f"{source}: W1 has shape {first.shape}; a SimpleConvNet's "
-                                   f"filters are square")
-            conv_param = {"filter_num": filter_num, "filter_size": filter_h, "pad": 0, "stride": 1}
+        history = json.loads(history_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
+    settings = history.get("settings") if isinstance(history, dict) else None
+    if not isinstance(settings, dict) or settings.get("params_file") != Path(params_path).name:
+        return None
+    classes = settings.get("classes")
+    if not isinstance(classes, list):
+        return None
+    if (len(classes) != outputs or len(set(classes)) != len(classes)
+            or not all(type(label) is int and 0 <= label < count for label in classes)):
+        return None
+    return tuple(classes)
 
-            def build(hidden_size: int, output_size: int):
-                return SimpleConvNet(input_dim=IMAGE_SHAPE, conv_param=conv_param, hidden_size=hidden_size,
-                                     output_size=output_size, dtype=dtype, seed=0)
-        else:
-            def build(hidden_size: int, output_size: int):
-                return DeepConvNet(input_dim=IMAGE_SHAPE, hidden_size=hidden_size,
-                                   output_size=output_size, dtype=dtype, seed=0)
-        # A probe with one hidden unit and one output costs little more than W1 itself; its
-        # shapes, with the file's hidden and output sizes put in, are what the file must hold.
-        probe = build(1, 1).params
-        expected = {key: value.shape for key, value in probe.items()}
-        hidden_in, output_in = needed[1], needed[2]
-        expected[hidden_in] = (probe[hidden_in].shape[0], hidden)
-        expected["b" + hidden_in[1:]] = (hidden,)
-        expected[output_in] = (hidden, outputs)
-        expected["b" + output_in[1:]] = (outputs,)
-        problems = [f"{key} has shape {params[key].shape}, expected {shape}"
-                    for key, shape in expected.items() if key in params and params[key].shape != shape]
-        missing = [key for key in expected if key not in params]
-        if missing:
-            problems.append(f"{', '.join(missing)} missing")
-        if problems:
-            raise CommandError(f"{source} does not fit a {title} for 28x28 images: "
-                               + "; ".join(problems))
-        network = build(hidden, outputs)
-        with np.errstate(over="ignore", invalid="ignore"):  # float64 values beyond float32: inf
-            network.load_state_dict(params, source=source)
-    except (ParamsFileError, ValueError) as error:
-        raise CommandError(f"the parameters do not fit a {net} network: {error}") from None
-    except MemoryError:
-        raise CommandError(f"{source}: a {title} of these sizes is too large for the memory") from None
-    return network
+
+def _evaluation_classes(args: argparse.Namespace, outputs: int) -> Tuple[Tuple[int, ...], str]:
+    """The classes the network's outputs stand for, and where that was learnt."""
+    count = len(_class_names(args.dataset))
+    if args.classes is not None:
+        _check_classes(args.classes, args.dataset)
+        if len(args.classes) != outputs:
+            raise CommandError(f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
+                               f"but the network has {outputs} outputs")
+        return args.classes, "--classes"
+    recorded = _recorded_classes(args.params, outputs, count)
+    if recorded is not None:
+        return recorded, "history.json"
+    if outputs != count:
+        raise CommandError(f"the network has {outputs} outputs but {_dataset_title(args.dataset)} has {count} "
+                           f"classes; name the {outputs} it was trained on with --classes")
+    return tuple(range(count)), ""
 
 
 def _predict_labels(network: Any, x: np.ndarray, batch_size: int = 100) -> np.ndarray:
@@ -844,39 +1156,41 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     params = _read_params(args.params)
-    net = _guess_net(params) if args.net == "auto" else args.net
-    network = _network_for(params, net, args.dtype, args.params)
-    names = _class_names(args.dataset)
-    outputs = params["W3" if net == "simple" else "W8"].shape[1]
-    if outputs != len(names):
-        raise CommandError(f"the network has {outputs} outputs but {_dataset_title(args.dataset)} "
-                           f"has {len(names)} classes")
+    network, net = _network_from(params, args.net, args.dtype, args.params)
+    classes, classes_from = _evaluation_classes(args, _num_outputs(network))
+    all_names = _class_names(args.dataset)
+    names = [all_names[label] for label in classes]
     out_path = Path(args.out) if args.out else Path(args.params).resolve().parent
     out_what = "--out" if args.out else "the directory of PARAMS (choose another with --out)"
     _check_out_dir_can_be_made(out_path, out_what)  # now, not after the evaluation
     _, (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
-    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset)
-    _check_not_empty(x_test, "test", args.dataset)
+    subset = classes if len(classes) != len(all_names) or classes_from else None
+    x_test, t_test = _only_classes(x_test, t_test, subset)
+    of_classes = f" of classes {_classes_text(classes)}" if subset else ""
+    _check_not_empty(x_test, "test", args.dataset, of_classes)
+    x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset, of_classes)
 
     try:
         predicted = _predict_labels(network, x_test)
     except MemoryError:
         raise CommandError(f"out of memory evaluating {type(network).__name__} from {args.params}") from None
-    cm = confusion_matrix(t_test, predicted, num_classes=len(names))
+    cm = confusion_matrix(t_test, predicted, num_classes=len(classes))
     correct = int(np.trace(cm))
     accuracy = correct / len(t_test)
-    print(f"{type(network).__name__} from {args.params} on {_dataset_title(args.dataset)} "
-          f"({len(t_test):,} test images)")
+    print(f"{_net_title(net, network)} from {args.params} on {_dataset_title(args.dataset)} "
+          f"({len(t_test):,} test images{of_classes})")
+    if classes_from:
+        print(f"classes {_classes_text(classes)} (from {classes_from})")
     print(f"accuracy: {accuracy:.4f} ({correct:,} of {len(t_test):,})")
     print()
     width = max(len(name) for name in names) + 3
     print(f"{'class':<{width}} {'correct':>8} {'total':>6} {'accuracy':>9}")
     per_class = []
-    for label, name in enumerate(names):
-        total = int(cm[label].sum())
-        hits = int(cm[label, label])
+    for output, (label, name) in enumerate(zip(classes, names)):
+        total = int(cm[output].sum())
+        hits = int(cm[output, output])
         class_accuracy = hits / total if total else None
-        per_class.append({"label": label, "name": name, "correct": hits, "total": total,
+        per_class.append({"label": label, "output": output, "name": name, "correct": hits, "total": total,
                           "accuracy": class_accuracy})
         shown = f"{class_accuracy:.3f}" if class_accuracy is not None else "-"
         print(f"{f'{label} {name}':<{width}} {hits:>8} {total:>6} {shown:>9}")
@@ -887,34 +1201,47 @@ def _evaluate(args: argparse.Namespace) -> int:
                   title=f"{Path(args.params).name} on {_dataset_title(args.dataset)} "
                         f"(accuracy {accuracy:.3f})")
     _write_json(out_dir / "evaluation.json", {
-        "params": str(args.params), "network": type(network).__name__, "dataset": args.dataset,
-        "test_size": len(t_test), "accuracy": accuracy, "per_class": per_class,
+        "params": str(args.params), "net": net, "network": type(network).__name__, "dataset": args.dataset,
+        "classes": list(classes), "test_size": len(t_test), "accuracy": accuracy, "per_class": per_class,
         "confusion_matrix": cm.tolist(),
     })
     print()
     print(f"Wrote {', '.join(pictures.written + ['evaluation.json'])} to {out_dir}/")
     return EXIT_OK
 
-
 # ----------------------------------------------------------------------------------------------
 # filters and info
+
+
+def _some_keys(keys: Sequence[str], limit: int = 12) -> str:
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit:,} more" if len(keys) > limit else "")
+
+
+def _filters_key(params: Dict[str, np.ndarray], path: str) -> str:
+    """The first convolution's weights: DLfS's W1, or a ResNet's conv1.weight."""
+    for key in ("W1", "conv1.weight"):
+        if key in params:
+            return key
+    raise CommandError(f"{path} has neither 'W1' nor 'conv1.weight' (it holds {_some_keys(list(params))}); "
+                       f"name the filters with --key")
 
 
 def _filters(args: argparse.Namespace) -> int:
     from .visualize import filter_show, have_matplotlib, INSTALL_HINT
 
     params = _read_params(args.params)
-    if args.key not in params:
-        raise CommandError(f"{args.params} has no {args.key!r} (it holds {', '.join(params)})")
-    filters = params[args.key]
+    key = args.key if args.key is not None else _filters_key(params, args.params)
+    if key not in params:
+        raise CommandError(f"{args.params} has no {key!r} (it holds {_some_keys(list(params))})")
+    filters = params[key]
     if filters.ndim != 4:
-        raise CommandError(f"{args.key} in {args.params} has shape {filters.shape}; convolution "
+        raise CommandError(f"{key} in {args.params} has shape {filters.shape}; convolution "
                            f"filters have 4 dimensions (FN, C, FH, FW)")
     if min(filters.shape) < 1:
-        raise CommandError(f"{args.key} in {args.params} has shape {filters.shape}: no filters to draw")
+        raise CommandError(f"{key} in {args.params} has shape {filters.shape}: no filters to draw")
     rows = math.ceil(filters.shape[0] / args.nx)
     if filters.shape[0] > MAX_FILTERS_DRAWN or rows > MAX_FILTERS_PER_SIDE:
-        raise CommandError(f"{args.key} in {args.params} holds {filters.shape[0]:,} filters, "
+        raise CommandError(f"{key} in {args.params} holds {filters.shape[0]:,} filters, "
                            f"{rows:,} rows of --nx {args.nx}; a picture holds at most "
                            f"{MAX_FILTERS_DRAWN:,} filters in at most {MAX_FILTERS_PER_SIDE} rows")
     if not have_matplotlib():

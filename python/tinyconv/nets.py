@@ -28,6 +28,8 @@ DLfS's trained files load directly) and NPZ archives, safely -- see :mod:`tinyco
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -35,10 +37,13 @@ import numpy as np
 
 from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 from .network import Network, RandomSource
+from .serialization import ParamsFileError, read_params
 from .resnet import RESNETS, ResNet, resnet18, resnet20, resnet32, resnet34, resnet50, resnet56, resnet101, resnet152
 
 __all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
-           "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56"]
+           "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56", "NETWORK_NAMES",
+           "build_network", "network_from_params", "identify_network", "replace_head", "head_prefixes", "is_resnet",
+           "training_defaults"]
 
 
 def _conv_output(size: int, filter_size: int, stride: int, pad: int) -> int:
@@ -292,3 +297,363 @@ class MultiLayerNet(Network):
 
 #: DLfS's name for the network with batch norm, dropout and weight decay.
 MultiLayerNetExtend = MultiLayerNet
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks by name, and rebuilt from parameter files
+
+#: Every network :func:`build_network` and :func:`network_from_params` know, by name.
+NETWORK_NAMES: Tuple[str, ...] = ("simple", "deep") + tuple(RESNETS)
+
+_NETWORK_TITLES = {"simple": "SimpleConvNet", "deep": "DeepConvNet"}
+# name: (stem, block, blocks per stage) -- what tells the ResNets apart in a parameter file.
+_RESNET_SHAPES = {
+    "resnet18": ("imagenet", "basic", (2, 2, 2, 2)),
+    "resnet34": ("imagenet", "basic", (3, 4, 6, 3)),
+    "resnet50": ("imagenet", "bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("imagenet", "bottleneck", (3, 4, 23, 3)),
+    "resnet152": ("imagenet", "bottleneck", (3, 8, 36, 3)),
+    "resnet20": ("cifar", "basic", (3, 3, 3)),
+    "resnet32": ("cifar", "basic", (5, 5, 5)),
+    "resnet56": ("cifar", "basic", (9, 9, 9)),
+}
+_DLFS_KEYS = {"simple": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 4)),
+              "deep": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 9))}
+# DLfS's ch07/train_convnet.py, the SimpleConvNet that build_network("simple") makes.
+_DLFS_CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+_DLFS_HIDDEN_SIZE = 100
+_DLFS_WEIGHT_INIT_STD = 0.01
+_DEFAULT_IMAGE_SIZE = (28, 28)  # DLfS's MNIST; what the DLfS networks are sized for unless told
+_RESNET_KEY = re.compile(r"layer([0-9]+)\.([0-9]+)\.")
+_BOTTLENECK_KEY = re.compile(r"layer[0-9]+\.[0-9]+\.conv3\.weight")
+_BUFFER_SUFFIXES = (".running_mean", ".running_var")
+_COUNTER_SUFFIX = ".num_batches_tracked"
+
+
+def _checked_name(name: Any, allow_auto: bool = False) -> str:
+    choices = (("auto",) if allow_auto else ()) + NETWORK_NAMES
+    if not isinstance(name, str):
+        raise TypeError(f"net must be a str, one of {choices}, got {type(name).__name__}")
+    if name not in choices:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(choices)}")
+    return name
+
+
+def _checked_count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return int(value)
+
+
+def _checked_input_shape(input_shape: Any) -> Optional[Tuple[int, int, int]]:
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    channels, height, width = (_checked_count(value, "input_shape entries") for value in input_shape)
+    return channels, height, width
+
+
+def is_resnet(name: str) -> bool:
+    """Whether ``name`` (one of :data:`NETWORK_NAMES`) is a residual network."""
+    return _checked_name(name) in RESNETS
+
+
+def head_prefixes(name: str) -> Tuple[str, ...]:
+    """The parameter keys of the network's classifier, the layer that transfer learning replaces
+    and trains fastest: ``fc`` (``fc.weight``, ``fc.bias``) for a ResNet, the last affine layer
+    for DLfS's networks (``W3``, ``b3`` of SimpleConvNet; ``W8``, ``b8`` of DeepConvNet)."""
+    name = _checked_name(name)
+    if name in RESNETS:
+        return ("fc",)
+    return ("W3", "b3") if name == "simple" else ("W8", "b8")
+
+
+def training_defaults(name: str) -> Dict[str, Any]:
+    """How the network ``name`` is trained unless told otherwise: DLfS's chapter 7 settings for
+    its networks (Adam, lr 0.001, batches of 100, a constant rate, batches drawn with
+    replacement); for the ResNets the common recipe (He et al.'s momentum SGD with lr 0.1 and
+    batches of 128, the rate decayed along a cosine, every image once per epoch). Keys: ``optimizer``, ``lr``,
+    ``batch_size``, ``lr_schedule``, ``sampling`` (as :class:`~tinyconv.trainer.Trainer` takes them);
+    Momentum's own default momentum is 0.9."""
+    if is_resnet(name):
+        return {"optimizer": "Momentum", "lr": 0.1, "batch_size": 128, "lr_schedule": "cosine",
+                "sampling": "permutation"}
+    return {"optimizer": "Adam", "lr": 0.001, "batch_size": 100, "lr_schedule": "constant",
+            "sampling": "replacement"}
+
+
+def build_network(name: str, *, num_classes: int = 10, in_channels: Optional[int] = None,
+                  input_shape: Optional[Sequence[int]] = None, dtype: Any = np.float32,
+                  seed: Optional[int] = None) -> Network:
+    """A freshly initialised network ``name`` (one of :data:`NETWORK_NAMES`) for ``num_classes``.
+
+    ``"simple"`` is DLfS's ch07 SimpleConvNet (30 5x5 filters, 100 hidden units, weights with
+    standard deviation 0.01), ``"deep"`` DLfS's ch08 DeepConvNet; both need the image size:
+    ``input_shape`` (C, H, W), by default ``(in_channels, 28, 28)``. The ResNets take any image
+    size and need only ``in_channels`` (default: ``input_shape[0]``, else 1). ``seed``: where the
+    initial weights come from (default: ``np.random``, as in DLfS).
+    """
+    name = _checked_name(name)
+    num_classes = _checked_count(num_classes, "num_classes")
+    shape = _checked_input_shape(input_shape)
+    if in_channels is not None:
+        in_channels = _checked_count(in_channels, "in_channels")
+        if shape is not None and shape[0] != in_channels:
+            raise ValueError(f"in_channels {in_channels} disagrees with input_shape {shape}")
+    channels = in_channels or (shape[0] if shape is not None else 1)
+    shape = shape or (channels, *_DEFAULT_IMAGE_SIZE)
+    if name in RESNETS:
+        return RESNETS[name](num_classes, channels, dtype=dtype, seed=seed)
+    if name == "simple":
+        return SimpleConvNet(input_dim=shape, conv_param=dict(_DLFS_CONV_PARAM), hidden_size=_DLFS_HIDDEN_SIZE,
+                             output_size=num_classes, weight_init_std=_DLFS_WEIGHT_INIT_STD, dtype=dtype, seed=seed)
+    return DeepConvNet(input_dim=shape, output_size=num_classes, dtype=dtype, seed=seed)
+
+
+def _some(keys: Sequence[str], limit: int = 8) -> str:
+    """Keys for a message: all of a few, the first ``limit`` of many and how many more."""
+    shown = ", ".join(repr(key) for key in keys[:limit])
+    return shown + (f" and {len(keys) - limit:,} more" if len(keys) > limit else "")
+
+
+def _arrays(params: Any, source: str) -> Dict[str, np.ndarray]:
+    """``params`` as a dict of str -> ndarray of real numbers, or an error naming what is not."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of names to arrays or a file name, got {type(params).__name__}")
+    arrays: Dict[str, np.ndarray] = {}
+    bad = []
+    for key, value in params.items():
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            bad.append(key)
+        else:
+            arrays[key] = value
+    if bad:
+        raise ParamsFileError(f"{source}: not a str name with an array of real numbers: {_some(bad)}")
+    return arrays
+
+
+def _resnet_structure(params: Mapping[str, np.ndarray], source: str) -> Tuple[str, str, Tuple[int, ...]]:
+    """(stem, block, blocks per stage) of a ResNet's parameters, from the key names and the stem
+    convolution's shape alone (nothing is built)."""
+    stem_weight = params.get("conv1.weight")
+    if stem_weight is None or stem_weight.ndim != 4:
+        shape = None if stem_weight is None else stem_weight.shape
+        raise ParamsFileError(f"{source}: a ResNet needs a 4-D 'conv1.weight' (its stem), got "
+                              f"{'none' if shape is None else f'shape {shape}'}")
+    stem = {(7, 7): "imagenet", (3, 3): "cifar"}.get(stem_weight.shape[2:])
+    if stem is None:
+        raise ParamsFileError(f"{source}: 'conv1.weight' has shape {stem_weight.shape}; a ResNet's stem has 7x7 "
+                              f"(ImageNet) or 3x3 (CIFAR) filters")
+    blocks: Dict[int, set] = {}
+    for key in params:
+        match = _RESNET_KEY.match(key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    counts = []
+    for stage in range(1, len(blocks) + 1):
+        indices = blocks.get(stage, set())
+        if not indices or indices != set(range(len(indices))):
+            raise ParamsFileError(f"{source}: the blocks of the ResNet's stages are not numbered layer1.0, "
+                                  f"layer1.1, ...: stages {sorted(blocks)[:8]}, layer{stage} has blocks "
+                                  f"{sorted(indices)[:8]}")
+        counts.append(len(indices))
+    block = "bottleneck" if any(_BOTTLENECK_KEY.fullmatch(key) for key in params) else "basic"
+    return stem, block, tuple(counts)
+
+
+def identify_network(params: Mapping[str, Any], source: str = "params") -> str:
+    """Which of :data:`NETWORK_NAMES` the parameters (a mapping of names to arrays, as
+    ``state_dict()`` or a parameter file holds them) belong to, from their names and the shape of
+    the first convolution -- nothing is built. ``W1``..``b3``: ``"simple"``; ``W1``..``b8``:
+    ``"deep"``; torchvision names (``conv1.weight`` ... ``fc.bias``): the ResNet whose stem (7x7:
+    ImageNet, 3x3: CIFAR), block type (``conv3`` in a block: bottleneck) and blocks per stage
+    they have. Raises :class:`~tinyconv.serialization.ParamsFileError` (a ``ValueError``) when
+    they fit none."""
+    arrays = _arrays(params, source)
+    keys = frozenset(arrays)
+    for name, expected in _DLFS_KEYS.items():
+        if keys == expected:
+            return name
+    if "conv1.weight" in keys or "fc.weight" in keys:
+        structure = _resnet_structure(arrays, source)
+        for name, shape in _RESNET_SHAPES.items():
+            if shape == structure:
+                return name
+        stem, block, counts = structure
+        raise ParamsFileError(f"{source}: a ResNet with a {stem} stem and {block} blocks {list(counts)} per stage "
+                              f"is none of tinyconv's ({', '.join(RESNETS)})")
+    raise ParamsFileError(f"cannot tell which network the parameters in {source} belong to (keys "
+                          f"{_some(sorted(keys))}); W1..b3 is a SimpleConvNet, W1..b8 a DeepConvNet, "
+                          f"conv1.weight ... fc.bias a ResNet")
+
+
+def _check_channels(weight_key: str, weight: np.ndarray, shape: Optional[Tuple[int, int, int]], source: str) -> None:
+    if shape is not None and weight.shape[1] != shape[0]:
+        raise ParamsFileError(f"{source}: {weight_key} has shape {weight.shape}, filters over {weight.shape[1]} "
+                              f"input channels, but the input {shape} has {shape[0]}")
+
+
+def _dlfs_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[Tuple[int, int, int]],
+                      dtype: Any, source: str) -> Network:
+    """A SimpleConvNet or DeepConvNet sized after ``params`` (filter count and size, hidden and
+    output sizes; padding 0 and stride 1 for SimpleConvNet, as in DLfS), with them loaded. Every
+    shape is checked before the network is built, so a file of another architecture is a clear
+    error and the network never allocates more than the file holds."""
+    title = _NETWORK_TITLES[name]
+    first_key, hidden_key, output_key = ("W1", "W2", "W3") if name == "simple" else ("W1", "W7", "W8")
+    for key in (first_key, hidden_key, output_key):
+        if key not in params:
+            raise ParamsFileError(f"{source} has no {key!r}, which a {title} needs")
+    first, hidden_w, output_w = params[first_key], params[hidden_key], params[output_key]
+    if first.ndim != 4 or hidden_w.ndim != 2 or output_w.ndim != 2:
+        raise ParamsFileError(f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
+                              f"{hidden_w.shape}, {output_w.shape}; a {title} needs 4-D, 2-D, 2-D")
+    _check_channels(first_key, first, shape, source)
+    shape = shape or (first.shape[1], *_DEFAULT_IMAGE_SIZE)
+    hidden, outputs = hidden_w.shape[1], output_w.shape[1]
+    if min(first.shape) < 1 or hidden < 1 or outputs < 1:
+        raise ParamsFileError(f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
+                              f"{hidden_w.shape}, {output_w.shape}; no dimension may be 0")
+    if name == "simple":
+        filter_num, _, filter_h, filter_w = first.shape
+        if filter_h != filter_w:
+            raise ParamsFileError(f"{source}: W1 has shape {first.shape}; a SimpleConvNet's filters are square")
+        conv_param = {"filter_num": filter_num, "filter_size": filter_h, "pad": 0, "stride": 1}
+
+        def build(hidden_size: int, output_size: int) -> Network:
+            return SimpleConvNet(input_dim=shape, conv_param=conv_param, hidden_size=hidden_size,
+                                 output_size=output_size, dtype=dtype, seed=0)
+    else:
+        def build(hidden_size: int, output_size: int) -> Network:
+            return DeepConvNet(input_dim=shape, hidden_size=hidden_size, output_size=output_size, dtype=dtype, seed=0)
+    try:
+        # A probe with one hidden unit and one output costs little more than W1 itself; its
+        # shapes, with the file's hidden and output sizes put in, are what the file must hold.
+        probe = build(1, 1).params
+    except ValueError as error:  # e.g. filters larger than the image
+        raise ParamsFileError(f"{source} does not fit a {title}: {error}") from None
+    expected = {key: value.shape for key, value in probe.items()}
+    expected[hidden_key] = (probe[hidden_key].shape[0], hidden)
+    expected["b" + hidden_key[1:]] = (hidden,)
+    expected[output_key] = (hidden, outputs)
+    expected["b" + output_key[1:]] = (outputs,)
+    problems = [f"{key} has shape {params[key].shape}, expected {expected_shape}"
+                for key, expected_shape in expected.items() if key in params and params[key].shape != expected_shape]
+    missing = [key for key in expected if key not in params]
+    unknown = [key for key in params if key not in expected]
+    if missing:
+        problems.append(f"{_some(missing)} missing")
+    if unknown:
+        problems.append(f"unknown keys {_some(unknown)}")
+    if problems:
+        raise ParamsFileError(f"{source} does not fit a {title} for input {shape}: " + "; ".join(problems))
+    network = build(hidden, outputs)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 values beyond float32 become inf
+        network.load_state_dict(params, source=source)
+    return network
+
+
+def _resnet_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[Tuple[int, int, int]],
+                        dtype: Any, source: str) -> Network:
+    """The ResNet ``name`` with ``params`` loaded: classes from ``fc.weight``, input channels from
+    ``conv1.weight``. The running statistics are required: without them batch norm would
+    normalise with mean 0 and variance 1 and the network would predict nonsense."""
+    fc_weight = params.get("fc.weight")
+    if fc_weight is None or fc_weight.ndim != 2 or min(fc_weight.shape) < 1:
+        raise ParamsFileError(f"{source}: a {name} needs a 2-D 'fc.weight' (classes, features), got "
+                              f"{'none' if fc_weight is None else f'shape {fc_weight.shape}'}")
+    stem = params["conv1.weight"]
+    if stem.shape[1] < 1:
+        raise ParamsFileError(f"{source}: 'conv1.weight' has shape {stem.shape}: no input channels")
+    _check_channels("conv1.weight", stem, shape, source)
+    statistics = [key for key in params if key.endswith(_BUFFER_SUFFIXES)]
+    if not statistics:
+        raise ParamsFileError(f"{source} holds a {name}'s parameters but not its batch-norm running statistics "
+                              f"(bn1.running_mean, bn1.running_var, ...), without which its predictions are "
+                              f"meaningless; save the whole state_dict() (Network.save_params does)")
+    network = RESNETS[name](int(fc_weight.shape[0]), int(stem.shape[1]), dtype=dtype, seed=0)
+    targets = network.state_dict()
+    counters = [key for key in targets if key.endswith(_COUNTER_SUFFIX)]
+    if not any(key in params for key in counters):
+        # Files from before PyTorch 0.4.1 lack the counters; momentum-based batch norm ignores them.
+        params = {**{key: targets[key] for key in counters}, **params}
+    problems = [f"{key!r} has shape {params[key].shape}, expected {target.shape}"
+                for key, target in targets.items() if key in params and params[key].shape != target.shape]
+    missing = [key for key in targets if key not in params]
+    unknown = [key for key in params if key not in targets]
+    problems += ([f"{_some(missing)} missing"] if missing else []) + ([f"unknown keys {_some(unknown)}"] if unknown else [])
+    if problems:
+        raise ParamsFileError(f"{source} does not fit a {name}: " + "; ".join(problems))
+    with np.errstate(over="ignore", invalid="ignore"):
+        network.load_state_dict(params, source=source)
+    return network
+
+
+def network_from_params(params: Union[Mapping[str, Any], str, "os.PathLike[str]"], *, net: str = "auto",
+                        input_shape: Optional[Sequence[int]] = None, dtype: Any = np.float32,
+                        source: Optional[str] = None) -> Network:
+    """The network that ``params`` belong to, built and loaded: ``params`` is a parameter file's
+    name (``.pkl``, ``.npz``, ``.safetensors``, read with :func:`~tinyconv.serialization.read_params`)
+    or a mapping of names to arrays (a ``state_dict()``).
+
+    ``net``: ``"auto"`` (default) recognises the network with :func:`identify_network`; a name of
+    :data:`NETWORK_NAMES` insists on that one. SimpleConvNet and DeepConvNet take their sizes
+    (filters, hidden units, classes) from the arrays and the image size from ``input_shape``
+    (C, H, W), by default ``(channels of W1, 28, 28)``; a ResNet takes its classes from
+    ``fc.weight`` and its input channels from ``conv1.weight``, and needs the batch-norm running
+    statistics (``num_batches_tracked`` may be absent, as in older PyTorch files). When
+    ``input_shape`` is given, the first convolution must take its channel count.
+
+    A missing or unknown key, a wrong shape or an unrecognisable set of keys raises
+    :class:`~tinyconv.serialization.ParamsFileError` (a ``ValueError``) naming them, before any
+    network is returned; ``source`` names the parameters in messages (default: the file name).
+    Reading a file raises what :func:`~tinyconv.serialization.read_params` raises
+    (``FileNotFoundError``, ``ParamsFileError``, ``ImportError`` for safetensors without its package).
+    """
+    if isinstance(params, (str, os.PathLike)):
+        source = source or os.fspath(params)
+        params = read_params(params)
+    source = "params" if source is None else str(source)
+    name = _checked_name(net, allow_auto=True)
+    shape = _checked_input_shape(input_shape)
+    np_dtype = np.dtype(dtype)
+    if np_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {np_dtype}")
+    arrays = _arrays(params, source)
+    if name == "auto" or name in RESNETS:
+        found = identify_network(arrays, source)
+        if name != "auto" and found != name:
+            raise ParamsFileError(f"{source} holds the parameters of a {_NETWORK_TITLES.get(found, found)}, "
+                                  f"not of a {name}")
+        name = found
+    if name in RESNETS:
+        return _resnet_from_params(arrays, name, shape, np_dtype, source)
+    return _dlfs_from_params(arrays, name, shape, np_dtype, source)
+
+
+def replace_head(network: Network, num_classes: int, *, seed: Optional[int] = None) -> Network:
+    """The network with a new, untrained classifier for ``num_classes`` classes (He-initialised:
+    normal weights with standard deviation sqrt(2 / fan_in), zero bias), for transfer learning.
+    A ResNet is changed in place (:meth:`ResNet.replace_head`) and returned; a SimpleConvNet or
+    DeepConvNet is rebuilt with every other parameter copied, and the new network returned (its
+    frozen parameters are not carried over: freeze after replacing the head)."""
+    num_classes = _checked_count(num_classes, "num_classes")
+    if isinstance(network, ResNet):
+        network.replace_head(num_classes, seed=seed)
+        return network
+    if not isinstance(network, (SimpleConvNet, DeepConvNet)):
+        raise TypeError(f"replace_head takes a ResNet, SimpleConvNet or DeepConvNet, got {type(network).__name__}")
+    name = "simple" if isinstance(network, SimpleConvNet) else "deep"
+    weight_key, bias_key = head_prefixes(name)
+    state = dict(network.state_dict())
+    hidden = state[weight_key].shape[0]
+    source = np.random.default_rng(seed) if seed is not None else (np.random if network.rng is None else network.rng)
+    state[weight_key] = (math.sqrt(2.0 / hidden) * source.standard_normal((hidden, num_classes))).astype(network.dtype)
+    state[bias_key] = np.zeros(num_classes, dtype=network.dtype)
+    return network_from_params(state, net=name, input_shape=network.input_dim, dtype=network.dtype,
+                               source=f"the {type(network).__name__} with a new head")
