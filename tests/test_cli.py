@@ -844,6 +844,16 @@ def test_train_a_resnet_with_its_defaults(resnet_run):
     assert "layer3.2.bn2.running_var" in state.files and state["bn1.num_batches_tracked"] == 3  # 300 / 128: 3 steps
 
 
+@pytest.mark.parametrize("optimizer, lr", [("adam", 0.001), ("RMSprop", 0.001), ("nesterov", 0.1)])
+def test_a_resnet_with_an_adaptive_optimizer_gets_an_adaptive_rate(tmp_path, optimizer, lr):
+    # 0.1 is a momentum-SGD rate; Adam or RMSprop at 0.1 would diverge.
+    code, stdout, stderr = run(["train", "--net", "resnet20", "--optimizer", optimizer, "--epochs", "1",
+                                "--train-size", "64", "--test-size", "32", "--seed", "0", "--threads", "1",
+                                "--out", str(tmp_path / "run")])
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["settings"]["lr"] == lr
+
+
 @needs_matplotlib
 def test_resnet_pictures_show_its_3x3_filters(resnet_run, tmp_path):
     out_dir = resnet_run[0]

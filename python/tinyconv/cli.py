@@ -69,6 +69,10 @@ FINETUNE_EPOCHS = 10
 # finetune's rates: the head learns at the net's usual training rate, the pre-trained rest ten
 # times slower, so that it adapts without forgetting what it learnt.
 BACKBONE_LR_DIVISOR = 10
+# Optimizers that scale each step by gradient statistics, and the rate they get when --lr is not
+# given (a momentum-SGD default such as a ResNet's 0.1 makes them diverge).
+ADAPTIVE_OPTIMIZERS = ("adagrad", "rmsprop", "adam")
+ADAPTIVE_DEFAULT_LR = 0.001
 
 # Limits of the options, so that nonsense is a usage error rather than a crash or a run that
 # never ends. Threads: the core's own limit (tinyconv.set_num_threads).
@@ -347,7 +351,8 @@ def _add_train_command(commands: Any, net_names: Sequence[str]) -> None:
                             "resnet34, resnet50, resnet101, resnet152 (ImageNet ResNets)")
     _add_training_options(train, epochs=20)
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate (default: 0.001, or 0.1 for a ResNet)")
+                       help="learning rate (default: 0.001, or 0.1 for a ResNet trained with SGD, "
+                            "Momentum or Nesterov)")
     train.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
                        help="use only the first N training images (of --classes) (default: all)")
     train.add_argument("--checkpoint", metavar="PATH", type=_path, default=None,
@@ -387,7 +392,8 @@ def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
                           help="learning rate of everything but the head (default: a tenth of "
                                "--head-lr; 0.0001, or 0.01 for a ResNet, when neither is given)")
     finetune.add_argument("--head-lr", type=_positive_float, default=None, metavar="LR",
-                          help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet)")
+                          help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet "
+                               "trained with SGD, Momentum or Nesterov)")
     finetune.set_defaults(handler=_finetune)
 
 
@@ -859,6 +865,10 @@ def _resolved(args: argparse.Namespace, net: str, data_size: int) -> Dict[str, A
     for key in ("optimizer", "batch_size", "lr_schedule", "sampling"):
         if getattr(args, key) is not None:
             chosen[key] = getattr(args, key)
+    # A ResNet's 0.1 is a momentum-SGD rate: an adaptive optimizer chosen instead diverges at it,
+    # so it gets the rate Adam is usually run with.
+    if chosen["optimizer"].lower() in ADAPTIVE_OPTIMIZERS:
+        chosen["lr"] = min(chosen["lr"], ADAPTIVE_DEFAULT_LR)
     return chosen
 
 
@@ -936,7 +946,7 @@ def _freeze(network: Any, net: str, prefixes: Sequence[str], all_but_head: bool)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .nets import head_prefixes, replace_head, training_defaults
+    from .nets import head_prefixes, replace_head
     from .network import matches_prefix
 
     out_path, seed, started, clock = _start(args)
@@ -952,7 +962,7 @@ def _finetune(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - clock
     plan = _resolved(args, net, len(data[0]))
     head = head_prefixes(net)
-    head_lr = args.head_lr if args.head_lr is not None else training_defaults(net)["lr"]
+    head_lr = args.head_lr if args.head_lr is not None else plan["lr"]
     backbone_lr = args.backbone_lr if args.backbone_lr is not None else head_lr / BACKBONE_LR_DIVISOR
     trainable_head = any(matches_prefix(key, prefix) for key in network.params if key not in frozen for prefix in head)
     optimizer_param: Dict[str, Any] = {"lr": backbone_lr}
