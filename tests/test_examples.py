@@ -150,5 +150,7 @@ def test_08_transfer_learning_with_short_settings(tmp_path):
     fine, scratch = np.mean([[float(f), float(s)] for _, f, s in seeds], axis=0)
     assert float(mean.group(1)) == pytest.approx(fine, abs=1e-4)
     assert float(mean.group(2)) == pytest.approx(scratch, abs=1e-4)
+    summary = out.split("labelled images | fine-tuned | from scratch | gain\n")[1].splitlines()[0]
+    assert [float(v) for v in summary.split("|")[:3]] == [50, float(mean.group(1)), float(mean.group(2))]
     # How much fine-tuning gains is measured by the full run (README); steps this few only show
     # that both arms run end to end.
