@@ -110,7 +110,7 @@ def test_train_help_documents_defaults_and_outputs():
         assert text in stdout, text
     flat = " ".join(stdout.split())  # argparse wraps the help texts
     assert "(default: 20)" in flat and "(default: Adam, or Momentum with momentum 0.9 for a ResNet)" in flat
-    assert "(default: 0.001, or 0.1 for a ResNet)" in flat and "(default: 100, or 128 for a ResNet; all the images when fewer)" in flat
+    assert "(default: 0.001, or 0.1 for a ResNet trained with SGD, Momentum or Nesterov)" in flat and "(default: 100, or 128 for a ResNet; all the images when fewer)" in flat
     assert "(default: constant, or cosine for a ResNet)" in flat and "params.npz" in flat
     for name in tinyconv.nets.NETWORK_NAMES:
         assert name in flat, name
