@@ -26,6 +26,7 @@ __all__ = [
     "mean_squared_error",
     "cross_entropy_error",
     "softmax_loss",
+    "np",  # DLfS's module imports numpy at top level, so its star import gives scripts ``np``
 ]
 
 

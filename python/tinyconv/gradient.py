@@ -6,6 +6,15 @@ parameter arrays by reference, sees the change -- and every element is restored 
 when ``f`` raises. These functions exist to check backpropagation; they cost two evaluations of
 ``f`` per element. ``f`` receives ``x`` itself and may ignore it (DLfS's networks pass a lambda
 that does).
+
+**Precision.** The differences are evaluated in float64, as in DLfS, whatever the dtype of the
+network: when ``x`` is a float32 parameter of a tinyconv network (``network.params['W1']`` itself),
+``f`` is evaluated with that network switched to float64 copies of its arrays (see
+:meth:`tinyconv.network.Network.float64_copy`), ``x``'s copy is the one perturbed and passed to
+``f``, and the float64 gradient is returned; the network's own arrays are never written. In
+float32 the step ``h`` and the loss would both be rounded by about 1e-7 relative, leaving errors of
+1e-4..1e-3 that make a correct backward pass look wrong. Any other array is perturbed in place in
+its own dtype, as DLfS does.
 """
 from __future__ import annotations
 
@@ -13,14 +22,27 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["numerical_gradient", "numerical_gradient_1d", "numerical_gradient_2d"]
+# "np": DLfS's common/gradient.py imports numpy at top level, so its star import gives scripts ``np``.
+__all__ = ["numerical_gradient", "numerical_gradient_1d", "numerical_gradient_2d", "np"]
 
 _H = 1e-4
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
     """Gradient of scalar ``f`` with respect to the array ``x`` (any number of dimensions),
-    returned as an array like ``x``."""
+    returned as an array like ``x`` -- in float64 when ``x`` is a lower-precision parameter of a
+    tinyconv network, which is then evaluated in float64 (see the module docstring)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
+        from .network import network_of_parameter  # network.py imports this module
+
+        network = network_of_parameter(x)
+        if network is not None:
+            with network.float64_copy() as copies:
+                return _central_differences(f, copies[id(x)])
+    return _central_differences(f, x)
+
+
+def _central_differences(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
     grad = np.zeros_like(x)
     # One f evaluation pair per element is the method itself; the per-element loop is inherent.
     for idx in np.ndindex(x.shape):

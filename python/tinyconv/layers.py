@@ -48,6 +48,11 @@ import numpy as np
 
 from . import functional as F
 from ._validate import as_pair, float_dtype
+# DLfS's common/layers.py does ``from common.functions import *`` and imports im2col/col2im, so
+# its star import hands all of these (and ``np``) to a script; ours must too (see __all__).
+from .functions import (cross_entropy_error, identity_function, mean_squared_error, relu, relu_grad, sigmoid,
+                        sigmoid_grad, softmax, softmax_loss, step_function)
+from .util import col2im, im2col
 
 __all__ = [
     "Relu",
@@ -62,6 +67,21 @@ __all__ = [
     "Linear",
     "GlobalAvgPooling",
     "ChannelPadShortcut",
+    # What ``from common.layers import *`` also gives a DLfS script: numpy, the functions of
+    # common/functions.py and common/util.py's im2col/col2im.
+    "np",
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "mean_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+    "im2col",
+    "col2im",
 ]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
@@ -205,12 +225,25 @@ class Affine(Layer):
         return self.backward(dout, need_dx=need_dx), True
 
 
+def _label_column(x: np.ndarray, t: np.ndarray) -> bool:
+    """Whether ``t`` holds labels for logits ``x`` (N, K) given as (N, 1) or (1, N): DLfS's test
+    ``t.size != y.size`` (so a (N, 1) target for K == 1 stays a one-hot target)."""
+    return (x.ndim == 2 and t.ndim == 2 and 1 in t.shape and t.size == x.shape[0]
+            and t.size != x.size)
+
+
 class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy loss.
 
     ``forward(x, t)``: logits ``x`` (N, K) (or one row (K,)) and targets ``t``, integer labels (N,)
     or one-hot rows (N, K); returns the loss and keeps ``loss``, ``y`` (softmax output) and ``t``.
     ``backward(dout=1)`` returns ``dout * (y - onehot(t)) / N``.
+
+    Labels may also come as a column (N, 1) or a row (1, N), as DLfS's ``ch07/gradient_check.py``
+    passes them (``np.array([1]).reshape((1, 1))``): DLfS treats any ``t`` with ``t.size !=
+    y.size`` as labels, and so does this layer (``self.t`` then keeps them flattened to (N,)).
+    DLfS's own arithmetic is only right for such labels when N == 1 (it broadcasts them against
+    ``arange(N)``); here they mean the labels for every N.
     """
 
     def __init__(self):
@@ -226,6 +259,8 @@ class SoftmaxWithLoss:
         if self._single_row:  # one sample, as DLfS's cross_entropy_error accepts
             x = x.reshape(1, -1)
             t_arr = t_arr.reshape(1, -1) if t_arr.size == x.size else t_arr.reshape(1)
+        elif _label_column(x, t_arr):
+            t_arr = t_arr.reshape(-1)
         loss, self.y = F.softmax_cross_entropy_forward(x, t_arr)
         self.t = t_arr
         self.loss = loss

@@ -1,5 +1,6 @@
 """The networks of *Deep Learning from Scratch* (DLfS), on tinyconv's layers.
 
+* :class:`TwoLayerNet` -- chapter 5 (``ch05/two_layer_net.py``): affine - relu - affine - softmax.
 * :class:`SimpleConvNet` -- chapter 7: conv - relu - pool - affine - relu - affine - softmax.
 * :class:`DeepConvNet` -- chapter 8: six 3x3 convolutions in three pooled blocks, then
   affine - relu - dropout - affine - dropout - softmax, He initialisation.
@@ -40,7 +41,7 @@ from .network import Network, RandomSource
 from .serialization import ParamsFileError, read_params
 from .resnet import RESNETS, ResNet, resnet18, resnet20, resnet32, resnet34, resnet50, resnet56, resnet101, resnet152
 
-__all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
+__all__ = ["Network", "TwoLayerNet", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
            "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56", "NETWORK_NAMES",
            "build_network", "network_from_params", "identify_network", "replace_head", "head_prefixes", "is_resnet",
            "training_defaults"]
@@ -48,6 +49,66 @@ __all__ = ["Network", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLay
 
 def _conv_output(size: int, filter_size: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - filter_size) // stride + 1
+
+
+class TwoLayerNet(Network):
+    """DLfS's chapter 5 network (``ch05/two_layer_net.py``, the layer-based version):
+    affine - relu - affine - softmax.
+
+    Constructor as DLfS: ``TwoLayerNet(input_size, hidden_size, output_size,
+    weight_init_std=0.01)``; ``W1`` (input_size, hidden_size) and ``W2`` are drawn from
+    ``weight_init_std * randn`` in DLfS's order, the biases ``b1``, ``b2`` start at zero. ``layers``
+    is an ``OrderedDict`` ``Affine1, Relu1, Affine2``; the loss layer is ``last_layer``, also
+    reachable under DLfS's name ``lastLayer``. Methods ``predict``, ``loss``, ``accuracy``,
+    ``numerical_gradient`` and ``gradient`` as DLfS.
+
+    Chapter 4's numerical-only ``two_layer_net.py`` has the same constructor and methods but a
+    sigmoid hidden layer; its scripts run with this class too, with ReLU instead (as chapter 5).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float = 0.01,
+                 *, dtype: Any = np.float32, seed: Optional[int] = None, rng: RandomSource = None):
+        super().__init__(dtype, seed, rng)
+        sizes = {"input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise (ValueError if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                       else TypeError)(f"{name} must be a positive int, got {value!r}")
+        if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, (int, float, np.number)):
+            raise TypeError(f"weight_init_std must be a number, got {weight_init_std!r}")
+        if not math.isfinite(float(weight_init_std)):
+            raise ValueError(f"weight_init_std must be finite, got {weight_init_std!r}")
+        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
+
+        self.params["W1"] = self._random_normal(weight_init_std, (self.input_size, self.hidden_size))
+        self.params["b1"] = self._zeros(self.hidden_size)
+        self.params["W2"] = self._random_normal(weight_init_std, (self.hidden_size, self.output_size))
+        self.params["b2"] = self._zeros(self.output_size)
+
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.last_layer = SoftmaxWithLoss()
+
+        for index, name in enumerate(("Affine1", "Affine2"), start=1):
+            self._register(f"W{index}", self.layers[name], "W")
+            self._register(f"b{index}", self.layers[name], "b")
+
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 -- DLfS's attribute name
+        """DLfS's name for :attr:`last_layer`."""
+        return self.last_layer
+
+    @lastLayer.setter
+    def lastLayer(self, layer: SoftmaxWithLoss) -> None:  # noqa: N802
+        self.last_layer = layer
+
+    def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
+        """Gradients by central differences (slow; for checking :meth:`gradient`, as DLfS's
+        ``ch05/gradient_check.py`` does), as float64 arrays: evaluated on a float64 copy of the
+        network whatever its dtype, so the figures are DLfS's; the network is left untouched."""
+        return self._numerical_gradient(x, t, train_flg=False)
 
 
 class SimpleConvNet(Network):
@@ -101,8 +162,9 @@ class SimpleConvNet(Network):
             self._register(f"b{index}", self.layers[name], "b")
 
     def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
-        """Gradients by central differences (slow; for checking :meth:`gradient`). Meaningful in
-        float64: float32 cannot resolve DLfS's step h = 1e-4 accurately."""
+        """Gradients by central differences (slow; for checking :meth:`gradient`), as float64
+        arrays: evaluated on a float64 copy of the network whatever its dtype (float32 cannot
+        resolve DLfS's step h = 1e-4), so the figures are DLfS's; the network is left untouched."""
         return self._numerical_gradient(x, t, train_flg=False)
 
 
@@ -291,7 +353,9 @@ class MultiLayerNet(Network):
     def numerical_gradient(self, X, T) -> Dict[str, np.ndarray]:
         """Gradients by central differences of the training-mode loss, as DLfS's
         ``MultiLayerNetExtend`` (with dropout the masks change between evaluations, so compare with
-        dropout off or a fixed ``rng`` state). Slow; meaningful in float64."""
+        dropout off or a fixed ``rng`` state). Slow. Evaluated on a float64 copy of the network
+        whatever its dtype and returned as float64 arrays, so the figures are DLfS's; the network,
+        batch-norm running statistics included, is left untouched."""
         return self._numerical_gradient(X, T, train_flg=True)
 
 

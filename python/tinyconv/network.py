@@ -11,8 +11,10 @@ keys (minus frozen ones), and ``state_dict()`` adds the buffers (batch-norm runn
 """
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from .gradient import numerical_gradient
 from .layers import SoftmaxWithLoss
 from .serialization import ParamsFileError, read_params, save_params
 
-__all__ = ["Network", "RandomSource", "matches_prefix"]
+__all__ = ["Network", "RandomSource", "matches_prefix", "network_of_parameter"]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -42,6 +44,21 @@ def _random_source(seed: Optional[int], rng: RandomSource) -> RandomSource:
     if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
         raise TypeError(f"rng must be a numpy.random.Generator or RandomState, got {type(rng).__name__}")
     return rng
+
+
+# Every live network, so that tinyconv.gradient.numerical_gradient(f, W) can tell that W is a
+# network's parameter and evaluate f with the network in float64 (see network_of_parameter).
+_LIVE_NETWORKS: "weakref.WeakSet[Network]" = weakref.WeakSet()
+
+
+def network_of_parameter(array: Any) -> Optional["Network"]:
+    """The live :class:`Network` whose ``params`` holds ``array`` itself (not a copy), or ``None``."""
+    if not isinstance(array, np.ndarray):
+        return None
+    for network in list(_LIVE_NETWORKS):
+        if any(value is array for value in network.params.values()):
+            return network
+    return None
 
 
 def _frozen(layer: Any) -> frozenset:
@@ -77,6 +94,7 @@ class Network:
         self._sequential: Optional[Sequential] = None
         #: Loss of the last :meth:`gradient` call (the forward pass it differentiated).
         self.last_loss: Optional[float] = None
+        _LIVE_NETWORKS.add(self)
 
     # -- construction helpers ---------------------------------------------------------------
 
@@ -142,16 +160,22 @@ class Network:
         return self.loss(x, t, train_flg=True)
 
     def accuracy(self, x, t, batch_size: int = 100) -> float:
-        """Fraction of samples whose largest logit is the label (``t``: labels or one-hot rows),
+        """Fraction of samples whose largest logit is the label (``t``: labels (N,), labels as a
+        column (N, 1) as :class:`~tinyconv.layers.SoftmaxWithLoss` takes them, or one-hot rows),
         predicted in batches of ``batch_size`` in test mode.
 
         Every sample counts, including a last partial batch; DLfS skips that batch (while still
         dividing by ``len(x)``), so its figure is lower when ``batch_size`` does not divide ``len(x)``.
         """
         t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
         n = np.shape(x)[0]
+        # Labels as a column (N, 1) or row (1, N), as SoftmaxWithLoss takes them: told apart from
+        # one-hot rows of a single class only by the number of classes, known after predict.
+        column = t.ndim == 2 and 1 in t.shape and t.size == n and n > 0
+        if column:
+            t = t.reshape(-1)
+        elif t.ndim != 1:
+            t = np.argmax(t, axis=1)
         if n == 0:
             raise ValueError("accuracy of an empty set of samples is undefined")
         if len(t) != n:
@@ -161,6 +185,8 @@ class Network:
         correct = 0
         for start in range(0, n, batch_size):
             y = self.predict(x[start:start + batch_size], train_flg=False)
+            if column and y.shape[1] == 1:  # one class: t holds one-hot rows, all of class 0
+                t, column = np.zeros(n, dtype=np.intp), False
             correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start:start + batch_size]))
         return correct / n
 
@@ -184,13 +210,48 @@ class Network:
                 grads[key] = getattr(slot.layer, slot.gradient)
         return grads
 
+    @contextlib.contextmanager
+    def float64_copy(self) -> Iterator[Dict[int, np.ndarray]]:
+        """Within the ``with`` block the network computes in float64 on float64 copies of its
+        floating arrays (parameters and buffers such as batch-norm running statistics); on leaving
+        it, the original arrays -- never written meanwhile -- and the dtype are put back, so the
+        network is as it was (random generators excepted: dropout draws masks as usual). Yields a
+        map from ``id(original array)`` to its copy. This is how :meth:`numerical_gradient` gets
+        DLfS's float64 figures from a float32 network; the ``params`` dict object stays the same."""
+        saved_dtype = self.dtype
+        swapped = []
+        for key, slot in self._slots.items():
+            value = getattr(slot.layer, slot.attribute)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                swapped.append((key, slot, value))
+        copies: Dict[int, np.ndarray] = {}
+        try:
+            for key, slot, value in swapped:
+                copy = copies.setdefault(id(value), np.array(value, dtype=np.float64, order="C"))
+                setattr(slot.layer, slot.attribute, copy)
+                if key in self.params:
+                    self.params[key] = copy
+            self.dtype = np.dtype(np.float64)
+            yield copies
+        finally:
+            for key, slot, value in swapped:
+                setattr(slot.layer, slot.attribute, value)
+                if key in self.params:
+                    self.params[key] = value
+            self.dtype = saved_dtype
+
     def _numerical_gradient(self, x, t, train_flg: bool) -> Dict[str, np.ndarray]:
-        x = self._input(x)
+        # Central differences with h = 1e-4 need float64: in float32 the perturbed parameter and
+        # the loss are both rounded by about 1e-7 relative, which leaves errors of 1e-4..1e-3 in
+        # the difference quotient and makes correct backprop look wrong. So the evaluation runs
+        # on a float64 copy whatever the network's dtype, and the network is left untouched.
+        with self.float64_copy():
+            x = self._input(x)
 
-        def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
-            return self.loss(x, t, train_flg=train_flg)
+            def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
+                return self.loss(x, t, train_flg=train_flg)
 
-        return {key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()}
+            return {key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()}
 
     # -- transfer learning ------------------------------------------------------------------
 

@@ -44,8 +44,10 @@ import numpy as np
 
 from . import _core
 
+# "np": DLfS's common/optimizer.py imports numpy at top level and ch06/optimizer_compare_*.py
+# rely on getting it from ``from common.optimizer import *`` (they never import numpy).
 __all__ = ["Optimizer", "ParamGroup", "prefix_matches", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
-           "get_optimizer", "find_nonfinite_gradient"]
+           "get_optimizer", "find_nonfinite_gradient", "np"]
 
 # Added to the denominator of the adaptive methods, as in DLfS.
 _EPS = 1e-7

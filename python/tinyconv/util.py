@@ -12,7 +12,8 @@ from . import _core
 from ._util_extra import shuffle_dataset, smooth_curve
 from ._validate import as_float_array, as_pair, as_positive_int, check_window, float_dtype
 
-__all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve"]
+# "np": DLfS's common/util.py imports numpy at top level, so its star import gives scripts ``np``.
+__all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve", "np"]
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
