@@ -43,7 +43,7 @@ network = SimpleConvNet(input_dim=(1, 28, 28),
 trainer = Trainer(network, x_train, t_train, x_test, t_test,
                   epochs=max_epochs, mini_batch_size=100,
                   optimizer='Adam', optimizer_param={'lr': 0.001},
-                  evaluate_sample_num_per_epoch=1000)
+                  evaluate_sample_num_per_epoch=1000, log="epochs")
 trainer.train()
 
 # Save the parameters

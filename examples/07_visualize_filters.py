@@ -53,7 +53,7 @@ else:
         x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
                       mini_batch_size=100, optimizer='Adam', optimizer_param={'lr': 0.001},
-                      evaluate_sample_num_per_epoch=1000)
+                      evaluate_sample_num_per_epoch=1000, log="epochs")
     trainer.train()
 after = network.params['W1']
 filter_show(network.params['W1'], save=save_as("filters_after.png"))

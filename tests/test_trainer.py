@@ -789,7 +789,7 @@ def test_second_ctrl_c_aborts_at_once():
 
 
 def test_verbose_prints_one_line_per_epoch_and_no_progress_when_not_a_terminal(capsys):
-    trainer = make_trainer(make_net(), toy_data(), seed=0, verbose=True)
+    trainer = make_trainer(make_net(), toy_data(), seed=0, verbose=True, log="epochs")
     trainer.train()
     out, err = capsys.readouterr()
     lines = out.splitlines()

@@ -1021,7 +1021,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
                       mini_batch_size=job.batch_size, optimizer=job.optimizer,
                       optimizer_param=job.optimizer_param, evaluate_sample_num_per_epoch=eval_samples,
                       verbose=not quiet, seed=job.seed, sampling=job.sampling, callback=after_epoch,
-                      checkpoint=job.checkpoint, lr_schedule=job.lr_schedule)
+                      checkpoint=job.checkpoint, lr_schedule=job.lr_schedule,
+                      log="epochs")  # a progress bar and one summary line per epoch, not DLfS's per-step lines
     if job.resume_from is not None:
         # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
         # refused before the run directory exists.

@@ -8,14 +8,33 @@ DLfS's ``params``/``gradient``/``loss``/``accuracy`` works, tinyconv's or DLfS's
 
 What differs from DLfS, and why:
 
-* **Output.** No line per step. When ``verbose`` and standard error is a terminal, a progress bar
-  per epoch shows the running loss and the speed (tqdm when installed, a plain one-line display
-  otherwise); every epoch ends with one summary line: mean loss, train and test accuracy, seconds.
-  The final test accuracy is printed as in DLfS.
+* **Output.** ``verbose=True`` prints what DLfS prints: ``log="dlfs"`` (the default) gives a
+  ``train loss:...`` line per step, an ``=== epoch:N, train acc:..., test acc:... ===`` line per
+  evaluation and the final test accuracy, so a book script's console output is recognisable.
+  ``log="epochs"`` (what the ``tinyconv train`` command uses) prints one summary line per epoch
+  instead -- mean loss, train and test accuracy, seconds -- with a progress bar per epoch while
+  standard error is a terminal (tqdm when installed, a plain one-line display otherwise), and the
+  final test accuracy. ``progress=`` forces the bar on or off in either style.
 * **Epochs.** An epoch is ``iter_per_epoch = max(ceil(train_size / mini_batch_size), 1)`` steps
   (DLfS: ``train_size / mini_batch_size``, a float), and accuracy is measured at the *end* of each
   epoch (DLfS measures after the first step of each epoch), so ``train_acc_list`` has ``epochs``
   entries, as in DLfS, and its last entry describes the trained network.
+* **DLfS's exact schedule.** ``dlfs_compat=True`` runs DLfS's algorithm instead, step for step,
+  so that under the same ``np.random.seed`` ``train_loss_list``, ``train_acc_list`` and
+  ``test_acc_list`` equal DLfS's (a float64 network gives DLfS's numbers; a network with dropout
+  included, since the draws happen in the same order): ``iter_per_epoch = max(train_size /
+  mini_batch_size, 1)`` (a float), ``max_iter = int(epochs * iter_per_epoch)`` steps; each step
+  draws ``np.random.choice(train_size, mini_batch_size)``, computes the gradient, updates, then
+  records the loss of a *second* forward pass ``network.loss(x_batch, t_batch)`` after the update
+  (for DeepConvNet that pass runs in training mode and draws fresh dropout masks, as in DLfS); the
+  accuracies are measured when ``current_iter % iter_per_epoch == 0``, i.e. after the *first* step
+  of each epoch, so the first entries describe a network trained for one step and the last
+  training epoch is never evaluated (the final test accuracy is measured afterwards, as in DLfS).
+  When ``train_size / mini_batch_size`` is not a whole number some epochs get no evaluation at all,
+  also as in DLfS. ``current_epoch`` counts evaluations. Not available with
+  ``sampling="permutation"`` or checkpoints; with ``seed=`` the batches come from the trainer's
+  generator instead of ``np.random``. ``callback`` is called after each evaluation, its record's
+  ``loss`` being the mean over the steps since the previous one.
 * **Sampling.** ``sampling="replacement"`` (default) draws every batch independently with
   ``np.random.choice(train_size, mini_batch_size)`` as DLfS, so some samples repeat and some are
   missed within an epoch; ``sampling="permutation"`` visits every sample exactly once per epoch,
@@ -72,17 +91,22 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import numpy as np
 
 from .nets import Network
-from .optimizer import Optimizer, ParamGroup, get_optimizer
+from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, ParamGroup, RMSprop, get_optimizer
 from .serialization import ParamsFileError, load_pickle_file, save_pickle
 
-__all__ = ["Trainer", "LR_SCHEDULES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError", "UnnormalizedInputWarning",
-           "CheckpointError"]
+__all__ = ["Trainer", "LR_SCHEDULES", "LOG_STYLES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError",
+           "UnnormalizedInputWarning", "CheckpointError",
+           # What ``from common.trainer import *`` also gives a DLfS script: DLfS's module imports
+           # sys, os and numpy and star-imports common/optimizer.py.
+           "np", "sys", "os", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 
 _CHECKPOINT_FORMAT = "tinyconv.trainer.checkpoint"
 _CHECKPOINT_VERSION = 1
 _SAMPLING_MODES = ("replacement", "permutation")
 #: Names ``Trainer(lr_schedule=...)`` accepts besides a callable.
 LR_SCHEDULES = ("constant", "cosine", "step")
+#: What ``Trainer(log=...)`` accepts: DLfS's console lines, or one summary line per epoch.
+LOG_STYLES = ("dlfs", "epochs")
 # Inputs beyond this magnitude are taken for unnormalised data (pixels in 0..255 pass; the usual
 # scalings to [0, 1] or to unit variance stay far below it).
 _UNNORMALIZED_INPUT_LIMIT = 1e3
@@ -510,8 +534,7 @@ class Trainer:
             ``gradient`` leaves out (frozen ones) are not updated and get no optimizer state.
         evaluate_sample_num_per_epoch: if set, accuracies are measured on the first that many
             training and test samples only (faster).
-        verbose: print the per-epoch summary and final accuracy (and show the progress bar when
-            standard error is a terminal).
+        verbose: print progress and the final test accuracy, in the style ``log`` picks.
         seed: seed of a private random generator for the batch order (default: ``np.random``).
         sampling: ``"replacement"`` (DLfS) or ``"permutation"``; see the module docstring.
         callback: ``callback(trainer, record)`` after every epoch.
@@ -520,6 +543,12 @@ class Trainer:
         progress: force the progress display on or off (default: verbose and a terminal).
         lr_schedule: ``"constant"`` (default), ``"cosine"``, ``"step"`` or ``f(step, max_iter)``
             returning a factor for the base learning rates; see the module docstring.
+        log: what ``verbose`` prints: ``"dlfs"`` (default) DLfS's lines, a ``train loss:`` per
+            step and an ``=== epoch:... ===`` per evaluation; ``"epochs"`` one summary line per
+            epoch, with a progress bar on a terminal.
+        dlfs_compat: run DLfS's own schedule (evaluation after the first step of each epoch, a
+            float ``iter_per_epoch``, the loss from a second forward pass after the update), so the
+            three lists equal DLfS's under the same seed; see the module docstring.
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test,
@@ -529,9 +558,20 @@ class Trainer:
                  *, seed: Optional[int] = None, sampling: str = "replacement",
                  callback: Optional[Callable[["Trainer", Dict[str, Any]], Any]] = None,
                  checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None, resume: bool = False,
-                 progress: Optional[bool] = None, lr_schedule: LrSchedule = "constant"):
+                 progress: Optional[bool] = None, lr_schedule: LrSchedule = "constant",
+                 log: str = "dlfs", dlfs_compat: bool = False):
         if sampling not in _SAMPLING_MODES:
             raise ValueError(f"sampling must be 'replacement' or 'permutation', got {sampling!r}")
+        if not isinstance(log, str) or log not in LOG_STYLES:
+            raise ValueError(f"log must be one of {LOG_STYLES}, got {log!r}")
+        if not isinstance(dlfs_compat, (bool, np.bool_)):
+            raise TypeError(f"dlfs_compat must be True or False, got {dlfs_compat!r}")
+        if dlfs_compat and sampling != "replacement":
+            raise ValueError(f"dlfs_compat=True samples as DLfS (with replacement), so sampling must be "
+                             f"'replacement', got {sampling!r}")
+        if dlfs_compat and checkpoint is not None:
+            # Checkpoints are written at the end of an epoch; DLfS's schedule has no such point.
+            raise ValueError(f"dlfs_compat=True cannot write checkpoints, got checkpoint={checkpoint!r}")
         if int(mini_batch_size) < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
         if len(x_train) != len(t_train) or len(x_test) != len(t_test):
@@ -556,6 +596,8 @@ class Trainer:
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         self.resume = resume
         self.progress = progress
+        self.log = log
+        self.dlfs_compat = bool(dlfs_compat)
         self.rng = None if seed is None else np.random.default_rng(seed)
 
         if isinstance(optimizer, Optimizer):
@@ -565,7 +607,11 @@ class Trainer:
         self.lr_schedule = lr_schedule
 
         self.train_size = len(x_train)
-        self.iter_per_epoch = max(math.ceil(self.train_size / self.batch_size), 1)
+        self.iter_per_epoch: Union[int, float]
+        if self.dlfs_compat:
+            self.iter_per_epoch = max(self.train_size / self.batch_size, 1)  # DLfS's float
+        else:
+            self.iter_per_epoch = max(math.ceil(self.train_size / self.batch_size), 1)
         self.current_iter = 0
         self.current_epoch = 0
         self.train_loss_list: List[float] = []
@@ -577,10 +623,14 @@ class Trainer:
         self._iter_at_last_eval: Optional[int] = None
         self._permutation: Optional[np.ndarray] = None
         self._input_scale_checked = False
+        self._losses_since_eval: List[float] = []
+        self._period_started = time.perf_counter()
 
     @property
     def max_iter(self) -> int:
         """Total steps of a full run (DLfS's attribute)."""
+        if self.dlfs_compat:
+            return int(self.epochs * self.iter_per_epoch)
         return self.epochs * self.iter_per_epoch
 
     # -- one step -----------------------------------------------------------------------------
@@ -628,7 +678,16 @@ class Trainer:
 
     def train_step(self, step: int = 0) -> float:
         """One optimisation step on a mini-batch (``step`` is its index within the epoch, used by
-        ``sampling="permutation"``). Returns the loss and appends it to ``train_loss_list``."""
+        ``sampling="permutation"``). Returns the loss and appends it to ``train_loss_list``.
+        With ``dlfs_compat`` this is DLfS's ``train_step``, evaluation included."""
+        if self.dlfs_compat:
+            return self._dlfs_train_step()
+        loss = self._train_step(step)
+        if self.verbose and self.log == "dlfs":
+            print("train loss:" + str(loss))
+        return loss
+
+    def _train_step(self, step: int) -> float:
         factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
         batch = self._batch_indices(step)
         x_batch, t_batch = self.x_train[batch], self.t_train[batch]
@@ -654,17 +713,47 @@ class Trainer:
         self.current_iter += 1
         return loss
 
-    def _check_loss(self, loss: float, step: int) -> None:
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(loss, self.current_epoch + 1, step + 1)
+    def _dlfs_train_step(self) -> float:
+        """DLfS's ``Trainer.train_step``: draw, gradient, update, a second forward pass for the
+        loss, and the evaluation when ``current_iter % iter_per_epoch == 0``."""
+        # Where the step lies in DLfS's float epochs, for error messages only.
+        epoch = int(self.current_iter // self.iter_per_epoch) + 1
+        step = int(self.current_iter - math.ceil((epoch - 1) * self.iter_per_epoch))
+        factor = self._lr_factor()
+        batch = self._batch_indices(0)
+        x_batch, t_batch = self.x_train[batch], self.t_train[batch]
+        if not self._input_scale_checked:
+            self._input_scale_checked = True
+            self._warn_if_unnormalized(x_batch)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            grads = self.network.gradient(x_batch, t_batch)
+            self._check_gradients(grads, None, step, epoch)
+            self._update(grads, factor)
+            loss = float(self.network.loss(x_batch, t_batch))
+            self._check_loss(loss, step, epoch)
+        self.train_loss_list.append(loss)
+        self._losses_since_eval.append(loss)
+        if self.verbose and self.log == "dlfs":
+            print("train loss:" + str(loss))
+        if self.current_iter % self.iter_per_epoch == 0:
+            self._end_of_evaluation_period(self.current_epoch + 1, self._losses_since_eval)
+            self._losses_since_eval = []
+        self.current_iter += 1
+        return loss
 
-    def _check_gradients(self, grads: Mapping[str, Any], loss: Optional[float], step: int) -> None:
+    def _check_loss(self, loss: float, step: int, epoch: Optional[int] = None) -> None:
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(loss, self.current_epoch + 1 if epoch is None else epoch, step + 1)
+
+    def _check_gradients(self, grads: Mapping[str, Any], loss: Optional[float], step: int,
+                         epoch: Optional[int] = None) -> None:
         found = self.optimizer.find_unusable_gradient(grads)
         if found is not None:
             key, index, value = found
             reason = (f"its square overflows {np.asarray(grads[key]).dtype}, and "
                       f"{type(self.optimizer).__name__} squares gradients")
-            raise NonFiniteGradientError(key, index, value, loss, self.current_epoch + 1, step + 1, reason)
+            raise NonFiniteGradientError(key, index, value, loss, self.current_epoch + 1 if epoch is None else epoch,
+                                         step + 1, reason)
 
     def _warn_if_unnormalized(self, x_batch: Any) -> None:
         x = np.asarray(x_batch)
@@ -695,7 +784,8 @@ class Trainer:
         if self.progress is not None:
             return bool(self.progress)
         try:
-            return bool(self.verbose) and sys.stderr.isatty()
+            # DLfS's per-step lines and a bar would garble each other; the bar goes with "epochs".
+            return bool(self.verbose) and self.log == "epochs" and not self.dlfs_compat and sys.stderr.isatty()
         except (AttributeError, ValueError):  # replaced or closed stderr
             return False
 
@@ -718,22 +808,33 @@ class Trainer:
         finally:
             bar.close()
 
+        self._period_started = started
+        self._end_of_evaluation_period(epoch, losses)
+        return True
+
+    def _end_of_evaluation_period(self, epoch: int, losses: List[float]) -> None:
+        """Measure the accuracies, record them, report, call back and write the checkpoint: at
+        the end of an epoch, or after its first step with ``dlfs_compat``."""
         train_acc, test_acc = self._evaluate()
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - self._period_started
         self.current_epoch = epoch
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
         self.epoch_time_list.append(seconds)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "train_acc": train_acc,
                   "test_acc": test_acc, "seconds": seconds}
-        if self.verbose:
+        if self.verbose and self.log == "dlfs":
+            print("=== epoch:" + str(epoch) + ", train acc:" + str(train_acc) + ", test acc:" + str(test_acc)
+                  + " ===", flush=True)
+        elif self.verbose:
+            width = len(str(self.epochs))
             print(f"epoch {epoch:>{width}}/{self.epochs}: loss {record['loss']:.4f}, "
                   f"train acc {train_acc:.4f}, test acc {test_acc:.4f}, {seconds:.1f} s", flush=True)
         if self.callback is not None:
             self.callback(self, record)
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
-        return True
+        self._period_started = time.perf_counter()
 
     def train(self) -> None:
         """Train until ``epochs`` epochs are complete (resuming from ``checkpoint`` if asked),
@@ -745,10 +846,18 @@ class Trainer:
             self.resume = False  # a second train() call continues in memory
         self.interrupted = False
         with _InterruptGuard() as guard:
-            while self.current_epoch < self.epochs:
-                if not self._run_epoch(guard):
-                    self.interrupted = True
-                    break
+            if self.dlfs_compat:
+                self._period_started = time.perf_counter()
+                while self.current_iter < self.max_iter:
+                    self._dlfs_train_step()
+                    if guard.requested:
+                        self.interrupted = True
+                        break
+            else:
+                while self.current_epoch < self.epochs:
+                    if not self._run_epoch(guard):
+                        self.interrupted = True
+                        break
         if self.interrupted:
             print(f"training interrupted after {self.current_iter} steps "
                   f"({self.current_epoch} complete epochs)", file=sys.stderr, flush=True)
@@ -764,6 +873,11 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    def _refuse_checkpoints_in_dlfs_mode(self) -> None:
+        if self.dlfs_compat:
+            # A checkpoint resumes at an epoch's end; DLfS's schedule evaluates mid-epoch.
+            raise ValueError("checkpoints are not available with dlfs_compat=True")
+
     def _network_state(self) -> Dict[str, np.ndarray]:
         if isinstance(self.network, Network):
             return {key: np.array(value) for key, value in self.network.state_dict().items()}
@@ -777,6 +891,7 @@ class Trainer:
     def save_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write everything needed to continue this run to ``path``, atomically (a pickle of
         plain containers and arrays, read back with the restricted unpickler)."""
+        self._refuse_checkpoints_in_dlfs_mode()
         state = {
             "format": _CHECKPOINT_FORMAT,
             "version": _CHECKPOINT_VERSION,
@@ -813,6 +928,7 @@ class Trainer:
         optimizer, random states, counters and histories are left as they were. Then everything
         is applied at once.
         """
+        self._refuse_checkpoints_in_dlfs_mode()
         name = os.fspath(path)
         state = load_pickle_file(name)
         try:
