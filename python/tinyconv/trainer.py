@@ -687,13 +687,19 @@ class Trainer:
             print("train loss:" + str(loss))
         return loss
 
-    def _train_step(self, step: int) -> float:
-        factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
+    def _draw_batch(self, step: int):
+        """The next mini-batch (``step`` indexes the epoch's permutation); the first one is checked
+        for unnormalised inputs."""
         batch = self._batch_indices(step)
         x_batch, t_batch = self.x_train[batch], self.t_train[batch]
         if not self._input_scale_checked:
             self._input_scale_checked = True
             self._warn_if_unnormalized(x_batch)
+        return x_batch, t_batch
+
+    def _train_step(self, step: int) -> float:
+        factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
+        x_batch, t_batch = self._draw_batch(step)
         # A diverging run overflows in NumPy code (weight decay, batch norm) before the loss turns
         # non-finite; NonFiniteLossError reports that more clearly than a stream of warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -720,11 +726,7 @@ class Trainer:
         epoch = int(self.current_iter // self.iter_per_epoch) + 1
         step = int(self.current_iter - math.ceil((epoch - 1) * self.iter_per_epoch))
         factor = self._lr_factor()
-        batch = self._batch_indices(0)
-        x_batch, t_batch = self.x_train[batch], self.t_train[batch]
-        if not self._input_scale_checked:
-            self._input_scale_checked = True
-            self._warn_if_unnormalized(x_batch)
+        x_batch, t_batch = self._draw_batch(0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             grads = self.network.gradient(x_batch, t_batch)
             self._check_gradients(grads, None, step, epoch)
