@@ -35,10 +35,17 @@ def get_num_threads() -> int:
 
 
 def config() -> dict:
-    """Build and runtime facts as a dict: version, compiler, openmp, num_procs, num_threads,
+    """Build and runtime facts as a dict: version, compiler, openmp, openmp_runtime (the library
+    the threads come from: gomp, omp, ...; empty in a single-threaded build), num_procs, num_threads,
     isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits,
     sanitizers (empty, or the sanitizers of a test build: .ci/sanitize)."""
     return dict(_core.config())
+
+
+def _openmp_line(info: dict) -> str:
+    if not info["openmp_runtime"]:
+        return f"{info['openmp']}: every kernel runs single-threaded"
+    return f"{info['openmp']}, runtime {info['openmp_runtime']}"
 
 
 def show_config() -> None:
@@ -47,7 +54,7 @@ def show_config() -> None:
     lines = [
         f"tinyconv {info['version']}",
         f"  compiler:        {info['compiler']}",
-        f"  OpenMP:          {info['openmp']}",
+        f"  OpenMP:          {_openmp_line(info)}",
         f"  threads:         {info['num_threads']} (of {info['num_procs']} processors)",
         f"  GEMM kernel ISA: {info['isa']} ({info['simd_bits']}-bit SIMD); runnable here: {info['available_isas']}",
         f"  other kernels:   {info['baseline_simd_bits']}-bit SIMD (portable baseline build)",
