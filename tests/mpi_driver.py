@@ -5,8 +5,9 @@ Usage: ``python mpi_driver.py OUT_DIR JSON_SETTINGS``. The settings (all optiona
 (``net``: simple/resnet20/multi_bn), ``dtype``, ``seed``, ``epochs``, ``batch``, ``train_size``,
 ``optimizer``, ``sampling``, ``checkpoint`` and ``resume``, ``check_every``, and the faults this
 test injects, on one rank at one global step: ``kill`` (SIGKILL), ``raise`` (RuntimeError),
-``nan`` (a NaN in that rank's shard), ``diverge`` (one parameter nudged on that rank). The faults
-live here, not in the library. Writes ``rank<R>.npz`` (the parameters) and, from rank 0,
+``nan`` (a NaN in that rank's shard), ``interrupt`` (SIGINT), ``diverge`` (one parameter nudged on that rank). The faults
+live here, not in the library. ``only_root_has_checkpoint`` gives the other ranks a checkpoint path
+that does not exist. Writes ``rank<R>.npz`` (the parameters), ``done<R>.json`` and, from rank 0,
 ``rank0.json`` (losses and accuracies); a NonFiniteLossError or RankDivergenceError is reported in
 ``stopped<R>.json`` and exits with 3.
 """
@@ -50,6 +51,8 @@ def inject_fault(net, rank, settings):
         if calls[0] == fault_step:
             if fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if fault == "interrupt":  # Ctrl-C reaching this rank alone
+                os.kill(os.getpid(), signal.SIGINT)
             if fault == "raise":
                 raise RuntimeError("injected failure")
             if fault == "nan":
@@ -74,13 +77,16 @@ def main():
     net = network(settings)
     inject_fault(net, rank, settings)
     x_train, t_train, x_test, t_test = data(settings.get("train_size", 64))
+    checkpoint = settings.get("checkpoint")
+    if checkpoint and rank != 0 and settings.get("only_root_has_checkpoint"):
+        checkpoint += f".rank{rank}-has-none"  # as on a host without the shared file system
     if settings.get("net") == "multi_bn":
         x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=settings.get("epochs", 2),
                       mini_batch_size=settings.get("batch", 16), optimizer=settings.get("optimizer", "Adam"),
                       optimizer_param={"lr": settings.get("lr", 0.01)}, verbose=settings.get("verbose", False),
                       seed=settings.get("seed", 5), sampling=settings.get("sampling", "replacement"),
-                      checkpoint=settings.get("checkpoint"), resume=settings.get("resume", False),
+                      checkpoint=checkpoint, resume=settings.get("resume", False),
                       comm=comm, check_every=settings.get("check_every", 100))
     try:
         trainer.train()
@@ -95,6 +101,8 @@ def main():
                        "ranks": getattr(error, "ranks", None)}, f)
         sys.exit(3)
     np.savez(os.path.join(out, f"rank{rank}.npz"), **net.state_dict())
+    with open(os.path.join(out, f"done{rank}.json"), "w") as f:
+        json.dump({"current_iter": trainer.current_iter, "interrupted": trainer.interrupted}, f)
     if rank == 0:
         with open(os.path.join(out, "rank0.json"), "w") as f:
             json.dump({"loss": trainer.train_loss_list, "train_acc": trainer.train_acc_list,

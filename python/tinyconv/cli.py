@@ -833,6 +833,26 @@ def _is_root(args: argparse.Namespace) -> bool:
     return comm is None or comm.Get_rank() == 0
 
 
+def _once_per_host(args: argparse.Namespace, function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``; with --distributed, the first rank of each host calls it before
+    the others on that host, so that a data set is downloaded into a host's cache once."""
+    comm = args.comm
+    if comm is None:
+        return function(*arguments)
+    from .distributed import import_mpi
+
+    host = comm.Split_type(import_mpi().COMM_TYPE_SHARED)
+    try:
+        if host.Get_rank() != 0:
+            host.Barrier()  # until the host's first rank has it
+        result = function(*arguments)
+        if host.Get_rank() == 0:
+            host.Barrier()
+        return result
+    finally:
+        host.Free()
+
+
 def _world_comm() -> Any:
     """``MPI.COMM_WORLD`` for --distributed (importing mpi4py initialises MPI)."""
     from .distributed import import_mpi
@@ -845,8 +865,7 @@ def _world_comm() -> Any:
 
 def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
     """The output directory (checked, not created), the seed, the start time and clock. With
-    --distributed, ``args.comm`` is set and the seed and directory are rank 0's."""
-    args.comm = _world_comm() if args.distributed else None
+    --distributed, the seed and directory are rank 0's."""
     out_path = Path(args.out) if args.out else _default_out_dir()
     # A fresh seed is drawn and recorded, so that every run can be repeated.
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
@@ -864,7 +883,8 @@ def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
 def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
     """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
     (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
-    (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
+    (x_train, t_train), (x_test, t_test) = _once_per_host(args, _load_dataset, args.dataset, args.data_dir,
+                                                          args.download)
     x_train, t_train = _only_classes(x_train, t_train, args.classes)
     x_test, t_test = _only_classes(x_test, t_test, args.classes)
     of_classes = f" of classes {_classes_text(args.classes)}" if args.classes else ""
@@ -907,11 +927,15 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError("--resume needs --checkpoint PATH (the file to continue from)")
     # Everything that can be checked before training is, before anything is written.
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else None
-    if checkpoint is not None:
-        _check_checkpoint_path(checkpoint)
-    resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
-    if resume_from is not None:
-        _check_regular_file(str(resume_from), "checkpoint")
+    resume_from = None
+    if _is_root(args):  # with --distributed, rank 0 alone writes and reads the checkpoint
+        if checkpoint is not None:
+            _check_checkpoint_path(checkpoint)
+        resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+        if resume_from is not None:
+            _check_regular_file(str(resume_from), "checkpoint")
+    if args.comm is not None:
+        resume_from = args.comm.bcast(resume_from, root=0)
     out_path, seed, started, clock = _start(args)
     data = _training_data(args, seed, balanced=False)
     load_seconds = time.perf_counter() - clock
@@ -1430,6 +1454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     threads_before, threads_chosen = tinyconv.get_num_threads(), tinyconv._threads_chosen
     try:
+        args.comm = _world_comm() if getattr(args, "distributed", False) else None
         return args.handler(args)
     except CommandError as error:
         _warn(f"error: {error}")

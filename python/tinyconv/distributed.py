@@ -114,6 +114,26 @@ class DataParallel:
             seed = int.from_bytes(os.urandom(8), "little") if self.rank == 0 else None
         return self.comm.bcast(seed, root=0)
 
+    def exists_on_root(self, path: str) -> bool:
+        """Whether rank 0 sees ``path``: the ranks must agree on resuming, also across hosts
+        without a shared file system."""
+        return self.comm.bcast(os.path.exists(path) if self.rank == 0 else None, root=0)
+
+    def bytes_from_root(self, path: str) -> bytes:
+        """The bytes of the file ``path`` as rank 0 reads it (only rank 0 needs it on disk), or the
+        same OSError on every rank."""
+        data, problem = None, None
+        if self.rank == 0:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as error:
+                problem = (error.errno, error.strerror or str(error))
+        data, problem = self.comm.bcast((data, problem), root=0)
+        if problem is not None:
+            raise OSError(problem[0], f"{problem[1]} (read by rank 0)", path)
+        return data
+
     def decorrelate_dropout(self, network: Any) -> None:
         """Rank r's dropout masks come from the network generator jumped r times (2**127 draws
         each for PCG64): independent streams, and rank 0's is the one checkpoints record, so a

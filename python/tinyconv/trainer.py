@@ -123,7 +123,7 @@ import numpy as np
 from .distributed import DataParallel, RankDivergenceError
 from .nets import Network
 from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, ParamGroup, RMSprop, get_optimizer
-from .serialization import ParamsFileError, load_pickle_file, save_pickle
+from .serialization import ParamsFileError, load_pickle_bytes, load_pickle_file, save_pickle
 
 __all__ = ["Trainer", "LR_SCHEDULES", "LOG_STYLES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError",
            "UnnormalizedInputWarning", "CheckpointError",
@@ -672,7 +672,7 @@ class Trainer:
         self.interrupted = False
         self._iter_at_last_eval: Optional[int] = None
         self._permutation: Optional[np.ndarray] = None
-        self._input_scale_checked = False
+        self._input_scale_checked = self.rank != 0  # with comm, rank 0 checks its shard: one warning
         self._guard: Optional[_InterruptGuard] = None
         self._stop_agreed = False  # with comm: whether any rank asked to stop in the last step
         self._losses_since_eval: List[float] = []
@@ -946,8 +946,13 @@ class Trainer:
             self._parallel.abort(error, f"at epoch {self.current_epoch + 1}, global step {self.current_iter + 1}")
             raise
 
+    def _checkpoint_exists(self) -> bool:
+        if self._parallel is None:
+            return os.path.exists(self.checkpoint)
+        return self._parallel.exists_on_root(self.checkpoint)
+
     def _train(self) -> None:
-        if self.resume and self.checkpoint is not None and os.path.exists(self.checkpoint):
+        if self.resume and self.checkpoint is not None and self._checkpoint_exists():
             self.load_checkpoint(self.checkpoint)
             if self.verbose:
                 print(f"resumed from {self.checkpoint} after epoch {self.current_epoch}/{self.epochs}", flush=True)
@@ -1040,7 +1045,10 @@ class Trainer:
         """
         self._refuse_checkpoints_in_dlfs_mode()
         name = os.fspath(path)
-        state = load_pickle_file(name)
+        if self._parallel is None:
+            state = load_pickle_file(name)
+        else:  # rank 0 reads, every rank checks: the same decision everywhere
+            state = load_pickle_bytes(self._parallel.bytes_from_root(name), name)
         try:
             checked = self._checked_checkpoint(state, name)
         except _FieldError as exc:
