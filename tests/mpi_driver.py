@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+import tinyconv
+from tinyconv.layers import Dropout
 from tinyconv.nets import MultiLayerNetExtend, SimpleConvNet, resnet20
 from tinyconv.trainer import NonFiniteLossError, Trainer
 
@@ -33,8 +35,10 @@ def network(settings):
     dtype = np.dtype(settings.get("dtype", "float64"))
     if settings.get("net", "simple") == "resnet20":
         return resnet20(num_classes=3, in_channels=1, dtype=dtype, seed=7)
-    if settings.get("net") == "multi_bn":  # batch norm and dropout
+    if settings.get("net") == "multi_bn":  # batch norm and dropout, masks from the network's generator
         return MultiLayerNetExtend(100, [16, 16], 3, use_batchnorm=True, use_dropout=True, dtype=dtype, seed=7)
+    if settings.get("net") == "multi_bn_global":  # ... from np.random, and weights too (rank 0's win)
+        return MultiLayerNetExtend(100, [16, 16], 3, use_batchnorm=True, use_dropout=True, dtype=dtype)
     return SimpleConvNet((1, 10, 10), {"filter_num": 6, "filter_size": 3, "pad": 1, "stride": 1},
                          hidden_size=16, output_size=3, weight_init_std=0.1, dtype=dtype, seed=7)
 
@@ -80,7 +84,7 @@ def main():
     checkpoint = settings.get("checkpoint")
     if checkpoint and rank != 0 and settings.get("only_root_has_checkpoint"):
         checkpoint += f".rank{rank}-has-none"  # as on a host without the shared file system
-    if settings.get("net") == "multi_bn":
+    if settings.get("net", "").startswith("multi_bn"):
         x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=settings.get("epochs", 2),
                       mini_batch_size=settings.get("batch", 16), optimizer=settings.get("optimizer", "Adam"),
@@ -101,8 +105,12 @@ def main():
                        "ranks": getattr(error, "ranks", None)}, f)
         sys.exit(3)
     np.savez(os.path.join(out, f"rank{rank}.npz"), **net.state_dict())
+    masks = [layer.mask for layer in net.layers.values() if isinstance(layer, Dropout)]
+    if masks:
+        np.save(os.path.join(out, f"mask{rank}.npy"), masks[0])
     with open(os.path.join(out, f"done{rank}.json"), "w") as f:
-        json.dump({"current_iter": trainer.current_iter, "interrupted": trainer.interrupted}, f)
+        json.dump({"current_iter": trainer.current_iter, "interrupted": trainer.interrupted,
+                   "threads": tinyconv.get_num_threads()}, f)
     if rank == 0:
         with open(os.path.join(out, "rank0.json"), "w") as f:
             json.dump({"loss": trainer.train_loss_list, "train_acc": trainer.train_acc_list,

@@ -75,9 +75,11 @@ def relative_difference(a, b):
     return max(float(np.max(np.abs(a[key] - b[key])) / max(np.max(np.abs(b[key])), 1e-300)) for key in b)
 
 
-@pytest.mark.parametrize("batch, sampling", [(16, "replacement"), (15, "replacement"), (16, "permutation")])
+@pytest.mark.parametrize("batch, sampling", [(16, "replacement"), (15, "replacement"), (16, "permutation"),
+                                             (1, "replacement")])
 def test_two_ranks_match_one_process_float64(tmp_path, batch, sampling):
-    # batch 15: shards of 7 and 8; permutation of 60 samples: a last global batch of 12.
+    # batch 15: shards of 7 and 8; permutation of 60 samples: a last global batch of 12; batch 1:
+    # rank 1's shard is always empty.
     settings = dict(batch=batch, sampling=sampling, train_size=60, epochs=2)
     rank0, rank1 = finished(tmp_path / "two", 2, **settings)
     (single,) = finished(tmp_path / "one", 0, **settings)
@@ -100,12 +102,30 @@ def test_two_ranks_match_one_process_float32(tmp_path):
     assert relative_difference(rank0, single) < 1e-5
 
 
-def test_batch_norm_and_dropout_ranks_stay_identical(tmp_path):
+@pytest.mark.parametrize("net", ["multi_bn", "multi_bn_global"])
+def test_batch_norm_and_dropout_ranks_stay_identical(tmp_path, net):
     # Per-rank batch statistics (as DDP), running statistics averaged at evaluation: the whole
-    # state, buffers included, is the same on both ranks; dropout masks differ per rank.
-    rank0, rank1 = finished(tmp_path, 2, net="multi_bn", check_every=1)
+    # state, buffers included, is the same on both ranks (multi_bn_global: although each rank
+    # drew its own initial weights from np.random). Dropout masks of equal shards differ.
+    rank0, rank1 = finished(tmp_path, 2, net=net, check_every=1)
     for key in rank0:
         assert np.array_equal(rank0[key], rank1[key]), key
+    mask0, mask1 = np.load(tmp_path / "mask0.npy"), np.load(tmp_path / "mask1.npy")
+    assert mask0.shape == mask1.shape == (8, 16)
+    assert not np.array_equal(mask0, mask1)
+
+
+def test_threads_per_rank_default_to_the_cores_shared_among_the_ranks(tmp_path):
+    import tinyconv
+
+    _require_mpi()
+    environment = _environment()
+    del environment["OMP_NUM_THREADS"]
+    command = [_mpiexec(), "-n", "2", sys.executable, str(DRIVER), str(tmp_path), "{}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=JOB_TIMEOUT, env=environment)
+    assert result.returncode == 0, result.stderr
+    expected = max(1, tinyconv.config()["num_procs"] // 2)
+    assert [json.loads((tmp_path / f"done{rank}.json").read_text())["threads"] for rank in (0, 1)] == [expected] * 2
 
 
 def test_a_killed_rank_ends_the_job(tmp_path):
@@ -142,7 +162,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     rank0, rank1 = finished(tmp_path, 2, fault="interrupt", fault_step=3, epochs=50)
     done = [json.loads((tmp_path / f"done{rank}.json").read_text()) for rank in (0, 1)]
     # The signal comes during step 3's gradient; its flag travels in step 4's message.
-    assert done[0] == done[1] == {"current_iter": 4, "interrupted": True}
+    assert done[0] == done[1] == {"current_iter": 4, "interrupted": True, "threads": 1}
     assert all(np.array_equal(rank0[key], rank1[key]) for key in rank0)
 
 

@@ -135,16 +135,24 @@ class DataParallel:
         return data
 
     def decorrelate_dropout(self, network: Any) -> None:
-        """Rank r's dropout masks come from the network generator jumped r times (2**127 draws
-        each for PCG64): independent streams, and rank 0's is the one checkpoints record, so a
-        resume with any number of ranks continues it. A generator that cannot jump (or none, when
-        dropout draws from ``np.random``, whose state differs per process) is left alone."""
-        rng = getattr(network, "rng", None)
-        if self.rank == 0 or not isinstance(rng, np.random.Generator):
+        """Rank r's dropout masks come from the network's generator (``np.random`` when it has
+        none, as in DLfS) jumped r times (2**127 draws for PCG64, 2**128 for MT19937): independent
+        streams, and rank 0's is the one checkpoints record, so a resume with any number of ranks
+        continues it. A bit generator that cannot jump (SFC64) is left alone."""
+        if self.rank == 0:
             return
-        jumped = getattr(rng.bit_generator, "jumped", None)
-        if jumped is not None:
-            rng.bit_generator.state = jumped(self.rank).state
+        rng = getattr(network, "rng", None)
+        if isinstance(rng, np.random.Generator):
+            jumped = getattr(rng.bit_generator, "jumped", None)
+            if jumped is not None:
+                rng.bit_generator.state = jumped(self.rank).state
+            return
+        legacy = np.random if rng is None else rng
+        name, key, position, _, _ = legacy.get_state()
+        mersenne = np.random.MT19937()
+        mersenne.state = {"bit_generator": name, "state": {"key": key, "pos": position}}
+        state = mersenne.jumped(self.rank).state["state"]
+        legacy.set_state((name, state["key"], state["pos"], 0, 0.0))
 
     # -- the one message per step -----------------------------------------------------------
 
@@ -249,7 +257,10 @@ class DataParallel:
 
     def abort(self, error: BaseException, where: str) -> None:
         """Report ``error`` with this rank's name and end every rank (``MPI_Abort``): the others
-        are waiting in a collective that this rank will never enter, so raising would hang."""
+        are waiting in a collective that this rank will never enter, so raising would hang.
+        Returns (the caller raises) when this is the only rank."""
+        if self.size == 1:
+            return
         sys.stderr.write(f"tinyconv: rank {self.rank} of {self.size} on {socket.gethostname()} failed {where}: "
                          f"{type(error).__name__}: {error}\n")
         sys.stderr.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))

@@ -96,15 +96,16 @@ What differs from DLfS, and why:
   the other ranks would wait for it forever. Accuracies are measured on shards and the counts
   summed (every rank gets the numbers); only rank 0 prints, shows progress and writes the
   checkpoint, which holds nothing that depends on the number of ranks: a run resumes with any K.
-  Each rank's dropout masks come from its own stream (the network's generator jumped by the rank;
-  rank 0's is the checkpointed one). **Batch norm** normalises with each rank's own shard
+  Each rank's dropout masks come from its own stream (the network's generator, or ``np.random``
+  for a network without one, jumped by the rank; rank 0's is the checkpointed one). **Batch norm** normalises with each rank's own shard
   statistics, as PyTorch's DistributedDataParallel (no synchronised batch norm), so a network
   with batch norm trains like K processes with batches of size batch/K, not like one process;
   the running statistics each rank gathers are averaged over the ranks before every evaluation,
   checkpoint and at the end of ``train()``. The callback runs on every rank with the same record
   (guard file writing with ``trainer.rank == 0``). Unless ``OMP_NUM_THREADS`` or
   :func:`tinyconv.set_num_threads` chose another count, each rank uses the host's processors
-  divided by the ranks on that host. Only tinyconv networks, and not with ``dlfs_compat``.
+  divided by the ranks on that host. Only tinyconv networks, and not with ``dlfs_compat``. With a
+  communicator of one rank the trainer behaves as without one (its exceptions propagate).
 """
 from __future__ import annotations
 
