@@ -196,6 +196,19 @@ def test_cli_distributed_train_writes_once(tmp_path):
     assert (out / "params.pkl").exists()
 
 
+def test_cli_error_found_by_rank_0_alone_ends_every_rank(tmp_path):
+    # Rank 0 alone checks --out; rank 1 would wait for it in the next collective without the abort.
+    _require_mpi()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "tinyconv", "train", "--distributed", "--epochs", "1",
+               "--out", str(blocker / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=JOB_TIMEOUT, env=_environment())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: cannot create the output directory" in result.stderr
+    assert "rank 0 of 2 stopped; aborting all ranks" in result.stderr
+
+
 def test_cli_info_names_the_mpi_library():
     _require_mpi()
     result = subprocess.run([sys.executable, "-m", "tinyconv", "info"], capture_output=True, text=True,

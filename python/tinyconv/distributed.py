@@ -138,7 +138,8 @@ class DataParallel:
         """Rank r's dropout masks come from the network's generator (``np.random`` when it has
         none, as in DLfS) jumped r times (2**127 draws for PCG64, 2**128 for MT19937): independent
         streams, and rank 0's is the one checkpoints record, so a resume with any number of ranks
-        continues it. A bit generator that cannot jump (SFC64) is left alone."""
+        continues it. A bit generator that cannot jump (SFC64, or a RandomState over anything but
+        MT19937) is left alone."""
         if self.rank == 0:
             return
         rng = getattr(network, "rng", None)
@@ -148,7 +149,10 @@ class DataParallel:
                 rng.bit_generator.state = jumped(self.rank).state
             return
         legacy = np.random if rng is None else rng
-        name, key, position, _, _ = legacy.get_state()
+        try:
+            name, key, position, _, _ = legacy.get_state()
+        except ValueError:  # a RandomState over another bit generator has no legacy state
+            return
         mersenne = np.random.MT19937()
         mersenne.state = {"bit_generator": name, "state": {"key": key, "pos": position}}
         state = mersenne.jumped(self.rank).state["state"]

@@ -97,11 +97,11 @@ What differs from DLfS, and why:
   summed (every rank gets the numbers); only rank 0 prints, shows progress and writes the
   checkpoint, which holds nothing that depends on the number of ranks: a run resumes with any K.
   Each rank's dropout masks come from its own stream (the network's generator, or ``np.random``
-  for a network without one, jumped by the rank; rank 0's is the checkpointed one). **Batch norm** normalises with each rank's own shard
-  statistics, as PyTorch's DistributedDataParallel (no synchronised batch norm), so a network
-  with batch norm trains like K processes with batches of size batch/K, not like one process;
-  the running statistics each rank gathers are averaged over the ranks before every evaluation,
-  checkpoint and at the end of ``train()``. The callback runs on every rank with the same record
+  for a network without one, jumped by the rank; rank 0's is the checkpointed one). **Batch
+  norm** normalises with each rank's own shard statistics, as PyTorch's DistributedDataParallel
+  (no synchronised batch norm), so a network with batch norm trains like K processes with
+  batches of size batch/K, not like one process; the running statistics each rank gathers are
+  averaged over the ranks before every evaluation, checkpoint and at the end of ``train()``. The callback runs on every rank with the same record
   (guard file writing with ``trainer.rank == 0``). Unless ``OMP_NUM_THREADS`` or
   :func:`tinyconv.set_num_threads` chose another count, each rank uses the host's processors
   divided by the ranks on that host. Only tinyconv networks, and not with ``dlfs_compat``. With a
@@ -772,7 +772,9 @@ class Trainer:
 
     def _train_step(self, step: int) -> float:
         factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
-        global_batch = len(self._batch_indices(step)) if self.sampling == "permutation" else self.batch_size
+        # The whole batch's size (an epoch's last permutation batch may be short), for the weights.
+        global_batch = (min(self.batch_size, self.train_size - step * self.batch_size)
+                        if self.sampling == "permutation" else self.batch_size)
         x_batch, t_batch = self._draw_batch(step)
         # A diverging run overflows in NumPy code (weight decay, batch norm) before the loss turns
         # non-finite; NonFiniteLossError reports that more clearly than a stream of warnings.
