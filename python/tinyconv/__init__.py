@@ -11,6 +11,8 @@ Quick tour::
 """
 from __future__ import annotations
 
+import os as _os
+
 from . import _core
 from ._validate import as_positive_int as _as_positive_int
 
@@ -22,11 +24,18 @@ _MAX_THREADS = 4096
 __all__ = ["__version__", "set_num_threads", "get_num_threads", "config", "show_config"]
 
 
+# Whether the thread count was chosen (set_num_threads or OMP_NUM_THREADS) rather than left at the
+# OpenMP default; a data-parallel Trainer replaces only the default with its per-rank share.
+_threads_chosen = "OMP_NUM_THREADS" in _os.environ
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in every kernel from now on (process-wide). The initial value is the
     OpenMP default: ``OMP_NUM_THREADS`` if set, else the number of cores. Results do not depend on
     it: every kernel gives bitwise identical output for any thread count."""
+    global _threads_chosen
     _core.set_num_threads(_as_positive_int(n, "n", maximum=_MAX_THREADS))
+    _threads_chosen = True
 
 
 def get_num_threads() -> int:

@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _datetime
+import importlib.util
 import json
 import math
 import os
@@ -201,6 +202,7 @@ examples:
   tinyconv train --net resnet20 --dataset fashion-mnist --epochs 30   # Momentum 0.1, cosine, batch 128
   tinyconv train --net resnet20 --classes 0,1,2,3,4 --out runs/first5  # a subset of the classes
   tinyconv train --checkpoint run.ckpt --resume   # continue an interrupted run
+  mpiexec -n 4 tinyconv train --distributed --net deep --batch-size 256   # 4 processes, one model
 
 networks (--net):
   simple, deep            DLfS's SimpleConvNet (ch07) and DeepConvNet (ch08)
@@ -335,6 +337,11 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
                         help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="print only warnings and errors (no progress, no per-epoch lines)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training over MPI: run as 'mpiexec -n K tinyconv ...'; "
+                             "--batch-size is the global batch, shared among the K processes; rank 0 "
+                             "prints and writes the outputs; threads per process default to the "
+                             "host's cores / processes on the host (needs pip install \"tinyconv[mpi]\")")
 
 
 def _add_train_command(commands: Any, net_names: Sequence[str]) -> None:
@@ -820,14 +827,54 @@ class _Job:
     resume_from: Optional[Path] = None
 
 
+def _is_root(args: argparse.Namespace) -> bool:
+    """Whether this process reports and writes: always, but for ranks other than 0 of --distributed."""
+    comm = getattr(args, "comm", None)
+    return comm is None or comm.Get_rank() == 0
+
+
+def _once_per_host(args: argparse.Namespace, function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``; with --distributed, the first rank of each host calls it before
+    the others on that host, so that a data set is downloaded into a host's cache once."""
+    comm = args.comm
+    if comm is None:
+        return function(*arguments)
+    from .distributed import import_mpi
+
+    host = comm.Split_type(import_mpi().COMM_TYPE_SHARED)
+    try:
+        if host.Get_rank() != 0:
+            host.Barrier()  # until the host's first rank has it
+        result = function(*arguments)
+        if host.Get_rank() == 0:
+            host.Barrier()
+        return result
+    finally:
+        host.Free()
+
+
+def _world_comm() -> Any:
+    """``MPI.COMM_WORLD`` for --distributed (importing mpi4py initialises MPI)."""
+    from .distributed import import_mpi
+
+    try:
+        return import_mpi().COMM_WORLD
+    except ImportError as error:
+        raise CommandError(f"--distributed: {error}") from None
+
+
 def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
-    """The output directory (checked, not created), the seed, the start time and clock."""
+    """The output directory (checked, not created), the seed, the start time and clock. With
+    --distributed, the seed and directory are rank 0's."""
     out_path = Path(args.out) if args.out else _default_out_dir()
-    _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
-    _check_classes(args.classes, args.dataset)
-    _set_threads(args.threads)
     # A fresh seed is drawn and recorded, so that every run can be repeated.
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+    if args.comm is not None:
+        out_path, seed = args.comm.bcast((out_path, seed), root=0)
+    if _is_root(args):  # only rank 0 writes
+        _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
+    _check_classes(args.classes, args.dataset)
+    _set_threads(args.threads)
     np.random.seed(seed % 2**32)  # for anything that draws from np.random, as DLfS code does
     started = _datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return out_path, seed, started, time.perf_counter()
@@ -836,7 +883,8 @@ def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
 def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
     """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
     (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
-    (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
+    (x_train, t_train), (x_test, t_test) = _once_per_host(args, _load_dataset, args.dataset, args.data_dir,
+                                                          args.download)
     x_train, t_train = _only_classes(x_train, t_train, args.classes)
     x_test, t_test = _only_classes(x_test, t_test, args.classes)
     of_classes = f" of classes {_classes_text(args.classes)}" if args.classes else ""
@@ -879,11 +927,15 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError("--resume needs --checkpoint PATH (the file to continue from)")
     # Everything that can be checked before training is, before anything is written.
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else None
-    if checkpoint is not None:
-        _check_checkpoint_path(checkpoint)
-    resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
-    if resume_from is not None:
-        _check_regular_file(str(resume_from), "checkpoint")
+    resume_from = None
+    if _is_root(args):  # with --distributed, rank 0 alone writes and reads the checkpoint
+        if checkpoint is not None:
+            _check_checkpoint_path(checkpoint)
+        resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+        if resume_from is not None:
+            _check_regular_file(str(resume_from), "checkpoint")
+    if args.comm is not None:
+        resume_from = args.comm.bcast(resume_from, root=0)
     out_path, seed, started, clock = _start(args)
     data = _training_data(args, seed, balanced=False)
     load_seconds = time.perf_counter() - clock
@@ -997,24 +1049,36 @@ def _settings(args: argparse.Namespace, job: _Job, trainer: Any, out_dir: Path) 
         "lr_schedule": job.lr_schedule, "sampling": job.sampling,
         "eval_samples": trainer.evaluate_sample_num_per_epoch, "threads": tinyconv.get_num_threads(),
         "seed": job.seed, "dtype": args.dtype, "data_dir": args.data_dir, **job.settings,
-        "params_file": _params_file_name(job.net), "out": str(out_dir),
+        "params_file": _params_file_name(job.net), "out": str(out_dir), "distributed": _distributed_settings(args),
     }
+
+
+def _distributed_settings(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The MPI run's shape for history.json (None without --distributed)."""
+    if args.comm is None:
+        return None
+    from .distributed import import_mpi, mpi_summary
+
+    return {"ranks": args.comm.Get_size(), **mpi_summary(import_mpi())}
 
 
 def _run(args: argparse.Namespace, job: _Job) -> int:
     """Train ``job`` and write the parameters, history.json and the pictures into --out."""
+    from .distributed import RankDivergenceError
     from .serialization import ParamsFileError
     from .trainer import NonFiniteLossError, Trainer
     from .visualize import filter_show, plot_accuracy, plot_loss
 
-    quiet = args.quiet
+    root = _is_root(args)  # with --distributed, only rank 0 reports and writes
+    quiet = args.quiet or not root
     x_train, t_train, x_test, t_test = job.data
     network = job.network
 
     def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
         # Kept current after every epoch, so a long run can be watched (and survives a crash).
         # (history_path, settings and timing are set below, before training starts.)
-        _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
+        if root:
+            _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
 
     eval_samples = args.eval_samples or None
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
@@ -1022,7 +1086,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
                       optimizer_param=job.optimizer_param, evaluate_sample_num_per_epoch=eval_samples,
                       verbose=not quiet, seed=job.seed, sampling=job.sampling, callback=after_epoch,
                       checkpoint=job.checkpoint, lr_schedule=job.lr_schedule,
-                      log="epochs")  # a progress bar and one summary line per epoch, not DLfS's per-step lines
+                      log="epochs",  # a progress bar and one summary line per epoch, not DLfS's per-step lines
+                      comm=args.comm)
     if job.resume_from is not None:
         # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
         # refused before the run directory exists.
@@ -1034,14 +1099,14 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             raise CommandError(f"--resume: cannot read {job.resume_from}: {_os_reason(error)}") from None
     # Created only now, once everything above has passed, so a refused start leaves nothing.
     params_file = _params_file_name(job.net)
-    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS)
+    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS) if root else job.out_path
     settings = _settings(args, job, trainer, out_dir)
     of_classes = f" (classes {_classes_text(job.classes)})" if job.classes else ""
     schedule = "" if job.lr_schedule == "constant" else f" ({job.lr_schedule} schedule)"
     _say(quiet, f"Training {_net_title(job.net, network)} ({args.dtype}) on {_dataset_title(args.dataset)}"
                 f"{of_classes}: {len(x_train):,} training and {len(x_test):,} test images")
     _say(quiet, f"{job.optimizer} lr {job.lr_text}{schedule}, batch {job.batch_size}, "
-                f"{_plural(args.epochs, 'epoch')}, {_plural(settings['threads'], 'thread')}, seed {job.seed}; "
+                f"{_plural(args.epochs, 'epoch')}, {_processes_text(settings)}, seed {job.seed}; "
                 f"output in {out_dir}/")
     if job.resume_from is not None:
         _say(quiet, f"resumed from {job.resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
@@ -1056,6 +1121,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
     def failed(reason: str, hint: str, exit_code: int) -> int:
         """Record the failure in history.json (no parameter file is written) and report it."""
         timing["train_seconds"] = time.perf_counter() - train_clock
+        if not root:  # every rank fails at the same step; rank 0 reports it
+            return exit_code
         _warn(f"error: {reason}")
         try:
             _write_json(history_path, _history(trainer, settings, "failed", timing, job.started, error=reason))
@@ -1066,10 +1133,12 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
         return exit_code
 
     try:
-        if job.resume_from is None:
+        if job.resume_from is None and root:
             pictures.draw("filters_before.png", filter_show, _first_filters(network))
         trainer.train()
         timing["train_seconds"] = time.perf_counter() - train_clock
+        if not root:
+            return EXIT_INTERRUPTED if trainer.interrupted else EXIT_OK
         # Pictures first and the parameters last, so the parameter file exists only after a success.
         if trainer.train_acc_list:
             pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
@@ -1082,6 +1151,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             raise _OutputError(f"cannot write {out_dir / params_file}: {_os_reason(error)}") from None
     except NonFiniteLossError as error:
         return failed(str(error), f"Try {job.lr_hint}. ", EXIT_FAILURE)
+    except RankDivergenceError as error:
+        return failed(str(error), "", EXIT_FAILURE)
     except MemoryError:
         return failed(f"out of memory while training on batches of {job.batch_size:,} images",
                       "Try a smaller --batch-size (or --eval-samples). ", EXIT_USAGE)
@@ -1107,6 +1178,12 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
               f"history so far are in {out_dir}/.")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _processes_text(settings: Dict[str, Any]) -> str:
+    threads = _plural(settings["threads"], "thread")
+    distributed = settings["distributed"]
+    return threads if distributed is None else f"{distributed['ranks']} processes x {threads}"
 
 
 def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "") -> None:
@@ -1336,7 +1413,25 @@ def _info(args: argparse.Namespace) -> int:
         version = _package_version(module_name)
         state = version if version else f'not installed (pip install "tinyconv[{extra}]")'
         print(f"  {module_name} ({purpose}): {state}")
+    _print_mpi_info()
     return EXIT_OK
+
+
+def _print_mpi_info() -> None:
+    """The MPI library and world size, for --distributed; importing mpi4py initialises MPI (as a
+    process of its own when not started by mpiexec), which only 'info' and --distributed do."""
+    from .distributed import MPI_INSTALL_HINT, import_mpi, mpi_summary
+
+    if importlib.util.find_spec("mpi4py") is None:
+        print(f"  mpi4py (--distributed): not installed ({MPI_INSTALL_HINT})")
+        return
+    try:
+        summary = mpi_summary(import_mpi())
+    except (ImportError, RuntimeError) as error:  # mpi4py without a loadable MPI library
+        print(f"  mpi4py (--distributed): installed, but MPI cannot start: {error}")
+        return
+    print(f"  mpi4py (--distributed): {summary['mpi4py']}; MPI {summary['standard']} library: "
+          f"{summary['library']}; world size {summary['world_size']}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1357,14 +1452,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     import tinyconv
 
-    threads_before = tinyconv.get_num_threads()
+    threads_before, threads_chosen = tinyconv.get_num_threads(), tinyconv._threads_chosen
     try:
+        args.comm = _world_comm() if getattr(args, "distributed", False) else None
         return args.handler(args)
     except CommandError as error:
         _warn(f"error: {error}")
+        _abort_other_ranks(args, error.exit_code)
         return error.exit_code
     except _OutputError as error:  # a write that failed after the work was done
         _warn(f"error: {error}")
+        _abort_other_ranks(args, EXIT_FAILURE)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         _warn("\nInterrupted.")
@@ -1378,10 +1476,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILURE
     except OSError as error:  # e.g. a full disk or a read-only output directory
         _warn(f"error: {error}")
+        _abort_other_ranks(args, EXIT_FAILURE)
         return EXIT_FAILURE
     finally:
         # --threads is process-wide; give callers of main() (tests, notebooks) their setting back.
         tinyconv.set_num_threads(threads_before)
+        tinyconv._threads_chosen = threads_chosen
+
+
+def _abort_other_ranks(args: argparse.Namespace, exit_code: int) -> None:
+    """With --distributed, an error one rank found alone (its data, its output directory) would
+    leave the others waiting for it in a collective: end them all."""
+    comm = getattr(args, "comm", None)
+    if comm is not None and comm.Get_size() > 1:
+        sys.stderr.write(f"tinyconv: rank {comm.Get_rank()} of {comm.Get_size()} stopped; aborting all ranks\n")
+        sys.stderr.flush()
+        comm.Abort(exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m tinyconv` goes through __main__.py
