@@ -2,7 +2,8 @@
 
 Every network kind -- TwoLayerNet, SimpleConvNet, DeepConvNet, MultiLayerNet(Extend) with batch
 norm and dropout, ResNet-20 (parameter-free shortcuts), ResNet-18 (projection shortcuts, max
-pooling with padding), ResNet-50 (bottlenecks) and networks assembled from the layers -- is exported
+pooling with padding), ResNet-50 (bottlenecks; in float64 a narrow bottleneck ResNet, to spare 25M
+float64 parameters) and networks assembled from the layers -- is exported
 with random parameters (biases, batch-norm weights and running statistics included, so a term left
 out shows) and run on random inputs:
 
@@ -48,6 +49,7 @@ from tinyconv.layers import (Affine, BatchNorm2d, BatchNormalization, ChannelPad
 from tinyconv.network import Network
 from tinyconv.nets import (DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet, network_from_params, resnet18,
                            resnet20, resnet50)
+from tinyconv.resnet import ResNet
 
 from strategies import geometries
 
@@ -165,6 +167,9 @@ NETWORKS = {
     "resnet20": (lambda dtype: resnet20(num_classes=10, in_channels=1, dtype=dtype, seed=1), (1, 28, 28), False),
     "resnet18": (lambda dtype: resnet18(num_classes=7, in_channels=3, dtype=dtype, seed=1), (3, 32, 32), False),
     "resnet50": (lambda dtype: resnet50(num_classes=5, in_channels=2, dtype=dtype, seed=1), (2, 32, 32), False),
+    # ResNet-50's blocks (bottlenecks, stride on the 3x3, projections) at a fraction of its 25M parameters
+    "bottleneck-resnet": (lambda dtype: ResNet("bottleneck", (2, 1, 2), (4, 8, 8), num_classes=6, in_channels=3,
+                                               dtype=dtype, seed=1), (3, 29, 35), False),
     "custom": (_custom_net, (2, 9, 7), False),
 }
 
@@ -205,7 +210,7 @@ def test_float32_model_matches_predict_at_batch_one_and_a_dynamic_batch(rt, name
         run.run(["logits"], {"input": _inputs(rng, 2, sample_shape, np.float32)})
 
 
-@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("name", [name for name in NETWORKS if name != "resnet50"])  # its blocks: bottleneck-resnet
 def test_float64_model_matches_predict(rt, name, tmp_path):
     network, sample_shape, fully_connected = _network(name, np.float64)
     rng = np.random.default_rng(4)
@@ -274,17 +279,17 @@ def float32_session(rt, network, path, **options):
 
 @pytest.fixture(scope="module")
 def padded_shortcut_model(rt, tmp_path_factory):
-    """A block of a CIFAR ResNet (stride 2, channels 3 -> 7: an odd number, padded 2 before and
-    2 after) in a network whose image size stays symbolic; float64 and float32 models."""
+    """A block of a CIFAR ResNet (stride 2, channels 3 -> 8: padded 2 before and 3 after) in a
+    network whose image size stays symbolic; float64 and float32 models."""
     rng = np.random.default_rng(6)
     body = Sequential(OrderedDict([
-        ("conv1", Convolution(rng.normal(0, 0.3, (7, 3, 3, 3)), None, stride=2, pad=1)),
-        ("bn1", BatchNorm2d(7, dtype=np.float64)), ("relu", Relu()),
-        ("conv2", Convolution(rng.normal(0, 0.3, (7, 7, 3, 3)), None, stride=1, pad=1)),
-        ("bn2", BatchNorm2d(7, dtype=np.float64))]))
+        ("conv1", Convolution(rng.normal(0, 0.3, (8, 3, 3, 3)), None, stride=2, pad=1)),
+        ("bn1", BatchNorm2d(8, dtype=np.float64)), ("relu", Relu()),
+        ("conv2", Convolution(rng.normal(0, 0.3, (8, 8, 3, 3)), None, stride=1, pad=1)),
+        ("bn2", BatchNorm2d(8, dtype=np.float64))]))
     network = LayerNet([Convolution(rng.normal(0, 0.3, (3, 1, 3, 3)), rng.normal(0, 0.2, 3), 1, 1), Relu(),
-                        Residual(body, ChannelPadShortcut(2, 7), relu=True), GlobalAvgPooling(),
-                        Linear(rng.normal(0, 0.3, (5, 7)), rng.normal(0, 0.2, 5))])
+                        Residual(body, ChannelPadShortcut(2, 8), relu=True), GlobalAvgPooling(),
+                        Linear(rng.normal(0, 0.3, (5, 8)), rng.normal(0, 0.2, 5))])
     randomize(network, rng)
     directory = tmp_path_factory.mktemp("shortcut")
     model = to_onnx(network, directory / "m64.onnx")
@@ -350,3 +355,305 @@ def test_average_pooling_counts_padding_as_zeros(rt, scratch, geometry, seed):
     runtime = float32_session(rt, network, scratch, input_shape=geometry.input_shape[1:])
     np.testing.assert_allclose(runtime.run(["logits"], {"input": x.astype(np.float32)})[0], expected, rtol=0,
                                atol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the model says about itself
+
+
+def test_metadata_and_doc_string_describe_the_input_and_the_training(rt, tmp_path):
+    network = randomize(resnet20(num_classes=3, in_channels=1, seed=0), np.random.default_rng(0))
+    classes = ["T-shirt/top", "Trouser", "Pullover"]
+    path = tmp_path / "m.onnx"
+    to_onnx(network, path, batch_size=4, input_shape=(1, 28, 28), softmax=True, dataset="Fashion-MNIST",
+            classes=classes, normalization="pixel values in [0, 1]")
+    model = checked_model(rt, path)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert metadata == {
+        "tinyconv_version": tinyconv.__version__, "network": "ResNet", "architecture": "resnet20",
+        "input_name": "input", "input_shape": "[4, 1, 28, 28]", "input_layout": "NCHW", "input_dtype": "float32",
+        "outputs": '["logits", "probabilities"]', "normalization": "pixel values in [0, 1]",
+        "dataset": "Fashion-MNIST", "classes": json.dumps(classes)}
+    assert model.producer_name == "tinyconv" and model.producer_version == tinyconv.__version__
+    for text in ("ResNet (resnet20) exported by tinyconv", "Input 'input': float32, shape (4, 1, 28, 28) (NCHW",
+                 "Input normalisation: pixel values in [0, 1].", "logits (float32, (4, 3))", "probabilities",
+                 "Training data set: Fashion-MNIST.", "Classes, in the order of the outputs: T-shirt/top, Trouser, "
+                 "Pullover."):
+        assert text in model.doc_string and text in model.graph.doc_string, text
+    assert [value.name for value in model.graph.output] == ["logits", "probabilities"]
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [4, 3]
+
+
+def test_metadata_leaves_out_what_was_not_given(rt, tmp_path):
+    model = to_onnx(TwoLayerNet(6, 4, 3, seed=0, dtype=np.float64), tmp_path / "m.onnx")
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert metadata == {"tinyconv_version": tinyconv.__version__, "network": "TwoLayerNet", "input_name": "input",
+                        "input_shape": '["batch", 6]', "input_layout": "ND", "input_dtype": "float64",
+                        "outputs": '["logits"]'}
+    assert "Input normalisation: not recorded" in model.doc_string and "Training data set: not recorded" in model.doc_string
+
+
+@pytest.mark.parametrize("name", ["DeepConvNet", "MultiLayerNetExtend", "resnet18"])
+def test_initializers_carry_the_parameter_names_and_values(rt, name, tmp_path):
+    network, sample_shape, _ = _network(name, np.float32)
+    model = to_onnx(network, tmp_path / "m.onnx", input_shape=sample_shape)
+    initializers = {tensor.name: rt.onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    for key, value in network.state_dict().items():
+        if key.endswith("num_batches_tracked"):  # a counter, not part of the function
+            continue
+        np.testing.assert_array_equal(initializers[key], value, err_msg=key)  # bitwise, same dtype
+        assert initializers[key].dtype == value.dtype
+
+
+def test_softmax_output(rt, tmp_path):
+    network, sample_shape, _ = _network("SimpleConvNet-odd", np.float32)
+    path = tmp_path / "m.onnx"
+    to_onnx(network, path, softmax=True)
+    x = _inputs(np.random.default_rng(0), 4, sample_shape, np.float32)
+    logits, probabilities = session(rt, path).run(None, {"input": x})
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    assert_close(logits, network.predict(x), FLOAT32_TOLERANCE)
+
+
+@pytest.mark.parametrize("opset", [13, 15, 17, 20])  # onnxruntime >= 1.17 runs up to 20
+def test_every_opset_from_13(rt, opset, tmp_path):
+    rng = np.random.default_rng(opset)
+    for name in ("DeepConvNet", "resnet20", "custom", "MultiLayerNetExtend"):
+        network, sample_shape, _ = _network(name, np.float32)
+        path = tmp_path / f"{name}.onnx"
+        to_onnx(network, path, opset=opset, softmax=True, input_shape=sample_shape)
+        model = checked_model(rt, path)
+        assert [(entry.domain, entry.version) for entry in model.opset_import] == [("", opset)]
+        assert model.ir_version == rt.onnx.helper.find_min_ir_version_for(list(model.opset_import))
+        x = _inputs(rng, 2, sample_shape, np.float32)
+        assert_close(session(rt, path).run(["logits"], {"input": x})[0], network.predict(x), FLOAT32_TOLERANCE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments, unknown layers, the file
+
+
+def _simple():
+    return SimpleConvNet(seed=0)
+
+
+class _Doubler(Layer):
+    def step_forward(self, x, train, x_owned):
+        return 2 * np.asarray(x), True
+
+
+class _LeakyRelu(Relu):
+    """A subclass computes something else: it must not be exported as its parent."""
+
+
+INVALID = [
+    (dict(network="net"), TypeError, "network must be a tinyconv network .*got str"),
+    (dict(path=5), TypeError, "path must be a str or os.PathLike, got 5"),
+    (dict(path=""), ValueError, "path must be a non-empty file name, got ''"),
+    (dict(path="{dir}"), ValueError, "path '{dir}' is a directory"),
+    (dict(batch_size=0), ValueError, "batch_size must be at least 1, got 0"),
+    (dict(batch_size=-3), ValueError, "batch_size must be at least 1, got -3"),
+    (dict(batch_size=2.0), TypeError, "batch_size must be an int or None, got 2.0"),
+    (dict(batch_size=True), TypeError, "batch_size must be an int or None, got True"),
+    (dict(opset=12), ValueError, "opset must be from 13 to [0-9]+ .*got 12"),
+    (dict(opset=10**6), ValueError, "opset must be from 13 to [0-9]+ .*got 1000000"),
+    (dict(opset="17"), TypeError, "opset must be an int, got '17'"),
+    (dict(opset=17.0), TypeError, "opset must be an int, got 17.0"),
+    (dict(softmax="yes"), TypeError, "softmax must be a bool, got 'yes'"),
+    (dict(softmax=1), TypeError, "softmax must be a bool, got 1"),
+    (dict(input_shape=(1, 20, 20)), ValueError,
+     r"input_shape \(1, 20, 20\) does not fit the SimpleConvNet: layer 'Affine1' \(Affine\) .*it takes 4320 features, the input gives 1920"),
+    (dict(input_shape=(3, 28, 28)), ValueError,
+     r"input_shape \(3, 28, 28\) does not fit the SimpleConvNet: layer 'Conv1' \(Convolution\) .*its filters take 1 channels"),
+    (dict(input_shape=(1, 4, 4)), ValueError, r"layer 'Conv1' .*a 5-wide window does not fit 4 \+ 2 x 0 padding"),
+    (dict(input_shape=(784,)), ValueError, r"layer 'Conv1' \(Convolution\) gets a tensor of shape \(\?, 784\): it needs \(N, C, H, W\)"),
+    (dict(input_shape=(1, 28)), ValueError, r"input_shape must be \(C, H, W\) for images or \(D,\) for features, got \(1, 28\)"),
+    (dict(input_shape=(1, 0, 28)), ValueError, "input_shape entries must be at least 1, got 0"),
+    (dict(input_shape="1x28x28"), TypeError, "input_shape must be a tuple"),
+    (dict(input_shape=(1, 28.0, 28)), TypeError, "input_shape entries must be an int or None, got 28.0"),
+    (dict(dtype=np.int32), ValueError, "dtype must be float32, float64 or None, got int32"),
+    (dict(dtype=np.float16), ValueError, "dtype must be float32, float64 or None, got float16"),
+    (dict(dtype="nonsense"), TypeError, "dtype must be float32, float64 or None, got 'nonsense'"),
+    (dict(classes=["a", "b"]), ValueError, "classes names 2 classes but the network has 10 outputs"),
+    (dict(classes="abcdefghij"), TypeError, "classes must be a sequence of class names"),
+    (dict(classes=list(range(10))), TypeError, "classes must hold class names \\(str\\), got 0"),
+    (dict(classes=["a"] * 10), ValueError, "classes must be distinct"),
+    (dict(dataset=""), ValueError, "dataset must not be empty, got ''"),
+    (dict(dataset=5), TypeError, "dataset must be a str or None, got 5"),
+    (dict(normalization=b"[0, 1]"), TypeError, "normalization must be a str or None, got b'\\[0, 1\\]'"),
+    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None), _Doubler(), GlobalAvgPooling()])), TypeError,
+     r"cannot export layer '1' of type test_export_onnx\._Doubler: no ONNX form is known for it \(exportable: Affine, "),
+    (dict(network=LayerNet([Affine(np.ones((4, 3)), None), _LeakyRelu()])), TypeError,
+     "cannot export layer '1' of type test_export_onnx._LeakyRelu"),
+    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None), Pooling(2, 2, pad=2), GlobalAvgPooling()]),
+          input_shape=(1, 8, 8)), ValueError, r"layer '1': max pooling needs pad < pool, got pad \(2, 2\) for a 2x2 window"),
+    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None)])), ValueError,
+     r"the LayerNet ends in a tensor of shape \(\?, 2, \?, \?\), not \(batch, classes\) logits"),
+]
+
+
+@pytest.mark.parametrize("arguments, error, message", INVALID)
+def test_invalid_arguments_name_the_argument_and_value_and_write_nothing(rt, arguments, error, message, tmp_path):
+    arguments = dict(arguments)
+    network = arguments.pop("network", None) or _simple()
+    path = arguments.pop("path", tmp_path / "m.onnx")
+    if path == "{dir}":
+        path = str(tmp_path)
+    message = message.replace("{dir}", str(tmp_path))
+    with pytest.raises(error, match=message):
+        to_onnx(network, path, **arguments)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_export_leaves_an_existing_file_as_it_was(rt, tmp_path):
+    path = tmp_path / "m.onnx"
+    to_onnx(TwoLayerNet(5, 4, 3, seed=0), path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="_Doubler"):
+        to_onnx(LayerNet([Affine(np.ones((5, 3)), None), _Doubler()]), path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.onnx"]
+    rt.onnx.checker.check_model(rt.onnx.load(os.fspath(path)), full_check=True)
+
+
+def test_without_the_onnx_package_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r'exporting to ONNX needs the onnx package: pip install "tinyconv\[onnx\]"'):
+        to_onnx(TwoLayerNet(5, 4, 3, seed=0), tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+    code, _, stderr = run_cli(["export", "params.pkl", str(tmp_path / "m.onnx")])
+    assert code == 2 and stderr == ('error: exporting to ONNX needs the onnx package; install it with: '
+                                    'pip install "tinyconv[onnx]"\n')
+
+
+def test_module_exports():
+    assert set(onnx_export.__all__) >= {"to_onnx", "DEFAULT_OPSET", "MIN_OPSET"}
+    assert onnx_export.MIN_OPSET <= onnx_export.DEFAULT_OPSET
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def run_cli(argv):
+    """main(argv) with stdout and stderr captured: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+TINY_TRAINING = ["--epochs", "1", "--train-size", "200", "--test-size", "100", "--eval-samples", "100",
+                 "--seed", "0", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """Networks trained for one epoch by the command line: SimpleConvNet on every class, and a
+    ResNet-20 on three classes (so its history.json records them)."""
+    root = tmp_path_factory.mktemp("trained")
+    runs = {}
+    for name, extra in (("simple", []), ("resnet20", ["--net", "resnet20", "--classes", "2,0,7", "--batch-size", "50"])):
+        code, _, stderr = run_cli(["train", *TINY_TRAINING, *extra, "--out", str(root / name)])
+        assert code == 0, stderr
+        runs[name] = root / name / ("params.pkl" if name == "simple" else "params.npz")
+    return runs
+
+
+@pytest.mark.parametrize("name", ["simple", "resnet20"])
+def test_round_trip_train_export_onnx_runtime_against_evaluate(rt, trained_runs, name, tmp_path):
+    """tinyconv train --epochs 1, then tinyconv export: ONNX Runtime classifies the test images as
+    tinyconv evaluate does, with the same accuracy, and its logits equal predict's."""
+    params = trained_runs[name]
+    model_path = tmp_path / "deploy" / "model.onnx"  # the directory is created
+    code, stdout, stderr = run_cli(["export", str(params), str(model_path)])
+    assert code == 0 and stderr == "", stderr
+    assert stdout.startswith(f"Wrote {model_path}: ") and "input 'input' (batch, 1, 28, 28)" in stdout
+    code, _, stderr = run_cli(["evaluate", str(params), "--test-size", "100", "--out", str(tmp_path / "eval")])
+    assert code == 0, stderr
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+
+    model = checked_model(rt, model_path)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    _, (x_test, t_test) = load_sample(flatten=False)
+    if name == "resnet20":
+        classes = [2, 0, 7]
+        keep = np.isin(t_test, classes)
+        x_test, t_test = x_test[keep], np.array([classes.index(label) for label in t_test[keep]])
+    else:
+        classes = list(range(10))
+    x_test, t_test = x_test[:100], t_test[:100]
+    assert evaluation["classes"] == classes and evaluation["test_size"] == len(t_test)
+    assert json.loads(metadata["classes"]) == [FASHION_MNIST_CLASSES[label] for label in classes]
+    assert metadata["dataset"] == "the Fashion-MNIST sample" and "[0, 1]" in metadata["normalization"]
+
+    logits = session(rt, model_path).run(["logits"], {"input": x_test})[0]
+    network = network_from_params(os.fspath(params))
+    assert_close(logits, network.predict(x_test), FLOAT32_TOLERANCE)
+    assert float(np.mean(np.argmax(logits, axis=1) == t_test)) == evaluation["accuracy"]
+
+
+def test_export_options(rt, trained_runs, tmp_path):
+    params = str(trained_runs["simple"])
+    path = tmp_path / "m.onnx"
+    code, stdout, stderr = run_cli(["export", params, str(path), "--softmax", "--batch-size", "8", "--opset", "13",
+                                    "--dtype", "float64", "--dataset", "mnist", "--classes", "0,1,2,3,4,5,6,7,8,9"])
+    assert code == 0, stderr
+    assert "ONNX opset 13, float64; input 'input' (8, 1, 28, 28), output 'logits' and 'probabilities' (8, 10)" in stdout
+    model = checked_model(rt, path)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert metadata["dataset"] == "MNIST" and json.loads(metadata["classes"]) == [str(digit) for digit in range(10)]
+    assert model.opset_import[0].version == 13 and metadata["input_dtype"] == "float64"
+    x = np.random.default_rng(0).uniform(0, 1, (8, 1, 28, 28))
+    logits, probabilities = rt.ReferenceEvaluator(model).run(None, {"input": x})
+    network = network_from_params(params, dtype=np.float64)
+    assert_close(logits, network.predict(x), FLOAT64_TOLERANCE)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_export_of_a_dlfs_file_without_history(rt, tmp_path):
+    """A DLfS parameter file (a pickle of W1..b3, no history.json): classes unknown unless told."""
+    network = SimpleConvNet(seed=3, dtype=np.float64)
+    network.save_params(str(tmp_path / "params.pkl"))
+    code, _, stderr = run_cli(["export", str(tmp_path / "params.pkl"), str(tmp_path / "m.onnx")])
+    assert code == 0, stderr
+    metadata = {prop.key: prop.value for prop in rt.onnx.load(os.fspath(tmp_path / "m.onnx")).metadata_props}
+    assert "classes" not in metadata and "dataset" not in metadata and metadata["input_dtype"] == "float32"
+
+
+EXPORT_ERRORS = [
+    (["export"], "the following arguments are required: PARAMS, MODEL"),
+    (["export", "{params}"], "the following arguments are required: MODEL"),
+    (["export", "{params}", ""], "argument MODEL: expected a path, got an empty string"),
+    (["export", "{params}", "{dir}"], "{dir} is a directory; MODEL must name the .onnx file to write"),
+    (["export", "{missing}", "{out}"], "parameter file not found: {missing}"),
+    (["export", "{notparams}", "{out}"], "cannot read parameters: {notparams}"),
+    (["export", "{params}", "{out}", "--opset", "12"], "argument --opset: must be at least 13, got 12"),
+    (["export", "{params}", "{out}", "--opset", "1000"], "--opset 1000: the installed onnx "),
+    (["export", "{params}", "{out}", "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["export", "{params}", "{out}", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["export", "{params}", "{out}", "--net", "deep"], "{params} has no 'W7', which a DeepConvNet needs"),
+    (["export", "{params}", "{out}", "--classes", "1,2"], "--classes 1,2: name the data set they are classes of with --dataset"),
+    (["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2"],
+     "--classes 1,2 names 2 classes but the network has 10 outputs"),
+    (["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2,3,4,5,6,7,8,9,10"],
+     "--classes 1,2,3,4,5,6,7,8,9,10: class 10 is not one of MNIST's classes 0 to 9"),
+    (["export", "{params}", "{afile}/m.onnx"], "MODEL {afile}/m.onnx: {afile} exists and is not a directory"),
+    (["export", "{params}", "{afile}/sub/m.onnx"], "cannot create the output directory {afile}/sub"),
+]
+
+
+@pytest.mark.parametrize("argv, message", EXPORT_ERRORS)
+def test_export_errors_are_one_line_and_create_nothing(rt, argv, message, tmp_path):
+    SimpleConvNet(seed=0).save_params(str(tmp_path / "params.pkl"))
+    (tmp_path / "not-params.txt").write_text("hello")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "dir").mkdir()
+    names = {"params": tmp_path / "params.pkl", "dir": tmp_path / "dir", "missing": tmp_path / "missing.pkl",
+             "notparams": tmp_path / "not-params.txt", "out": tmp_path / "out" / "m.onnx", "afile": tmp_path / "a-file"}
+    before = sorted(os.listdir(tmp_path))
+    code, stdout, stderr = run_cli([arg.format(**names) for arg in argv])
+    assert code == 2, (stdout, stderr)
+    assert stdout == "" and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert message.format(**names) in stderr
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(tmp_path / "dir") == []
