@@ -430,6 +430,28 @@ def test_every_opset_from_13(rt, opset, tmp_path):
         assert_close(session(rt, path).run(["logits"], {"input": x})[0], network.predict(x), FLOAT32_TOLERANCE)
 
 
+def test_layers_named_like_the_graph_inputs_and_outputs(rt, tmp_path):
+    """Layer names become node and tensor names; the graph's own names stay reserved."""
+    rng = np.random.default_rng(0)
+    layers = OrderedDict([("input", Affine(rng.normal(size=(6, 5)), rng.normal(size=5))), ("logits", Relu()),
+                          ("probabilities", Linear(rng.normal(size=(4, 5)), rng.normal(size=4))), ("softmax", Relu())])
+    network = LayerNet(Sequential(layers))
+    path = tmp_path / "m.onnx"
+    to_onnx(network, path, softmax=True)
+    checked_model(rt, path)
+    x = rng.normal(size=(3, 6))
+    logits, probabilities = rt.ReferenceEvaluator(os.fspath(path)).run(None, {"input": x})
+    assert_close(logits, network.predict(x), FLOAT64_TOLERANCE)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_a_network_without_layers_is_the_identity(rt, tmp_path):
+    network = LayerNet([])
+    model = to_onnx(network, tmp_path / "m.onnx", input_shape=(3,))
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], network.predict(x))
+
+
 # ----------------------------------------------------------------------------------------------
 # Arguments, unknown layers, the file
 

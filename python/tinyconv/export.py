@@ -107,15 +107,16 @@ class _Graph:
     """Nodes and initializers of the ONNX graph being built, with unique names.
 
     ``array_names`` maps ``(id(layer), attribute)`` to the network's key for that array (``W1``,
-    ``layer1.0.bn1.running_var``), so initializers carry the names of the parameter files."""
+    ``layer1.0.bn1.running_var``), so initializers carry the names of the parameter files.
+    ``reserved``: names no layer may take (the graph's inputs and outputs)."""
 
-    def __init__(self, onnx: Any, dtype: np.dtype, array_names: Dict[Tuple[int, str], str]):
+    def __init__(self, onnx: Any, dtype: np.dtype, array_names: Dict[Tuple[int, str], str], reserved: Sequence[str]):
         self.onnx = onnx
         self.dtype = dtype
         self.nodes: List[Any] = []
         self.initializers: List[Any] = []
         self._array_names = array_names
-        self._used: set = set()
+        self._used: set = set(reserved)
 
     def unique(self, hint: str) -> str:
         name, count = hint, 1
@@ -146,10 +147,10 @@ class _Graph:
         return name
 
     def rename_output(self, old: str, new: str) -> None:
+        """Give the output ``old`` of the node that produces it the reserved name ``new``."""
         for node in self.nodes:
             if old in node.output:
                 node.output[list(node.output).index(old)] = new
-                self._used.add(new)
                 return
         raise AssertionError(f"no node produces {old!r}")
 
@@ -602,8 +603,8 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
 
     from . import __version__
 
-    graph = _Graph(onnx, model_dtype, _array_names(network))
-    x = _Tensor(graph.unique(INPUT_NAME), (batch_size,) + sample_shape)
+    graph = _Graph(onnx, model_dtype, _array_names(network), (INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME))
+    x = _Tensor(INPUT_NAME, (batch_size,) + sample_shape)
     try:
         logits = _export_layer(graph, network._root(), x, "")
     except _ShapeError as error:
@@ -616,9 +617,8 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
     if class_names is not None and len(class_names) != outputs:
         raise ValueError(f"classes names {len(class_names)} classes but the network has {outputs} outputs")
     if logits.name == x.name:  # no layers at all: the logits are the input itself
-        graph.node("Identity", [x.name], LOGITS_NAME)
-    else:
-        graph.rename_output(logits.name, LOGITS_NAME)
+        logits = _Tensor(graph.node("Identity", [x.name], "identity"), logits.shape)
+    graph.rename_output(logits.name, LOGITS_NAME)
 
     element = getattr(onnx.TensorProto, _ONNX_DTYPES[model_dtype])
     symbols = iter(("height", "width") if len(sample_shape) == 3 else ())
@@ -627,7 +627,7 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
     batch_dim = input_dims[0]
     graph_outputs = [onnx.helper.make_tensor_value_info(LOGITS_NAME, element, [batch_dim, outputs])]
     if softmax:
-        graph.node("Softmax", [LOGITS_NAME], PROBABILITIES_NAME, axis=1)
+        graph.rename_output(graph.node("Softmax", [LOGITS_NAME], "softmax", axis=1), PROBABILITIES_NAME)
         graph_outputs.append(onnx.helper.make_tensor_value_info(PROBABILITIES_NAME, element, [batch_dim, outputs]))
     doc, metadata = _description(network, model_dtype, input_dims, outputs, bool(softmax), dataset, class_names,
                                  normalization, __version__)
