@@ -93,7 +93,7 @@ def offline(monkeypatch, tmp_path):
 # help
 
 
-@pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "filters", "info"])
+@pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "filters", "export", "info"])
 def test_every_command_has_help_with_examples(command):
     code, stdout, _ = run([command, "--help"])
     assert code == 0
@@ -119,7 +119,7 @@ def test_train_help_documents_defaults_and_outputs():
 def test_top_level_help_and_missing_command():
     code, stdout, _ = run(["--help"])
     assert code == 0
-    for command in ("train", "finetune", "evaluate", "filters", "info"):
+    for command in ("train", "finetune", "evaluate", "filters", "export", "info"):
         assert command in stdout
     code, _, stderr = run([])
     assert code == 2 and "usage: tinyconv" in stderr

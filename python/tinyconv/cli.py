@@ -11,6 +11,8 @@ Commands:
 * ``tinyconv evaluate PARAMS`` -- accuracy, per-class accuracy and a confusion matrix of a saved
   network (tinyconv's or DLfS's parameter files).
 * ``tinyconv filters PARAMS`` -- the picture of a saved network's first convolution filters.
+* ``tinyconv export PARAMS MODEL.onnx`` -- the saved network as an ONNX model, for ONNX Runtime
+  and other runtimes (:func:`tinyconv.export.to_onnx`; needs the ``onnx`` extra).
 
 Which network a parameter file holds, and building it, is :mod:`tinyconv.nets`' job
 (:func:`~tinyconv.nets.network_from_params`); so are each network's training defaults.
@@ -263,6 +265,25 @@ examples:
   tinyconv filters params.pkl --nx 10 -o wide.png
   tinyconv filters runs/first5/params.npz -o resnet.png   # a ResNet's conv1.weight (3x3)"""
 
+EXPORT_EPILOG = """\
+examples:
+  tinyconv export runs/20240101-120000/params.pkl model.onnx
+  tinyconv export runs/first5/params.npz resnet20.onnx --softmax   # adds a 'probabilities' output
+  tinyconv export ch07/params.pkl dlfs.onnx --dataset mnist --batch-size 1 --opset 13
+
+The network is recognised from PARAMS as 'tinyconv evaluate' does (--net forces one) and
+exported in inference form: its input 'input' is a batch of 1x28x28 grey images with pixel
+values in [0, 1] (what tinyconv's data sets give), its output 'logits'. The training data set
+and the class names are read from the history.json beside PARAMS (or --dataset, --classes) and
+recorded in the model's metadata with tinyconv's version. Needs the onnx package:
+  pip install "tinyconv[onnx]"
+A float64 model (--dtype float64) is exact, but ONNX Runtime's CPU provider runs only float32
+convolutions: export float32 (the default) to deploy with it.
+
+  import onnxruntime, numpy as np
+  session = onnxruntime.InferenceSession("model.onnx")
+  logits = session.run(["logits"], {"input": images.astype(np.float32)})[0]"""
+
 INFO_EPILOG = """\
 examples:
   tinyconv info
@@ -275,6 +296,7 @@ examples:
   tinyconv finetune --init runs/first5/params.npz --classes 5,6,7,8,9 --train-size 500
   tinyconv evaluate runs/<run>/params.pkl
   tinyconv filters runs/<run>/params.pkl -o filters.png
+  tinyconv export runs/<run>/params.pkl model.onnx
   tinyconv info
 
 Run 'tinyconv COMMAND --help' for the options of each command."""
@@ -404,6 +426,42 @@ def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
     finetune.set_defaults(handler=_finetune)
 
 
+def _add_export_command(commands: Any, net_names: Sequence[str]) -> None:
+    from .export import DEFAULT_OPSET, MIN_OPSET
+
+    export = commands.add_parser(
+        "export", formatter_class=_HelpFormatter, epilog=EXPORT_EPILOG,
+        help="write saved parameters as an ONNX model (for ONNX Runtime and others)",
+        description="Export a saved network to ONNX, to run it with ONNX Runtime, OpenVINO,\n"
+                    "TensorRT, onnxruntime-web or other runtimes. The model computes what\n"
+                    "'tinyconv evaluate' computes: the logits of a batch of images.")
+    export.add_argument("params", metavar="PARAMS", type=_path,
+                        help="parameter file (.pkl, .npz or .safetensors)")
+    export.add_argument("output", metavar="MODEL", type=_path,
+                        help="the ONNX file to write (e.g. model.onnx; its directory is created)")
+    export.add_argument("--net", choices=("auto",) + tuple(net_names), default="auto", metavar="NAME",
+                        help="network architecture, one of 'tinyconv train --net's; 'auto' "
+                             "(default) tells it from the parameters")
+    export.add_argument("--softmax", action="store_true",
+                        help="add a second output, 'probabilities': the softmax of the logits")
+    export.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="fix the batch size to N (default: any batch size, a symbolic "
+                             "dimension 'batch')")
+    export.add_argument("--opset", type=_int_in(MIN_OPSET), default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX operator set, at least {MIN_OPSET} and at most what the installed "
+                             f"onnx package knows (default: {DEFAULT_OPSET})")
+    export.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="the model's float type (default: float32, what ONNX Runtime runs "
+                             "everywhere)")
+    export.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the data set the network was trained on, recorded in the model with "
+                             "its class names (default: from history.json beside PARAMS)")
+    export.add_argument("--classes", type=_classes, default=None, metavar="LIST",
+                        help="the classes of the network's outputs, in order, e.g. 5,6,7,8,9 "
+                             "(default: from history.json beside PARAMS, else all the data set's)")
+    export.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tinyconv`` command."""
     from . import __version__
@@ -461,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which parameter holds the filters (default: W1, or conv1.weight "
                               "when there is no W1)")
     filters.set_defaults(handler=_filters)
+
+    _add_export_command(commands, NETWORK_NAMES)
 
     info = commands.add_parser(
         "info", formatter_class=_HelpFormatter, epilog=INFO_EPILOG,
@@ -1195,18 +1255,24 @@ def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "
 # evaluate
 
 
-def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
-    """The --classes of the run that wrote ``params_path``, from the history.json beside it
-    (only if it names this file and fits the network; anything unreadable counts as absent)."""
+def _recorded_settings(params_path: str) -> Dict[str, Any]:
+    """The settings of the run that wrote ``params_path``, from the history.json beside it when
+    it names this file; empty when there is none (anything unreadable counts as absent)."""
     history_path = Path(params_path).resolve().parent / "history.json"
     try:
         history = json.loads(history_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
-        return None
+        return {}
     settings = history.get("settings") if isinstance(history, dict) else None
     if not isinstance(settings, dict) or settings.get("params_file") != Path(params_path).name:
-        return None
-    classes = settings.get("classes")
+        return {}
+    return settings
+
+
+def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
+    """The --classes of the run that wrote ``params_path``, from the history.json beside it
+    (only if it fits the network)."""
+    classes = _recorded_settings(params_path).get("classes")
     if not isinstance(classes, list):
         return None
     if (len(classes) != outputs or len(set(classes)) != len(classes)
@@ -1296,6 +1362,81 @@ def _evaluate(args: argparse.Namespace) -> int:
     print()
     print(f"Wrote {', '.join(pictures.written + ['evaluation.json'])} to {out_dir}/")
     return EXIT_OK
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+# What every data set tinyconv reads gives, and so what the networks it trains expect.
+INPUT_NORMALIZATION = ("grey pixel values in [0, 1] (the 8-bit value / 255; 0 is the background of "
+                       "MNIST and Fashion-MNIST), no mean subtracted")
+
+
+def _export_classes(args: argparse.Namespace, outputs: int) -> Tuple[Optional[str], Optional[List[str]]]:
+    """The data set and the class names of the network's outputs, as far as they are known:
+    from --dataset and --classes, else from the history.json beside PARAMS."""
+    recorded = _recorded_settings(args.params)
+    dataset = args.dataset
+    if dataset is None and recorded.get("dataset") in DATASETS:
+        dataset = recorded["dataset"]
+    if dataset is None:
+        if args.classes is not None:
+            raise CommandError(f"--classes {_classes_text(args.classes)}: name the data set they are classes of "
+                               f"with --dataset")
+        return None, None
+    names = _class_names(dataset)
+    if args.classes is not None:
+        _check_classes(args.classes, dataset)
+        if len(args.classes) != outputs:
+            raise CommandError(f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
+                               f"but the network has {outputs} outputs")
+        classes: Optional[Tuple[int, ...]] = args.classes
+    else:
+        classes = _recorded_classes(args.params, outputs, len(names))
+        if classes is None and outputs == len(names):
+            classes = tuple(range(len(names)))
+    return _dataset_title(dataset), None if classes is None else [names[label] for label in classes]
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import INSTALL_HINT, LOGITS_NAME, PROBABILITIES_NAME, to_onnx
+
+    if _package_version("onnx") is None:
+        raise CommandError(f"exporting to ONNX needs the onnx package; install it with: {INSTALL_HINT}")
+    import onnx
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if args.opset > newest:
+        raise CommandError(f"--opset {args.opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}")
+    output = Path(args.output)
+    if output.is_dir():
+        raise CommandError(f"{output} is a directory; MODEL must name the .onnx file to write")
+    params = _read_params(args.params)
+    network, net = _network_from(params, args.net, args.dtype, args.params)
+    outputs = _num_outputs(network)
+    dataset, classes = _export_classes(args, outputs)
+    _check_out_dir_can_be_made(output.parent, f"MODEL {output}")
+    created = not output.parent.exists()
+    _make_dir(output.parent)
+    try:
+        to_onnx(network, output, batch_size=args.batch_size, opset=args.opset, softmax=args.softmax,
+                input_shape=IMAGE_SHAPE, dataset=dataset, classes=classes, normalization=INPUT_NORMALIZATION)
+    except (ValueError, MemoryError, OSError) as error:
+        if created:  # a refused export leaves nothing behind
+            with contextlib.suppress(OSError):
+                output.parent.rmdir()
+        if isinstance(error, MemoryError):
+            raise CommandError(f"{args.params}: the network is too large for the memory to export") from None
+        if isinstance(error, OSError):
+            raise _OutputError(f"cannot write {output}: {_os_reason(error)}") from None
+        raise CommandError(str(error)) from None
+    batch = "batch" if args.batch_size is None else str(args.batch_size)
+    names = f"'{LOGITS_NAME}'" + (f" and '{PROBABILITIES_NAME}'" if args.softmax else "")
+    print(f"Wrote {output}: {_net_title(net, network)} from {args.params}, ONNX opset {args.opset}, {args.dtype}; "
+          f"input 'input' ({batch}, {', '.join(map(str, IMAGE_SHAPE))}), output {names} ({batch}, {outputs})")
+    if classes:
+        print(f"classes: {', '.join(classes)}" + (f" ({dataset})" if dataset else ""))
+    return EXIT_OK
+
 
 # ----------------------------------------------------------------------------------------------
 # filters and info
@@ -1409,7 +1550,8 @@ def _info(args: argparse.Namespace) -> int:
     print("Optional packages:")
     for module_name, purpose, extra in (("matplotlib", "pictures", "plot"),
                                         ("tqdm", "progress bars", "progress"),
-                                        ("platformdirs", "standard cache directory", "cache")):
+                                        ("platformdirs", "standard cache directory", "cache"),
+                                        ("onnx", "tinyconv export", "onnx")):
         version = _package_version(module_name)
         state = version if version else f'not installed (pip install "tinyconv[{extra}]")'
         print(f"  {module_name} ({purpose}): {state}")
