@@ -41,7 +41,7 @@ def squash(text):
 def test_every_example_is_tested():
     tested = {"01_naive_convolution.py", "02_padding_and_stride.py", "03_max_pooling.py",
               "04_average_pooling.py", "05_im2col_convolution_pooling.py",
-              "06_train_simple_convnet.py", "07_visualize_filters.py", "08_transfer_learning.py"}
+              "06_train_simple_convnet.py", "07_visualize_filters.py", "12_transfer_learning.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -135,11 +135,11 @@ def _check_filter_pictures(directory):
         assert len(np.unique(rgb, axis=0)) > 1 and not np.all(rgb == 255)
 
 
-def test_08_transfer_learning_with_short_settings(tmp_path):
+def test_12_transfer_learning_with_short_settings(tmp_path):
     from test_trainer import load_fashion_mnist_or_skip
 
     load_fashion_mnist_or_skip()  # the full data set: fails under CI when missing, else skips
-    out = run_example("08_transfer_learning.py", "--pretrain-size", "600", "--pretrain-epochs", "1",
+    out = run_example("12_transfer_learning.py", "--pretrain-size", "600", "--pretrain-epochs", "1",
                       "--labelled", "50", "--epochs", "2", "--seeds", "2", "--test-size", "300", cwd=tmp_path)
     assert re.search(r"^pre-trained on classes 0-4 \(600 images, 1 epochs\): test accuracy 0\.\d{4}", out, re.MULTILINE)
     seeds = re.findall(r"^seed (\d): 50 labelled images of classes 5-9 -> test accuracy fine-tuned "

@@ -14,9 +14,9 @@ task learn a related one from few labels better than the same network trained fr
    trained from scratch already does about as well as the fine-tuned one; the gain shows with
    fewer labels.
 
-Run:  python examples/08_transfer_learning.py            (about 10 minutes on 2 cores)
-      python examples/08_transfer_learning.py --labelled 500   (the 500-image experiment only)
-      python examples/08_transfer_learning.py --freeze layer1 layer2   (also freeze early stages)
+Run:  python examples/12_transfer_learning.py            (about 10 minutes on 2 cores)
+      python examples/12_transfer_learning.py --labelled 500   (the 500-image experiment only)
+      python examples/12_transfer_learning.py --freeze layer1 layer2   (also freeze early stages)
 Needs the full Fashion-MNIST (``apt-get install dataset-fashion-mnist``, or tinyconv's loader
 downloads it where the internet is reachable).
 """
