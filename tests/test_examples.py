@@ -264,12 +264,15 @@ def test_13_resnet50_loads_a_torchvision_state_dict(tmp_path):
     assert "--weights: r18.npz does not fit this ResNet" in result.stderr and "'layer4.0.conv1.weight' is missing" in result.stderr
 
 
-def test_12_transfer_learning_with_short_settings(tmp_path):
-    from test_trainer import load_fashion_mnist_or_skip
+@pytest.mark.parametrize("dataset", ["sample", "fashion-mnist"])
+def test_12_transfer_learning_with_short_settings(dataset, tmp_path):
+    if dataset == "fashion-mnist":
+        from test_trainer import load_fashion_mnist_or_skip
 
-    load_fashion_mnist_or_skip()  # the full data set: fails under CI when missing, else skips
-    out = run_example("12_transfer_learning.py", "--pretrain-size", "600", "--pretrain-epochs", "1",
-                      "--labelled", "50", "--epochs", "2", "--seeds", "2", "--test-size", "300", cwd=tmp_path)
+        load_fashion_mnist_or_skip()  # the full data set: fails under CI when missing, else skips
+    out = run_example("12_transfer_learning.py", "--dataset", dataset, "--pretrain-size", "600",
+                      "--pretrain-epochs", "1", "--labelled", "50", "--epochs", "2", "--seeds", "2",
+                      "--test-size", "300", cwd=tmp_path)
     assert re.search(r"^pre-trained on classes 0-4 \(600 images, 1 epochs\): test accuracy 0\.\d{4}", out, re.MULTILINE)
     seeds = re.findall(r"^seed (\d): 50 labelled images of classes 5-9 -> test accuracy fine-tuned "
                        r"(0\.\d{4}|1\.0000), from scratch (0\.\d{4}|1\.0000)$", out, re.MULTILINE)
@@ -283,3 +286,4 @@ def test_12_transfer_learning_with_short_settings(tmp_path):
     assert [float(v) for v in summary.split("|")[:3]] == [50, float(mean.group(1)), float(mean.group(2))]
     # How much fine-tuning gains is measured by the full run (README); steps this few only show
     # that both arms run end to end.
+    _check_pictures(tmp_path, out, "transfer_learning.png")
