@@ -1056,6 +1056,8 @@ def test_summary_of_the_default_network_and_of_options():
     assert f"parameters: {sum(v.size for v in network.params.values()):,} " in stdout
     assert f"{network.summary(batch_size=4).total_multiply_adds:,}" in stdout
     assert "(4, 100)" in stdout
+    code, stdout, _ = run(["summary", "--net", "resnet20"])  # He et al.'s 0.27M, at the paper's 32x32
+    assert code == 0 and "input (1, 1, 32, 32)" in stdout and "parameters: 269,434 (269.43 k)" in stdout
 
 
 def test_summary_of_a_parameter_file(files):

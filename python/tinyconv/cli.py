@@ -500,10 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="outputs of a network built by --net (default: 1000 for the ImageNet "
                               "ResNets, else 10)")
     summary.add_argument("--input-shape", type=_image_shape, default=None, metavar="C,H,W",
-                         help="one input image's shape (default: 3,224,224 for the ImageNet ResNets, "
-                              "else 1,28,28; with PARAMS, the file's channels at the size the network is "
-                              "built for: 28x28 for simple and deep, 32x32 for the CIFAR ResNets, 224x224 "
-                              "for the ImageNet ones)")
+                         help="one input image's shape (default: the size the network is built for: "
+                              "1,28,28 for simple and deep, 1,32,32 for the CIFAR ResNets, 3,224,224 for "
+                              "the ImageNet ones; with PARAMS, the file's channels at that size)")
     summary.add_argument("--batch-size", type=_int_in(1, MAX_SUMMARY_BATCH), default=1, metavar="N",
                          help="images per batch, which the shapes and multiply-adds count (default: 1)")
     summary.add_argument("--depth", type=_int_in(1, 64), default=None, metavar="N",

@@ -468,11 +468,13 @@ def training_defaults(name: str) -> Dict[str, Any]:
 def reference_setup(name: str) -> Tuple[int, Tuple[int, int, int]]:
     """(classes, input shape (C, H, W)) that network ``name`` is usually described with: the
     ImageNet ResNets 1000 classes of 3x224x224 images (torchvision's, so the parameter counts are
-    the published ones: 25,557,032 for ResNet-50), the others 10 classes of 1x28x28 images (MNIST
-    and Fashion-MNIST, what tinyconv trains them on)."""
-    if _checked_name(name) in _RESNET_SHAPES and _RESNET_SHAPES[name][0] == "imagenet":
+    the published ones: 25,557,032 for ResNet-50), the CIFAR ResNets 10 classes of 32x32 images,
+    DLfS's networks 10 classes of 28x28 images (MNIST); one channel but for the ImageNet ResNets,
+    as :func:`build_network` makes them."""
+    stem = _RESNET_SHAPES[name][0] if _checked_name(name) in _RESNET_SHAPES else None
+    if stem == "imagenet":
         return 1000, (3, 224, 224)
-    return 10, (1, *_DEFAULT_IMAGE_SIZE)
+    return 10, ((1, 32, 32) if stem == "cifar" else (1, *_DEFAULT_IMAGE_SIZE))
 
 
 def build_network(name: str, *, num_classes: int = 10, in_channels: Optional[int] = None,
