@@ -14,6 +14,10 @@ one update for each method and the loss after each epoch; ``loss_vs_time.png`` a
 ``loss_vs_epochs.png`` show the curves when matplotlib is installed. Full batches win per update,
 mini-batches per second and per epoch; Momentum and Adam get further with the same mini-batches.
 
+Measured (the defaults: 5,000 images, 20 epochs, seed 0, one thread): loss after 20 epochs 1.02
+for full-batch gradient descent (20 updates of 66 ms), 0.30 for mini-batch SGD (1,000 updates of
+0.8 ms), 0.24 for Momentum, 0.18 for Adam; from 2.54 before training.
+
 Run:  python examples/10_gradient_descent_vs_sgd.py [--epochs 20] [--train-size N] [--seed 0]
 """
 import argparse

@@ -6,7 +6,8 @@ pretrained models.
    25,557,032 parameters -- torchvision's count.
 2. Where the multiply-adds go, for one 224x224 image: 4.09 G in all (convolutions and the fully
    connected layer), split by kernel size -- the 7x7 stem, the 3x3 convolutions inside the blocks
-   and the 1x1 convolutions that narrow and widen them (and the 1x1 projection shortcuts). Why the
+   and the 1x1 convolutions that narrow and widen them (and the 1x1 projection shortcuts): 51.8 %
+   in 1x1 convolutions, 45.2 % in 3x3, 2.9 % in the stem, 0.1 % in ``fc``. Why the
    bottleneck pays: a block on 256 channels that narrows to 64 with a 1x1 convolution, works at 64
    with the 3x3 and widens back with a 1x1 costs 17x fewer multiply-adds per position than two 3x3
    convolutions at 256 channels would.
