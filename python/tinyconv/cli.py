@@ -13,6 +13,8 @@ Commands:
 * ``tinyconv filters PARAMS`` -- the picture of a saved network's first convolution filters.
 * ``tinyconv export PARAMS MODEL.onnx`` -- the saved network as an ONNX model, for ONNX Runtime
   and other runtimes (:func:`tinyconv.export.to_onnx`; needs the ``onnx`` extra).
+* ``tinyconv summary [PARAMS]`` -- a network's layer table: output shapes, parameters,
+  multiply-adds (``--net resnet50`` for one by name).
 
 Which network a parameter file holds, and building it, is :mod:`tinyconv.nets`' job
 (:func:`~tinyconv.nets.network_from_params`); so are each network's training defaults.
@@ -86,6 +88,11 @@ MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any size; 64 bits are plenty 
 # it under ~20,000 pixels a side (matplotlib's Agg limit is 65,536) and ~100 MB of memory.
 MAX_FILTERS_PER_SIDE = 256
 MAX_FILTERS_DRAWN = 4096
+# `tinyconv summary`: sizes that a description can take without building absurd arrays (the
+# network is built, its fully connected head included).
+MAX_SUMMARY_CLASSES = 100_000
+MAX_SUMMARY_BATCH = 2**20
+MAX_IMAGE_SIDE = 65_536
 # What train and finetune write besides the parameter file (params.pkl or params.npz).
 TRAIN_OUTPUTS = ("history.json", "accuracy.png", "loss.png", "filters_before.png", "filters_after.png")
 EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
@@ -188,6 +195,16 @@ def _classes(text: str) -> Tuple[int, ...]:
     return classes
 
 
+def _image_shape(text: str) -> Tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W (e.g. 3,224,224), got {text[:40]!r}")
+    shape = tuple(int(part) for part in parts)
+    if min(shape) < 1 or max(shape) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"each of C,H,W must be 1 to {MAX_IMAGE_SIDE:,}, got {text[:40]!r}")
+    return shape  # type: ignore[return-value]
+
+
 def _prefix(text: str) -> str:
     if not text or text != text.strip():
         raise argparse.ArgumentTypeError(f"expected a parameter name or prefix (e.g. layer1, conv1.weight), "
@@ -284,6 +301,17 @@ convolutions: export float32 (the default) to deploy with it.
   session = onnxruntime.InferenceSession("model.onnx")
   logits = session.run(["logits"], {"input": images.astype(np.float32)})[0]"""
 
+SUMMARY_EPILOG = """\
+examples:
+  tinyconv summary                          # DLfS's SimpleConvNet on 1x28x28 images
+  tinyconv summary --net resnet50           # torchvision's ResNet-50: 25,557,032 parameters, 4.09 G
+  tinyconv summary --net resnet50 --depth 2 # one row per residual block
+  tinyconv summary --net deep --input-shape 3,32,32 --num-classes 100
+  tinyconv summary runs/first5/params.npz   # the network a parameter file holds
+
+Multiply-adds are counted for convolutions (N*FN*OH*OW*C*FH*FW) and fully connected layers
+(N*D*M); batch norm, activations, pooling and residual sums are not (the usual convention)."""
+
 INFO_EPILOG = """\
 examples:
   tinyconv info
@@ -297,6 +325,7 @@ examples:
   tinyconv evaluate runs/<run>/params.pkl
   tinyconv filters runs/<run>/params.pkl -o filters.png
   tinyconv export runs/<run>/params.pkl model.onnx
+  tinyconv summary --net resnet50
   tinyconv info
 
 Run 'tinyconv COMMAND --help' for the options of each command."""
@@ -521,6 +550,31 @@ def build_parser() -> argparse.ArgumentParser:
     filters.set_defaults(handler=_filters)
 
     _add_export_command(commands, NETWORK_NAMES)
+    summary = commands.add_parser(
+        "summary", formatter_class=_HelpFormatter, epilog=SUMMARY_EPILOG,
+        help="a network's layers: output shapes, parameters, multiply-adds",
+        description="Print a network's layer table -- each layer's output shape, parameters and\n"
+                    "multiply-adds (of convolutions and fully connected layers), with the totals --\n"
+                    "for a network by name (--net) or the one a parameter file holds.")
+    summary.add_argument("params", metavar="PARAMS", type=_path, nargs="?", default=None,
+                         help="parameter file (.pkl, .npz or .safetensors) whose network to describe "
+                              "(default: a fresh network named by --net)")
+    summary.add_argument("--net", choices=("auto",) + NETWORK_NAMES, default=None, metavar="NAME",
+                         help="network architecture, one of 'tinyconv train --net's (default: simple; "
+                              "with PARAMS, recognised from the file)")
+    summary.add_argument("--num-classes", type=_int_in(1, MAX_SUMMARY_CLASSES), default=None, metavar="N",
+                         help="outputs of a network built by --net (default: 1000 for the ImageNet "
+                              "ResNets, else 10)")
+    summary.add_argument("--input-shape", type=_image_shape, default=None, metavar="C,H,W",
+                         help="one input image's shape (default: the size the network is built for: "
+                              "1,28,28 for simple and deep, 1,32,32 for the CIFAR ResNets, 3,224,224 for "
+                              "the ImageNet ones; with PARAMS, the file's channels at that size)")
+    summary.add_argument("--batch-size", type=_int_in(1, MAX_SUMMARY_BATCH), default=1, metavar="N",
+                         help="images per batch, which the shapes and multiply-adds count (default: 1)")
+    summary.add_argument("--depth", type=_int_in(1, 64), default=None, metavar="N",
+                         help="rows down to this depth (1: a ResNet's stem, stages and head; 2: one row "
+                              "per residual block; default: every layer)")
+    summary.set_defaults(handler=_summary)
 
     info = commands.add_parser(
         "info", formatter_class=_HelpFormatter, epilog=INFO_EPILOG,
@@ -1500,6 +1554,42 @@ def _filters(args: argparse.Namespace) -> int:
 # TeX installation) and avif (an optional Pillow codec), which fail only when the file is written.
 PICTURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp",
                    "gif", "raw", "rgba")
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .nets import build_network, network_from_params, reference_setup
+    from .serialization import ParamsFileError
+
+    if args.params is not None:
+        if args.num_classes is not None:
+            raise CommandError("--num-classes describes a network built by --net; PARAMS has its own classes")
+        params = _read_params(args.params)
+        try:
+            network = network_from_params(params, net=args.net or "auto", input_shape=args.input_shape,
+                                          source=args.params)
+        except ParamsFileError as error:
+            raise CommandError(str(error)) from None
+        except ValueError as error:
+            raise CommandError(f"{args.params}: {error}") from None
+        shape = args.input_shape or network.default_input_shape()
+    else:
+        name = args.net or "simple"
+        if name == "auto":
+            raise CommandError("--net auto recognises the network of a parameter file: give PARAMS, or name a network")
+        classes, shape = reference_setup(name)
+        shape = args.input_shape or shape
+        try:
+            network = build_network(name, num_classes=args.num_classes or classes, input_shape=shape, seed=0)
+        except ValueError as error:
+            raise CommandError(f"--net {name}: {error}") from None
+        except MemoryError:
+            raise CommandError(f"--net {name}: a network of these sizes is too large for the memory") from None
+    try:
+        summary = network.summary(shape, batch_size=args.batch_size, depth=args.depth)
+    except ValueError as error:  # an input the network cannot take (too small, wrong size for its fc)
+        raise CommandError(f"--input-shape {','.join(map(str, shape))}: {error}") from None
+    print(summary)
+    return EXIT_OK
 
 
 def _picture_formats() -> List[str]:
