@@ -25,7 +25,15 @@ apt-get "${apt_options[@]}" update >/dev/null
   libsqlite3-0 libuuid1 libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3 libk5crypto3 \
   libcom-err2 libkrb5support0 libkeyutils1 libdb5.3 >/dev/null)
 for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$root"; done
-run_arm64() { qemu-aarch64 -L "$root" "$root/usr/bin/python3.11" "$@"; }
+# The interpreter as a program a child process can run too (tests start child interpreters through
+# sys.executable; without binfmt_misc, an aarch64 binary cannot be exec'd directly): a script
+# that runs it under qemu, named as its argv[0] so that sys.executable is the script.
+cat >"$work/python3" <<SCRIPT
+#!/bin/sh
+exec qemu-aarch64 -L "$root" -0 "$work/python3" "$root/usr/bin/python3.11" "\$@"
+SCRIPT
+chmod +x "$work/python3"
+run_arm64() { PYTHONHOME="$root/usr" "$work/python3" "$@"; }
 
 echo "== NumPy and the test tools (manylinux aarch64 wheels)"
 "$python" -m pip install -q --upgrade --target "$work/site" --platform manylinux2014_aarch64 \
