@@ -151,9 +151,10 @@ class BlasThreads:
             setter(n)
 
 
-def library_versions(torch=None) -> Dict[str, Optional[str]]:
-    """Versions of Python, NumPy and (when it was loaded) PyTorch."""
+def library_versions(torch=None, onnxruntime=None) -> Dict[str, Optional[str]]:
+    """Versions of Python, NumPy and (when they were loaded) PyTorch and ONNX Runtime."""
     import numpy
 
     return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "torch": None if torch is None else torch.__version__}
+            "torch": None if torch is None else torch.__version__,
+            "onnxruntime": None if onnxruntime is None else onnxruntime.__version__}

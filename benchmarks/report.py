@@ -11,7 +11,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-TINYCONV, NUMPY, TORCH = "tinyconv", "numpy", "torch"
+TINYCONV, NUMPY, TORCH, ORT = "tinyconv", "numpy", "torch", "onnxruntime"
 
 NOTES = [
     "These figures come from shared, noisy machines (other jobs, frequency scaling, a hypervisor). "
@@ -23,6 +23,9 @@ NOTES = [
     "The NumPy peer is numpy.matmul (OpenBLAS) for GEMM, tinyconv.reference (DLfS's im2col "
     "formulation; it computes in float64 and rounds the result to float32) for kernels, and a "
     "DLfS-style float32 NumPy network (tests/dlfs_oracle.py layers, in-place Adam) for train/infer.",
+    "The ONNX Runtime peer runs tinyconv's own network (the same weights), exported by "
+    "tinyconv.export.to_onnx with the batch size fixed, on its CPU provider with intra_op_num_threads "
+    "set to the row's thread count.",
     "Peak RSS comes from a fresh child process per figure (VmHWM on Linux, where a child's ru_maxrss "
     "starts at its parent's peak; ru_maxrss elsewhere). 'peak RSS' is the absolute "
     "peak, which includes each library's own code and import-time allocations (PyTorch's are large); "
@@ -80,12 +83,13 @@ def _target_cells(row: Dict) -> List[str]:
 
 
 def markdown_table(rows: List[Dict]) -> str:
-    header = ["Workload", "threads", "unit", "tinyconv", "NumPy", "PyTorch",
-              "tinyconv/NumPy", "tinyconv/PyTorch", "target", "met"]
+    header = ["Workload", "threads", "unit", "tinyconv", "NumPy", "PyTorch", "ONNX Runtime",
+              "tinyconv/NumPy", "tinyconv/PyTorch", "tinyconv/ORT", "target", "met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["name"], str(row["threads"]), row["unit"], _cell(row, TINYCONV), _cell(row, NUMPY),
-                 _cell(row, TORCH), _ratio_cell(row, NUMPY), _ratio_cell(row, TORCH)] + _target_cells(row)
+                 _cell(row, TORCH), _cell(row, ORT), _ratio_cell(row, NUMPY), _ratio_cell(row, TORCH),
+                 _ratio_cell(row, ORT)] + _target_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -99,7 +103,9 @@ def _environment_lines(info: Dict) -> List[str]:
         f"- tinyconv {config.get('version')}: GEMM ISA {config.get('isa')} ({config.get('simd_bits')}-bit), "
         f"{config.get('compiler')}, OpenMP {config.get('openmp')}",
         f"- Python {versions['python']}, NumPy {versions['numpy']}, PyTorch {versions['torch'] or 'not used'}"
-        + (f" ({info['torch_note']})" if info.get("torch_note") else ""),
+        + (f" ({info['torch_note']})" if info.get("torch_note") else "")
+        + f", ONNX Runtime {versions.get('onnxruntime') or 'not used'}"
+        + (f" ({info['onnxruntime_note']})" if info.get("onnxruntime_note") else ""),
         f"- NumPy BLAS threads set by: {info['blas_thread_control']}",
         f"- Load average (1/5/15 min) before: {_load(info['load_average']['before'])}, "
         f"after: {_load(info['load_average']['after'])}",

@@ -1,7 +1,7 @@
 """tinyconv's benchmark suite: one entry point for every workload.
 
     python benchmarks/run.py [--quick] [--threads N[,N...]] [--only GROUP,...] [--out DIR]
-                             [--repeats R] [--no-torch]
+                             [--repeats R] [--no-torch] [--no-onnxruntime]
 
 Runs the workloads of :mod:`workloads` (groups gemm, kernels, train, conv, infer, rss, resnet) at each
 thread count, timing tinyconv and its peers interleaved, and writes
@@ -9,7 +9,9 @@ thread count, timing tinyconv and its peers interleaved, and writes
 then prints the table. See ``benchmarks/README.md``.
 
 PyTorch is optional: without it (or with ``--no-torch``, or ``TINYCONV_BENCH_NO_TORCH=1``) the
-PyTorch columns are skipped and the files say why. ``--rss-child`` is internal: it is how the
+PyTorch columns are skipped and the files say why. So is ONNX Runtime, the inference peer of the
+``infer`` and ``resnet`` groups (it runs tinyconv's own networks, exported with ``onnx``):
+``--no-onnxruntime`` or ``TINYCONV_BENCH_NO_ORT=1`` skip it. ``--rss-child`` is internal: it is how the
 peak-memory workload starts its fresh child processes.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory for the results (default: %(default)s)")
     parser.add_argument("--repeats", type=int, help="rounds per workload (default: 7, quick: 2; peak memory: at most 3)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    parser.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime column")
     parser.add_argument("--rss-child", choices=memory.LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--rss-batch", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--rss-steps", type=int, default=3, help=argparse.SUPPRESS)
@@ -81,6 +84,20 @@ def load_torch(disabled: bool) -> Tuple[Optional[object], str]:
     except ImportError as error:
         return None, f"PyTorch columns skipped: not importable ({error}); pip install torch==2.13.0 to add them"
     return torch, ""
+
+
+def load_onnxruntime(disabled: bool) -> Tuple[Optional[object], str]:
+    """ONNX Runtime (with onnx, which exports tinyconv's networks for it), or None and the reason
+    it is not used."""
+    if disabled or os.environ.get("TINYCONV_BENCH_NO_ORT", "") not in ("", "0"):
+        return None, "ONNX Runtime column skipped: disabled (--no-onnxruntime / TINYCONV_BENCH_NO_ORT)"
+    try:
+        import onnx  # noqa: F401  (tinyconv.export needs it)
+        import onnxruntime
+    except ImportError as error:
+        return None, (f"ONNX Runtime column skipped: not importable ({error}); "
+                      f"pip install onnx onnxruntime to add it")
+    return onnxruntime, ""
 
 
 def _set_threads(n: int, torch, blas: "environment.BlasThreads") -> None:
@@ -146,6 +163,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch, torch_note = load_torch(args.no_torch)
     if torch_note:
         print(torch_note, file=sys.stderr)
+    onnxruntime, onnxruntime_note = load_onnxruntime(args.no_onnxruntime)
+    if onnxruntime_note:
+        print(onnxruntime_note, file=sys.stderr)
     blas = environment.BlasThreads()
     repeats, min_sample_s, settle_s = QUICK_SETTINGS if args.quick else FULL_SETTINGS
     repeats = args.repeats or repeats
@@ -157,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _set_threads(threads, torch, blas)
         ctx = workloads.Context(threads=threads, repeats=repeats, min_sample_s=min_sample_s,
                                 quick=args.quick, settle_s=settle_s, torch=torch,
-                                run_py=os.path.abspath(__file__))
+                                run_py=os.path.abspath(__file__), onnxruntime=onnxruntime)
         pass_rows, pass_failures = run_pass(ctx, args.groups)
         rows += pass_rows
         failures += pass_failures
@@ -178,16 +198,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         "min_sample_s": min_sample_s,
         "settle_s": settle_s,
         "tinyconv_config": tinyconv.config(),
-        "versions": environment.library_versions(torch),
+        "versions": environment.library_versions(torch, onnxruntime),
         "blas_thread_control": blas.method,
         "torch_note": torch_note,
+        "onnxruntime_note": onnxruntime_note,
         "results": rows,
         "notes": report.NOTES,
     }
     paths = report.write(info, args.out)
     print(report.markdown_table(rows))
-    if torch_note:
-        print(f"\n{torch_note}")
+    for note in (torch_note, onnxruntime_note):
+        if note:
+            print(f"\n{note}")
     print(f"\nwrote {paths['json']} and {paths['md']} ({info['wall_s']} s)")
     return 1 if failures else 0
 

@@ -10,20 +10,28 @@ Groups (``--only`` takes these names):
   batch 100, float32, vs a DLfS-style NumPy implementation and ``torch.nn``; ms.
 * ``conv``    -- convolution forward + backward of two ResNet-like layers vs PyTorch; ms (and
   GFLOP/s).
-* ``infer``   -- SimpleConvNet prediction, batch 1000, vs DLfS NumPy and PyTorch; images/s.
+* ``infer``   -- SimpleConvNet prediction, batch 1000, vs DLfS NumPy, PyTorch and ONNX Runtime;
+  DeepConvNet prediction, batch 500, vs PyTorch and ONNX Runtime; images/s.
 * ``rss``     -- peak RSS of a DeepConvNet training step, batch 256, vs PyTorch; MiB (see
   :mod:`memory`).
-* ``resnet``  -- ResNet-50 inference (batch 8, 3x224x224) and a ResNet-20 training step (batch
-  128, 1x28x28, SGD with momentum) vs PyTorch, ms; peak RSS of the ResNet-50 inference, MiB.
+* ``resnet``  -- ResNet-50 inference (batch 8, 3x224x224; also vs ONNX Runtime) and a ResNet-20
+  training step (batch 128, 1x28x28, SGD with momentum) vs PyTorch, ms; peak RSS of the ResNet-50
+  inference, MiB.
 
 Each workload builds its inputs and contenders only when it runs and drops them afterwards, so
 one workload's arrays never sit in memory during another. Contender keys are ``tinyconv``,
-``numpy`` and ``torch``; results report ``tinyconv / peer`` ratios of medians in the row's unit,
-so for times lower is better and for throughputs higher is better.
+``numpy``, ``torch`` and ``onnxruntime``; results report ``tinyconv / peer`` ratios of medians in
+the row's unit, so for times lower is better and for throughputs higher is better.
+
+ONNX Runtime runs the very network tinyconv times, exported by :func:`tinyconv.export.to_onnx`
+(same weights, the batch size fixed), on its CPU provider with the pass's thread count as
+``intra_op_num_threads`` (and one inter-op thread).
 """
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,7 +41,8 @@ import numpy as np
 import harness
 import memory
 
-TINYCONV, NUMPY, TORCH = "tinyconv", "numpy", "torch"
+TINYCONV, NUMPY, TORCH, ORT = "tinyconv", "numpy", "torch", "onnxruntime"
+ORT_LABEL = "ONNX Runtime, CPU provider, tinyconv.export model (same weights)"
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Context:
     torch: Optional[ModuleType]  # None: PyTorch unavailable or disabled
     run_py: str                  # path of run.py, for the peak-memory child processes
     settle_s: float = 0.0        # idle pause before each sample (see harness.measure_interleaved)
+    onnxruntime: Optional[ModuleType] = None  # None: ONNX Runtime (or onnx) unavailable or disabled
 
 
 @dataclass(frozen=True)
@@ -402,37 +412,74 @@ def conv_workloads(quick: bool) -> List[Workload]:
 # Inference
 
 
-def _inference_contenders(batch: int, ctx: Context) -> Dict[str, harness.Contender]:
+def _torch_inference(model, x: np.ndarray, torch) -> harness.Contender:
+    model.eval()
+    tx = torch.from_numpy(x)
+
+    def torch_predict():
+        with torch.inference_mode():
+            return model(tx)
+
+    return torch_predict
+
+
+# ONNX Runtime must compute what tinyconv computes (same weights, same function), within float32
+# rounding, or its timing compares different work.
+_ORT_AGREEMENT = 1e-3
+
+
+def _onnxruntime_inference(network, x: np.ndarray, ctx: Context) -> harness.Contender:
+    """ONNX Runtime running ``network`` itself, exported for batches of ``len(x)``; checked once
+    against ``network.predict``."""
+    from tinyconv.export import to_onnx
+
+    ort = ctx.onnxruntime
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = ctx.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    with tempfile.TemporaryDirectory(prefix="tinyconv-bench-") as directory:
+        path = os.path.join(directory, "model.onnx")
+        to_onnx(network, path, batch_size=x.shape[0], input_shape=x.shape[1:])
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {"input": x}
+    expected = network.predict(x)
+    difference = float(np.max(np.abs(session.run(["logits"], feed)[0] - expected)))
+    if not difference <= _ORT_AGREEMENT * float(np.max(np.abs(expected))):
+        raise RuntimeError(f"ONNX Runtime's logits differ from tinyconv's by {difference:.3g}")
+    return lambda: session.run(["logits"], feed)
+
+
+def _inference_contenders(network: str, batch: int, ctx: Context) -> Dict[str, harness.Contender]:
     import dlfs_numpy
     from tinyconv import nets
 
     x, _ = _images_and_labels(batch)
-    net = nets.SimpleConvNet(seed=0)
-    np.random.seed(0)
-    dlfs_net = dlfs_numpy.simple_conv_net()
-    contenders = {TINYCONV: lambda: net.predict(x), NUMPY: lambda: dlfs_net.predict(x)}
+    net = {"SimpleConvNet": nets.SimpleConvNet, "DeepConvNet": nets.DeepConvNet}[network](seed=0)
+    contenders = {TINYCONV: lambda: net.predict(x)}
+    if network == "SimpleConvNet":
+        np.random.seed(0)
+        dlfs_net = dlfs_numpy.simple_conv_net()
+        contenders[NUMPY] = lambda: dlfs_net.predict(x)
     if ctx.torch is not None:
         import torch_nets
 
-        torch = ctx.torch
-        model = torch_nets.simple_conv_net().eval()
-        tx = torch.from_numpy(x)
-
-        def torch_predict():
-            with torch.inference_mode():
-                return model(tx)
-
-        contenders[TORCH] = torch_predict
+        model = torch_nets.simple_conv_net() if network == "SimpleConvNet" else torch_nets.deep_conv_net(net.conv_params)
+        contenders[TORCH] = _torch_inference(model, x, ctx.torch)
+    if ctx.onnxruntime is not None:
+        contenders[ORT] = _onnxruntime_inference(net, x, ctx)
     return contenders
 
 
 def infer_workloads(quick: bool) -> List[Workload]:
-    batch = 50 if quick else 1000
+    batches = {"SimpleConvNet": 50, "DeepConvNet": 10} if quick else {"SimpleConvNet": 1000, "DeepConvNet": 500}
+    targets = {"SimpleConvNet": Target(TORCH, 3.0, at_least=True), "DeepConvNet": None}
     return [Workload(
-        id="infer/SimpleConvNet", group="infer", name=f"SimpleConvNet predict (batch {batch})", unit="img/s",
-        build=lambda ctx: _inference_contenders(batch, ctx),
-        peer_labels={NUMPY: "DLfS-style NumPy", TORCH: "torch.nn, inference_mode"}, work=float(batch),
-        target=Target(TORCH, 3.0, at_least=True), details={"batch": batch, "dtype": "float32"})]
+        id=f"infer/{network}", group="infer", name=f"{network} predict (batch {batch})", unit="img/s",
+        build=lambda ctx, network=network, batch=batch: _inference_contenders(network, batch, ctx),
+        peer_labels={NUMPY: "DLfS-style NumPy", TORCH: "torch.nn, inference_mode", ORT: ORT_LABEL}, work=float(batch),
+        target=targets[network], details={"batch": batch, "dtype": "float32"})
+        for network, batch in batches.items()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,16 +532,10 @@ def _resnet50_inference_contenders(batch: int, size: int, ctx: Context,
     if ctx.torch is not None:
         import torch_nets
 
-        torch = ctx.torch
         model, details["torch_model"] = torch_nets.torchvision_resnet("resnet50")
-        model.eval()
-        tx = torch.from_numpy(x)
-
-        def torch_predict():
-            with torch.inference_mode():
-                return model(tx)
-
-        contenders[TORCH] = torch_predict
+        contenders[TORCH] = _torch_inference(model, x, ctx.torch)
+    if ctx.onnxruntime is not None:
+        contenders[ORT] = _onnxruntime_inference(net, x, ctx)
     return contenders
 
 
@@ -527,7 +568,8 @@ def resnet_workloads(quick: bool) -> List[Workload]:
     inference = Workload(
         id="resnet/resnet50_infer", group="resnet",
         name=f"ResNet-50 predict (batch {infer_batch}, 3x{infer_size}x{infer_size})", unit="ms",
-        build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL}, target=Target(TORCH, 1.2, at_least=False),
+        build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL, ORT: ORT_LABEL},
+        target=Target(TORCH, 1.2, at_least=False),
         details={"batch": infer_batch, "image": [3, infer_size, infer_size], "classes": 1000, "dtype": "float32",
                  "mode": "eval (running statistics)"})
     inference.build = lambda ctx: _resnet50_inference_contenders(infer_batch, infer_size, ctx, inference.details)

@@ -1158,6 +1158,11 @@ py::dict config() {
     d["version"] = TINYCONV_VERSION;
     d["compiler"] = compiler_name();
     d["openmp"] = openmp_version();
+#ifdef TINYCONV_OPENMP_RUNTIME
+    d["openmp_runtime"] = TINYCONV_OPENMP_RUNTIME;  // the library the threads come from
+#else
+    d["openmp_runtime"] = "";  // no runtime: every kernel runs on the calling thread
+#endif
 #ifdef _OPENMP
     d["num_procs"] = omp_get_num_procs();
 #else

@@ -241,11 +241,15 @@ void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index
     });
 }
 
-template <typename T>
-void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n, index_t c,
-                                    const Window2d& g, bool through_relu) {
+namespace {
+
+// dx of every plane, from the winners found again in x: the unrolled runs for the sizes that
+// have one. (A function template, as for the forward pass, not a generic lambda: GCC 8 stops with
+// an internal error on this body inside one.)
+template <int FH, int FW, int SW, typename T>
+void max_pool_backward_windows(T* dx, const T* dout, const T* x, index_t planes, const Window2d& g,
+                               bool through_relu) {
     const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
-    std::fill(dx, dx + n * c * plane_size, T(0));
     // Each plane is visited by one thread, its windows in order: the scatter is race-free and
     // adds up overlapping windows in a fixed order.
     auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
@@ -254,27 +258,36 @@ void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n,
         window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, best, at);
         if (!(through_relu && best <= T(0))) dx[p * plane_size + at] += dout[p * out_size + o];
     };
+    if constexpr (FH == 0) {
+        for_each_window(planes, g, window);
+    } else {
+        const index_t PW = g.pw;
+        auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
+            constexpr index_t kChunk = 64;  // winners found a chunk at a time, then scattered
+            T best[kChunk];
+            std::int64_t at[kChunk];
+            T* dxp = dx + p * plane_size;
+            const T* dp = dout + p * out_size + oh * OW;
+            for (index_t lo = ow_lo; lo < ow_hi; lo += kChunk) {
+                const index_t hi = std::min(ow_hi, lo + kChunk);
+                whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo, hi);
+                for (index_t ow = lo; ow < hi; ++ow)
+                    if (!(through_relu && best[ow - lo] <= T(0))) dxp[at[ow - lo]] += dp[ow];
+            }
+        };
+        for_each_window_run(planes, g, run, window);
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool2d_backward_from_input(T* dx, const T* dout, const T* x, index_t n, index_t c,
+                                    const Window2d& g, bool through_relu) {
+    std::fill(dx, dx + n * c * g.h * g.w, T(0));
     with_window_shape(g, [&](auto fh, auto fw, auto sw) {
-        constexpr int FH = decltype(fh)::value, FW = decltype(fw)::value, SW = decltype(sw)::value;
-        if constexpr (FH == 0) {
-            for_each_window(n * c, g, window);
-        } else {
-            const index_t PW = g.pw;
-            auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
-                constexpr index_t kChunk = 64;  // winners found a chunk at a time, then scattered
-                T best[kChunk];
-                std::int64_t at[kChunk];
-                T* dxp = dx + p * plane_size;
-                const T* dp = dout + p * out_size + oh * OW;
-                for (index_t lo = ow_lo; lo < ow_hi; lo += kChunk) {
-                    const index_t hi = std::min(ow_hi, lo + kChunk);
-                    whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo, hi);
-                    for (index_t ow = lo; ow < hi; ++ow)
-                        if (!(through_relu && best[ow - lo] <= T(0))) dxp[at[ow - lo]] += dp[ow];
-                }
-            };
-            for_each_window_run(n * c, g, run, window);
-        }
+        max_pool_backward_windows<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(
+            dx, dout, x, n * c, g, through_relu);
     });
 }
 

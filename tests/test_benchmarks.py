@@ -95,6 +95,39 @@ def test_quick_run_writes_and_prints_the_markdown_table(quick_run):
     assert "PyTorch columns skipped" in text
 
 
+ORT_ROWS = ("infer/SimpleConvNet", "infer/DeepConvNet", "resnet/resnet50_infer")
+
+
+def test_quick_run_times_onnx_runtime_on_the_inference_rows(quick_run):
+    """ONNX Runtime, the inference peer, runs tinyconv's own networks (checked against predict
+    before timing). The [test] extra installs it: missing under CI=true is a failure."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true, so the ONNX Runtime peer must run: {error}")
+        pytest.skip(f"onnx or onnxruntime not installed ({error}): pip install \"tinyconv[test]\"")
+    _, out_dir = quick_run
+    info = json.loads(_only_file(out_dir, ".json").read_text(encoding="utf-8"))
+    rows = {row["id"]: row for row in info["results"]}
+    for row_id in ORT_ROWS:
+        assert rows[row_id]["ratios"]["onnxruntime"] > 0, row_id
+        assert "ONNX Runtime" in rows[row_id]["peer_labels"]["onnxruntime"]
+    assert [row["id"] for row in info["results"] if "onnxruntime" in row["contenders"]] == list(ORT_ROWS)
+    assert info["versions"]["onnxruntime"] == onnxruntime.__version__ and info["onnxruntime_note"] == ""
+    assert "| ONNX Runtime |" in _only_file(out_dir, ".md").read_text(encoding="utf-8")
+
+
+def test_onnx_runtime_can_be_left_out(tmp_path):
+    done = _run(tmp_path, "--only", "infer", "--no-onnxruntime")
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(_only_file(tmp_path, ".json").read_text(encoding="utf-8"))
+    assert all("onnxruntime" not in row["contenders"] for row in info["results"])
+    assert info["versions"]["onnxruntime"] is None
+    assert "ONNX Runtime column skipped: disabled" in _only_file(tmp_path, ".md").read_text(encoding="utf-8")
+
+
 def test_several_thread_counts_give_a_row_each(tmp_path):
     done = _run(tmp_path, "--only", "gemm", "--threads", "1,2")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -93,7 +93,7 @@ def offline(monkeypatch, tmp_path):
 # help
 
 
-@pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "filters", "info"])
+@pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "filters", "export", "summary", "info"])
 def test_every_command_has_help_with_examples(command):
     code, stdout, _ = run([command, "--help"])
     assert code == 0
@@ -119,7 +119,7 @@ def test_train_help_documents_defaults_and_outputs():
 def test_top_level_help_and_missing_command():
     code, stdout, _ = run(["--help"])
     assert code == 0
-    for command in ("train", "finetune", "evaluate", "filters", "info"):
+    for command in ("train", "finetune", "evaluate", "filters", "export", "summary", "info"):
         assert command in stdout
     code, _, stderr = run([])
     assert code == 2 and "usage: tinyconv" in stderr
@@ -342,6 +342,24 @@ ABSURD = [
     pytest.param(["filters", "{good}", "-o", "{dir}/tex.pgf"], "-o {dir}/tex.pgf: the file name must end in", marks=plots),
     pytest.param(["filters", "{good}", "-o", "{png_dir}"], "-o {png_dir} is a directory; it must name a file", marks=plots),
     pytest.param(["filters", "{good}", "-o", "{afile}/x.png"], "cannot create the output directory {afile}", marks=plots),
+    # summary
+    (["summary", "--net", "lenet"], "argument --net: invalid choice: 'lenet'"),
+    (["summary", "--net", "auto"], "--net auto recognises the network of a parameter file: give PARAMS"),
+    (["summary", "--input-shape", "1,28"], "argument --input-shape: expected three positive integers C,H,W"),
+    (["summary", "--input-shape", "1,-2,3"], "argument --input-shape: expected three positive integers C,H,W"),
+    (["summary", "--input-shape", "1,0,28"], "argument --input-shape: each of C,H,W must be 1 to 65,536, got '1,0,28'"),
+    (["summary", "--input-shape", "1,4,4"], "--net simple: input (1, 4, 4) is too small for 5x5 filters"),
+    (["summary", "--net", "resnet50", "--input-shape", "1,224,224", "--num-classes", "0"],
+     "argument --num-classes: must be from 1 to 100,000, got 0"),
+    (["summary", "--batch-size", "0"], "argument --batch-size: must be from 1 to 1,048,576, got 0"),
+    (["summary", "--depth", "0"], "argument --depth: must be from 1 to 64, got 0"),
+    (["summary", "{good}", "--num-classes", "5"], "--num-classes describes a network built by --net"),
+    (["summary", "{good}", "--input-shape", "1,20,20"],
+     "{good} does not fit a SimpleConvNet for input (1, 20, 20): W2 has shape (4320, 100), expected (1920, 100)"),
+    (["summary", "{rgb}", "--net", "deep"], "{rgb} has no 'W7', which a DeepConvNet needs"),
+    (["summary", "{r20}", "--input-shape", "3,28,28"], "conv1.weight"),
+    (["summary", "{empty}"], "cannot read parameters: {empty}: the file is empty"),
+    (["summary", "{r20}", "--input-shape", "1,28,28"], None),
     # info and the command itself
     (["info", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
     (["info", "--data-dir"], "argument --data-dir: expected one argument"),
@@ -1010,3 +1028,43 @@ def test_finetune_help_documents_its_options():
     for text in ["--init", "--freeze", "--all-but-head", "--new-head", "--backbone-lr", "--head-lr", "--classes",
                  "--train-size", "--lr-schedule", "(default: 10)", "class-balanced"]:
         assert text in flat, text
+
+
+# ----------------------------------------------------------------------------------------------
+# summary
+
+
+def test_summary_of_resnet50_by_name_is_torchvisions():
+    code, stdout, stderr = run(["summary", "--net", "resnet50", "--depth", "2"])
+    assert code == 0 and stderr == ""
+    assert stdout.startswith("ResNet (float32), input (1, 3, 224, 224)\n")
+    assert "parameters: 25,557,032 (25.56 M)" in stdout
+    assert "multiply-adds (convolutions and fully connected layers): 4,089,184,256 (4.09 G)" in stdout
+    assert "\nlayer4.2 " in stdout and "layer4.2.conv1" not in stdout  # one row per block
+    assert "\nfc        Linear            (1, 1000)           2,049,000      2,048,000" in stdout
+
+
+def test_summary_of_the_default_network_and_of_options():
+    code, stdout, _ = run(["summary"])
+    assert code == 0
+    assert stdout.splitlines()[0] == "SimpleConvNet (float32), input (1, 1, 28, 28)"
+    assert "parameters: 433,890" in stdout and "multiply-adds (convolutions and fully connected layers): 865,000" in stdout
+    code, stdout, _ = run(["summary", "--net", "deep", "--input-shape", "3,32,32", "--num-classes", "100",
+                           "--batch-size", "4"])
+    assert code == 0
+    network = DeepConvNet(input_dim=(3, 32, 32), output_size=100, seed=0)
+    assert f"parameters: {sum(v.size for v in network.params.values()):,} " in stdout
+    assert f"{network.summary(batch_size=4).total_multiply_adds:,}" in stdout
+    assert "(4, 100)" in stdout
+    code, stdout, _ = run(["summary", "--net", "resnet20"])  # He et al.'s 0.27M, at the paper's 32x32
+    assert code == 0 and "input (1, 1, 32, 32)" in stdout and "parameters: 269,434 (269.43 k)" in stdout
+
+
+def test_summary_of_a_parameter_file(files):
+    code, stdout, _ = run(["summary", str(files["r20"])])
+    assert code == 0
+    network = network_from_params(files["r20"])
+    assert stdout.strip() == str(network.summary()).strip()
+    assert "input (1, 1, 32, 32)" in stdout and "(1, 5)" in stdout
+    code, stdout, _ = run(["summary", str(files["good"]), "--input-shape", "1,28,28"])
+    assert code == 0 and "parameters: 433,890" in stdout

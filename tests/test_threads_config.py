@@ -75,6 +75,10 @@ def test_config_keys_and_types():
     assert info["version"] == tinyconv.__version__ == importlib.metadata.version("tinyconv")
     assert isinstance(info["compiler"], str) and info["compiler"]
     assert info["openmp"] == "built without OpenMP" or re.search(r"\d+\.\d+", info["openmp"]), info["openmp"]
+    # A runtime library exactly when the build has OpenMP (wheels must never lose it silently).
+    assert bool(info["openmp_runtime"]) == (info["openmp"] != "built without OpenMP"), info
+    if info["compiler"].startswith("GCC") and info["openmp_runtime"]:
+        assert info["openmp_runtime"].split(",")[0] == "gomp", info
     assert info["num_threads"] == tinyconv.get_num_threads()
     available = info["available_isas"].split(",")
     assert info["isa"] in available
@@ -95,6 +99,7 @@ def test_show_config_prints_the_facts(capsys):
     assert info["version"] in out
     assert info["compiler"] in out
     assert "OpenMP" in out and info["openmp"] in out
+    assert (f"runtime {info['openmp_runtime']}" if info["openmp_runtime"] else "single-threaded") in out
     assert info["isa"] in out and "SIMD" in out
     assert "3" in out  # the thread count just set
 

@@ -11,6 +11,8 @@ Quick tour::
 """
 from __future__ import annotations
 
+import os as _os
+
 from . import _core
 from ._validate import as_positive_int as _as_positive_int
 
@@ -22,11 +24,18 @@ _MAX_THREADS = 4096
 __all__ = ["__version__", "set_num_threads", "get_num_threads", "config", "show_config"]
 
 
+# Whether the thread count was chosen (set_num_threads or OMP_NUM_THREADS) rather than left at the
+# OpenMP default; a data-parallel Trainer replaces only the default with its per-rank share.
+_threads_chosen = "OMP_NUM_THREADS" in _os.environ
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in every kernel from now on (process-wide). The initial value is the
     OpenMP default: ``OMP_NUM_THREADS`` if set, else the number of cores. Results do not depend on
     it: every kernel gives bitwise identical output for any thread count."""
+    global _threads_chosen
     _core.set_num_threads(_as_positive_int(n, "n", maximum=_MAX_THREADS))
+    _threads_chosen = True
 
 
 def get_num_threads() -> int:
@@ -35,10 +44,17 @@ def get_num_threads() -> int:
 
 
 def config() -> dict:
-    """Build and runtime facts as a dict: version, compiler, openmp, num_procs, num_threads,
+    """Build and runtime facts as a dict: version, compiler, openmp, openmp_runtime (the library
+    the threads come from: gomp, omp, ...; empty in a single-threaded build), num_procs, num_threads,
     isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits,
     sanitizers (empty, or the sanitizers of a test build: .ci/sanitize)."""
     return dict(_core.config())
+
+
+def _openmp_line(info: dict) -> str:
+    if not info["openmp_runtime"]:
+        return f"{info['openmp']}: every kernel runs single-threaded"
+    return f"{info['openmp']}, runtime {info['openmp_runtime']}"
 
 
 def show_config() -> None:
@@ -47,7 +63,7 @@ def show_config() -> None:
     lines = [
         f"tinyconv {info['version']}",
         f"  compiler:        {info['compiler']}",
-        f"  OpenMP:          {info['openmp']}",
+        f"  OpenMP:          {_openmp_line(info)}",
         f"  threads:         {info['num_threads']} (of {info['num_procs']} processors)",
         f"  GEMM kernel ISA: {info['isa']} ({info['simd_bits']}-bit SIMD); runnable here: {info['available_isas']}",
         f"  other kernels:   {info['baseline_simd_bits']}-bit SIMD (portable baseline build)",

@@ -11,7 +11,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from ._validate import _describe
+from ._validate import _describe, as_array
 
 __all__ = ["shuffle_dataset", "smooth_curve"]
 
@@ -25,7 +25,7 @@ SMOOTHING_WINDOW = 11
 def _as_sample_array(value: object, name: str) -> np.ndarray:
     """``value`` as an array whose first axis indexes samples (any dtype, at least 1-D)."""
     try:
-        array = np.asarray(value)
+        array = as_array(value)
     except (ValueError, TypeError) as exc:  # ragged nesting and the like
         raise TypeError(f"{name} must be array-like, got {_describe(value)} ({exc})") from None
     if array.ndim == 0:
@@ -64,7 +64,7 @@ def smooth_curve(x) -> np.ndarray:
     See http://glowingpython.blogspot.jp/2012/02/convolution-with-numpy.html.
     """
     try:
-        series = np.asarray(x)
+        series = as_array(x)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"x must be a 1-D sequence of numbers, got {_describe(x)} ({exc})") from None
     if series.dtype.kind not in "biuf":

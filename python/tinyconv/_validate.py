@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
-__all__ = ["float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array", "as_real", "as_flag",
+__all__ = ["as_array", "float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array", "as_real", "as_flag",
            "check_window", "ndim_of", "as_input_shape", "as_channel_vectors"]
 
 _REAL_KINDS = "biuf"
@@ -25,12 +26,27 @@ def _describe(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# NumPy before 1.24 only warned on ragged nesting (and built an object array); later versions
+# raise ValueError. as_array makes the old versions raise too.
+_RaggedWarning = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning")
+
+
+def as_array(value: object) -> np.ndarray:
+    """``np.asarray(value)``; ValueError for ragged nesting on every supported NumPy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _RaggedWarning)
+        try:
+            return np.asarray(value)
+        except _RaggedWarning as warning:
+            raise ValueError(str(warning)) from None
+
+
 def _as_ndarray(value: object, name: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value
     else:
         try:
-            arr = np.asarray(value)
+            arr = as_array(value)
         except Exception as exc:  # ragged lists and the like
             raise TypeError(f"{name} must be an array of real numbers, got {_describe(value)}") from exc
     if arr.dtype.kind not in _REAL_KINDS:
@@ -51,7 +67,7 @@ def float_dtype(*values: object) -> np.dtype:
         dt = getattr(v, "dtype", None)
         if dt is None:
             try:
-                dt = np.asarray(v).dtype
+                dt = as_array(v).dtype
             except Exception:
                 continue  # not array-like: as_float_array reports it with the argument's name
         kinds.append(np.dtype(dt))

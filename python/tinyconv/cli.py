@@ -11,6 +11,10 @@ Commands:
 * ``tinyconv evaluate PARAMS`` -- accuracy, per-class accuracy and a confusion matrix of a saved
   network (tinyconv's or DLfS's parameter files).
 * ``tinyconv filters PARAMS`` -- the picture of a saved network's first convolution filters.
+* ``tinyconv export PARAMS MODEL.onnx`` -- the saved network as an ONNX model, for ONNX Runtime
+  and other runtimes (:func:`tinyconv.export.to_onnx`; needs the ``onnx`` extra).
+* ``tinyconv summary [PARAMS]`` -- a network's layer table: output shapes, parameters,
+  multiply-adds (``--net resnet50`` for one by name).
 
 Which network a parameter file holds, and building it, is :mod:`tinyconv.nets`' job
 (:func:`~tinyconv.nets.network_from_params`); so are each network's training defaults.
@@ -38,6 +42,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _datetime
+import importlib.util
 import json
 import math
 import os
@@ -83,6 +88,11 @@ MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any size; 64 bits are plenty 
 # it under ~20,000 pixels a side (matplotlib's Agg limit is 65,536) and ~100 MB of memory.
 MAX_FILTERS_PER_SIDE = 256
 MAX_FILTERS_DRAWN = 4096
+# `tinyconv summary`: sizes that a description can take without building absurd arrays (the
+# network is built, its fully connected head included).
+MAX_SUMMARY_CLASSES = 100_000
+MAX_SUMMARY_BATCH = 2**20
+MAX_IMAGE_SIDE = 65_536
 # What train and finetune write besides the parameter file (params.pkl or params.npz).
 TRAIN_OUTPUTS = ("history.json", "accuracy.png", "loss.png", "filters_before.png", "filters_after.png")
 EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
@@ -185,6 +195,16 @@ def _classes(text: str) -> Tuple[int, ...]:
     return classes
 
 
+def _image_shape(text: str) -> Tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W (e.g. 3,224,224), got {text[:40]!r}")
+    shape = tuple(int(part) for part in parts)
+    if min(shape) < 1 or max(shape) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"each of C,H,W must be 1 to {MAX_IMAGE_SIDE:,}, got {text[:40]!r}")
+    return shape  # type: ignore[return-value]
+
+
 def _prefix(text: str) -> str:
     if not text or text != text.strip():
         raise argparse.ArgumentTypeError(f"expected a parameter name or prefix (e.g. layer1, conv1.weight), "
@@ -201,6 +221,7 @@ examples:
   tinyconv train --net resnet20 --dataset fashion-mnist --epochs 30   # Momentum 0.1, cosine, batch 128
   tinyconv train --net resnet20 --classes 0,1,2,3,4 --out runs/first5  # a subset of the classes
   tinyconv train --checkpoint run.ckpt --resume   # continue an interrupted run
+  mpiexec -n 4 tinyconv train --distributed --net deep --batch-size 256   # 4 processes, one model
 
 networks (--net):
   simple, deep            DLfS's SimpleConvNet (ch07) and DeepConvNet (ch08)
@@ -261,6 +282,36 @@ examples:
   tinyconv filters params.pkl --nx 10 -o wide.png
   tinyconv filters runs/first5/params.npz -o resnet.png   # a ResNet's conv1.weight (3x3)"""
 
+EXPORT_EPILOG = """\
+examples:
+  tinyconv export runs/20240101-120000/params.pkl model.onnx
+  tinyconv export runs/first5/params.npz resnet20.onnx --softmax   # adds a 'probabilities' output
+  tinyconv export ch07/params.pkl dlfs.onnx --dataset mnist --batch-size 1 --opset 13
+
+The network is recognised from PARAMS as 'tinyconv evaluate' does (--net forces one) and
+exported in inference form: its input 'input' is a batch of 1x28x28 grey images with pixel
+values in [0, 1] (what tinyconv's data sets give), its output 'logits'. The training data set
+and the class names are read from the history.json beside PARAMS (or --dataset, --classes) and
+recorded in the model's metadata with tinyconv's version. Needs the onnx package:
+  pip install "tinyconv[onnx]"
+A float64 model (--dtype float64) is exact, but ONNX Runtime's CPU provider runs only float32
+convolutions: export float32 (the default) to deploy with it.
+
+  import onnxruntime, numpy as np
+  session = onnxruntime.InferenceSession("model.onnx")
+  logits = session.run(["logits"], {"input": images.astype(np.float32)})[0]"""
+
+SUMMARY_EPILOG = """\
+examples:
+  tinyconv summary                          # DLfS's SimpleConvNet on 1x28x28 images
+  tinyconv summary --net resnet50           # torchvision's ResNet-50: 25,557,032 parameters, 4.09 G
+  tinyconv summary --net resnet50 --depth 2 # one row per residual block
+  tinyconv summary --net deep --input-shape 3,32,32 --num-classes 100
+  tinyconv summary runs/first5/params.npz   # the network a parameter file holds
+
+Multiply-adds are counted for convolutions (N*FN*OH*OW*C*FH*FW) and fully connected layers
+(N*D*M); batch norm, activations, pooling and residual sums are not (the usual convention)."""
+
 INFO_EPILOG = """\
 examples:
   tinyconv info
@@ -273,6 +324,8 @@ examples:
   tinyconv finetune --init runs/first5/params.npz --classes 5,6,7,8,9 --train-size 500
   tinyconv evaluate runs/<run>/params.pkl
   tinyconv filters runs/<run>/params.pkl -o filters.png
+  tinyconv export runs/<run>/params.pkl model.onnx
+  tinyconv summary --net resnet50
   tinyconv info
 
 Run 'tinyconv COMMAND --help' for the options of each command."""
@@ -335,6 +388,11 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
                         help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="print only warnings and errors (no progress, no per-epoch lines)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training over MPI: run as 'mpiexec -n K tinyconv ...'; "
+                             "--batch-size is the global batch, shared among the K processes; rank 0 "
+                             "prints and writes the outputs; threads per process default to the "
+                             "host's cores / processes on the host (needs pip install \"tinyconv[mpi]\")")
 
 
 def _add_train_command(commands: Any, net_names: Sequence[str]) -> None:
@@ -397,6 +455,42 @@ def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
     finetune.set_defaults(handler=_finetune)
 
 
+def _add_export_command(commands: Any, net_names: Sequence[str]) -> None:
+    from .export import DEFAULT_OPSET, MIN_OPSET
+
+    export = commands.add_parser(
+        "export", formatter_class=_HelpFormatter, epilog=EXPORT_EPILOG,
+        help="write saved parameters as an ONNX model (for ONNX Runtime and others)",
+        description="Export a saved network to ONNX, to run it with ONNX Runtime, OpenVINO,\n"
+                    "TensorRT, onnxruntime-web or other runtimes. The model computes what\n"
+                    "'tinyconv evaluate' computes: the logits of a batch of images.")
+    export.add_argument("params", metavar="PARAMS", type=_path,
+                        help="parameter file (.pkl, .npz or .safetensors)")
+    export.add_argument("output", metavar="MODEL", type=_path,
+                        help="the ONNX file to write (e.g. model.onnx; its directory is created)")
+    export.add_argument("--net", choices=("auto",) + tuple(net_names), default="auto", metavar="NAME",
+                        help="network architecture, one of 'tinyconv train --net's; 'auto' "
+                             "(default) tells it from the parameters")
+    export.add_argument("--softmax", action="store_true",
+                        help="add a second output, 'probabilities': the softmax of the logits")
+    export.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="fix the batch size to N (default: any batch size, a symbolic "
+                             "dimension 'batch')")
+    export.add_argument("--opset", type=_int_in(MIN_OPSET), default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX operator set, at least {MIN_OPSET} and at most what the installed "
+                             f"onnx package knows (default: {DEFAULT_OPSET})")
+    export.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="the model's float type (default: float32, what ONNX Runtime runs "
+                             "everywhere)")
+    export.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the data set the network was trained on, recorded in the model with "
+                             "its class names (default: from history.json beside PARAMS)")
+    export.add_argument("--classes", type=_classes, default=None, metavar="LIST",
+                        help="the classes of the network's outputs, in order, e.g. 5,6,7,8,9 "
+                             "(default: from history.json beside PARAMS, else all the data set's)")
+    export.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tinyconv`` command."""
     from . import __version__
@@ -454,6 +548,33 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which parameter holds the filters (default: W1, or conv1.weight "
                               "when there is no W1)")
     filters.set_defaults(handler=_filters)
+
+    _add_export_command(commands, NETWORK_NAMES)
+    summary = commands.add_parser(
+        "summary", formatter_class=_HelpFormatter, epilog=SUMMARY_EPILOG,
+        help="a network's layers: output shapes, parameters, multiply-adds",
+        description="Print a network's layer table -- each layer's output shape, parameters and\n"
+                    "multiply-adds (of convolutions and fully connected layers), with the totals --\n"
+                    "for a network by name (--net) or the one a parameter file holds.")
+    summary.add_argument("params", metavar="PARAMS", type=_path, nargs="?", default=None,
+                         help="parameter file (.pkl, .npz or .safetensors) whose network to describe "
+                              "(default: a fresh network named by --net)")
+    summary.add_argument("--net", choices=("auto",) + NETWORK_NAMES, default=None, metavar="NAME",
+                         help="network architecture, one of 'tinyconv train --net's (default: simple; "
+                              "with PARAMS, recognised from the file)")
+    summary.add_argument("--num-classes", type=_int_in(1, MAX_SUMMARY_CLASSES), default=None, metavar="N",
+                         help="outputs of a network built by --net (default: 1000 for the ImageNet "
+                              "ResNets, else 10)")
+    summary.add_argument("--input-shape", type=_image_shape, default=None, metavar="C,H,W",
+                         help="one input image's shape (default: the size the network is built for: "
+                              "1,28,28 for simple and deep, 1,32,32 for the CIFAR ResNets, 3,224,224 for "
+                              "the ImageNet ones; with PARAMS, the file's channels at that size)")
+    summary.add_argument("--batch-size", type=_int_in(1, MAX_SUMMARY_BATCH), default=1, metavar="N",
+                         help="images per batch, which the shapes and multiply-adds count (default: 1)")
+    summary.add_argument("--depth", type=_int_in(1, 64), default=None, metavar="N",
+                         help="rows down to this depth (1: a ResNet's stem, stages and head; 2: one row "
+                              "per residual block; default: every layer)")
+    summary.set_defaults(handler=_summary)
 
     info = commands.add_parser(
         "info", formatter_class=_HelpFormatter, epilog=INFO_EPILOG,
@@ -820,14 +941,54 @@ class _Job:
     resume_from: Optional[Path] = None
 
 
+def _is_root(args: argparse.Namespace) -> bool:
+    """Whether this process reports and writes: always, but for ranks other than 0 of --distributed."""
+    comm = getattr(args, "comm", None)
+    return comm is None or comm.Get_rank() == 0
+
+
+def _once_per_host(args: argparse.Namespace, function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``; with --distributed, the first rank of each host calls it before
+    the others on that host, so that a data set is downloaded into a host's cache once."""
+    comm = args.comm
+    if comm is None:
+        return function(*arguments)
+    from .distributed import import_mpi
+
+    host = comm.Split_type(import_mpi().COMM_TYPE_SHARED)
+    try:
+        if host.Get_rank() != 0:
+            host.Barrier()  # until the host's first rank has it
+        result = function(*arguments)
+        if host.Get_rank() == 0:
+            host.Barrier()
+        return result
+    finally:
+        host.Free()
+
+
+def _world_comm() -> Any:
+    """``MPI.COMM_WORLD`` for --distributed (importing mpi4py initialises MPI)."""
+    from .distributed import import_mpi
+
+    try:
+        return import_mpi().COMM_WORLD
+    except ImportError as error:
+        raise CommandError(f"--distributed: {error}") from None
+
+
 def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
-    """The output directory (checked, not created), the seed, the start time and clock."""
+    """The output directory (checked, not created), the seed, the start time and clock. With
+    --distributed, the seed and directory are rank 0's."""
     out_path = Path(args.out) if args.out else _default_out_dir()
-    _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
-    _check_classes(args.classes, args.dataset)
-    _set_threads(args.threads)
     # A fresh seed is drawn and recorded, so that every run can be repeated.
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+    if args.comm is not None:
+        out_path, seed = args.comm.bcast((out_path, seed), root=0)
+    if _is_root(args):  # only rank 0 writes
+        _check_out_dir_can_be_made(out_path, "--out")  # before the data set is loaded
+    _check_classes(args.classes, args.dataset)
+    _set_threads(args.threads)
     np.random.seed(seed % 2**32)  # for anything that draws from np.random, as DLfS code does
     started = _datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return out_path, seed, started, time.perf_counter()
@@ -836,7 +997,8 @@ def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
 def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
     """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
     (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
-    (x_train, t_train), (x_test, t_test) = _load_dataset(args.dataset, args.data_dir, args.download)
+    (x_train, t_train), (x_test, t_test) = _once_per_host(args, _load_dataset, args.dataset, args.data_dir,
+                                                          args.download)
     x_train, t_train = _only_classes(x_train, t_train, args.classes)
     x_test, t_test = _only_classes(x_test, t_test, args.classes)
     of_classes = f" of classes {_classes_text(args.classes)}" if args.classes else ""
@@ -879,11 +1041,15 @@ def _train(args: argparse.Namespace) -> int:
         raise CommandError("--resume needs --checkpoint PATH (the file to continue from)")
     # Everything that can be checked before training is, before anything is written.
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else None
-    if checkpoint is not None:
-        _check_checkpoint_path(checkpoint)
-    resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
-    if resume_from is not None:
-        _check_regular_file(str(resume_from), "checkpoint")
+    resume_from = None
+    if _is_root(args):  # with --distributed, rank 0 alone writes and reads the checkpoint
+        if checkpoint is not None:
+            _check_checkpoint_path(checkpoint)
+        resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+        if resume_from is not None:
+            _check_regular_file(str(resume_from), "checkpoint")
+    if args.comm is not None:
+        resume_from = args.comm.bcast(resume_from, root=0)
     out_path, seed, started, clock = _start(args)
     data = _training_data(args, seed, balanced=False)
     load_seconds = time.perf_counter() - clock
@@ -997,24 +1163,36 @@ def _settings(args: argparse.Namespace, job: _Job, trainer: Any, out_dir: Path) 
         "lr_schedule": job.lr_schedule, "sampling": job.sampling,
         "eval_samples": trainer.evaluate_sample_num_per_epoch, "threads": tinyconv.get_num_threads(),
         "seed": job.seed, "dtype": args.dtype, "data_dir": args.data_dir, **job.settings,
-        "params_file": _params_file_name(job.net), "out": str(out_dir),
+        "params_file": _params_file_name(job.net), "out": str(out_dir), "distributed": _distributed_settings(args),
     }
+
+
+def _distributed_settings(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The MPI run's shape for history.json (None without --distributed)."""
+    if args.comm is None:
+        return None
+    from .distributed import import_mpi, mpi_summary
+
+    return {"ranks": args.comm.Get_size(), **mpi_summary(import_mpi())}
 
 
 def _run(args: argparse.Namespace, job: _Job) -> int:
     """Train ``job`` and write the parameters, history.json and the pictures into --out."""
+    from .distributed import RankDivergenceError
     from .serialization import ParamsFileError
     from .trainer import NonFiniteLossError, Trainer
     from .visualize import filter_show, plot_accuracy, plot_loss
 
-    quiet = args.quiet
+    root = _is_root(args)  # with --distributed, only rank 0 reports and writes
+    quiet = args.quiet or not root
     x_train, t_train, x_test, t_test = job.data
     network = job.network
 
     def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
         # Kept current after every epoch, so a long run can be watched (and survives a crash).
         # (history_path, settings and timing are set below, before training starts.)
-        _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
+        if root:
+            _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
 
     eval_samples = args.eval_samples or None
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
@@ -1022,7 +1200,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
                       optimizer_param=job.optimizer_param, evaluate_sample_num_per_epoch=eval_samples,
                       verbose=not quiet, seed=job.seed, sampling=job.sampling, callback=after_epoch,
                       checkpoint=job.checkpoint, lr_schedule=job.lr_schedule,
-                      log="epochs")  # a progress bar and one summary line per epoch, not DLfS's per-step lines
+                      log="epochs",  # a progress bar and one summary line per epoch, not DLfS's per-step lines
+                      comm=args.comm)
     if job.resume_from is not None:
         # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
         # refused before the run directory exists.
@@ -1034,14 +1213,14 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             raise CommandError(f"--resume: cannot read {job.resume_from}: {_os_reason(error)}") from None
     # Created only now, once everything above has passed, so a refused start leaves nothing.
     params_file = _params_file_name(job.net)
-    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS)
+    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS) if root else job.out_path
     settings = _settings(args, job, trainer, out_dir)
     of_classes = f" (classes {_classes_text(job.classes)})" if job.classes else ""
     schedule = "" if job.lr_schedule == "constant" else f" ({job.lr_schedule} schedule)"
     _say(quiet, f"Training {_net_title(job.net, network)} ({args.dtype}) on {_dataset_title(args.dataset)}"
                 f"{of_classes}: {len(x_train):,} training and {len(x_test):,} test images")
     _say(quiet, f"{job.optimizer} lr {job.lr_text}{schedule}, batch {job.batch_size}, "
-                f"{_plural(args.epochs, 'epoch')}, {_plural(settings['threads'], 'thread')}, seed {job.seed}; "
+                f"{_plural(args.epochs, 'epoch')}, {_processes_text(settings)}, seed {job.seed}; "
                 f"output in {out_dir}/")
     if job.resume_from is not None:
         _say(quiet, f"resumed from {job.resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
@@ -1056,6 +1235,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
     def failed(reason: str, hint: str, exit_code: int) -> int:
         """Record the failure in history.json (no parameter file is written) and report it."""
         timing["train_seconds"] = time.perf_counter() - train_clock
+        if not root:  # every rank fails at the same step; rank 0 reports it
+            return exit_code
         _warn(f"error: {reason}")
         try:
             _write_json(history_path, _history(trainer, settings, "failed", timing, job.started, error=reason))
@@ -1066,10 +1247,12 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
         return exit_code
 
     try:
-        if job.resume_from is None:
+        if job.resume_from is None and root:
             pictures.draw("filters_before.png", filter_show, _first_filters(network))
         trainer.train()
         timing["train_seconds"] = time.perf_counter() - train_clock
+        if not root:
+            return EXIT_INTERRUPTED if trainer.interrupted else EXIT_OK
         # Pictures first and the parameters last, so the parameter file exists only after a success.
         if trainer.train_acc_list:
             pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
@@ -1082,6 +1265,8 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             raise _OutputError(f"cannot write {out_dir / params_file}: {_os_reason(error)}") from None
     except NonFiniteLossError as error:
         return failed(str(error), f"Try {job.lr_hint}. ", EXIT_FAILURE)
+    except RankDivergenceError as error:
+        return failed(str(error), "", EXIT_FAILURE)
     except MemoryError:
         return failed(f"out of memory while training on batches of {job.batch_size:,} images",
                       "Try a smaller --batch-size (or --eval-samples). ", EXIT_USAGE)
@@ -1109,6 +1294,12 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
     return EXIT_OK
 
 
+def _processes_text(settings: Dict[str, Any]) -> str:
+    threads = _plural(settings["threads"], "thread")
+    distributed = settings["distributed"]
+    return threads if distributed is None else f"{distributed['ranks']} processes x {threads}"
+
+
 def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "") -> None:
     if len(x) == 0:
         raise CommandError(f"{_dataset_title(dataset)} holds no {what} images{of_classes}")
@@ -1118,18 +1309,24 @@ def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "
 # evaluate
 
 
-def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
-    """The --classes of the run that wrote ``params_path``, from the history.json beside it
-    (only if it names this file and fits the network; anything unreadable counts as absent)."""
+def _recorded_settings(params_path: str) -> Dict[str, Any]:
+    """The settings of the run that wrote ``params_path``, from the history.json beside it when
+    it names this file; empty when there is none (anything unreadable counts as absent)."""
     history_path = Path(params_path).resolve().parent / "history.json"
     try:
         history = json.loads(history_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
-        return None
+        return {}
     settings = history.get("settings") if isinstance(history, dict) else None
     if not isinstance(settings, dict) or settings.get("params_file") != Path(params_path).name:
-        return None
-    classes = settings.get("classes")
+        return {}
+    return settings
+
+
+def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
+    """The --classes of the run that wrote ``params_path``, from the history.json beside it
+    (only if it fits the network)."""
+    classes = _recorded_settings(params_path).get("classes")
     if not isinstance(classes, list):
         return None
     if (len(classes) != outputs or len(set(classes)) != len(classes)
@@ -1221,6 +1418,81 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 # ----------------------------------------------------------------------------------------------
+# export
+
+# What every data set tinyconv reads gives, and so what the networks it trains expect.
+INPUT_NORMALIZATION = ("grey pixel values in [0, 1] (the 8-bit value / 255; 0 is the background of "
+                       "MNIST and Fashion-MNIST), no mean subtracted")
+
+
+def _export_classes(args: argparse.Namespace, outputs: int) -> Tuple[Optional[str], Optional[List[str]]]:
+    """The data set and the class names of the network's outputs, as far as they are known:
+    from --dataset and --classes, else from the history.json beside PARAMS."""
+    recorded = _recorded_settings(args.params)
+    dataset = args.dataset
+    if dataset is None and recorded.get("dataset") in DATASETS:
+        dataset = recorded["dataset"]
+    if dataset is None:
+        if args.classes is not None:
+            raise CommandError(f"--classes {_classes_text(args.classes)}: name the data set they are classes of "
+                               f"with --dataset")
+        return None, None
+    names = _class_names(dataset)
+    if args.classes is not None:
+        _check_classes(args.classes, dataset)
+        if len(args.classes) != outputs:
+            raise CommandError(f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
+                               f"but the network has {outputs} outputs")
+        classes: Optional[Tuple[int, ...]] = args.classes
+    else:
+        classes = _recorded_classes(args.params, outputs, len(names))
+        if classes is None and outputs == len(names):
+            classes = tuple(range(len(names)))
+    return _dataset_title(dataset), None if classes is None else [names[label] for label in classes]
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import INSTALL_HINT, LOGITS_NAME, PROBABILITIES_NAME, to_onnx
+
+    if _package_version("onnx") is None:
+        raise CommandError(f"exporting to ONNX needs the onnx package; install it with: {INSTALL_HINT}")
+    import onnx
+
+    newest = int(onnx.defs.onnx_opset_version())
+    if args.opset > newest:
+        raise CommandError(f"--opset {args.opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}")
+    output = Path(args.output)
+    if output.is_dir():
+        raise CommandError(f"{output} is a directory; MODEL must name the .onnx file to write")
+    params = _read_params(args.params)
+    network, net = _network_from(params, args.net, args.dtype, args.params)
+    outputs = _num_outputs(network)
+    dataset, classes = _export_classes(args, outputs)
+    _check_out_dir_can_be_made(output.parent, f"MODEL {output}")
+    created = not output.parent.exists()
+    _make_dir(output.parent)
+    try:
+        to_onnx(network, output, batch_size=args.batch_size, opset=args.opset, softmax=args.softmax,
+                input_shape=IMAGE_SHAPE, dataset=dataset, classes=classes, normalization=INPUT_NORMALIZATION)
+    except (ValueError, MemoryError, OSError) as error:
+        if created:  # a refused export leaves nothing behind
+            with contextlib.suppress(OSError):
+                output.parent.rmdir()
+        if isinstance(error, MemoryError):
+            raise CommandError(f"{args.params}: the network is too large for the memory to export") from None
+        if isinstance(error, OSError):
+            raise _OutputError(f"cannot write {output}: {_os_reason(error)}") from None
+        raise CommandError(str(error)) from None
+    batch = "batch" if args.batch_size is None else str(args.batch_size)
+    names = f"'{LOGITS_NAME}'" + (f" and '{PROBABILITIES_NAME}'" if args.softmax else "")
+    print(f"Wrote {output}: {_net_title(net, network)} from {args.params}, ONNX opset {args.opset}, {args.dtype}; "
+          f"input 'input' ({batch}, {', '.join(map(str, IMAGE_SHAPE))}), output {names} ({batch}, {outputs})")
+    if classes:
+        print(f"classes: {', '.join(classes)}" + (f" ({dataset})" if dataset else ""))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
 # filters and info
 
 
@@ -1284,6 +1556,42 @@ PICTURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif
                    "gif", "raw", "rgba")
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from .nets import build_network, network_from_params, reference_setup
+    from .serialization import ParamsFileError
+
+    if args.params is not None:
+        if args.num_classes is not None:
+            raise CommandError("--num-classes describes a network built by --net; PARAMS has its own classes")
+        params = _read_params(args.params)
+        try:
+            network = network_from_params(params, net=args.net or "auto", input_shape=args.input_shape,
+                                          source=args.params)
+        except ParamsFileError as error:
+            raise CommandError(str(error)) from None
+        except ValueError as error:
+            raise CommandError(f"{args.params}: {error}") from None
+        shape = args.input_shape or network.default_input_shape()
+    else:
+        name = args.net or "simple"
+        if name == "auto":
+            raise CommandError("--net auto recognises the network of a parameter file: give PARAMS, or name a network")
+        classes, shape = reference_setup(name)
+        shape = args.input_shape or shape
+        try:
+            network = build_network(name, num_classes=args.num_classes or classes, input_shape=shape, seed=0)
+        except ValueError as error:
+            raise CommandError(f"--net {name}: {error}") from None
+        except MemoryError:
+            raise CommandError(f"--net {name}: a network of these sizes is too large for the memory") from None
+    try:
+        summary = network.summary(shape, batch_size=args.batch_size, depth=args.depth)
+    except ValueError as error:  # an input the network cannot take (too small, wrong size for its fc)
+        raise CommandError(f"--input-shape {','.join(map(str, shape))}: {error}") from None
+    print(summary)
+    return EXIT_OK
+
+
 def _picture_formats() -> List[str]:
     """The file suffixes ``tinyconv filters`` can write: PICTURE_FORMATS that this matplotlib
     knows."""
@@ -1332,11 +1640,30 @@ def _info(args: argparse.Namespace) -> int:
     print("Optional packages:")
     for module_name, purpose, extra in (("matplotlib", "pictures", "plot"),
                                         ("tqdm", "progress bars", "progress"),
-                                        ("platformdirs", "standard cache directory", "cache")):
+                                        ("platformdirs", "standard cache directory", "cache"),
+                                        ("onnx", "tinyconv export", "onnx")):
         version = _package_version(module_name)
         state = version if version else f'not installed (pip install "tinyconv[{extra}]")'
         print(f"  {module_name} ({purpose}): {state}")
+    _print_mpi_info()
     return EXIT_OK
+
+
+def _print_mpi_info() -> None:
+    """The MPI library and world size, for --distributed; importing mpi4py initialises MPI (as a
+    process of its own when not started by mpiexec), which only 'info' and --distributed do."""
+    from .distributed import MPI_INSTALL_HINT, import_mpi, mpi_summary
+
+    if importlib.util.find_spec("mpi4py") is None:
+        print(f"  mpi4py (--distributed): not installed ({MPI_INSTALL_HINT})")
+        return
+    try:
+        summary = mpi_summary(import_mpi())
+    except (ImportError, RuntimeError) as error:  # mpi4py without a loadable MPI library
+        print(f"  mpi4py (--distributed): installed, but MPI cannot start: {error}")
+        return
+    print(f"  mpi4py (--distributed): {summary['mpi4py']}; MPI {summary['standard']} library: "
+          f"{summary['library']}; world size {summary['world_size']}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1357,14 +1684,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     import tinyconv
 
-    threads_before = tinyconv.get_num_threads()
+    threads_before, threads_chosen = tinyconv.get_num_threads(), tinyconv._threads_chosen
     try:
+        args.comm = _world_comm() if getattr(args, "distributed", False) else None
         return args.handler(args)
     except CommandError as error:
         _warn(f"error: {error}")
+        _abort_other_ranks(args, error.exit_code)
         return error.exit_code
     except _OutputError as error:  # a write that failed after the work was done
         _warn(f"error: {error}")
+        _abort_other_ranks(args, EXIT_FAILURE)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         _warn("\nInterrupted.")
@@ -1378,10 +1708,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILURE
     except OSError as error:  # e.g. a full disk or a read-only output directory
         _warn(f"error: {error}")
+        _abort_other_ranks(args, EXIT_FAILURE)
         return EXIT_FAILURE
     finally:
         # --threads is process-wide; give callers of main() (tests, notebooks) their setting back.
         tinyconv.set_num_threads(threads_before)
+        tinyconv._threads_chosen = threads_chosen
+
+
+def _abort_other_ranks(args: argparse.Namespace, exit_code: int) -> None:
+    """With --distributed, an error one rank found alone (its data, its output directory) would
+    leave the others waiting for it in a collective: end them all."""
+    comm = getattr(args, "comm", None)
+    if comm is not None and comm.Get_size() > 1:
+        sys.stderr.write(f"tinyconv: rank {comm.Get_rank()} of {comm.Get_size()} stopped; aborting all ranks\n")
+        sys.stderr.flush()
+        comm.Abort(exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m tinyconv` goes through __main__.py

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import functional as F
 from .layers import BatchNormalization, Convolution, Layer, Pooling, Relu, StepResult
+from .summary import SummaryRow, container_row
 
 __all__ = ["Sequential", "Residual", "FUSIONS", "named_arrays", "has_trainable_parameters"]
 
@@ -216,6 +217,23 @@ def named_arrays(layer: Any, prefix: str = "") -> Iterator[ArraySlot]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Summaries: containers pass each child the shape it receives
+
+
+def _path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _rows_of(layer: Any, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+    """``layer``'s summary rows, its own first."""
+    rows = getattr(layer, "summary_rows", None)
+    if rows is None:
+        raise TypeError(f"layer {name!r} ({type(layer).__name__}) cannot be summarised: it does not declare "
+                        "summary_rows/output_shape (derive it from tinyconv.layers.Layer)")
+    return rows(tuple(input_shape), name)
+
+
+# ----------------------------------------------------------------------------------------------
 # Containers
 
 
@@ -292,6 +310,23 @@ class Sequential(Layer):
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for layer in self.layer_list())
 
+    def children_rows(self, input_shape: Tuple[int, ...], prefix: str) -> Tuple[List[SummaryRow], Tuple[int, ...]]:
+        """The summary rows of the layers, named under ``prefix``, and the output shape."""
+        rows: List[SummaryRow] = []
+        shape = tuple(input_shape)
+        for name, layer in self.named_children():
+            layer_rows = _rows_of(layer, shape, _path(prefix, name))
+            rows += layer_rows
+            shape = layer_rows[0].output_shape
+        return rows, shape
+
+    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+        rows, output_shape = self.children_rows(input_shape, name)
+        return [container_row(name, self, input_shape, output_shape, rows)] + rows
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        return self.children_rows(input_shape, "")[1]
+
     def forward(self, x, train_flg: bool = False):
         return self.step_forward(x, train_flg, False)[0]
 
@@ -328,6 +363,23 @@ class Residual(Layer):
 
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for _, layer in self.named_children())
+
+    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+        # Both branches receive the block's input.
+        rows, output_shape = self.body.children_rows(input_shape, name)
+        if self.shortcut is not None:
+            shortcut_rows = _rows_of(self.shortcut, input_shape, _path(name, self.shortcut_name))
+            rows += shortcut_rows
+            shortcut_shape = shortcut_rows[0].output_shape
+        else:
+            shortcut_shape = tuple(input_shape)
+        if shortcut_shape != output_shape:
+            raise ValueError(f"residual block {name!r}: the body gives shape {output_shape} but the shortcut "
+                             f"{shortcut_shape}, for input shape {tuple(input_shape)}")
+        return [container_row(name, self, input_shape, output_shape, rows)] + rows
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        return self.summary_rows(input_shape, "")[0].output_shape
 
     def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
         # x has two consumers: neither branch may overwrite it.

@@ -42,16 +42,17 @@ of parameters that get no gradient (see :meth:`tinyconv.network.Network.freeze`)
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import functional as F
-from ._validate import as_pair, float_dtype
+from ._validate import as_pair, as_positive_int, check_window, float_dtype
 # DLfS's common/layers.py does ``from common.functions import *`` and imports im2col/col2im, so
 # its star import hands all of these (and ``np``) to a script; ours must too (see __all__).
 from .functions import (cross_entropy_error, identity_function, mean_squared_error, relu, relu_grad, sigmoid,
                         sigmoid_grad, softmax, softmax_loss, step_function)
+from .summary import SummaryRow
 from .util import col2im, im2col
 
 __all__ = [
@@ -99,6 +100,58 @@ class Layer:
     def has_trainable_parameters(self) -> bool:
         return any(getattr(self, attribute) is not None and attribute not in self.frozen
                    for _, attribute, _ in self.parameter_slots)
+
+    # What a summary (tinyconv.summary) asks each layer. Shapes include the batch dimension.
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """The shape of the output for an input of ``input_shape``; the default is for layers
+        that work value by value (activations, dropout, batch norm)."""
+        return tuple(input_shape)
+
+    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+        """Multiply-adds of one forward pass over an input of ``input_shape``, counted for the
+        convolutions and fully connected layers only (see :mod:`tinyconv.summary`)."""
+        return 0
+
+    def parameter_count(self) -> Tuple[int, int]:
+        """(all parameters, those not frozen): the sizes of the arrays in ``parameter_slots``."""
+        sizes = [(int(np.size(getattr(self, attribute))), attribute not in self.frozen)
+                 for _, attribute, _ in self.parameter_slots if getattr(self, attribute, None) is not None]
+        return sum(size for size, _ in sizes), sum(size for size, trainable in sizes if trainable)
+
+    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+        """This layer's row of a summary (containers return theirs and their children's)."""
+        output_shape = self.output_shape(input_shape)
+        total, trainable = self.parameter_count()
+        return [SummaryRow(name, type(self).__name__, tuple(input_shape), tuple(output_shape), total, trainable,
+                           self.multiply_adds(input_shape), True, self)]
+
+
+def _checked_shape(input_shape: Sequence[int], ndim: Optional[int] = None, what: str = "input") -> Tuple[int, ...]:
+    """``input_shape`` as a tuple of ints (the batch may be 0, the rest at least 1)."""
+    try:
+        dims = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"{what} shape must be a tuple of ints, got {input_shape!r}") from None
+    if not dims or (ndim is not None and len(dims) != ndim):
+        raise ValueError(f"{what} shape must have {ndim or 'at least 1'} entries, got {input_shape!r}")
+    return tuple(as_positive_int(d, f"{what} shape[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))
+
+
+def _fully_connected_shape(layer_name: str, input_shape: Sequence[int], in_features: int,
+                           out_features: int) -> Tuple[int, int]:
+    """(N, out_features) for an input (N, ...) flattened to (N, in_features)."""
+    dims = _checked_shape(input_shape)
+    features = int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
+    if features != in_features:
+        raise ValueError(f"{layer_name} takes {in_features} features per sample, got input shape {dims} "
+                         f"({features} features)")
+    return dims[0], out_features
+
+
+def _window_shape(input_shape: Sequence[int], window: Tuple[int, int], stride, pad, what: str) -> Tuple[int, int]:
+    dims = _checked_shape(input_shape, 4)
+    return check_window(dims, "input shape", window, what, as_pair(stride, "stride", 1), as_pair(pad, "pad", 0))
 
 # DLfS writes the batch-norm epsilon as 10e-7 (= 1e-6); kept for identical results.
 _BN_EPS = 10e-7
@@ -220,6 +273,12 @@ class Affine(Layer):
         if not train:
             return F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1])), True
         return self.forward(x), True
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        return _fully_connected_shape("Affine", input_shape, *np.shape(self.W))
+
+    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+        return self.output_shape(input_shape)[0] * int(np.size(self.W))
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, need_dx=need_dx), True
@@ -552,10 +611,17 @@ class Convolution(Layer):
 
     def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         """(N, FN, OH, OW) for an input of shape (N, C, H, W)."""
-        (sh, sw), (ph, pw) = as_pair(self.stride, "stride", 1), as_pair(self.pad, "pad", 0)
-        fn, _, fh, fw = np.shape(self.W)
-        n, _, h, w = input_shape
-        return (n, fn, (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1)
+        fn, channels, fh, fw = np.shape(self.W)
+        oh, ow = _window_shape(input_shape, (fh, fw), self.stride, self.pad, "filter")
+        if input_shape[1] != channels:
+            raise ValueError(f"Convolution with filters {np.shape(self.W)} takes {channels} input channels, got "
+                             f"input shape {tuple(input_shape)}")
+        return (int(input_shape[0]), fn, oh, ow)
+
+    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+        """N * FN * OH * OW * C * FH * FW: one multiply-add per filter weight and output value."""
+        n, fn, oh, ow = self.output_shape(input_shape)
+        return n * oh * ow * int(np.size(self.W))
 
     def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
         if not train:
@@ -642,6 +708,10 @@ class Pooling(Layer):
     def step_backward(self, dout, dout_owned: bool, need_dx: bool, through_relu: bool = False) -> StepResult:
         return self.backward(dout, through_relu=through_relu), True
 
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        oh, ow = _window_shape(input_shape, (self.pool_h, self.pool_w), self.stride, self.pad, "pooling window")
+        return (int(input_shape[0]), int(input_shape[1]), oh, ow)
+
 
 class Linear(Layer):
     """Fully connected layer with PyTorch's weight layout: ``x @ W.T + b``, W: (M, D) (``weight``),
@@ -687,6 +757,13 @@ class Linear(Layer):
     def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
         return (self.forward(x) if train else self._forward(x)), True
 
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        out_features, in_features = np.shape(self.W)
+        return _fully_connected_shape("Linear", input_shape, in_features, out_features)
+
+    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+        return self.output_shape(input_shape)[0] * int(np.size(self.W))
+
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, need_dx=need_dx), True
 
@@ -704,6 +781,10 @@ class GlobalAvgPooling(Layer):
 
     def backward(self, dout):
         return F.global_avg_pool2d_backward(dout, self.input_shape)
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        n, c, _, _ = _checked_shape(input_shape, 4)
+        return (n, c)
 
     def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
         return self.forward(x), True
@@ -751,6 +832,11 @@ class ChannelPadShortcut(Layer):
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
         return (self.backward(dout) if need_dx else None), True
+
+    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        n, c, h, w = _checked_shape(input_shape, 4)
+        self._padding(c)
+        return (n, self.out_channels, -(-h // self.stride), -(-w // self.stride))
 
     def __repr__(self) -> str:
         return f"ChannelPadShortcut(stride={self.stride}, out_channels={self.out_channels})"

@@ -104,6 +104,10 @@ class TwoLayerNet(Network):
     def lastLayer(self, layer: SoftmaxWithLoss) -> None:  # noqa: N802
         self.last_layer = layer
 
+    def default_input_shape(self) -> Tuple[int]:
+        """(input_size,): one flattened sample."""
+        return (self.input_size,)
+
     def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`, as DLfS's
         ``ch05/gradient_check.py`` does), as float64 arrays: evaluated on a float64 copy of the
@@ -160,6 +164,10 @@ class SimpleConvNet(Network):
         for index, name in enumerate(("Conv1", "Affine1", "Affine2"), start=1):
             self._register(f"W{index}", self.layers[name], "W")
             self._register(f"b{index}", self.layers[name], "b")
+
+    def default_input_shape(self) -> Tuple[int, ...]:
+        """``input_dim`` (C, H, W), the image size the network was built for."""
+        return self.input_dim
 
     def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`), as float64
@@ -252,6 +260,10 @@ class DeepConvNet(Network):
             self._register(f"W{index}", layer, "W")
             self._register(f"b{index}", layer, "b")
 
+    def default_input_shape(self) -> Tuple[int, ...]:
+        """``input_dim`` (C, H, W), the image size the network was built for."""
+        return self.input_dim
+
     def loss(self, x, t, train_flg: bool = True):
         """Training-mode loss by default, as DLfS's ``DeepConvNet.loss`` (dropout active)."""
         return super().loss(x, t, train_flg)
@@ -322,6 +334,10 @@ class MultiLayerNet(Network):
             for idx in range(1, self.hidden_layer_num + 1):
                 self._register(f"running_mean{idx}", self.layers[f"BatchNorm{idx}"], "running_mean")
                 self._register(f"running_var{idx}", self.layers[f"BatchNorm{idx}"], "running_var")
+
+    def default_input_shape(self) -> Tuple[int]:
+        """(input_size,): one flattened sample."""
+        return (self.input_size,)
 
     def _init_weight(self, weight_init_std: Union[str, float]) -> None:
         all_size_list = [self.input_size] + self.hidden_size_list + [self.output_size]
@@ -447,6 +463,18 @@ def training_defaults(name: str) -> Dict[str, Any]:
                 "sampling": "permutation"}
     return {"optimizer": "Adam", "lr": 0.001, "batch_size": 100, "lr_schedule": "constant",
             "sampling": "replacement"}
+
+
+def reference_setup(name: str) -> Tuple[int, Tuple[int, int, int]]:
+    """(classes, input shape (C, H, W)) that network ``name`` is usually described with: the
+    ImageNet ResNets 1000 classes of 3x224x224 images (torchvision's, so the parameter counts are
+    the published ones: 25,557,032 for ResNet-50), the CIFAR ResNets 10 classes of 32x32 images,
+    DLfS's networks 10 classes of 28x28 images (MNIST); one channel but for the ImageNet ResNets,
+    as :func:`build_network` makes them."""
+    stem = _RESNET_SHAPES[name][0] if _checked_name(name) in _RESNET_SHAPES else None
+    if stem == "imagenet":
+        return 1000, (3, 224, 224)
+    return 10, ((1, 32, 32) if stem == "cifar" else (1, *_DEFAULT_IMAGE_SIZE))
 
 
 def build_network(name: str, *, num_classes: int = 10, in_channels: Optional[int] = None,

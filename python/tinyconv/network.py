@@ -14,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .containers import ArraySlot, Sequential, named_arrays
 from .gradient import numerical_gradient
 from .layers import SoftmaxWithLoss
+from ._validate import as_positive_int
 from .serialization import ParamsFileError, read_params, save_params
+from .summary import NetworkSummary
 
 __all__ = ["Network", "RandomSource", "matches_prefix", "network_of_parameter"]
 
@@ -366,6 +368,41 @@ class Network:
         ``strict=False``; the running statistics then keep their current values.
         """
         self.load_state_dict(read_params(file_name), strict=strict, source=str(file_name))
+
+    # -- what the network is made of ------------------------------------------------------
+
+    def default_input_shape(self) -> Optional[Tuple[int, ...]]:
+        """The shape of one input sample the network was built for ((C, H, W) or (D,)), or
+        ``None`` when any size works and none is implied (subclasses say)."""
+        return None
+
+    def summary(self, input_shape: Optional[Sequence[int]] = None, *, batch_size: int = 1,
+                depth: Optional[int] = None) -> NetworkSummary:
+        """The table a learner wants first: each layer (its name, as in the parameter names),
+        its output shape, its parameters and its multiply-adds for a batch of ``batch_size``
+        samples of ``input_shape`` (one sample's shape, (C, H, W) or (D,); default: what the
+        network was built for, :meth:`default_input_shape`), with the totals. ``print()`` it, or
+        read its ``rows`` and ``total_parameters``/``total_multiply_adds``.
+
+        ``depth``: how deep the printed table goes (``None``: every layer; ``1``: a ResNet's
+        stem, stages and head; ``2``: each residual block as one row). Multiply-adds are counted
+        for convolutions and fully connected layers (see :mod:`tinyconv.summary`). Nothing is
+        computed on data: the shapes follow from the layers' sizes. A shape that does not fit
+        the network raises ``ValueError`` naming the layer."""
+        if input_shape is None:
+            input_shape = self.default_input_shape()
+            if input_shape is None:
+                raise ValueError(f"{type(self).__name__} takes inputs of any size: pass input_shape, "
+                                 "e.g. (3, 224, 224)")
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape:
+            raise ValueError(f"input_shape must be one sample's shape, e.g. (1, 28, 28) or (784,), got {input_shape!r}")
+        sample = tuple(as_positive_int(d, f"input_shape[{i}]") for i, d in enumerate(input_shape))
+        batch = as_positive_int(batch_size, "batch_size")
+        if depth is not None:
+            depth = as_positive_int(depth, "depth")
+        shape = (batch,) + sample
+        rows, _ = self._root().children_rows(shape, "")
+        return NetworkSummary(f"{type(self).__name__} ({self.dtype})", shape, rows, depth)
 
     def __repr__(self) -> str:
         n_params = sum(int(np.size(v)) for v in self.params.values())

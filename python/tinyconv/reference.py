@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from ._validate import (as_flag, as_float_array, as_index_array, as_input_shape, as_pair, as_positive_int, as_real,
+from ._validate import (as_array, as_flag, as_float_array, as_index_array, as_input_shape, as_pair, as_positive_int, as_real,
                         check_window, ndim_of)
 
 __all__ = [
@@ -82,7 +82,7 @@ def _compute_dtype(*values: object) -> np.dtype:
     dtypes = []
     for v in values:
         try:
-            dtypes.append(np.asarray(v).dtype)
+            dtypes.append(as_array(v).dtype)
         except Exception:  # ragged lists and the like
             continue
     floating = [d for d in dtypes if d.kind == "f"]

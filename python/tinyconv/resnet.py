@@ -157,6 +157,12 @@ class ResNet(Network):
                 shortcut = ChannelPadShortcut(stride, out_channels)
         return Residual(Sequential(body), shortcut, relu=True)
 
+    def default_input_shape(self) -> Tuple[int, int, int]:
+        """What the architecture was designed for: 224x224 images for the ImageNet stem, 32x32
+        for the CIFAR one (any size works)."""
+        side = 224 if self.stem == "imagenet" else 32
+        return (self.in_channels, side, side)
+
     # -- transfer learning ------------------------------------------------------------------
 
     def replace_head(self, num_classes: int, *, seed: Optional[int] = None) -> None:

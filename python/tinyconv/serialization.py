@@ -476,13 +476,23 @@ def load_pickle_file(path: PathLike) -> Any:
     :class:`ParamsFileError` naming the file."""
     name = os.fspath(path)
     with open(name, "rb") as handle:
-        try:
-            return safe_pickle_load(handle)
-        except UnsafePickleError as exc:
-            raise UnsafePickleError(f"{name}: {exc}") from None
-        except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
-            raise ParamsFileError(f"{name}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
+        return _load_pickle_named(handle, name)
+
+
+def load_pickle_bytes(data: bytes, name: str) -> Any:
+    """:func:`load_pickle_file` for the bytes of a file named ``name`` (read elsewhere: e.g. by
+    rank 0 of a data-parallel run and broadcast)."""
+    return _load_pickle_named(io.BytesIO(data), name)
+
+
+def _load_pickle_named(handle: IO[bytes], name: str) -> Any:
+    try:
+        return safe_pickle_load(handle)
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{name}: {exc}") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
+        raise ParamsFileError(f"{name}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
 
 
 def read_params(path: PathLike) -> Dict[str, np.ndarray]:

@@ -75,6 +75,37 @@ What differs from DLfS, and why:
   ``current_iter``, so a resumed run continues it; raising ``epochs`` on resume stretches it.
 * ``callback(trainer, record)`` is called after each epoch with a dict (``epoch``, ``loss``,
   ``train_acc``, ``test_acc``, ``seconds``); its return value is ignored.
+* **Data-parallel training over MPI.** ``comm=`` an ``mpi4py`` intra-communicator (e.g.
+  ``MPI.COMM_WORLD`` of a program started with ``mpiexec -n K``; ``pip install "tinyconv[mpi]"``)
+  trains one model on K processes, on one host or many, with the same results as one process
+  training on the same global batches (up to the rounding of the sum over the ranks: relative
+  1e-12 in float64). Every rank constructs the trainer at the same point with the same data and
+  settings. ``mini_batch_size`` is the *global* batch: each step every rank draws the same batch
+  from the shared seed (``seed``, or rank 0's fresh one, broadcast) and computes the gradient of
+  its contiguous shard (sizes differ by at most one sample when K does not divide the batch; a
+  shard's gradient is weighted by its size, so the sum is the full batch's mean gradient; a shard
+  may be empty when the batch is smaller than K). The gradients, the loss and a stop flag travel
+  in one flat buffer summed by a single in-place ``Allreduce`` per step; every rank then applies
+  the same update, so the parameters stay bitwise identical, which a fingerprint ``Allgather``
+  checks every ``check_every`` steps (default 100) and at each epoch's end
+  (:class:`~tinyconv.distributed.RankDivergenceError` on every rank if not). Rank 0's parameters
+  and buffers are broadcast at construction, so the ranks start identical. A NaN loss or gradient
+  on any rank reaches every rank through the sum, so all raise :class:`NonFiniteLossError` at the
+  same step; Ctrl-C (``mpiexec`` forwards it) stops all ranks after the same step; any other
+  exception on a rank prints the rank, host and traceback and aborts the job (``MPI_Abort``), since
+  the other ranks would wait for it forever. Accuracies are measured on shards and the counts
+  summed (every rank gets the numbers); only rank 0 prints, shows progress and writes the
+  checkpoint, which holds nothing that depends on the number of ranks: a run resumes with any K.
+  Each rank's dropout masks come from its own stream (the network's generator, or ``np.random``
+  for a network without one, jumped by the rank; rank 0's is the checkpointed one). **Batch
+  norm** normalises with each rank's own shard statistics, as PyTorch's DistributedDataParallel
+  (no synchronised batch norm), so a network with batch norm trains like K processes with
+  batches of size batch/K, not like one process; the running statistics each rank gathers are
+  averaged over the ranks before every evaluation, checkpoint and at the end of ``train()``. The callback runs on every rank with the same record
+  (guard file writing with ``trainer.rank == 0``). Unless ``OMP_NUM_THREADS`` or
+  :func:`tinyconv.set_num_threads` chose another count, each rank uses the host's processors
+  divided by the ranks on that host. Only tinyconv networks, and not with ``dlfs_compat``. With a
+  communicator of one rank the trainer behaves as without one (its exceptions propagate).
 """
 from __future__ import annotations
 
@@ -90,9 +121,10 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 
 import numpy as np
 
+from .distributed import DataParallel, RankDivergenceError
 from .nets import Network
 from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, ParamGroup, RMSprop, get_optimizer
-from .serialization import ParamsFileError, load_pickle_file, save_pickle
+from .serialization import ParamsFileError, load_pickle_bytes, load_pickle_file, save_pickle
 
 __all__ = ["Trainer", "LR_SCHEDULES", "LOG_STYLES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError",
            "UnnormalizedInputWarning", "CheckpointError",
@@ -549,6 +581,11 @@ class Trainer:
         dlfs_compat: run DLfS's own schedule (evaluation after the first step of each epoch, a
             float ``iter_per_epoch``, the loss from a second forward pass after the update), so the
             three lists equal DLfS's under the same seed; see the module docstring.
+        comm: an ``mpi4py`` intra-communicator: train data-parallel over its ranks, with
+            ``mini_batch_size`` the global batch; see the module docstring. Construction is
+            collective. ``rank`` and ``num_ranks`` tell where this process stands.
+        check_every: with ``comm``, compare the ranks' parameters every this many steps (and at
+            each epoch's end).
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test,
@@ -559,7 +596,7 @@ class Trainer:
                  callback: Optional[Callable[["Trainer", Dict[str, Any]], Any]] = None,
                  checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None, resume: bool = False,
                  progress: Optional[bool] = None, lr_schedule: LrSchedule = "constant",
-                 log: str = "dlfs", dlfs_compat: bool = False):
+                 log: str = "dlfs", dlfs_compat: bool = False, comm: Any = None, check_every: int = 100):
         if sampling not in _SAMPLING_MODES:
             raise ValueError(f"sampling must be 'replacement' or 'permutation', got {sampling!r}")
         if not isinstance(log, str) or log not in LOG_STYLES:
@@ -583,6 +620,12 @@ class Trainer:
         if not callable(lr_schedule) and (not isinstance(lr_schedule, str) or lr_schedule not in LR_SCHEDULES):
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), "
                              f"got {lr_schedule!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, (int, np.integer)) or check_every < 1:
+            raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+        if comm is not None and not isinstance(network, Network):
+            raise TypeError(f"comm= (data-parallel training) needs a tinyconv network, got {type(network).__name__}")
+        if comm is not None and dlfs_compat:
+            raise ValueError("dlfs_compat=True runs DLfS's single-process schedule; it cannot be combined with comm=")
 
         self.network = network
         self.verbose = verbose
@@ -598,6 +641,14 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.dlfs_compat = bool(dlfs_compat)
+        # Collective: every rank gets here with the same arguments (see the module docstring).
+        self._parallel = None if comm is None else DataParallel(comm, network, int(check_every))
+        if self._parallel is not None:
+            seed = self._parallel.shared_seed(seed)
+            self._set_threads_per_rank()
+            # Only rank 0 reports; the others train silently.
+            self.verbose = verbose and self._parallel.rank == 0
+            self.progress = progress if self._parallel.rank == 0 else False
         self.rng = None if seed is None else np.random.default_rng(seed)
 
         if isinstance(optimizer, Optimizer):
@@ -622,9 +673,29 @@ class Trainer:
         self.interrupted = False
         self._iter_at_last_eval: Optional[int] = None
         self._permutation: Optional[np.ndarray] = None
-        self._input_scale_checked = False
+        self._input_scale_checked = self.rank != 0  # with comm, rank 0 checks its shard: one warning
+        self._guard: Optional[_InterruptGuard] = None
+        self._stop_agreed = False  # with comm: whether any rank asked to stop in the last step
         self._losses_since_eval: List[float] = []
         self._period_started = time.perf_counter()
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in ``comm`` (0 without one)."""
+        return 0 if self._parallel is None else self._parallel.rank
+
+    @property
+    def num_ranks(self) -> int:
+        """The number of processes training together (1 without ``comm``)."""
+        return 1 if self._parallel is None else self._parallel.size
+
+    def _set_threads_per_rank(self) -> None:
+        """The host's processors shared among its ranks, unless the user chose a thread count."""
+        import tinyconv
+
+        threads = self._parallel.threads_per_rank(int(tinyconv.config()["num_procs"]))  # collective
+        if not tinyconv._threads_chosen:
+            tinyconv._core.set_num_threads(threads)  # still the default: not the user's choice
 
     @property
     def max_iter(self) -> int:
@@ -691,6 +762,8 @@ class Trainer:
         """The next mini-batch (``step`` indexes the epoch's permutation); the first one is checked
         for unnormalised inputs."""
         batch = self._batch_indices(step)
+        if self._parallel is not None:
+            batch = batch[self._parallel.shard(len(batch))]
         x_batch, t_batch = self.x_train[batch], self.t_train[batch]
         if not self._input_scale_checked:
             self._input_scale_checked = True
@@ -699,24 +772,38 @@ class Trainer:
 
     def _train_step(self, step: int) -> float:
         factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
+        # The whole batch's size (an epoch's last permutation batch may be short), for the weights.
+        global_batch = (min(self.batch_size, self.train_size - step * self.batch_size)
+                        if self.sampling == "permutation" else self.batch_size)
         x_batch, t_batch = self._draw_batch(step)
         # A diverging run overflows in NumPy code (weight decay, batch norm) before the loss turns
         # non-finite; NonFiniteLossError reports that more clearly than a stream of warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            grads = self.network.gradient(x_batch, t_batch)
-            if isinstance(self.network, Network):
-                loss = float(self.network.last_loss)
-                # Both checks come before the update: the parameters stay usable.
-                self._check_loss(loss, step)
-                self._check_gradients(grads, loss, step)
-                self._update(grads, factor)
-            else:
+            if not isinstance(self.network, Network):
+                grads = self.network.gradient(x_batch, t_batch)
                 self._check_gradients(grads, None, step)
                 self._update(grads, factor)
                 loss = float(self.network.loss(x_batch, t_batch))
                 self._check_loss(loss, step)
+            else:
+                if self._parallel is None:
+                    grads = self.network.gradient(x_batch, t_batch)
+                    loss = float(self.network.last_loss)
+                else:
+                    # A Ctrl-C seen by any rank travels in the step's message, so that every rank
+                    # stops after the same step (each rank's signal may come at another moment).
+                    requested = self._guard is not None and self._guard.requested
+                    grads, loss, self._stop_agreed = self._parallel.averaged_gradient(
+                        self.network, x_batch, t_batch, global_batch, requested)
+                # Both checks come before the update: the parameters stay usable. With comm they
+                # read the reduced values, so every rank takes the same decision.
+                self._check_loss(loss, step)
+                self._check_gradients(grads, loss, step)
+                self._update(grads, factor)
         self.train_loss_list.append(loss)
         self.current_iter += 1
+        if self._parallel is not None and self.current_iter % self._parallel.check_every == 0:
+            self._parallel.check_identical(self.network, self.current_iter)
         return loss
 
     def _dlfs_train_step(self) -> float:
@@ -777,10 +864,15 @@ class Trainer:
         if self.evaluate_sample_num_per_epoch is not None:
             n = self.evaluate_sample_num_per_epoch
             x_train, t_train, x_test, t_test = x_train[:n], t_train[:n], x_test[:n], t_test[:n]
-        train_acc = float(self.network.accuracy(x_train, t_train))
-        test_acc = float(self.network.accuracy(x_test, t_test))
+        train_acc, test_acc = self._accuracies([(x_train, t_train), (x_test, t_test)])
         self._iter_at_last_eval = self.current_iter
         return train_acc, test_acc
+
+    def _accuracies(self, sets: List[Tuple[Any, Any]]) -> List[float]:
+        if self._parallel is None:
+            return [float(self.network.accuracy(x, t)) for x, t in sets]
+        self._parallel.average_buffers(self.network)
+        return self._parallel.correct_counts(self.network, sets)
 
     def _show_progress(self) -> bool:
         if self.progress is not None:
@@ -805,7 +897,7 @@ class Trainer:
             for step in range(self.iter_per_epoch):
                 losses.append(self.train_step(step))
                 bar.update(losses[-1])
-                if guard.requested:
+                if self._stop_requested(guard):
                     return False
         finally:
             bar.close()
@@ -813,6 +905,9 @@ class Trainer:
         self._period_started = started
         self._end_of_evaluation_period(epoch, losses)
         return True
+
+    def _stop_requested(self, guard: _InterruptGuard) -> bool:
+        return guard.requested if self._parallel is None else self._stop_agreed
 
     def _end_of_evaluation_period(self, epoch: int, losses: List[float]) -> None:
         """Measure the accuracies, record them, report, call back and write the checkpoint: at
@@ -834,20 +929,40 @@ class Trainer:
                   f"train acc {train_acc:.4f}, test acc {test_acc:.4f}, {seconds:.1f} s", flush=True)
         if self.callback is not None:
             self.callback(self, record)
-        if self.checkpoint is not None:
+        if self._parallel is not None:
+            self._parallel.check_identical(self.network, self.current_iter)
+        if self.checkpoint is not None and self.rank == 0:
             self.save_checkpoint(self.checkpoint)
         self._period_started = time.perf_counter()
 
     def train(self) -> None:
         """Train until ``epochs`` epochs are complete (resuming from ``checkpoint`` if asked),
         then measure the final test accuracy on the whole test set (``final_test_acc``)."""
-        if self.resume and self.checkpoint is not None and os.path.exists(self.checkpoint):
+        if self._parallel is None:
+            self._train()
+            return
+        try:
+            self._train()
+        except (NonFiniteLossError, RankDivergenceError):
+            raise  # decided on reduced values: every rank raises it at the same step
+        except BaseException as error:  # noqa: B036 - one rank alone: the others would hang
+            self._parallel.abort(error, f"at epoch {self.current_epoch + 1}, global step {self.current_iter + 1}")
+            raise
+
+    def _checkpoint_exists(self) -> bool:
+        if self._parallel is None:
+            return os.path.exists(self.checkpoint)
+        return self._parallel.exists_on_root(self.checkpoint)
+
+    def _train(self) -> None:
+        if self.resume and self.checkpoint is not None and self._checkpoint_exists():
             self.load_checkpoint(self.checkpoint)
             if self.verbose:
                 print(f"resumed from {self.checkpoint} after epoch {self.current_epoch}/{self.epochs}", flush=True)
             self.resume = False  # a second train() call continues in memory
         self.interrupted = False
         with _InterruptGuard() as guard:
+            self._guard = guard
             if self.dlfs_compat:
                 self._period_started = time.perf_counter()
                 while self.current_iter < self.max_iter:
@@ -860,15 +975,16 @@ class Trainer:
                     if not self._run_epoch(guard):
                         self.interrupted = True
                         break
-        if self.interrupted:
+        if self.interrupted and self.rank == 0:
             print(f"training interrupted after {self.current_iter} steps "
                   f"({self.current_epoch} complete epochs)", file=sys.stderr, flush=True)
 
+        self._guard = None
         if (self.evaluate_sample_num_per_epoch is None and self.test_acc_list
                 and self._iter_at_last_eval == self.current_iter):
             self.final_test_acc = self.test_acc_list[-1]  # measured on the full test set just now
         else:
-            self.final_test_acc = float(self.network.accuracy(self.x_test, self.t_test))
+            self.final_test_acc = self._accuracies([(self.x_test, self.t_test)])[0]
         if self.verbose:
             print("=============== Final Test Accuracy ===============")
             print("test acc:" + str(self.final_test_acc), flush=True)
@@ -932,12 +1048,17 @@ class Trainer:
         """
         self._refuse_checkpoints_in_dlfs_mode()
         name = os.fspath(path)
-        state = load_pickle_file(name)
+        if self._parallel is None:
+            state = load_pickle_file(name)
+        else:  # rank 0 reads, every rank checks: the same decision everywhere
+            state = load_pickle_bytes(self._parallel.bytes_from_root(name), name)
         try:
             checked = self._checked_checkpoint(state, name)
         except _FieldError as exc:
             raise CheckpointError(name, exc.field, exc.problem) from None
         self._apply_checkpoint(checked, name)
+        if self._parallel is not None:
+            self._parallel.decorrelate_dropout(self.network)
 
     def _checked_checkpoint(self, state: Any, name: str) -> _Checkpoint:
         format_name = state.get("format") if isinstance(state, dict) else None

@@ -14,23 +14,32 @@ task learn a related one from few labels better than the same network trained fr
    trained from scratch already does about as well as the fine-tuned one; the gain shows with
    fewer labels.
 
-Run:  python examples/08_transfer_learning.py            (about 10 minutes on 2 cores)
-      python examples/08_transfer_learning.py --labelled 500   (the 500-image experiment only)
-      python examples/08_transfer_learning.py --freeze layer1 layer2   (also freeze early stages)
+Results (the defaults, seeds 0-2, all 5,000 test images of classes 5-9; mean test accuracy
+fine-tuned / from scratch): 500 labels 93.77 % / 93.63 %, 100 labels 84.68 % / 82.98 %, 50 labels
+72.55 % / 55.69 %. Writes ``transfer_learning.png`` (both arms per number of labels) when
+matplotlib is installed.
+
+Run:  python examples/12_transfer_learning.py            (about 10 minutes on 2 cores)
+      python examples/12_transfer_learning.py --labelled 500   (the 500-image experiment only)
+      python examples/12_transfer_learning.py --freeze layer1 layer2   (also freeze early stages)
+      python examples/12_transfer_learning.py --dataset sample   (offline: the shipped sample)
 Needs the full Fashion-MNIST (``apt-get install dataset-fashion-mnist``, or tinyconv's loader
-downloads it where the internet is reachable).
+downloads it where the internet is reachable); ``--dataset sample`` runs on the 5,000 + 1,000
+images shipped with tinyconv instead (about 2,500 for pre-training: a weaker starting point).
 """
 import argparse
 import time
 
 import numpy as np
 
-from tinyconv.datasets import load_fashion_mnist
+from tinyconv.datasets import load_fashion_mnist, load_sample
 from tinyconv.nets import resnet20
 from tinyconv.optimizer import Momentum
 from tinyconv.trainer import Trainer
 
 parser = argparse.ArgumentParser(description="Pre-train ResNet-20 on classes 0-4, fine-tune on 5-9 with few labels.")
+parser.add_argument("--dataset", choices=("fashion-mnist", "sample"), default="fashion-mnist",
+                    help="the full Fashion-MNIST (default) or the sample shipped with tinyconv (offline)")
 parser.add_argument("--pretrain-epochs", type=int, default=3)
 parser.add_argument("--pretrain-size", type=int, default=None, help="use only N pre-training images")
 parser.add_argument("--labelled", type=int, nargs="+", default=[500, 100, 50],
@@ -42,7 +51,8 @@ parser.add_argument("--freeze", nargs="*", default=[], metavar="PREFIX",
                     help="parameters not to fine-tune at all, e.g. conv1 bn1 layer1")
 args = parser.parse_args()
 
-(x_train, t_train), (x_test, t_test) = load_fashion_mnist(normalize=True, flatten=False)
+load = load_fashion_mnist if args.dataset == "fashion-mnist" else load_sample
+(x_train, t_train), (x_test, t_test) = load(normalize=True, flatten=False)
 
 
 def classes(x, t, wanted):
@@ -68,10 +78,11 @@ xs_test, ts_test = classes(x_test, t_test, source_classes)
 if args.pretrain_size is not None:
     xs, ts = xs[:args.pretrain_size], ts[:args.pretrain_size]
 pretrained = resnet20(num_classes=5, seed=0)
-accuracy = train(pretrained, xs, ts, xs_test[:1000], ts_test[:1000], args.pretrain_epochs, 128,
+xs_test, ts_test = xs_test[:1000], ts_test[:1000]
+accuracy = train(pretrained, xs, ts, xs_test, ts_test, args.pretrain_epochs, 128,
                  Momentum(lr=0.1, momentum=0.9), seed=0)
 print(f"pre-trained on classes 0-4 ({len(xs)} images, {args.pretrain_epochs} epochs): "
-      f"test accuracy {accuracy:.4f} on 1000 of their test images")
+      f"test accuracy {accuracy:.4f} on {len(xs_test)} of their test images")
 weights = {key: value.copy() for key, value in pretrained.state_dict().items()}
 
 xt, tt = classes(x_train, t_train, target_classes)
@@ -114,3 +125,22 @@ print("labelled images | fine-tuned | from scratch | gain")
 for labelled, fine_mean, scratch_mean in summary:
     print(f"{labelled:15d} | {fine_mean:10.4f} | {scratch_mean:12.4f} | {fine_mean - scratch_mean:+.4f}")
 print(f"took {(time.perf_counter() - started) / 60:.1f} minutes")
+
+try:
+    from matplotlib.figure import Figure
+except ImportError:
+    print('No picture: matplotlib is not installed (pip install "tinyconv[plot]").')
+else:
+    figure = Figure(figsize=(6.5, 4.5))
+    axes = figure.add_subplot()
+    positions = np.arange(len(summary))
+    axes.bar(positions - 0.2, [fine for _, fine, _ in summary], 0.4, label="fine-tuned")
+    axes.bar(positions + 0.2, [scratch for _, _, scratch in summary], 0.4, label="from scratch")
+    axes.set_xticks(positions)
+    axes.set_xticklabels([f"{labelled} labels" for labelled, _, _ in summary])
+    axes.set_ylabel(f"test accuracy, classes 5-9 (mean of {args.seeds} seeds)")
+    axes.set_ylim(0, 1)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig("transfer_learning.png")
+    print("Saved transfer_learning.png")

@@ -1,0 +1,81 @@
+"""Packaging promises a distributor relies on: licence files and metadata in what was installed,
+one version source, classifiers that match requires-python and the wheel builds, and the warning
+policy (third-party deprecations never turn the suite red; tinyconv's own always do).
+
+The pyproject checks read pyproject.toml beside the tests (the source tree, or the copy that
+cibuildwheel's test-sources puts there) and skip without it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import tinyconv
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+NEWEST_PYTHON = (3, 14)
+
+
+def pyproject() -> dict:
+    if not PYPROJECT.exists():
+        pytest.skip("no pyproject.toml beside the tests")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml needs tomli before Python 3.11")
+    with PYPROJECT.open("rb") as f:
+        return tomllib.load(f)
+
+
+def test_installed_distribution_carries_its_licences():
+    dist = importlib.metadata.distribution("tinyconv")
+    assert dist.metadata["License-Expression"] == "MIT"
+    declared = set(dist.metadata.get_all("License-File") or [])
+    assert "LICENSE" in declared, declared
+    assert any(name.startswith("LICENSES/") for name in declared), declared
+    shipped = {str(path).replace("\\", "/") for path in (dist.files or [])}
+    for name in declared:
+        assert any(path.endswith(f"licenses/{name}") for path in shipped), f"{name} is not in the installed files"
+    licence = next(path for path in dist.files if str(path).replace("\\", "/").endswith("licenses/LICENSE"))
+    assert "MIT License" in licence.read_text()
+
+
+def test_one_version_source():
+    assert tinyconv.__version__ == importlib.metadata.version("tinyconv")
+    assert pyproject()["project"]["version"] == tinyconv.__version__
+
+
+def test_classifiers_match_requires_python_and_the_wheel_builds():
+    project = pyproject()
+    floor = re.fullmatch(r">=\s*3\.(\d+)", project["project"]["requires-python"])
+    assert floor, project["project"]["requires-python"]
+    minors = range(int(floor.group(1)), NEWEST_PYTHON[1] + 1)
+    classified = {c.rsplit(" ", 1)[1] for c in project["project"]["classifiers"]
+                  if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    assert classified == {f"3.{m}" for m in minors}
+    built = set(project["tool"]["cibuildwheel"]["build"].split())
+    assert built == {f"cp3{m}-*" for m in minors}
+
+
+def test_wheel_builds_require_openmp():
+    settings = pyproject()["tool"]["cibuildwheel"]["config-settings"]
+    assert settings["cmake.define.TINYCONV_REQUIRE_OPENMP"] == "ON"
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, PendingDeprecationWarning])
+def test_third_party_deprecations_do_not_fail_the_suite(category):
+    with warnings.catch_warnings(record=True) as caught:
+        # The filters pytest installed from pyproject.toml stay in force inside catch_warnings.
+        warnings.warn_explicit("old API", category, "somelib/core.py", 1, module="somelib.core")
+    assert [w.category for w in caught] == [category]
+
+
+@pytest.mark.parametrize("module", ["tinyconv.nets", "test_packaging"])
+def test_deprecations_from_our_own_code_still_fail(module):
+    with pytest.raises(DeprecationWarning):
+        warnings.warn_explicit("old API", DeprecationWarning, "x.py", 1, module=module)
