@@ -10,13 +10,13 @@ constexpr index_t kElementGrain = 1 << 15;
 
 template <typename T>
 void relu_forward(T* y, const T* x, index_t size) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
     for (index_t i = 0; i < size; ++i) y[i] = x[i] <= T(0) ? T(0) : x[i];
 }
 
 template <typename T>
 void relu_backward(T* dx, const T* dout, const T* x, index_t size) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
     for (index_t i = 0; i < size; ++i) {
         // Both loads up front: a load behind the condition keeps GCC from vectorising (it
         // cannot prove dout[i] readable), and a scalar branch on random signs mispredicts.
@@ -41,20 +41,20 @@ void sigmoid_forward(T* y, const T* x, index_t size) {
 
 template <typename T>
 void sigmoid_backward(T* dx, const T* dout, const T* y, index_t size) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
     for (index_t i = 0; i < size; ++i) dx[i] = dout[i] * (T(1) - y[i]) * y[i];
 }
 
 template <typename T>
 void add_forward(T* y, const T* a, const T* b, index_t size, bool relu) {
     if (relu) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
         for (index_t i = 0; i < size; ++i) {
             const T v = a[i] + b[i];
             y[i] = v <= T(0) ? T(0) : v;  // relu_forward's rule
         }
     } else {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kElementGrain))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
         for (index_t i = 0; i < size; ++i) y[i] = a[i] + b[i];
     }
 }

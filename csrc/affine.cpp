@@ -26,7 +26,7 @@ void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
         std::fill(db + j0, db + j1, T(0));
         for (index_t i = 0; i < n; ++i) {
             const T* row = dout + i * m;
-#pragma omp simd
+            TINYCONV_OMP_SIMD()
             for (index_t j = j0; j < j1; ++j) db[j] += row[j];
         }
     }

@@ -144,7 +144,7 @@ inline void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, co
 // y = (x - centre) * scale + shift, then relu_forward's rule when Relu.
 template <bool Relu, typename T>
 inline void normalise_run(T* y, const T* x, index_t len, T centre, T scale, T shift) {
-#pragma omp simd
+    TINYCONV_OMP_SIMD()
     for (index_t i = 0; i < len; ++i) {
         const T v = (x[i] - centre) * scale + shift;
         y[i] = Relu ? (v <= T(0) ? T(0) : v) : v;
@@ -162,7 +162,7 @@ template <bool Gated, bool Train, typename T>
 inline void input_gradient_run(T* dx, const T* d, const T* v, const T* r, index_t len,
                                const GradientCoefficients<T>& q) {
     const T centre = q.centre, scale = q.scale, dy_mean = q.dy_mean, projection = q.projection;
-#pragma omp simd
+    TINYCONV_OMP_SIMD()
     for (index_t i = 0; i < len; ++i) {
         const T dy = gradient_in<Gated>(d, r, i);
         if constexpr (Train)

@@ -87,7 +87,7 @@ T row_sum(const T* row, index_t L) {
     T part[kLanes] = {};
     index_t l = 0;
     for (; l + kLanes <= L; l += kLanes) {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (int j = 0; j < kLanes; ++j) part[j] += row[l + j];
     }
     for (int j = 0; l < L; ++l, ++j) part[j] += row[l];
@@ -112,7 +112,7 @@ void gemm_step(ImageScratch<T>& s, int gemm_threads, T* c, index_t ldc, const T*
 // because a memmove call per row cost more than the copying (1.4 ms of a 7 ms training step).
 template <typename T>
 inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
-#pragma omp simd
+    TINYCONV_OMP_SIMD()
     for (index_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
@@ -121,13 +121,13 @@ inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
 template <typename T>
 inline void bias_relu_row(T* dst, const T* src, index_t n, T bias, bool relu) {
     if (relu) {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (index_t i = 0; i < n; ++i) {
             const T v = src[i] + bias;
             dst[i] = v <= T(0) ? T(0) : v;
         }
     } else {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (index_t i = 0; i < n; ++i) dst[i] = src[i] + bias;
     }
 }
@@ -278,7 +278,7 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
                 for (index_t oh = 0; oh < cv.OH; ++oh) {
                     T* dst = dcanvas + s.taps[k] + cv.output(i, oh);
                     const T* src = dcol + k * cv.Lw + cv.output(i, oh);
-#pragma omp simd
+                    TINYCONV_OMP_SIMD()
                     for (index_t ow = 0; ow < cv.OW; ++ow) dst[ow] += src[ow];
                 }
         for (index_t i = 0; i < cv.G; ++i)
@@ -372,7 +372,7 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
 template <typename T>
 bool all_finite(const T* a, index_t n) {
     T acc = 0;
-#pragma omp simd reduction(+ : acc)
+    TINYCONV_OMP_SIMD(reduction(+ : acc))
     for (index_t i = 0; i < n; ++i) acc += a[i] - a[i];
     return acc == T(0);
 }

@@ -5,6 +5,10 @@
 #include <cstdlib>
 #include <vector>
 
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(TINYCONV_HAVE_AVX2) || defined(TINYCONV_HAVE_AVX512))
+#include <intrin.h>  // __cpuidex, _xgetbv: MSVC's way to ask the CPU for its levels
+#endif
+
 namespace tinyconv {
 
 // Each level's kernels, compiled from gemm_kernel.inc with that level's flags.
@@ -26,25 +30,56 @@ namespace tinyconv {
                   int nthreads);                                                                 \
     }
 TINYCONV_DECLARE_ISA(isa_generic)
-#ifdef TINYCONV_HAVE_AVX2
+// A level exists only for its own architecture: a macOS universal2 build compiles every file
+// once for x86_64 and once for arm64, and the other architecture's level files are empty there.
+#if defined(TINYCONV_HAVE_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#define TINYCONV_GEMM_AVX2
 TINYCONV_DECLARE_ISA(isa_avx2)
 #endif
-#ifdef TINYCONV_HAVE_AVX512
+#if defined(TINYCONV_HAVE_AVX512) && (defined(__x86_64__) || defined(_M_X64))
+#define TINYCONV_GEMM_AVX512
 TINYCONV_DECLARE_ISA(isa_avx512)
+#endif
+#if defined(TINYCONV_HAVE_NEON) && (defined(__aarch64__) || defined(_M_ARM64))
+#define TINYCONV_GEMM_NEON
+TINYCONV_DECLARE_ISA(isa_neon)
 #endif
 #undef TINYCONV_DECLARE_ISA
 
 namespace {
 
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
+
+// Every level, best first.
+constexpr Isa kAllIsas[] = {Isa::avx512, Isa::avx2, Isa::neon, Isa::generic};
 
 const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
+        case Isa::neon: return "neon";
         default: return "generic";
     }
 }
+
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(TINYCONV_GEMM_AVX2) || defined(TINYCONV_GEMM_AVX512))
+// MSVC has no __builtin_cpu_supports: CPUID says what the CPU has, XGETBV whether the operating
+// system saves the vector registers (AVX state: XCR0 bits 1-2; AVX-512 also bits 5-7).
+bool msvc_cpu_runs(Isa isa) {
+    int regs[4];
+    __cpuidex(regs, 1, 0);
+    const bool osxsave = regs[2] & (1 << 27), avx = regs[2] & (1 << 28), fma = regs[2] & (1 << 12);
+    if (!osxsave || !avx || !fma) return false;
+    const unsigned long long xcr0 = _xgetbv(0);
+    if ((xcr0 & 0x6) != 0x6) return false;
+    __cpuidex(regs, 7, 0);
+    const unsigned ebx = static_cast<unsigned>(regs[1]);
+    const bool avx2 = (ebx & (1u << 5)) != 0;
+    if (isa == Isa::avx2) return avx2;
+    const bool avx512 = (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
+    return isa == Isa::avx512 && avx2 && avx512 && (xcr0 & 0xe6) == 0xe6;
+}
+#endif
 
 // Whether this CPU runs a level. Nothing compiled with a level's flags may run before this says
 // yes: the compiler is free to use that level's instructions anywhere in its translation unit,
@@ -52,22 +87,31 @@ const char* isa_name(Isa isa) {
 bool cpu_runs(Isa isa) {
     switch (isa) {
         case Isa::generic: return true;
-#if defined(TINYCONV_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+#if defined(TINYCONV_GEMM_AVX2) && (defined(__GNUC__) || defined(__clang__))
         case Isa::avx2:
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(TINYCONV_GEMM_AVX2) && defined(_MSC_VER)
+        case Isa::avx2: return msvc_cpu_runs(isa);
 #endif
-#if defined(TINYCONV_HAVE_AVX512) && (defined(__GNUC__) || defined(__clang__))
+#if defined(TINYCONV_GEMM_AVX512) && (defined(__GNUC__) || defined(__clang__))
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(TINYCONV_GEMM_AVX512) && defined(_MSC_VER)
+        case Isa::avx512: return msvc_cpu_runs(isa);
+#endif
+#ifdef TINYCONV_GEMM_NEON
+        // Advanced SIMD is part of the AArch64 base architecture (every arm64 Linux, macOS and
+        // Windows system has it): the level needs no flags and no check.
+        case Isa::neon: return true;
 #endif
         default: return false;
     }
 }
 
 bool parse_isa(const std::string& name, Isa& out) {
-    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
+    for (Isa isa : kAllIsas) {
         if (name == isa_name(isa)) {
             out = isa;
             return true;
@@ -77,7 +121,7 @@ bool parse_isa(const std::string& name, Isa& out) {
 }
 
 Isa best_isa() {
-    for (Isa isa : {Isa::avx512, Isa::avx2}) {
+    for (Isa isa : kAllIsas) {
         if (cpu_runs(isa)) return isa;
     }
     return Isa::generic;
@@ -94,17 +138,43 @@ Isa initial_isa() {
 
 std::atomic<int> g_isa{static_cast<int>(initial_isa())};
 
+// One level's entry points.
+template <typename T>
+struct Kernels {
+    index_t (*workspace_size)(index_t m, index_t n, index_t k);
+    void (*gemm_packed)(T* c, index_t ldc, const T* a, index_t rsa, index_t csa, const T* b,
+                        index_t rsb, index_t csb, index_t m, index_t n, index_t k, T alpha, T beta,
+                        int nthreads, T* work);
+    void (*gemm_offsets_packed)(T* c, index_t ldc, const T* a, index_t rsa, index_t csa,
+                                const T* base, const index_t* offsets, index_t m, index_t n,
+                                index_t k, T alpha, T beta, int nthreads, T* work);
+    void (*gemm_dot)(T* c, index_t ldc, const T* const* a, index_t lda, const T* const* base,
+                     const index_t* offsets, int segments, index_t m, index_t n, index_t k, T beta,
+                     int nthreads);
+};
+
+template <typename T>
+Kernels<T> kernels_for(Isa isa) {
+#define TINYCONV_KERNELS(NS) \
+    Kernels<T> { &NS::workspace_size<T>, &NS::gemm_packed<T>, &NS::gemm_offsets_packed<T>, &NS::gemm_dot<T> }
+    switch (isa) {
+#ifdef TINYCONV_GEMM_AVX512
+        case Isa::avx512: return TINYCONV_KERNELS(isa_avx512);
+#endif
+#ifdef TINYCONV_GEMM_AVX2
+        case Isa::avx2: return TINYCONV_KERNELS(isa_avx2);
+#endif
+#ifdef TINYCONV_GEMM_NEON
+        case Isa::neon: return TINYCONV_KERNELS(isa_neon);
+#endif
+        default: return TINYCONV_KERNELS(isa_generic);
+    }
+#undef TINYCONV_KERNELS
+}
+
 template <typename T>
 index_t workspace_size_for(Isa isa, index_t m, index_t n, index_t k) {
-    switch (isa) {
-#ifdef TINYCONV_HAVE_AVX512
-        case Isa::avx512: return isa_avx512::workspace_size<T>(m, n, k);
-#endif
-#ifdef TINYCONV_HAVE_AVX2
-        case Isa::avx2: return isa_avx2::workspace_size<T>(m, n, k);
-#endif
-        default: return isa_generic::workspace_size<T>(m, n, k);
-    }
+    return kernels_for<T>(isa).workspace_size(m, n, k);
 }
 
 template <typename T>
@@ -114,21 +184,7 @@ void gemm_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool t
     // Strides of element (i, k) of op(A) and (k, j) of op(B) in memory.
     const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
-    switch (isa) {
-#ifdef TINYCONV_HAVE_AVX512
-        case Isa::avx512:
-            return isa_avx512::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha,
-                                              beta, nthreads, work);
-#endif
-#ifdef TINYCONV_HAVE_AVX2
-        case Isa::avx2:
-            return isa_avx2::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha, beta,
-                                            nthreads, work);
-#endif
-        default:
-            return isa_generic::gemm_packed<T>(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha,
-                                               beta, nthreads, work);
-    }
+    kernels_for<T>(isa).gemm_packed(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha, beta, nthreads, work);
 }
 
 template <typename T>
@@ -136,18 +192,7 @@ void gemm_offsets_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda
                              const T* base, const index_t* offsets, index_t m, index_t n, index_t k,
                              T alpha, T beta, int nthreads, T* work) {
     const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-    switch (isa) {
-#ifdef TINYCONV_HAVE_AVX512
-        case Isa::avx512:
-            return isa_avx512::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
-#endif
-#ifdef TINYCONV_HAVE_AVX2
-        case Isa::avx2:
-            return isa_avx2::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
-#endif
-        default:
-            return isa_generic::gemm_offsets_packed<T>(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
-    }
+    kernels_for<T>(isa).gemm_offsets_packed(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
 }
 
 // The calling thread's packing buffer, kept between calls: a fresh megabyte-sized allocation
@@ -177,7 +222,7 @@ void scale_c(T* c, index_t ldc, index_t m, index_t n, T beta) {
 template <typename T>
 index_t gemm_workspace_size(index_t m, index_t n, index_t k) {
     index_t size = 0;
-    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic})
+    for (Isa isa : kAllIsas)
         if (cpu_runs(isa)) size = std::max(size, workspace_size_for<T>(isa, m, n, k));
     return size;
 }
@@ -222,18 +267,7 @@ void gemm_dot(T* c, index_t ldc, const T* const* a, index_t lda, const T* const*
               int nthreads) {
     if (m <= 0 || n <= 0) return;
     const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k * segments, index_t(1) << 16)));
-    switch (static_cast<Isa>(g_isa.load())) {
-#ifdef TINYCONV_HAVE_AVX512
-        case Isa::avx512:
-            return isa_avx512::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
-#endif
-#ifdef TINYCONV_HAVE_AVX2
-        case Isa::avx2:
-            return isa_avx2::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
-#endif
-        default:
-            return isa_generic::gemm_dot<T>(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
-    }
+    kernels_for<T>(static_cast<Isa>(g_isa.load())).gemm_dot(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
 }
 
 template <typename T>
@@ -257,7 +291,7 @@ std::string gemm_isa() { return isa_name(static_cast<Isa>(g_isa.load())); }
 
 std::string gemm_available_isas() {
     std::string out;
-    for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
+    for (Isa isa : kAllIsas) {
         if (!cpu_runs(isa)) continue;
         if (!out.empty()) out += ",";
         out += isa_name(isa);

@@ -63,7 +63,7 @@ template <typename T>
 void gemm_reference(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b,
                     index_t ldb, bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta);
 
-// Instruction-set level of the micro-kernel in use: "avx512", "avx2" or "generic".
+// Instruction-set level of the micro-kernel in use: "avx512", "avx2", "neon" or "generic".
 std::string gemm_isa();
 // Levels this CPU (and this build) can run, best first.
 std::string gemm_available_isas();

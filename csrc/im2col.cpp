@@ -24,7 +24,7 @@ void im2col_rows(T* col, const T* img, index_t c, const Window2d& g) {
                     }
                     const T* src = plane + ih * g.w + iw0;
                     for (index_t fw = 0; fw < fw_lo; ++fw) dst[fw] = T(0);
-#pragma omp simd
+                    TINYCONV_OMP_SIMD()
                     for (index_t fw = fw_lo; fw < fw_hi; ++fw) dst[fw] = src[fw];
                     for (index_t fw = std::max(fw_hi, fw_lo); fw < g.fw; ++fw) dst[fw] = T(0);
                 }
@@ -87,11 +87,11 @@ void im2col_chans(T* col, const T* img, index_t c, const Window2d& g, index_t l0
                         const T* src = plane + (oh * g.sh - g.ph + fh) * g.w + (fw - g.pw);
                         if (g.sw == 1) {
                             // Rows are short (OW values): an inline loop beats a memcpy call.
-#pragma omp simd
+                            TINYCONV_OMP_SIMD()
                             for (index_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
                         } else {
                             const index_t s = g.sw;
-#pragma omp simd
+                            TINYCONV_OMP_SIMD()
                             for (index_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s];
                         }
                     }
@@ -125,7 +125,7 @@ void col2im_chans(T* img, const T* col, index_t c, const Window2d& g) {
                     T* dst = plane + (oh * g.sh - g.ph + fh) * g.w + (fw - g.pw);
                     const T* src = row + oh * OW;
                     if (g.sw == 1) {
-#pragma omp simd
+                        TINYCONV_OMP_SIMD()
                         for (index_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] += src[ow];
                     } else {
                         const index_t s = g.sw;

@@ -28,12 +28,12 @@ inline void add_run(double* acc_io, index_t len, Term&& term) {
     for (int j = 0; j < kLanes; ++j) acc[j] = acc_io[j];
     index_t i = 0;
     for (; i + kLanes <= len; i += kLanes) {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (int j = 0; j < kLanes; ++j) acc[j] += term(i + j);
     }
     if (i < len && len >= kLanes) {  // the last kLanes elements, those not yet added in their lanes
         const index_t last = len - kLanes, first_new = kLanes - (len - i);
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (int j = 0; j < kLanes; ++j) {
             const double t = term(last + j);
             acc[j] += j >= first_new ? t : 0.0;
@@ -54,7 +54,7 @@ inline void add_run_pairs(double* a_io, double* b_io, index_t len, Terms&& terms
     }
     index_t i = 0;
     for (; i + kLanes <= len; i += kLanes) {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (int j = 0; j < kLanes; ++j) {
             double a, b;
             terms(i + j, a, b);
@@ -64,7 +64,7 @@ inline void add_run_pairs(double* a_io, double* b_io, index_t len, Terms&& terms
     }
     if (i < len && len >= kLanes) {
         const index_t last = len - kLanes, first_new = kLanes - (len - i);
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (int j = 0; j < kLanes; ++j) {
             double a, b;
             terms(last + j, a, b);

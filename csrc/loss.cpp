@@ -20,7 +20,7 @@ T softmax_row(T* y, const T* x, index_t k) {
         sum += y[j];
     }
     const T inv = T(1) / sum;
-#pragma omp simd
+    TINYCONV_OMP_SIMD()
     for (index_t j = 0; j < k; ++j) y[j] *= inv;
     return m + std::log(sum);
 }
@@ -65,12 +65,12 @@ void softmax_cross_entropy_backward(T* dx, const T* y, const std::int64_t* label
         const T* yi = y + i * k;
         T* di = dx + i * k;
         if (labels) {
-#pragma omp simd
+            TINYCONV_OMP_SIMD()
             for (index_t j = 0; j < k; ++j) di[j] = yi[j] * scale;
             di[labels[i]] = (yi[labels[i]] - T(1)) * scale;
         } else {
             const T* ti = targets + i * k;
-#pragma omp simd
+            TINYCONV_OMP_SIMD()
             for (index_t j = 0; j < k; ++j) di[j] = (yi[j] - ti[j]) * scale;
         }
     }

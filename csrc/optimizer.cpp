@@ -11,7 +11,7 @@ namespace tinyconv {
 template <typename T>
 void adam_update(T* param, T* m, T* v, const T* grad, index_t size, T lr_t, T one_minus_beta1,
                  T one_minus_beta2, T eps) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, index_t(1) << 16))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, index_t(1) << 16)))
     for (index_t i = 0; i < size; ++i) {
         const T g = grad[i];
         const T mi = m[i] + one_minus_beta1 * (g - m[i]);
@@ -28,7 +28,7 @@ constexpr index_t kGrain = index_t(1) << 16;
 
 template <typename T>
 void sgd_update(T* param, const T* grad, index_t size, T lr) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kGrain))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kGrain)))
     for (index_t i = 0; i < size; ++i) param[i] -= lr * grad[i];
 }
 
@@ -36,7 +36,7 @@ template <typename T>
 void momentum_update(T* param, T* v, const T* grad, index_t size, T lr, T momentum, bool nesterov,
                      T momentum_sq, T nesterov_step) {
     if (nesterov) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kGrain))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kGrain)))
         for (index_t i = 0; i < size; ++i) {
             const T g = grad[i];
             const T vi = v[i] * momentum - lr * g;
@@ -44,7 +44,7 @@ void momentum_update(T* param, T* v, const T* grad, index_t size, T lr, T moment
             param[i] = (param[i] + momentum_sq * vi) - nesterov_step * g;
         }
     } else {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kGrain))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kGrain)))
         for (index_t i = 0; i < size; ++i) {
             const T vi = v[i] * momentum - lr * grad[i];
             v[i] = vi;
@@ -56,7 +56,7 @@ void momentum_update(T* param, T* v, const T* grad, index_t size, T lr, T moment
 template <typename T>
 void adaptive_update(T* param, T* h, const T* grad, index_t size, T lr, bool rmsprop, T decay,
                      T one_minus_decay, T eps) {
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(size, kGrain))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kGrain)))
     for (index_t i = 0; i < size; ++i) {
         const T g = grad[i];
         const T hi = rmsprop ? h[i] * decay + (one_minus_decay * g) * g : h[i] + g * g;
@@ -116,15 +116,20 @@ index_t find_nonfinite(const T* values, index_t size, bool squared) {
     const auto* bytes = reinterpret_cast<const unsigned char*>(values);
     const index_t chunks = (size + kGrain - 1) / kGrain;
     // Pass 1, vectorised: per chunk, the OR of the biased exponents; the first chunk whose OR has
-    // bit 31 set is an integer min over chunks, the same for any thread count and schedule.
+    // bit 31 set is an integer min over chunks, the same for any thread count and schedule. (A
+    // critical section, entered only by a chunk that failed, instead of reduction(min), which
+    // OpenMP 2.0 and so MSVC lack.)
     index_t first_bad_chunk = chunks;
-#pragma omp parallel for schedule(static) reduction(min : first_bad_chunk) num_threads(threads_for(size, kGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(size, kGrain))
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
         const index_t begin = chunk * kGrain, end = std::min(size, begin + kGrain);
         std::uint32_t any = 0;
-#pragma omp simd reduction(| : any)
+        TINYCONV_OMP_SIMD(reduction(| : any))
         for (index_t i = begin; i < end; ++i) any |= biased_exponent<T>(bytes, i, bias);
-        if (any & kCarryBit) first_bad_chunk = std::min(first_bad_chunk, chunk);
+        if (any & kCarryBit) {
+#pragma omp critical(tinyconv_first_bad_chunk)
+            first_bad_chunk = std::min(first_bad_chunk, chunk);
+        }
     }
     if (first_bad_chunk == chunks) return -1;
     // Pass 2, only on failure: the exact index within that chunk (same test, element by element).

@@ -12,6 +12,21 @@
 #include <omp.h>
 #endif
 
+// OpenMP beyond version 2.0 goes through these macros. MSVC's /openmp implements OpenMP 2.0 and
+// rejects `simd` (error C3001), so there the simd hints are left out (its auto-vectoriser works on
+// its own) and `parallel for simd` is `parallel for`. Elsewhere (GCC, Clang, MinGW; also in a
+// build without the OpenMP runtime, through -fopenmp-simd) they are the pragmas. The code uses no
+// other construct newer than 2.0: no collapse (loops over tiles are flattened by hand), no min or
+// max reductions, loop variables signed.
+#if defined(_MSC_VER) && !defined(__clang__)
+#define TINYCONV_OMP_SIMD(clauses)
+#define TINYCONV_OMP_PARALLEL_FOR_SIMD(clauses) __pragma(omp parallel for clauses)
+#else
+#define TINYCONV_PRAGMA(text) _Pragma(#text)
+#define TINYCONV_OMP_SIMD(clauses) TINYCONV_PRAGMA(omp simd clauses)
+#define TINYCONV_OMP_PARALLEL_FOR_SIMD(clauses) TINYCONV_PRAGMA(omp parallel for simd clauses)
+#endif
+
 namespace tinyconv {
 
 using index_t = std::int64_t;

@@ -155,7 +155,7 @@ void whole_windows_max(T* y, std::int64_t* argmax, const T* plane, index_t W, in
     const T* top = plane + h0 * W;
     if (argmax) {
         const LaneIndex<T> row_step = static_cast<LaneIndex<T>>(W);  // the caller checked H*W fits
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
             const index_t w0 = ow * SW - PW;
             T best = top[w0];
@@ -173,7 +173,7 @@ void whole_windows_max(T* y, std::int64_t* argmax, const T* plane, index_t W, in
             argmax[ow] = h0 * W + w0 + offset;
         }
     } else {
-#pragma omp simd
+        TINYCONV_OMP_SIMD()
         for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
             const index_t w0 = ow * SW - PW;
             T best = top[w0];
