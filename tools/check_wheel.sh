@@ -10,17 +10,19 @@ wheel="$(realpath "${1:?usage: check_wheel.sh WHEEL [pytest args]}")"
 shift
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+rm_bin="$(command -v rm)"
+trap '"$rm_bin" -rf "$work"' EXIT
 
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "${wheel}[test]"
 
 mkdir "$work/outside"
-cp -r "$repo/tests" "$repo/examples" "$repo/benchmarks" "$repo/pyproject.toml" "$work/outside/"
+# What cibuildwheel's test-sources copies (pyproject.toml): the tests and the files they read.
+cp -r "$repo/tests" "$repo/examples" "$repo/benchmarks" "$repo/pyproject.toml" "$repo/README.md" "$work/outside/"
 
 # PATH: the venv and a folder with the few programs the tests spawn, but no compiler.
 mkdir "$work/bin"
-for tool in sh env; do ln -s "$(command -v "$tool")" "$work/bin/$tool"; done
+for tool in sh env touch; do ln -s "$(command -v "$tool")" "$work/bin/$tool"; done
 export PATH="$work/venv/bin:$work/bin"
 for compiler in cc gcc g++ c++ clang clang++ cl; do
   if command -v "$compiler" >/dev/null; then echo "check_wheel.sh: $compiler is on PATH" >&2; exit 1; fi
