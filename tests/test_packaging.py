@@ -62,6 +62,14 @@ def test_classifiers_match_requires_python_and_the_wheel_builds():
     assert built == {f"cp3{m}-*" for m in minors}
 
 
+def test_musllinux_wheels_test_with_the_test_extra_less_onnx():
+    project = pyproject()
+    test_extra = project["project"]["optional-dependencies"]["test"]
+    musl = [o for o in project["tool"]["cibuildwheel"]["overrides"] if o["select"] == "*-musllinux*"]
+    assert len(musl) == 1 and musl[0]["test-extras"] == []
+    assert musl[0]["test-requires"] == [r for r in test_extra if not r.startswith(("onnx>", "onnxruntime>"))]
+
+
 def test_wheel_builds_require_openmp():
     settings = pyproject()["tool"]["cibuildwheel"]["config-settings"]
     assert settings["cmake.define.TINYCONV_REQUIRE_OPENMP"] == "ON"
