@@ -306,26 +306,28 @@ def _dropout(graph: _Graph, layer: Dropout, x: _Tensor, scope: str) -> _Tensor:
     return _Tensor(graph.node("Mul", [x.name, graph.constant(f"{scope}.keep_ratio", keep)], scope), x.shape)
 
 
-@_exports(Affine)
-def _affine(graph: _Graph, layer: Affine, x: _Tensor, scope: str) -> _Tensor:
-    features, outputs = np.shape(layer.W)
+def _fully_connected(graph: _Graph, layer: Any, x: _Tensor, scope: str, features: int, outputs: int,
+                     bias: Optional[np.ndarray], **attributes: Any) -> _Tensor:
+    """A Gemm of the flattened input with the layer's W (and b): Affine and Linear."""
     x = _flat(graph, x, scope)
     _check_features(layer, x, features, scope)
     inputs = [x.name, graph.array(layer, "W", scope)]
     if layer.b is not None:
-        inputs.append(graph.array(layer, "b", scope, None if np.ndim(layer.b) == 1 else _vector(layer.b, outputs)))
-    return _Tensor(graph.node("Gemm", inputs, scope), (x.shape[0], outputs))
+        inputs.append(graph.array(layer, "b", scope, bias))
+    return _Tensor(graph.node("Gemm", inputs, scope, **attributes), (x.shape[0], outputs))
+
+
+@_exports(Affine)
+def _affine(graph: _Graph, layer: Affine, x: _Tensor, scope: str) -> _Tensor:
+    features, outputs = np.shape(layer.W)  # DLfS's W: (features, outputs); b may be a scalar
+    bias = None if layer.b is None or np.ndim(layer.b) == 1 else _vector(layer.b, outputs)
+    return _fully_connected(graph, layer, x, scope, features, outputs, bias)
 
 
 @_exports(Linear)
 def _linear(graph: _Graph, layer: Linear, x: _Tensor, scope: str) -> _Tensor:
-    outputs, features = np.shape(layer.W)
-    x = _flat(graph, x, scope)
-    _check_features(layer, x, features, scope)
-    inputs = [x.name, graph.array(layer, "W", scope)]
-    if layer.b is not None:
-        inputs.append(graph.array(layer, "b", scope))
-    return _Tensor(graph.node("Gemm", inputs, scope, transB=1), (x.shape[0], outputs))
+    outputs, features = np.shape(layer.W)  # PyTorch's W: (outputs, features)
+    return _fully_connected(graph, layer, x, scope, features, outputs, None, transB=1)
 
 
 @_exports(BatchNormalization, BatchNorm2d)
