@@ -48,22 +48,24 @@ void sigmoid_backward(T* dx, const T* dout, const T* y, index_t size) {
 template <typename T>
 void add_forward(T* y, const T* a, const T* b, index_t size, bool relu) {
     if (relu) {
-        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static)
+                                           num_threads(threads_for(size, kElementGrain)))
         for (index_t i = 0; i < size; ++i) {
             const T v = a[i] + b[i];
             y[i] = v <= T(0) ? T(0) : v;  // relu_forward's rule
         }
     } else {
-        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, kElementGrain)))
+        TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static)
+                                           num_threads(threads_for(size, kElementGrain)))
         for (index_t i = 0; i < size; ++i) y[i] = a[i] + b[i];
     }
 }
 
-#define TINYCONV_INSTANTIATE(T)                                        \
-    template void relu_forward<T>(T*, const T*, index_t);              \
-    template void relu_backward<T>(T*, const T*, const T*, index_t);   \
-    template void sigmoid_forward<T>(T*, const T*, index_t);           \
-    template void sigmoid_backward<T>(T*, const T*, const T*, index_t);  \
+#define TINYCONV_INSTANTIATE(T)                                         \
+    template void relu_forward<T>(T*, const T*, index_t);               \
+    template void relu_backward<T>(T*, const T*, const T*, index_t);    \
+    template void sigmoid_forward<T>(T*, const T*, index_t);            \
+    template void sigmoid_backward<T>(T*, const T*, const T*, index_t); \
     template void add_forward<T>(T*, const T*, const T*, index_t, bool);
 TINYCONV_INSTANTIATE(float)
 TINYCONV_INSTANTIATE(double)

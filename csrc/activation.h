@@ -2,7 +2,8 @@
 //   relu:    y = x <= 0 ? 0 : x               dx = x <= 0 ? 0 : dout   (as DLfS: NaN propagates)
 //   sigmoid: y = 1 / (1 + exp(-x))            dx = dout * y * (1 - y)
 //   add:     y = a + b, or relu(a + b)        (a residual block's skip connection; its gradient is
-//                                              dout for both inputs, through relu_backward if fused)
+//                                              dout for both inputs, through relu_backward if
+//                                              fused)
 // sigmoid is evaluated as exp(x) / (1 + exp(x)) for x < 0 so that exp never overflows.
 #pragma once
 

@@ -20,7 +20,7 @@ void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // Column blocks per thread; each column is summed down the rows in order.
     constexpr index_t kBlock = 64;
     const index_t blocks = (m + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * m, index_t(1) << 15))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* m, index_t(1) << 15))
     for (index_t blk = 0; blk < blocks; ++blk) {
         const index_t j0 = blk * kBlock, j1 = std::min(m, j0 + kBlock);
         std::fill(db + j0, db + j1, T(0));

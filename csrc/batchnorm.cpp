@@ -65,7 +65,8 @@ template <typename Run>
 void for_each_plane_part_parallel(const Channels& g, int threads, Run&& run) {
     const index_t total = g.n * g.c * g.plane, chunks = (total + kElementChunk - 1) / kElementChunk;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (index_t k = 0; k < chunks; ++k) g.for_each_plane_part(k * kElementChunk, std::min(total, (k + 1) * kElementChunk), run);
+    for (index_t k = 0; k < chunks; ++k)
+        g.for_each_plane_part(k * kElementChunk, std::min(total, (k + 1) * kElementChunk), run);
 }
 
 // Whole channels to threads (each thread runs every pass over its channels, whose values stay in
@@ -132,8 +133,8 @@ inline T gradient_in(const T* dout, const T* gate, index_t i) {
 
 // sum dy and sum dy * (x - centre) over a run.
 template <bool Gated, typename T>
-inline void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, const T* v, const T* r, index_t len,
-                               double centre) {
+inline void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, const T* v,
+                               const T* r, index_t len, double centre) {
     add_run_pairs(dy_acc, dy_xc_acc, len, [=](index_t i, double& dy_term, double& dy_xc_term) {
         const double dy = gradient_in<Gated>(d, r, i);
         dy_term = dy;
@@ -178,9 +179,9 @@ inline void input_gradient_run(T* dx, const T* d, const T* v, const T* r, index_
 // Forward
 
 template <typename T>
-void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x, const T* gamma,
-                          const T* beta, index_t n, index_t c, index_t plane, bool train, double momentum, double eps,
-                          bool unbiased, bool relu) {
+void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x,
+                          const T* gamma, const T* beta, index_t n, index_t c, index_t plane,
+                          bool train, double momentum, double eps, bool unbiased, bool relu) {
     const Channels g{n, c, plane};
     const index_t blocks = g.blocks(), m = g.m();
     const int threads = threads_for(n * c * plane, kElementGrain);
@@ -193,8 +194,10 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
         invstd[ch] = static_cast<T>(1.0 / std::sqrt(var + eps));
         if (m == 0) return;  // nothing was seen: the running statistics stay
         const double batch_var = unbiased ? squares / static_cast<double>(m - 1) : var;
-        running_mean[ch] = static_cast<T>(momentum * static_cast<double>(running_mean[ch]) + (1.0 - momentum) * centre);
-        running_var[ch] = static_cast<T>(momentum * static_cast<double>(running_var[ch]) + (1.0 - momentum) * batch_var);
+        running_mean[ch] = static_cast<T>(momentum * static_cast<double>(running_mean[ch]) +
+                                          (1.0 - momentum) * centre);
+        running_var[ch] = static_cast<T>(momentum * static_cast<double>(running_var[ch]) +
+                                         (1.0 - momentum) * batch_var);
     };
     auto normalise = [&](index_t ch, index_t offset, index_t len) {
         const T centre = mean[ch], scale = invstd[ch] * gamma[ch], shift = beta[ch];
@@ -207,14 +210,19 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
     if (!train) {
         for (index_t ch = 0; ch < c; ++ch) {
             mean[ch] = running_mean[ch];
-            invstd[ch] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
+            invstd[ch] =
+                static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
         }
         for_each_plane_part_parallel(g, threads, normalise);
         return;
     }
-    auto add_x = [&](double* acc, index_t offset, index_t len) { add_values(acc, x + offset, len); };
+    auto add_x = [&](double* acc, index_t offset, index_t len) {
+        add_values(acc, x + offset, len);
+    };
     auto add_squares_of = [&](double centre) {
-        return [&, centre](double* acc, index_t offset, index_t len) { add_squares(acc, x + offset, len, centre); };
+        return [&, centre](double* acc, index_t offset, index_t len) {
+            add_squares(acc, x + offset, len, centre);
+        };
     };
     if (!split_channels(g, threads)) {
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -222,10 +230,12 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
             double sum = 0.0, squares = 0.0;
             for (index_t k = 0; k < blocks; ++k) sum += block_sum(g, ch, k, add_x);
             const double centre = sum / static_cast<double>(m);
-            for (index_t k = 0; k < blocks; ++k) squares += block_sum(g, ch, k, add_squares_of(centre));
+            for (index_t k = 0; k < blocks; ++k)
+                squares += block_sum(g, ch, k, add_squares_of(centre));
             set_statistics(ch, centre, squares);
             for (index_t k = 0; k < blocks; ++k)
-                g.for_each_run(ch, k, [&](index_t offset, index_t len) { normalise(ch, offset, len); });
+                g.for_each_run(ch, k,
+                               [&](index_t offset, index_t len) { normalise(ch, offset, len); });
         }
         return;
     }
@@ -253,8 +263,8 @@ void batch_norm2d_forward(T* y, T* mean, T* invstd, T* running_mean, T* running_
 namespace {
 
 template <bool Gated, typename T>
-void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma, const T* mean, const T* invstd,
-              const T* gate, const Channels& g, bool train) {
+void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma, const T* mean,
+              const T* invstd, const T* gate, const Channels& g, bool train) {
     const index_t c = g.c, plane = g.plane, blocks = g.blocks(), m = g.m();
     const int threads = threads_for(g.n * c * plane, kElementGrain);
 
@@ -262,7 +272,8 @@ void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* ga
     auto finish = [&](index_t ch, double dy_sum, double dy_xc_sum) {
         const double istd = static_cast<double>(invstd[ch]);
         dbeta[ch] = static_cast<T>(dy_sum);
-        dgamma[ch] = m > 0 ? static_cast<T>(dy_xc_sum * istd) : T(0);  // an empty sum, even if invstd is NaN
+        dgamma[ch] =
+            m > 0 ? static_cast<T>(dy_xc_sum * istd) : T(0);  // an empty sum, even if invstd is NaN
         GradientCoefficients<T> q{mean[ch], gamma[ch] * invstd[ch], T(0), T(0)};
         if (train && m > 0) {
             q.dy_mean = static_cast<T>(dy_sum / static_cast<double>(m));
@@ -270,8 +281,10 @@ void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* ga
         }
         return q;
     };
-    auto add_terms = [&](double* dy_acc, double* dy_xc_acc, index_t ch, index_t offset, index_t len) {
-        add_gradient_terms<Gated>(dy_acc, dy_xc_acc, dout + offset, x + offset, Gated ? gate + offset : nullptr, len,
+    auto add_terms = [&](double* dy_acc, double* dy_xc_acc, index_t ch, index_t offset,
+                         index_t len) {
+        add_gradient_terms<Gated>(dy_acc, dy_xc_acc, dout + offset, x + offset,
+                                  Gated ? gate + offset : nullptr, len,
                                   static_cast<double>(mean[ch]));
     };
     auto input_gradient = [&](index_t offset, index_t len, const GradientCoefficients<T>& q) {
@@ -285,34 +298,43 @@ void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* ga
     if (!split_channels(g, threads)) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t ch = 0; ch < c; ++ch) {
-            const GradientCoefficients<T> scale_only{mean[ch], gamma[ch] * invstd[ch], T(0), T(0)};  // inference
+            const GradientCoefficients<T> scale_only{mean[ch], gamma[ch] * invstd[ch], T(0),
+                                                     T(0)};  // inference
             TermPair sums{0.0, 0.0};
             for (index_t k = 0; k < blocks; ++k) {
                 // Inference: dx needs no sums, and is made block by block beside them (in cache).
-                if (!train) g.for_each_run(ch, k, [&](index_t offset, index_t len) { input_gradient(offset, len, scale_only); });
-                const TermPair part = block_sums(g, ch, k, [&](double* a, double* b, index_t offset, index_t len) {
-                    add_terms(a, b, ch, offset, len);
-                });
+                if (!train)
+                    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
+                        input_gradient(offset, len, scale_only);
+                    });
+                const TermPair part =
+                    block_sums(g, ch, k, [&](double* a, double* b, index_t offset, index_t len) {
+                        add_terms(a, b, ch, offset, len);
+                    });
                 sums.first += part.first;
                 sums.second += part.second;
             }
             const GradientCoefficients<T> q = finish(ch, sums.first, sums.second);
             if (train)
                 for (index_t k = 0; k < blocks; ++k)
-                    g.for_each_run(ch, k, [&](index_t offset, index_t len) { input_gradient(offset, len, q); });
+                    g.for_each_run(ch, k, [&](index_t offset, index_t len) {
+                        input_gradient(offset, len, q);
+                    });
         }
         return;
     }
     // Few channels: the sums block by block across threads, added in block order; then dx over
     // the whole tensor.
-    std::vector<double> dy_partial(static_cast<size_t>(c * blocks)), dy_xc_partial(static_cast<size_t>(c * blocks));
+    std::vector<double> dy_partial(static_cast<size_t>(c * blocks)),
+        dy_xc_partial(static_cast<size_t>(c * blocks));
     std::vector<GradientCoefficients<T>> q(static_cast<size_t>(c));
     const index_t tasks = c * blocks;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (index_t t = 0; t < tasks; ++t) {
-        const TermPair part = block_sums(g, t / blocks, t % blocks, [&](double* a, double* b, index_t offset, index_t len) {
-            add_terms(a, b, t / blocks, offset, len);
-        });
+        const TermPair part = block_sums(g, t / blocks, t % blocks,
+                                         [&](double* a, double* b, index_t offset, index_t len) {
+                                             add_terms(a, b, t / blocks, offset, len);
+                                         });
         dy_partial[t] = part.first;
         dy_xc_partial[t] = part.second;
     }
@@ -324,14 +346,17 @@ void backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* ga
         }
         q[ch] = finish(ch, dy_sum, dy_xc_sum);
     }
-    for_each_plane_part_parallel(g, threads, [&](index_t ch, index_t offset, index_t len) { input_gradient(offset, len, q[ch]); });
+    for_each_plane_part_parallel(g, threads, [&](index_t ch, index_t offset, index_t len) {
+        input_gradient(offset, len, q[ch]);
+    });
 }
 
 }  // namespace
 
 template <typename T>
-void batch_norm2d_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma, const T* mean,
-                           const T* invstd, const T* relu_output, index_t n, index_t c, index_t plane, bool train) {
+void batch_norm2d_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma,
+                           const T* mean, const T* invstd, const T* relu_output, index_t n,
+                           index_t c, index_t plane, bool train) {
     const Channels g{n, c, plane};
     if (relu_output)
         backward<true>(dx, dgamma, dbeta, dout, x, gamma, mean, invstd, relu_output, g, train);
@@ -343,9 +368,10 @@ void batch_norm2d_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x
 // The oracles
 
 template <typename T>
-void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x,
-                                    const T* gamma, const T* beta, index_t n, index_t c, index_t plane, bool train,
-                                    double momentum, double eps, bool unbiased, bool relu) {
+void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T* running_var,
+                                    const T* x, const T* gamma, const T* beta, index_t n, index_t c,
+                                    index_t plane, bool train, double momentum, double eps,
+                                    bool unbiased, bool relu) {
     const index_t m = n * plane;
     auto at = [&](index_t image, index_t ch, index_t i) { return (image * c + ch) * plane + i; };
     for (index_t ch = 0; ch < c; ++ch) {
@@ -356,21 +382,26 @@ void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T
             const double mu = sum / static_cast<double>(m);
             double squares = 0.0;
             for (index_t image = 0; image < n; ++image)
-                for (index_t i = 0; i < plane; ++i) squares += (x[at(image, ch, i)] - mu) * (x[at(image, ch, i)] - mu);
+                for (index_t i = 0; i < plane; ++i)
+                    squares += (x[at(image, ch, i)] - mu) * (x[at(image, ch, i)] - mu);
             mean[ch] = static_cast<T>(mu);
             invstd[ch] = static_cast<T>(1.0 / std::sqrt(squares / static_cast<double>(m) + eps));
             if (m > 0) {
                 const double batch_var = squares / static_cast<double>(unbiased ? m - 1 : m);
-                running_mean[ch] = static_cast<T>(momentum * running_mean[ch] + (1.0 - momentum) * mu);
-                running_var[ch] = static_cast<T>(momentum * running_var[ch] + (1.0 - momentum) * batch_var);
+                running_mean[ch] =
+                    static_cast<T>(momentum * running_mean[ch] + (1.0 - momentum) * mu);
+                running_var[ch] =
+                    static_cast<T>(momentum * running_var[ch] + (1.0 - momentum) * batch_var);
             }
         } else {
             mean[ch] = running_mean[ch];
-            invstd[ch] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
+            invstd[ch] =
+                static_cast<T>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
         }
         for (index_t image = 0; image < n; ++image)
             for (index_t i = 0; i < plane; ++i) {
-                const double xhat = (static_cast<double>(x[at(image, ch, i)]) - mean[ch]) * invstd[ch];
+                const double xhat =
+                    (static_cast<double>(x[at(image, ch, i)]) - mean[ch]) * invstd[ch];
                 const T v = static_cast<T>(xhat * gamma[ch] + beta[ch]);
                 y[at(image, ch, i)] = relu && v <= T(0) ? T(0) : v;
             }
@@ -378,12 +409,15 @@ void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T
 }
 
 template <typename T>
-void batch_norm2d_backward_reference(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma,
-                                     const T* mean, const T* invstd, const T* relu_output, index_t n, index_t c,
-                                     index_t plane, bool train) {
+void batch_norm2d_backward_reference(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x,
+                                     const T* gamma, const T* mean, const T* invstd,
+                                     const T* relu_output, index_t n, index_t c, index_t plane,
+                                     bool train) {
     const double m = static_cast<double>(n * plane);
     auto at = [&](index_t image, index_t ch, index_t i) { return (image * c + ch) * plane + i; };
-    auto dy_at = [&](index_t j) { return relu_output && relu_output[j] <= T(0) ? 0.0 : static_cast<double>(dout[j]); };
+    auto dy_at = [&](index_t j) {
+        return relu_output && relu_output[j] <= T(0) ? 0.0 : static_cast<double>(dout[j]);
+    };
     for (index_t ch = 0; ch < c; ++ch) {
         double dy_sum = 0.0, dy_xhat_sum = 0.0;
         for (index_t image = 0; image < n; ++image)
@@ -399,20 +433,25 @@ void batch_norm2d_backward_reference(T* dx, T* dgamma, T* dbeta, const T* dout, 
             for (index_t i = 0; i < plane; ++i) {
                 const index_t j = at(image, ch, i);
                 const double xhat = (x[j] - static_cast<double>(mean[ch])) * invstd[ch];
-                dx[j] = static_cast<T>(train ? scale / m * (m * dy_at(j) - dy_sum - xhat * dy_xhat_sum) : dy_at(j) * scale);
+                dx[j] =
+                    static_cast<T>(train ? scale / m * (m * dy_at(j) - dy_sum - xhat * dy_xhat_sum)
+                                         : dy_at(j) * scale);
             }
     }
 }
 
-#define TINYCONV_INSTANTIATE(T)                                                                                 \
-    template void batch_norm2d_forward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, index_t, index_t,   \
-                                          index_t, bool, double, double, bool, bool);                           \
-    template void batch_norm2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,        \
-                                           const T*, index_t, index_t, index_t, bool);                          \
-    template void batch_norm2d_forward_reference<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, index_t,  \
-                                                    index_t, index_t, bool, double, double, bool, bool);        \
-    template void batch_norm2d_backward_reference<T>(T*, T*, T*, const T*, const T*, const T*, const T*,        \
-                                                     const T*, const T*, index_t, index_t, index_t, bool);
+#define TINYCONV_INSTANTIATE(T)                                                                  \
+    template void batch_norm2d_forward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*,      \
+                                          index_t, index_t, index_t, bool, double, double, bool, \
+                                          bool);                                                 \
+    template void batch_norm2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,   \
+                                           const T*, const T*, index_t, index_t, index_t, bool); \
+    template void batch_norm2d_forward_reference<T>(T*, T*, T*, T*, T*, const T*, const T*,      \
+                                                    const T*, index_t, index_t, index_t, bool,   \
+                                                    double, double, bool, bool);                 \
+    template void batch_norm2d_backward_reference<T>(T*, T*, T*, const T*, const T*, const T*,   \
+                                                     const T*, const T*, const T*, index_t,      \
+                                                     index_t, index_t, bool);
 TINYCONV_INSTANTIATE(float)
 TINYCONV_INSTANTIATE(double)
 #undef TINYCONV_INSTANTIATE

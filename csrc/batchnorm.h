@@ -45,25 +45,27 @@ void batch_norm2d_forward(T* y,             // (N, C, H, W)
                           bool train, double momentum, double eps, bool unbiased, bool relu);
 
 template <typename T>
-void batch_norm2d_backward(T* dx,                // (N, C, H, W)
-                           T* dgamma,            // (C,)
-                           T* dbeta,             // (C,)
-                           const T* dout,        // (N, C, H, W)
-                           const T* x,           // (N, C, H, W) the forward input
-                           const T* gamma,       // (C,)
-                           const T* mean,        // (C,) as returned by the forward pass
-                           const T* invstd,      // (C,) as returned by the forward pass
+void batch_norm2d_backward(T* dx,                 // (N, C, H, W)
+                           T* dgamma,             // (C,)
+                           T* dbeta,              // (C,)
+                           const T* dout,         // (N, C, H, W)
+                           const T* x,            // (N, C, H, W) the forward input
+                           const T* gamma,        // (C,)
+                           const T* mean,         // (C,) as returned by the forward pass
+                           const T* invstd,       // (C,) as returned by the forward pass
                            const T* relu_output,  // (N, C, H, W) the forward output, or null
                            index_t n, index_t c, index_t plane, bool train);
 
 // Loops straight from the definitions (sequential sums in double), the oracles.
 template <typename T>
-void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T* running_var, const T* x,
-                                    const T* gamma, const T* beta, index_t n, index_t c, index_t plane, bool train,
-                                    double momentum, double eps, bool unbiased, bool relu);
+void batch_norm2d_forward_reference(T* y, T* mean, T* invstd, T* running_mean, T* running_var,
+                                    const T* x, const T* gamma, const T* beta, index_t n, index_t c,
+                                    index_t plane, bool train, double momentum, double eps,
+                                    bool unbiased, bool relu);
 template <typename T>
-void batch_norm2d_backward_reference(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* gamma,
-                                     const T* mean, const T* invstd, const T* relu_output, index_t n, index_t c,
-                                     index_t plane, bool train);
+void batch_norm2d_backward_reference(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x,
+                                     const T* gamma, const T* mean, const T* invstd,
+                                     const T* relu_output, index_t n, index_t c, index_t plane,
+                                     bool train);
 
 }  // namespace tinyconv

@@ -49,7 +49,9 @@ struct Canvas {
           Wc(g.pw + images * (g.w + g.pw)), step(g.w + g.pw), OH(g.oh()), OW(g.ow()),
           Lw((OH - 1) * Wc + (images - 1) * step + OW) {}
     index_t size(index_t c) const { return c * Hp * Wc; }
-    index_t pixel(index_t ci, index_t i, index_t ih) const { return (ci * Hp + PH + ih) * Wc + PW + i * step; }
+    index_t pixel(index_t ci, index_t i, index_t ih) const {
+        return (ci * Hp + PH + ih) * Wc + PW + i * step;
+    }
     index_t output(index_t i, index_t oh) const { return oh * Wc + i * step; }
     bool is_input() const { return G == 1 && PH == 0 && PW == 0; }  // the canvas is x itself
     bool is_output() const { return G == 1 && Wc == OW; }           // the wide output is y itself
@@ -66,16 +68,16 @@ index_t images_per_block(const Window2d& g) {
 // Scratch for one image's worth of work, owned by one thread.
 template <typename T>
 struct ImageScratch {
-    std::vector<T> col;       // unfolded path: (C*FH*FW, OH*OW) (forward: one tile of columns)
-    std::vector<T> dcol;      // (C*FH*FW, OH*OW or Lw), backward with dx only
-    std::vector<T> padded;    // flat path: the canvas (C, Hp, Wc) (backward: one per canvas of a
-                              // block, each reused for that canvas's dx)
-    std::vector<T> wide;      // flat path: y over the wide positions (FN, Lw); backward: dout
-                              // (FN, Lw rounded up to kDotMultiple), one per canvas of a block
+    std::vector<T> col;         // unfolded path: (C*FH*FW, OH*OW) (forward: one tile of columns)
+    std::vector<T> dcol;        // (C*FH*FW, OH*OW or Lw), backward with dx only
+    std::vector<T> padded;      // flat path: the canvas (C, Hp, Wc) (backward: one per canvas of a
+                                // block, each reused for that canvas's dx)
+    std::vector<T> wide;        // flat path: y over the wide positions (FN, Lw); backward: dout
+                                // (FN, Lw rounded up to kDotMultiple), one per canvas of a block
     std::vector<index_t> taps;  // flat path: offset of each tap's slice in the canvas
-    std::vector<T> gemm;      // GEMM packing buffers
-    std::vector<T> dw;        // (FN, C*FH*FW) this image's dW, backward only
-    std::vector<T> db;        // (FN,)
+    std::vector<T> gemm;        // GEMM packing buffers
+    std::vector<T> dw;          // (FN, C*FH*FW) this image's dW, backward only
+    std::vector<T> db;          // (FN,)
 };
 
 // The sum of row[0, L) in a fixed order that vectorises: kLanes interleaved partial sums, then
@@ -157,7 +159,8 @@ void fill_canvas(T* canvas, index_t slack, const T* x, index_t c, const Canvas& 
 // element still sums over k in the same order, so tiling does not change a single bit of y.
 template <typename T>
 index_t forward_tile_width(index_t K, index_t L) {
-    const index_t most = std::max<index_t>(64, (index_t(256) << 10) / static_cast<index_t>(sizeof(T)) / std::max<index_t>(K, 1));
+    const index_t most = std::max<index_t>(
+        64, (index_t(256) << 10) / static_cast<index_t>(sizeof(T)) / std::max<index_t>(K, 1));
     const index_t tiles = (L + most - 1) / most;
     const index_t width = (L + tiles - 1) / tiles;  // equal tiles, none left tiny
     return std::min(L, (width + 31) / 32 * 32);
@@ -166,8 +169,8 @@ index_t forward_tile_width(index_t K, index_t L) {
 // G images (y, x: the first of them) on one canvas: y_wide (FN, Lw) = W . B + b, then each
 // image's outputs picked out of the wide rows.
 template <typename T>
-void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, index_t c,
-                    index_t fn, const Window2d& g, ImageScratch<T>& s, int gemm_threads, bool relu) {
+void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, index_t c, index_t fn,
+                    const Window2d& g, ImageScratch<T>& s, int gemm_threads, bool relu) {
     const Canvas cv(g, images);
     const index_t K = c * g.fh * g.fw;
     canvas_taps(s.taps, c, g, cv);
@@ -190,8 +193,8 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
     for (index_t i = 0; i < images; ++i)
         for (index_t f = 0; f < fn; ++f)
             for (index_t oh = 0; oh < cv.OH; ++oh)
-                bias_relu_row(y + ((i * fn + f) * cv.OH + oh) * cv.OW, out + f * cv.Lw + cv.output(i, oh),
-                              cv.OW, b[f], relu);
+                bias_relu_row(y + ((i * fn + f) * cv.OH + oh) * cv.OW,
+                              out + f * cv.Lw + cv.output(i, oh), cv.OW, b[f], relu);
 }
 
 // One image on the pointwise or unfolded path.
@@ -208,7 +211,8 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
     for (index_t l0 = 0; l0 < L; l0 += tile) {
         const index_t width = std::min(tile, L - l0);
         im2col_chans(s.col.data(), x, c, g, l0, l0 + width);
-        gemm_step(s, gemm_threads, y + l0, L, w, K, false, s.col.data(), width, false, fn, width, K, T(1));
+        gemm_step(s, gemm_threads, y + l0, L, w, K, false, s.col.data(), width, false, fn, width, K,
+                  T(1));
     }
 }
 
@@ -217,7 +221,9 @@ void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t 
 // input and wide dout until the block's dW is done. Rows of the wide dout are padded with zeros to
 // a multiple of kDotMultiple, and each canvas is followed by as many zeros, so gemm_dot reads
 // whole vectors in bounds.
-inline index_t dot_length(const Canvas& cv) { return (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple; }
+inline index_t dot_length(const Canvas& cv) {
+    return (cv.Lw + kDotMultiple - 1) / kDotMultiple * kDotMultiple;
+}
 
 struct CanvasBackward {
     index_t per, slots, slot_size, wide_size;  // sizes for a full block (upper bounds)
@@ -265,12 +271,14 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
         douts[count] = dwide;
     }
     canvas_taps(s.taps, c, g, cv);
-    gemm_dot<T>(s.dw.data(), K, douts, Ld, canvases, s.taps.data(), count, fn, K, Ld, T(0), gemm_threads);
+    gemm_dot<T>(s.dw.data(), K, douts, Ld, canvases, s.taps.data(), count, fn, K, Ld, T(0),
+                gemm_threads);
     if (!dx) return;
     T* dcol = s.dcol.data();
     for (int j = 0; j < count; ++j) {
         const index_t i0 = first + j * bk.per;
-        gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], Ld, false, K, cv.Lw, fn, T(0));
+        gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], Ld, false, K, cv.Lw, fn,
+                  T(0));
         T* dcanvas = s.padded.data() + j * bk.slot_size;  // the input canvas is no longer needed
         std::fill(dcanvas, dcanvas + cv.size(c), T(0));
         for (index_t k = 0; k < K; ++k)
@@ -341,14 +349,16 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
             if (!cv.is_input()) grow(s.padded, cv.size(c));
             if (!cv.is_output()) grow(s.wide, fn * cv.Lw);
         } else if (!is_pointwise(g)) {
-            // The unfolded forward pass unfolds one tile of columns at a time, the backward the image.
+            // The unfolded forward pass unfolds one tile of columns at a time, the backward the
+            // image.
             grow(s.col, K * (backward ? L : forward_tile_width<T>(K, L)));
         }
         if (backward && need_dx && !is_pointwise(g)) grow(s.dcol, K * gemm_n);
         if (serial_gemm) {
             index_t need = gemm_workspace_size<T>(fn, gemm_n, K);
             if (backward)
-                need = std::max({need, gemm_workspace_size<T>(fn, K, gemm_n), gemm_workspace_size<T>(K, gemm_n, fn)});
+                need = std::max({need, gemm_workspace_size<T>(fn, K, gemm_n),
+                                 gemm_workspace_size<T>(K, gemm_n, fn)});
             grow(s.gemm, need);
         }
         if (backward) {
@@ -389,7 +399,8 @@ T output_by_definition(const T* x, const T* w, T bias, index_t c, index_t f, con
     for (index_t ci = 0; ci < c; ++ci)
         for (index_t fh = fh_lo; fh < fh_hi; ++fh)
             for (index_t fw = fw_lo; fw < fw_hi; ++fw)
-                sum += w[((f * c + ci) * g.fh + fh) * g.fw + fw] * x[(ci * g.h + ih0 + fh) * g.w + iw0 + fw];
+                sum += w[((f * c + ci) * g.fh + fh) * g.fw + fw] *
+                       x[(ci * g.h + ih0 + fh) * g.w + iw0 + fw];
     return relu && sum <= T(0) ? T(0) : sum;
 }
 
@@ -407,7 +418,7 @@ void redo_nan_outputs_at_padding(T* y, const T* x, const T* w, const T* b, index
     index_t oh_lo, oh_hi, ow_lo, ow_hi;
     valid_range(g.h - g.fh + 1, OH, g.sh, g.ph, 0, oh_lo, oh_hi);
     valid_range(g.w - g.fw + 1, OW, g.sw, g.pw, 0, ow_lo, ow_hi);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * fn * L, index_t(1) << 12))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* fn* L, index_t(1) << 12))
     for (index_t p = 0; p < n * fn; ++p) {
         const index_t i = p / fn, f = p % fn;
         if (!has_non_finite[f]) continue;
@@ -453,10 +464,12 @@ void redo_nan_filter_gradients(T* dw, const T* dout, const T* x, index_t n, inde
                                const Window2d& g) {
     const index_t K = c * g.fh * g.fw;
     if (is_pointwise(g) || all_finite(dw, fn * K)) return;
-#pragma omp parallel for schedule(static) num_threads(threads_for(fn * K * n * g.oh() * g.ow(), index_t(1) << 15))
+#pragma omp parallel for schedule(static) \
+    num_threads(threads_for(fn* K* n* g.oh() * g.ow(), index_t(1) << 15))
     for (index_t e = 0; e < fn * K; ++e) {
         if (dw[e] == dw[e]) continue;
-        const index_t f = e / K, ci = e % K / (g.fh * g.fw), fh = e % (g.fh * g.fw) / g.fw, fw = e % g.fw;
+        const index_t f = e / K, ci = e % K / (g.fh * g.fw), fh = e % (g.fh * g.fw) / g.fw,
+                      fw = e % g.fw;
         dw[e] = filter_gradient_by_definition(dout, x, n, c, fn, g, f, ci, fh, fw);
     }
 }
@@ -466,13 +479,14 @@ void redo_nan_filter_gradients(T* dw, const T* dout, const T* x, index_t n, inde
 // by FH-1-PH): one outside what the paths handle must stop with an error, not write outside the
 // buffers (a pad equal to the kernel there once made a negative pad and a memory abort).
 void check_window(const Window2d& g) {
-    if (g.h < 1 || g.w < 1 || g.fh < 1 || g.fw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0 ||
-        g.fh > g.h + 2 * g.ph || g.fw > g.w + 2 * g.pw)
+    if (g.h < 1 || g.w < 1 || g.fh < 1 || g.fw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 ||
+        g.pw < 0 || g.fh > g.h + 2 * g.ph || g.fw > g.w + 2 * g.pw)
         throw std::logic_error(
-            "conv2d: internal error, a window the kernel does not handle: input (" + std::to_string(g.h) + ", " +
-            std::to_string(g.w) + "), window (" + std::to_string(g.fh) + ", " + std::to_string(g.fw) +
-            "), stride (" + std::to_string(g.sh) + ", " + std::to_string(g.sw) + "), pad (" +
-            std::to_string(g.ph) + ", " + std::to_string(g.pw) + ")");
+            "conv2d: internal error, a window the kernel does not handle: input (" +
+            std::to_string(g.h) + ", " + std::to_string(g.w) + "), window (" +
+            std::to_string(g.fh) + ", " + std::to_string(g.fw) + "), stride (" +
+            std::to_string(g.sh) + ", " + std::to_string(g.sw) + "), pad (" + std::to_string(g.ph) +
+            ", " + std::to_string(g.pw) + ")");
 }
 
 }  // namespace
@@ -490,15 +504,19 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = u * per, count = std::min(per, n - first);
         if (flat) {
-            forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s, gemm_threads, relu);
+            forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s,
+                           gemm_threads, relu);
         } else {
             forward_image(y + first * y_size, x + first * x_size, w, b, c, fn, g, s, gemm_threads);
-            if (relu) bias_relu_row(y + first * y_size, y + first * y_size, y_size, T(0), true);  // in cache
+            if (relu)
+                bias_relu_row(y + first * y_size, y + first * y_size, y_size, T(0),
+                              true);  // in cache
         }
     };
     if (units >= threads) {
         // Enough units for every thread: one unit per task, serial GEMMs.
-        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, false, true, false);
+        std::vector<ImageScratch<T>>& scratch =
+            scratch_for<T>(threads, c, fn, g, false, true, false);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t u = 0; u < units; ++u) {
 #ifdef _OPENMP
@@ -531,14 +549,16 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     constexpr index_t kMinChannelsForTransposedConv = 8;
     if (dx && is_flat(g) && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
         conv2d_backward<T>(nullptr, dw, db, dout, x, w, n, c, fn, g);
-        std::vector<T> w_swapped(static_cast<size_t>(fn * c * g.fh * g.fw)), zeros(static_cast<size_t>(c), T(0));
+        std::vector<T> w_swapped(static_cast<size_t>(fn * c * g.fh * g.fw)),
+            zeros(static_cast<size_t>(c), T(0));
         for (index_t f = 0; f < fn; ++f)
             for (index_t ci = 0; ci < c; ++ci)
                 for (index_t fh = 0; fh < g.fh; ++fh)
                     for (index_t fw = 0; fw < g.fw; ++fw)
                         w_swapped[((ci * fn + f) * g.fh + g.fh - 1 - fh) * g.fw + g.fw - 1 - fw] =
                             w[((f * c + ci) * g.fh + fh) * g.fw + fw];
-        const Window2d transposed{g.oh(), g.ow(), g.fh, g.fw, 1, 1, g.fh - 1 - g.ph, g.fw - 1 - g.pw};
+        const Window2d transposed{g.oh(), g.ow(),          g.fh,           g.fw, 1,
+                                  1,      g.fh - 1 - g.ph, g.fw - 1 - g.pw};
         conv2d_forward<T>(dx, dout, w_swapped.data(), zeros.data(), n, fn, c, transposed);
         return;
     }
@@ -575,7 +595,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
             for (index_t t = 0; t < count; ++t) db[f] += scratch[t].db[f];
     };
     if (blocks >= threads && threads > 1) {
-        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(threads, c, fn, g, true, true, dx != nullptr);
+        std::vector<ImageScratch<T>>& scratch =
+            scratch_for<T>(threads, c, fn, g, true, true, dx != nullptr);
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
@@ -593,7 +614,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
         }
     } else {
         // Few blocks for many threads: blocks one after another, each GEMM on all threads.
-        std::vector<ImageScratch<T>>& scratch = scratch_for<T>(1, c, fn, g, true, threads <= 1, dx != nullptr);
+        std::vector<ImageScratch<T>>& scratch =
+            scratch_for<T>(1, c, fn, g, true, threads <= 1, dx != nullptr);
         for (index_t block = 0; block < blocks; ++block) {
             backward_block(block, scratch[0], threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -615,7 +637,8 @@ void conv2d_forward_reference(T* y, const T* x, const T* w, const T* b, index_t 
                     for (index_t ci = 0; ci < c; ++ci)
                         for (index_t fh = 0; fh < g.fh; ++fh)
                             for (index_t fw = 0; fw < g.fw; ++fw) {
-                                const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                                const index_t ih = oh * g.sh - g.ph + fh,
+                                              iw = ow * g.sw - g.pw + fw;
                                 if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
                                 sum += w[((f * c + ci) * g.fh + fh) * g.fw + fw] *
                                        x[((i * c + ci) * g.h + ih) * g.w + iw];
@@ -640,7 +663,8 @@ void conv2d_backward_reference(T* dx, T* dw, T* db, const T* dout, const T* x, c
                     for (index_t ci = 0; ci < c; ++ci)
                         for (index_t fh = 0; fh < g.fh; ++fh)
                             for (index_t fw = 0; fw < g.fw; ++fw) {
-                                const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
+                                const index_t ih = oh * g.sh - g.ph + fh,
+                                              iw = ow * g.sw - g.pw + fw;
                                 if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
                                 const index_t wi = ((f * c + ci) * g.fh + fh) * g.fw + fw;
                                 const index_t xi = ((i * c + ci) * g.h + ih) * g.w + iw;

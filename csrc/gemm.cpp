@@ -5,7 +5,8 @@
 #include <cstdlib>
 #include <vector>
 
-#if defined(_MSC_VER) && !defined(__clang__) && (defined(TINYCONV_HAVE_AVX2) || defined(TINYCONV_HAVE_AVX512))
+#if defined(_MSC_VER) && !defined(__clang__) && \
+    (defined(TINYCONV_HAVE_AVX2) || defined(TINYCONV_HAVE_AVX512))
 #include <intrin.h>  // __cpuidex, _xgetbv: MSVC's way to ask the CPU for its levels
 #endif
 
@@ -55,14 +56,19 @@ constexpr Isa kAllIsas[] = {Isa::avx512, Isa::avx2, Isa::neon, Isa::generic};
 
 const char* isa_name(Isa isa) {
     switch (isa) {
-        case Isa::avx512: return "avx512";
-        case Isa::avx2: return "avx2";
-        case Isa::neon: return "neon";
-        default: return "generic";
+        case Isa::avx512:
+            return "avx512";
+        case Isa::avx2:
+            return "avx2";
+        case Isa::neon:
+            return "neon";
+        default:
+            return "generic";
     }
 }
 
-#if defined(_MSC_VER) && !defined(__clang__) && (defined(TINYCONV_GEMM_AVX2) || defined(TINYCONV_GEMM_AVX512))
+#if defined(_MSC_VER) && !defined(__clang__) && \
+    (defined(TINYCONV_GEMM_AVX2) || defined(TINYCONV_GEMM_AVX512))
 // MSVC has no __builtin_cpu_supports: CPUID says what the CPU has, XGETBV whether the operating
 // system saves the vector registers (AVX state: XCR0 bits 1-2; AVX-512 also bits 5-7).
 bool msvc_cpu_runs(Isa isa) {
@@ -76,7 +82,8 @@ bool msvc_cpu_runs(Isa isa) {
     const unsigned ebx = static_cast<unsigned>(regs[1]);
     const bool avx2 = (ebx & (1u << 5)) != 0;
     if (isa == Isa::avx2) return avx2;
-    const bool avx512 = (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
+    const bool avx512 =
+        (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
     return isa == Isa::avx512 && avx2 && avx512 && (xcr0 & 0xe6) == 0xe6;
 }
 #endif
@@ -86,12 +93,14 @@ bool msvc_cpu_runs(Isa isa) {
 // even in plain integer arithmetic (clang turns workspace_size's min/max into AVX-512 vpminsq).
 bool cpu_runs(Isa isa) {
     switch (isa) {
-        case Isa::generic: return true;
+        case Isa::generic:
+            return true;
 #if defined(TINYCONV_GEMM_AVX2) && (defined(__GNUC__) || defined(__clang__))
         case Isa::avx2:
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #elif defined(TINYCONV_GEMM_AVX2) && defined(_MSC_VER)
-        case Isa::avx2: return msvc_cpu_runs(isa);
+        case Isa::avx2:
+            return msvc_cpu_runs(isa);
 #endif
 #if defined(TINYCONV_GEMM_AVX512) && (defined(__GNUC__) || defined(__clang__))
         case Isa::avx512:
@@ -99,14 +108,17 @@ bool cpu_runs(Isa isa) {
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                    __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #elif defined(TINYCONV_GEMM_AVX512) && defined(_MSC_VER)
-        case Isa::avx512: return msvc_cpu_runs(isa);
+        case Isa::avx512:
+            return msvc_cpu_runs(isa);
 #endif
 #ifdef TINYCONV_GEMM_NEON
         // Advanced SIMD is part of the AArch64 base architecture (every arm64 Linux, macOS and
         // Windows system has it): the level needs no flags and no check.
-        case Isa::neon: return true;
+        case Isa::neon:
+            return true;
 #endif
-        default: return false;
+        default:
+            return false;
     }
 }
 
@@ -155,19 +167,25 @@ struct Kernels {
 
 template <typename T>
 Kernels<T> kernels_for(Isa isa) {
-#define TINYCONV_KERNELS(NS) \
-    Kernels<T> { &NS::workspace_size<T>, &NS::gemm_packed<T>, &NS::gemm_offsets_packed<T>, &NS::gemm_dot<T> }
+#define TINYCONV_KERNELS(NS)                                                                       \
+    Kernels<T> {                                                                                   \
+        &NS::workspace_size<T>, &NS::gemm_packed<T>, &NS::gemm_offsets_packed<T>, &NS::gemm_dot<T> \
+    }
     switch (isa) {
 #ifdef TINYCONV_GEMM_AVX512
-        case Isa::avx512: return TINYCONV_KERNELS(isa_avx512);
+        case Isa::avx512:
+            return TINYCONV_KERNELS(isa_avx512);
 #endif
 #ifdef TINYCONV_GEMM_AVX2
-        case Isa::avx2: return TINYCONV_KERNELS(isa_avx2);
+        case Isa::avx2:
+            return TINYCONV_KERNELS(isa_avx2);
 #endif
 #ifdef TINYCONV_GEMM_NEON
-        case Isa::neon: return TINYCONV_KERNELS(isa_neon);
+        case Isa::neon:
+            return TINYCONV_KERNELS(isa_neon);
 #endif
-        default: return TINYCONV_KERNELS(isa_generic);
+        default:
+            return TINYCONV_KERNELS(isa_generic);
     }
 #undef TINYCONV_KERNELS
 }
@@ -178,13 +196,14 @@ index_t workspace_size_for(Isa isa, index_t m, index_t n, index_t k) {
 }
 
 template <typename T>
-void gemm_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool trans_a,
-                     const T* b, index_t ldb, bool trans_b, index_t m, index_t n, index_t k,
-                     T alpha, T beta, int nthreads, T* work) {
+void gemm_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const T* b,
+                     index_t ldb, bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta,
+                     int nthreads, T* work) {
     // Strides of element (i, k) of op(A) and (k, j) of op(B) in memory.
     const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
     const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
-    kernels_for<T>(isa).gemm_packed(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha, beta, nthreads, work);
+    kernels_for<T>(isa).gemm_packed(c, ldc, a, rsa, csa, b, rsb, csb, m, n, k, alpha, beta,
+                                    nthreads, work);
 }
 
 template <typename T>
@@ -192,7 +211,8 @@ void gemm_offsets_packed_for(Isa isa, T* c, index_t ldc, const T* a, index_t lda
                              const T* base, const index_t* offsets, index_t m, index_t n, index_t k,
                              T alpha, T beta, int nthreads, T* work) {
     const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-    kernels_for<T>(isa).gemm_offsets_packed(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha, beta, nthreads, work);
+    kernels_for<T>(isa).gemm_offsets_packed(c, ldc, a, rsa, csa, base, offsets, m, n, k, alpha,
+                                            beta, nthreads, work);
 }
 
 // The calling thread's packing buffer, kept between calls: a fresh megabyte-sized allocation
@@ -232,8 +252,8 @@ void gemm_serial(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, const
                  bool trans_b, index_t m, index_t n, index_t k, T alpha, T beta, T* work) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) return scale_c(c, ldc, m, n, beta);
-    gemm_packed_for<T>(static_cast<Isa>(g_isa.load()), c, ldc, a, lda, trans_a, b, ldb, trans_b,
-                       m, n, k, alpha, beta, 1, work);
+    gemm_packed_for<T>(static_cast<Isa>(g_isa.load()), c, ldc, a, lda, trans_a, b, ldb, trans_b, m,
+                       n, k, alpha, beta, 1, work);
 }
 
 template <typename T>
@@ -257,8 +277,8 @@ void gemm_offsets(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, cons
     const Isa isa = static_cast<Isa>(g_isa.load());
     if (!work) work = cached_workspace<T>(workspace_size_for<T>(isa, m, n, k));
     const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k, index_t(1) << 16)));
-    gemm_offsets_packed_for<T>(isa, c, ldc, a, lda, trans_a, base, offsets, m, n, k,
-                               alpha, beta, threads, work);
+    gemm_offsets_packed_for<T>(isa, c, ldc, a, lda, trans_a, base, offsets, m, n, k, alpha, beta,
+                               threads, work);
 }
 
 template <typename T>
@@ -266,8 +286,10 @@ void gemm_dot(T* c, index_t ldc, const T* const* a, index_t lda, const T* const*
               const index_t* offsets, int segments, index_t m, index_t n, index_t k, T beta,
               int nthreads) {
     if (m <= 0 || n <= 0) return;
-    const int threads = std::max(1, std::min(nthreads, threads_for(m * n * k * segments, index_t(1) << 16)));
-    kernels_for<T>(static_cast<Isa>(g_isa.load())).gemm_dot(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
+    const int threads =
+        std::max(1, std::min(nthreads, threads_for(m * n * k * segments, index_t(1) << 16)));
+    kernels_for<T>(static_cast<Isa>(g_isa.load()))
+        .gemm_dot(c, ldc, a, lda, base, offsets, segments, m, n, k, beta, threads);
 }
 
 template <typename T>
@@ -306,18 +328,18 @@ bool gemm_set_isa(const std::string& name) {
     return true;
 }
 
-#define TINYCONV_INSTANTIATE(T)                                                                   \
-    template index_t gemm_workspace_size<T>(index_t, index_t, index_t);                           \
-    template void gemm_serial<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool,   \
+#define TINYCONV_INSTANTIATE(T)                                                                    \
+    template index_t gemm_workspace_size<T>(index_t, index_t, index_t);                            \
+    template void gemm_serial<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool,    \
                                  index_t, index_t, index_t, T, T, T*);                             \
-    template void gemm<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool, index_t, \
-                          index_t, index_t, T, T, int);                                           \
-    template void gemm_dot<T>(T*, index_t, const T* const*, index_t, const T* const*,             \
-                              const index_t*, int, index_t, index_t, index_t, T, int);            \
-    template void gemm_offsets<T>(T*, index_t, const T*, index_t, bool, const T*, const index_t*, \
-                                  index_t, index_t, index_t, T, T, int, T*);                \
-    template void gemm_reference<T>(T*, index_t, const T*, index_t, bool, const T*, index_t,      \
-                                    bool, index_t, index_t, index_t, T, T);
+    template void gemm<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool, index_t,  \
+                          index_t, index_t, T, T, int);                                            \
+    template void gemm_dot<T>(T*, index_t, const T* const*, index_t, const T* const*,              \
+                              const index_t*, int, index_t, index_t, index_t, T, int);             \
+    template void gemm_offsets<T>(T*, index_t, const T*, index_t, bool, const T*, const index_t*,  \
+                                  index_t, index_t, index_t, T, T, int, T*);                       \
+    template void gemm_reference<T>(T*, index_t, const T*, index_t, bool, const T*, index_t, bool, \
+                                    index_t, index_t, index_t, T, T);
 TINYCONV_INSTANTIATE(float)
 TINYCONV_INSTANTIATE(double)
 #undef TINYCONV_INSTANTIATE

@@ -53,9 +53,9 @@ void gemm_offsets(T* c, index_t ldc,                      // (m, n)
 constexpr index_t kDotMultiple = 16;
 constexpr int kDotMaxSegments = 16;
 template <typename T>
-void gemm_dot(T* c, index_t ldc,                                 // (m, n)
-              const T* const* a, index_t lda,                    // segments x (m, k)
-              const T* const* base, const index_t* offsets,      // segments x (n, k) by offsets
+void gemm_dot(T* c, index_t ldc,                             // (m, n)
+              const T* const* a, index_t lda,                // segments x (m, k)
+              const T* const* base, const index_t* offsets,  // segments x (n, k) by offsets
               int segments, index_t m, index_t n, index_t k, T beta, int nthreads);
 
 // Triple loop that follows the definition: the oracle for the fast path.

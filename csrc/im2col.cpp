@@ -142,7 +142,7 @@ void im2col(T* col, const T* img, index_t n, index_t c, const Window2d& g) {
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t img_size = c * g.h * g.w;
     // One task per image: each writes its own disjoint block of rows.
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * L * K, 1 << 14))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* L* K, 1 << 14))
     for (index_t i = 0; i < n; ++i) im2col_rows(col + i * L * K, img + i * img_size, c, g);
 }
 
@@ -152,7 +152,7 @@ void col2im(T* img, const T* col, index_t n, index_t c, const Window2d& g) {
     const index_t plane_size = g.h * g.w;
     // One task per (image, channel) plane: planes are disjoint, and inside a plane the order of
     // accumulation is fixed, so any thread count gives the same bits.
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * L * K, 1 << 14))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* L* K, 1 << 14))
     for (index_t p = 0; p < n * c; ++p) {
         T* plane = img + p * plane_size;
         std::fill(plane, plane + plane_size, T(0));

@@ -16,12 +16,12 @@ namespace tinyconv {
 
 // One image, rows layout.
 template <typename T>
-void im2col_rows(T* col,         // (OH*OW, C*FH*FW)
-                 const T* img,   // (C, H, W)
+void im2col_rows(T* col,        // (OH*OW, C*FH*FW)
+                 const T* img,  // (C, H, W)
                  index_t c, const Window2d& g);
 template <typename T>
-void col2im_rows(T* img,         // (C, H, W), overwritten
-                 const T* col,   // (OH*OW, C*FH*FW)
+void col2im_rows(T* img,        // (C, H, W), overwritten
+                 const T* col,  // (OH*OW, C*FH*FW)
                  index_t c, const Window2d& g);
 
 // One image, chans layout (used inside convolution: it makes the GEMM operands contiguous).

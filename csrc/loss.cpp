@@ -29,7 +29,7 @@ T softmax_row(T* y, const T* x, index_t k) {
 
 template <typename T>
 void softmax_forward(T* y, const T* x, index_t n, index_t k) {
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * k, kRowGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* k, kRowGrain))
     for (index_t i = 0; i < n; ++i) softmax_row(y + i * k, x + i * k, k);
 }
 
@@ -37,7 +37,7 @@ template <typename T>
 T softmax_cross_entropy_forward(T* y, const T* x, const std::int64_t* labels, const T* targets,
                                 index_t n, index_t k) {
     std::vector<T> row_loss(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * k, kRowGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* k, kRowGrain))
     for (index_t i = 0; i < n; ++i) {
         const T* xi = x + i * k;
         const T lse = softmax_row(y + i * k, xi, k);
@@ -57,10 +57,10 @@ T softmax_cross_entropy_forward(T* y, const T* x, const std::int64_t* labels, co
 }
 
 template <typename T>
-void softmax_cross_entropy_backward(T* dx, const T* y, const std::int64_t* labels,
-                                    const T* targets, T dout, index_t n, index_t k) {
+void softmax_cross_entropy_backward(T* dx, const T* y, const std::int64_t* labels, const T* targets,
+                                    T dout, index_t n, index_t k) {
     const T scale = dout / T(n);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * k, kRowGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* k, kRowGrain))
     for (index_t i = 0; i < n; ++i) {
         const T* yi = y + i * k;
         T* di = dx + i * k;
@@ -76,7 +76,7 @@ void softmax_cross_entropy_backward(T* dx, const T* y, const std::int64_t* label
     }
 }
 
-#define TINYCONV_INSTANTIATE(T)                                                                   \
+#define TINYCONV_INSTANTIATE(T)                                                                  \
     template void softmax_forward<T>(T*, const T*, index_t, index_t);                            \
     template T softmax_cross_entropy_forward<T>(T*, const T*, const std::int64_t*, const T*,     \
                                                 index_t, index_t);                               \

@@ -27,10 +27,10 @@ T softmax_cross_entropy_forward(T* y,                        // (N, K)
                                 const T* targets,            // (N, K), or null
                                 index_t n, index_t k);
 template <typename T>
-void softmax_cross_entropy_backward(T* dx,                        // (N, K)
-                                    const T* y,                   // (N, K) softmax output
-                                    const std::int64_t* labels,   // (N,) or null
-                                    const T* targets,             // (N, K) or null
+void softmax_cross_entropy_backward(T* dx,                       // (N, K)
+                                    const T* y,                  // (N, K) softmax output
+                                    const std::int64_t* labels,  // (N,) or null
+                                    const T* targets,            // (N, K) or null
                                     T dout, index_t n, index_t k);
 
 }  // namespace tinyconv

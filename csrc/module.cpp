@@ -107,9 +107,11 @@ bool native_order(const py::array& a) {
 // int64, native order, C-contiguous: the index arrays (argmax, labels).
 void check_int64(const py::array& a, const char* name) {
     if (a.dtype().kind() != 'i' || a.dtype().itemsize() != 8 || !native_order(a) ||
-        !(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % alignof(std::int64_t) != 0)
-        type_error(cat(name, " must be a C-contiguous, aligned int64 array in native byte order, got dtype ",
-                       std::string(py::str(a.dtype()))));
+        !(a.flags() & py::array::c_style) ||
+        reinterpret_cast<std::uintptr_t>(a.data()) % alignof(std::int64_t) != 0)
+        type_error(cat(
+            name, " must be a C-contiguous, aligned int64 array in native byte order, got dtype ",
+            std::string(py::str(a.dtype()))));
 }
 
 // Checks dtype and layout; returns the element type code ('f' float32, 'd' float64).
@@ -117,18 +119,21 @@ char float_kind(const py::array& a, const char* name) {
     const char kind = a.dtype().kind();
     const auto size = a.dtype().itemsize();
     if (kind != 'f' || (size != 4 && size != 8))
-        type_error(cat(name, " must be a float32 or float64 array, got dtype ", std::string(py::str(a.dtype()))));
+        type_error(cat(name, " must be a float32 or float64 array, got dtype ",
+                       std::string(py::str(a.dtype()))));
     if (!native_order(a))
-        type_error(cat(name, " must be in native byte order, got dtype ", std::string(py::str(a.dtype()))));
+        type_error(cat(name, " must be in native byte order, got dtype ",
+                       std::string(py::str(a.dtype()))));
     if (!(a.flags() & py::array::c_style) || reinterpret_cast<std::uintptr_t>(a.data()) % size != 0)
-        type_error(cat(name, " must be C-contiguous and aligned (tinyconv.functional converts it for you)"));
+        type_error(cat(
+            name, " must be C-contiguous and aligned (tinyconv.functional converts it for you)"));
     return size == 4 ? 'f' : 'd';
 }
 
 void same_kind(const py::array& a, const char* an, const py::array& b, const char* bn) {
     if (float_kind(a, an) != float_kind(b, bn))
-        type_error(cat(an, " and ", bn, " must have the same dtype, got ", std::string(py::str(a.dtype())), " and ",
-                       std::string(py::str(b.dtype()))));
+        type_error(cat(an, " and ", bn, " must have the same dtype, got ",
+                       std::string(py::str(a.dtype())), " and ", std::string(py::str(b.dtype()))));
 }
 
 void check_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
@@ -196,7 +201,8 @@ py::array to_array(const py::handle& value, const char* name) {
 index_t to_index(const py::handle& value, const char* name) {
     if (is_bool(value) || PyFloat_Check(value.ptr()))
         type_error(cat(name, " must be an int, got ", describe(value)));
-    PyObject* as_int = PyNumber_Index(value.ptr());  // int, NumPy integer or anything with __index__
+    PyObject* as_int =
+        PyNumber_Index(value.ptr());  // int, NumPy integer or anything with __index__
     if (!as_int) {
         PyErr_Clear();
         type_error(cat(name, " must be an int, got ", describe(value)));
@@ -215,7 +221,8 @@ index_t to_index(const py::handle& value, const char* name) {
 double to_real(const py::handle& value, const char* name) {
     bool real = !is_bool(value) && !PyComplex_Check(value.ptr()) &&
                 !py::isinstance(value, numpy_scalar_types().complexfloating);
-    if (real && py::isinstance<py::array>(value)) {  // a 0-d array of a real dtype passes, as NumPy's scalars do
+    if (real && py::isinstance<py::array>(
+                    value)) {  // a 0-d array of a real dtype passes, as NumPy's scalars do
         const py::array a = py::reinterpret_borrow<py::array>(value);
         real = a.ndim() == 0 && std::string("iuf").find(a.dtype().kind()) != std::string::npos;
     }
@@ -243,7 +250,8 @@ struct FromPython<py::array> {
     static py::array convert(const py::object& v, const char* name) { return to_array(v, name); }
 };
 template <>
-struct FromPython<py::object> {  // None or an array: checked by the entry point (see optional_array)
+struct FromPython<py::object> {  // None or an array: checked by the entry point (see
+                                 // optional_array)
     static py::object convert(const py::object& v, const char*) { return v; }
 };
 template <>
@@ -270,10 +278,12 @@ template <typename T>
 using Loose = const py::object&;  // every parameter arrives as a Python object
 
 template <typename Ret, typename... Params, std::size_t... I>
-auto checked(Ret (*fn)(Params...), std::array<const char*, sizeof...(Params)> names, std::index_sequence<I...>) {
+auto checked(Ret (*fn)(Params...), std::array<const char*, sizeof...(Params)> names,
+             std::index_sequence<I...>) {
     return [fn, names](Loose<Params>... values) -> Ret {
         // A braced list converts left to right, so the first bad argument is the one reported.
-        std::tuple<std::decay_t<Params>...> converted{FromPython<std::decay_t<Params>>::convert(values, names[I])...};
+        std::tuple<std::decay_t<Params>...> converted{
+            FromPython<std::decay_t<Params>>::convert(values, names[I])...};
         return std::apply(fn, std::move(converted));
     };
 }
@@ -311,20 +321,23 @@ Window2d make_window(const Nchw& s, index_t fh, index_t fw, index_t sh, index_t 
     if (fh < 1 || fw < 1) value_error(cat(window_name, " must be >= 1, got (", fh, ", ", fw, ")"));
     if (sh < 1 || sw < 1) value_error(cat("stride must be >= 1, got (", sh, ", ", sw, ")"));
     if (ph < 0 || pw < 0) value_error(cat("pad must be >= 0, got (", ph, ", ", pw, ")"));
-    if (fh > kMaxDim || fw > kMaxDim || sh > kMaxDim || sw > kMaxDim || ph > kMaxDim || pw > kMaxDim)
-        value_error(cat(window_name, "/stride/pad are absurdly large: window (", fh, ", ", fw, "), stride (", sh,
-                        ", ", sw, "), pad (", ph, ", ", pw, ")"));
+    if (fh > kMaxDim || fw > kMaxDim || sh > kMaxDim || sw > kMaxDim || ph > kMaxDim ||
+        pw > kMaxDim)
+        value_error(cat(window_name, "/stride/pad are absurdly large: window (", fh, ", ", fw,
+                        "), stride (", sh, ", ", sw, "), pad (", ph, ", ", pw, ")"));
     const index_t h = s.h, w = s.w;
     if (fh > h + 2 * ph || fw > w + 2 * pw)
-        value_error(cat(window_name, " (", fh, ", ", fw, ") is larger than the padded input (", h + 2 * ph, ", ",
-                        w + 2 * pw, ") = input (", h, ", ", w, ") + 2 * pad (", ph, ", ", pw, ")"));
+        value_error(cat(window_name, " (", fh, ", ", fw, ") is larger than the padded input (",
+                        h + 2 * ph, ", ", w + 2 * pw, ") = input (", h, ", ", w, ") + 2 * pad (",
+                        ph, ", ", pw, ")"));
     const Window2d g{h, w, fh, fw, sh, sw, ph, pw};
     index_t unfolded;
     if (!product_fits({std::max<index_t>(s.n, 1), s.c, g.oh(), g.ow(), fh, fw}, unfolded))
-        value_error(cat(window_name, " (", fh, ", ", fw, ") with stride (", sh, ", ", sw, ") and pad (", ph, ", ", pw,
-                        ") over an input of shape (", s.n, ", ", s.c, ", ", h, ", ", w,
-                        ") is too large: N*C*OH*OW*FH*FW = ", std::max<index_t>(s.n, 1), "*", s.c, "*", g.oh(), "*",
-                        g.ow(), "*", fh, "*", fw, " overflows 64 bits"));
+        value_error(cat(window_name, " (", fh, ", ", fw, ") with stride (", sh, ", ", sw,
+                        ") and pad (", ph, ", ", pw, ") over an input of shape (", s.n, ", ", s.c,
+                        ", ", h, ", ", w,
+                        ") is too large: N*C*OH*OW*FH*FW = ", std::max<index_t>(s.n, 1), "*", s.c,
+                        "*", g.oh(), "*", g.ow(), "*", fh, "*", fw, " overflows 64 bits"));
     return g;
 }
 
@@ -343,8 +356,8 @@ double physical_memory_bytes() {
 void check_affordable(double bytes, const char* what) {
     static const double limit = physical_memory_bytes();
     if (limit > 0 && bytes > limit) {
-        memory_error(cat(what, " would need ", bytes / (1 << 30), " GiB, more than the ", limit / (1 << 30),
-                         " GiB of memory of this machine"));
+        memory_error(cat(what, " would need ", bytes / (1 << 30), " GiB, more than the ",
+                         limit / (1 << 30), " GiB of memory of this machine"));
     }
 }
 
@@ -382,10 +395,11 @@ Nchw nchw(const py::array& x, const char* name) {
 
 Nchw nchw_from_ints(index_t n, index_t c, index_t h, index_t w) {
     if (n < 0 || c < 1 || h < 1 || w < 1)
-        value_error(cat("input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, got (", n, ", ", c, ", ", h,
-                        ", ", w, ")"));
+        value_error(cat("input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, got (", n,
+                        ", ", c, ", ", h, ", ", w, ")"));
     if (n > kMaxDim || c > kMaxDim || h > kMaxDim || w > kMaxDim)
-        value_error(cat("input_shape entries must be at most 2**40, got (", n, ", ", c, ", ", h, ", ", w, ")"));
+        value_error(cat("input_shape entries must be at most 2**40, got (", n, ", ", c, ", ", h,
+                        ", ", w, ")"));
     mul(n, c, h, w);
     return Nchw{n, c, h, w};
 }
@@ -402,7 +416,8 @@ py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_ob
     const index_t m = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
     const index_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
     if (k != kb)
-        value_error(cat("a and b do not multiply: op(a) is (", m, ", ", k, ") and op(b) is (", kb, ", ", n, ")"));
+        value_error(cat("a and b do not multiply: op(a) is (", m, ", ", k, ") and op(b) is (", kb,
+                        ", ", n, ")"));
     py::array out, c;
     const char kind = float_kind(a, "a");
     if (!optional_array(c_obj, "c", c)) {
@@ -422,10 +437,11 @@ py::array py_gemm(const py::array& a, const py::array& b, const py::object& c_ob
         const T* bp = cptr<T>(b);
         py::gil_scoped_release release;
         if constexpr (Reference)
-            gemm_reference<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta));
+            gemm_reference<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k,
+                              T(alpha), T(beta));
         else
-            gemm<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha), T(beta),
-                num_threads());
+            gemm<T>(cp, n, ap, a.shape(1), trans_a, bp, b.shape(1), trans_b, m, n, k, T(alpha),
+                    T(beta), num_threads());
         return 0;
     });
     return out;
@@ -482,11 +498,13 @@ ConvShapes conv_shapes(const py::array& x, const py::array& W, index_t sh, index
     const Nchw s = nchw(x, "x");
     check_ndim(W, "W", 4);
     same_kind(x, "x", W, "W");
-    if (W.shape(0) < 1) value_error(cat("W must have at least one filter, got shape ", shape_str(W)));
+    if (W.shape(0) < 1)
+        value_error(cat("W must have at least one filter, got shape ", shape_str(W)));
     if (W.shape(1) != s.c)
-        value_error(cat("W has ", W.shape(1), " input channels but x has ", s.c, ": W shape ", shape_str(W),
-                        ", x shape ", shape_str(x)));
-    const Window2d g = make_window(s, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
+        value_error(cat("W has ", W.shape(1), " input channels but x has ", s.c, ": W shape ",
+                        shape_str(W), ", x shape ", shape_str(x)));
+    const Window2d g =
+        make_window(s, W.shape(2), W.shape(3), sh, sw, ph, pw, "filter (FH, FW) of W");
     mul(s.n, W.shape(0), g.oh(), g.ow());
     // Each thread holds one image's column matrix (two in the backward pass).
     const index_t col = mul(s.c, g.fh, g.fw, g.oh(), g.ow());
@@ -510,7 +528,8 @@ py::array py_conv2d_forward(const py::array& x, const py::array& W, const py::ar
         if constexpr (Reference) {
             conv2d_forward_reference<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
             if (relu)
-                for (index_t i = 0, size = static_cast<index_t>(y.size()); i < size; ++i) yp[i] = yp[i] <= T(0) ? T(0) : yp[i];
+                for (index_t i = 0, size = static_cast<index_t>(y.size()); i < size; ++i)
+                    yp[i] = yp[i] <= T(0) ? T(0) : yp[i];
         } else {
             conv2d_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g, relu);
         }
@@ -536,9 +555,10 @@ py::tuple py_conv2d_backward(const py::array& dout, const py::array& x, const py
         {
             py::gil_scoped_release release;
             if constexpr (Reference)
-            conv2d_backward_reference<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
-        else
-            conv2d_backward<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
+                conv2d_backward_reference<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn,
+                                             cs.g);
+            else
+                conv2d_backward<T>(dxp, dwp, dbp, dp, xp, wp, cs.x.n, cs.x.c, cs.fn, cs.g);
         }
         return py::make_tuple(dx, dw, db);
     });
@@ -554,8 +574,8 @@ Window2d max_pool_window(const Nchw& s, index_t pool_h, index_t pool_w, index_t 
                          index_t ph, index_t pw) {
     const Window2d g = pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
     if (ph >= pool_h || pw >= pool_w)
-        value_error(cat("pad (", ph, ", ", pw, ") must be smaller than the pool (", pool_h, ", ", pool_w,
-                        ") for max pooling: a window made only of padding has no maximum"));
+        value_error(cat("pad (", ph, ", ", pw, ") must be smaller than the pool (", pool_h, ", ",
+                        pool_w, ") for max pooling: a window made only of padding has no maximum"));
     return g;
 }
 
@@ -570,7 +590,8 @@ py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
         py::object idx = py::none();
         if (with_argmax || Reference) idx = empty<std::int64_t>({s.n, s.c, g.oh(), g.ow()});
         T* yp = ptr<T>(y);
-        std::int64_t* ip = idx.is_none() ? nullptr : ptr<std::int64_t>(py::reinterpret_borrow<py::array>(idx));
+        std::int64_t* ip =
+            idx.is_none() ? nullptr : ptr<std::int64_t>(py::reinterpret_borrow<py::array>(idx));
         const T* xp = cptr<T>(x);
         {
             py::gil_scoped_release release;
@@ -583,9 +604,9 @@ py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
     });
 }
 
-py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::array& x, index_t pool_h,
-                                            index_t pool_w, index_t sh, index_t sw, index_t ph, index_t pw,
-                                            bool through_relu) {
+py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::array& x,
+                                            index_t pool_h, index_t pool_w, index_t sh, index_t sw,
+                                            index_t ph, index_t pw, bool through_relu) {
     const Nchw s = nchw(x, "x");
     const Window2d g = max_pool_window(s, pool_h, pool_w, sh, sw, ph, pw);
     same_kind(x, "x", dout, "dout");
@@ -607,11 +628,10 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
     check_ndim(dout, "dout", 4);
     const char kind = float_kind(dout, "dout");
     if (dout.shape(0) != s.n || dout.shape(1) != s.c)
-        value_error(cat("dout shape ", shape_str(dout), " does not match input_shape (", n, ", ", c, ", ", h, ", ",
-                        w, ") in N and C"));
+        value_error(cat("dout shape ", shape_str(dout), " does not match input_shape (", n, ", ", c,
+                        ", ", h, ", ", w, ") in N and C"));
     check_int64(argmax, "argmax");
-    check_shape(argmax, "argmax",
-                {dout.shape(0), dout.shape(1), dout.shape(2), dout.shape(3)});
+    check_shape(argmax, "argmax", {dout.shape(0), dout.shape(1), dout.shape(2), dout.shape(3)});
     const index_t plane = s.h * s.w;
     const std::int64_t* ap = cptr<std::int64_t>(argmax);
     const index_t count = static_cast<index_t>(argmax.size());
@@ -636,8 +656,9 @@ py::array py_max_pool2d_backward(const py::array& dout, const py::array& argmax,
         if (!in_range) {  // find the first offender for the message
             for (index_t i = 0; i < count; ++i)
                 if (ap[i] < 0 || ap[i] >= plane)
-                    value_error(cat("argmax holds ", ap[i], " at flat position ", i, ", outside the input plane [0, ",
-                                    plane, ") of H*W = ", s.h, "*", s.w));
+                    value_error(cat("argmax holds ", ap[i], " at flat position ", i,
+                                    ", outside the input plane [0, ", plane, ") of H*W = ", s.h,
+                                    "*", s.w));
         }
         return dx;
     });
@@ -692,12 +713,14 @@ py::array elementwise_out(const py::object& out_obj, const py::array& like, cons
     if (!optional_array(out_obj, "out", out)) return py::array(like.dtype(), like.request().shape);
     same_kind(like, like_name, out, "out");
     if (out.request().shape != like.request().shape)
-        value_error(cat("out must have ", like_name, "'s shape ", shape_str(like), ", got ", shape_str(out)));
+        value_error(cat("out must have ", like_name, "'s shape ", shape_str(like), ", got ",
+                        shape_str(out)));
     if (!out.writeable()) value_error("out must be writeable");
     py::object shares_memory = py::module_::import("numpy").attr("shares_memory");
     for (const py::array* input : inputs)
         if (out.data() != input->data() && shares_memory(out, *input).cast<bool>())
-            value_error(cat("out may be ", like_name, " itself but must not partly overlap an input"));
+            value_error(
+                cat("out may be ", like_name, " itself but must not partly overlap an input"));
     return out;
 }
 
@@ -725,8 +748,8 @@ py::array binary(const py::array& dout, const py::array& other, const char* othe
                  const py::object& out_obj, Kernel kernel) {
     same_kind(dout, "dout", other, other_name);
     if (dout.request().shape != other.request().shape)
-        value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout), " and ",
-                        shape_str(other)));
+        value_error(cat("dout and ", other_name, " must have the same shape, got ", shape_str(dout),
+                        " and ", shape_str(other)));
     py::array dx = elementwise_out(out_obj, dout, "dout", {&dout, &other});
     return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
         using T = decltype(t);
@@ -741,10 +764,12 @@ py::array binary(const py::array& dout, const py::array& other, const char* othe
     });
 }
 
-py::array py_add_forward(const py::array& a, const py::array& b, bool relu, const py::object& out_obj) {
+py::array py_add_forward(const py::array& a, const py::array& b, bool relu,
+                         const py::object& out_obj) {
     same_kind(a, "a", b, "b");
     if (a.request().shape != b.request().shape)
-        value_error(cat("a and b must have the same shape, got ", shape_str(a), " and ", shape_str(b)));
+        value_error(
+            cat("a and b must have the same shape, got ", shape_str(a), " and ", shape_str(b)));
     py::array y = elementwise_out(out_obj, a, "a", {&a, &b});
     return dispatch(float_kind(a, "a"), [&](auto t) -> py::array {
         using T = decltype(t);
@@ -779,7 +804,8 @@ py::array py_global_avg_pool2d_forward(const py::array& x) {
     });
 }
 
-py::array py_global_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, index_t h, index_t w) {
+py::array py_global_avg_pool2d_backward(const py::array& dout, index_t n, index_t c, index_t h,
+                                        index_t w) {
     const Nchw s = nchw_from_ints(n, c, h, w);
     check_shape(dout, "dout", {s.n, s.c});
     return dispatch(float_kind(dout, "dout"), [&](auto t) -> py::array {
@@ -802,14 +828,16 @@ void check_channel_vector(const py::array& a, const char* name, const py::array&
 // Whether the bytes of two C-contiguous arrays overlap.
 bool overlap(const py::array& a, const py::array& b) {
     if (a.nbytes() == 0 || b.nbytes() == 0) return false;
-    const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
-    return a0 < b0 + static_cast<std::uintptr_t>(b.nbytes()) && b0 < a0 + static_cast<std::uintptr_t>(a.nbytes());
+    const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()),
+               b0 = reinterpret_cast<std::uintptr_t>(b.data());
+    return a0 < b0 + static_cast<std::uintptr_t>(b.nbytes()) &&
+           b0 < a0 + static_cast<std::uintptr_t>(a.nbytes());
 }
 
 template <bool Reference>
 py::tuple py_batch_norm2d_forward(const py::array& x, const py::array& gamma, const py::array& beta,
-                                  py::array running_mean, py::array running_var, bool train, double momentum,
-                                  double eps, bool unbiased, bool relu) {
+                                  py::array running_mean, py::array running_var, bool train,
+                                  double momentum, double eps, bool unbiased, bool relu) {
     const Nchw s = nchw(x, "x");
     const char kind = float_kind(x, "x");
     check_channel_vector(gamma, "gamma", x, s.c);
@@ -820,40 +848,53 @@ py::tuple py_batch_norm2d_forward(const py::array& x, const py::array& gamma, co
         check_writeable(running_mean, "running_mean");
         check_writeable(running_var, "running_var");
         if (overlap(running_mean, running_var))
-            value_error("running_mean and running_var must not share memory: both are updated in place");
-        for (const auto& [input, name] : {std::pair<const py::array*, const char*>{&x, "x"}, {&gamma, "gamma"}, {&beta, "beta"}})
-            for (const auto& [stat, stat_name] : {std::pair<const py::array*, const char*>{&running_mean, "running_mean"}, {&running_var, "running_var"}})
+            value_error(
+                "running_mean and running_var must not share memory: both are updated in place");
+        for (const auto& [input, name] : {std::pair<const py::array*, const char*>{&x, "x"},
+                                          {&gamma, "gamma"},
+                                          {&beta, "beta"}})
+            for (const auto& [stat, stat_name] :
+                 {std::pair<const py::array*, const char*>{&running_mean, "running_mean"},
+                  {&running_var, "running_var"}})
                 if (overlap(*stat, *input))
-                    value_error(cat(stat_name, " must not share memory with ", name, ": it is updated in place"));
+                    value_error(cat(stat_name, " must not share memory with ", name,
+                                    ": it is updated in place"));
     }
-    if (!(momentum >= 0.0 && momentum <= 1.0)) value_error(cat("momentum must be in [0, 1], got ", momentum));
-    if (!(std::isfinite(eps) && eps > 0.0)) value_error(cat("eps must be a finite number > 0, got ", eps));
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        value_error(cat("momentum must be in [0, 1], got ", momentum));
+    if (!(std::isfinite(eps) && eps > 0.0))
+        value_error(cat("eps must be a finite number > 0, got ", eps));
     const index_t m = mul(s.n, s.h, s.w);
     if (train && unbiased && m == 1)
-        value_error(cat("unbiased: the running variance of a single value per channel is undefined (m / (m - 1) with "
-                        "m = N*H*W = 1); PyTorch refuses it as well (x has shape ", shape_str(x), ")"));
+        value_error(
+            cat("unbiased: the running variance of a single value per channel is undefined (m / (m "
+                "- 1) with "
+                "m = N*H*W = 1); PyTorch refuses it as well (x has shape ",
+                shape_str(x), ")"));
     return dispatch(kind, [&](auto t) -> py::tuple {
         using T = decltype(t);
-        py::array y = empty<T>({s.n, s.c, s.h, s.w}), mean = empty<T>({s.c}), invstd = empty<T>({s.c});
+        py::array y = empty<T>({s.n, s.c, s.h, s.w}), mean = empty<T>({s.c}),
+                  invstd = empty<T>({s.c});
         T *yp = ptr<T>(y), *mp = ptr<T>(mean), *ip = ptr<T>(invstd);
         T *rmp = ptr<T>(running_mean), *rvp = ptr<T>(running_var);
         const T *xp = cptr<T>(x), *gp = cptr<T>(gamma), *bp = cptr<T>(beta);
         {
             py::gil_scoped_release release;
             if constexpr (Reference)
-                batch_norm2d_forward_reference<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c, s.h * s.w, train,
-                                                  momentum, eps, unbiased, relu);
+                batch_norm2d_forward_reference<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c,
+                                                  s.h * s.w, train, momentum, eps, unbiased, relu);
             else
-                batch_norm2d_forward<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c, s.h * s.w, train, momentum, eps,
-                                        unbiased, relu);
+                batch_norm2d_forward<T>(yp, mp, ip, rmp, rvp, xp, gp, bp, s.n, s.c, s.h * s.w,
+                                        train, momentum, eps, unbiased, relu);
         }
         return py::make_tuple(y, mean, invstd);
     });
 }
 
 template <bool Reference>
-py::tuple py_batch_norm2d_backward(const py::array& dout, const py::array& x, const py::array& gamma,
-                                   const py::array& mean, const py::array& invstd, bool train,
+py::tuple py_batch_norm2d_backward(const py::array& dout, const py::array& x,
+                                   const py::array& gamma, const py::array& mean,
+                                   const py::array& invstd, bool train,
                                    const py::object& relu_output) {
     const Nchw s = nchw(x, "x");
     const char kind = float_kind(x, "x");
@@ -870,16 +911,19 @@ py::tuple py_batch_norm2d_backward(const py::array& dout, const py::array& x, co
     }
     return dispatch(kind, [&](auto t) -> py::tuple {
         using T = decltype(t);
-        py::array dx = empty<T>({s.n, s.c, s.h, s.w}), dgamma = empty<T>({s.c}), dbeta = empty<T>({s.c});
+        py::array dx = empty<T>({s.n, s.c, s.h, s.w}), dgamma = empty<T>({s.c}),
+                  dbeta = empty<T>({s.c});
         T *dxp = ptr<T>(dx), *dgp = ptr<T>(dgamma), *dbp = ptr<T>(dbeta);
         const T *dp = cptr<T>(dout), *xp = cptr<T>(x), *gp = cptr<T>(gamma), *mp = cptr<T>(mean);
         const T *ip = cptr<T>(invstd), *rp = gated ? cptr<T>(gate) : nullptr;
         {
             py::gil_scoped_release release;
             if constexpr (Reference)
-                batch_norm2d_backward_reference<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c, s.h * s.w, train);
+                batch_norm2d_backward_reference<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c,
+                                                   s.h * s.w, train);
             else
-                batch_norm2d_backward<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c, s.h * s.w, train);
+                batch_norm2d_backward<T>(dxp, dgp, dbp, dp, xp, gp, mp, ip, rp, s.n, s.c, s.h * s.w,
+                                         train);
         }
         return py::make_tuple(dx, dgamma, dbeta);
     });
@@ -887,7 +931,8 @@ py::tuple py_batch_norm2d_backward(const py::array& dout, const py::array& x, co
 
 void check_logits(const py::array& x, const char* name) {
     check_ndim(x, name, 2);
-    if (x.shape(1) < 1) value_error(cat(name, " must have at least one class column, got shape ", shape_str(x)));
+    if (x.shape(1) < 1)
+        value_error(cat(name, " must have at least one class column, got shape ", shape_str(x)));
 }
 
 // Labels (N,) int64 in [0, K), or targets (N, K) of x's dtype. Labels are copied into `labels`
@@ -904,8 +949,8 @@ const std::int64_t* check_targets(const py::array& x, const py::array& t, const 
         labels.assign(tp, tp + n);
         for (index_t i = 0; i < n; ++i)
             if (labels[i] < 0 || labels[i] >= k)
-                value_error(cat("t holds label ", labels[i], " at position ", i, ", outside [0, ", k, ") for ", xname,
-                                " with ", k, " classes"));
+                value_error(cat("t holds label ", labels[i], " at position ", i, ", outside [0, ",
+                                k, ") for ", xname, " with ", k, " classes"));
         return labels.data();
     }
     same_kind(x, xname, t, "t");
@@ -929,7 +974,9 @@ py::array py_softmax_forward(const py::array& x) {
 
 py::tuple py_softmax_cross_entropy_forward(const py::array& x, const py::array& t) {
     check_logits(x, "x");
-    if (x.shape(0) < 1) value_error(cat("x must hold at least one row to average the loss over, got shape ", shape_str(x)));
+    if (x.shape(0) < 1)
+        value_error(
+            cat("x must hold at least one row to average the loss over, got shape ", shape_str(x)));
     std::vector<std::int64_t> label_copy;
     const std::int64_t* labels = check_targets(x, t, "x", label_copy);
     return dispatch(float_kind(x, "x"), [&](auto tag) -> py::tuple {
@@ -974,7 +1021,8 @@ void affine_shapes(const py::array& x, const py::array& W, index_t& n, index_t& 
     d = x.shape(1);
     m = W.shape(1);
     if (W.shape(0) != d)
-        value_error(cat("W must have x's ", d, " features as rows: x (flattened) ", shape_str(x), ", W ", shape_str(W)));
+        value_error(cat("W must have x's ", d, " features as rows: x (flattened) ", shape_str(x),
+                        ", W ", shape_str(W)));
 }
 
 py::array py_affine_forward(const py::array& x, const py::array& W, const py::array& b) {
@@ -993,7 +1041,8 @@ py::array py_affine_forward(const py::array& x, const py::array& W, const py::ar
     });
 }
 
-py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& W, bool need_dx) {
+py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py::array& W,
+                             bool need_dx) {
     index_t n, d, m;
     affine_shapes(x, W, n, d, m);
     same_kind(x, "x", dout, "dout");
@@ -1016,7 +1065,8 @@ py::tuple py_affine_backward(const py::array& dout, const py::array& x, const py
 
 // Checks the arrays of an in-place update: one float dtype and shape, C-contiguous, and the
 // updated ones writeable. Returns the dtype kind.
-char check_update(const py::array& param, std::initializer_list<std::pair<const py::array*, const char*>> state,
+char check_update(const py::array& param,
+                  std::initializer_list<std::pair<const py::array*, const char*>> state,
                   const py::array& grad) {
     const char kind = float_kind(param, "param");
     same_kind(param, "param", grad, "grad");
@@ -1024,7 +1074,8 @@ char check_update(const py::array& param, std::initializer_list<std::pair<const 
     const std::vector<py::ssize_t> shape(param.shape(), param.shape() + param.ndim());
     auto same_shape = [&](const py::array& a, const char* name) {
         if (std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()) != shape)
-            value_error(cat(name, " must have the shape of param ", shape_str(param), ", got ", shape_str(a)));
+            value_error(cat(name, " must have the shape of param ", shape_str(param), ", got ",
+                            shape_str(a)));
     };
     same_shape(grad, "grad");
     for (const auto& [arr, name] : state) {
@@ -1047,8 +1098,8 @@ void py_sgd_update(py::array param, const py::array& grad, double lr) {
     });
 }
 
-void py_momentum_update(py::array param, py::array v, const py::array& grad, double lr, double momentum,
-                        bool nesterov) {
+void py_momentum_update(py::array param, py::array v, const py::array& grad, double lr,
+                        double momentum, bool nesterov) {
     dispatch(check_update(param, {{&v, "v"}}, grad), [&](auto t) {
         using T = decltype(t);
         T *pp = ptr<T>(param), *vp = ptr<T>(v);
@@ -1061,8 +1112,8 @@ void py_momentum_update(py::array param, py::array v, const py::array& grad, dou
     });
 }
 
-void py_adaptive_update(py::array param, py::array h, const py::array& grad, double lr, bool rmsprop,
-                        double decay, double eps) {
+void py_adaptive_update(py::array param, py::array h, const py::array& grad, double lr,
+                        bool rmsprop, double decay, double eps) {
     dispatch(check_update(param, {{&h, "h"}}, grad), [&](auto t) {
         using T = decltype(t);
         T *pp = ptr<T>(param), *hp = ptr<T>(h);
@@ -1126,8 +1177,13 @@ std::string openmp_version() {
 #ifdef _OPENMP
     // _OPENMP is the release date (yyyymm) of the supported specification.
     const int date = _OPENMP;
-    const char* version = date >= 202011 ? "5.1" : date >= 201811 ? "5.0" : date >= 201511 ? "4.5"
-                        : date >= 201307 ? "4.0" : date >= 201107 ? "3.1" : date >= 200805 ? "3.0" : "2.5";
+    const char* version = date >= 202011   ? "5.1"
+                          : date >= 201811 ? "5.0"
+                          : date >= 201511 ? "4.5"
+                          : date >= 201307 ? "4.0"
+                          : date >= 201107 ? "3.1"
+                          : date >= 200805 ? "3.0"
+                                           : "2.5";
     return cat(version, " (_OPENMP=", date, ")");
 #else
     return "built without OpenMP";
@@ -1191,106 +1247,153 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "tinyconv's compiled kernels (private: use tinyconv.functional)";
 
     // def_checked: every argument is converted and checked by name before the function runs.
-    def_checked(m, "gemm", &py_gemm<false>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
-                py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
-    def_checked(m, "im2col", &py_im2col<false>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
-                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(m, "col2im", &py_col2im<false>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
-                py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+    def_checked(m, "gemm", &py_gemm<false>, py::arg("a"), py::arg("b"), py::arg("c"),
+                py::arg("alpha"), py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+    def_checked(m, "im2col", &py_im2col<false>, py::arg("input_data"), py::arg("filter_h"),
+                py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
                 py::arg("pad_w"));
-    def_checked(m, "conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"), py::arg("b"),
-                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
-    def_checked(m, "conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"), py::arg("W"),
-                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
-    def_checked(m, "max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"),
-                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-                py::arg("with_argmax") = true);
-    def_checked(m, "max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input, py::arg("dout"), py::arg("x"),
-                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
-                py::arg("pad_w"), py::arg("through_relu") = false);
-    def_checked(m, "max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"), py::arg("argmax"), py::arg("n"),
-                py::arg("c"), py::arg("h"), py::arg("w"), py::arg("relu_output") = py::none());
-    def_checked(m, "avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"), py::arg("pool_h"),
-                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(m, "avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"), py::arg("c"),
-                py::arg("h"), py::arg("w"), py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"),
-                py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(m, "relu_forward", +[](const py::array& x, const py::object& out) {
-        return unary(x, "x", out, [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
-    }, py::arg("x"), py::arg("out") = py::none());
-    def_checked(m, "relu_backward", +[](const py::array& dout, const py::array& x, const py::object& out) {
-        return binary(dout, x, "x", out, [](auto* dx, const auto* d, const auto* xp, index_t n) { relu_backward(dx, d, xp, n); });
-    }, py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
-    def_checked(m, "sigmoid_forward", +[](const py::array& x) {
-        return unary(x, "x", py::none(), [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
-    }, py::arg("x"));
-    def_checked(m, "sigmoid_backward", +[](const py::array& dout, const py::array& y, const py::object& out) {
-        return binary(dout, y, "y", out, [](auto* dx, const auto* d, const auto* yp, index_t n) { sigmoid_backward(dx, d, yp, n); });
-    }, py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
-    def_checked(m, "add_forward", &py_add_forward, py::arg("a"), py::arg("b"), py::arg("relu") = false,
-                py::arg("out") = py::none());
-    def_checked(m, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<false>, py::arg("x"));
-    def_checked(m, "global_avg_pool2d_backward", &py_global_avg_pool2d_backward, py::arg("dout"), py::arg("n"),
-                py::arg("c"), py::arg("h"), py::arg("w"));
-    def_checked(m, "batch_norm2d_forward", &py_batch_norm2d_forward<false>, py::arg("x"), py::arg("gamma"),
-                py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("train"), py::arg("momentum"),
-                py::arg("eps"), py::arg("unbiased") = false, py::arg("relu") = false);
-    def_checked(m, "batch_norm2d_backward", &py_batch_norm2d_backward<false>, py::arg("dout"), py::arg("x"),
-                py::arg("gamma"), py::arg("mean"), py::arg("invstd"), py::arg("train"),
+    def_checked(m, "col2im", &py_col2im<false>, py::arg("col"), py::arg("n"), py::arg("c"),
+                py::arg("h"), py::arg("w"), py::arg("filter_h"), py::arg("filter_w"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(m, "conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"),
+                py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(m, "conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"),
+                py::arg("W"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"), py::arg("need_dx") = true);
+    def_checked(m, "max_pool2d_forward", &py_max_pool2d_forward<false>, py::arg("x"),
+                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
+    def_checked(m, "max_pool2d_backward_from_input", &py_max_pool2d_backward_from_input,
+                py::arg("dout"), py::arg("x"), py::arg("pool_h"), py::arg("pool_w"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+                py::arg("through_relu") = false);
+    def_checked(m, "max_pool2d_backward", &py_max_pool2d_backward, py::arg("dout"),
+                py::arg("argmax"), py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"),
                 py::arg("relu_output") = py::none());
+    def_checked(m, "avg_pool2d_forward", &py_avg_pool2d_forward<false>, py::arg("x"),
+                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(m, "avg_pool2d_backward", &py_avg_pool2d_backward, py::arg("dout"), py::arg("n"),
+                py::arg("c"), py::arg("h"), py::arg("w"), py::arg("pool_h"), py::arg("pool_w"),
+                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
+    def_checked(
+        m, "relu_forward",
+        +[](const py::array& x, const py::object& out) {
+            return unary(x, "x", out,
+                         [](auto* y, const auto* xp, index_t n) { relu_forward(y, xp, n); });
+        },
+        py::arg("x"), py::arg("out") = py::none());
+    def_checked(
+        m, "relu_backward",
+        +[](const py::array& dout, const py::array& x, const py::object& out) {
+            return binary(dout, x, "x", out,
+                          [](auto* dx, const auto* d, const auto* xp, index_t n) {
+                              relu_backward(dx, d, xp, n);
+                          });
+        },
+        py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
+    def_checked(
+        m, "sigmoid_forward",
+        +[](const py::array& x) {
+            return unary(x, "x", py::none(),
+                         [](auto* y, const auto* xp, index_t n) { sigmoid_forward(y, xp, n); });
+        },
+        py::arg("x"));
+    def_checked(
+        m, "sigmoid_backward",
+        +[](const py::array& dout, const py::array& y, const py::object& out) {
+            return binary(dout, y, "y", out,
+                          [](auto* dx, const auto* d, const auto* yp, index_t n) {
+                              sigmoid_backward(dx, d, yp, n);
+                          });
+        },
+        py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
+    def_checked(m, "add_forward", &py_add_forward, py::arg("a"), py::arg("b"),
+                py::arg("relu") = false, py::arg("out") = py::none());
+    def_checked(m, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<false>, py::arg("x"));
+    def_checked(m, "global_avg_pool2d_backward", &py_global_avg_pool2d_backward, py::arg("dout"),
+                py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"));
+    def_checked(m, "batch_norm2d_forward", &py_batch_norm2d_forward<false>, py::arg("x"),
+                py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"),
+                py::arg("train"), py::arg("momentum"), py::arg("eps"), py::arg("unbiased") = false,
+                py::arg("relu") = false);
+    def_checked(m, "batch_norm2d_backward", &py_batch_norm2d_backward<false>, py::arg("dout"),
+                py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("invstd"),
+                py::arg("train"), py::arg("relu_output") = py::none());
     def_checked(m, "softmax_forward", &py_softmax_forward, py::arg("x"));
-    def_checked(m, "softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"), py::arg("t"));
-    def_checked(m, "softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward, py::arg("y"), py::arg("t"),
-                py::arg("dout"));
+    def_checked(m, "softmax_cross_entropy_forward", &py_softmax_cross_entropy_forward, py::arg("x"),
+                py::arg("t"));
+    def_checked(m, "softmax_cross_entropy_backward", &py_softmax_cross_entropy_backward,
+                py::arg("y"), py::arg("t"), py::arg("dout"));
     def_checked(m, "affine_forward", &py_affine_forward, py::arg("x"), py::arg("W"), py::arg("b"));
-    def_checked(m, "affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"), py::arg("W"),
-                py::arg("need_dx") = true);
+    def_checked(m, "affine_backward", &py_affine_backward, py::arg("dout"), py::arg("x"),
+                py::arg("W"), py::arg("need_dx") = true);
 
     def_checked(m, "sgd_update", &py_sgd_update, py::arg("param"), py::arg("grad"), py::arg("lr"));
-    def_checked(m, "momentum_update", &py_momentum_update, py::arg("param"), py::arg("v"), py::arg("grad"),
-                py::arg("lr"), py::arg("momentum"), py::arg("nesterov"));
-    def_checked(m, "adaptive_update", &py_adaptive_update, py::arg("param"), py::arg("h"), py::arg("grad"),
-                py::arg("lr"), py::arg("rmsprop"), py::arg("decay"), py::arg("eps"));
-    def_checked(m, "adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"), py::arg("grad"),
-                py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"));
-    def_checked(m, "find_nonfinite", &py_find_nonfinite<false>, py::arg("values"), py::arg("squared") = false);
+    def_checked(m, "momentum_update", &py_momentum_update, py::arg("param"), py::arg("v"),
+                py::arg("grad"), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"));
+    def_checked(m, "adaptive_update", &py_adaptive_update, py::arg("param"), py::arg("h"),
+                py::arg("grad"), py::arg("lr"), py::arg("rmsprop"), py::arg("decay"),
+                py::arg("eps"));
+    def_checked(m, "adam_update", &py_adam_update, py::arg("param"), py::arg("m"), py::arg("v"),
+                py::arg("grad"), py::arg("lr_t"), py::arg("beta1"), py::arg("beta2"),
+                py::arg("eps"));
+    def_checked(m, "find_nonfinite", &py_find_nonfinite<false>, py::arg("values"),
+                py::arg("squared") = false);
 
-    def_checked(m, "set_num_threads", +[](index_t n) {
-        if (n < 1 || n > kMaxThreads) value_error(cat("n must be in [1, ", kMaxThreads, "], got ", n));
-        set_num_threads(static_cast<int>(n));
-    }, py::arg("n"));
+    def_checked(
+        m, "set_num_threads",
+        +[](index_t n) {
+            if (n < 1 || n > kMaxThreads)
+                value_error(cat("n must be in [1, ", kMaxThreads, "], got ", n));
+            set_num_threads(static_cast<int>(n));
+        },
+        py::arg("n"));
     m.def("get_num_threads", &num_threads);
-    def_checked(m, "set_isa", +[](std::string name) {
-        if (!gemm_set_isa(name))
-            value_error(cat("isa must be one of the levels this CPU runs (", gemm_available_isas(), "), got '", name, "'"));
-    }, py::arg("isa"));
+    def_checked(
+        m, "set_isa",
+        +[](std::string name) {
+            if (!gemm_set_isa(name))
+                value_error(cat("isa must be one of the levels this CPU runs (",
+                                gemm_available_isas(), "), got '", name, "'"));
+        },
+        py::arg("isa"));
     m.def("config", &config);
 
     // The plain loops kept beside each fast kernel, exposed for the tests (same arguments and
     // validation as the fast entry points above).
-    py::module_ ref = m.def_submodule("reference", "plain-loop oracles of the fast kernels (tests only)");
-    def_checked(ref, "gemm", &py_gemm<true>, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
-                py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
-    def_checked(ref, "im2col", &py_im2col<true>, py::arg("input_data"), py::arg("filter_h"), py::arg("filter_w"),
+    py::module_ ref =
+        m.def_submodule("reference", "plain-loop oracles of the fast kernels (tests only)");
+    def_checked(ref, "gemm", &py_gemm<true>, py::arg("a"), py::arg("b"), py::arg("c"),
+                py::arg("alpha"), py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+    def_checked(ref, "im2col", &py_im2col<true>, py::arg("input_data"), py::arg("filter_h"),
+                py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"));
+    def_checked(ref, "col2im", &py_col2im<true>, py::arg("col"), py::arg("n"), py::arg("c"),
+                py::arg("h"), py::arg("w"), py::arg("filter_h"), py::arg("filter_w"),
                 py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(ref, "col2im", &py_col2im<true>, py::arg("col"), py::arg("n"), py::arg("c"), py::arg("h"),
-                py::arg("w"), py::arg("filter_h"), py::arg("filter_w"), py::arg("stride_h"), py::arg("stride_w"),
+    def_checked(ref, "conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"),
+                py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(ref, "conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"),
+                py::arg("W"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+                py::arg("pad_w"), py::arg("need_dx") = true);
+    def_checked(ref, "max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"),
+                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"), py::arg("with_argmax") = true);
+    def_checked(ref, "avg_pool2d_forward", &py_avg_pool2d_forward<true>, py::arg("x"),
+                py::arg("pool_h"), py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"),
                 py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(ref, "conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"), py::arg("b"),
-                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("relu") = false);
-    def_checked(ref, "conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"), py::arg("W"),
-                py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("need_dx") = true);
-    def_checked(ref, "max_pool2d_forward", &py_max_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"),
-                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-                py::arg("with_argmax") = true);
-    def_checked(ref, "avg_pool2d_forward", &py_avg_pool2d_forward<true>, py::arg("x"), py::arg("pool_h"),
-                py::arg("pool_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"));
-    def_checked(ref, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<true>, py::arg("x"));
-    def_checked(ref, "batch_norm2d_forward", &py_batch_norm2d_forward<true>, py::arg("x"), py::arg("gamma"),
-                py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("train"), py::arg("momentum"),
-                py::arg("eps"), py::arg("unbiased") = false, py::arg("relu") = false);
-    def_checked(ref, "batch_norm2d_backward", &py_batch_norm2d_backward<true>, py::arg("dout"), py::arg("x"),
-                py::arg("gamma"), py::arg("mean"), py::arg("invstd"), py::arg("train"),
-                py::arg("relu_output") = py::none());
-    def_checked(ref, "find_nonfinite", &py_find_nonfinite<true>, py::arg("values"), py::arg("squared") = false);
+    def_checked(ref, "global_avg_pool2d_forward", &py_global_avg_pool2d_forward<true>,
+                py::arg("x"));
+    def_checked(ref, "batch_norm2d_forward", &py_batch_norm2d_forward<true>, py::arg("x"),
+                py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"),
+                py::arg("train"), py::arg("momentum"), py::arg("eps"), py::arg("unbiased") = false,
+                py::arg("relu") = false);
+    def_checked(ref, "batch_norm2d_backward", &py_batch_norm2d_backward<true>, py::arg("dout"),
+                py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("invstd"),
+                py::arg("train"), py::arg("relu_output") = py::none());
+    def_checked(ref, "find_nonfinite", &py_find_nonfinite<true>, py::arg("values"),
+                py::arg("squared") = false);
 }

@@ -11,7 +11,8 @@ namespace tinyconv {
 template <typename T>
 void adam_update(T* param, T* m, T* v, const T* grad, index_t size, T lr_t, T one_minus_beta1,
                  T one_minus_beta2, T eps) {
-    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static) num_threads(threads_for(size, index_t(1) << 16)))
+    TINYCONV_OMP_PARALLEL_FOR_SIMD(schedule(static)
+                                       num_threads(threads_for(size, index_t(1) << 16)))
     for (index_t i = 0; i < size; ++i) {
         const T g = grad[i];
         const T mi = m[i] + one_minus_beta1 * (g - m[i]);
@@ -148,15 +149,18 @@ index_t find_nonfinite_reference(const T* values, index_t size, bool squared) {
 
 template void sgd_update<float>(float*, const float*, index_t, float);
 template void sgd_update<double>(double*, const double*, index_t, double);
-template void momentum_update<float>(float*, float*, const float*, index_t, float, float, bool, float, float);
-template void momentum_update<double>(double*, double*, const double*, index_t, double, double, bool, double,
-                                      double);
-template void adaptive_update<float>(float*, float*, const float*, index_t, float, bool, float, float, float);
-template void adaptive_update<double>(double*, double*, const double*, index_t, double, bool, double, double,
-                                      double);
-template void adam_update<float>(float*, float*, float*, const float*, index_t, float, float, float, float);
-template void adam_update<double>(double*, double*, double*, const double*, index_t, double, double, double,
-                                  double);
+template void momentum_update<float>(float*, float*, const float*, index_t, float, float, bool,
+                                     float, float);
+template void momentum_update<double>(double*, double*, const double*, index_t, double, double,
+                                      bool, double, double);
+template void adaptive_update<float>(float*, float*, const float*, index_t, float, bool, float,
+                                     float, float);
+template void adaptive_update<double>(double*, double*, const double*, index_t, double, bool,
+                                      double, double, double);
+template void adam_update<float>(float*, float*, float*, const float*, index_t, float, float, float,
+                                 float);
+template void adam_update<double>(double*, double*, double*, const double*, index_t, double, double,
+                                  double, double);
 template index_t find_nonfinite<float>(const float*, index_t, bool);
 template index_t find_nonfinite<double>(const double*, index_t, bool);
 template index_t find_nonfinite_reference<float>(const float*, index_t, bool);

@@ -12,11 +12,11 @@
 // Each element is computed with the same operations in the same order and precision as DLfS's
 // NumPy code (this file is compiled without FMA contraction), so the results are bitwise equal.
 //
-// find_nonfinite lets a caller refuse an update before it starts: one vectorised read of a gradient,
-// cheaper than any update pass, so a training loop can check every gradient first and leave the
-// parameters and the optimizer state untouched. With squared == true it also flags entries whose
-// square overflows: AdaGrad, RMSprop and Adam square gradients, and Adam's second moment, once
-// infinite, turns NaN on the next step (inf - inf).
+// find_nonfinite lets a caller refuse an update before it starts: one vectorised read of a
+// gradient, cheaper than any update pass, so a training loop can check every gradient first and
+// leave the parameters and the optimizer state untouched. With squared == true it also flags
+// entries whose square overflows: AdaGrad, RMSprop and Adam square gradients, and Adam's second
+// moment, once infinite, turns NaN on the next step (inf - inf).
 #pragma once
 
 #include "parallel.h"
@@ -37,10 +37,10 @@ void adaptive_update(T* param, T* h, const T* grad, index_t size, T lr, bool rms
                      T one_minus_decay, T eps);
 
 template <typename T>
-void adam_update(T* param,        // (size,) updated in place
-                 T* m,            // (size,) first moment, updated in place
-                 T* v,            // (size,) second moment, updated in place
-                 const T* grad,   // (size,)
+void adam_update(T* param,       // (size,) updated in place
+                 T* m,           // (size,) first moment, updated in place
+                 T* v,           // (size,) second moment, updated in place
+                 const T* grad,  // (size,)
                  index_t size, T lr_t, T one_minus_beta1, T one_minus_beta2, T eps);
 
 // The index of the first element x of values[0, size) for which x (squared == false) or x * x

@@ -96,8 +96,10 @@ inline T window_max(const T* plane, index_t W, index_t h_lo, index_t h_hi, index
 template <typename Visit>
 void for_each_window(index_t planes, const Window2d& g, Visit&& visit) {
     const index_t OH = g.oh(), OW = g.ow();
-    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph, PW = g.pw;
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * FH * FW, kPlaneGrain))
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph,
+                  PW = g.pw;
+#pragma omp parallel for schedule(static) \
+    num_threads(threads_for(planes* OH* OW* FH* FW, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
         for (index_t oh = 0; oh < OH; ++oh) {
             const index_t h0 = oh * SH - PH;
@@ -111,18 +113,20 @@ void for_each_window(index_t planes, const Window2d& g, Visit&& visit) {
     }
 }
 
-
 // Like for_each_window, but the whole (unclipped) windows of each output row go to run(p, oh,
 // ow_begin, ow_end, h0) in one call, so an unrolled, vectorised loop can take them; windows that
 // padding clips go to window(p, o, h_lo, h_hi, w_lo, w_hi) one by one.
 template <typename Run, typename Window>
 void for_each_window_run(index_t planes, const Window2d& g, Run&& run, Window&& window) {
     const index_t OH = g.oh(), OW = g.ow();
-    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph, PW = g.pw;
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph,
+                  PW = g.pw;
     // Columns whose window lies inside [0, W): ow*SW - PW >= 0 and ow*SW - PW + FW <= W.
     const index_t whole_lo = std::min(OW, (PW + SW - 1) / SW);
-    const index_t whole_hi = W + PW - FW < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - FW) / SW + 1));
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * OH * OW * FH * FW, kPlaneGrain))
+    const index_t whole_hi =
+        W + PW - FW < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - FW) / SW + 1));
+#pragma omp parallel for schedule(static) \
+    num_threads(threads_for(planes* OH* OW* FH* FW, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
         for (index_t oh = 0; oh < OH; ++oh) {
             const index_t h0 = oh * SH - PH;
@@ -211,10 +215,12 @@ void with_window_shape(const Window2d& g, F&& f) {
 template <int FH, int FW, int SW, typename T>
 void max_pool_windows(T* y, std::int64_t* argmax, const T* x, index_t planes, const Window2d& g) {
     const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
-    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo,
+                      index_t w_hi) {
         const T* plane = x + p * plane_size;
         if (argmax)
-            window_argmax(plane, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o], argmax[p * out_size + o]);
+            window_argmax(plane, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o],
+                          argmax[p * out_size + o]);
         else
             y[p * out_size + o] = window_max(plane, W, h_lo, h_hi, w_lo, w_hi);
     };
@@ -224,8 +230,8 @@ void max_pool_windows(T* y, std::int64_t* argmax, const T* x, index_t planes, co
         const index_t PW = g.pw;
         auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
             const index_t row = p * out_size + oh * OW;
-            whole_windows_max<FH, FW, SW>(y + row, argmax ? argmax + row : nullptr, x + p * plane_size,
-                                          W, h0, PW, ow_lo, ow_hi);
+            whole_windows_max<FH, FW, SW>(y + row, argmax ? argmax + row : nullptr,
+                                          x + p * plane_size, W, h0, PW, ow_lo, ow_hi);
         };
         for_each_window_run(planes, g, run, window);
     }
@@ -237,7 +243,8 @@ template <typename T>
 void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
                         const Window2d& g) {
     with_window_shape(g, [&](auto fh, auto fw, auto sw) {
-        max_pool_windows<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(y, argmax, x, n * c, g);
+        max_pool_windows<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(
+            y, argmax, x, n * c, g);
     });
 }
 
@@ -252,7 +259,8 @@ void max_pool_backward_windows(T* dx, const T* dout, const T* x, index_t planes,
     const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
     // Each plane is visited by one thread, its windows in order: the scatter is race-free and
     // adds up overlapping windows in a fixed order.
-    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo,
+                      index_t w_hi) {
         T best;
         std::int64_t at;
         window_argmax(x + p * plane_size, W, h_lo, h_hi, w_lo, w_hi, best, at);
@@ -270,7 +278,8 @@ void max_pool_backward_windows(T* dx, const T* dout, const T* x, index_t planes,
             const T* dp = dout + p * out_size + oh * OW;
             for (index_t lo = ow_lo; lo < ow_hi; lo += kChunk) {
                 const index_t hi = std::min(ow_hi, lo + kChunk);
-                whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo, hi);
+                whole_windows_max<FH, FW, SW>(best - lo, at - lo, x + p * plane_size, W, h0, PW, lo,
+                                              hi);
                 for (index_t ow = lo; ow < hi; ++ow)
                     if (!(through_relu && best[ow - lo] <= T(0))) dxp[at[ow - lo]] += dp[ow];
             }
@@ -296,7 +305,8 @@ bool max_pool2d_backward(T* dx, const T* dout, const std::int64_t* argmax, index
                          index_t plane_size, index_t out_plane_size, const T* relu_output) {
     const index_t L = out_plane_size;
     bool in_range = true;
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * (L + plane_size), kPlaneGrain)) reduction(&& : in_range)
+#pragma omp parallel for schedule(static) \
+    num_threads(threads_for(planes*(L + plane_size), kPlaneGrain)) reduction(&& : in_range)
     for (index_t p = 0; p < planes; ++p) {
         T* dxp = dx + p * plane_size;
         std::fill(dxp, dxp + plane_size, T(0));
@@ -320,13 +330,15 @@ template <typename T>
 void avg_pool2d_forward(T* y, const T* x, index_t n, index_t c, const Window2d& g) {
     const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w;
     const T area = T(g.fh * g.fw);
-    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-        const T* plane = x + p * plane_size;
-        T sum = 0;
-        for (index_t ih = h_lo; ih < h_hi; ++ih)
-            for (index_t iw = w_lo; iw < w_hi; ++iw) sum += plane[ih * W + iw];
-        y[p * out_size + o] = sum / area;
-    });
+    for_each_window(
+        n * c, g,
+        [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+            const T* plane = x + p * plane_size;
+            T sum = 0;
+            for (index_t ih = h_lo; ih < h_hi; ++ih)
+                for (index_t iw = w_lo; iw < w_hi; ++iw) sum += plane[ih * W + iw];
+            y[p * out_size + o] = sum / area;
+        });
 }
 
 template <typename T>
@@ -335,18 +347,20 @@ void avg_pool2d_backward(T* dx, const T* dout, index_t n, index_t c, const Windo
     const T area = T(g.fh * g.fw);
     std::fill(dx, dx + n * c * plane_size, T(0));
     // One thread per plane, windows in order: overlapping shares add up in a fixed order.
-    for_each_window(n * c, g, [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-        T* plane = dx + p * plane_size;
-        const T share = dout[p * out_size + o] / area;
-        for (index_t ih = h_lo; ih < h_hi; ++ih)
-            for (index_t iw = w_lo; iw < w_hi; ++iw) plane[ih * W + iw] += share;
-    });
+    for_each_window(
+        n * c, g,
+        [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+            T* plane = dx + p * plane_size;
+            const T share = dout[p * out_size + o] / area;
+            for (index_t ih = h_lo; ih < h_hi; ++ih)
+                for (index_t iw = w_lo; iw < w_hi; ++iw) plane[ih * W + iw] += share;
+        });
 }
 
 template <typename T>
 void global_avg_pool2d_forward(T* y, const T* x, index_t planes, index_t plane_size) {
     const double area = static_cast<double>(plane_size);
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * plane_size, kPlaneGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes* plane_size, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
         const T* in = x + p * plane_size;
         double acc[kLanes] = {};
@@ -358,7 +372,7 @@ void global_avg_pool2d_forward(T* y, const T* x, index_t planes, index_t plane_s
 template <typename T>
 void global_avg_pool2d_backward(T* dx, const T* dout, index_t planes, index_t plane_size) {
     const double area = static_cast<double>(plane_size);
-#pragma omp parallel for schedule(static) num_threads(threads_for(planes * plane_size, kPlaneGrain))
+#pragma omp parallel for schedule(static) num_threads(threads_for(planes* plane_size, kPlaneGrain))
     for (index_t p = 0; p < planes; ++p) {
         const T share = static_cast<T>(static_cast<double>(dout[p]) / area);
         std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, share);
@@ -416,7 +430,8 @@ void avg_pool2d_forward_reference(T* y, const T* x, index_t n, index_t c, const 
                 for (index_t fh = fh_lo; fh < fh_hi; ++fh)
                     for (index_t fw = fw_lo; fw < fw_hi; ++fw) {
                         const index_t ih = oh * g.sh - g.ph + fh, iw = ow * g.sw - g.pw + fw;
-                        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) sum += x[(p * g.h + ih) * g.w + iw];
+                        if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w)
+                            sum += x[(p * g.h + ih) * g.w + iw];
                     }
                 y[(p * OH + oh) * OW + ow] = sum / T(g.fh * g.fw);
             }
@@ -431,20 +446,21 @@ void global_avg_pool2d_forward_reference(T* y, const T* x, index_t planes, index
     }
 }
 
-#define TINYCONV_INSTANTIATE(T)                                                                   \
-    template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,            \
-                                        const Window2d&);                                         \
-    template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,     \
-                                                    const Window2d&, bool);                       \
-    template bool max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,     \
-                                         index_t, const T*);                                      \
-    template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);         \
-    template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);        \
-    template void max_pool2d_forward_reference<T>(T*, std::int64_t*, const T*, index_t, index_t,  \
-                                                  const Window2d&);                               \
-    template void avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t, const Window2d&);       \
-    template void global_avg_pool2d_forward<T>(T*, const T*, index_t, index_t);                          \
-    template void global_avg_pool2d_backward<T>(T*, const T*, index_t, index_t);                         \
+#define TINYCONV_INSTANTIATE(T)                                                                  \
+    template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,           \
+                                        const Window2d&);                                        \
+    template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,    \
+                                                    const Window2d&, bool);                      \
+    template bool max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,    \
+                                         index_t, const T*);                                     \
+    template void avg_pool2d_forward<T>(T*, const T*, index_t, index_t, const Window2d&);        \
+    template void avg_pool2d_backward<T>(T*, const T*, index_t, index_t, const Window2d&);       \
+    template void max_pool2d_forward_reference<T>(T*, std::int64_t*, const T*, index_t, index_t, \
+                                                  const Window2d&);                              \
+    template void avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t,                \
+                                                  const Window2d&);                              \
+    template void global_avg_pool2d_forward<T>(T*, const T*, index_t, index_t);                  \
+    template void global_avg_pool2d_backward<T>(T*, const T*, index_t, index_t);                 \
     template void global_avg_pool2d_forward_reference<T>(T*, const T*, index_t, index_t);
 TINYCONV_INSTANTIATE(float)
 TINYCONV_INSTANTIATE(double)

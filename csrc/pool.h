@@ -17,9 +17,9 @@
 namespace tinyconv {
 
 template <typename T>
-void max_pool2d_forward(T* y,                 // (N, C, OH, OW)
+void max_pool2d_forward(T* y,                  // (N, C, OH, OW)
                         std::int64_t* argmax,  // (N, C, OH, OW), or null: values only (faster)
-                        const T* x,           // (N, C, H, W)
+                        const T* x,            // (N, C, H, W)
                         index_t n, index_t c, const Window2d& g);
 // Finds each window's winner again from x (the forward input) and scatters dout there: no argmax
 // array is kept between the passes (less memory, and inference never computes one).
@@ -35,13 +35,13 @@ void max_pool2d_backward_from_input(T* dx,          // (N, C, H, W)
 // an argmax entry lies outside [0, H*W): that entry is skipped (nothing is written out of bounds)
 // and the caller reports it, so the check costs no separate pass.
 template <typename T>
-bool max_pool2d_backward(T* dx,                      // (N, C, H, W)
-                         const T* dout,              // (N, C, OH, OW)
+bool max_pool2d_backward(T* dx,                       // (N, C, H, W)
+                         const T* dout,               // (N, C, OH, OW)
                          const std::int64_t* argmax,  // (N, C, OH, OW), each in [0, H*W)
-                         index_t planes,             // N*C
-                         index_t plane_size,         // H*W
-                         index_t out_plane_size,     // OH*OW
-                         const T* relu_output);      // (N, C, H, W) or null, as through_relu above
+                         index_t planes,              // N*C
+                         index_t plane_size,          // H*W
+                         index_t out_plane_size,      // OH*OW
+                         const T* relu_output);       // (N, C, H, W) or null, as through_relu above
 
 template <typename T>
 void avg_pool2d_forward(T* y,        // (N, C, OH, OW)
@@ -56,8 +56,8 @@ void avg_pool2d_backward(T* dx,          // (N, C, H, W)
 // lanes, lanes.h; one thread per plane). Backward: every dx[n, c, h, w] = dout[n, c] / (H*W),
 // divided in double and rounded once.
 template <typename T>
-void global_avg_pool2d_forward(T* y,        // (N, C)
-                               const T* x,  // (N, C, H, W)
+void global_avg_pool2d_forward(T* y,                                 // (N, C)
+                               const T* x,                           // (N, C, H, W)
                                index_t planes, index_t plane_size);  // N*C, H*W
 template <typename T>
 void global_avg_pool2d_backward(T* dx,          // (N, C, H, W)

@@ -48,7 +48,9 @@ void fail(const std::string& what) {
 }
 
 template <typename T>
-const char* type_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
+const char* type_name() {
+    return sizeof(T) == 4 ? "float32" : "float64";
+}
 
 template <typename T>
 std::vector<T> random_values(std::mt19937_64& rng, index_t size) {
@@ -77,15 +79,15 @@ void check_bitwise(const std::vector<T>& got, const std::vector<T>& want, const 
 
 // |got - want| <= bound[i] for every i.
 template <typename T>
-void check_bound(const std::vector<T>& got, const std::vector<T>& want, const std::vector<double>& bound,
-                 const std::string& what) {
+void check_bound(const std::vector<T>& got, const std::vector<T>& want,
+                 const std::vector<double>& bound, const std::string& what) {
     ++g_checks;
     for (size_t i = 0; i < got.size(); ++i) {
         const double err = std::fabs(double(got[i]) - double(want[i]));
         if (!(err <= bound[i])) {
             char buf[160];
-            std::snprintf(buf, sizeof buf, ": element %zu: %.17g vs %.17g (bound %.3g)", i, double(got[i]),
-                          double(want[i]), bound[i]);
+            std::snprintf(buf, sizeof buf, ": element %zu: %.17g vs %.17g (bound %.3g)", i,
+                          double(got[i]), double(want[i]), bound[i]);
             return fail(what + buf);
         }
         if (bound[i] > 0 && err / bound[i] > g_worst_ratio) g_worst_ratio = err / bound[i];
@@ -131,10 +133,10 @@ struct GemmShape {
 // AArch64), the k blocks (KC = 256), the M blocks (MC = 128) and the N panels (NC = 128 NR:
 // 1536 neon floats), and the small-product path (m n k <= 2^15 with contiguous B rows).
 const GemmShape kGemmShapes[] = {
-    {1, 1, 1},     {1, 12, 3},    {8, 12, 1},    {8, 12, 256},  {7, 11, 5},    {9, 13, 17},
-    {16, 24, 33},  {17, 25, 257}, {3, 100, 40},  {100, 3, 40},  {33, 37, 64},  {64, 64, 64},
+    {1, 1, 1},     {1, 12, 3},    {8, 12, 1},     {8, 12, 256},  {7, 11, 5},    {9, 13, 17},
+    {16, 24, 33},  {17, 25, 257}, {3, 100, 40},   {100, 3, 40},  {33, 37, 64},  {64, 64, 64},
     {31, 47, 255}, {15, 6, 300},  {130, 70, 257}, {129, 13, 31}, {200, 9, 520}, {24, 1600, 12},
-    {12, 800, 20}, {5, 5, 1000},  {97, 61, 129}, {40, 36, 100}, {2, 1537, 3},  {160, 25, 11},
+    {12, 800, 20}, {5, 5, 1000},  {97, 61, 129},  {40, 36, 100}, {2, 1537, 3},  {160, 25, 11},
 };
 
 template <typename T>
@@ -146,7 +148,8 @@ void gemm_case(const GemmShape& s, bool ta, bool tb, T alpha, T beta, std::mt199
     const std::vector<T> b = random_values<T>(rng, (tb ? n : k) * ldb);
     const std::vector<T> c0 = random_values<T>(rng, m * ldc);
     std::vector<T> reference = c0;
-    gemm_reference<T>(reference.data(), ldc, a.data(), lda, ta, b.data(), ldb, tb, m, n, k, alpha, beta);
+    gemm_reference<T>(reference.data(), ldc, a.data(), lda, ta, b.data(), ldb, tb, m, n, k, alpha,
+                      beta);
     // The k-order sums, fused and not (used bitwise when beta == 0), and the error bound per
     // element: (k + 2) eps (|alpha| sum_p |a b| + |beta c|).
     std::vector<T> fused = c0, unfused = c0;
@@ -157,7 +160,8 @@ void gemm_case(const GemmShape& s, bool ta, bool tb, T alpha, T beta, std::mt199
             T sum_fused = 0, sum_unfused = 0;
             double mag = 0;
             for (index_t p = 0; p < k; ++p) {
-                const T av = ta ? a[p * lda + i] : a[i * lda + p], bv = tb ? b[j * ldb + p] : b[p * ldb + j];
+                const T av = ta ? a[p * lda + i] : a[i * lda + p],
+                        bv = tb ? b[j * ldb + p] : b[p * ldb + j];
                 sum_fused = std::fma(av, bv, sum_fused);
                 const T product = av * bv;
                 sum_unfused = sum_unfused + product;
@@ -166,20 +170,27 @@ void gemm_case(const GemmShape& s, bool ta, bool tb, T alpha, T beta, std::mt199
             const index_t at = i * ldc + j;
             fused[at] = alpha * sum_fused;
             unfused[at] = alpha * sum_unfused;
-            bound[at] = double(k + 2) * eps * (std::fabs(double(alpha)) * mag + std::fabs(double(beta) * double(c0[at])));
+            bound[at] = double(k + 2) * eps *
+                        (std::fabs(double(alpha)) * mag + std::fabs(double(beta) * double(c0[at])));
         }
     char label[200];
-    std::snprintf(label, sizeof label, "gemm %s m=%lld n=%lld k=%lld trans_a=%d trans_b=%d alpha=%g beta=%g",
-                  type_name<T>(), (long long)m, (long long)n, (long long)k, ta, tb, double(alpha), double(beta));
+    std::snprintf(label, sizeof label,
+                  "gemm %s m=%lld n=%lld k=%lld trans_a=%d trans_b=%d alpha=%g beta=%g",
+                  type_name<T>(), (long long)m, (long long)n, (long long)k, ta, tb, double(alpha),
+                  double(beta));
     std::vector<T> generic_result;
     for (const std::string& isa : isas) {
         gemm_set_isa(isa);
         for (int threads : {1, 3}) {
             std::vector<T> got = c0;
-            gemm<T>(got.data(), ldc, a.data(), lda, ta, b.data(), ldb, tb, m, n, k, alpha, beta, threads);
-            const std::string what = std::string(label) + " isa=" + isa + " threads=" + std::to_string(threads);
+            gemm<T>(got.data(), ldc, a.data(), lda, ta, b.data(), ldb, tb, m, n, k, alpha, beta,
+                    threads);
+            const std::string what =
+                std::string(label) + " isa=" + isa + " threads=" + std::to_string(threads);
             if (k <= 256 && beta == T(0))
-                check_bitwise(got, level_fuses(isa) ? fused : unfused, what + (level_fuses(isa) ? " vs fused k-order sum" : " vs k-order sum"));
+                check_bitwise(
+                    got, level_fuses(isa) ? fused : unfused,
+                    what + (level_fuses(isa) ? " vs fused k-order sum" : " vs k-order sum"));
             check_bound(got, reference, bound, what + " vs gemm_reference");
             if (isa == "generic" && threads == 1) generic_result = got;
         }
@@ -197,7 +208,8 @@ void gemm_case(const GemmShape& s, bool ta, bool tb, T alpha, T beta, std::mt199
 
 // gemm_offsets against gemm on the materialised B; k rows of B at arbitrary offsets into `base`.
 template <typename T>
-void gemm_offsets_case(index_t m, index_t n, index_t k, std::mt19937_64& rng, const std::vector<std::string>& isas) {
+void gemm_offsets_case(index_t m, index_t n, index_t k, std::mt19937_64& rng,
+                       const std::vector<std::string>& isas) {
     const index_t base_size = 4 * n + 3 * k + 50;
     const std::vector<T> base = random_values<T>(rng, base_size);
     std::uniform_int_distribution<index_t> offset(0, base_size - n);
@@ -209,19 +221,21 @@ void gemm_offsets_case(index_t m, index_t n, index_t k, std::mt19937_64& rng, co
     const std::vector<T> a = random_values<T>(rng, m * k);
     const std::vector<T> c0 = random_values<T>(rng, m * n);
     char label[120];
-    std::snprintf(label, sizeof label, "gemm_offsets %s m=%lld n=%lld k=%lld", type_name<T>(), (long long)m,
-                  (long long)n, (long long)k);
+    std::snprintf(label, sizeof label, "gemm_offsets %s m=%lld n=%lld k=%lld", type_name<T>(),
+                  (long long)m, (long long)n, (long long)k);
     std::vector<T> generic_result, neon_result;
     for (const std::string& isa : isas) {
         gemm_set_isa(isa);
         std::vector<T> want = c0, got = c0;
         gemm<T>(want.data(), n, a.data(), k, false, b.data(), n, false, m, n, k, T(1), T(1), 2);
-        gemm_offsets<T>(got.data(), n, a.data(), k, false, base.data(), offsets.data(), m, n, k, T(1), T(1), 2, nullptr);
+        gemm_offsets<T>(got.data(), n, a.data(), k, false, base.data(), offsets.data(), m, n, k,
+                        T(1), T(1), 2, nullptr);
         check_bitwise(got, want, std::string(label) + " isa=" + isa + " vs gemm");
         if (isa == "generic") generic_result = got;
         if (isa == "neon") neon_result = got;
     }
-    if (!neon_result.empty()) check_bitwise(neon_result, generic_result, std::string(label) + " neon vs generic");
+    if (!neon_result.empty())
+        check_bitwise(neon_result, generic_result, std::string(label) + " neon vs generic");
 }
 
 // gemm_dot: C = beta C + sum_s A_s B_s^T, k a multiple of kDotMultiple.
@@ -252,7 +266,8 @@ void gemm_dot_case(index_t m, index_t n, index_t k, int segments, T beta, std::m
             double sum = 0, mag = 0;
             for (int s = 0; s < segments; ++s)
                 for (index_t p = 0; p < k; ++p) {
-                    const double prod = double(a_data[s][i * lda + p]) * double(base_data[s][offsets[j] + p]);
+                    const double prod =
+                        double(a_data[s][i * lda + p]) * double(base_data[s][offsets[j] + p]);
                     sum += prod;
                     mag += std::fabs(prod);
                 }
@@ -261,18 +276,20 @@ void gemm_dot_case(index_t m, index_t n, index_t k, int segments, T beta, std::m
             bound[i * n + j] = double(segments * k + 2) * eps * mag;
         }
     char label[120];
-    std::snprintf(label, sizeof label, "gemm_dot %s m=%lld n=%lld k=%lld segments=%d beta=%g", type_name<T>(),
-                  (long long)m, (long long)n, (long long)k, segments, double(beta));
+    std::snprintf(label, sizeof label, "gemm_dot %s m=%lld n=%lld k=%lld segments=%d beta=%g",
+                  type_name<T>(), (long long)m, (long long)n, (long long)k, segments, double(beta));
     std::vector<T> generic_result, neon_result;
     for (const std::string& isa : isas) {
         gemm_set_isa(isa);
         std::vector<T> got = c0;
-        gemm_dot<T>(got.data(), n, a_ptrs.data(), lda, base_ptrs.data(), offsets.data(), segments, m, n, k, beta, 3);
+        gemm_dot<T>(got.data(), n, a_ptrs.data(), lda, base_ptrs.data(), offsets.data(), segments,
+                    m, n, k, beta, 3);
         check_bound(got, want, bound, std::string(label) + " isa=" + isa + " vs double loop");
         if (isa == "generic") generic_result = got;
         if (isa == "neon") neon_result = got;
     }
-    if (!neon_result.empty()) check_bitwise(neon_result, generic_result, std::string(label) + " neon vs generic");
+    if (!neon_result.empty())
+        check_bitwise(neon_result, generic_result, std::string(label) + " neon vs generic");
 }
 
 struct ConvShape {
@@ -282,8 +299,9 @@ struct ConvShape {
 // A flat stride-1 convolution (channels >= 8 and >= 16, a partial block of 16 images), a strided
 // one through im2col + GEMM, a 1x1 filter, a rectangular one.
 const ConvShape kConvShapes[] = {
-    {17, 8, 6, 6, 16, 3, 3, 1, 1, 1, 1}, {3, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1}, {2, 3, 5, 5, 4, 1, 1, 1, 1, 0, 0},
-    {4, 5, 12, 10, 9, 3, 2, 1, 2, 1, 0}, {2, 20, 14, 14, 24, 5, 5, 1, 1, 2, 2},
+    {17, 8, 6, 6, 16, 3, 3, 1, 1, 1, 1},   {3, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1},
+    {2, 3, 5, 5, 4, 1, 1, 1, 1, 0, 0},     {4, 5, 12, 10, 9, 3, 2, 1, 2, 1, 0},
+    {2, 20, 14, 14, 24, 5, 5, 1, 1, 2, 2},
 };
 
 template <typename T>
@@ -297,15 +315,18 @@ void conv_case(const ConvShape& s, std::mt19937_64& rng, const std::string& isa)
     conv2d_forward<T>(y.data(), x.data(), w.data(), b.data(), s.n, s.c, s.fn, g);
     conv2d_forward_reference<T>(y_ref.data(), x.data(), w.data(), b.data(), s.n, s.c, s.fn, g);
     char label[160];
-    std::snprintf(label, sizeof label, "conv %s n=%lld c=%lld %lldx%lld fn=%lld %lldx%lld stride %lld,%lld pad %lld,%lld isa=%s",
-                  type_name<T>(), (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w, (long long)s.fn,
-                  (long long)s.fh, (long long)s.fw, (long long)s.sh, (long long)s.sw, (long long)s.ph,
-                  (long long)s.pw, isa.c_str());
+    std::snprintf(
+        label, sizeof label,
+        "conv %s n=%lld c=%lld %lldx%lld fn=%lld %lldx%lld stride %lld,%lld pad %lld,%lld isa=%s",
+        type_name<T>(), (long long)s.n, (long long)s.c, (long long)s.h, (long long)s.w,
+        (long long)s.fn, (long long)s.fh, (long long)s.fw, (long long)s.sh, (long long)s.sw,
+        (long long)s.ph, (long long)s.pw, isa.c_str());
     check_close(y, y_ref, std::string(label) + " forward");
     std::vector<T> dx(x_size), dw(w_size), db(s.fn), dx_ref(x_size), dw_ref(w_size), db_ref(s.fn);
-    conv2d_backward<T>(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), s.n, s.c, s.fn, g);
-    conv2d_backward_reference<T>(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data(), s.n,
-                                 s.c, s.fn, g);
+    conv2d_backward<T>(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), s.n, s.c,
+                       s.fn, g);
+    conv2d_backward_reference<T>(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(),
+                                 w.data(), s.n, s.c, s.fn, g);
     check_close(dx, dx_ref, std::string(label) + " dx");
     check_close(dw, dw_ref, std::string(label) + " dW");
     check_close(db, db_ref, std::string(label) + " db");
@@ -323,8 +344,9 @@ void pool_and_batchnorm_cases(std::mt19937_64& rng) {
         std::vector<std::int64_t> arg(y_size), arg_ref(y_size);
         max_pool2d_forward<T>(y.data(), arg.data(), x.data(), n, c, g);
         max_pool2d_forward_reference<T>(y_ref.data(), arg_ref.data(), x.data(), n, c, g);
-        const std::string label = std::string("pool ") + type_name<T>() + " window " + std::to_string(g.fh) +
-                                  " stride " + std::to_string(g.sh) + "," + std::to_string(g.sw);
+        const std::string label = std::string("pool ") + type_name<T>() + " window " +
+                                  std::to_string(g.fh) + " stride " + std::to_string(g.sh) + "," +
+                                  std::to_string(g.sw);
         check_bitwise(y, y_ref, label + " max values");
         check_bitwise(arg, arg_ref, label + " max argmax");
         avg_pool2d_forward<T>(y.data(), x.data(), n, c, g);
@@ -344,11 +366,12 @@ void pool_and_batchnorm_cases(std::mt19937_64& rng) {
         for (bool relu : {false, true}) {
             std::vector<T> y(size), y_ref(size), mean(c), mean_ref(c), invstd(c), invstd_ref(c);
             std::vector<T> rm(c, T(0.1)), rv(c, T(0.9)), rm_ref = rm, rv_ref = rv;
-            batch_norm2d_forward<T>(y.data(), mean.data(), invstd.data(), rm.data(), rv.data(), xb.data(),
-                                    gamma.data(), beta.data(), n, c, plane, true, 0.1, 1e-5, true, relu);
-            batch_norm2d_forward_reference<T>(y_ref.data(), mean_ref.data(), invstd_ref.data(), rm_ref.data(),
-                                              rv_ref.data(), xb.data(), gamma.data(), beta.data(), n, c, plane,
-                                              true, 0.1, 1e-5, true, relu);
+            batch_norm2d_forward<T>(y.data(), mean.data(), invstd.data(), rm.data(), rv.data(),
+                                    xb.data(), gamma.data(), beta.data(), n, c, plane, true, 0.1,
+                                    1e-5, true, relu);
+            batch_norm2d_forward_reference<T>(
+                y_ref.data(), mean_ref.data(), invstd_ref.data(), rm_ref.data(), rv_ref.data(),
+                xb.data(), gamma.data(), beta.data(), n, c, plane, true, 0.1, 1e-5, true, relu);
             const std::string label = std::string("batchnorm ") + type_name<T>() + " plane " +
                                       std::to_string(plane) + (relu ? " relu" : "");
             check_close(y, y_ref, label + " y");
@@ -357,10 +380,12 @@ void pool_and_batchnorm_cases(std::mt19937_64& rng) {
             check_close(rv, rv_ref, label + " running_var");
             std::vector<T> dx(size), dx_ref(size), dg(c), dg_ref(c), dbt(c), dbt_ref(c);
             const T* relu_out = relu ? y.data() : nullptr;
-            batch_norm2d_backward<T>(dx.data(), dg.data(), dbt.data(), dout.data(), xb.data(), gamma.data(),
-                                     mean.data(), invstd.data(), relu_out, n, c, plane, true);
-            batch_norm2d_backward_reference<T>(dx_ref.data(), dg_ref.data(), dbt_ref.data(), dout.data(), xb.data(),
-                                               gamma.data(), mean.data(), invstd.data(), relu_out, n, c, plane, true);
+            batch_norm2d_backward<T>(dx.data(), dg.data(), dbt.data(), dout.data(), xb.data(),
+                                     gamma.data(), mean.data(), invstd.data(), relu_out, n, c,
+                                     plane, true);
+            batch_norm2d_backward_reference<T>(dx_ref.data(), dg_ref.data(), dbt_ref.data(),
+                                               dout.data(), xb.data(), gamma.data(), mean.data(),
+                                               invstd.data(), relu_out, n, c, plane, true);
             check_close(dx, dx_ref, label + " dx");
             check_close(dg, dg_ref, label + " dgamma");
             check_close(dbt, dbt_ref, label + " dbeta");
@@ -376,11 +401,14 @@ void run_all(const std::vector<std::string>& isas) {
         // Large shapes (slow under qemu) with two of the pairs: one bitwise, one with beta.
         const int step = s.m * s.n * s.k <= 100000 ? 1 : 2;
         for (int t = 0; t < 4; ++t)
-            for (int ab = 0; ab < 4; ab += step) gemm_case<T>(s, t & 1, t & 2, alphas[ab], betas[ab], rng, isas);
+            for (int ab = 0; ab < 4; ab += step)
+                gemm_case<T>(s, t & 1, t & 2, alphas[ab], betas[ab], rng, isas);
     }
-    for (const GemmShape& s : {GemmShape{8, 12, 9}, GemmShape{19, 37, 300}, GemmShape{64, 100, 27}, GemmShape{3, 2000, 9}})
+    for (const GemmShape& s : {GemmShape{8, 12, 9}, GemmShape{19, 37, 300}, GemmShape{64, 100, 27},
+                               GemmShape{3, 2000, 9}})
         gemm_offsets_case<T>(s.m, s.n, s.k, rng, isas);
-    for (const GemmShape& s : {GemmShape{4, 5, 16}, GemmShape{9, 11, 48}, GemmShape{16, 27, 96}, GemmShape{1, 3, 16}})
+    for (const GemmShape& s :
+         {GemmShape{4, 5, 16}, GemmShape{9, 11, 48}, GemmShape{16, 27, 96}, GemmShape{1, 3, 16}})
         for (int segments : {1, 3, 16})
             for (T beta : {T(0), T(1)}) gemm_dot_case<T>(s.m, s.n, s.k, segments, beta, rng, isas);
     for (const std::string& isa : isas) {
@@ -398,12 +426,13 @@ int main(int argc, char** argv) {
         return 0;
     }
     const std::vector<std::string> isas = available_isas();
-    std::printf("kernel_check: GEMM levels %s (in use: %s), %d threads\n", gemm_available_isas().c_str(),
-                gemm_isa().c_str(), num_threads());
+    std::printf("kernel_check: GEMM levels %s (in use: %s), %d threads\n",
+                gemm_available_isas().c_str(), gemm_isa().c_str(), num_threads());
     set_num_threads(3);
     run_all<float>(isas);
     run_all<double>(isas);
-    std::printf("kernel_check: %d checks, %d failed; worst error / bound of the tolerance checks: %.3g\n",
-                g_checks, g_failures, g_worst_ratio);
+    std::printf(
+        "kernel_check: %d checks, %d failed; worst error / bound of the tolerance checks: %.3g\n",
+        g_checks, g_failures, g_worst_ratio);
     return g_failures == 0 ? 0 : 1;
 }
