@@ -6,12 +6,13 @@ re-statement of DLfS's ``common/`` code. Chapter 8's ``DeepConvNet`` training st
 here from those layers, and :class:`Adam` is DLfS's update rule applied in place. Everything runs
 in the parameters' dtype (float32 in the benchmarks): the layers keep the dtype of their inputs.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
-from typing import Dict, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ if _TESTS_DIR not in sys.path:
 
 import dlfs_oracle as dlfs  # noqa: E402  (needs the path above)
 
-Params = Dict[str, np.ndarray]
+Params = dict[str, np.ndarray]
 
 
 class Adam:
@@ -40,14 +41,14 @@ class Adam:
             self.m = {key: np.zeros_like(value) for key, value in params.items()}
             self.v = {key: np.zeros_like(value) for key, value in params.items()}
         self.iter += 1
-        lr_t = float(self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter))
+        lr_t = float(self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter))
         for key in params:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
 
 
-def simple_conv_net(dtype=np.float32) -> "dlfs.SimpleConvNet":
+def simple_conv_net(dtype=np.float32) -> dlfs.SimpleConvNet:
     """Chapter 7's network with DLfS's defaults, its parameters cast to ``dtype``."""
     net = dlfs.SimpleConvNet()
     net.params = {key: value.astype(dtype) for key, value in net.params.items()}
@@ -60,15 +61,24 @@ class DeepConvNet:
     with ``filter_num`` and ``pad``, stride 1), pooling after every second one, then
     affine - relu - dropout - affine - dropout - softmax with loss; He initialisation."""
 
-    def __init__(self, conv_params: Sequence[Mapping[str, int]], input_dim=(1, 28, 28),
-                 hidden_size: int = 50, output_size: int = 10, dtype=np.float32):
+    def __init__(
+        self,
+        conv_params: Sequence[Mapping[str, int]],
+        input_dim=(1, 28, 28),
+        hidden_size: int = 50,
+        output_size: int = 10,
+        dtype=np.float32,
+    ):
         self.params: Params = {}
-        self.layers: List[object] = []
+        self.layers: list[object] = []
         channels, size, _ = input_dim
         for index, conv in enumerate(conv_params, start=1):
             fs, pad = conv["filter_size"], conv["pad"]
             self._weights(index, (conv["filter_num"], channels, fs, fs), channels * fs * fs, dtype)
-            self.layers += [dlfs.Convolution(self.params[f"W{index}"], self.params[f"b{index}"], 1, pad), dlfs.Relu()]
+            self.layers += [
+                dlfs.Convolution(self.params[f"W{index}"], self.params[f"b{index}"], 1, pad),
+                dlfs.Relu(),
+            ]
             channels, size = conv["filter_num"], size + 2 * pad - fs + 1
             if index % 2 == 0:
                 self.layers.append(dlfs.Pooling(2, 2, stride=2))
@@ -76,8 +86,13 @@ class DeepConvNet:
         flat = channels * size * size
         self._weights(7, (flat, hidden_size), flat, dtype)
         self._weights(8, (hidden_size, output_size), hidden_size, dtype)
-        self.layers += [dlfs.Affine(self.params["W7"], self.params["b7"]), dlfs.Relu(), dlfs.Dropout(0.5),
-                        dlfs.Affine(self.params["W8"], self.params["b8"]), dlfs.Dropout(0.5)]
+        self.layers += [
+            dlfs.Affine(self.params["W7"], self.params["b7"]),
+            dlfs.Relu(),
+            dlfs.Dropout(0.5),
+            dlfs.Affine(self.params["W8"], self.params["b8"]),
+            dlfs.Dropout(0.5),
+        ]
         self.last_layer = dlfs.SoftmaxWithLoss()
 
     def _weights(self, index: int, shape, fan_in: int, dtype) -> None:
@@ -91,7 +106,9 @@ class DeepConvNet:
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
-        weighted = [layer for layer in self.layers if isinstance(layer, (dlfs.Convolution, dlfs.Affine))]
+        weighted = [
+            layer for layer in self.layers if isinstance(layer, (dlfs.Convolution, dlfs.Affine))
+        ]
         grads: Params = {}
         for index, layer in enumerate(weighted, start=1):
             grads[f"W{index}"], grads[f"b{index}"] = layer.dW, layer.db

@@ -13,6 +13,7 @@ Thread counts are set for all three libraries before each pass:
 
 This module imports nothing heavy at import time, so ``run.py`` can use it before NumPy.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -20,7 +21,7 @@ import datetime
 import os
 import platform
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 # Names OpenBLAS builds give their thread-count setter (plain, 64-bit interface, SciPy's wheels).
 _OPENBLAS_SETTERS = (
@@ -51,7 +52,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown-cpu"
 
 
-def machine_slug(model: Optional[str] = None, cores: Optional[int] = None) -> str:
+def machine_slug(model: str | None = None, cores: int | None = None) -> str:
     """A short file-name-safe label: CPU vendor and model plus the core count, e.g.
     ``amd-epyc-7b13-2c`` or ``intel-xeon-platinum-8375c-8c``."""
     model = cpu_model() if model is None else model
@@ -60,10 +61,10 @@ def machine_slug(model: Optional[str] = None, cores: Optional[int] = None) -> st
     cleaned = re.sub(r"@.*$", " ", cleaned)  # clock speed
     cleaned = re.sub(r"\b(cpu|processor|\d+-core)\b", " ", cleaned, flags=re.IGNORECASE)
     words = re.findall(r"[a-z0-9]+", cleaned.lower())[:4]
-    return "-".join(words + [f"{cores}c"]) if words else f"cpu-{cores}c"
+    return "-".join([*words, f"{cores}c"]) if words else f"cpu-{cores}c"
 
 
-def load_average() -> Optional[List[float]]:
+def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the OS has none): a busy machine shows
     here, and explains a noisy run."""
     try:
@@ -76,7 +77,7 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def parse_thread_counts(text: Optional[str]) -> List[int]:
+def parse_thread_counts(text: str | None) -> list[int]:
     """``"1,2"`` -> ``[1, 2]``; ``None`` -> every core."""
     if text is None:
         return [available_cores()]
@@ -86,7 +87,7 @@ def parse_thread_counts(text: Optional[str]) -> List[int]:
     return counts
 
 
-def preset_blas_threads_env(counts: List[int]) -> None:
+def preset_blas_threads_env(counts: list[int]) -> None:
     """Before NumPy is imported: with a single thread count, tell OpenBLAS through the
     environment, in case neither threadpoolctl nor the ctypes route works later. (With several
     counts the environment cannot follow the passes, so it is left alone.)"""
@@ -95,17 +96,19 @@ def preset_blas_threads_env(counts: List[int]) -> None:
             os.environ[variable] = str(counts[0])
 
 
-def _loaded_openblas_paths() -> List[str]:
+def _loaded_openblas_paths() -> list[str]:
     """Files of the OpenBLAS libraries mapped into this process (Linux ``/proc/self/maps``)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+            paths = {
+                line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line
+            }
     except OSError:
         return []
     return sorted(paths)
 
 
-def _openblas_setters() -> Dict[str, Callable[[int], None]]:
+def _openblas_setters() -> dict[str, Callable[[int], None]]:
     setters = {}
     for path in _loaded_openblas_paths():
         try:
@@ -127,7 +130,7 @@ class BlasThreads:
         import numpy  # noqa: F401  (the BLAS must be loaded before it can be found)
 
         self._threadpoolctl = None
-        self._setters: Dict[str, Callable[[int], None]] = {}
+        self._setters: dict[str, Callable[[int], None]] = {}
         try:
             import threadpoolctl
 
@@ -138,8 +141,13 @@ class BlasThreads:
             if self._setters:
                 self.method = "ctypes " + ", ".join(self._setters)
             elif any(variable in os.environ for variable in _BLAS_ENV_VARIABLES):
-                self.method = "environment (" + ", ".join(
-                    f"{v}={os.environ[v]}" for v in _BLAS_ENV_VARIABLES if v in os.environ) + ")"
+                self.method = (
+                    "environment ("
+                    + ", ".join(
+                        f"{v}={os.environ[v]}" for v in _BLAS_ENV_VARIABLES if v in os.environ
+                    )
+                    + ")"
+                )
             else:
                 self.method = "none (BLAS default thread count)"
         self._limits = None
@@ -151,10 +159,13 @@ class BlasThreads:
             setter(n)
 
 
-def library_versions(torch=None, onnxruntime=None) -> Dict[str, Optional[str]]:
+def library_versions(torch=None, onnxruntime=None) -> dict[str, str | None]:
     """Versions of Python, NumPy and (when they were loaded) PyTorch and ONNX Runtime."""
     import numpy
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "torch": None if torch is None else torch.__version__,
-            "onnxruntime": None if onnxruntime is None else onnxruntime.__version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": None if torch is None else torch.__version__,
+        "onnxruntime": None if onnxruntime is None else onnxruntime.__version__,
+    }

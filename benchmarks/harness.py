@@ -11,14 +11,16 @@ A sample times ``calls`` back-to-back calls (chosen once, during warm-up, so tha
 at least ``min_sample_s``) and divides by ``calls``: this keeps the timer's resolution and the
 loop's overhead out of the figures for fast kernels.
 """
+
 from __future__ import annotations
 
 import gc
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence
+from typing import Callable
 
 Contender = Callable[[], object]
 
@@ -31,7 +33,7 @@ class Timing:
     """Per-call wall times (seconds) of one contender, one entry per round."""
 
     calls_per_sample: int
-    seconds: List[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -46,7 +48,7 @@ class Timing:
         return max(self.seconds)
 
 
-def round_robin_order(names: Sequence[str], round_index: int) -> List[str]:
+def round_robin_order(names: Sequence[str], round_index: int) -> list[str]:
     """The order in which round ``round_index`` runs ``names``: all of them, once each, starting
     one place further along every round."""
     if not names:
@@ -78,8 +80,13 @@ def calls_for(seconds_per_call: float, min_sample_s: float) -> int:
     return max(1, min(_MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_s / seconds_per_call)))
 
 
-def measure_interleaved(contenders: Dict[str, Contender], repeats: int, min_sample_s: float,
-                        warmup_calls: int = 1, settle_s: float = 0.0) -> Dict[str, Timing]:
+def measure_interleaved(
+    contenders: dict[str, Contender],
+    repeats: int,
+    min_sample_s: float,
+    warmup_calls: int = 1,
+    settle_s: float = 0.0,
+) -> dict[str, Timing]:
     """Time every contender ``repeats`` times, round-robin, after a warm-up round.
 
     The warm-up runs each contender ``warmup_calls`` times (first-call costs: page faults, lazy
@@ -94,11 +101,13 @@ def measure_interleaved(contenders: Dict[str, Contender], repeats: int, min_samp
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(contenders)
-    timings: Dict[str, Timing] = {}
+    timings: dict[str, Timing] = {}
     for name in names:
         for _ in range(warmup_calls):
             contenders[name]()
-        timings[name] = Timing(calls_per_sample=calls_for(_time_calls(contenders[name], 1), min_sample_s))
+        timings[name] = Timing(
+            calls_per_sample=calls_for(_time_calls(contenders[name], 1), min_sample_s)
+        )
     for round_index in range(repeats):
         gc.collect()
         for name in round_robin_order(names, round_index):

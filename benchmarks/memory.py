@@ -12,12 +12,12 @@ high-water mark ``VmHWM`` on Linux, ``getrusage`` ``ru_maxrss`` elsewhere; see
 memory the training or inference itself needed -- parameters, gradients, optimizer state,
 activations and scratch buffers). The parent runs the children round-robin, like every other workload.
 """
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from typing import Dict, List, Optional, Tuple
 
 LIBRARIES = ("tinyconv", "torch")
 DEEPCONVNET_TRAIN, RESNET50_INFER = "deepconvnet-train", "resnet50-infer"
@@ -25,7 +25,7 @@ WORKLOADS = (DEEPCONVNET_TRAIN, RESNET50_INFER)
 _MIB = 1024.0 * 1024.0
 
 
-def _status_mib(field: str) -> Optional[float]:
+def _status_mib(field: str) -> float | None:
     """A ``kB`` field of Linux's ``/proc/self/status`` in MiB, or None where there is none."""
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:
@@ -37,7 +37,7 @@ def _status_mib(field: str) -> Optional[float]:
     return None
 
 
-def _peak_rss_mib() -> Tuple[float, str]:
+def _peak_rss_mib() -> tuple[float, str]:
     """The process's peak RSS and where the figure came from.
 
     Linux's ``ru_maxrss`` is inherited: after fork/vfork + exec the child starts with the
@@ -64,6 +64,7 @@ def _current_rss_mib() -> float:
 
 def _tinyconv_steps(threads: int, batch: int, steps: int) -> float:
     import numpy as np
+
     import tinyconv
     from tinyconv import nets, optimizer
 
@@ -81,7 +82,6 @@ def _tinyconv_steps(threads: int, batch: int, steps: int) -> float:
 
 def _torch_steps(threads: int, batch: int, steps: int) -> float:
     import torch
-
     import torch_nets
 
     torch.set_num_threads(threads)
@@ -99,6 +99,7 @@ def _torch_steps(threads: int, batch: int, steps: int) -> float:
 
 def _tinyconv_resnet50_predictions(threads: int, batch: int, calls: int, size: int) -> float:
     import numpy as np
+
     import tinyconv
     from tinyconv import nets
 
@@ -113,7 +114,6 @@ def _tinyconv_resnet50_predictions(threads: int, batch: int, calls: int, size: i
 
 def _torch_resnet50_predictions(threads: int, batch: int, calls: int, size: int) -> float:
     import torch
-
     import torch_nets
 
     torch.set_num_threads(threads)
@@ -129,40 +129,84 @@ def _torch_resnet50_predictions(threads: int, batch: int, calls: int, size: int)
     return baseline
 
 
-def child_main(library: str, threads: int, batch: int, steps: int, workload: str = DEEPCONVNET_TRAIN,
-               image_size: int = 224) -> None:
+def child_main(
+    library: str,
+    threads: int,
+    batch: int,
+    steps: int,
+    workload: str = DEEPCONVNET_TRAIN,
+    image_size: int = 224,
+) -> None:
     """The child's whole job: train (or predict), then print one JSON line with the figures in MiB."""
     if workload == DEEPCONVNET_TRAIN:
         run = {"tinyconv": _tinyconv_steps, "torch": _torch_steps}[library]
         baseline = run(threads, batch, steps)
     else:
-        run = {"tinyconv": _tinyconv_resnet50_predictions, "torch": _torch_resnet50_predictions}[library]
+        run = {"tinyconv": _tinyconv_resnet50_predictions, "torch": _torch_resnet50_predictions}[
+            library
+        ]
         baseline = run(threads, batch, steps, image_size)
     peak, source = _peak_rss_mib()
-    print(json.dumps({"library": library, "workload": workload, "peak_mib": peak, "baseline_mib": baseline,
-                      "delta_mib": peak - baseline, "batch": batch, "steps": steps, "peak_source": source}))
+    print(
+        json.dumps(
+            {
+                "library": library,
+                "workload": workload,
+                "peak_mib": peak,
+                "baseline_mib": baseline,
+                "delta_mib": peak - baseline,
+                "batch": batch,
+                "steps": steps,
+                "peak_source": source,
+            }
+        )
+    )
 
 
-def _run_child(run_py: str, library: str, threads: int, batch: int, steps: int, workload: str,
-               image_size: int) -> Dict[str, float]:
-    command = [sys.executable, run_py, "--rss-child", library, "--threads", str(threads),
-               "--rss-batch", str(batch), "--rss-steps", str(steps), "--rss-workload", workload,
-               "--rss-size", str(image_size)]
+def _run_child(
+    run_py: str, library: str, threads: int, batch: int, steps: int, workload: str, image_size: int
+) -> dict[str, float]:
+    command = [
+        sys.executable,
+        run_py,
+        "--rss-child",
+        library,
+        "--threads",
+        str(threads),
+        "--rss-batch",
+        str(batch),
+        "--rss-steps",
+        str(steps),
+        "--rss-workload",
+        workload,
+        "--rss-size",
+        str(image_size),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"peak-memory child for {library} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"peak-memory child for {library} failed ({done.returncode}):\n{done.stderr[-2000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_peak_rss(run_py: str, libraries: List[str], threads: int, batch: int, steps: int,
-                     repeats: int, workload: str = DEEPCONVNET_TRAIN,
-                     image_size: int = 224) -> Tuple[Dict[str, Dict[str, List[float]]], str]:
+def measure_peak_rss(
+    run_py: str,
+    libraries: list[str],
+    threads: int,
+    batch: int,
+    steps: int,
+    repeats: int,
+    workload: str = DEEPCONVNET_TRAIN,
+    image_size: int = 224,
+) -> tuple[dict[str, dict[str, list[float]]], str]:
     """``{library: {"peak_mib": [...], "baseline_mib": [...], "delta_mib": [...]}}``, one entry
     per repeat, children run round-robin (tinyconv, torch, tinyconv, torch, ...), and how the
     peaks were read."""
     sources = set()
-    figures: Dict[str, Dict[str, List[float]]] = {
-        library: {"peak_mib": [], "baseline_mib": [], "delta_mib": []} for library in libraries}
+    figures: dict[str, dict[str, list[float]]] = {
+        library: {"peak_mib": [], "baseline_mib": [], "delta_mib": []} for library in libraries
+    }
     for _ in range(repeats):
         for library in libraries:
             report = _run_child(run_py, library, threads, batch, steps, workload, image_size)

@@ -5,11 +5,11 @@ figure (median, with min-max over the rounds in parentheses), the ratio tinyconv
 medians, and the issue's target for the row with a check mark. Files are written to a temporary
 name and renamed, so an interrupted run never leaves half a file.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional
 
 TINYCONV, NUMPY, TORCH, ORT = "tinyconv", "numpy", "torch", "onnxruntime"
 
@@ -56,7 +56,7 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _cell(row: Dict, contender: str) -> str:
+def _cell(row: dict, contender: str) -> str:
     if row.get("error") and contender == TINYCONV:
         return f"error: {row['error']}".replace("|", "/")
     figures = row["contenders"].get(contender)
@@ -69,12 +69,12 @@ def _cell(row: Dict, contender: str) -> str:
     return text
 
 
-def _ratio_cell(row: Dict, peer: str) -> str:
+def _ratio_cell(row: dict, peer: str) -> str:
     ratio = row["ratios"].get(peer)
     return "--" if ratio is None else f"{ratio:.2f}x"
 
 
-def _target_cells(row: Dict) -> List[str]:
+def _target_cells(row: dict) -> list[str]:
     target = row.get("target")
     if target is None:
         return ["", ""]
@@ -82,19 +82,41 @@ def _target_cells(row: Dict) -> List[str]:
     return [target["text"], "n/a (peer skipped)" if met is None else ("✓" if met else "✗")]
 
 
-def markdown_table(rows: List[Dict]) -> str:
-    header = ["Workload", "threads", "unit", "tinyconv", "NumPy", "PyTorch", "ONNX Runtime",
-              "tinyconv/NumPy", "tinyconv/PyTorch", "tinyconv/ORT", "target", "met"]
+def markdown_table(rows: list[dict]) -> str:
+    header = [
+        "Workload",
+        "threads",
+        "unit",
+        "tinyconv",
+        "NumPy",
+        "PyTorch",
+        "ONNX Runtime",
+        "tinyconv/NumPy",
+        "tinyconv/PyTorch",
+        "tinyconv/ORT",
+        "target",
+        "met",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["name"], str(row["threads"]), row["unit"], _cell(row, TINYCONV), _cell(row, NUMPY),
-                 _cell(row, TORCH), _cell(row, ORT), _ratio_cell(row, NUMPY), _ratio_cell(row, TORCH),
-                 _ratio_cell(row, ORT)] + _target_cells(row)
+        cells = [
+            row["name"],
+            str(row["threads"]),
+            row["unit"],
+            _cell(row, TINYCONV),
+            _cell(row, NUMPY),
+            _cell(row, TORCH),
+            _cell(row, ORT),
+            _ratio_cell(row, NUMPY),
+            _ratio_cell(row, TORCH),
+            _ratio_cell(row, ORT),
+            *_target_cells(row),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _environment_lines(info: Dict) -> List[str]:
+def _environment_lines(info: dict) -> list[str]:
     config = info["tinyconv_config"]
     versions = info["versions"]
     return [
@@ -114,28 +136,43 @@ def _environment_lines(info: Dict) -> List[str]:
     ]
 
 
-def _load(values: Optional[List[float]]) -> str:
+def _load(values: list[float] | None) -> str:
     return "unknown" if values is None else " / ".join(f"{v:.2f}" for v in values)
 
 
-def _peer_lines(rows: List[Dict]) -> List[str]:
+def _peer_lines(rows: list[dict]) -> list[str]:
     """Which peer each column means, per group (the NumPy column changes meaning)."""
-    seen: Dict[str, Dict[str, str]] = {}
+    seen: dict[str, dict[str, str]] = {}
     for row in rows:
         seen.setdefault(row["group"], {}).update(row["peer_labels"])
-    return [f"- {group}: " + "; ".join(f"{peer} = {label}" for peer, label in labels.items())
-            for group, labels in seen.items()]
+    return [
+        f"- {group}: " + "; ".join(f"{peer} = {label}" for peer, label in labels.items())
+        for group, labels in seen.items()
+    ]
 
 
-def markdown(info: Dict) -> str:
-    title = f"# tinyconv benchmarks: {info['machine']}, {info['date']}" + (" (quick)" if info["quick"] else "")
-    parts = [title, "", *_environment_lines(info), "", markdown_table(info["results"]), "",
-             "Peers by group:", *_peer_lines(info["results"]), "", "## Notes", ""]
+def markdown(info: dict) -> str:
+    title = f"# tinyconv benchmarks: {info['machine']}, {info['date']}" + (
+        " (quick)" if info["quick"] else ""
+    )
+    parts = [
+        title,
+        "",
+        *_environment_lines(info),
+        "",
+        markdown_table(info["results"]),
+        "",
+        "Peers by group:",
+        *_peer_lines(info["results"]),
+        "",
+        "## Notes",
+        "",
+    ]
     parts += [f"- {note}" for note in info["notes"]]
     return "\n".join(parts) + "\n"
 
 
-def write(info: Dict, out_dir: str) -> Dict[str, str]:
+def write(info: dict, out_dir: str) -> dict[str, str]:
     """Write the JSON and Markdown files; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, file_stem(info["machine"], info["date"], info["quick"]))
@@ -145,7 +182,7 @@ def write(info: Dict, out_dir: str) -> Dict[str, str]:
     return paths
 
 
-def _jsonable(value: object) -> Optional[object]:
+def _jsonable(value: object) -> object | None:
     """NumPy scalars and other odds that json cannot write by itself."""
     if hasattr(value, "item"):
         return value.item()

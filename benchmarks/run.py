@@ -14,6 +14,7 @@ PyTorch columns are skipped and the files say why. So is ONNX Runtime, the infer
 ``--no-onnxruntime`` or ``TINYCONV_BENCH_NO_ORT=1`` skip it. ``--rss-child`` is internal: it is how the
 peak-memory workload starts its fresh child processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import os
 import sys
 import time
 import traceback
-from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -38,21 +38,36 @@ FULL_SETTINGS = (7, 0.05, 0.2)
 QUICK_SETTINGS = (2, 0.002, 0.0)
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds: a smoke test (seconds)")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, 2 rounds: a smoke test (seconds)"
+    )
     parser.add_argument("--threads", help="thread counts to run at, e.g. 1,2 (default: all cores)")
     parser.add_argument("--only", help=f"comma-separated groups to run, of {','.join(ALL_GROUPS)}")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for the results (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, help="rounds per workload (default: 7, quick: 2; peak memory: at most 3)")
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help="directory for the results (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="rounds per workload (default: 7, quick: 2; peak memory: at most 3)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
-    parser.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime column")
+    parser.add_argument(
+        "--no-onnxruntime", action="store_true", help="skip the ONNX Runtime column"
+    )
     parser.add_argument("--rss-child", choices=memory.LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--rss-batch", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--rss-steps", type=int, default=3, help=argparse.SUPPRESS)
-    parser.add_argument("--rss-workload", choices=memory.WORKLOADS, default=memory.DEEPCONVNET_TRAIN,
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rss-workload",
+        choices=memory.WORKLOADS,
+        default=memory.DEEPCONVNET_TRAIN,
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--rss-size", type=int, default=224, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.groups = _groups(parser, args.only)
@@ -65,7 +80,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def _groups(parser: argparse.ArgumentParser, only: Optional[str]) -> List[str]:
+def _groups(parser: argparse.ArgumentParser, only: str | None) -> list[str]:
     if only is None:
         return list(ALL_GROUPS)
     groups = [g.strip() for g in only.split(",") if g.strip()]
@@ -75,32 +90,40 @@ def _groups(parser: argparse.ArgumentParser, only: Optional[str]) -> List[str]:
     return [g for g in ALL_GROUPS if g in groups]  # always in the suite's order
 
 
-def load_torch(disabled: bool) -> Tuple[Optional[object], str]:
+def load_torch(disabled: bool) -> tuple[object | None, str]:
     """PyTorch, or None and the reason it is not used."""
     if disabled or os.environ.get("TINYCONV_BENCH_NO_TORCH", "") not in ("", "0"):
         return None, "PyTorch columns skipped: disabled (--no-torch / TINYCONV_BENCH_NO_TORCH)"
     try:
         import torch
     except ImportError as error:
-        return None, f"PyTorch columns skipped: not importable ({error}); pip install torch==2.13.0 to add them"
+        return (
+            None,
+            f"PyTorch columns skipped: not importable ({error}); pip install torch==2.13.0 to add them",
+        )
     return torch, ""
 
 
-def load_onnxruntime(disabled: bool) -> Tuple[Optional[object], str]:
+def load_onnxruntime(disabled: bool) -> tuple[object | None, str]:
     """ONNX Runtime (with onnx, which exports tinyconv's networks for it), or None and the reason
     it is not used."""
     if disabled or os.environ.get("TINYCONV_BENCH_NO_ORT", "") not in ("", "0"):
-        return None, "ONNX Runtime column skipped: disabled (--no-onnxruntime / TINYCONV_BENCH_NO_ORT)"
+        return (
+            None,
+            "ONNX Runtime column skipped: disabled (--no-onnxruntime / TINYCONV_BENCH_NO_ORT)",
+        )
     try:
         import onnx  # noqa: F401  (tinyconv.export needs it)
         import onnxruntime
     except ImportError as error:
-        return None, (f"ONNX Runtime column skipped: not importable ({error}); "
-                      f"pip install onnx onnxruntime to add it")
+        return None, (
+            f"ONNX Runtime column skipped: not importable ({error}); "
+            f"pip install onnx onnxruntime to add it"
+        )
     return onnxruntime, ""
 
 
-def _set_threads(n: int, torch, blas: "environment.BlasThreads") -> None:
+def _set_threads(n: int, torch, blas: environment.BlasThreads) -> None:
     import tinyconv
 
     tinyconv.set_num_threads(n)
@@ -109,13 +132,23 @@ def _set_threads(n: int, torch, blas: "environment.BlasThreads") -> None:
     blas.set(n)
 
 
-def _error_row(workload_id: str, group: str, name: str, threads: int, error: BaseException) -> Dict:
-    return {"id": workload_id, "group": group, "name": name, "unit": "", "threads": threads,
-            "contenders": {}, "peer_labels": {}, "ratios": {}, "target": None, "target_met": None,
-            "error": f"{type(error).__name__}: {error}"}
+def _error_row(workload_id: str, group: str, name: str, threads: int, error: BaseException) -> dict:
+    return {
+        "id": workload_id,
+        "group": group,
+        "name": name,
+        "unit": "",
+        "threads": threads,
+        "contenders": {},
+        "peer_labels": {},
+        "ratios": {},
+        "target": None,
+        "target_met": None,
+        "error": f"{type(error).__name__}: {error}",
+    }
 
 
-def run_pass(ctx, groups: List[str]) -> Tuple[List[Dict], int]:
+def run_pass(ctx, groups: list[str]) -> tuple[list[dict], int]:
     """Every selected workload at one thread count; returns the rows and the number of failures
     (a failing workload is reported and skipped, so one problem does not cost the whole run)."""
     import workloads
@@ -125,40 +158,61 @@ def run_pass(ctx, groups: List[str]) -> Tuple[List[Dict], int]:
         started = time.perf_counter()
         try:
             rows.append(workloads.measure_timed(workload, ctx))
-        except Exception as error:  # noqa: BLE001  (reported, counted, and the run goes on)
+        except Exception as error:
             traceback.print_exc()
             rows.append(_error_row(workload.id, workload.group, workload.name, ctx.threads, error))
             failures += 1
-        print(f"  [{ctx.threads} thr] {workload.name}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        print(
+            f"  [{ctx.threads} thr] {workload.name}: {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
     if "rss" in groups:
         try:
             rows += workloads.measure_rss(ctx)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             traceback.print_exc()
-            rows.append(_error_row("rss/DeepConvNet", "rss", "DeepConvNet train peak RSS", ctx.threads, error))
+            rows.append(
+                _error_row(
+                    "rss/DeepConvNet", "rss", "DeepConvNet train peak RSS", ctx.threads, error
+                )
+            )
             failures += 1
     if "resnet" in groups:
         try:
             rows += workloads.measure_resnet_rss(ctx)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             traceback.print_exc()
-            rows.append(_error_row("resnet/resnet50_infer_rss", "resnet", "ResNet-50 predict peak RSS", ctx.threads,
-                                   error))
+            rows.append(
+                _error_row(
+                    "resnet/resnet50_infer_rss",
+                    "resnet",
+                    "ResNet-50 predict peak RSS",
+                    ctx.threads,
+                    error,
+                )
+            )
             failures += 1
     return rows, failures
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rss_child:
-        memory.child_main(args.rss_child, args.thread_counts[0], args.rss_batch, args.rss_steps,
-                          args.rss_workload, args.rss_size)
+        memory.child_main(
+            args.rss_child,
+            args.thread_counts[0],
+            args.rss_batch,
+            args.rss_steps,
+            args.rss_workload,
+            args.rss_size,
+        )
         return 0
 
     environment.preset_blas_threads_env(args.thread_counts)
     import report
-    import tinyconv
     import workloads
+
+    import tinyconv
 
     torch, torch_note = load_torch(args.no_torch)
     if torch_note:
@@ -175,9 +229,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows, failures = [], 0
     for threads in args.thread_counts:
         _set_threads(threads, torch, blas)
-        ctx = workloads.Context(threads=threads, repeats=repeats, min_sample_s=min_sample_s,
-                                quick=args.quick, settle_s=settle_s, torch=torch,
-                                run_py=os.path.abspath(__file__), onnxruntime=onnxruntime)
+        ctx = workloads.Context(
+            threads=threads,
+            repeats=repeats,
+            min_sample_s=min_sample_s,
+            quick=args.quick,
+            settle_s=settle_s,
+            torch=torch,
+            run_py=os.path.abspath(__file__),
+            onnxruntime=onnxruntime,
+        )
         pass_rows, pass_failures = run_pass(ctx, args.groups)
         rows += pass_rows
         failures += pass_failures

@@ -15,9 +15,11 @@ al. 2016's section 4.2 ResNet-6n+2 with option-A shortcuts, which torchvision do
 
 Only imported when PyTorch is installed.
 """
+
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Mapping, Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -47,34 +49,62 @@ def _init(model: nn.Module, weight_std=None) -> nn.Module:
     return model
 
 
-def simple_conv_net(input_dim=(1, 28, 28), filter_num: int = 30, filter_size: int = 5,
-                    hidden_size: int = 100, output_size: int = 10) -> nn.Module:
+def simple_conv_net(
+    input_dim=(1, 28, 28),
+    filter_num: int = 30,
+    filter_size: int = 5,
+    hidden_size: int = 100,
+    output_size: int = 10,
+) -> nn.Module:
     """conv - relu - maxpool 2x2/2 - affine - relu - affine (DLfS chapter 7)."""
     channels, height, width = input_dim
     pooled = filter_num * ((height - filter_size + 1) // 2) * ((width - filter_size + 1) // 2)
     model = nn.Sequential(
-        nn.Conv2d(channels, filter_num, filter_size), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Flatten(), nn.Linear(pooled, hidden_size), nn.ReLU(), nn.Linear(hidden_size, output_size),
+        nn.Conv2d(channels, filter_num, filter_size),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Linear(pooled, hidden_size),
+        nn.ReLU(),
+        nn.Linear(hidden_size, output_size),
     )
     return _init(model, weight_std=0.01)
 
 
-def deep_conv_net(conv_params: Sequence[Mapping[str, int]] = DLFS_DEEP_CONV_PARAMS, input_dim=(1, 28, 28),
-                  hidden_size: int = 50, output_size: int = 10) -> nn.Module:
+def deep_conv_net(
+    conv_params: Sequence[Mapping[str, int]] = DLFS_DEEP_CONV_PARAMS,
+    input_dim=(1, 28, 28),
+    hidden_size: int = 50,
+    output_size: int = 10,
+) -> nn.Module:
     """Six convolutions (``conv_params``: tinyconv's/DLfS's dicts) with ReLU, 2x2/2 max pooling
     after every second one, then affine - relu - dropout - affine - dropout (DLfS chapter 8)."""
     channels, size, _ = input_dim
     layers = []
     for index, conv in enumerate(conv_params, start=1):
-        layers += [nn.Conv2d(channels, conv["filter_num"], conv["filter_size"],
-                             stride=conv["stride"], padding=conv["pad"]), nn.ReLU()]
+        layers += [
+            nn.Conv2d(
+                channels,
+                conv["filter_num"],
+                conv["filter_size"],
+                stride=conv["stride"],
+                padding=conv["pad"],
+            ),
+            nn.ReLU(),
+        ]
         channels = conv["filter_num"]
         size = (size + 2 * conv["pad"] - conv["filter_size"]) // conv["stride"] + 1
         if index % 2 == 0:
             layers.append(nn.MaxPool2d(2, 2))
             size //= 2
-    layers += [nn.Flatten(), nn.Linear(channels * size * size, hidden_size), nn.ReLU(), nn.Dropout(0.5),
-               nn.Linear(hidden_size, output_size), nn.Dropout(0.5)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(channels * size * size, hidden_size),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(hidden_size, output_size),
+        nn.Dropout(0.5),
+    ]
     return _init(nn.Sequential(*layers))
 
 
@@ -82,7 +112,9 @@ def adam(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-7)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, t: torch.Tensor) -> None:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, t: torch.Tensor
+) -> None:
     """Forward, backward and Adam update."""
     optimizer.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), t).backward()
@@ -107,7 +139,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -130,7 +164,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = _conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -150,7 +186,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-Block = Union[Type[BasicBlock], Type[Bottleneck]]
+Block = Union[type[BasicBlock], type[Bottleneck]]
 
 
 class ResNet(nn.Module):
@@ -160,10 +196,14 @@ class ResNet(nn.Module):
     pooling, ``fc``. Initialisation as torchvision's: Kaiming normal (fan_out) convolutions,
     BN scale 1 and shift 0, ``nn.Linear``'s default for ``fc``."""
 
-    def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, in_channels: int = 3):
+    def __init__(
+        self, block: Block, layers: Sequence[int], num_classes: int = 1000, in_channels: int = 3
+    ):
         super().__init__()
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -183,8 +223,10 @@ class ResNet(nn.Module):
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(_conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -211,12 +253,14 @@ def import_torchvision():
     another torch: the CUDA wheels fail beside a CPU torch with a RuntimeError)."""
     try:
         import torchvision
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return torchvision
 
 
-def torchvision_resnet(name: str, num_classes: int = 1000, in_channels: int = 3) -> Tuple[nn.Module, str]:
+def torchvision_resnet(
+    name: str, num_classes: int = 1000, in_channels: int = 3
+) -> tuple[nn.Module, str]:
     """``(model, source)``: torchvision's ``models.<name>`` when torchvision imports (its stem
     replaced when ``in_channels != 3``), else :class:`ResNet` -- the same modules and names.
     ``source`` says which (results files record it)."""
@@ -242,7 +286,7 @@ class OptionAShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad))
 
 
@@ -259,7 +303,7 @@ class CifarResNet(nn.Module):
         self.conv1 = _conv3x3(in_channels, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        stages: List[nn.Sequential] = []
+        stages: list[nn.Sequential] = []
         inplanes = 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             blocks = []

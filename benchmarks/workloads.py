@@ -27,19 +27,20 @@ ONNX Runtime runs the very network tinyconv times, exported by :func:`tinyconv.e
 (same weights, the batch size fixed), on its CPU provider with the pass's thread count as
 ``intra_op_num_threads`` (and one inter-op thread).
 """
+
 from __future__ import annotations
 
 import os
 import statistics
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Callable
 
 import harness
 import memory
+import numpy as np
 
 TINYCONV, NUMPY, TORCH, ORT = "tinyconv", "numpy", "torch", "onnxruntime"
 ORT_LABEL = "ONNX Runtime, CPU provider, tinyconv.export model (same weights)"
@@ -53,10 +54,10 @@ class Context:
     repeats: int
     min_sample_s: float
     quick: bool
-    torch: Optional[ModuleType]  # None: PyTorch unavailable or disabled
-    run_py: str                  # path of run.py, for the peak-memory child processes
-    settle_s: float = 0.0        # idle pause before each sample (see harness.measure_interleaved)
-    onnxruntime: Optional[ModuleType] = None  # None: ONNX Runtime (or onnx) unavailable or disabled
+    torch: ModuleType | None  # None: PyTorch unavailable or disabled
+    run_py: str  # path of run.py, for the peak-memory child processes
+    settle_s: float = 0.0  # idle pause before each sample (see harness.measure_interleaved)
+    onnxruntime: ModuleType | None = None  # None: ONNX Runtime (or onnx) unavailable or disabled
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,12 @@ class Workload:
     group: str
     name: str
     unit: str
-    build: Optional[Callable[[Context], Dict[str, harness.Contender]]]  # None: not a timed row
-    peer_labels: Dict[str, str]
-    work: Optional[float] = None
-    flops: Optional[float] = None
-    target: Optional[Target] = None
-    details: Dict[str, object] = field(default_factory=dict)
+    build: Callable[[Context], dict[str, harness.Contender]] | None  # None: not a timed row
+    peer_labels: dict[str, str]
+    work: float | None = None
+    flops: float | None = None
+    target: Target | None = None
+    details: dict[str, object] = field(default_factory=dict)
 
     @property
     def higher_is_better(self) -> bool:
@@ -103,9 +104,14 @@ class Workload:
 # Summaries
 
 
-def summarize(values: Sequence[float]) -> Dict[str, object]:
+def summarize(values: Sequence[float]) -> dict[str, object]:
     """Median, min and max of one contender's figures, and the figures themselves."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "samples": list(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "samples": list(values),
+    }
 
 
 def _in_unit(workload: Workload, seconds: float) -> float:
@@ -118,8 +124,12 @@ def _in_unit(workload: Workload, seconds: float) -> float:
     raise ValueError(f"no time conversion for unit {workload.unit}")
 
 
-def _result(workload: Workload, ctx: Context, figures: Dict[str, Dict[str, object]],
-            extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+def _result(
+    workload: Workload,
+    ctx: Context,
+    figures: dict[str, dict[str, object]],
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
     """The JSON record of one row: summaries per contender, ratios to tinyconv, target check."""
     mine = figures[TINYCONV]["median"]
     ratios = {peer: mine / figures[peer]["median"] for peer in figures if peer != TINYCONV}
@@ -128,28 +138,44 @@ def _result(workload: Workload, ctx: Context, figures: Dict[str, Dict[str, objec
     if target is not None and target.peer in ratios:
         met = target.met(ratios[target.peer])
     record = {
-        "id": workload.id, "group": workload.group, "name": workload.name, "unit": workload.unit,
-        "higher_is_better": workload.higher_is_better, "threads": ctx.threads,
-        "contenders": figures, "peer_labels": {p: workload.peer_labels[p] for p in figures if p != TINYCONV},
+        "id": workload.id,
+        "group": workload.group,
+        "name": workload.name,
+        "unit": workload.unit,
+        "higher_is_better": workload.higher_is_better,
+        "threads": ctx.threads,
+        "contenders": figures,
+        "peer_labels": {p: workload.peer_labels[p] for p in figures if p != TINYCONV},
         "ratios": ratios,
-        "target": None if target is None else {"peer": target.peer, "ratio": target.ratio,
-                                               "at_least": target.at_least, "text": target.text()},
-        "target_met": met, "details": workload.details,
+        "target": None
+        if target is None
+        else {
+            "peer": target.peer,
+            "ratio": target.ratio,
+            "at_least": target.at_least,
+            "text": target.text(),
+        },
+        "target_met": met,
+        "details": workload.details,
     }
     record.update(extra or {})
     return record
 
 
-def measure_timed(workload: Workload, ctx: Context) -> Dict[str, object]:
+def measure_timed(workload: Workload, ctx: Context) -> dict[str, object]:
     contenders = workload.build(ctx)
-    timings = harness.measure_interleaved(contenders, ctx.repeats, ctx.min_sample_s, settle_s=ctx.settle_s)
+    timings = harness.measure_interleaved(
+        contenders, ctx.repeats, ctx.min_sample_s, settle_s=ctx.settle_s
+    )
     figures = {}
     for name, timing in timings.items():
         figures[name] = summarize([_in_unit(workload, s) for s in timing.seconds])
         figures[name]["calls_per_sample"] = timing.calls_per_sample
     extra = {}
     if workload.flops:
-        extra["gflops"] = {name: workload.flops / timing.median / 1e9 for name, timing in timings.items()}
+        extra["gflops"] = {
+            name: workload.flops / timing.median / 1e9 for name, timing in timings.items()
+        }
     return _result(workload, ctx, figures, extra)
 
 
@@ -161,11 +187,11 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
-def _normal(shape: Tuple[int, ...], dtype=np.float32) -> np.ndarray:
+def _normal(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     return _rng().standard_normal(shape).astype(dtype)
 
 
-def _images_and_labels(batch: int) -> Tuple[np.ndarray, np.ndarray]:
+def _images_and_labels(batch: int) -> tuple[np.ndarray, np.ndarray]:
     """MNIST-shaped float32 images in [0, 1) and integer labels."""
     rng = _rng()
     return rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, size=batch)
@@ -182,7 +208,7 @@ def _conv_forward_flops(n: int, c: int, size: int, fn: int, k: int, pad: int) ->
 
 
 def _gemm_workload(m: int, k: int, n: int, dtype, label: str) -> Workload:
-    def build(ctx: Context) -> Dict[str, harness.Contender]:
+    def build(ctx: Context) -> dict[str, harness.Contender]:
         from tinyconv import functional as F
 
         a, b = _normal((m, k), dtype), _normal((k, n), dtype)
@@ -190,20 +216,36 @@ def _gemm_workload(m: int, k: int, n: int, dtype, label: str) -> Workload:
 
     dt = np.dtype(dtype).name
     return Workload(
-        id=f"gemm/{dt}/{m}x{k}x{n}", group="gemm", name=f"GEMM {dt} {label}", unit="GFLOP/s",
-        build=build, peer_labels={NUMPY: "numpy.matmul (OpenBLAS)"}, work=2.0 * m * n * k,
-        target=Target(NUMPY, 0.8, at_least=True), details={"m": m, "k": k, "n": n, "dtype": dt})
+        id=f"gemm/{dt}/{m}x{k}x{n}",
+        group="gemm",
+        name=f"GEMM {dt} {label}",
+        unit="GFLOP/s",
+        build=build,
+        peer_labels={NUMPY: "numpy.matmul (OpenBLAS)"},
+        work=2.0 * m * n * k,
+        target=Target(NUMPY, 0.8, at_least=True),
+        details={"m": m, "k": k, "n": n, "dtype": dt},
+    )
 
 
-def gemm_workloads(quick: bool) -> List[Workload]:
+def gemm_workloads(quick: bool) -> list[Workload]:
     squares = [96] if quick else [256, 512, 1024, 2048]
     # The per-image GEMMs of the "conv" group: (filters) x (C*FH*FW) times (C*FH*FW) x (OH*OW).
-    conv_shapes = [] if quick else [(64, 576, 3136, "conv3x3 64->64 56x56 per image"),
-                                    (64, 256, 3136, "conv1x1 256->64 56x56 per image")]
+    conv_shapes = (
+        []
+        if quick
+        else [
+            (64, 576, 3136, "conv3x3 64->64 56x56 per image"),
+            (64, 256, 3136, "conv1x1 256->64 56x56 per image"),
+        ]
+    )
     workloads = []
     for dtype in (np.float32, np.float64):
         workloads += [_gemm_workload(s, s, s, dtype, f"{s}x{s}x{s}") for s in squares]
-        workloads += [_gemm_workload(m, k, n, dtype, f"{m}x{k}x{n} ({label})") for m, k, n, label in conv_shapes]
+        workloads += [
+            _gemm_workload(m, k, n, dtype, f"{m}x{k}x{n} ({label})")
+            for m, k, n, label in conv_shapes
+        ]
     return workloads
 
 
@@ -211,13 +253,13 @@ def gemm_workloads(quick: bool) -> List[Workload]:
 # Kernels
 
 
-def _kernel_shapes(quick: bool) -> Dict[str, int]:
+def _kernel_shapes(quick: bool) -> dict[str, int]:
     if quick:
         return {"n": 4, "c": 4, "size": 12, "fn": 4}
     return {"n": 32, "c": 32, "size": 28, "fn": 32}
 
 
-def _kernel_contenders(op: str, shapes: Dict[str, int], torch) -> Dict[str, harness.Contender]:
+def _kernel_contenders(op: str, shapes: dict[str, int], torch) -> dict[str, harness.Contender]:
     """tinyconv, the NumPy reference and (when given) PyTorch doing kernel ``op`` on the same
     float32 data: 3x3 filters with pad 1 for im2col/conv, 2x2 windows with stride 2 for pooling."""
     from tinyconv import functional as F
@@ -231,15 +273,30 @@ def _kernel_contenders(op: str, shapes: Dict[str, int], torch) -> Dict[str, harn
     argmax = F.max_pool2d_forward(x, 2, 2, 2)[1]
     ours_and_reference = {
         "im2col": (lambda: util.im2col(x, 3, 3, 1, 1), lambda: R.im2col(x, 3, 3, 1, 1)),
-        "conv_forward": (lambda: F.conv2d_forward(x, W, b, 1, 1), lambda: R.conv2d_forward(x, W, b, 1, 1)),
-        "conv_backward": (lambda: F.conv2d_backward(conv_dout, x, W, 1, 1),
-                          lambda: R.conv2d_backward(conv_dout, x, W, 1, 1)),
-        "max_pool_forward": (lambda: F.max_pool2d_forward(x, 2, 2, 2), lambda: R.max_pool2d_forward(x, 2, 2, 2)),
-        "max_pool_backward": (lambda: F.max_pool2d_backward(pool_dout, argmax, x.shape),
-                              lambda: R.max_pool2d_backward(pool_dout, argmax, x.shape)),
-        "avg_pool_forward": (lambda: F.avg_pool2d_forward(x, 2, 2, 2), lambda: R.avg_pool2d_forward(x, 2, 2, 2)),
-        "avg_pool_backward": (lambda: F.avg_pool2d_backward(pool_dout, x.shape, 2, 2, 2),
-                              lambda: R.avg_pool2d_backward(pool_dout, x.shape, 2, 2, 2)),
+        "conv_forward": (
+            lambda: F.conv2d_forward(x, W, b, 1, 1),
+            lambda: R.conv2d_forward(x, W, b, 1, 1),
+        ),
+        "conv_backward": (
+            lambda: F.conv2d_backward(conv_dout, x, W, 1, 1),
+            lambda: R.conv2d_backward(conv_dout, x, W, 1, 1),
+        ),
+        "max_pool_forward": (
+            lambda: F.max_pool2d_forward(x, 2, 2, 2),
+            lambda: R.max_pool2d_forward(x, 2, 2, 2),
+        ),
+        "max_pool_backward": (
+            lambda: F.max_pool2d_backward(pool_dout, argmax, x.shape),
+            lambda: R.max_pool2d_backward(pool_dout, argmax, x.shape),
+        ),
+        "avg_pool_forward": (
+            lambda: F.avg_pool2d_forward(x, 2, 2, 2),
+            lambda: R.avg_pool2d_forward(x, 2, 2, 2),
+        ),
+        "avg_pool_backward": (
+            lambda: F.avg_pool2d_backward(pool_dout, x.shape, 2, 2, 2),
+            lambda: R.avg_pool2d_backward(pool_dout, x.shape, 2, 2, 2),
+        ),
     }
     ours, reference = ours_and_reference[op]
     contenders = {TINYCONV: ours, NUMPY: reference}
@@ -262,12 +319,16 @@ def _torch_kernel(op: str, torch, x, W, b, conv_dout, pool_dout) -> harness.Cont
         "im2col": lambda: TF.unfold(tx, 3, padding=1),
         "conv_forward": lambda: TF.conv2d(tx, tW, tb, padding=1),
         "conv_backward": lambda: aten.convolution_backward(
-            tconv_dout, tx, tW, [fn], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]),
+            tconv_dout, tx, tW, [fn], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]
+        ),
         "max_pool_forward": lambda: TF.max_pool2d(tx, 2, 2, return_indices=True),
         "max_pool_backward": lambda: aten.max_pool2d_with_indices_backward(
-            tpool_dout, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, indices),
+            tpool_dout, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        ),
         "avg_pool_forward": lambda: TF.avg_pool2d(tx, 2, 2),
-        "avg_pool_backward": lambda: aten.avg_pool2d_backward(tpool_dout, tx, [2, 2], [2, 2], [0, 0], False, True, None),
+        "avg_pool_backward": lambda: aten.avg_pool2d_backward(
+            tpool_dout, tx, [2, 2], [2, 2], [0, 0], False, True, None
+        ),
     }
     return calls[op]
 
@@ -283,17 +344,26 @@ _KERNEL_NAMES = {
 }
 
 
-def kernel_workloads(quick: bool) -> List[Workload]:
+def kernel_workloads(quick: bool) -> list[Workload]:
     shapes = _kernel_shapes(quick)
     where = f"x {shapes['n']}x{shapes['c']}x{shapes['size']}x{shapes['size']}"
     workloads = []
     for op, label in _KERNEL_NAMES.items():
         filters = f", {shapes['fn']} filters" if op.startswith("conv") else ""
-        workloads.append(Workload(
-            id=f"kernels/{op}", group="kernels", name=f"{label} ({where}{filters})", unit="ms",
-            build=lambda ctx, op=op: _kernel_contenders(op, shapes, ctx.torch),
-            peer_labels={NUMPY: "tinyconv.reference (NumPy, DLfS im2col)", TORCH: "torch.nn.functional / aten"},
-            details={**shapes, "dtype": "float32"}))
+        workloads.append(
+            Workload(
+                id=f"kernels/{op}",
+                group="kernels",
+                name=f"{label} ({where}{filters})",
+                unit="ms",
+                build=lambda ctx, op=op: _kernel_contenders(op, shapes, ctx.torch),
+                peer_labels={
+                    NUMPY: "tinyconv.reference (NumPy, DLfS im2col)",
+                    TORCH: "torch.nn.functional / aten",
+                },
+                details={**shapes, "dtype": "float32"},
+            )
+        )
     return workloads
 
 
@@ -312,6 +382,7 @@ def _tinyconv_train_step(network: str, batch: int) -> harness.Contender:
 
 def _dlfs_train_step(network: str, batch: int) -> harness.Contender:
     import dlfs_numpy
+
     from tinyconv import nets
 
     np.random.seed(0)  # DLfS initialises (and draws dropout masks) from np.random
@@ -326,6 +397,7 @@ def _dlfs_train_step(network: str, batch: int) -> harness.Contender:
 
 def _torch_train_step(network: str, batch: int, torch) -> harness.Contender:
     import torch_nets
+
     from tinyconv import nets
 
     torch.manual_seed(0)
@@ -334,7 +406,9 @@ def _torch_train_step(network: str, batch: int, torch) -> harness.Contender:
     else:
         conv_params = nets.DeepConvNet(seed=0).conv_params
         if [dict(p) for p in conv_params] != [dict(p) for p in torch_nets.DLFS_DEEP_CONV_PARAMS]:
-            raise RuntimeError("torch_nets.DLFS_DEEP_CONV_PARAMS no longer matches tinyconv.nets.DeepConvNet")
+            raise RuntimeError(
+                "torch_nets.DLFS_DEEP_CONV_PARAMS no longer matches tinyconv.nets.DeepConvNet"
+            )
         model = torch_nets.deep_conv_net(conv_params)
     model.train()
     adam = torch_nets.adam(model)
@@ -343,29 +417,42 @@ def _torch_train_step(network: str, batch: int, torch) -> harness.Contender:
     return lambda: torch_nets.train_step(model, adam, tx, tt)
 
 
-def _train_contenders(network: str, batch: int, ctx: Context) -> Dict[str, harness.Contender]:
-    contenders = {TINYCONV: _tinyconv_train_step(network, batch), NUMPY: _dlfs_train_step(network, batch)}
+def _train_contenders(network: str, batch: int, ctx: Context) -> dict[str, harness.Contender]:
+    contenders = {
+        TINYCONV: _tinyconv_train_step(network, batch),
+        NUMPY: _dlfs_train_step(network, batch),
+    }
     if ctx.torch is not None:
         contenders[TORCH] = _torch_train_step(network, batch, ctx.torch)
     return contenders
 
 
-def train_workloads(quick: bool) -> List[Workload]:
+def train_workloads(quick: bool) -> list[Workload]:
     batch = 8 if quick else 100
-    targets = {"SimpleConvNet": Target(TORCH, 0.33, at_least=False), "DeepConvNet": Target(TORCH, 0.8, at_least=False)}
-    return [Workload(
-        id=f"train/{network}", group="train", name=f"{network} train step (batch {batch}, Adam)", unit="ms",
-        build=lambda ctx, network=network: _train_contenders(network, batch, ctx),
-        peer_labels={NUMPY: "DLfS-style NumPy", TORCH: "torch.nn + torch.optim.Adam"},
-        target=target, details={"batch": batch, "dtype": "float32", "optimizer": "Adam"})
-        for network, target in targets.items()]
+    targets = {
+        "SimpleConvNet": Target(TORCH, 0.33, at_least=False),
+        "DeepConvNet": Target(TORCH, 0.8, at_least=False),
+    }
+    return [
+        Workload(
+            id=f"train/{network}",
+            group="train",
+            name=f"{network} train step (batch {batch}, Adam)",
+            unit="ms",
+            build=lambda ctx, network=network: _train_contenders(network, batch, ctx),
+            peer_labels={NUMPY: "DLfS-style NumPy", TORCH: "torch.nn + torch.optim.Adam"},
+            target=target,
+            details={"batch": batch, "dtype": "float32", "optimizer": "Adam"},
+        )
+        for network, target in targets.items()
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Large convolutions, forward + backward
 
 
-def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> Dict[str, harness.Contender]:
+def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> dict[str, harness.Contender]:
     from tinyconv import functional as F
 
     x, W, b = _normal((n, c, size, size)), _normal((fn, c, k, k)), _normal((fn,))
@@ -382,14 +469,25 @@ def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> Dict[str, har
 
         def torch_pass():
             torch.nn.functional.conv2d(tx, tW, tb, padding=pad)
-            return torch.ops.aten.convolution_backward(tdout, tx, tW, [fn], [1, 1], [pad, pad], [1, 1],
-                                                       False, [0, 0], 1, [True, True, True])
+            return torch.ops.aten.convolution_backward(
+                tdout,
+                tx,
+                tW,
+                [fn],
+                [1, 1],
+                [pad, pad],
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [True, True, True],
+            )
 
         contenders[TORCH] = torch_pass
     return contenders
 
 
-def conv_workloads(quick: bool) -> List[Workload]:
+def conv_workloads(quick: bool) -> list[Workload]:
     # (name, N, C, H=W, filters, kernel, pad, target ratio vs PyTorch)
     layers = [("3x3", 32, 64, 56, 64, 3, 1, 1.0), ("1x1", 32, 256, 56, 64, 1, 0, 0.5)]
     if quick:
@@ -397,14 +495,29 @@ def conv_workloads(quick: bool) -> List[Workload]:
     workloads = []
     for kind, n, c, size, fn, k, pad, ratio in layers:
         forward_flops = _conv_forward_flops(n, c, size, fn, k, pad)
-        workloads.append(Workload(
-            id=f"conv/{kind}", group="conv",
-            name=f"conv {kind} {c}->{fn} {size}x{size} N={n} fwd+bwd", unit="ms",
-            build=lambda ctx, n=n, c=c, size=size, fn=fn, k=k, pad=pad: _conv_pass_contenders(n, c, size, fn, k, pad, ctx),
-            peer_labels={TORCH: "torch conv2d + aten.convolution_backward"},
-            flops=3 * forward_flops,  # forward, dW and dx each cost one forward's FLOPs
-            target=Target(TORCH, ratio, at_least=False),
-            details={"n": n, "c": c, "size": size, "filters": fn, "kernel": k, "pad": pad, "dtype": "float32"}))
+        workloads.append(
+            Workload(
+                id=f"conv/{kind}",
+                group="conv",
+                name=f"conv {kind} {c}->{fn} {size}x{size} N={n} fwd+bwd",
+                unit="ms",
+                build=lambda ctx, n=n, c=c, size=size, fn=fn, k=k, pad=pad: _conv_pass_contenders(
+                    n, c, size, fn, k, pad, ctx
+                ),
+                peer_labels={TORCH: "torch conv2d + aten.convolution_backward"},
+                flops=3 * forward_flops,  # forward, dW and dx each cost one forward's FLOPs
+                target=Target(TORCH, ratio, at_least=False),
+                details={
+                    "n": n,
+                    "c": c,
+                    "size": size,
+                    "filters": fn,
+                    "kernel": k,
+                    "pad": pad,
+                    "dtype": "float32",
+                },
+            )
+        )
     return workloads
 
 
@@ -450,8 +563,9 @@ def _onnxruntime_inference(network, x: np.ndarray, ctx: Context) -> harness.Cont
     return lambda: session.run(["logits"], feed)
 
 
-def _inference_contenders(network: str, batch: int, ctx: Context) -> Dict[str, harness.Contender]:
+def _inference_contenders(network: str, batch: int, ctx: Context) -> dict[str, harness.Contender]:
     import dlfs_numpy
+
     from tinyconv import nets
 
     x, _ = _images_and_labels(batch)
@@ -464,29 +578,51 @@ def _inference_contenders(network: str, batch: int, ctx: Context) -> Dict[str, h
     if ctx.torch is not None:
         import torch_nets
 
-        model = torch_nets.simple_conv_net() if network == "SimpleConvNet" else torch_nets.deep_conv_net(net.conv_params)
+        model = (
+            torch_nets.simple_conv_net()
+            if network == "SimpleConvNet"
+            else torch_nets.deep_conv_net(net.conv_params)
+        )
         contenders[TORCH] = _torch_inference(model, x, ctx.torch)
     if ctx.onnxruntime is not None:
         contenders[ORT] = _onnxruntime_inference(net, x, ctx)
     return contenders
 
 
-def infer_workloads(quick: bool) -> List[Workload]:
-    batches = {"SimpleConvNet": 50, "DeepConvNet": 10} if quick else {"SimpleConvNet": 1000, "DeepConvNet": 500}
+def infer_workloads(quick: bool) -> list[Workload]:
+    batches = (
+        {"SimpleConvNet": 50, "DeepConvNet": 10}
+        if quick
+        else {"SimpleConvNet": 1000, "DeepConvNet": 500}
+    )
     targets = {"SimpleConvNet": Target(TORCH, 3.0, at_least=True), "DeepConvNet": None}
-    return [Workload(
-        id=f"infer/{network}", group="infer", name=f"{network} predict (batch {batch})", unit="img/s",
-        build=lambda ctx, network=network, batch=batch: _inference_contenders(network, batch, ctx),
-        peer_labels={NUMPY: "DLfS-style NumPy", TORCH: "torch.nn, inference_mode", ORT: ORT_LABEL}, work=float(batch),
-        target=targets[network], details={"batch": batch, "dtype": "float32"})
-        for network, batch in batches.items()]
+    return [
+        Workload(
+            id=f"infer/{network}",
+            group="infer",
+            name=f"{network} predict (batch {batch})",
+            unit="img/s",
+            build=lambda ctx, network=network, batch=batch: _inference_contenders(
+                network, batch, ctx
+            ),
+            peer_labels={
+                NUMPY: "DLfS-style NumPy",
+                TORCH: "torch.nn, inference_mode",
+                ORT: ORT_LABEL,
+            },
+            work=float(batch),
+            target=targets[network],
+            details={"batch": batch, "dtype": "float32"},
+        )
+        for network, batch in batches.items()
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Peak memory
 
 
-def measure_rss(ctx: Context) -> List[Dict[str, object]]:
+def measure_rss(ctx: Context) -> list[dict[str, object]]:
     """Two rows, absolute peak RSS and peak minus the post-import baseline, both against the
     issue's target (see :mod:`memory` for the method)."""
     batch, steps = (16, 1) if ctx.quick else (256, 3)
@@ -494,17 +630,31 @@ def measure_rss(ctx: Context) -> List[Dict[str, object]]:
     # Peaks vary little from run to run and every figure costs a process start (PyTorch's import
     # takes seconds), so at most 3 rounds here.
     rounds = 1 if ctx.quick else min(ctx.repeats, 3)
-    figures, peak_source = memory.measure_peak_rss(ctx.run_py, libraries, ctx.threads, batch, steps, rounds)
+    figures, peak_source = memory.measure_peak_rss(
+        ctx.run_py, libraries, ctx.threads, batch, steps, rounds
+    )
     rows = []
-    for key, label in (("peak_mib", "peak RSS"), ("delta_mib", "peak RSS minus RSS after imports+data")):
+    for key, label in (
+        ("peak_mib", "peak RSS"),
+        ("delta_mib", "peak RSS minus RSS after imports+data"),
+    ):
         workload = Workload(
-            id=f"rss/DeepConvNet/{key.split('_')[0]}", group="rss",
-            name=f"DeepConvNet train (batch {batch}, {steps} step{'s' if steps != 1 else ''}) {label}", unit="MiB", build=None,
-            peer_labels={TORCH: "torch.nn + torch.optim.Adam"}, target=Target(TORCH, 0.7, at_least=False),
-            details={"batch": batch, "steps": steps, "process": "fresh child per figure"})
+            id=f"rss/DeepConvNet/{key.split('_')[0]}",
+            group="rss",
+            name=f"DeepConvNet train (batch {batch}, {steps} step{'s' if steps != 1 else ''}) {label}",
+            unit="MiB",
+            build=None,
+            peer_labels={TORCH: "torch.nn + torch.optim.Adam"},
+            target=Target(TORCH, 0.7, at_least=False),
+            details={"batch": batch, "steps": steps, "process": "fresh child per figure"},
+        )
         summaries = {library: summarize(figures[library][key]) for library in libraries}
         baselines = {library: summarize(figures[library]["baseline_mib"]) for library in libraries}
-        rows.append(_result(workload, ctx, summaries, {"baseline_mib": baselines, "peak_source": peak_source}))
+        rows.append(
+            _result(
+                workload, ctx, summaries, {"baseline_mib": baselines, "peak_source": peak_source}
+            )
+        )
     return rows
 
 
@@ -512,7 +662,7 @@ def measure_rss(ctx: Context) -> List[Dict[str, object]]:
 # ResNets
 
 
-def resnet_sizes(quick: bool) -> Dict[str, int]:
+def resnet_sizes(quick: bool) -> dict[str, int]:
     """ResNet-50 inference batch and image size, ResNet-20 training batch (its images are
     Fashion-MNIST's 1x28x28, what tinyconv trains it on)."""
     if quick:
@@ -520,8 +670,9 @@ def resnet_sizes(quick: bool) -> Dict[str, int]:
     return {"infer_batch": 8, "infer_size": 224, "train_batch": 128}
 
 
-def _resnet50_inference_contenders(batch: int, size: int, ctx: Context,
-                                   details: Dict[str, object]) -> Dict[str, harness.Contender]:
+def _resnet50_inference_contenders(
+    batch: int, size: int, ctx: Context, details: dict[str, object]
+) -> dict[str, harness.Contender]:
     """tinyconv's and PyTorch's ResNet-50 predicting; records in ``details`` where PyTorch's model
     came from (``torchvision.models`` or ``torch_nets.ResNet``)."""
     from tinyconv import nets
@@ -539,7 +690,7 @@ def _resnet50_inference_contenders(batch: int, size: int, ctx: Context,
     return contenders
 
 
-def _resnet20_train_contenders(batch: int, ctx: Context) -> Dict[str, harness.Contender]:
+def _resnet20_train_contenders(batch: int, ctx: Context) -> dict[str, harness.Contender]:
     from tinyconv import nets, optimizer
 
     x, t = _images_and_labels(batch)
@@ -562,31 +713,55 @@ def _resnet20_train_contenders(batch: int, ctx: Context) -> Dict[str, harness.Co
 TORCH_RESNET50_LABEL = "torch.nn ResNet-50 (torchvision's), eval + inference_mode"
 
 
-def resnet_workloads(quick: bool) -> List[Workload]:
+def resnet_workloads(quick: bool) -> list[Workload]:
     sizes = resnet_sizes(quick)
-    infer_batch, infer_size, train_batch = sizes["infer_batch"], sizes["infer_size"], sizes["train_batch"]
+    infer_batch, infer_size, train_batch = (
+        sizes["infer_batch"],
+        sizes["infer_size"],
+        sizes["train_batch"],
+    )
     inference = Workload(
-        id="resnet/resnet50_infer", group="resnet",
-        name=f"ResNet-50 predict (batch {infer_batch}, 3x{infer_size}x{infer_size})", unit="ms",
-        build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL, ORT: ORT_LABEL},
+        id="resnet/resnet50_infer",
+        group="resnet",
+        name=f"ResNet-50 predict (batch {infer_batch}, 3x{infer_size}x{infer_size})",
+        unit="ms",
+        build=None,
+        peer_labels={TORCH: TORCH_RESNET50_LABEL, ORT: ORT_LABEL},
         target=Target(TORCH, 1.2, at_least=False),
-        details={"batch": infer_batch, "image": [3, infer_size, infer_size], "classes": 1000, "dtype": "float32",
-                 "mode": "eval (running statistics)"})
-    inference.build = lambda ctx: _resnet50_inference_contenders(infer_batch, infer_size, ctx, inference.details)
+        details={
+            "batch": infer_batch,
+            "image": [3, infer_size, infer_size],
+            "classes": 1000,
+            "dtype": "float32",
+            "mode": "eval (running statistics)",
+        },
+    )
+    inference.build = lambda ctx: _resnet50_inference_contenders(
+        infer_batch, infer_size, ctx, inference.details
+    )
     return [
         inference,
         Workload(
-            id="resnet/resnet20_train", group="resnet",
-            name=f"ResNet-20 train step (batch {train_batch}, 1x28x28, momentum SGD)", unit="ms",
+            id="resnet/resnet20_train",
+            group="resnet",
+            name=f"ResNet-20 train step (batch {train_batch}, 1x28x28, momentum SGD)",
+            unit="ms",
             build=lambda ctx: _resnet20_train_contenders(train_batch, ctx),
             peer_labels={TORCH: "torch.nn option-A ResNet-20 + torch.optim.SGD(momentum=0.9)"},
             target=Target(TORCH, 1.0, at_least=False),
-            details={"batch": train_batch, "image": [1, 28, 28], "classes": 10, "dtype": "float32",
-                     "optimizer": "momentum SGD, lr 0.01, momentum 0.9", "mode": "train (batch statistics)"}),
+            details={
+                "batch": train_batch,
+                "image": [1, 28, 28],
+                "classes": 10,
+                "dtype": "float32",
+                "optimizer": "momentum SGD, lr 0.01, momentum 0.9",
+                "mode": "train (batch statistics)",
+            },
+        ),
     ]
 
 
-def measure_resnet_rss(ctx: Context) -> List[Dict[str, object]]:
+def measure_resnet_rss(ctx: Context) -> list[dict[str, object]]:
     """Peak RSS of ResNet-50 inference (1000 classes, ``resnet_sizes``' batch and size, fresh
     child processes as for DeepConvNet): absolute peak and peak minus the post-import baseline,
     each against ``<= 1x`` PyTorch."""
@@ -595,19 +770,43 @@ def measure_resnet_rss(ctx: Context) -> List[Dict[str, object]]:
     steps = 1 if ctx.quick else 2
     libraries = [TINYCONV] + ([TORCH] if ctx.torch is not None else [])
     rounds = 1 if ctx.quick else min(ctx.repeats, 3)
-    figures, peak_source = memory.measure_peak_rss(ctx.run_py, libraries, ctx.threads, batch, steps, rounds,
-                                                   workload=memory.RESNET50_INFER, image_size=size)
+    figures, peak_source = memory.measure_peak_rss(
+        ctx.run_py,
+        libraries,
+        ctx.threads,
+        batch,
+        steps,
+        rounds,
+        workload=memory.RESNET50_INFER,
+        image_size=size,
+    )
     rows = []
-    for key, label in (("peak_mib", "peak RSS"), ("delta_mib", "peak RSS minus RSS after imports+data")):
+    for key, label in (
+        ("peak_mib", "peak RSS"),
+        ("delta_mib", "peak RSS minus RSS after imports+data"),
+    ):
         workload = Workload(
-            id=f"resnet/resnet50_infer_rss/{key.split('_')[0]}", group="resnet",
+            id=f"resnet/resnet50_infer_rss/{key.split('_')[0]}",
+            group="resnet",
             name=f"ResNet-50 predict (batch {batch}, 3x{size}x{size}, {steps} call{'s' if steps != 1 else ''}) {label}",
-            unit="MiB", build=None, peer_labels={TORCH: TORCH_RESNET50_LABEL},
+            unit="MiB",
+            build=None,
+            peer_labels={TORCH: TORCH_RESNET50_LABEL},
             target=Target(TORCH, 1.0, at_least=False),
-            details={"batch": batch, "image": [3, size, size], "calls": steps, "process": "fresh child per figure"})
+            details={
+                "batch": batch,
+                "image": [3, size, size],
+                "calls": steps,
+                "process": "fresh child per figure",
+            },
+        )
         summaries = {library: summarize(figures[library][key]) for library in libraries}
         baselines = {library: summarize(figures[library]["baseline_mib"]) for library in libraries}
-        rows.append(_result(workload, ctx, summaries, {"baseline_mib": baselines, "peak_source": peak_source}))
+        rows.append(
+            _result(
+                workload, ctx, summaries, {"baseline_mib": baselines, "peak_source": peak_source}
+            )
+        )
     return rows
 
 
@@ -615,7 +814,13 @@ def measure_resnet_rss(ctx: Context) -> List[Dict[str, object]]:
 # Everything
 
 
-def timed_workloads(groups: Sequence[str], quick: bool) -> List[Workload]:
-    makers = {"gemm": gemm_workloads, "kernels": kernel_workloads, "train": train_workloads,
-              "conv": conv_workloads, "infer": infer_workloads, "resnet": resnet_workloads}
+def timed_workloads(groups: Sequence[str], quick: bool) -> list[Workload]:
+    makers = {
+        "gemm": gemm_workloads,
+        "kernels": kernel_workloads,
+        "train": train_workloads,
+        "conv": conv_workloads,
+        "infer": infer_workloads,
+        "resnet": resnet_workloads,
+    }
     return [w for group in groups if group in makers for w in makers[group](quick)]

@@ -10,18 +10,14 @@ kernel.  All three must agree.
 
 Run:  python examples/01_naive_convolution.py
 """
+
 import numpy as np
 
 from tinyconv import functional as F
 from tinyconv import reference
 
-x = np.array([[1, 2, 3, 0],
-              [0, 1, 2, 3],
-              [3, 0, 1, 2],
-              [2, 3, 0, 1]], dtype=np.float64)
-w = np.array([[2, 0, 1],
-              [0, 1, 2],
-              [1, 0, 2]], dtype=np.float64)
+x = np.array([[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 3, 0, 1]], dtype=np.float64)
+w = np.array([[2, 0, 1], [0, 1, 2], [1, 0, 2]], dtype=np.float64)
 bias = 3.0
 
 print("input (4, 4):")
@@ -35,7 +31,7 @@ out_w = x.shape[1] - w.shape[1] + 1
 y = np.zeros((out_h, out_w))
 for i in range(out_h):
     for j in range(out_w):
-        window = x[i:i + w.shape[0], j:j + w.shape[1]]
+        window = x[i : i + w.shape[0], j : j + w.shape[1]]
         y[i, j] = np.sum(window * w)
         print(f"  position ({i}, {j}): sum of window * filter = {int(y[i, j])}")
 

@@ -11,6 +11,7 @@ This script checks the formula on the book's cases and on a 7x7 input with paddi
 
 Run:  python examples/02_padding_and_stride.py
 """
+
 import numpy as np
 
 from tinyconv import functional as F
@@ -26,7 +27,9 @@ def compare(title, H, W, FH, FW, pad, stride, seed):
     b = np.zeros(1)
     oh, ow = conv_output_size(H, FH, stride, pad), conv_output_size(W, FW, stride, pad)
     print(f"{title}: input {H}x{W}, filter {FH}x{FW}, pad {pad}, stride {stride}")
-    print(f"  OH = ({H} + 2*{pad} - {FH}) / {stride} + 1 = {oh},  OW = ({W} + 2*{pad} - {FW}) / {stride} + 1 = {ow}")
+    print(
+        f"  OH = ({H} + 2*{pad} - {FH}) / {stride} + 1 = {oh},  OW = ({W} + 2*{pad} - {FW}) / {stride} + 1 = {ow}"
+    )
     loop = reference.conv2d_naive(x, w, b, stride=stride, pad=pad)
     fast = F.conv2d_forward(x, w, b, stride=stride, pad=pad)
     print(f"  output shape: loop {loop.shape[2:]}, tinyconv {fast.shape[2:]}")

@@ -8,15 +8,13 @@ the compiled kernel, which also returns where each maximum came from (backpropag
 
 Run:  python examples/03_max_pooling.py
 """
+
 import numpy as np
 
 from tinyconv import functional as F
 from tinyconv import reference
 
-x = np.array([[1, 1, 2, 4],
-              [5, 6, 7, 8],
-              [3, 2, 1, 0],
-              [1, 2, 3, 4]], dtype=np.float64)
+x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], dtype=np.float64)
 print("input (4, 4):")
 print(x.astype(int))
 
@@ -25,7 +23,7 @@ pool, stride = 2, 2
 y = np.zeros((2, 2))
 for i in range(2):
     for j in range(2):
-        window = x[i * stride:i * stride + pool, j * stride:j * stride + pool]
+        window = x[i * stride : i * stride + pool, j * stride : j * stride + pool]
         y[i, j] = window.max()
         print(f"  window ({i}, {j}): {window.astype(int).tolist()} -> max {int(y[i, j])}")
 print("max pooling 2x2, stride 2 (2, 2):")

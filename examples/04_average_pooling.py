@@ -5,16 +5,14 @@ book mentions it; image recognition mostly uses max pooling.)
 
 Run:  python examples/04_average_pooling.py
 """
+
 import numpy as np
 
 from tinyconv import functional as F
 from tinyconv import reference
 from tinyconv.layers import Pooling
 
-x = np.array([[1, 1, 2, 4],
-              [5, 6, 7, 8],
-              [3, 2, 1, 0],
-              [1, 2, 3, 4]], dtype=np.float64)
+x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], dtype=np.float64)
 print("input (4, 4):")
 print(x.astype(int))
 
@@ -22,7 +20,7 @@ pool, stride = 2, 2
 y = np.zeros((2, 2))
 for i in range(2):
     for j in range(2):
-        window = x[i * stride:i * stride + pool, j * stride:j * stride + pool]
+        window = x[i * stride : i * stride + pool, j * stride : j * stride + pool]
         y[i, j] = window.mean()
         print(f"  window ({i}, {j}): {window.astype(int).tolist()} -> mean {y[i, j]:g}")
 print("average pooling 2x2, stride 2 (2, 2):")
@@ -34,5 +32,9 @@ fast = F.avg_pool2d_forward(x4, pool, pool, stride)
 layer = Pooling(pool, pool, stride=stride, mode="avg").forward(x4)
 print("tinyconv.layers.Pooling(2, 2, stride=2, mode='avg'):")
 print(layer[0, 0])
-print("all agree:", bool(np.array_equal(loop[0, 0], y) and np.array_equal(fast, loop)
-                         and np.array_equal(layer, loop)))
+print(
+    "all agree:",
+    bool(
+        np.array_equal(loop[0, 0], y) and np.array_equal(fast, loop) and np.array_equal(layer, loop)
+    ),
+)

@@ -13,6 +13,7 @@ plot is skipped with a hint when matplotlib is not installed.
 Run:  python examples/06_train_simple_convnet.py [--epochs 20]
 Writes params.pkl (read by 07_visualize_filters.py) and accuracy.png into the current directory.
 """
+
 import argparse
 
 import numpy as np
@@ -32,18 +33,31 @@ if args.seed is not None:
 # Load the data
 (x_train, t_train), (x_test, t_test) = load_sample(flatten=False)
 if args.train_size is not None:
-    x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+    x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]
 
 max_epochs = args.epochs
 
-network = SimpleConvNet(input_dim=(1, 28, 28),
-                        conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                        hidden_size=100, output_size=10, weight_init_std=0.01)
+network = SimpleConvNet(
+    input_dim=(1, 28, 28),
+    conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+    hidden_size=100,
+    output_size=10,
+    weight_init_std=0.01,
+)
 
-trainer = Trainer(network, x_train, t_train, x_test, t_test,
-                  epochs=max_epochs, mini_batch_size=100,
-                  optimizer='Adam', optimizer_param={'lr': 0.001},
-                  evaluate_sample_num_per_epoch=1000, log="epochs")
+trainer = Trainer(
+    network,
+    x_train,
+    t_train,
+    x_test,
+    t_test,
+    epochs=max_epochs,
+    mini_batch_size=100,
+    optimizer="Adam",
+    optimizer_param={"lr": 0.001},
+    evaluate_sample_num_per_epoch=1000,
+    log="epochs",
+)
 trainer.train()
 
 # Save the parameters
@@ -57,14 +71,14 @@ try:
 except ImportError:
     print('No plot: matplotlib is not installed (pip install "tinyconv[plot]").')
 else:
-    markers = {'train': 'o', 'test': 's'}
+    markers = {"train": "o", "test": "s"}
     x = np.arange(max_epochs)
-    plt.plot(x, trainer.train_acc_list, marker='o', label='train', markevery=2)
-    plt.plot(x, trainer.test_acc_list, marker='s', label='test', markevery=2)
+    plt.plot(x, trainer.train_acc_list, marker="o", label="train", markevery=2)
+    plt.plot(x, trainer.test_acc_list, marker="s", label="test", markevery=2)
     plt.xlabel("epochs")
     plt.ylabel("accuracy")
     plt.ylim(0, 1.0)
-    plt.legend(loc='lower right')
+    plt.legend(loc="lower right")
     plt.savefig("accuracy.png")
     print("Saved accuracy.png")
     if matplotlib.get_backend().lower() != "agg":  # Agg (no display) cannot open a window

@@ -10,6 +10,7 @@ The pictures are saved as filters_before.png and filters_after.png (``filter_sho
 
 Run:  python examples/07_visualize_filters.py [--params params.pkl] [--epochs 5] [--show]
 """
+
 import argparse
 import os
 
@@ -18,10 +19,16 @@ import numpy as np
 from tinyconv.nets import SimpleConvNet
 from tinyconv.visualize import filter_show
 
-parser = argparse.ArgumentParser(description="Draw SimpleConvNet's filters before and after training.")
+parser = argparse.ArgumentParser(
+    description="Draw SimpleConvNet's filters before and after training."
+)
 parser.add_argument("--params", default="params.pkl", help="trained parameters (from example 06)")
-parser.add_argument("--epochs", type=int, default=5, help="epochs to train when --params is missing")
-parser.add_argument("--train-size", type=int, default=None, help="training images when training here")
+parser.add_argument(
+    "--epochs", type=int, default=5, help="epochs to train when --params is missing"
+)
+parser.add_argument(
+    "--train-size", type=int, default=None, help="training images when training here"
+)
 parser.add_argument("--seed", type=int, default=None, help="seed np.random for a repeatable run")
 parser.add_argument("--show", action="store_true", help="show the pictures instead of saving them")
 args = parser.parse_args()
@@ -35,8 +42,8 @@ def save_as(file_name):
 
 network = SimpleConvNet()
 # The weights after random initialisation
-before = network.params['W1'].copy()
-filter_show(network.params['W1'], save=save_as("filters_before.png"))
+before = network.params["W1"].copy()
+filter_show(network.params["W1"], save=save_as("filters_before.png"))
 
 # The weights after training
 if os.path.exists(args.params):
@@ -46,17 +53,29 @@ else:
     from tinyconv.datasets import load_sample
     from tinyconv.trainer import Trainer
 
-    print(f"{args.params} not found (run 06_train_simple_convnet.py to make it); "
-          f"training for {args.epochs} epochs instead")
+    print(
+        f"{args.params} not found (run 06_train_simple_convnet.py to make it); "
+        f"training for {args.epochs} epochs instead"
+    )
     (x_train, t_train), (x_test, t_test) = load_sample(flatten=False)
     if args.train_size is not None:
-        x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=100, optimizer='Adam', optimizer_param={'lr': 0.001},
-                      evaluate_sample_num_per_epoch=1000, log="epochs")
+        x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]
+    trainer = Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=args.epochs,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.001},
+        evaluate_sample_num_per_epoch=1000,
+        log="epochs",
+    )
     trainer.train()
-after = network.params['W1']
-filter_show(network.params['W1'], save=save_as("filters_after.png"))
+after = network.params["W1"]
+filter_show(network.params["W1"], save=save_as("filters_after.png"))
 
 print(f"W1 holds {after.shape[0]} filters of {after.shape[2]}x{after.shape[3]}")
 print(f"mean |W1| before training: {np.mean(np.abs(before)):.4f}")

@@ -16,6 +16,7 @@ installed. Runs in a second.
 
 Run:  python examples/08_perceptron.py [--steps 2000] [--seed 0]
 """
+
 import argparse
 
 import numpy as np
@@ -24,8 +25,12 @@ from tinyconv.layers import Affine, SoftmaxWithLoss
 from tinyconv.nets import TwoLayerNet
 from tinyconv.optimizer import Adam
 
-parser = argparse.ArgumentParser(description="Perceptrons: AND, NAND, OR, XOR; a linear unit vs two layers on XOR.")
-parser.add_argument("--steps", type=int, default=2000, help="gradient steps for each trained model (default 2000)")
+parser = argparse.ArgumentParser(
+    description="Perceptrons: AND, NAND, OR, XOR; a linear unit vs two layers on XOR."
+)
+parser.add_argument(
+    "--steps", type=int, default=2000, help="gradient steps for each trained model (default 2000)"
+)
 parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
 args = parser.parse_args()
 
@@ -34,8 +39,10 @@ INPUTS = [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 def perceptron(w1, w2, b):
     """The book's perceptron: fires (1) when the weighted sum plus the bias is positive."""
+
     def gate(x1, x2):
         return 1 if w1 * x1 + w2 * x2 + b > 0 else 0
+
     return gate
 
 
@@ -48,8 +55,10 @@ def XOR(x1, x2):
     return AND(NAND(x1, x2), OR(x1, x2))  # two layers: NAND and OR, then AND
 
 
-print("1. Perceptrons with hand-set weights (w1, w2, b): AND (0.5, 0.5, -0.7), NAND (-0.5, -0.5, 0.7), "
-      "OR (0.5, 0.5, -0.2); XOR = AND(NAND, OR)")
+print(
+    "1. Perceptrons with hand-set weights (w1, w2, b): AND (0.5, 0.5, -0.7), NAND (-0.5, -0.5, 0.7), "
+    "OR (0.5, 0.5, -0.2); XOR = AND(NAND, OR)"
+)
 for name, gate in (("AND", AND), ("NAND", NAND), ("OR", OR), ("XOR", XOR)):
     for x1, x2 in INPUTS:
         print(f"{name}({x1}, {x2}) = {gate(x1, x2)}")
@@ -95,14 +104,24 @@ def report(title, predicted):
 
 rng = np.random.default_rng(args.seed)
 linear = LinearUnit(rng)
-linear_correct = report(f"2. A single linear unit trained on XOR ({args.steps} Adam steps, full batch):",
-                        train(linear, args.steps))
+linear_correct = report(
+    f"2. A single linear unit trained on XOR ({args.steps} Adam steps, full batch):",
+    train(linear, args.steps),
+)
 print("  a straight line cannot separate XOR's classes: at most 3 of 4 points can be right\n")
 
-two_layer = TwoLayerNet(input_size=2, hidden_size=8, output_size=2, weight_init_std=1.0, dtype=np.float64,
-                        seed=args.seed)
-two_layer_correct = report(f"3. A two-layer network (2 -> 8 ReLU -> 2) trained on XOR ({args.steps} Adam steps):",
-                           train(two_layer, args.steps))
+two_layer = TwoLayerNet(
+    input_size=2,
+    hidden_size=8,
+    output_size=2,
+    weight_init_std=1.0,
+    dtype=np.float64,
+    seed=args.seed,
+)
+two_layer_correct = report(
+    f"3. A two-layer network (2 -> 8 ReLU -> 2) trained on XOR ({args.steps} Adam steps):",
+    train(two_layer, args.steps),
+)
 print(f"\nsingle linear unit: {linear_correct}/4, two layers: {two_layer_correct}/4")
 
 try:
@@ -113,12 +132,16 @@ else:
     grid = np.linspace(-0.5, 1.5, 201)
     points = np.array([(a, b) for b in grid for a in grid])
     figure = Figure(figsize=(9, 4.2))
-    for index, (title, model) in enumerate((("single linear unit", linear), ("two layers", two_layer)), start=1):
+    for index, (title, model) in enumerate(
+        (("single linear unit", linear), ("two layers", two_layer)), start=1
+    ):
         axes = figure.add_subplot(1, 2, index)
         regions = np.argmax(model.predict(points), axis=1).reshape(len(grid), len(grid))
         axes.contourf(grid, grid, regions, levels=[-0.5, 0.5, 1.5], colors=["#dde6f5", "#f5dede"])
         for label, marker in ((0, "o"), (1, "^")):
-            axes.scatter(x[t == label, 0], x[t == label, 1], marker=marker, s=90, label=f"XOR = {label}")
+            axes.scatter(
+                x[t == label, 0], x[t == label, 1], marker=marker, s=90, label=f"XOR = {label}"
+            )
         axes.set_title(title)
         axes.set_xlabel("x1")
         axes.set_ylabel("x2")

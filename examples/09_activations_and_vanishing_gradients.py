@@ -30,6 +30,7 @@ ReLU network's gradients are ~1e-8 throughout (its activations have collapsed).
 
 Run:  python examples/09_activations_and_vanishing_gradients.py [--batch 1000] [--seed 0]
 """
+
 import argparse
 
 import numpy as np
@@ -37,7 +38,9 @@ import numpy as np
 from tinyconv.datasets import load_sample
 from tinyconv.nets import MultiLayerNet
 
-parser = argparse.ArgumentParser(description="Sigmoid vs ReLU, Xavier vs He: activations and gradients per layer.")
+parser = argparse.ArgumentParser(
+    description="Sigmoid vs ReLU, Xavier vs He: activations and gradients per layer."
+)
 parser.add_argument("--batch", type=int, default=1000, help="images in the batch (default 1000)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
 args = parser.parse_args()
@@ -51,7 +54,7 @@ SETUPS = [  # (label, activation, weight_init_std)
 ]
 
 (x_train, t_train), _ = load_sample(normalize=True, flatten=True)
-x, t = x_train[:args.batch], t_train[:args.batch]
+x, t = x_train[: args.batch], t_train[: args.batch]
 
 
 def hidden_activations(network, x):
@@ -73,29 +76,50 @@ def off_share(values, activation):
 
 results = {}
 for label, activation, init in SETUPS:
-    network = MultiLayerNet(784, [100] * HIDDEN_LAYERS, 10, activation=activation, weight_init_std=init,
-                            dtype=np.float64, seed=args.seed)
+    network = MultiLayerNet(
+        784,
+        [100] * HIDDEN_LAYERS,
+        10,
+        activation=activation,
+        weight_init_std=init,
+        dtype=np.float64,
+        seed=args.seed,
+    )
     activations = hidden_activations(network, x)
     grads = network.gradient(x, t)
     mean_grads = [float(np.mean(np.abs(grads[f"W{i}"]))) for i in range(1, HIDDEN_LAYERS + 2)]
     results[label] = (activation, activations, mean_grads)
 
-print(f"{HIDDEN_LAYERS}-hidden-layer MultiLayerNet (784 -> {' -> '.join(['100'] * HIDDEN_LAYERS)} -> 10), "
-      f"one batch of {len(x)} sample images, float64\n")
-print("1. Share of hidden activations passing no gradient back (sigmoid: < 0.01 or > 0.99; ReLU: exactly 0)")
+print(
+    f"{HIDDEN_LAYERS}-hidden-layer MultiLayerNet (784 -> {' -> '.join(['100'] * HIDDEN_LAYERS)} -> 10), "
+    f"one batch of {len(x)} sample images, float64\n"
+)
+print(
+    "1. Share of hidden activations passing no gradient back (sigmoid: < 0.01 or > 0.99; ReLU: exactly 0)"
+)
 print("setup".ljust(18) + "".join(f"layer {i}".rjust(10) for i in range(1, HIDDEN_LAYERS + 1)))
 for label, (activation, activations, _) in results.items():
     print(label.ljust(18) + "".join(f"{off_share(a, activation):10.1%}" for a in activations))
 
 print("\n2. Mean |dL/dW| of each layer (layer 6 is the output layer)")
-print("setup".ljust(18) + "".join(f"W{i}".rjust(11) for i in range(1, HIDDEN_LAYERS + 2)) + "   W1 / W6")
+print(
+    "setup".ljust(18)
+    + "".join(f"W{i}".rjust(11) for i in range(1, HIDDEN_LAYERS + 2))
+    + "   W1 / W6"
+)
 for label, (_, _, mean_grads) in results.items():
-    print(label.ljust(18) + "".join(f"{g:11.3e}" for g in mean_grads) + f"   {mean_grads[0] / mean_grads[-1]:.1e}")
+    print(
+        label.ljust(18)
+        + "".join(f"{g:11.3e}" for g in mean_grads)
+        + f"   {mean_grads[0] / mean_grads[-1]:.1e}"
+    )
 
 sigmoid_first = results["sigmoid, Xavier"][2][0]
 relu_first = results["ReLU, He"][2][0]
-print(f"\nfirst-layer gradient: sigmoid (Xavier) {sigmoid_first:.3e}, ReLU (He) {relu_first:.3e}, "
-      f"ratio {sigmoid_first / relu_first:.1e}")
+print(
+    f"\nfirst-layer gradient: sigmoid (Xavier) {sigmoid_first:.3e}, ReLU (He) {relu_first:.3e}, "
+    f"ratio {sigmoid_first / relu_first:.1e}"
+)
 
 try:
     from matplotlib.figure import Figure

@@ -20,6 +20,7 @@ for full-batch gradient descent (20 updates of 66 ms), 0.30 for mini-batch SGD (
 
 Run:  python examples/10_gradient_descent_vs_sgd.py [--epochs 20] [--train-size N] [--seed 0]
 """
+
 import argparse
 import time
 
@@ -29,16 +30,27 @@ from tinyconv.datasets import load_sample
 from tinyconv.nets import MultiLayerNet
 from tinyconv.optimizer import SGD, Adam, Momentum
 
-parser = argparse.ArgumentParser(description="Full-batch GD vs mini-batch SGD vs Momentum vs Adam on the sample.")
-parser.add_argument("--epochs", type=int, default=20, help="passes over the training images (default 20)")
-parser.add_argument("--train-size", type=int, default=None, help="use the first N training images (default all 5000)")
+parser = argparse.ArgumentParser(
+    description="Full-batch GD vs mini-batch SGD vs Momentum vs Adam on the sample."
+)
+parser.add_argument(
+    "--epochs", type=int, default=20, help="passes over the training images (default 20)"
+)
+parser.add_argument(
+    "--train-size",
+    type=int,
+    default=None,
+    help="use the first N training images (default all 5000)",
+)
 parser.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default 100)")
-parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)")
+parser.add_argument(
+    "--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)"
+)
 args = parser.parse_args()
 
 (x_train, t_train), _ = load_sample(normalize=True, flatten=True)
 if args.train_size is not None:
-    x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+    x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]
 x_probe, t_probe = x_train[:1000], t_train[:1000]  # where the loss is measured
 n = len(x_train)
 
@@ -53,7 +65,9 @@ PROBES_PER_EPOCH = 5
 
 
 def train(batch_size, optimizer):
-    network = MultiLayerNet(784, [100, 100], 10, activation="relu", weight_init_std="he", seed=args.seed)
+    network = MultiLayerNet(
+        784, [100, 100], 10, activation="relu", weight_init_std="he", seed=args.seed
+    )
     rng = np.random.default_rng(args.seed)
     steps_per_epoch = -(-n // batch_size)
     probe_every = max(1, steps_per_epoch // PROBES_PER_EPOCH)
@@ -63,7 +77,7 @@ def train(batch_size, optimizer):
     for epoch in range(args.epochs):
         order = rng.permutation(n)
         for step in range(steps_per_epoch):
-            batch = order[step * batch_size:(step + 1) * batch_size]
+            batch = order[step * batch_size : (step + 1) * batch_size]
             started = time.perf_counter()
             grads = network.gradient(x_train[batch], t_train[batch])
             optimizer.update(network.params, grads)
@@ -71,7 +85,13 @@ def train(batch_size, optimizer):
             clock += elapsed
             update_seconds.append(elapsed)
             if (step + 1) % probe_every == 0 or step + 1 == steps_per_epoch:
-                curve.append((clock, epoch + (step + 1) / steps_per_epoch, float(network.loss(x_probe, t_probe))))
+                curve.append(
+                    (
+                        clock,
+                        epoch + (step + 1) / steps_per_epoch,
+                        float(network.loss(x_probe, t_probe)),
+                    )
+                )
     return np.array(curve), float(np.median(update_seconds)), steps_per_epoch
 
 
@@ -79,14 +99,20 @@ results = {}
 for name, batch_size, make_optimizer in METHODS:
     results[name] = train(batch_size, make_optimizer())
 
-print(f"{n} training images, {args.epochs} epochs, MultiLayerNet 784 -> 100 -> 100 -> 10 (ReLU, He), "
-      f"loss measured on 1000 training images\n")
-print(f"{'method':32s} {'batch':>6s} {'updates/epoch':>14s} {'ms/update':>10s} {'seconds':>8s} "
-      f"{'loss, epoch 1':>14s} {'loss, epoch ' + str(args.epochs):>15s}")
+print(
+    f"{n} training images, {args.epochs} epochs, MultiLayerNet 784 -> 100 -> 100 -> 10 (ReLU, He), "
+    f"loss measured on 1000 training images\n"
+)
+print(
+    f"{'method':32s} {'batch':>6s} {'updates/epoch':>14s} {'ms/update':>10s} {'seconds':>8s} "
+    f"{'loss, epoch 1':>14s} {'loss, epoch ' + str(args.epochs):>15s}"
+)
 for (name, batch_size, _), (curve, update_time, steps) in zip(METHODS, results.values()):
     epoch_ends = {round(e, 9): loss for _, e, loss in curve}
-    print(f"{name:32s} {batch_size:6d} {steps:14d} {update_time * 1e3:10.2f} {curve[-1, 0]:8.2f} "
-          f"{epoch_ends[1.0]:14.4f} {epoch_ends[float(args.epochs)]:15.4f}")
+    print(
+        f"{name:32s} {batch_size:6d} {steps:14d} {update_time * 1e3:10.2f} {curve[-1, 0]:8.2f} "
+        f"{epoch_ends[1.0]:14.4f} {epoch_ends[float(args.epochs)]:15.4f}"
+    )
 print(f"\nloss before training: {results['mini-batch SGD'][0][0, 2]:.4f}")
 
 try:
@@ -94,8 +120,10 @@ try:
 except ImportError:
     print('No pictures: matplotlib is not installed (pip install "tinyconv[plot]").')
 else:
-    for column, axis_name, file_name in ((0, "seconds of training (measuring excluded)", "loss_vs_time.png"),
-                                         (1, "epochs", "loss_vs_epochs.png")):
+    for column, axis_name, file_name in (
+        (0, "seconds of training (measuring excluded)", "loss_vs_time.png"),
+        (1, "epochs", "loss_vs_epochs.png"),
+    ):
         figure = Figure(figsize=(6.5, 4.5))
         axes = figure.add_subplot()
         for name, (curve, _, _) in results.items():

@@ -23,6 +23,7 @@ and 79.3 % vs 71.0 %.
 
 Run:  python examples/11_batch_norm.py [--epochs 20] [--train-size 1000] [--target 0.70] [--seed 0]
 """
+
 import argparse
 import math
 from collections import OrderedDict
@@ -35,12 +36,22 @@ from tinyconv.nets import MultiLayerNetExtend
 from tinyconv.network import Network
 from tinyconv.trainer import Trainer
 
-parser = argparse.ArgumentParser(description="Train a deep MLP and a small convnet with and without batch norm.")
+parser = argparse.ArgumentParser(
+    description="Train a deep MLP and a small convnet with and without batch norm."
+)
 parser.add_argument("--epochs", type=int, default=20, help="epochs for each run (default 20)")
-parser.add_argument("--train-size", type=int, default=1000, help="training images (default 1000, as the book)")
-parser.add_argument("--target", type=float, default=0.70, help="test accuracy to reach (default 0.70)")
-parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01, as the book)")
-parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)")
+parser.add_argument(
+    "--train-size", type=int, default=1000, help="training images (default 1000, as the book)"
+)
+parser.add_argument(
+    "--target", type=float, default=0.70, help="test accuracy to reach (default 0.70)"
+)
+parser.add_argument(
+    "--lr", type=float, default=0.01, help="SGD learning rate (default 0.01, as the book)"
+)
+parser.add_argument(
+    "--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)"
+)
 args = parser.parse_args()
 
 
@@ -53,15 +64,18 @@ class SmallConvNet(Network):
         channels, side = 1, 28
         for index, filters in enumerate((16, 32), start=1):
             std = math.sqrt(2.0 / (channels * 9))  # He
-            layers[f"conv{index}"] = Convolution(self._random_normal(std, (filters, channels, 3, 3)),
-                                                 self._zeros(filters), 1, 1)
+            layers[f"conv{index}"] = Convolution(
+                self._random_normal(std, (filters, channels, 3, 3)), self._zeros(filters), 1, 1
+            )
             if batch_norm:
                 layers[f"bn{index}"] = BatchNorm2d(filters)
             layers[f"relu{index}"] = Relu()
             layers[f"pool{index}"] = Pooling(2, 2, stride=2)
             channels, side = filters, side // 2
         features = channels * side * side
-        layers["fc"] = Affine(self._random_normal(math.sqrt(2.0 / features), (features, 10)), self._zeros(10))
+        layers["fc"] = Affine(
+            self._random_normal(math.sqrt(2.0 / features), (features, 10)), self._zeros(10)
+        )
         self.layers = layers
         self.last_layer = SoftmaxWithLoss()
         self._register_tree(self._root())
@@ -71,26 +85,47 @@ class SmallConvNet(Network):
 
 
 def deep_mlp(batch_norm, seed):
-    return MultiLayerNetExtend(784, [100] * 5, 10, weight_init_std=0.05, use_batchnorm=batch_norm, seed=seed)
+    return MultiLayerNetExtend(
+        784, [100] * 5, 10, weight_init_std=0.05, use_batchnorm=batch_norm, seed=seed
+    )
 
 
 def train(network, flatten):
     x_train, t_train, x_test, t_test = data[flatten]
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=100,
-                      optimizer="SGD", optimizer_param={"lr": args.lr}, evaluate_sample_num_per_epoch=1000,
-                      verbose=False, seed=args.seed, sampling="permutation")
+    trainer = Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=args.epochs,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param={"lr": args.lr},
+        evaluate_sample_num_per_epoch=1000,
+        verbose=False,
+        seed=args.seed,
+        sampling="permutation",
+    )
     trainer.train()
     return trainer.train_acc_list, trainer.test_acc_list
 
 
 def epochs_to_reach(accuracies, target):
-    return next((epoch for epoch, accuracy in enumerate(accuracies, start=1) if accuracy >= target), None)
+    return next(
+        (epoch for epoch, accuracy in enumerate(accuracies, start=1) if accuracy >= target), None
+    )
 
 
 data = {}
 for flatten in (True, False):
     (x_train, t_train), (x_test, t_test) = load_sample(normalize=True, flatten=flatten)
-    data[flatten] = (x_train[:args.train_size], t_train[:args.train_size], x_test[:1000], t_test[:1000])
+    data[flatten] = (
+        x_train[: args.train_size],
+        t_train[: args.train_size],
+        x_test[:1000],
+        t_test[:1000],
+    )
 
 runs = OrderedDict()
 for title, make, flatten in (("deep MLP", deep_mlp, True), ("small convnet", SmallConvNet, False)):
@@ -98,9 +133,13 @@ for title, make, flatten in (("deep MLP", deep_mlp, True), ("small convnet", Sma
         label = f"{title}, {'with' if batch_norm else 'without'} batch norm"
         runs[label] = train(make(batch_norm, args.seed), flatten)
 
-print(f"{args.train_size} training images, 1000 test images, SGD lr {args.lr}, batches of 100, {args.epochs} epochs, "
-      f"seed {args.seed}\n")
-print(f"{'network':40s} {'epochs to test acc ' + format(args.target, '.2f'):>24s} {'train acc':>10s} {'test acc':>9s}")
+print(
+    f"{args.train_size} training images, 1000 test images, SGD lr {args.lr}, batches of 100, {args.epochs} epochs, "
+    f"seed {args.seed}\n"
+)
+print(
+    f"{'network':40s} {'epochs to test acc ' + format(args.target, '.2f'):>24s} {'train acc':>10s} {'test acc':>9s}"
+)
 for label, (train_acc, test_acc) in runs.items():
     reached = epochs_to_reach(test_acc, args.target)
     when = str(reached) if reached is not None else f"not in {args.epochs}"
@@ -120,8 +159,10 @@ else:
         axes = figure.add_subplot(1, 2, index)
         for label, (train_acc, test_acc) in runs.items():
             if label.startswith(title):
-                line, = axes.plot(epochs, test_acc, label=f"{label[len(title) + 2:]}: test")
-                axes.plot(epochs, train_acc, linestyle="--", color=line.get_color(), label="... train")
+                (line,) = axes.plot(epochs, test_acc, label=f"{label[len(title) + 2 :]}: test")
+                axes.plot(
+                    epochs, train_acc, linestyle="--", color=line.get_color(), label="... train"
+                )
         axes.axhline(args.target, color="grey", linewidth=0.8)
         axes.set_title(title)
         axes.set_xlabel("epochs")

@@ -23,6 +23,7 @@ installed.
 
 Run:  python examples/13_resnet50.py [--weights resnet50.safetensors] [--threads N]
 """
+
 import argparse
 import time
 from collections import OrderedDict
@@ -33,10 +34,18 @@ import tinyconv
 from tinyconv.nets import resnet50
 from tinyconv.serialization import ParamsFileError
 
-parser = argparse.ArgumentParser(description="ResNet-50: layer table, multiply-adds by kernel size, a timed pass.")
-parser.add_argument("--weights", metavar="FILE", default=None,
-                    help="a torchvision ResNet-50 state dict (.safetensors, .npz or a pickle of arrays)")
-parser.add_argument("--threads", type=int, default=None, help="threads for the forward pass (default: all)")
+parser = argparse.ArgumentParser(
+    description="ResNet-50: layer table, multiply-adds by kernel size, a timed pass."
+)
+parser.add_argument(
+    "--weights",
+    metavar="FILE",
+    default=None,
+    help="a torchvision ResNet-50 state dict (.safetensors, .npz or a pickle of arrays)",
+)
+parser.add_argument(
+    "--threads", type=int, default=None, help="threads for the forward pass (default: all)"
+)
 args = parser.parse_args()
 if args.threads is not None:
     tinyconv.set_num_threads(args.threads)
@@ -48,8 +57,10 @@ if args.weights is not None:
     except (OSError, ParamsFileError, ImportError) as error:
         parser.error(f"--weights: {error}")
     state = network.state_dict()
-    print(f"loaded {args.weights}: {len(state)} arrays, sum of |conv1.weight| = "
-          f"{float(np.abs(state['conv1.weight']).astype(np.float64).sum()):.6f}\n")
+    print(
+        f"loaded {args.weights}: {len(state)} arrays, sum of |conv1.weight| = "
+        f"{float(np.abs(state['conv1.weight']).astype(np.float64).sum()):.6f}\n"
+    )
 
 summary = network.summary((3, 224, 224), depth=2)
 
@@ -66,10 +77,12 @@ print("1. ResNet-50 (torchvision v1.5), input 1x3x224x224")
 print(f"{'stage':8s} {'block':8s} {'output shape':20s} {'parameters':>12s}")
 for row in summary.shown_rows(2):
     stage, block = stage_and_block(row.name)
-    print(f"{stage:8s} {block:8s} {str(row.output_shape):20s} {row.parameters:12,d}")
+    print(f"{stage:8s} {block:8s} {row.output_shape!s:20s} {row.parameters:12,d}")
 counted = sum(int(value.size) for value in network.params.values())
-print(f"{'total':38s}{summary.total_parameters:12,d} parameters "
-      f"(the arrays in network.params: {counted:,})\n")
+print(
+    f"{'total':38s}{summary.total_parameters:12,d} parameters "
+    f"(the arrays in network.params: {counted:,})\n"
+)
 
 # 2. Multiply-adds by kernel size, over every convolution; and per stage, for the picture.
 by_kernel = OrderedDict([("7x7 (stem)", 0), ("3x3", 0), ("1x1", 0), ("fully connected", 0)])
@@ -84,16 +97,22 @@ for row in summary.rows:
         kind = "fully connected"
     by_kernel[kind] += row.multiply_adds
     stage = stage_and_block(row.name.split(".conv")[0].split(".downsample")[0])[0]
-    per_stage.setdefault(stage, OrderedDict((key, 0) for key in by_kernel))[kind] += row.multiply_adds
+    per_stage.setdefault(stage, OrderedDict((key, 0) for key in by_kernel))[kind] += (
+        row.multiply_adds
+    )
 total = summary.total_multiply_adds
-print(f"2. Multiply-adds for one 224x224 image: {total:,} ({total / 1e9:.2f} G; convolutions and the fully "
-      f"connected layer)")
+print(
+    f"2. Multiply-adds for one 224x224 image: {total:,} ({total / 1e9:.2f} G; convolutions and the fully "
+    f"connected layer)"
+)
 for kind, count in by_kernel.items():
     print(f"   {kind:16s} {count:15,d}  {count / total:6.1%}")
 bottleneck = 256 * 64 + 9 * 64 * 64 + 64 * 256
 plain = 2 * 9 * 256 * 256
-print(f"   per position, a bottleneck block on 256 channels (1x1 256->64, 3x3 64->64, 1x1 64->256): "
-      f"{bottleneck:,} multiply-adds; two 3x3 convolutions at 256 channels: {plain:,} ({plain / bottleneck:.0f}x)\n")
+print(
+    f"   per position, a bottleneck block on 256 channels (1x1 256->64, 3x3 64->64, 1x1 64->256): "
+    f"{bottleneck:,} multiply-adds; two 3x3 convolutions at 256 channels: {plain:,} ({plain / bottleneck:.0f}x)\n"
+)
 
 # 3. One timed forward pass.
 x = np.linspace(-2.0, 2.0, 3 * 224 * 224, dtype=np.float32).reshape(1, 3, 224, 224)
@@ -101,10 +120,15 @@ network.predict(x)  # warm-up: first-touch of the memory, thread start
 started = time.perf_counter()
 logits = network.predict(x)
 seconds = time.perf_counter() - started
-print(f"3. Forward pass, batch 1, 3x224x224, {tinyconv.get_num_threads()} thread(s): {seconds * 1e3:.1f} ms "
-      f"({total / seconds / 1e9:.1f} G multiply-adds per second)")
+print(
+    f"3. Forward pass, batch 1, 3x224x224, {tinyconv.get_num_threads()} thread(s): {seconds * 1e3:.1f} ms "
+    f"({total / seconds / 1e9:.1f} G multiply-adds per second)"
+)
 top5 = np.argsort(logits[0])[::-1][:5]
-print("   top-5 classes for the synthetic input: " + ", ".join(f"{c} ({logits[0, c]:.4f})" for c in top5))
+print(
+    "   top-5 classes for the synthetic input: "
+    + ", ".join(f"{c} ({logits[0, c]:.4f})" for c in top5)
+)
 
 try:
     from matplotlib.figure import Figure

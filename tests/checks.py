@@ -16,6 +16,7 @@ A kernel result ``got`` passes against the reference ``want`` when, elementwise,
 
 These numbers are fixed for the whole suite; no test loosens them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,15 @@ def assert_close(got, want, dtype, magnitude=0.0, what: str = "result") -> None:
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
     g = got.astype(np.float64)
     w = want.astype(np.float64)
-    assert np.array_equal(np.isnan(g), np.isnan(w)), f"{what}: NaN where the reference has none (or vice versa)"
+    assert np.array_equal(np.isnan(g), np.isnan(w)), (
+        f"{what}: NaN where the reference has none (or vice versa)"
+    )
     finite = ~np.isnan(w)
-    bound = RTOL[dtype] * np.abs(w) + ATOL_FACTOR[dtype] * np.abs(np.asarray(magnitude, dtype=np.float64)) + np.finfo(dtype).tiny
+    bound = (
+        RTOL[dtype] * np.abs(w)
+        + ATOL_FACTOR[dtype] * np.abs(np.asarray(magnitude, dtype=np.float64))
+        + np.finfo(dtype).tiny
+    )
     bound = np.broadcast_to(bound, w.shape)
     error = np.where(finite, np.abs(g - w), 0.0)
     # inf == inf (same sign) is a match; inf - inf would be NaN.
@@ -60,18 +67,28 @@ def assert_exact(got, want, what: str = "result") -> None:
 
 
 def assert_dtype(result, dtype, what: str = "result") -> None:
-    assert isinstance(result, np.ndarray), f"{what} is a {type(result).__name__}, expected an ndarray"
-    assert result.dtype == np.dtype(dtype), f"{what} has dtype {result.dtype}, expected {np.dtype(dtype)}"
+    assert isinstance(result, np.ndarray), (
+        f"{what} is a {type(result).__name__}, expected an ndarray"
+    )
+    assert result.dtype == np.dtype(dtype), (
+        f"{what} has dtype {result.dtype}, expected {np.dtype(dtype)}"
+    )
 
 
 def assert_bitwise_equal(a: np.ndarray, b: np.ndarray, what: str = "result") -> None:
     """Same shape, dtype and bytes (so also the same signed zeros and NaN payloads)."""
     a = np.asarray(a)
     b = np.asarray(b)
-    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    assert a.shape == b.shape and a.dtype == b.dtype, (
+        f"{what}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    )
     if a.tobytes() != b.tobytes():
-        diff = np.argwhere(np.frombuffer(a.tobytes(), np.uint8) != np.frombuffer(b.tobytes(), np.uint8))
-        raise AssertionError(f"{what}: bytes differ ({len(diff)} bytes), first byte offset {int(diff[0][0])}")
+        diff = np.argwhere(
+            np.frombuffer(a.tobytes(), np.uint8) != np.frombuffer(b.tobytes(), np.uint8)
+        )
+        raise AssertionError(
+            f"{what}: bytes differ ({len(diff)} bytes), first byte offset {int(diff[0][0])}"
+        )
 
 
 def abs_of(value) -> np.ndarray:

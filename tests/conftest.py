@@ -4,6 +4,7 @@ Hypothesis profiles: ``ci`` (derandomised, bounded: the whole suite in a few min
 and ``thorough`` (many more examples, random). Select one with ``--hypothesis-profile=NAME`` or the
 ``HYPOTHESIS_PROFILE`` environment variable; the default is ``ci``.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,4 +33,6 @@ def pytest_configure(config):
     # pyproject turns every warning into an error. When Hypothesis reports a failing example it
     # touches ``mypy_extensions.TypedDict``, which warns on access in mypy_extensions >= 1.1; that
     # error then surfaces as an INTERNALERROR that hides the real failure. Ignore only that one.
-    config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )

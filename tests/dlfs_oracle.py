@@ -6,6 +6,7 @@ convolution and pooling, ``softmax`` then ``log(y + 1e-7)`` for the loss, DLfS's
 dropout, DLfS's initialisation order -- but is written independently and uses no tinyconv code.
 It is deliberately plain and slow. Only test code imports it.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -48,7 +49,9 @@ def im2col(images, fh, fw, stride=1, pad=0):
     col = np.zeros((n, c, fh, fw, oh, ow), dtype=images.dtype)
     for dy in range(fh):
         for dx in range(fw):
-            col[:, :, dy, dx, :, :] = padded[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
+            col[:, :, dy, dx, :, :] = padded[
+                :, :, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride
+            ]
     return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, -1)
 
 
@@ -60,8 +63,10 @@ def col2im(col, shape, fh, fw, stride=1, pad=0):
     image = np.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
     for dy in range(fh):
         for dx in range(fw):
-            image[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride] += col[:, :, dy, dx, :, :]
-    return image[:, :, pad:h + pad, pad:w + pad]
+            image[:, :, dy : dy + stride * oh : stride, dx : dx + stride * ow : stride] += col[
+                :, :, dy, dx, :, :
+            ]
+    return image[:, :, pad : h + pad, pad : w + pad]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ class BatchNormalization:
         if train_flg:
             mu = x.mean(axis=0)
             xc = x - mu
-            var = np.mean(xc ** 2, axis=0)
+            var = np.mean(xc**2, axis=0)
             std = np.sqrt(var + 10e-7)
             xn = xc / std
             self.n, self.xc, self.xn, self.std = x.shape[0], xc, xn, std
@@ -207,7 +212,9 @@ class Pooling:
         n, c, h, w = x.shape
         oh = (h + 2 * self.pad - self.pool_h) // self.stride + 1
         ow = (w + 2 * self.pad - self.pool_w) // self.stride + 1
-        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad).reshape(-1, self.pool_h * self.pool_w)
+        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad).reshape(
+            -1, self.pool_h * self.pool_w
+        )
         self.x, self.arg_max = x, np.argmax(col, axis=1)
         return np.max(col, axis=1).reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
 
@@ -216,7 +223,7 @@ class Pooling:
         size = self.pool_h * self.pool_w
         dmax = np.zeros((dout.size, size), dtype=dout.dtype)
         dmax[np.arange(self.arg_max.size), self.arg_max.flatten()] = dout.flatten()
-        dmax = dmax.reshape(dout.shape + (size,))
+        dmax = dmax.reshape((*dout.shape, size))
         dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
         return col2im(dcol, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
@@ -231,7 +238,9 @@ class AvgPooling:
         n, c, h, w = x.shape
         oh = (h + 2 * self.pad - self.pool_h) // self.stride + 1
         ow = (w + 2 * self.pad - self.pool_w) // self.stride + 1
-        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad).reshape(-1, self.pool_h * self.pool_w)
+        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad).reshape(
+            -1, self.pool_h * self.pool_w
+        )
         return np.mean(col, axis=1).reshape(n, oh, ow, c).transpose(0, 3, 1, 2)
 
 
@@ -240,8 +249,14 @@ class AvgPooling:
 
 
 class SimpleConvNet:
-    def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100, output_size=10,
-                 weight_init_std=0.01):
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        conv_param=None,
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+    ):
         conv_param = conv_param or {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
         fn, fs = conv_param["filter_num"], conv_param["filter_size"]
         conv_out = (input_dim[1] - fs + 2 * conv_param["pad"]) / conv_param["stride"] + 1
@@ -260,7 +275,9 @@ class SimpleConvNet:
     def _build(self):
         p = self.params
         self.layers = OrderedDict()
-        self.layers["Conv1"] = Convolution(p["W1"], p["b1"], self.conv_param["stride"], self.conv_param["pad"])
+        self.layers["Conv1"] = Convolution(
+            p["W1"], p["b1"], self.conv_param["stride"], self.conv_param["pad"]
+        )
         self.layers["Relu1"] = Relu()
         self.layers["Pool1"] = Pooling(2, 2, stride=2)
         self.layers["Affine1"] = Affine(p["W2"], p["b2"])
@@ -288,7 +305,7 @@ class SimpleConvNet:
 
     def save_params(self, file_name):
         """Exactly DLfS's way: pickle.dump of a plain dict, default protocol."""
-        params = {key: val for key, val in self.params.items()}
+        params = dict(self.params.items())
         with open(file_name, "wb") as f:
             pickle.dump(params, f)
 
@@ -297,8 +314,26 @@ class DeepConvNet:
     """Forward pass (test mode) of DLfS's ch08 network for 1x28x28 input."""
 
     def __init__(self, hidden_size=50, output_size=10):
-        convs = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]  # (filters, pad), 3x3, stride 1
-        pre_node_nums = np.array([1 * 3 * 3, 16 * 3 * 3, 16 * 3 * 3, 32 * 3 * 3, 32 * 3 * 3, 64 * 3 * 3, 64 * 4 * 4, hidden_size])
+        convs = [
+            (16, 1),
+            (16, 1),
+            (32, 1),
+            (32, 2),
+            (64, 1),
+            (64, 1),
+        ]  # (filters, pad), 3x3, stride 1
+        pre_node_nums = np.array(
+            [
+                1 * 3 * 3,
+                16 * 3 * 3,
+                16 * 3 * 3,
+                32 * 3 * 3,
+                32 * 3 * 3,
+                64 * 3 * 3,
+                64 * 4 * 4,
+                hidden_size,
+            ]
+        )
         scales = np.sqrt(2.0 / pre_node_nums)
         self.params = {}
         channels = 1
@@ -319,7 +354,13 @@ class DeepConvNet:
             layers += [Convolution(p[f"W{i}"], p[f"b{i}"], 1, pad), Relu()]
             if i % 2 == 0:
                 layers.append(Pooling(2, 2, stride=2))
-        layers += [Affine(p["W7"], p["b7"]), Relu(), Dropout(0.5), Affine(p["W8"], p["b8"]), Dropout(0.5)]
+        layers += [
+            Affine(p["W7"], p["b7"]),
+            Relu(),
+            Dropout(0.5),
+            Affine(p["W8"], p["b8"]),
+            Dropout(0.5),
+        ]
         for layer in layers:
             x = layer.forward(x, train_flg) if isinstance(layer, Dropout) else layer.forward(x)
         return x
@@ -360,7 +401,7 @@ def rmsprop_step(params, grads, h, lr=0.01, decay_rate=0.99):
 
 def adam_step(params, grads, m, v, it, lr=0.001, beta1=0.9, beta2=0.999):
     it += 1
-    lr_t = lr * np.sqrt(1.0 - beta2 ** it) / (1.0 - beta1 ** it)
+    lr_t = lr * np.sqrt(1.0 - beta2**it) / (1.0 - beta1**it)
     m = {k: m[k] + (1 - beta1) * (grads[k] - m[k]) for k in params}
     v = {k: v[k] + (1 - beta2) * (grads[k] ** 2 - v[k]) for k in params}
     return {k: params[k] - lr_t * m[k] / (np.sqrt(v[k]) + 1e-7) for k in params}, m, v, it

@@ -10,6 +10,7 @@ Absurd values must be rejected (their size products overflow or exceed memory); 
 such as a pad of 2**20 are *valid* and would make a correct kernel allocate gigabytes, so they are
 left out.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,36 +26,83 @@ SMALL_INTS = [-3, -1, 0, 1, 2, 3, 4, 5]
 ABSURD_INTS = [-(2**63), -(2**40), 2**40, 2**40 + 1, 2**62, 2**63 - 1, 2**63, 2**64]
 NOT_INTS = [1.5, 2.0, True, False, None, "2", "ab", 1j, np.float64(2.0), np.bool_(True), [2], {}]
 INT_LIKE = [np.int32(2), np.int64(3), np.uint8(1)]
-PAIRS = [(1, 2), [2, 1], (0, 1), (-1, 1), (1, -1), (2**40, 1), (1, 2**63), (1, 2, 3), (), (1,), (1.5, 1),
-         (True, 1), (None, 1), np.array([1, 2]), np.array([[1, 2]])]
+PAIRS = [
+    (1, 2),
+    [2, 1],
+    (0, 1),
+    (-1, 1),
+    (1, -1),
+    (2**40, 1),
+    (1, 2**63),
+    (1, 2, 3),
+    (),
+    (1,),
+    (1.5, 1),
+    (True, 1),
+    (None, 1),
+    np.array([1, 2]),
+    np.array([[1, 2]]),
+]
 
 # Real dtypes (float64 and float32 above all) are listed more than once so that junk often gets
 # past the dtype checks and into the shape checks and kernels.
-DTYPES = ["float64", "float64", "float64", "float32", "float32", "float16", "int8", "int64", "uint8", "uint64",
-          "bool", "complex64", "object", "U3", "M8[s]"]
+DTYPES = [
+    "float64",
+    "float64",
+    "float64",
+    "float32",
+    "float32",
+    "float16",
+    "int8",
+    "int64",
+    "uint8",
+    "uint64",
+    "bool",
+    "complex64",
+    "object",
+    "U3",
+    "M8[s]",
+]
 FILLS = [0.0, 1.0, -1.0, 2.0, np.nan, np.inf, -np.inf, 1e300, 0.5]
 
 
 def junk_int(pick):
-    return pick([lambda: pick(SMALL_INTS), lambda: pick(ABSURD_INTS), lambda: pick(NOT_INTS), lambda: pick(INT_LIKE)])()
+    return pick(
+        [
+            lambda: pick(SMALL_INTS),
+            lambda: pick(ABSURD_INTS),
+            lambda: pick(NOT_INTS),
+            lambda: pick(INT_LIKE),
+        ]
+    )()
 
 
 def junk_pair(pick):
-    return pick([lambda: junk_int(pick), lambda: pick(PAIRS),
-                 lambda: (pick(SMALL_INTS + ABSURD_INTS), pick(SMALL_INTS + ABSURD_INTS))])()
+    return pick(
+        [
+            lambda: junk_int(pick),
+            lambda: pick(PAIRS),
+            lambda: (pick(SMALL_INTS + ABSURD_INTS), pick(SMALL_INTS + ABSURD_INTS)),
+        ]
+    )()
 
 
 def junk_shape_arg(pick):
     """An ``input_shape`` argument: 4 entries of any kind, a wrong count, or not a sequence."""
-    entry = lambda: pick([lambda: pick(SMALL_INTS), lambda: pick(ABSURD_INTS), lambda: pick(NOT_INTS)])()  # noqa: E731
-    return pick([
-        lambda: tuple(entry() for _ in range(4)),
-        lambda: tuple(pick([1, 2, 3, 4]) for _ in range(4)),  # plausible
-        lambda: tuple(entry() for _ in range(pick([0, 1, 3, 5]))),
-        lambda: [pick([1, 2, 3]) for _ in range(4)],
-        lambda: np.array([pick([1, 2, 3]) for _ in range(4)]),
-        lambda: pick([None, 5, "abcd", 1.5]),
-    ])()
+
+    def entry():
+        return pick([lambda: pick(SMALL_INTS), lambda: pick(ABSURD_INTS), lambda: pick(NOT_INTS)])()
+
+    return pick(
+        [
+            lambda: tuple(entry() for _ in range(4)),
+            lambda: tuple(pick([1, 2, 3, 4]) for _ in range(4)),  # plausible
+            lambda: tuple(entry() for _ in range(pick([0, 1, 3, 5]))),
+            lambda: [pick([1, 2, 3]) for _ in range(4)],
+            lambda: np.array([pick([1, 2, 3]) for _ in range(4)]),
+            lambda: pick([None, 5, "abcd", 1.5]),
+        ]
+    )()
 
 
 def junk_array(pick, ndim_hint: int | None):
@@ -62,10 +110,7 @@ def junk_array(pick, ndim_hint: int | None):
     kind = pick(["array", "array", "array", "array", "other"])
     if kind == "other":
         return pick([None, "abc", 1.5, 3, [[1.0, 2.0], [3.0]], {}, [1, "a"], (), np.float32(2.0)])
-    if ndim_hint is not None and pick([True, False]):
-        ndim = ndim_hint
-    else:
-        ndim = pick([0, 1, 2, 3, 4, 5])
+    ndim = ndim_hint if ndim_hint is not None and pick([True, False]) else pick([0, 1, 2, 3, 4, 5])
     shape = tuple(pick([0, 1, 1, 2, 3, 4]) for _ in range(ndim))
     dtype = np.dtype(pick(DTYPES))
     if dtype.kind == "O":
@@ -98,24 +143,36 @@ def junk_bool(pick):
 
 # name -> (callable, list of argument kinds); "array:N" is an array with N dimensions expected.
 SIGNATURES = {
-    "gemm": (lambda a, b, c, alpha, beta, ta, tb: F.gemm(a, b, c, alpha=alpha, beta=beta, trans_a=ta, trans_b=tb),
-             ["array:2", "array:2", "array_or_none:2", "float", "float", "bool", "bool"]),
+    "gemm": (
+        lambda a, b, c, alpha, beta, ta, tb: F.gemm(
+            a, b, c, alpha=alpha, beta=beta, trans_a=ta, trans_b=tb
+        ),
+        ["array:2", "array:2", "array_or_none:2", "float", "float", "bool", "bool"],
+    ),
     "conv2d_forward": (F.conv2d_forward, ["array:4", "array:4", "array:1", "pair", "pair"]),
     "conv2d_backward": (F.conv2d_backward, ["array:4", "array:4", "array:4", "pair", "pair"]),
     "max_pool2d_forward": (F.max_pool2d_forward, ["array:4", "int", "int", "pair", "pair"]),
     "max_pool2d_backward": (F.max_pool2d_backward, ["array:4", "array:4", "shape"]),
     "max_pool2d": (F.max_pool2d, ["array:4", "int", "int", "pair", "pair"]),
-    "max_pool2d_backward_from_input": (F.max_pool2d_backward_from_input,
-                                       ["array:4", "array:4", "int", "int", "pair", "pair"]),
+    "max_pool2d_backward_from_input": (
+        F.max_pool2d_backward_from_input,
+        ["array:4", "array:4", "int", "int", "pair", "pair"],
+    ),
     "avg_pool2d_forward": (F.avg_pool2d_forward, ["array:4", "int", "int", "pair", "pair"]),
-    "avg_pool2d_backward": (F.avg_pool2d_backward, ["array:4", "shape", "int", "int", "pair", "pair"]),
+    "avg_pool2d_backward": (
+        F.avg_pool2d_backward,
+        ["array:4", "shape", "int", "int", "pair", "pair"],
+    ),
     "relu_forward": (F.relu_forward, ["array"]),
     "relu_backward": (F.relu_backward, ["array", "array"]),
     "sigmoid_forward": (F.sigmoid_forward, ["array"]),
     "sigmoid_backward": (F.sigmoid_backward, ["array", "array"]),
     "softmax": (F.softmax, ["array:2"]),
     "softmax_cross_entropy_forward": (F.softmax_cross_entropy_forward, ["array:2", "array:1"]),
-    "softmax_cross_entropy_backward": (F.softmax_cross_entropy_backward, ["array:2", "array:1", "float"]),
+    "softmax_cross_entropy_backward": (
+        F.softmax_cross_entropy_backward,
+        ["array:2", "array:1", "float"],
+    ),
     "affine_forward": (F.affine_forward, ["array:2", "array:2", "array:1"]),
     "affine_backward": (F.affine_backward, ["array:2", "array:2", "array:2"]),
     "im2col": (util.im2col, ["array:4", "int", "int", "pair", "pair"]),
@@ -123,14 +180,37 @@ SIGNATURES = {
     "set_num_threads": (tinyconv.set_num_threads, ["int"]),
     "global_avg_pool2d_forward": (F.global_avg_pool2d_forward, ["array:4"]),
     "global_avg_pool2d_backward": (F.global_avg_pool2d_backward, ["array:2", "shape"]),
-    "batch_norm2d_forward": (lambda x, g, b, rm, rv, train, momentum, eps, unbiased, relu: F.batch_norm2d_forward(
-        x, g, b, rm, rv, train=train, momentum=momentum, eps=eps, unbiased=unbiased, relu=relu),
-        ["array:4", "array:1", "array:1", "array:1", "array:1", "bool", "float", "float", "bool", "bool"]),
-    "batch_norm2d_backward": (lambda d, x, g, m, i, train, r: F.batch_norm2d_backward(d, x, g, m, i, train=train,
-                                                                                      relu_output=r),
-                              ["array:4", "array:4", "array:1", "array:1", "array:1", "bool", "array_or_none:4"]),
-    "fold_batch_norm": (F.fold_batch_norm, ["array:4", "array_or_none:1", "array:1", "array:1", "array:1", "array:1", "float"]),
-    "add_forward": (lambda a, b, relu, out: F.add_forward(a, b, relu=relu, out=out), ["array", "array", "bool", "array_or_none"]),
+    "batch_norm2d_forward": (
+        lambda x, g, b, rm, rv, train, momentum, eps, unbiased, relu: F.batch_norm2d_forward(
+            x, g, b, rm, rv, train=train, momentum=momentum, eps=eps, unbiased=unbiased, relu=relu
+        ),
+        [
+            "array:4",
+            "array:1",
+            "array:1",
+            "array:1",
+            "array:1",
+            "bool",
+            "float",
+            "float",
+            "bool",
+            "bool",
+        ],
+    ),
+    "batch_norm2d_backward": (
+        lambda d, x, g, m, i, train, r: F.batch_norm2d_backward(
+            d, x, g, m, i, train=train, relu_output=r
+        ),
+        ["array:4", "array:4", "array:1", "array:1", "array:1", "bool", "array_or_none:4"],
+    ),
+    "fold_batch_norm": (
+        F.fold_batch_norm,
+        ["array:4", "array_or_none:1", "array:1", "array:1", "array:1", "array:1", "float"],
+    ),
+    "add_forward": (
+        lambda a, b, relu, out: F.add_forward(a, b, relu=relu, out=out),
+        ["array", "array", "bool", "array_or_none"],
+    ),
 }
 assert set(F.__all__) <= set(SIGNATURES), "a public function is missing from the fuzz"
 
@@ -213,7 +293,11 @@ def plausible_args(name, pick):
         n, features, m = pick([0, 1, 3]), pick([(2,), (0,), (2, 3), (1, 2, 2)]), pick([1, 4])
         d = int(np.prod(features))
         x, W = valid_array(pick, (n, *features)), valid_array(pick, (d, m))
-        return [x, W, valid_array(pick, (m,))] if name == "affine_forward" else [valid_array(pick, (n, m)), x, W]
+        return (
+            [x, W, valid_array(pick, (m,))]
+            if name == "affine_forward"
+            else [valid_array(pick, (n, m)), x, W]
+        )
     if name == "set_num_threads":
         return [pick([1, 2, 3])]
     if name == "add_forward":
@@ -222,8 +306,13 @@ def plausible_args(name, pick):
         out = pick([None, "a", "new"])
         out = a if out == "a" else (valid_array(pick, shape) if out == "new" else None)
         return [a, b, pick([False, True]), out]
-    if name in ("global_avg_pool2d_forward", "global_avg_pool2d_backward", "batch_norm2d_forward",
-                "batch_norm2d_backward", "fold_batch_norm"):
+    if name in (
+        "global_avg_pool2d_forward",
+        "global_avg_pool2d_backward",
+        "batch_norm2d_forward",
+        "batch_norm2d_backward",
+        "fold_batch_norm",
+    ):
         n, c, h, w = pick([0, 1, 2, 3]), pick([1, 2, 3]), pick([1, 2, 5]), pick([1, 3, 4])
         vector = lambda: valid_array(pick, (c,))  # noqa: E731
         if name == "global_avg_pool2d_forward":
@@ -231,17 +320,43 @@ def plausible_args(name, pick):
         if name == "global_avg_pool2d_backward":
             return [valid_array(pick, (n, c)), (n, c, h, w)]
         if name == "batch_norm2d_forward":
-            return [valid_array(pick, (n, c, h, w)), vector(), vector(), vector(), vector(), pick([True, False]),
-                    pick([0.9, 0.0, 1.0, 0.1]), pick([1e-5, 1.0, 1e-300, 1e300]), pick([False, True]), pick([False, True])]
+            return [
+                valid_array(pick, (n, c, h, w)),
+                vector(),
+                vector(),
+                vector(),
+                vector(),
+                pick([True, False]),
+                pick([0.9, 0.0, 1.0, 0.1]),
+                pick([1e-5, 1.0, 1e-300, 1e300]),
+                pick([False, True]),
+                pick([False, True]),
+            ]
         if name == "batch_norm2d_backward":
             relu_output = pick([None, "given"]) and valid_array(pick, (n, c, h, w))
-            return [valid_array(pick, (n, c, h, w)), valid_array(pick, (n, c, h, w)), vector(), vector(), vector(),
-                    pick([True, False]), relu_output]
+            return [
+                valid_array(pick, (n, c, h, w)),
+                valid_array(pick, (n, c, h, w)),
+                vector(),
+                vector(),
+                vector(),
+                pick([True, False]),
+                relu_output,
+            ]
         b = pick([None, "given"]) and vector()
-        return [valid_array(pick, (c, pick([1, 2]), h, w)), b, vector(), vector(), vector(), vector(),
-                pick([1e-5, 1.0, 1e-300, 1e300])]
+        return [
+            valid_array(pick, (c, pick([1, 2]), h, w)),
+            b,
+            vector(),
+            vector(),
+            vector(),
+            vector(),
+            pick([1e-5, 1.0, 1e-300, 1e300]),
+        ]
 
-    (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = window(pick, pad_below_kernel=name.startswith("max_pool"))
+    (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = window(
+        pick, pad_below_kernel=name.startswith("max_pool")
+    )
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     stride = sh if sh == sw and pick([True, False]) else (sh, sw)
     pad = ph if ph == pw and pick([True, False]) else (ph, pw)
@@ -255,7 +370,14 @@ def plausible_args(name, pick):
     if name in ("max_pool2d_forward", "max_pool2d", "avg_pool2d_forward", "im2col"):
         return [valid_array(pick, (n, c, h, w)), kh, kw, stride, pad]
     if name == "max_pool2d_backward_from_input":
-        return [valid_array(pick, (n, c, oh, ow)), valid_array(pick, (n, c, h, w)), kh, kw, stride, pad]
+        return [
+            valid_array(pick, (n, c, oh, ow)),
+            valid_array(pick, (n, c, h, w)),
+            kh,
+            kw,
+            stride,
+            pad,
+        ]
     if name == "max_pool2d_backward":
         argmax = (np.arange(n * c * oh * ow) % (h * w)).reshape(n, c, oh, ow)
         return [valid_array(pick, (n, c, oh, ow)), argmax, (n, c, h, w)]
@@ -309,5 +431,7 @@ def run_fuzz(seed: int, iterations: int) -> list[str]:
             call_and_classify(function, args)
         except Exception as exc:  # anything but ValueError/TypeError/MemoryError, warnings included
             key = (name, type(exc).__name__)
-            problems.setdefault(key, f"call #{i}: {name}{tuple(args)!r} raised {type(exc).__name__}: {exc}")
+            problems.setdefault(
+                key, f"call #{i}: {name}{tuple(args)!r} raised {type(exc).__name__}: {exc}"
+            )
     return list(problems.values())

@@ -21,10 +21,11 @@ The generators are NumPy's PCG64 ``Generator`` methods (``standard_normal``, ``u
 store a fingerprint of every generated array (:func:`fingerprint`) so that a NumPy that ever draws
 differently makes the test say so instead of reporting mysterious mismatches.
 """
+
 from __future__ import annotations
 
 import zlib
-from typing import Dict, Iterable, Mapping, Sequence, Tuple
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +43,7 @@ _PROBE_STREAM = 1
 # Seed words of the input batch's generator (not a parameter name, so never a crc32 of one).
 _INPUT_STREAM = (0x1A9E, 0x7B)
 
-Shape = Tuple[int, ...]
+Shape = tuple[int, ...]
 
 
 def key_rng(seed: int, key: str, *stream: int) -> np.random.Generator:
@@ -81,18 +82,26 @@ def seeded_tensor(seed: int, key: str, shape: Sequence[int]) -> np.ndarray:
     raise ValueError(f"no seeded initialisation for {key!r} with shape {shape}")
 
 
-def seeded_state_dict(entries: Iterable[Tuple[str, Sequence[int]]], seed: int = GOLDEN_SEED) -> Dict[str, np.ndarray]:
+def seeded_state_dict(
+    entries: Iterable[tuple[str, Sequence[int]]], seed: int = GOLDEN_SEED
+) -> dict[str, np.ndarray]:
     """``{key: seeded_tensor(seed, key, shape)}`` in the order of ``entries``."""
     return {key: seeded_tensor(seed, key, shape) for key, shape in entries}
 
 
-def as_dtype(state: Mapping[str, np.ndarray], dtype) -> Dict[str, np.ndarray]:
+def as_dtype(state: Mapping[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
     """A copy of ``state`` with the floating arrays in ``dtype`` (integer counters unchanged)."""
-    return {key: (np.array(value, dtype=dtype) if np.issubdtype(value.dtype, np.floating) else np.array(value))
-            for key, value in state.items()}
+    return {
+        key: (
+            np.array(value, dtype=dtype)
+            if np.issubdtype(value.dtype, np.floating)
+            else np.array(value)
+        )
+        for key, value in state.items()
+    }
 
 
-def input_batch(seed: int, shape: Sequence[int], num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+def input_batch(seed: int, shape: Sequence[int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Images ``N(0, 1)`` of ``shape`` (float64, NCHW) and labels in ``[0, num_classes)`` (int64)."""
     rng = np.random.default_rng([seed, *_INPUT_STREAM])
     x = rng.standard_normal(tuple(shape))
@@ -100,7 +109,7 @@ def input_batch(seed: int, shape: Sequence[int], num_classes: int) -> Tuple[np.n
     return x, t
 
 
-def probe(seed: int, key: str, shape: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+def probe(seed: int, key: str, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Sorted flat positions (int64, at most ``MAX_SAMPLES``, all of them for a small tensor)
     and ``PROJECTIONS`` unit vectors (float64, ``(PROJECTIONS, size)``) for tensor ``key``."""
     size = int(np.prod(shape, dtype=np.int64))
@@ -114,7 +123,7 @@ def probe(seed: int, key: str, shape: Sequence[int]) -> Tuple[np.ndarray, np.nda
     return positions, vectors
 
 
-def probe_summary(seed: int, key: str, value: np.ndarray) -> Dict[str, np.ndarray]:
+def probe_summary(seed: int, key: str, value: np.ndarray) -> dict[str, np.ndarray]:
     """What a golden file stores of ``value`` (computed in float64):
 
     ``samples`` (values at :func:`probe`'s positions), ``projections`` (dot products with its unit
@@ -140,8 +149,9 @@ def fingerprint(value: np.ndarray) -> np.ndarray:
     return np.array([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
 
 
-
-def pack_probes(prefix: str, summaries: Mapping[str, Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+def pack_probes(
+    prefix: str, summaries: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """npz members for ``{key: probe_summary(...)}``: ``<prefix>/keys`` (names, in order),
     ``<prefix>/samples`` (all samples, concatenated) with ``<prefix>/offsets`` (``len(keys) + 1``
     bounds into it), ``<prefix>/projections`` (``len(keys) x PROJECTIONS``), ``<prefix>/norm``,
@@ -156,16 +166,20 @@ def pack_probes(prefix: str, summaries: Mapping[str, Mapping[str, np.ndarray]]) 
         f"{prefix}/projections": np.stack([summaries[key]["projections"] for key in keys]),
         f"{prefix}/norm": np.array([summaries[key]["norm"] for key in keys], dtype=np.float64),
         f"{prefix}/maxabs": np.array([summaries[key]["maxabs"] for key in keys], dtype=np.float64),
-        f"{prefix}/position_sums": np.array([summaries[key]["position_sum"] for key in keys], dtype=np.int64),
+        f"{prefix}/position_sums": np.array(
+            [summaries[key]["position_sum"] for key in keys], dtype=np.int64
+        ),
     }
 
 
-def unpack_probes(golden: Mapping[str, np.ndarray], prefix: str) -> Dict[str, Dict[str, np.ndarray]]:
+def unpack_probes(
+    golden: Mapping[str, np.ndarray], prefix: str
+) -> dict[str, dict[str, np.ndarray]]:
     """The inverse of :func:`pack_probes`: ``{key: probe summary}``."""
     offsets = golden[f"{prefix}/offsets"]
     return {
         str(key): {
-            "samples": golden[f"{prefix}/samples"][offsets[i]:offsets[i + 1]],
+            "samples": golden[f"{prefix}/samples"][offsets[i] : offsets[i + 1]],
             "projections": golden[f"{prefix}/projections"][i],
             "norm": golden[f"{prefix}/norm"][i],
             "maxabs": golden[f"{prefix}/maxabs"][i],
@@ -181,7 +195,7 @@ def pack_shapes(shapes: Sequence[Sequence[int]]) -> np.ndarray:
     for row, shape in zip(rows, shapes):
         if len(shape) > 4:
             raise ValueError(f"more than 4 dimensions: {tuple(shape)}")
-        row[:len(shape)] = shape
+        row[: len(shape)] = shape
     return rows
 
 
@@ -190,7 +204,9 @@ def unpack_shapes(rows: np.ndarray) -> list:
     return [tuple(int(d) for d in row if d >= 0) for row in rows]
 
 
-def probe_errors(seed: int, key: str, actual: np.ndarray, expected: Mapping[str, np.ndarray]) -> Dict[str, float]:
+def probe_errors(
+    seed: int, key: str, actual: np.ndarray, expected: Mapping[str, np.ndarray]
+) -> dict[str, float]:
     """Relative errors of tensor ``actual`` against a golden :func:`probe_summary` ``expected``:
 
     * ``samples``: ``max |a_i - g_i|`` over the sampled positions, divided by ``max|g|`` of the

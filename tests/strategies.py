@@ -4,6 +4,7 @@ Array *values* come from a NumPy generator seeded by Hypothesis (fast, and the s
 failure); the *structure* -- shapes, window geometry, dtypes, memory layout, value style -- is
 drawn by Hypothesis directly, so it shrinks to small, readable counterexamples.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ def more_examples(factor: int) -> settings:
     """``factor`` times the active profile's example count, for the cheap tests that guard the
     most intricate kernels (the profile, ``ci`` or ``thorough``, still sets the scale)."""
     return settings(max_examples=factor * settings.default.max_examples)
+
 
 # ----------------------------------------------------------------------------------------------
 # Window geometry (convolution and pooling)
@@ -67,8 +69,16 @@ def spelled_pair(h: int, w: int) -> st.SearchStrategy:
 
 
 @st.composite
-def geometries(draw, *, max_batch: int = 3, max_channels: int = 3, max_size: int = 8,
-               max_pad: int = 3, max_stride: int = 4, pad_below_kernel: bool = False) -> Geometry:
+def geometries(
+    draw,
+    *,
+    max_batch: int = 3,
+    max_channels: int = 3,
+    max_size: int = 8,
+    max_pad: int = 3,
+    max_stride: int = 4,
+    pad_below_kernel: bool = False,
+) -> Geometry:
     """A window geometry. Kernels range from 1x1 up to the padded input size (rectangular too);
     with ``pad_below_kernel`` (max pooling) the pad is kept below the kernel size."""
     N = draw(st.integers(1, max_batch))
@@ -83,7 +93,9 @@ def geometries(draw, *, max_batch: int = 3, max_channels: int = 3, max_size: int
     kw = draw(st.integers(lowest_kw, W + 2 * pw))
     sh = draw(st.integers(1, max_stride))
     sw = draw(st.integers(1, max_stride))
-    return Geometry(N, C, H, W, kh, kw, sh, sw, ph, pw, draw(spelled_pair(sh, sw)), draw(spelled_pair(ph, pw)))
+    return Geometry(
+        N, C, H, W, kh, kw, sh, sw, ph, pw, draw(spelled_pair(sh, sw)), draw(spelled_pair(ph, pw))
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +111,9 @@ def dtype_plans(draw, n_inputs: int):
     promises for them: float32 iff every floating input is float32/float16 (integers adopt it),
     float64 otherwise, including when no input is floating. Mostly all-float64 or all-float32
     (the main paths), sometimes mixed with float16 and integer inputs."""
-    case = draw(st.sampled_from(["float64", "float32", "float64", "float32", "mixed32", "mixed64", "ints"]))
+    case = draw(
+        st.sampled_from(["float64", "float32", "float64", "float32", "mixed32", "mixed64", "ints"])
+    )
     f32 = np.dtype(np.float32)
     f64 = np.dtype(np.float64)
     if case == "float64":
@@ -109,12 +123,12 @@ def dtype_plans(draw, n_inputs: int):
     if case == "ints":
         return [draw(st.sampled_from(INT_DTYPES)) for _ in range(n_inputs)], f64
     if case == "mixed32":
-        choices = [f32, np.dtype(np.float16)] + INT_DTYPES
+        choices = [f32, np.dtype(np.float16), *INT_DTYPES]
         dtypes = [draw(st.sampled_from(choices)) for _ in range(n_inputs)]
         anchor = draw(st.integers(0, n_inputs - 1))
         dtypes[anchor] = draw(st.sampled_from([f32, np.dtype(np.float16)]))
         return dtypes, f32
-    choices = [f64, f32, np.dtype(np.float16)] + INT_DTYPES
+    choices = [f64, f32, np.dtype(np.float16), *INT_DTYPES]
     dtypes = [draw(st.sampled_from(choices)) for _ in range(n_inputs)]
     dtypes[draw(st.integers(0, n_inputs - 1))] = f64
     return dtypes, f64
@@ -153,7 +167,7 @@ def _every_other(a: np.ndarray) -> np.ndarray:
     """A view with stride 2 on the last axis (like ``x[:, :, ::2]``)."""
     if a.ndim == 0:
         return a
-    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    big = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), dtype=a.dtype)
     big[..., ::2] = a
     return big[..., ::2]
 
@@ -216,14 +230,14 @@ def seeds() -> st.SearchStrategy[int]:
 # own; a bug on one route is invisible on the others. The constants below are copies of the
 # switch points, used to aim the draws and to label cases (keep them in step with the C++).
 
-FLAT_MIN_POSITIONS = 128        # conv.cpp kFlatMinPositions: fewer wide positions -> 4 images a canvas
-IMAGES_PER_CANVAS = 4           # conv.cpp kBlock: also the backward block of other routes
-SMALL_IMAGE_BLOCK = 16          # conv.cpp kSmallImageBlock: backward block of small images
+FLAT_MIN_POSITIONS = 128  # conv.cpp kFlatMinPositions: fewer wide positions -> 4 images a canvas
+IMAGES_PER_CANVAS = 4  # conv.cpp kBlock: also the backward block of other routes
+SMALL_IMAGE_BLOCK = 16  # conv.cpp kSmallImageBlock: backward block of small images
 TRANSPOSED_DX_MIN_CHANNELS = 8  # conv.cpp kMinChannelsForTransposedConv
 FORWARD_TILE_BYTES = 256 << 10  # conv.cpp forward_tile_width: unfolded columns per tile
-GEMM_KC = 256                   # gemm_kernel.inc Tiles::KC: k blocks
-GEMM_MC_MAX = 128               # Tiles::MC = MR * 16: 96 (generic, avx2), 128 (avx512)
-GEMM_NC_MAX = 4096              # Tiles::NC = NR * 128: 512 (generic, double) .. 4096 (avx512, float)
+GEMM_KC = 256  # gemm_kernel.inc Tiles::KC: k blocks
+GEMM_MC_MAX = 128  # Tiles::MC = MR * 16: 96 (generic, avx2), 128 (avx512)
+GEMM_NC_MAX = 4096  # Tiles::NC = NR * 128: 512 (generic, double) .. 4096 (avx512, float)
 # (gemm_kernel.inc kSmallWork = 2**15 multiply-adds: products at or below skip packing; most
 # cases here are small, the gemm_blocks route makes them large.)
 
@@ -307,7 +321,7 @@ def conv_switches(case: ConvCase) -> list[str]:
         itemsize = 4 if g.dtype == "float32" else 8
         if g.out_h * g.out_w > max(64, FORWARD_TILE_BYTES // itemsize // K):
             labels.append("unfolded: forward in column tiles")
-    if g.N > per_block and g.N % per_block:
+    if per_block < g.N and g.N % per_block:
         labels.append("partial last block")
     if g.C >= 2 * TRANSPOSED_DX_MIN_CHANNELS:
         labels.append(">= 16 channels")
@@ -328,7 +342,16 @@ def _pad_near(draw, kernel: int) -> int:
     return draw(st.sampled_from(sorted({0, 1, max(0, kernel - 1), kernel, kernel + 1})))
 
 
-CONV_ROUTES = ["pointwise", "flat", "flat", "flat", "unfolded", "unfolded", "kernel_fills_input", "gemm_blocks"]
+CONV_ROUTES = [
+    "pointwise",
+    "flat",
+    "flat",
+    "flat",
+    "unfolded",
+    "unfolded",
+    "kernel_fills_input",
+    "gemm_blocks",
+]
 
 
 @st.composite
@@ -408,43 +431,53 @@ def conv_case_values(case: ConvCase, *, with_dout: bool = True):
 # One case per switch point, for explicit examples: the derandomised ``ci`` profile runs each of
 # them on every ISA level, whatever else it draws. The comment names the switch.
 CONV_SWITCH_POINTS = [
-    ConvCase(3, 5, 4, 6, 7, 1, 1),                                   # pointwise, small GEMM
-    ConvCase(2, 64, 64, 3, 3, 1, 1, dtype="float64"),                # pointwise, packed, C^T orientation
-    ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),                     # flat, one image a canvas
-    ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),                # flat, the canvas is x
-    ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),                           # flat, the wide output is y
-    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),                      # flat, 4 a canvas, 16 a block, both partial
-    ConvCase(16, 2, 3, 5, 4, 2, 3, ph=1, pw=2, dtype="float64"),     # flat small, one full block
-    ConvCase(6, 8, 5, 5, 5, 3, 3, ph=2, pw=2),                       # dx transposed, pad = kernel - 1
-    ConvCase(5, 9, 3, 6, 6, 2, 2, ph=2, pw=2),                       # C >= 8, pad = kernel: dx folded
-    ConvCase(3, 8, 3, 5, 6, 2, 2, ph=3, pw=1),                       # C >= 8, pad > kernel in one direction
-    ConvCase(5, 8, 4, 7, 6, 3, 2, ph=1, pw=2, dtype="float64"),      # C >= 8, pw = kernel, ph below
-    ConvCase(4, 16, 16, 10, 10, 3, 3, style="small_ints"),           # dx transposed, 16 channels, pad 0
-    ConvCase(5, 17, 9, 16, 16, 3, 3, ph=1, pw=1, threads=2),         # transposed, one image a canvas, 2 threads
-    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),                       # unfolded, stride 2
-    ConvCase(3, 2, 3, 11, 9, 2, 1, 3, 4, 0, 1, dtype="float64"),     # unfolded, stride > kernel
-    ConvCase(4, 3, 2, 8, 9, 3, 3, 1, 2, 3, 0),                       # unfolded, stride 1 one way, pad = kernel
-    ConvCase(1, 32, 3, 21, 21, 3, 3, 2, 2, 1, 1, dtype="float64"),   # unfolded forward in tiles (float64)
-    ConvCase(1, 32, 2, 31, 31, 3, 3, 2, 2, 1, 1),                    # unfolded forward in tiles (float32)
-    ConvCase(2, 8, 3, 4, 5, 6, 7, ph=1, pw=1),                       # kernel = padded input, flat, transposed dx
-    ConvCase(3, 2, 3, 4, 5, 6, 7, 2, 3, 1, 1, dtype="float64"),      # kernel = padded input, strided (L = 1)
-    ConvCase(3, 8, 3, 5, 4, 1, 1, ph=1, pw=1),                       # 1x1 kernel with padding (flat)
-    ConvCase(2, 29, 3, 12, 12, 3, 3, ph=1, pw=1),                    # K > KC: GEMM k blocks
-    ConvCase(2, 2, 130, 6, 5, 3, 3, ph=1, pw=1),                     # FN > MC: GEMM row blocks
-    ConvCase(2, 130, 2, 5, 5, 3, 3, ph=1, pw=1),                     # C > MC: dx rows, transposed
-    ConvCase(1, 1, 2, 66, 66, 3, 3, ph=1, pw=1),                     # wide positions > NC (every ISA)
-    ConvCase(2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"),    # positions > KC: unfolded dW k blocks
-    ConvCase(1, 1, 16, 36, 36, 2, 2, 2, 2),                          # dW as C^T (FN > K), positions > KC
-    ConvCase(1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"),   # K > 512: the 64-column tile floor
-    ConvCase(1, 120, 2, 19, 19, 3, 3, 2, 2, 1, 1),                   # K > 1024: the same for float32
-    ConvCase(1, 8, 8, 16, 16, 3, 3, ph=1, pw=1, threads=2),          # one unit, GEMMs on 2 threads
-    ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2),                # the wide output is y, 2 threads
+    ConvCase(3, 5, 4, 6, 7, 1, 1),  # pointwise, small GEMM
+    ConvCase(2, 64, 64, 3, 3, 1, 1, dtype="float64"),  # pointwise, packed, C^T orientation
+    ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),  # flat, one image a canvas
+    ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),  # flat, the canvas is x
+    ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),  # flat, the wide output is y
+    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 4 a canvas, 16 a block, both partial
+    ConvCase(16, 2, 3, 5, 4, 2, 3, ph=1, pw=2, dtype="float64"),  # flat small, one full block
+    ConvCase(6, 8, 5, 5, 5, 3, 3, ph=2, pw=2),  # dx transposed, pad = kernel - 1
+    ConvCase(5, 9, 3, 6, 6, 2, 2, ph=2, pw=2),  # C >= 8, pad = kernel: dx folded
+    ConvCase(3, 8, 3, 5, 6, 2, 2, ph=3, pw=1),  # C >= 8, pad > kernel in one direction
+    ConvCase(5, 8, 4, 7, 6, 3, 2, ph=1, pw=2, dtype="float64"),  # C >= 8, pw = kernel, ph below
+    ConvCase(4, 16, 16, 10, 10, 3, 3, style="small_ints"),  # dx transposed, 16 channels, pad 0
+    ConvCase(
+        5, 17, 9, 16, 16, 3, 3, ph=1, pw=1, threads=2
+    ),  # transposed, one image a canvas, 2 threads
+    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),  # unfolded, stride 2
+    ConvCase(3, 2, 3, 11, 9, 2, 1, 3, 4, 0, 1, dtype="float64"),  # unfolded, stride > kernel
+    ConvCase(4, 3, 2, 8, 9, 3, 3, 1, 2, 3, 0),  # unfolded, stride 1 one way, pad = kernel
+    ConvCase(
+        1, 32, 3, 21, 21, 3, 3, 2, 2, 1, 1, dtype="float64"
+    ),  # unfolded forward in tiles (float64)
+    ConvCase(1, 32, 2, 31, 31, 3, 3, 2, 2, 1, 1),  # unfolded forward in tiles (float32)
+    ConvCase(2, 8, 3, 4, 5, 6, 7, ph=1, pw=1),  # kernel = padded input, flat, transposed dx
+    ConvCase(
+        3, 2, 3, 4, 5, 6, 7, 2, 3, 1, 1, dtype="float64"
+    ),  # kernel = padded input, strided (L = 1)
+    ConvCase(3, 8, 3, 5, 4, 1, 1, ph=1, pw=1),  # 1x1 kernel with padding (flat)
+    ConvCase(2, 29, 3, 12, 12, 3, 3, ph=1, pw=1),  # K > KC: GEMM k blocks
+    ConvCase(2, 2, 130, 6, 5, 3, 3, ph=1, pw=1),  # FN > MC: GEMM row blocks
+    ConvCase(2, 130, 2, 5, 5, 3, 3, ph=1, pw=1),  # C > MC: dx rows, transposed
+    ConvCase(1, 1, 2, 66, 66, 3, 3, ph=1, pw=1),  # wide positions > NC (every ISA)
+    ConvCase(
+        2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"
+    ),  # positions > KC: unfolded dW k blocks
+    ConvCase(1, 1, 16, 36, 36, 2, 2, 2, 2),  # dW as C^T (FN > K), positions > KC
+    ConvCase(
+        1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"
+    ),  # K > 512: the 64-column tile floor
+    ConvCase(1, 120, 2, 19, 19, 3, 3, 2, 2, 1, 1),  # K > 1024: the same for float32
+    ConvCase(1, 8, 8, 16, 16, 3, 3, ph=1, pw=1, threads=2),  # one unit, GEMMs on 2 threads
+    ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2),  # the wide output is y, 2 threads
     ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2, dtype="float64"),
-    ConvCase(1, 3, 16, 24, 24, 3, 3, ph=1, pw=1, threads=2),         # folded dx GEMM on 2 threads
-    ConvCase(9, 3, 8, 12, 12, 3, 3, ph=1, pw=1, threads=2),          # waves of blocks, last one partial
-    ConvCase(40, 3, 8, 6, 6, 3, 3, ph=1, pw=1, threads=2),           # waves of 16-image blocks
-    ConvCase(1, 16, 16, 20, 20, 3, 3, 2, 2, 1, 1, threads=2),        # unfolded, GEMMs on 2 threads
-    ConvCase(7, 4, 5, 9, 8, 3, 3, 2, 1, 1, 1, threads=3),            # 3 threads: odd team, partial wave
+    ConvCase(1, 3, 16, 24, 24, 3, 3, ph=1, pw=1, threads=2),  # folded dx GEMM on 2 threads
+    ConvCase(9, 3, 8, 12, 12, 3, 3, ph=1, pw=1, threads=2),  # waves of blocks, last one partial
+    ConvCase(40, 3, 8, 6, 6, 3, 3, ph=1, pw=1, threads=2),  # waves of 16-image blocks
+    ConvCase(1, 16, 16, 20, 20, 3, 3, 2, 2, 1, 1, threads=2),  # unfolded, GEMMs on 2 threads
+    ConvCase(7, 4, 5, 9, 8, 3, 3, 2, 1, 1, 1, threads=3),  # 3 threads: odd team, partial wave
 ]
 
 
@@ -466,10 +499,14 @@ class Poison:
             count = getattr(self, name)
             if count and array.size:
                 flat = array.reshape(-1)  # the arrays are contiguous: a view
-                flat[rng.integers(0, flat.size, count)] = rng.choice([np.nan, np.inf, -np.inf], count)
+                flat[rng.integers(0, flat.size, count)] = rng.choice(
+                    [np.nan, np.inf, -np.inf], count
+                )
 
 
 def poisons() -> st.SearchStrategy[Poison]:
     """Mostly a few non-finite values in x, W and dout (each sometimes none), rarely in b."""
     counts = st.sampled_from([0, 1, 1, 2, 5])
-    return st.builds(Poison, x=counts, w=counts, b=st.sampled_from([0, 0, 0, 1]), dout=counts, seed=seeds())
+    return st.builds(
+        Poison, x=counts, w=counts, b=st.sampled_from([0, 0, 0, 1]), dout=counts, seed=seeds()
+    )

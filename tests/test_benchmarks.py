@@ -5,6 +5,7 @@ disabled so that the test is quick and the same whether or not PyTorch is instal
 is asserted: only that the run succeeds and that the JSON and Markdown files have their
 structure. The interleaving order and a few helpers are checked in-process.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,7 +25,9 @@ GROUPS = {"gemm", "kernels", "train", "conv", "infer", "rss", "resnet"}
 def _load(name: str):
     """A module of benchmarks/ under a private name (benchmarks/ is not put on sys.path, so its
     generic module names cannot shadow anything in the rest of the test session)."""
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -33,8 +36,14 @@ def _load(name: str):
 
 def _run(out_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TINYCONV_BENCH_NO_TORCH": "1"}
-    return subprocess.run([sys.executable, str(RUN_PY), "--quick", "--no-torch", "--out", str(out_dir), *extra],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(RUN_PY), "--quick", "--no-torch", "--out", str(out_dir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _only_file(directory: Path, suffix: str) -> Path:
@@ -56,14 +65,27 @@ def test_quick_run_writes_json_with_expected_keys(quick_run):
     path = _only_file(out_dir, ".json")
     assert path.name.endswith("-quick.json")
     info = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("machine", "date", "cpu", "threads", "tinyconv_config", "versions", "blas_thread_control",
-                "repeats", "load_average", "results", "notes", "torch_note"):
+    for key in (
+        "machine",
+        "date",
+        "cpu",
+        "threads",
+        "tinyconv_config",
+        "versions",
+        "blas_thread_control",
+        "repeats",
+        "load_average",
+        "results",
+        "notes",
+        "torch_note",
+    ):
         assert key in info, key
     assert path.name.startswith(info["machine"] + "-" + info["date"])
     assert info["quick"] is True
     assert set(info["cpu"]) >= {"model", "cores"}
     assert info["tinyconv_config"]["version"]
-    assert info["versions"]["numpy"] and info["versions"]["torch"] is None
+    assert info["versions"]["numpy"]
+    assert info["versions"]["torch"] is None
     assert "skipped" in info["torch_note"]
     assert {row["group"] for row in info["results"]} == GROUPS
 
@@ -83,15 +105,19 @@ def test_quick_run_rows_have_medians_ranges_and_ratios(quick_run):
         if row["target"] is not None and row["target"]["peer"] == "torch":
             assert row["target_met"] is None  # no peer, no verdict
     gemm = [row for row in rows if row["group"] == "gemm"]
-    assert gemm and all(row["target_met"] in (True, False) for row in gemm)
+    assert gemm
+    assert all(row["target_met"] in (True, False) for row in gemm)
 
 
 def test_quick_run_writes_and_prints_the_markdown_table(quick_run):
     done, out_dir = quick_run
     text = _only_file(out_dir, ".md").read_text(encoding="utf-8")
     header = "| Workload | threads | unit | tinyconv | NumPy | PyTorch |"
-    assert header in text and header in done.stdout
-    assert "## Notes" in text and "noisy" in text and "same run" in text
+    assert header in text
+    assert header in done.stdout
+    assert "## Notes" in text
+    assert "noisy" in text
+    assert "same run" in text
     assert "PyTorch columns skipped" in text
 
 
@@ -107,15 +133,18 @@ def test_quick_run_times_onnx_runtime_on_the_inference_rows(quick_run):
     except ImportError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true, so the ONNX Runtime peer must run: {error}")
-        pytest.skip(f"onnx or onnxruntime not installed ({error}): pip install \"tinyconv[test]\"")
+        pytest.skip(f'onnx or onnxruntime not installed ({error}): pip install "tinyconv[test]"')
     _, out_dir = quick_run
     info = json.loads(_only_file(out_dir, ".json").read_text(encoding="utf-8"))
     rows = {row["id"]: row for row in info["results"]}
     for row_id in ORT_ROWS:
         assert rows[row_id]["ratios"]["onnxruntime"] > 0, row_id
         assert "ONNX Runtime" in rows[row_id]["peer_labels"]["onnxruntime"]
-    assert [row["id"] for row in info["results"] if "onnxruntime" in row["contenders"]] == list(ORT_ROWS)
-    assert info["versions"]["onnxruntime"] == onnxruntime.__version__ and info["onnxruntime_note"] == ""
+    assert [row["id"] for row in info["results"] if "onnxruntime" in row["contenders"]] == list(
+        ORT_ROWS
+    )
+    assert info["versions"]["onnxruntime"] == onnxruntime.__version__
+    assert info["onnxruntime_note"] == ""
     assert "| ONNX Runtime |" in _only_file(out_dir, ".md").read_text(encoding="utf-8")
 
 
@@ -125,7 +154,9 @@ def test_onnx_runtime_can_be_left_out(tmp_path):
     info = json.loads(_only_file(tmp_path, ".json").read_text(encoding="utf-8"))
     assert all("onnxruntime" not in row["contenders"] for row in info["results"])
     assert info["versions"]["onnxruntime"] is None
-    assert "ONNX Runtime column skipped: disabled" in _only_file(tmp_path, ".md").read_text(encoding="utf-8")
+    assert "ONNX Runtime column skipped: disabled" in _only_file(tmp_path, ".md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_several_thread_counts_give_a_row_each(tmp_path):
@@ -150,7 +181,7 @@ def test_rounds_run_every_contender_once_in_rotating_order():
     timings = harness.measure_interleaved(contenders, repeats=3, min_sample_s=0.0)
     assert all(len(t.seconds) == 3 and t.calls_per_sample == 1 for t in timings.values())
     # Warm-up (one call, then one timed call, per contender), then three rotating rounds.
-    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] + ["b", "c", "a"] + ["c", "a", "b"]
+    assert calls == ["a", "a", "b", "b", "c", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
 
 
 def test_samples_are_long_enough_for_fast_calls():

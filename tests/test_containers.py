@@ -7,23 +7,34 @@ avoid with overwhelming probability); float32 comparisons of fused and unfused p
 except inference folding of batch norm into a convolution (float32 2e-5, float64 1e-12 relative
 to the largest output).
 """
-from __future__ import annotations
 
-from collections import OrderedDict
+from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from tinyconv import containers
 from tinyconv.containers import Residual, Sequential
-from tinyconv.layers import BatchNorm2d, ChannelPadShortcut, Convolution, GlobalAvgPooling, Linear, Pooling, Relu
+from tinyconv.layers import (
+    BatchNorm2d,
+    ChannelPadShortcut,
+    Convolution,
+    GlobalAvgPooling,
+    Linear,
+    Pooling,
+    Relu,
+)
 from tinyconv.nets import resnet20
 from tinyconv.resnet import ResNet
 
 
 def _conv(rng, f, c, k=3, dtype=np.float64, stride=1, pad=1):
-    return Convolution(rng.standard_normal((f, c, k, k)).astype(dtype) * 0.3, rng.standard_normal(f).astype(dtype) * 0.1,
-                       stride, pad)
+    return Convolution(
+        rng.standard_normal((f, c, k, k)).astype(dtype) * 0.3,
+        rng.standard_normal(f).astype(dtype) * 0.1,
+        stride,
+        pad,
+    )
 
 
 def _residual_net(rng, dtype=np.float64, relu_first=True):
@@ -31,7 +42,11 @@ def _residual_net(rng, dtype=np.float64, relu_first=True):
     overwrite the block input in place if it were handed ownership. With ``relu_first=False`` the
     body is [conv -> relu]: its ReLU's backward pass would zero entries of the incoming gradient
     in place, which the identity shortcut still reads."""
-    body = [Relu(), _conv(rng, 3, 3, dtype=dtype)] if relu_first else [_conv(rng, 3, 3, dtype=dtype), Relu()]
+    body = (
+        [Relu(), _conv(rng, 3, 3, dtype=dtype)]
+        if relu_first
+        else [_conv(rng, 3, 3, dtype=dtype), Relu()]
+    )
     return Sequential([_conv(rng, 3, 2, dtype=dtype), Residual(Sequential(body)), Relu()])
 
 
@@ -44,13 +59,13 @@ def _reference_forward(net, x):
 
 
 def _np_conv(x, W, b):
-    n, c, hh, ww = x.shape
+    n, _c, hh, ww = x.shape
     f, _, k, _ = W.shape
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     out = np.zeros((n, f, hh, ww))
     for i in range(k):
         for j in range(k):
-            out += np.einsum("nchw,fc->nfhw", xp[:, :, i:i + hh, j:j + ww], W[:, :, i, j])
+            out += np.einsum("nchw,fc->nfhw", xp[:, :, i : i + hh, j : j + ww], W[:, :, i, j])
     return out + b.reshape(1, -1, 1, 1)
 
 
@@ -60,7 +75,9 @@ def test_a_residual_input_with_two_consumers_is_never_overwritten(train):
     net = _residual_net(rng)
     x = rng.standard_normal((2, 2, 5, 4))
     x_copy = x.copy()
-    y = net.step_forward(x, train, True)[0]  # the caller hands x over: the first conv may not keep it
+    y = net.step_forward(x, train, True)[
+        0
+    ]  # the caller hands x over: the first conv may not keep it
     np.testing.assert_allclose(y, _reference_forward(net, x_copy), rtol=1e-12, atol=1e-12)
     y2 = net.forward(x_copy.copy(), train)
     np.testing.assert_array_equal(y, y2)
@@ -102,7 +119,9 @@ def test_residual_backward_sums_both_branches_and_keeps_dout_intact(relu_first):
 
     for name, array in (("dx", x), ("W1", conv1.W), ("W2", body_conv.W), ("b2", body_conv.b)):
         expected = numeric(array)
-        np.testing.assert_allclose(grads[name], expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max(), err_msg=name)
+        np.testing.assert_allclose(
+            grads[name], expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max(), err_msg=name
+        )
 
 
 def test_residual_with_projection_and_pad_shortcuts_match_numpy():
@@ -119,7 +138,8 @@ def test_residual_with_projection_and_pad_shortcuts_match_numpy():
     s = pad.forward(x)
     assert s.shape == (2, 7, 3, 3)
     np.testing.assert_array_equal(s[:, 2:5], x[:, :, ::2, ::2])
-    assert not s[:, :2].any() and not s[:, 5:].any()
+    assert not s[:, :2].any()
+    assert not s[:, 5:].any()
     d = rng.standard_normal(s.shape)
     dx = pad.backward(d)
     np.testing.assert_allclose(np.sum(dx * x), np.sum(d * s), rtol=1e-12)  # adjoint of a linear map
@@ -128,15 +148,46 @@ def test_residual_with_projection_and_pad_shortcuts_match_numpy():
 def test_the_plans_fuse_what_the_table_says():
     rng = np.random.default_rng(3)
     norm = BatchNorm2d(4, dtype=np.float64)
-    seq = Sequential([_conv(rng, 4, 2), norm, Relu(), Pooling(2, 2, 2), _conv(rng, 4, 4), Relu(),
-                      Pooling(2, 2, 2, mode="avg"), GlobalAvgPooling(),
-                      Linear(np.ones((3, 4)), np.zeros(3))])
-    assert seq.plan("train") == [("Convolution",), ("BatchNorm2d", "Relu"), ("Pooling",), ("Convolution", "Relu"),
-                                 ("Pooling",), ("GlobalAvgPooling",), ("Linear",)]
-    assert seq.plan("infer") == [("Convolution", "BatchNorm2d", "Relu"), ("Pooling",), ("Convolution", "Relu"),
-                                 ("Pooling",), ("GlobalAvgPooling",), ("Linear",)]
-    assert seq.plan("backward") == [("Convolution",), ("BatchNorm2d", "Relu"), ("Pooling",), ("Convolution",),
-                                    ("Relu",), ("Pooling",), ("GlobalAvgPooling",), ("Linear",)]
+    seq = Sequential(
+        [
+            _conv(rng, 4, 2),
+            norm,
+            Relu(),
+            Pooling(2, 2, 2),
+            _conv(rng, 4, 4),
+            Relu(),
+            Pooling(2, 2, 2, mode="avg"),
+            GlobalAvgPooling(),
+            Linear(np.ones((3, 4)), np.zeros(3)),
+        ]
+    )
+    assert seq.plan("train") == [
+        ("Convolution",),
+        ("BatchNorm2d", "Relu"),
+        ("Pooling",),
+        ("Convolution", "Relu"),
+        ("Pooling",),
+        ("GlobalAvgPooling",),
+        ("Linear",),
+    ]
+    assert seq.plan("infer") == [
+        ("Convolution", "BatchNorm2d", "Relu"),
+        ("Pooling",),
+        ("Convolution", "Relu"),
+        ("Pooling",),
+        ("GlobalAvgPooling",),
+        ("Linear",),
+    ]
+    assert seq.plan("backward") == [
+        ("Convolution",),
+        ("BatchNorm2d", "Relu"),
+        ("Pooling",),
+        ("Convolution",),
+        ("Relu",),
+        ("Pooling",),
+        ("GlobalAvgPooling",),
+        ("Linear",),
+    ]
     # The plan follows changes of the layer list.
     seq.layers.insert(0, Relu())
     assert seq.plan("train")[0] == ("Relu",)
@@ -156,7 +207,9 @@ def test_fused_plans_equal_the_layers_one_by_one(dtype, monkeypatch):
         net = resnet20(dtype=dtype, seed=5)
         for key, value in net.state_dict().items():  # non-trivial statistics and affine parameters
             if value.dtype.kind == "f":
-                value[...] = np.random.default_rng(len(key)).uniform(0.5, 1.5, value.shape).astype(dtype)
+                value[...] = (
+                    np.random.default_rng(len(key)).uniform(0.5, 1.5, value.shape).astype(dtype)
+                )
         grads = {k: v.copy() for k, v in net.gradient(x, t).items()}
         return net.predict(x, train_flg=True), grads, net.predict(x)
 
@@ -167,7 +220,9 @@ def test_fused_plans_equal_the_layers_one_by_one(dtype, monkeypatch):
     for key in grads_plain:
         np.testing.assert_array_equal(grads_fused[key], grads_plain[key], err_msg=key)
     tolerance = 2e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(infer_fused, infer_plain, rtol=0, atol=tolerance * np.abs(infer_plain).max())
+    np.testing.assert_allclose(
+        infer_fused, infer_plain, rtol=0, atol=tolerance * np.abs(infer_plain).max()
+    )
 
 
 def test_inference_keeps_no_tensor_and_never_writes_the_input():
@@ -204,12 +259,14 @@ def test_gradient_skips_everything_before_the_first_trainable_layer():
     net = resnet20(seed=1)
     x, t = rng.standard_normal((4, 1, 10, 10)).astype(np.float32), rng.integers(0, 10, 4)
     frozen = net.freeze("conv1", "bn1", "layer1", "layer2")
-    assert frozen[0] == "conv1.weight" and all(k.startswith(("conv1", "bn1", "layer1", "layer2")) for k in frozen)
+    assert frozen[0] == "conv1.weight"
+    assert all(k.startswith(("conv1", "bn1", "layer1", "layer2")) for k in frozen)
     assert net.frozen_keys == frozen
     grads = net.gradient(x, t)
     assert list(grads) == [k for k in net.params if k.startswith(("layer3", "fc"))]
     layers = net.layers
-    assert layers["conv1"].dW is None and layers["layer1"]["0"].body["conv1"].dW is None  # never run
+    assert layers["conv1"].dW is None
+    assert layers["layer1"]["0"].body["conv1"].dW is None
     assert layers["layer3"]["0"].body["conv1"].dW is not None
     assert net.unfreeze() == list(net.params)
     assert list(net.gradient(x, t)) == list(net.params)
@@ -227,7 +284,8 @@ def test_replace_head_keeps_the_backbone_and_what_is_frozen():
     backbone = {k: v.copy() for k, v in net.params.items() if not k.startswith("fc.")}
     net.freeze("layer1")
     net.replace_head(3, seed=0)
-    assert net.params["fc.weight"].shape == (3, 64) and net.params["fc.bias"].shape == (3,)
+    assert net.params["fc.weight"].shape == (3, 64)
+    assert net.params["fc.bias"].shape == (3,)
     assert not net.params["fc.bias"].any()
     assert 0.1 < float(np.std(net.params["fc.weight"])) / np.sqrt(2 / 64) < 1.9
     assert list(net.params)[-2:] == ["fc.weight", "fc.bias"]
@@ -247,12 +305,17 @@ def test_batch_norm_follows_pytorch_conventions():
     x = rng.standard_normal((4, 3, 5, 2)) * 2 + 1
     norm.forward(x, True)
     norm.forward(x, False)
-    assert int(norm.num_batches_tracked) == 1 and norm.num_batches_tracked.dtype == np.int64
+    assert int(norm.num_batches_tracked) == 1
+    assert norm.num_batches_tracked.dtype == np.int64
     m = 4 * 5 * 2
     np.testing.assert_allclose(norm.running_mean, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(norm.running_var, 0.9 + 0.1 * x.var(axis=(0, 2, 3)) * m / (m - 1), rtol=1e-12)
+    np.testing.assert_allclose(
+        norm.running_var, 0.9 + 0.1 * x.var(axis=(0, 2, 3)) * m / (m - 1), rtol=1e-12
+    )
     y = norm.forward(x, True)
-    expected = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    expected = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(
+        x.var(axis=(0, 2, 3), keepdims=True) + 1e-5
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -277,26 +340,44 @@ def test_state_dict_round_trip_and_strict_errors(tmp_path):
     del bad["layer2.0.bn1.running_var"]
     bad["layer9.weight"] = np.zeros(3)
     from tinyconv.serialization import ParamsFileError
+
     with pytest.raises(ParamsFileError) as info:
         other.load_state_dict(bad)
     message = str(info.value)
-    assert "fc.weight" in message and "layer2.0.bn1.running_var" in message and "layer9.weight" in message
+    assert "fc.weight" in message
+    assert "layer2.0.bn1.running_var" in message
+    assert "layer9.weight" in message
     for key, value in other.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
 
 
-@pytest.mark.parametrize("block, shortcut, stem", [("basic", "pad", "cifar"), ("basic", "projection", "imagenet"),
-                                                   ("bottleneck", "projection", "imagenet")])
+@pytest.mark.parametrize(
+    ("block", "shortcut", "stem"),
+    [
+        ("basic", "pad", "cifar"),
+        ("basic", "projection", "imagenet"),
+        ("bottleneck", "projection", "imagenet"),
+    ],
+)
 def test_small_resnets_gradients_match_central_differences(block, shortcut, stem):
     rng = np.random.default_rng(8)
-    net = ResNet(block, (1, 2), (4, 8), num_classes=3, in_channels=2, stem=stem, shortcut=shortcut,
-                 dtype=np.float64, seed=1)
+    net = ResNet(
+        block,
+        (1, 2),
+        (4, 8),
+        num_classes=3,
+        in_channels=2,
+        stem=stem,
+        shortcut=shortcut,
+        dtype=np.float64,
+        seed=1,
+    )
     x, t = rng.standard_normal((3, 2, 13, 11)), np.array([0, 2, 1])
     grads = {k: v.copy() for k, v in net.gradient(x, t).items()}
     h = 1e-6
     for key, array in net.params.items():
         scale = np.abs(grads[key]).max() + 1e-12
-        for index in list(np.ndindex(array.shape))[::max(1, array.size // 5)]:
+        for index in list(np.ndindex(array.shape))[:: max(1, array.size // 5)]:
             old = array[index]
             array[index] = old + h
             plus = net.loss(x, t, train_flg=True)

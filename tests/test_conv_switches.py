@@ -14,22 +14,31 @@ the oracle for non-finite values too: a NaN or an infinity may only reach the ou
 definition has it as a term, so every entry the definition leaves finite must be finite and close,
 and every NaN, +inf and -inf must sit where the definition puts it.
 """
+
 from __future__ import annotations
 
 import contextlib
 
 import numpy as np
 import pytest
+from checks import assert_bitwise_equal, assert_close
 from hypothesis import event, example, given, note
+from strategies import (
+    CONV_SWITCH_POINTS,
+    ConvCase,
+    Poison,
+    conv_case_values,
+    conv_cases,
+    conv_switches,
+    make_values,
+    more_examples,
+    poisons,
+)
 
 import tinyconv
 from tinyconv import _core
 from tinyconv import functional as F
 from tinyconv import reference as R
-
-from checks import assert_bitwise_equal, assert_close
-from strategies import (CONV_SWITCH_POINTS, ConvCase, Poison, conv_case_values, conv_cases, conv_switches,
-                        make_values, more_examples, poisons)
 
 AVAILABLE_ISAS = [name for name in tinyconv.config()["available_isas"].split(",") if name]
 
@@ -62,7 +71,7 @@ def guarded(*arrays: np.ndarray) -> list[np.ndarray]:
     for a in arrays:
         margin = 16 * a.size + 64
         buffer = np.full(a.size + 2 * margin, GUARD_VALUE, dtype=a.dtype)
-        view = buffer[margin:margin + a.size].reshape(a.shape)
+        view = buffer[margin : margin + a.size].reshape(a.shape)
         view[...] = a
         views.append(view)
     return views
@@ -70,10 +79,12 @@ def guarded(*arrays: np.ndarray) -> list[np.ndarray]:
 
 def with_switch_points(poison: Poison | None = None):
     """Adds every case of CONV_SWITCH_POINTS as an explicit example (with ``poison``, if given)."""
+
     def decorate(test):
         for case in reversed(CONV_SWITCH_POINTS):
             test = example(case=case, poison=poison)(test) if poison else example(case=case)(test)
         return test
+
     return decorate
 
 
@@ -142,11 +153,18 @@ def assert_matches_definition(got, want, dtype, magnitude, what: str) -> None:
         mismatch = is_kind(got) != is_kind(want)
         if mismatch.any():
             at = tuple(int(i) for i in np.argwhere(mismatch)[0])
-            raise AssertionError(f"{what}: {int(mismatch.sum())} entries disagree on {kind}; first at {at}: "
-                                 f"got {got[at]!r}, the definition gives {want[at]!r}")
+            raise AssertionError(
+                f"{what}: {int(mismatch.sum())} entries disagree on {kind}; first at {at}: "
+                f"got {got[at]!r}, the definition gives {want[at]!r}"
+            )
     finite = np.isfinite(want)
-    assert_close(np.where(finite, got, 0.0), np.where(finite, want, 0.0), dtype,
-                 np.where(finite, magnitude, 0.0), what)
+    assert_close(
+        np.where(finite, got, 0.0),
+        np.where(finite, want, 0.0),
+        dtype,
+        np.where(finite, magnitude, 0.0),
+        what,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,8 +247,15 @@ def test_nan_in_x_leaves_the_filter_taps_that_never_read_it(isa):
     np.testing.assert_array_equal(dW[:, 0, 0, :], [[9.0, 12.0, 9.0]] * 2, err_msg="dW[:, 0, 0, :]")
     np.testing.assert_array_equal(db, [16.0, 16.0])
     assert np.isnan(dW[:, 0, 2, 1]).all(), "the bottom-centre tap does read the NaN"
-    assert_matches_definition(dW, conv_backward_by_definition(ConvCase(1, 1, 2, 4, 4, 3, 3, ph=1, pw=1), np.ones((1, 2, 4, 4)), x, W)[1],
-                              np.float64, 0.0, "dW")
+    assert_matches_definition(
+        dW,
+        conv_backward_by_definition(
+            ConvCase(1, 1, 2, 4, 4, 3, 3, ph=1, pw=1), np.ones((1, 2, 4, 4)), x, W
+        )[1],
+        np.float64,
+        0.0,
+        "dW",
+    )
 
 
 @pytest.mark.parametrize("isa", AVAILABLE_ISAS)
@@ -247,13 +272,28 @@ def test_inf_in_w_stays_out_of_the_padding(isa, channels):
         dx, dW, db = F.conv2d_backward(dout, x, W, 1, 1)
     # Filter 1's outputs along the top row and left column; dx along the bottom row and right
     # column (the outputs that would pair the tap with them lie past the end).
-    for name, edge in (("y[:, 1, 0, :]", y[:, 1, 0, :]), ("y[:, 1, :, 0]", y[:, 1, :, 0]),
-                       ("dx[:, :, -1, :]", dx[:, :, -1, :]), ("dx[:, :, :, -1]", dx[:, :, :, -1])):
-        assert np.isfinite(edge).all(), f"{name} has {int((~np.isfinite(edge)).sum())} non-finite entries"
-    assert_matches_definition(y, conv_by_definition(case, x, W, b), np.float64,
-                              conv_by_definition(case, abs(x), abs(W), abs(b)), "y")
-    for name, got, want, magnitude in zip(("dx", "dW", "db"), (dx, dW, db), conv_backward_by_definition(case, dout, x, W),
-                                          conv_backward_by_definition(case, abs(dout), abs(x), abs(W))):
+    for name, edge in (
+        ("y[:, 1, 0, :]", y[:, 1, 0, :]),
+        ("y[:, 1, :, 0]", y[:, 1, :, 0]),
+        ("dx[:, :, -1, :]", dx[:, :, -1, :]),
+        ("dx[:, :, :, -1]", dx[:, :, :, -1]),
+    ):
+        assert np.isfinite(edge).all(), (
+            f"{name} has {int((~np.isfinite(edge)).sum())} non-finite entries"
+        )
+    assert_matches_definition(
+        y,
+        conv_by_definition(case, x, W, b),
+        np.float64,
+        conv_by_definition(case, abs(x), abs(W), abs(b)),
+        "y",
+    )
+    for name, got, want, magnitude in zip(
+        ("dx", "dW", "db"),
+        (dx, dW, db),
+        conv_backward_by_definition(case, dout, x, W),
+        conv_backward_by_definition(case, abs(dout), abs(x), abs(W)),
+    ):
         assert_matches_definition(got, want, np.float64, magnitude, name)
 
 
@@ -265,12 +305,19 @@ def test_the_oracle_agrees_with_the_core_loops():
         Poison(x=2, w=1, dout=2, seed=case.N).apply(x=x, w=W, dout=dout)
         dtype = np.dtype(case.dtype)
         magnitude = conv_by_definition(case, abs(x), abs(W), abs(b))
-        assert_matches_definition(_core.reference.conv2d_forward(x, W, b, *case.core_args),
-                                  conv_by_definition(case, x, W, b), dtype, magnitude, f"y {case}")
+        assert_matches_definition(
+            _core.reference.conv2d_forward(x, W, b, *case.core_args),
+            conv_by_definition(case, x, W, b),
+            dtype,
+            magnitude,
+            f"y {case}",
+        )
         for name, got, want, magnitude in zip(
-                ("dx", "dW", "db"), _core.reference.conv2d_backward(dout, x, W, *case.core_args),
-                conv_backward_by_definition(case, dout, x, W),
-                conv_backward_by_definition(case, abs(dout), abs(x), abs(W))):
+            ("dx", "dW", "db"),
+            _core.reference.conv2d_backward(dout, x, W, *case.core_args),
+            conv_backward_by_definition(case, dout, x, W),
+            conv_backward_by_definition(case, abs(dout), abs(x), abs(W)),
+        ):
             assert_matches_definition(got, want, dtype, magnitude, f"{name} {case}")
 
 
@@ -291,9 +338,20 @@ def test_pooling_non_finite_values_match_the_reference(case, poison):
     with np.errstate(invalid="ignore", over="ignore"):
         avg_want = R.avg_pool2d_forward(x, *args)
         avg_back_want = R.avg_pool2d_backward(dout, x.shape, *args)
-    assert_matches_definition(F.avg_pool2d_forward(x, *args), avg_want, dtype, R.avg_pool2d_forward(abs(x), *args), "avg y")
-    assert_matches_definition(F.avg_pool2d_backward(dout, x.shape, *args), avg_back_want, dtype,
-                              R.avg_pool2d_backward(abs(dout), x.shape, *args), "avg dx")
+    assert_matches_definition(
+        F.avg_pool2d_forward(x, *args),
+        avg_want,
+        dtype,
+        R.avg_pool2d_forward(abs(x), *args),
+        "avg y",
+    )
+    assert_matches_definition(
+        F.avg_pool2d_backward(dout, x.shape, *args),
+        avg_back_want,
+        dtype,
+        R.avg_pool2d_backward(abs(dout), x.shape, *args),
+        "avg dx",
+    )
     if case.ph < case.kh and case.pw < case.kw:
         y, argmax = F.max_pool2d_forward(x, *args)
         y_want, argmax_want = R.max_pool2d_forward(x, *args)
@@ -301,7 +359,17 @@ def test_pooling_non_finite_values_match_the_reference(case, poison):
         np.testing.assert_array_equal(y, y_want)
         with np.errstate(invalid="ignore", over="ignore"):
             back_want = R.max_pool2d_backward(dout, argmax_want, x.shape)
-        assert_matches_definition(F.max_pool2d_backward(dout, argmax, x.shape), back_want, dtype,
-                                  R.max_pool2d_backward(abs(dout), argmax_want, x.shape), "max dx")
-        assert_matches_definition(F.max_pool2d_backward_from_input(dout, x, *args), back_want, dtype,
-                                  R.max_pool2d_backward(abs(dout), argmax_want, x.shape), "max dx from x")
+        assert_matches_definition(
+            F.max_pool2d_backward(dout, argmax, x.shape),
+            back_want,
+            dtype,
+            R.max_pool2d_backward(abs(dout), argmax_want, x.shape),
+            "max dx",
+        )
+        assert_matches_definition(
+            F.max_pool2d_backward_from_input(dout, x, *args),
+            back_want,
+            dtype,
+            R.max_pool2d_backward(abs(dout), argmax_want, x.shape),
+            "max dx from x",
+        )

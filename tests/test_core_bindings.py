@@ -10,6 +10,7 @@ read-only output, an int too large for 64 bits, a float too large for a double, 
 int goes, ...). The cases run in a child interpreter, so that a segfault is a failed test that
 names the case, not a dead test run.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,17 +48,24 @@ def table():
     convb_kinds = ["array", "array", "array", "index", "index", "index", "index", "bool"]
     window = ["index"] * 6
     entries = {
-        "gemm": ([f64(2, 3), f64(3, 4), f64(2, 4), 1.0, 1.0, False, False],
-                 ["array", "array", "optional", "real", "real", "bool", "bool"]),
-        "im2col": ([x, 3, 3, 1, 1, 0, 0], ["array"] + window),
+        "gemm": (
+            [f64(2, 3), f64(3, 4), f64(2, 4), 1.0, 1.0, False, False],
+            ["array", "array", "optional", "real", "real", "bool", "bool"],
+        ),
+        "im2col": ([x, 3, 3, 1, 1, 0, 0], ["array", *window]),
         "col2im": ([f64(4, 9), 1, 1, 4, 4, 3, 3, 1, 1, 0, 0], ["array"] + ["index"] * 10),
         "conv2d_forward": (conv, conv_kinds),
         "conv2d_backward": (convb, convb_kinds),
-        "max_pool2d_forward": ([x, 2, 2, 2, 2, 0, 0, True], ["array"] + window + ["bool"]),
-        "max_pool2d_backward_from_input": ([dout, x, 2, 2, 2, 2, 0, 0, False], ["array", "array"] + window + ["bool"]),
-        "max_pool2d_backward": ([dout, i64(1, 1, 2, 2), 1, 1, 4, 4, x],
-                                ["array", "int64", "index", "index", "index", "index", "optional"]),
-        "avg_pool2d_forward": ([x, 2, 2, 2, 2, 0, 0], ["array"] + window),
+        "max_pool2d_forward": ([x, 2, 2, 2, 2, 0, 0, True], ["array", *window, "bool"]),
+        "max_pool2d_backward_from_input": (
+            [dout, x, 2, 2, 2, 2, 0, 0, False],
+            ["array", "array", *window, "bool"],
+        ),
+        "max_pool2d_backward": (
+            [dout, i64(1, 1, 2, 2), 1, 1, 4, 4, x],
+            ["array", "int64", "index", "index", "index", "index", "optional"],
+        ),
+        "avg_pool2d_forward": ([x, 2, 2, 2, 2, 0, 0], ["array", *window]),
         "avg_pool2d_backward": ([dout, 1, 1, 4, 4, 2, 2, 2, 2, 0, 0], ["array"] + ["index"] * 10),
         "relu_forward": ([f64(2, 3), f64(2, 3)], ["any_shape", "out"]),
         "relu_backward": ([f64(2, 3), f64(2, 3), f64(2, 3)], ["any_shape", "any_shape", "out"]),
@@ -67,28 +75,65 @@ def table():
         "softmax_cross_entropy_forward": ([f64(2, 3), i64(2)], ["array", "labels"]),
         "softmax_cross_entropy_backward": ([f64(2, 3), i64(2), 1.0], ["array", "labels", "real"]),
         "affine_forward": ([f64(2, 3), f64(3, 4), f64(4)], ["array", "array", "array"]),
-        "affine_backward": ([f64(2, 4), f64(2, 3), f64(3, 4), True], ["array", "array", "array", "bool"]),
+        "affine_backward": (
+            [f64(2, 4), f64(2, 3), f64(3, 4), True],
+            ["array", "array", "array", "bool"],
+        ),
         "sgd_update": ([f64(3), f64(3), 0.1], ["inplace", "array", "real"]),
-        "momentum_update": ([f64(3), f64(3), f64(3), 0.1, 0.9, False],
-                            ["inplace", "inplace", "array", "real", "real", "bool"]),
-        "adaptive_update": ([f64(3), f64(3), f64(3), 0.1, True, 0.99, 1e-7],
-                            ["inplace", "inplace", "array", "real", "bool", "real", "real"]),
-        "adam_update": ([f64(3), f64(3), f64(3), f64(3), 0.1, 0.9, 0.999, 1e-7],
-                        ["inplace", "inplace", "inplace", "array", "real", "real", "real", "real"]),
+        "momentum_update": (
+            [f64(3), f64(3), f64(3), 0.1, 0.9, False],
+            ["inplace", "inplace", "array", "real", "real", "bool"],
+        ),
+        "adaptive_update": (
+            [f64(3), f64(3), f64(3), 0.1, True, 0.99, 1e-7],
+            ["inplace", "inplace", "array", "real", "bool", "real", "real"],
+        ),
+        "adam_update": (
+            [f64(3), f64(3), f64(3), f64(3), 0.1, 0.9, 0.999, 1e-7],
+            ["inplace", "inplace", "inplace", "array", "real", "real", "real", "real"],
+        ),
         "find_nonfinite": ([f64(3), False], ["any_shape", "bool"]),
-        "add_forward": ([f64(2, 3), f64(2, 3), True, f64(2, 3)], ["any_shape", "any_shape", "bool", "out"]),
+        "add_forward": (
+            [f64(2, 3), f64(2, 3), True, f64(2, 3)],
+            ["any_shape", "any_shape", "bool", "out"],
+        ),
         "global_avg_pool2d_forward": ([x], ["array"]),
         "global_avg_pool2d_backward": ([f64(2, 3), 2, 3, 4, 4], ["array"] + ["index"] * 4),
-        "batch_norm2d_forward": ([f64(2, 3, 2, 2), f64(3), f64(3), f64(3), f64(3) + 3, True, 0.9, 1e-5, True, True],
-                                 ["array", "array", "array", "inplace", "inplace", "bool", "real", "real", "bool", "bool"]),
-        "batch_norm2d_backward": ([f64(2, 3, 2, 2), f64(2, 3, 2, 2), f64(3), f64(3), f64(3), True, f64(2, 3, 2, 2)],
-                                  ["array", "array", "array", "array", "array", "bool", "optional"]),
+        "batch_norm2d_forward": (
+            [f64(2, 3, 2, 2), f64(3), f64(3), f64(3), f64(3) + 3, True, 0.9, 1e-5, True, True],
+            [
+                "array",
+                "array",
+                "array",
+                "inplace",
+                "inplace",
+                "bool",
+                "real",
+                "real",
+                "bool",
+                "bool",
+            ],
+        ),
+        "batch_norm2d_backward": (
+            [f64(2, 3, 2, 2), f64(2, 3, 2, 2), f64(3), f64(3), f64(3), True, f64(2, 3, 2, 2)],
+            ["array", "array", "array", "array", "array", "bool", "optional"],
+        ),
         "set_num_threads": ([_core.get_num_threads()], ["index"]),
         "set_isa": ([_core.config()["isa"]], ["str"]),
     }
-    for name in ("gemm", "im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward",
-                 "avg_pool2d_forward", "find_nonfinite", "global_avg_pool2d_forward", "batch_norm2d_forward",
-                 "batch_norm2d_backward"):
+    for name in (
+        "gemm",
+        "im2col",
+        "col2im",
+        "conv2d_forward",
+        "conv2d_backward",
+        "max_pool2d_forward",
+        "avg_pool2d_forward",
+        "find_nonfinite",
+        "global_avg_pool2d_forward",
+        "batch_norm2d_forward",
+        "batch_norm2d_backward",
+    ):
         entries[f"reference.{name}"] = entries[name]
     return entries
 
@@ -115,8 +160,15 @@ def non_contiguous(a):
     return None if view.flags.c_contiguous else view
 
 
-NOT_ARRAYS = [("None", None), ("str", "abc"), ("list", [1.0, 2.0]), ("int", 3), ("float", 2.5),
-              ("object", object()), ("bytes", b"\x00" * 64)]
+NOT_ARRAYS = [
+    ("None", None),
+    ("str", "abc"),
+    ("list", [1.0, 2.0]),
+    ("int", 3),
+    ("float", 2.5),
+    ("object", object()),
+    ("bytes", b"\x00" * 64),
+]
 
 
 def array_junk(valid: np.ndarray, kind: str):
@@ -125,15 +177,26 @@ def array_junk(valid: np.ndarray, kind: str):
     if kind != "any_shape":
         cases.append(("0-d", np.array(1.0)))
     if kind in ("int64", "labels"):
-        cases += [("float64", valid.astype(np.float64)), ("int32", valid.astype(np.int32)),
-                  ("uint64", valid.astype(np.uint64)), ("big-endian", valid.astype(">i8"))]
+        cases += [
+            ("float64", valid.astype(np.float64)),
+            ("int32", valid.astype(np.int32)),
+            ("uint64", valid.astype(np.uint64)),
+            ("big-endian", valid.astype(">i8")),
+        ]
         if kind == "int64":
             cases += [("non-contiguous", non_contiguous(valid)), ("bool", valid.astype(bool))]
         return cases
-    cases += [("int32", valid.astype(np.int32)), ("int64", valid.astype(np.int64)), ("bool", valid.astype(bool)),
-              ("float16", valid.astype(np.float16)), ("complex", valid.astype(complex)),
-              ("object", valid.astype(object)), ("str-array", valid.astype("U3")),
-              ("big-endian", valid.astype(">f8")), ("unaligned", unaligned_f64(valid.shape))]
+    cases += [
+        ("int32", valid.astype(np.int32)),
+        ("int64", valid.astype(np.int64)),
+        ("bool", valid.astype(bool)),
+        ("float16", valid.astype(np.float16)),
+        ("complex", valid.astype(complex)),
+        ("object", valid.astype(object)),
+        ("str-array", valid.astype("U3")),
+        ("big-endian", valid.astype(">f8")),
+        ("unaligned", unaligned_f64(valid.shape)),
+    ]
     if valid.ndim >= 1:
         cases.append(("non-contiguous", non_contiguous(valid)))
     if valid.ndim >= 2:
@@ -144,13 +207,41 @@ def array_junk(valid: np.ndarray, kind: str):
 
 
 SCALAR_JUNK = {
-    "index": [("None", None), ("str", "1"), ("float", 1.5), ("integral-float", 2.0), ("numpy-float", np.float64(1.0)),
-              ("bool", True), ("numpy-bool", np.bool_(True)), ("complex", 1j), ("list", [1]),
-              ("array", np.array([1, 2])), ("2**64", 2**64), ("-2**64", -(2**64)), ("10**400", 10**400)],
-    "real": [("None", None), ("str", "1.0"), ("complex", 1j), ("numpy-complex", np.complex128(1.0)), ("bool", True),
-             ("list", [1.0]), ("array", np.array([1.0, 2.0])), ("object", object()), ("10**400", 10**400),
-             ("-10**400", -(10**400))],
-    "bool": [("None", None), ("int-0", 0), ("int-1", 1), ("str", "yes"), ("float", 1.0), ("array", np.array([True, False]))],
+    "index": [
+        ("None", None),
+        ("str", "1"),
+        ("float", 1.5),
+        ("integral-float", 2.0),
+        ("numpy-float", np.float64(1.0)),
+        ("bool", True),
+        ("numpy-bool", np.bool_(True)),
+        ("complex", 1j),
+        ("list", [1]),
+        ("array", np.array([1, 2])),
+        ("2**64", 2**64),
+        ("-2**64", -(2**64)),
+        ("10**400", 10**400),
+    ],
+    "real": [
+        ("None", None),
+        ("str", "1.0"),
+        ("complex", 1j),
+        ("numpy-complex", np.complex128(1.0)),
+        ("bool", True),
+        ("list", [1.0]),
+        ("array", np.array([1.0, 2.0])),
+        ("object", object()),
+        ("10**400", 10**400),
+        ("-10**400", -(10**400)),
+    ],
+    "bool": [
+        ("None", None),
+        ("int-0", 0),
+        ("int-1", 1),
+        ("str", "yes"),
+        ("float", 1.0),
+        ("array", np.array([True, False])),
+    ],
     "str": [("None", None), ("int", 3), ("bytes", b"avx2")],
 }
 
@@ -174,7 +265,7 @@ def function(name):
 def argument_names(name):
     """The parameter names from the binding's signature line, e.g. ``gemm(a: object, ...)``."""
     first_line = function(name).__doc__.splitlines()[0]
-    return re.findall(r"(\w+): ", first_line[first_line.index("("):])
+    return re.findall(r"(\w+): ", first_line[first_line.index("(") :])
 
 
 def run_cases(names, out):
@@ -186,17 +277,28 @@ def run_cases(names, out):
         params = argument_names(name)
         for slot, junk_id, value in [(None, "valid", None), *cases_for(name)]:
             args = table()[name][0]  # fresh arrays: the valid call updates some in place
-            call = list(args) if slot is None else [*args[:slot], value, *args[slot + 1:]]
-            before = [a.copy() for a, k in zip(call, kinds) if k == "inplace" and isinstance(a, np.ndarray)]
-            print(json.dumps({"name": name, "slot": None if slot is None else params[slot], "junk": junk_id}),
-                  file=out, flush=True)
+            call = list(args) if slot is None else [*args[:slot], value, *args[slot + 1 :]]
+            before = [
+                a.copy()
+                for a, k in zip(call, kinds)
+                if k == "inplace" and isinstance(a, np.ndarray)
+            ]
+            print(
+                json.dumps(
+                    {"name": name, "slot": None if slot is None else params[slot], "junk": junk_id}
+                ),
+                file=out,
+                flush=True,
+            )
             try:
                 function(name)(*call)
                 outcome = {"error": None}
             except Exception as exc:  # the parent decides which errors are right
                 outcome = {"error": type(exc).__name__, "message": str(exc)}
             after = [a for a, k in zip(call, kinds) if k == "inplace" and isinstance(a, np.ndarray)]
-            outcome["inplace_unchanged"] = all(p.tobytes() == q.tobytes() for p, q in zip(before, after))
+            outcome["inplace_unchanged"] = all(
+                p.tobytes() == q.tobytes() for p, q in zip(before, after)
+            )
             print(json.dumps(outcome), file=out, flush=True)
         _core.set_isa(isa)
         _core.set_num_threads(threads)
@@ -221,28 +323,43 @@ def outcomes():
     results: dict[str, object] = {}
     pending = all_names()
     while pending:
-        proc = subprocess.run([sys.executable, "-W", "error", "-c", CHILD, str(Path(__file__).parent), *pending],
-                              capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"))
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", "-c", CHILD, str(Path(__file__).parent), *pending],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, OMP_NUM_THREADS="2"),
+        )
         lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         started = None
         for line in lines:
             if "name" in line:
                 started = line
             else:
-                results.setdefault(started["name"], []).append((started["slot"], started["junk"], line))
+                results.setdefault(started["name"], []).append(
+                    (started["slot"], started["junk"], line)
+                )
                 started = None
         if proc.returncode == 0:
             break
         if started is None:  # died outside any case
             pytest.fail(f"the child failed (exit code {proc.returncode}):\n{proc.stderr[-3000:]}")
-        how = f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        results[started["name"]] = f"{started['name']}: junk {started['junk']!r} as {started['slot']!r} killed the interpreter ({how})\n{proc.stderr[-2000:]}"
-        pending = pending[pending.index(started["name"]) + 1:]
+        how = (
+            f"signal {signal.Signals(-proc.returncode).name}"
+            if proc.returncode < 0
+            else f"exit code {proc.returncode}"
+        )
+        results[started["name"]] = (
+            f"{started['name']}: junk {started['junk']!r} as {started['slot']!r} killed the interpreter ({how})\n{proc.stderr[-2000:]}"
+        )
+        pending = pending[pending.index(started["name"]) + 1 :]
     return results
 
 
 def test_the_table_covers_every_entry_point():
-    public = {n for n in dir(_core) if callable(getattr(_core, n)) and not n.startswith("_")} - {"reference"}
+    public = {n for n in dir(_core) if callable(getattr(_core, n)) and not n.startswith("_")} - {
+        "reference"
+    }
     reference = {f"reference.{n}" for n in dir(_core.reference) if not n.startswith("_")}
     no_arguments = {"config", "get_num_threads"}
     assert public | reference == set(table()) | no_arguments
@@ -268,7 +385,11 @@ def test_junk_in_any_argument_is_a_clean_error_naming_it(outcomes, name):
         if outcome["error"] not in ("TypeError", "ValueError"):
             problems.append(f"{junk} as {slot}: {outcome}")
         elif not re.search(word(slot), outcome["message"]):
-            problems.append(f"{junk} as {slot}: the message does not name {slot!r}: {outcome['message']}")
+            problems.append(
+                f"{junk} as {slot}: the message does not name {slot!r}: {outcome['message']}"
+            )
         elif not outcome["inplace_unchanged"]:
-            problems.append(f"{junk} as {slot}: an array updated in place changed although the call failed")
+            problems.append(
+                f"{junk} as {slot}: an array updated in place changed although the call failed"
+            )
     assert not problems, f"{name}:\n" + "\n".join(problems)

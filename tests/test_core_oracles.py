@@ -4,6 +4,7 @@ at every GEMM instruction-set level this CPU runs.
 Tolerances: float64 rtol 1e-10, float32 rtol 1e-4 (summation order differs between the blocked
 kernels and the loops, nothing else).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ import tinyconv
 from tinyconv import _core
 
 ISAS = tinyconv.config()["available_isas"].split(",")
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-4)}
+TOL = {np.float64: {"rtol": 1e-10, "atol": 1e-10}, np.float32: {"rtol": 1e-4, "atol": 1e-4}}
 
 
 @contextlib.contextmanager
@@ -55,7 +56,11 @@ def flat_conv_case(draw):
     to a canvas), kernels 1..5 (1x1 only with padding, else it is the pointwise path), batches
     that leave partial blocks and canvases, and channel counts on both sides of the switch to dx
     as a transposed convolution (8)."""
-    n, c, fn = draw(st.integers(1, 6)), draw(st.sampled_from([1, 2, 3, 5, 8, 9, 12])), draw(st.integers(1, 9))
+    n, c, fn = (
+        draw(st.integers(1, 6)),
+        draw(st.sampled_from([1, 2, 3, 5, 8, 9, 12])),
+        draw(st.integers(1, 9)),
+    )
     h, w = draw(st.integers(10, 24)), draw(st.integers(10, 24))
     ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     fh, fw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
@@ -96,10 +101,16 @@ def test_nothing_leaks_from_an_earlier_call_through_the_scratch(channels, later_
     _core.conv2d_forward(poisoned, W, np.zeros(8), 1, 1, 1, 1)
     x = rng.standard_normal((later_batch, channels, 8, 8))
     dout = rng.standard_normal((later_batch, 8, 8, 8))
-    for got, want in zip(_core.conv2d_backward(dout, x, W, 1, 1, 1, 1), _core.reference.conv2d_backward(dout, x, W, 1, 1, 1, 1)):
+    for got, want in zip(
+        _core.conv2d_backward(dout, x, W, 1, 1, 1, 1),
+        _core.reference.conv2d_backward(dout, x, W, 1, 1, 1, 1),
+    ):
         np.testing.assert_allclose(got, want, **TOL[np.float64])
-    np.testing.assert_allclose(_core.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1),
-                               _core.reference.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1), **TOL[np.float64])
+    np.testing.assert_allclose(
+        _core.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1),
+        _core.reference.conv2d_forward(x, W, np.ones(8), 1, 1, 1, 1),
+        **TOL[np.float64],
+    )
 
 
 def check_conv_and_im2col(dtype, case):
@@ -112,14 +123,20 @@ def check_conv_and_im2col(dtype, case):
     y = _core.conv2d_forward(x, W, b, *args)
     np.testing.assert_allclose(y, _core.reference.conv2d_forward(x, W, b, *args), **TOL[dtype])
     # The fused ReLU epilogue: exactly the ReLU of the same kernel's output, on every path.
-    np.testing.assert_array_equal(_core.conv2d_forward(x, W, b, *args, relu=True), _core.relu_forward(y))
+    np.testing.assert_array_equal(
+        _core.conv2d_forward(x, W, b, *args, relu=True), _core.relu_forward(y)
+    )
     dout = rng.standard_normal(y.shape).astype(dtype)
-    for got, want in zip(_core.conv2d_backward(dout, x, W, *args), _core.reference.conv2d_backward(dout, x, W, *args)):
+    for got, want in zip(
+        _core.conv2d_backward(dout, x, W, *args), _core.reference.conv2d_backward(dout, x, W, *args)
+    ):
         np.testing.assert_allclose(got, want, **TOL[dtype])
     col = _core.im2col(x, fh, fw, *args)
     np.testing.assert_array_equal(col, _core.reference.im2col(x, fh, fw, *args))
     np.testing.assert_allclose(
-        _core.col2im(col, n, c, h, w, fh, fw, *args), _core.reference.col2im(col, n, c, h, w, fh, fw, *args), **TOL[dtype]
+        _core.col2im(col, n, c, h, w, fh, fw, *args),
+        _core.reference.col2im(col, n, c, h, w, fh, fw, *args),
+        **TOL[dtype],
     )
 
 
@@ -128,9 +145,15 @@ def check_conv_and_im2col(dtype, case):
 def test_pooling_matches_loops(dtype, case, ties):
     n, c, h, w, _, fh, fw, sh, sw, ph, pw, seed = case
     rng = np.random.default_rng(seed)
-    x = (rng.integers(-2, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w))).astype(dtype)
+    x = (rng.integers(-2, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w))).astype(
+        dtype
+    )
     args = (fh, fw, sh, sw, ph, pw)
-    np.testing.assert_allclose(_core.avg_pool2d_forward(x, *args), _core.reference.avg_pool2d_forward(x, *args), **TOL[dtype])
+    np.testing.assert_allclose(
+        _core.avg_pool2d_forward(x, *args),
+        _core.reference.avg_pool2d_forward(x, *args),
+        **TOL[dtype],
+    )
     if ph < fh and pw < fw:
         y, idx = _core.max_pool2d_forward(x, *args)
         y_ref, idx_ref = _core.reference.max_pool2d_forward(x, *args)
@@ -197,6 +220,8 @@ def test_kernels_are_right_when_the_runtime_grants_fewer_threads():
         """
     )
     env = dict(__import__("os").environ, OMP_THREAD_LIMIT="1")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"

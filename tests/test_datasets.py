@@ -5,6 +5,7 @@ Fashion-MNIST from Debian.
 No test touches the internet: an autouse fixture empties the mirror lists, points the cache and
 system locations at temporary directories and makes any non-loopback URL fail the test.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,7 @@ import urllib.request
 import zlib
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -39,14 +41,18 @@ from tinyconv.datasets import (
     DatasetNotFoundError,
     IdxFormatError,
     IncompleteDataDirError,
+    _catalog,
+    _fetch,
+    _loaders,
+    _make_sample,
     dataset_locations,
+    idx,
     load_fashion_mnist,
     load_mnist,
     load_sample,
     read_idx,
     write_idx,
 )
-from tinyconv.datasets import _catalog, _fetch, _loaders, _make_sample, idx
 from tinyconv.datasets.idx import decode_idx, encode_idx
 
 # Captured at import, before the autouse fixture patches them.
@@ -57,8 +63,10 @@ FILE_NAMES = [f.filename for f in _catalog.MNIST.files]
 
 # --------------------------------------------------------------------------- helpers & fixtures
 
-def make_fake_dataset(directory: Path, n_train: int = 12, n_test: int = 5, *,
-                      compress: bool = True, seed: int = 0) -> dict:
+
+def make_fake_dataset(
+    directory: Path, n_train: int = 12, n_test: int = 5, *, compress: bool = True, seed: int = 0
+) -> dict:
     """Write a tiny MNIST-shaped data set (4 IDX files) into ``directory``; return its arrays."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -76,17 +84,21 @@ def make_fake_dataset(directory: Path, n_train: int = 12, n_test: int = 5, *,
 
 def spec_for(directory: Path, base=_catalog.MNIST):
     """A copy of ``base`` whose download checksums are those of the files in ``directory``."""
-    files = tuple(replace(f, gz_sha256=hashlib.sha256((directory / f.filename).read_bytes())
-                          .hexdigest()) for f in base.files)
+    files = tuple(
+        replace(f, gz_sha256=hashlib.sha256((directory / f.filename).read_bytes()).hexdigest())
+        for f in base.files
+    )
     return replace(base, files=files)
 
 
 def dlfs_reference(arrays: dict, normalize: bool, flatten: bool, one_hot_label: bool):
     """DLfS's dataset/mnist.py transformations, transcribed step by step."""
-    out = {"train_img": arrays["train_images"].reshape(-1, 784),
-           "train_label": arrays["train_labels"],
-           "test_img": arrays["test_images"].reshape(-1, 784),
-           "test_label": arrays["test_labels"]}
+    out = {
+        "train_img": arrays["train_images"].reshape(-1, 784),
+        "train_label": arrays["train_labels"],
+        "test_img": arrays["test_images"].reshape(-1, 784),
+        "test_label": arrays["test_labels"],
+    }
     if normalize:
         for key in ("train_img", "test_img"):
             out[key] = out[key].astype(np.float32)
@@ -112,8 +124,7 @@ def isolated(monkeypatch, tmp_path):
     for name in _catalog.DATASETS:
         monkeypatch.setitem(_catalog.SYSTEM_DIRS, name, [])
         monkeypatch.setitem(_catalog.MIRRORS, name, [])
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)  # so urllib talks to 127.0.0.1 directly
 
     foreign_urls = []
@@ -134,7 +145,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.routes[path]``: ``bytes`` (200), an int (that status), or
     ``("truncate", bytes)`` (announces the full length, sends half, hangs up)."""
 
-    def do_GET(self):  # noqa: N802 -- http.server's naming
+    def do_GET(self):
         self.server.requests.append(self.path)
         route = self.server.routes.get(self.path, 404)
         if isinstance(route, int):
@@ -167,8 +178,9 @@ def http_server():
     thread.join(timeout=10)
 
 
-def serve_dataset(server, prefix: str, directory: Path, *, corrupt=(), missing=(),
-                  truncate=()) -> str:
+def serve_dataset(
+    server, prefix: str, directory: Path, *, corrupt=(), missing=(), truncate=()
+) -> str:
     """Route ``prefix/<file>`` to the files of ``directory``; return the mirror's base URL."""
     for name in FILE_NAMES:
         body = (directory / name).read_bytes()
@@ -194,6 +206,7 @@ def leftovers(directory: Path) -> list:
 
 # --------------------------------------------------------------------------- IDX reader/writer
 
+
 @pytest.mark.parametrize("compress", [True, False])
 @pytest.mark.parametrize("shape", [(7, 28, 28), (7,), (2, 3, 4, 5)])
 def test_idx_round_trip(tmp_path, compress, shape):
@@ -201,13 +214,16 @@ def test_idx_round_trip(tmp_path, compress, shape):
     path = write_idx(tmp_path / "a.idx", array, gzip=compress)
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == compress
     back = read_idx(path)
-    assert back.dtype == np.uint8 and back.shape == shape
+    assert back.dtype == np.uint8
+    assert back.shape == shape
     assert np.array_equal(back, array)
     back[...] = 0  # writable, like DLfS's arrays
 
 
-@given(array=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, max_side=6)),
-       compress=st.booleans())
+@given(
+    array=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, max_side=6)),
+    compress=st.booleans(),
+)
 def test_idx_round_trip_property(tmp_path_factory, array, compress):
     path = tmp_path_factory.mktemp("idx") / "x"
     write_idx(path, array, gzip=compress)
@@ -225,8 +241,8 @@ def test_idx_format_is_detected_by_content_not_name(tmp_path):
 def test_idx_header_layout_matches_the_mnist_spec():
     images = encode_idx(np.zeros((2, 28, 28), np.uint8))
     labels = encode_idx(np.zeros(2, np.uint8))
-    assert images[:16] == bytes.fromhex("00000803" "00000002" "0000001c" "0000001c")
-    assert labels[:8] == bytes.fromhex("00000801" "00000002")
+    assert images[:16] == bytes.fromhex("00000803000000020000001c0000001c")
+    assert labels[:8] == bytes.fromhex("0000080100000002")
 
 
 def test_gzip_output_is_reproducible(tmp_path):
@@ -261,8 +277,10 @@ CORRUPTIONS = {
     "wrong kind (labels where images are expected)": (_LABELS_RAW, "expected 0x00000803"),
     "gzip truncated": (_LABELS_GZ[:-12], "truncated"),
     "gzip cut inside the header": (_LABELS_GZ[:5], "truncated"),
-    "gzip body corrupt": (_LABELS_GZ[:12] + bytes([_LABELS_GZ[12] ^ 0xFF]) + _LABELS_GZ[13:],
-                          "corrupt gzip"),
+    "gzip body corrupt": (
+        _LABELS_GZ[:12] + bytes([_LABELS_GZ[12] ^ 0xFF]) + _LABELS_GZ[13:],
+        "corrupt gzip",
+    ),
     "gzip CRC wrong": (_LABELS_GZ[:-8] + b"\0\0\0\0" + _LABELS_GZ[-4:], "corrupt gzip"),
     "gzip trailing junk": (_LABELS_GZ + b"junk", "unexpected bytes after the gzip stream"),
     "gzip trailing zeros": (_LABELS_GZ + b"\0\0\0\0", "unexpected bytes after the gzip stream"),
@@ -286,9 +304,9 @@ def test_corrupt_idx_is_rejected_naming_the_file(tmp_path, kind):
 def test_write_idx_rejects_non_byte_data(tmp_path):
     with pytest.raises(TypeError):
         write_idx(tmp_path / "f", np.zeros(3, np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.255"):
         write_idx(tmp_path / "f", np.array([0, 256]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs 1 to 4 dimensions, got 0"):
         write_idx(tmp_path / "f", np.array(5))  # 0-d
     assert np.array_equal(read_idx(write_idx(tmp_path / "f", np.array([0, 255]))), [0, 255])
 
@@ -300,11 +318,23 @@ def _header(type_code: int, dims) -> bytes:
 CRAFTED_HEADERS = {
     "five dimensions": (_header(0x08, [1, 1, 1, 1, 1]) + b"\0", "declares 5 dimensions; 1 to 4"),
     "255 dimensions": (_header(0x08, [1] * 255), "declares 255 dimensions"),
-    "signed bytes (a spec type)": (_header(0x09, [3]) + b"abc", r"type code 0x09 \(signed byte data\)"),
+    "signed bytes (a spec type)": (
+        _header(0x09, [3]) + b"abc",
+        r"type code 0x09 \(signed byte data\)",
+    ),
     "doubles (a spec type)": (_header(0x0E, [1]) + bytes(8), r"0x0e \(double, 8 bytes data\)"),
-    "a code not in the spec": (_header(0x42, [1]) + b"\0", r"0x42 \(not a type of the IDX format\)"),
-    "dims whose product overflows 64 bits": (_header(0x08, [2**32 - 1] * 4), "at most 1,073,741,824"),
-    "more data claimed than accepted": (_header(0x08, [2**15, 2**15 + 1]), "1,073,774,592 bytes of data; at most"),
+    "a code not in the spec": (
+        _header(0x42, [1]) + b"\0",
+        r"0x42 \(not a type of the IDX format\)",
+    ),
+    "dims whose product overflows 64 bits": (
+        _header(0x08, [2**32 - 1] * 4),
+        "at most 1,073,741,824",
+    ),
+    "more data claimed than accepted": (
+        _header(0x08, [2**15, 2**15 + 1]),
+        "1,073,774,592 bytes of data; at most",
+    ),
     "magic with a non-zero first byte": (b"\x08" + _header(0x08, [1])[1:] + b"\0", "bad magic"),
 }
 
@@ -343,7 +373,9 @@ def test_gzip_bomb_is_inflated_no_further_than_the_header_claims(tmp_path):
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(_gzip_of_zeros(_header(0x08, [10]), 256 << 20))
     assert path.stat().st_size < 1 << 20
-    with pytest.raises(IdxFormatError, match="unexpected trailing bytes after the 10 bytes") as excinfo:
+    with pytest.raises(
+        IdxFormatError, match="unexpected trailing bytes after the 10 bytes"
+    ) as excinfo:
         read_idx(path, ndim=1)
     assert str(path) in str(excinfo.value)
     # fae188c inflated all 256 MiB before looking at the header; now at most 11 bytes of payload
@@ -361,9 +393,12 @@ def test_raw_idx_file_is_read_no_further_than_the_header_claims(tmp_path):
     assert _peak_bytes_allocated(lambda: read_idx(path)) < 8 << 20
 
 
-@given(array=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, max_side=6)),
-       members=st.lists(st.integers(0, 400), max_size=3), chunk=st.integers(1, 9),
-       trailing=st.sampled_from([b"", b"\0", b"\x1f", b"\x1f\x8b", b"junk"]))
+@given(
+    array=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, max_side=6)),
+    members=st.lists(st.integers(0, 400), max_size=3),
+    chunk=st.integers(1, 9),
+    trailing=st.sampled_from([b"", b"\0", b"\x1f", b"\x1f\x8b", b"junk"]),
+)
 def test_streamed_gunzip_agrees_with_the_whole_file(array, members, chunk, trailing):
     """Any split into gzip members, read in chunks of any size, gives the array back; anything
     after the last member is an error, even a lone byte that starts like the gzip magic."""
@@ -386,18 +421,19 @@ def test_read_idx_gives_a_writable_array_of_the_file(tmp_path):
     path = write_idx(tmp_path / "x.gz", np.arange(12, dtype=np.uint8).reshape(3, 4))
     array = read_idx(path, ndim=2)
     array[0, 0] = 99
-    assert array.flags.writeable and read_idx(path)[0, 0] == 0
+    assert array.flags.writeable
+    assert read_idx(path)[0, 0] == 0
 
 
 # --------------------------------------------------------------------------- loader conventions
+
 
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("flatten", [True, False])
 @pytest.mark.parametrize("one_hot_label", [True, False])
 def test_loader_matches_dlfs_conventions(tmp_path, normalize, flatten, one_hot_label):
     arrays = make_fake_dataset(tmp_path / "mnist")
-    got = load_mnist(normalize, flatten, one_hot_label, data_dir=tmp_path / "mnist",
-                     download=False)
+    got = load_mnist(normalize, flatten, one_hot_label, data_dir=tmp_path / "mnist", download=False)
     want = dlfs_reference(arrays, normalize, flatten, one_hot_label)
     for got_split, want_split in zip(got, want):
         for got_array, want_array in zip(got_split, want_split):
@@ -405,11 +441,13 @@ def test_loader_matches_dlfs_conventions(tmp_path, normalize, flatten, one_hot_l
             assert got_array.shape == want_array.shape
             assert np.array_equal(got_array, want_array)
     (x_train, t_train), (x_test, _) = got
-    assert x_train.shape[0] == 12 and x_test.shape[0] == 5
+    assert x_train.shape[0] == 12
+    assert x_test.shape[0] == 5
     assert x_train.dtype == (np.float32 if normalize else np.uint8)
     assert t_train.dtype == (np.float64 if one_hot_label else np.uint8)
     if normalize:
-        assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+        assert x_train.min() >= 0.0
+        assert x_train.max() <= 1.0
 
 
 def test_uncompressed_files_and_tinyconv_data_env(tmp_path, monkeypatch):
@@ -425,8 +463,12 @@ def test_uncompressed_files_and_tinyconv_data_env(tmp_path, monkeypatch):
 
 
 def test_search_order(tmp_path, monkeypatch, isolated):
-    places = {"data_dir": tmp_path / "explicit", "env": tmp_path / "env-root" / "mnist",
-              "cache": isolated / "mnist", "system": tmp_path / "usr-share" / "mnist"}
+    places = {
+        "data_dir": tmp_path / "explicit",
+        "env": tmp_path / "env-root" / "mnist",
+        "cache": isolated / "mnist",
+        "system": tmp_path / "usr-share" / "mnist",
+    }
     for n_train, directory in enumerate(places.values(), start=11):
         make_fake_dataset(directory, n_train=n_train)
     monkeypatch.setenv("TINYCONV_DATA", str(tmp_path / "env-root"))
@@ -445,7 +487,8 @@ def test_search_order(tmp_path, monkeypatch, isolated):
     assert len(warned) == 1
     assert str(warned[0].message) == (
         f"MNIST: passed over cache {places['cache']}, which lacks t10k-labels-idx1-ubyte.gz; "
-        f"reading the data set from {places['system']} instead")
+        f"reading the data set from {places['system']} instead"
+    )
     assert warned[0].filename == __file__  # points at the caller of load_mnist
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "mnist", [])
     with pytest.raises(DatasetNotFoundError) as excinfo:
@@ -462,12 +505,19 @@ def test_dataset_locations_reports_each_place_in_order(tmp_path, monkeypatch, is
     locations = dataset_locations("fashion-mnist")
     assert [loc.source for loc in locations] == ["TINYCONV_DATA", "cache", "system"]
     assert [loc.path for loc in locations] == [
-        tmp_path / "root" / "fashion-mnist", isolated / "fashion-mnist", tmp_path / "system"]
+        tmp_path / "root" / "fashion-mnist",
+        isolated / "fashion-mnist",
+        tmp_path / "system",
+    ]
     assert [loc.complete for loc in locations] == [False, False, False]
     assert locations[0].missing == tuple(FILE_NAMES)
     # An explicit data_dir is the only place the loaders look, so it is the only one reported.
     (explicit,) = dataset_locations("fashion-mnist", data_dir=tmp_path / "explicit")
-    assert (explicit.source, explicit.path, explicit.complete) == ("data_dir", tmp_path / "explicit", True)
+    assert (explicit.source, explicit.path, explicit.complete) == (
+        "data_dir",
+        tmp_path / "explicit",
+        True,
+    )
     assert set(explicit.files) == {"train_images", "train_labels", "test_images", "test_labels"}
     with pytest.raises(ValueError, match="unknown data set"):
         dataset_locations("cifar10")
@@ -475,8 +525,10 @@ def test_dataset_locations_reports_each_place_in_order(tmp_path, monkeypatch, is
 
 def test_a_data_set_without_images_loads_as_empty_arrays(tmp_path):
     make_fake_dataset(tmp_path / "d", n_train=0, n_test=0)  # fae188c: ValueError from reshape
-    (x_train, t_train), (x_test, t_test) = load_mnist(data_dir=tmp_path / "d", download=False)
-    assert x_train.shape == (0, 784) and t_train.shape == (0,) and x_test.shape == (0, 784)
+    (x_train, t_train), (x_test, _t_test) = load_mnist(data_dir=tmp_path / "d", download=False)
+    assert x_train.shape == (0, 784)
+    assert t_train.shape == (0,)
+    assert x_test.shape == (0, 784)
     (x_train, _), _ = load_mnist(flatten=False, one_hot_label=True, data_dir=tmp_path / "d")
     assert x_train.shape == (0, 1, 28, 28)
 
@@ -485,15 +537,18 @@ def test_corrupt_file_in_a_location_is_an_error_not_skipped(tmp_path):
     make_fake_dataset(tmp_path / "d")
     path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(IdxFormatError, match="train-images-idx3-ubyte.gz"):
+    with pytest.raises(IdxFormatError, match=r"train-images-idx3-ubyte.gz"):
         load_mnist(data_dir=tmp_path / "d", download=False)
 
 
-@pytest.mark.parametrize("defect, problem", [
-    ("label count", "5 labels, but"),
-    ("label value", "label 10 found"),
-    ("image size", "27x27 pixels"),
-])
+@pytest.mark.parametrize(
+    ("defect", "problem"),
+    [
+        ("label count", "5 labels, but"),
+        ("label value", "label 10 found"),
+        ("image size", "27x27 pixels"),
+    ],
+)
 def test_inconsistent_files_are_rejected_naming_the_file(tmp_path, defect, problem):
     make_fake_dataset(tmp_path / "d")
     if defect == "label count":
@@ -508,20 +563,29 @@ def test_inconsistent_files_are_rejected_naming_the_file(tmp_path, defect, probl
     assert str(tmp_path / "d" / bad) in str(excinfo.value)
 
 
-@pytest.mark.parametrize("setup, problem", [
-    ("one file missing", "the directory lacks t10k-labels-idx1-ubyte.gz. It needs train-images"),
-    ("two files missing", "lacks train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
-    ("empty", "the directory holds none of its 4 files"),
-    ("absent", "the directory does not exist"),
-    ("a file", "the directory is not a directory"),
-])
-def test_explicit_data_dir_missing_files_fails_naming_them(tmp_path, http_server, monkeypatch,
-                                                            isolated, setup, problem):
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        (
+            "one file missing",
+            "the directory lacks t10k-labels-idx1-ubyte.gz. It needs train-images",
+        ),
+        ("two files missing", "lacks train-labels-idx1-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+        ("empty", "the directory holds none of its 4 files"),
+        ("absent", "the directory does not exist"),
+        ("a file", "the directory is not a directory"),
+    ],
+)
+def test_explicit_data_dir_missing_files_fails_naming_them(
+    tmp_path, http_server, monkeypatch, isolated, setup, problem
+):
     # A complete copy in the cache and a working mirror: fae188c silently read (or downloaded)
     # those instead of the directory the caller named.
     make_fake_dataset(isolated / "mnist", n_train=11)
     make_fake_dataset(tmp_path / "published")
-    monkeypatch.setitem(_catalog.MIRRORS, "mnist", [serve_dataset(http_server, "m", tmp_path / "published")])
+    monkeypatch.setitem(
+        _catalog.MIRRORS, "mnist", [serve_dataset(http_server, "m", tmp_path / "published")]
+    )
     mine = tmp_path / "mine"
     if setup.endswith("missing"):
         make_fake_dataset(mine)
@@ -535,8 +599,10 @@ def test_explicit_data_dir_missing_files_fails_naming_them(tmp_path, http_server
     with pytest.raises(IncompleteDataDirError, match=problem) as excinfo:
         load_mnist(data_dir=mine)
     error = excinfo.value
-    assert isinstance(error, DatasetNotFoundError) and error.directory == mine
-    assert f"data_dir {str(mine)!r}" in str(error) and "\n" not in str(error)
+    assert isinstance(error, DatasetNotFoundError)
+    assert error.directory == mine
+    assert f"data_dir {str(mine)!r}" in str(error)
+    assert "\n" not in str(error)
     assert http_server.requests == []  # nothing downloaded either
 
 
@@ -547,23 +613,28 @@ def test_explicit_complete_data_dir_wins_without_warnings(tmp_path, monkeypatch,
     assert len(load_mnist(data_dir=tmp_path / "mine", download=False)[0][0]) == 7
 
 
-@pytest.mark.parametrize("data_dir, error", [("", ValueError), ("a\0b", ValueError),
-                                              (5, TypeError), (b"/tmp", TypeError)])
+@pytest.mark.parametrize(
+    ("data_dir", "error"),
+    [("", ValueError), ("a\0b", ValueError), (5, TypeError), (b"/tmp", TypeError)],
+)
 def test_data_dir_must_be_a_path(data_dir, error):
     with pytest.raises(error, match="data_dir must be"):
         load_mnist(data_dir=data_dir, download=False)
 
 
-def test_partial_places_on_the_search_path_are_passed_over_with_a_warning(tmp_path, monkeypatch,
-                                                                         isolated):
+def test_partial_places_on_the_search_path_are_passed_over_with_a_warning(
+    tmp_path, monkeypatch, isolated
+):
     root = tmp_path / "root"
     make_fake_dataset(root / "mnist", n_train=5)
     (root / "mnist" / "train-images-idx3-ubyte.gz").unlink()
     make_fake_dataset(isolated / "mnist", n_train=6)
     (tmp_path / "root" / "fashion-mnist").mkdir()  # holds nothing: passed over quietly
     monkeypatch.setenv("TINYCONV_DATA", str(root))
-    with pytest.warns(DatasetLocationWarning, match=f"passed over TINYCONV_DATA {root / 'mnist'}, "
-                                                    f"which lacks train-images-idx3-ubyte.gz"):
+    with pytest.warns(
+        DatasetLocationWarning,
+        match=f"passed over TINYCONV_DATA {root / 'mnist'}, which lacks train-images-idx3-ubyte.gz",
+    ):
         assert len(load_mnist(download=False)[0][0]) == 6
     with pytest.raises(DatasetNotFoundError):
         load_fashion_mnist(download=False)  # no warning: the empty directory is just absent
@@ -571,13 +642,14 @@ def test_partial_places_on_the_search_path_are_passed_over_with_a_warning(tmp_pa
 
 # --------------------------------------------------------------------------- downloading
 
+
 def test_download_success_verifies_and_caches(tmp_path, http_server, monkeypatch, isolated):
     arrays = make_fake_dataset(tmp_path / "published")
     monkeypatch.setattr(_loaders, "MNIST", spec_for(tmp_path / "published"))
     mirror = serve_dataset(http_server, "mnist", tmp_path / "published")
     monkeypatch.setitem(_catalog.MIRRORS, "mnist", [mirror])
 
-    (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, flatten=False)
+    (x_train, _t_train), (_x_test, t_test) = load_mnist(normalize=False, flatten=False)
     assert np.array_equal(x_train[:, 0], arrays["train_images"])
     assert np.array_equal(t_test, arrays["test_labels"])
     cache = isolated / "mnist"
@@ -590,36 +662,37 @@ def test_download_success_verifies_and_caches(tmp_path, http_server, monkeypatch
     assert len(http_server.requests) == 4
 
 
-def test_checksum_failure_falls_back_to_next_mirror(tmp_path, http_server, monkeypatch,
-                                                    isolated):
+def test_checksum_failure_falls_back_to_next_mirror(tmp_path, http_server, monkeypatch, isolated):
     make_fake_dataset(tmp_path / "published")
     monkeypatch.setattr(_loaders, "MNIST", spec_for(tmp_path / "published"))
-    bad = serve_dataset(http_server, "bad", tmp_path / "published",
-                        corrupt={"train-images-idx3-ubyte.gz"})
+    bad = serve_dataset(
+        http_server, "bad", tmp_path / "published", corrupt={"train-images-idx3-ubyte.gz"}
+    )
     good = serve_dataset(http_server, "good", tmp_path / "published")
     monkeypatch.setitem(_catalog.MIRRORS, "mnist", [bad, good])
 
     load_mnist()
     assert http_server.requests == [
-        "/bad/train-images-idx3-ubyte.gz", "/good/train-images-idx3-ubyte.gz",
-        "/bad/train-labels-idx1-ubyte.gz", "/bad/t10k-images-idx3-ubyte.gz",
-        "/bad/t10k-labels-idx1-ubyte.gz"]
+        "/bad/train-images-idx3-ubyte.gz",
+        "/good/train-images-idx3-ubyte.gz",
+        "/bad/train-labels-idx1-ubyte.gz",
+        "/bad/t10k-images-idx3-ubyte.gz",
+        "/bad/t10k-labels-idx1-ubyte.gz",
+    ]
     cached = (isolated / "mnist" / "train-images-idx3-ubyte.gz").read_bytes()
     assert cached == (tmp_path / "published" / "train-images-idx3-ubyte.gz").read_bytes()
     assert leftovers(isolated / "mnist") == sorted(FILE_NAMES)
 
 
-def test_all_mirrors_failing_gives_one_clear_error(tmp_path, http_server, monkeypatch,
-                                                   isolated):
+def test_all_mirrors_failing_gives_one_clear_error(tmp_path, http_server, monkeypatch, isolated):
     make_fake_dataset(tmp_path / "published")
-    monkeypatch.setattr(_loaders, "FASHION_MNIST",
-                        spec_for(tmp_path / "published", _catalog.FASHION_MNIST))
+    monkeypatch.setattr(
+        _loaders, "FASHION_MNIST", spec_for(tmp_path / "published", _catalog.FASHION_MNIST)
+    )
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "usr-share"])
     monkeypatch.setenv("TINYCONV_DATA", str(tmp_path / "root"))
-    not_found = serve_dataset(http_server, "gone", tmp_path / "published",
-                              missing=set(FILE_NAMES))
-    corrupt = serve_dataset(http_server, "corrupt", tmp_path / "published",
-                            corrupt=set(FILE_NAMES))
+    not_found = serve_dataset(http_server, "gone", tmp_path / "published", missing=set(FILE_NAMES))
+    corrupt = serve_dataset(http_server, "corrupt", tmp_path / "published", corrupt=set(FILE_NAMES))
     refused = closed_port_url()
     monkeypatch.setitem(_catalog.MIRRORS, "fashion-mnist", [not_found, corrupt, refused])
 
@@ -627,11 +700,15 @@ def test_all_mirrors_failing_gives_one_clear_error(tmp_path, http_server, monkey
         load_fashion_mnist()
     error = excinfo.value
     message = str(error)
-    assert error.__cause__ is None and error.__context__ is None  # no traceback soup
+    assert error.__cause__ is None
+    assert error.__context__ is None
     assert isinstance(error, OSError)
     # every place looked in ...
-    for place in (tmp_path / "root" / "fashion-mnist",
-                  isolated / "fashion-mnist", tmp_path / "usr-share"):
+    for place in (
+        tmp_path / "root" / "fashion-mnist",
+        isolated / "fashion-mnist",
+        tmp_path / "usr-share",
+    ):
         assert str(place) in message
     # ... every URL tried, with its reason ...
     assert f"{not_found}train-images-idx3-ubyte.gz: HTTP 404" in message
@@ -642,9 +719,13 @@ def test_all_mirrors_failing_gives_one_clear_error(tmp_path, http_server, monkey
     assert f"{refused}train-labels-idx1-ubyte.gz" not in message
     assert len(error.attempts) == 3 + 3 * 2
     # ... and the ways to fix it.
-    for remedy in ("data_dir=", "TINYCONV_DATA=", "apt-get install dataset-fashion-mnist",
-                   f"copy the 4 files into the cache directory {isolated / 'fashion-mnist'}",
-                   "load_sample()"):
+    for remedy in (
+        "data_dir=",
+        "TINYCONV_DATA=",
+        "apt-get install dataset-fashion-mnist",
+        f"copy the 4 files into the cache directory {isolated / 'fashion-mnist'}",
+        "load_sample()",
+    ):
         assert remedy in message
     assert leftovers(isolated / "fashion-mnist") == []  # nothing half-written
 
@@ -660,15 +741,18 @@ def test_offline_stops_after_each_mirror_is_found_unreachable(tmp_path, monkeypa
     monkeypatch.setitem(_catalog.MIRRORS, "mnist", ["https://a.invalid/", "https://b.invalid/"])
     with pytest.raises(DatasetNotFoundError, match="no mirror could be reached"):
         load_mnist()
-    assert calls == ["https://a.invalid/train-images-idx3-ubyte.gz",
-                     "https://b.invalid/train-images-idx3-ubyte.gz"]
+    assert calls == [
+        "https://a.invalid/train-images-idx3-ubyte.gz",
+        "https://b.invalid/train-images-idx3-ubyte.gz",
+    ]
 
 
 def test_interrupted_download_leaves_no_file(tmp_path, http_server, monkeypatch, isolated):
     make_fake_dataset(tmp_path / "published")
     spec = spec_for(tmp_path / "published")
-    mirror = serve_dataset(http_server, "mnist", tmp_path / "published",
-                           truncate={"train-images-idx3-ubyte.gz"})
+    mirror = serve_dataset(
+        http_server, "mnist", tmp_path / "published", truncate={"train-images-idx3-ubyte.gz"}
+    )
     attempts = _fetch.download_missing(spec, isolated / "mnist", [mirror])
     assert [url for url, _ in attempts] == [mirror + "train-images-idx3-ubyte.gz"]
     assert "connection closed after" in attempts[0][1]
@@ -678,8 +762,8 @@ def test_interrupted_download_leaves_no_file(tmp_path, http_server, monkeypatch,
 
 def test_download_verified_removes_temp_file_on_any_failure(tmp_path):
     class Response:
-        headers = {"Content-Length": "8"}
-        chunks = [b"abcd", OSError("connection reset")]
+        headers: ClassVar[dict[str, str]] = {"Content-Length": "8"}
+        chunks: ClassVar[list[bytes | OSError]] = [b"abcd", OSError("connection reset")]
 
         def __enter__(self):
             return self
@@ -695,14 +779,20 @@ def test_download_verified_removes_temp_file_on_any_failure(tmp_path):
 
     target = tmp_path / "file.gz"
     with pytest.raises(OSError, match="connection reset"):
-        _fetch.download_verified("http://127.0.0.1/x", target, "0" * 64,
-                                 opener=lambda url, timeout: Response())
+        _fetch.download_verified(
+            "http://127.0.0.1/x", target, "0" * 64, opener=lambda url, timeout: Response()
+        )
     assert leftovers(tmp_path) == []
     target.write_bytes(b"old")  # a failed download never clobbers an existing file
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        _fetch.download_verified("http://127.0.0.1/x", target, "0" * 64,
-                                 opener=lambda url, timeout: _bytes_response(b"new"))
-    assert leftovers(tmp_path) == ["file.gz"] and target.read_bytes() == b"old"
+        _fetch.download_verified(
+            "http://127.0.0.1/x",
+            target,
+            "0" * 64,
+            opener=lambda url, timeout: _bytes_response(b"new"),
+        )
+    assert leftovers(tmp_path) == ["file.gz"]
+    assert target.read_bytes() == b"old"
 
 
 def test_download_larger_than_the_file_can_be_is_refused(tmp_path):
@@ -710,30 +800,53 @@ def test_download_larger_than_the_file_can_be_is_refused(tmp_path):
     digest = hashlib.sha256(body).hexdigest()
 
     class Unannounced(io.BytesIO):
-        headers = {}
+        headers: ClassVar[dict[str, str]] = {}
 
-    with pytest.raises(_fetch.DownloadTooLarge, match="announces 1,000 bytes; .* larger than 999"):
-        _fetch.download_verified("http://127.0.0.1/a", tmp_path / "a", digest,
-                                 opener=lambda url, timeout: _bytes_response(body), max_bytes=999)
+    with pytest.raises(_fetch.DownloadTooLarge, match=r"announces 1,000 bytes; .* larger than 999"):
+        _fetch.download_verified(
+            "http://127.0.0.1/a",
+            tmp_path / "a",
+            digest,
+            opener=lambda url, timeout: _bytes_response(body),
+            max_bytes=999,
+        )
     with pytest.raises(_fetch.DownloadTooLarge, match="more than 999 bytes received"):
-        _fetch.download_verified("http://127.0.0.1/b", tmp_path / "b", digest,
-                                 opener=lambda url, timeout: Unannounced(body), max_bytes=999)
+        _fetch.download_verified(
+            "http://127.0.0.1/b",
+            tmp_path / "b",
+            digest,
+            opener=lambda url, timeout: Unannounced(body),
+            max_bytes=999,
+        )
     assert leftovers(tmp_path) == []
-    _fetch.download_verified("http://127.0.0.1/c", tmp_path / "c", digest,
-                             opener=lambda url, timeout: Unannounced(body), max_bytes=1000)
+    _fetch.download_verified(
+        "http://127.0.0.1/c",
+        tmp_path / "c",
+        digest,
+        opener=lambda url, timeout: Unannounced(body),
+        max_bytes=1000,
+    )
     assert leftovers(tmp_path) == ["c"]
 
 
-def test_each_data_set_file_is_downloaded_within_its_own_size_limit(tmp_path, http_server, isolated):
+def test_each_data_set_file_is_downloaded_within_its_own_size_limit(
+    tmp_path, http_server, isolated
+):
     labels = _catalog.MNIST.file("test_labels")
     assert labels.max_download_bytes == 10_008 + 10 + (64 << 10)  # 10,000 labels + header
     oversized = bytes(labels.max_download_bytes + 1)
     http_server.routes["/m/t10k-labels-idx1-ubyte.gz"] = oversized
-    spec = replace(_catalog.MNIST, files=(replace(labels, gz_sha256=hashlib.sha256(oversized).hexdigest()),))
+    spec = replace(
+        _catalog.MNIST, files=(replace(labels, gz_sha256=hashlib.sha256(oversized).hexdigest()),)
+    )
     attempts = _fetch.download_missing(spec, isolated / "mnist", [http_server.url + "/m/"])
-    assert attempts == [(http_server.url + "/m/t10k-labels-idx1-ubyte.gz",
-                         f"the server announces {len(oversized):,} bytes; the file cannot be "
-                         f"larger than {labels.max_download_bytes:,}")]
+    assert attempts == [
+        (
+            http_server.url + "/m/t10k-labels-idx1-ubyte.gz",
+            f"the server announces {len(oversized):,} bytes; the file cannot be "
+            f"larger than {labels.max_download_bytes:,}",
+        )
+    ]
     assert leftovers(isolated / "mnist") == []
     for spec_file in _catalog.MNIST.files + _catalog.FASHION_MNIST.files:
         assert spec_file.max_download_bytes > spec_file.payload_bytes  # real files fit
@@ -741,7 +854,7 @@ def test_each_data_set_file_is_downloaded_within_its_own_size_limit(tmp_path, ht
 
 def _bytes_response(body: bytes):
     class Response(io.BytesIO):
-        headers = {"Content-Length": str(len(body))}
+        headers: ClassVar[dict[str, str]] = {"Content-Length": str(len(body))}
 
     return Response(body)
 
@@ -769,7 +882,8 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
     monkeypatch.setattr(_fetch, "_stderr_is_terminal", lambda: True)
     _fetch.download_verified("http://127.0.0.1/b", tmp_path / "b", digest, opener)
-    assert updates[0] == ("total", len(body)) and updates[-1] == "closed"
+    assert updates[0] == ("total", len(body))
+    assert updates[-1] == "closed"
     assert sum(n for n in updates[1:-1]) == len(body)
 
 
@@ -793,24 +907,34 @@ SAMPLE_DIGESTS = {  # SHA-256 of each array's IDX encoding; see data/fashion-mni
 
 def test_sample_shapes_dtypes_and_balance():
     (x_train, t_train), (x_test, t_test) = load_sample()
-    assert x_train.shape == (5000, 784) and x_test.shape == (1000, 784)
-    assert x_train.dtype == np.float32 and t_train.dtype == np.uint8
-    assert 0.0 <= x_train.min() < 0.01 and 0.99 < x_train.max() <= 1.0
+    assert x_train.shape == (5000, 784)
+    assert x_test.shape == (1000, 784)
+    assert x_train.dtype == np.float32
+    assert t_train.dtype == np.uint8
+    assert 0.0 <= x_train.min() < 0.01
+    assert 0.99 < x_train.max() <= 1.0
     assert np.bincount(t_train, minlength=10).tolist() == [500] * 10
     assert np.bincount(t_test, minlength=10).tolist() == [100] * 10
 
     (x_train, t_train), (x_test, t_test) = load_sample(flatten=False, one_hot_label=True)
-    assert x_train.shape == (5000, 1, 28, 28) and x_test.shape == (1000, 1, 28, 28)
-    assert t_train.shape == (5000, 10) and t_train.dtype == np.float64
+    assert x_train.shape == (5000, 1, 28, 28)
+    assert x_test.shape == (1000, 1, 28, 28)
+    assert t_train.shape == (5000, 10)
+    assert t_train.dtype == np.float64
     assert np.array_equal(t_train.sum(axis=1), np.ones(5000))
 
 
 def test_sample_content_is_fixed():
     (x_train, t_train), (x_test, t_test) = load_sample(normalize=False, flatten=False)
-    arrays = {"train_images": x_train[:, 0], "train_labels": t_train,
-              "test_images": x_test[:, 0], "test_labels": t_test}
-    assert {role: hashlib.sha256(encode_idx(a)).hexdigest()
-            for role, a in arrays.items()} == SAMPLE_DIGESTS
+    arrays = {
+        "train_images": x_train[:, 0],
+        "train_labels": t_train,
+        "test_images": x_test[:, 0],
+        "test_labels": t_test,
+    }
+    assert {
+        role: hashlib.sha256(encode_idx(a)).hexdigest() for role, a in arrays.items()
+    } == SAMPLE_DIGESTS
 
 
 def test_sample_ships_its_licence_and_provenance():
@@ -820,17 +944,21 @@ def test_sample_ships_its_licence_and_provenance():
     assert "Recipe" in (sample_dir / "README.md").read_text()
     size = sum((sample_dir / name).stat().st_size for name in FILE_NAMES)
     assert size <= 3 * 1024 * 1024
-    assert len(FASHION_MNIST_CLASSES) == 10 and FASHION_MNIST_CLASSES[9] == "Ankle boot"
+    assert len(FASHION_MNIST_CLASSES) == 10
+    assert FASHION_MNIST_CLASSES[9] == "Ankle boot"
 
 
 # --------------------------------------------------------------------------- real data (Debian)
+
 
 def _require_debian_fashion_mnist():
     missing = [name for name in FILE_NAMES if not (DEBIAN_FASHION_DIR / name).is_file()]
     if not missing:
         return
-    reason = (f"Fashion-MNIST not installed in {DEBIAN_FASHION_DIR} (missing {missing}); "
-              "install it with: apt-get install dataset-fashion-mnist")
+    reason = (
+        f"Fashion-MNIST not installed in {DEBIAN_FASHION_DIR} (missing {missing}); "
+        "install it with: apt-get install dataset-fashion-mnist"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"in CI the real data must be present: {reason}")
     pytest.skip(reason)
@@ -839,15 +967,23 @@ def _require_debian_fashion_mnist():
 def test_real_fashion_mnist_from_debian():
     _require_debian_fashion_mnist()
     (x_train, t_train), (x_test, t_test) = load_fashion_mnist(
-        normalize=False, flatten=False, data_dir=DEBIAN_FASHION_DIR, download=False)
-    assert x_train.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
+        normalize=False, flatten=False, data_dir=DEBIAN_FASHION_DIR, download=False
+    )
+    assert x_train.shape == (60000, 1, 28, 28)
+    assert x_test.shape == (10000, 1, 28, 28)
     assert np.bincount(t_train).tolist() == [6000] * 10
     assert np.bincount(t_test).tolist() == [1000] * 10
-    arrays = {"train_images": x_train[:, 0], "train_labels": t_train,
-              "test_images": x_test[:, 0], "test_labels": t_test}
+    arrays = {
+        "train_images": x_train[:, 0],
+        "train_labels": t_train,
+        "test_images": x_test[:, 0],
+        "test_labels": t_test,
+    }
     for file_spec in _catalog.FASHION_MNIST.files:  # the genuine, published contents
-        assert hashlib.sha256(encode_idx(arrays[file_spec.role])).hexdigest() == \
-            file_spec.payload_sha256
+        assert (
+            hashlib.sha256(encode_idx(arrays[file_spec.role])).hexdigest()
+            == file_spec.payload_sha256
+        )
     # The shipped sample is exactly the documented selection from these files.
     sample = _make_sample.select_sample(arrays)
     (s_train, s_t_train), (s_test, s_t_test) = load_sample(normalize=False, flatten=False)
@@ -861,13 +997,15 @@ def test_debian_location_is_searched_by_default(monkeypatch):
     _require_debian_fashion_mnist()
     monkeypatch.setitem(_catalog.SYSTEM_DIRS, "fashion-mnist", [DEBIAN_FASHION_DIR])
     (_, t_train), (_, t_test) = load_fashion_mnist(download=False)
-    assert len(t_train) == 60000 and len(t_test) == 10000
+    assert len(t_train) == 60000
+    assert len(t_test) == 10000
 
 
 def test_an_empty_idx_whose_other_dimensions_overflow_is_a_format_error():
     # Found by the fuzzer: shape (0xfb000000, 0, 1, 0x10a03) holds no bytes, yet NumPy cannot
     # represent it; reshape raised a bare ValueError instead of IdxFormatError.
     from tinyconv.datasets.idx import decode_idx
+
     blob = bytes([0, 0, 8, 4]) + struct.pack(">4I", 0xFB000000, 0, 1, 0x10A03)
     with pytest.raises(IdxFormatError, match="empty"):
         decode_idx(blob)

@@ -5,16 +5,16 @@ Sizes are chosen so that the kernels really go parallel (the work exceeds each k
 every thread count used here), and for convolution so that both parallel strategies run: over
 images when the batch has at least as many images as threads, inside the GEMMs otherwise (N=1, 3).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from checks import assert_bitwise_equal
 
 import tinyconv
 from tinyconv import functional as F
 from tinyconv import util
-
-from checks import assert_bitwise_equal
 
 DTYPES = [np.float32, np.float64]
 
@@ -23,7 +23,7 @@ DTYPES = [np.float32, np.float64]
 def thread_counts():
     """1 (the baseline) and then 2, 3, 4 and the default count, whatever the machine has."""
     default = tinyconv.get_num_threads()
-    return [1] + sorted({2, 3, 4, default} - {1})
+    return [1, *sorted({2, 3, 4, default} - {1})]
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,9 @@ def assert_same_bits_for_all_counts(compute, thread_counts):
         assert len(result) == len(baseline)
         for i, (got, want) in enumerate(zip(result, baseline)):
             if isinstance(want, float):
-                assert float(got).hex() == want.hex(), f"output {i}: {n} threads give {got!r}, 1 thread {want!r}"
+                assert float(got).hex() == want.hex(), (
+                    f"output {i}: {n} threads give {got!r}, 1 thread {want!r}"
+                )
             else:
                 assert_bitwise_equal(got, want, f"output {i} with {n} threads vs 1 thread")
 
@@ -99,8 +101,12 @@ def test_conv2d_strided_and_pointwise(thread_counts, dtype):
     b = random((12,), dtype, 7)
     y = F.conv2d_forward(x, W, b, (2, 1), (2, 1))
     dout = random(y.shape, dtype, 8)
-    assert_same_bits_for_all_counts(lambda: F.conv2d_forward(x, W, b, (2, 1), (2, 1)), thread_counts)
-    assert_same_bits_for_all_counts(lambda: F.conv2d_backward(dout, x, W, (2, 1), (2, 1)), thread_counts)
+    assert_same_bits_for_all_counts(
+        lambda: F.conv2d_forward(x, W, b, (2, 1), (2, 1)), thread_counts
+    )
+    assert_same_bits_for_all_counts(
+        lambda: F.conv2d_backward(dout, x, W, (2, 1), (2, 1)), thread_counts
+    )
     W1 = random((12, 8, 1, 1), dtype, 9)  # 1x1 convolution: no im2col
     dout1 = random((16, 12, 17, 15), dtype, 10)
     assert_same_bits_for_all_counts(lambda: F.conv2d_forward(x, W1, b), thread_counts)
@@ -114,10 +120,18 @@ def test_pooling(thread_counts, dtype):
     for pool, stride, pad in [(3, 1, 1), (3, 2, 0), (2, 2, 0)]:
         y, argmax = F.max_pool2d_forward(x, pool, pool, stride, pad)
         dout = random(y.shape, dtype, 12)
-        assert_same_bits_for_all_counts(lambda: F.max_pool2d_forward(x, pool, pool, stride, pad), thread_counts)
-        assert_same_bits_for_all_counts(lambda: F.max_pool2d_backward(dout, argmax, x.shape), thread_counts)
-        assert_same_bits_for_all_counts(lambda: F.avg_pool2d_forward(x, pool, pool, stride, pad), thread_counts)
-        assert_same_bits_for_all_counts(lambda: F.avg_pool2d_backward(dout, x.shape, pool, pool, stride, pad), thread_counts)
+        assert_same_bits_for_all_counts(
+            lambda: F.max_pool2d_forward(x, pool, pool, stride, pad), thread_counts
+        )
+        assert_same_bits_for_all_counts(
+            lambda: F.max_pool2d_backward(dout, argmax, x.shape), thread_counts
+        )
+        assert_same_bits_for_all_counts(
+            lambda: F.avg_pool2d_forward(x, pool, pool, stride, pad), thread_counts
+        )
+        assert_same_bits_for_all_counts(
+            lambda: F.avg_pool2d_backward(dout, x.shape, pool, pool, stride, pad), thread_counts
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -138,7 +152,9 @@ def test_gemm(thread_counts, dtype, trans_a, trans_b):
     b = random((N, K) if trans_b else (K, N), dtype, 15)
     c = random((M, N), dtype, 16)
     assert_same_bits_for_all_counts(
-        lambda: F.gemm(a, b, c, alpha=0.5, beta=-1.5, trans_a=trans_a, trans_b=trans_b), thread_counts)
+        lambda: F.gemm(a, b, c, alpha=0.5, beta=-1.5, trans_a=trans_a, trans_b=trans_b),
+        thread_counts,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -161,8 +177,12 @@ def test_softmax_cross_entropy(thread_counts, dtype):
     soft = np.random.default_rng(23).dirichlet(np.ones(k), size=n).astype(dtype)
     _, y = F.softmax_cross_entropy_forward(x, labels)
     for t in (labels, soft):
-        assert_same_bits_for_all_counts(lambda: F.softmax_cross_entropy_forward(x, t), thread_counts)
-        assert_same_bits_for_all_counts(lambda: F.softmax_cross_entropy_backward(y, t, 0.5), thread_counts)
+        assert_same_bits_for_all_counts(
+            lambda: F.softmax_cross_entropy_forward(x, t), thread_counts
+        )
+        assert_same_bits_for_all_counts(
+            lambda: F.softmax_cross_entropy_backward(y, t, 0.5), thread_counts
+        )
     assert_same_bits_for_all_counts(lambda: F.softmax(x), thread_counts)
 
 

@@ -7,6 +7,7 @@ Trainer oracle below is re-stated from the book's algorithm (its source is not o
 iter_per_epoch)``, per step ``np.random.choice`` batch -> ``gradient`` -> ``optimizer.update`` ->
 ``loss`` (a second forward pass) -> evaluation when ``current_iter % iter_per_epoch == 0``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,10 +15,10 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
+import dlfs_oracle as oracle
 import numpy as np
 import pytest
 
-import dlfs_oracle as oracle
 from tinyconv.datasets import load_sample
 from tinyconv.nets import DeepConvNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
 from tinyconv.trainer import Trainer
@@ -42,21 +43,43 @@ def run_book_snippet(code: str) -> dict:
 # ----------------------------------------------------------------------------------------------
 # 1. Star imports bring what DLfS's modules bring
 
-_DLFS_FUNCTIONS = ["identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax",
-                   "mean_squared_error", "cross_entropy_error", "softmax_loss"]
+_DLFS_FUNCTIONS = [
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "mean_squared_error",
+    "cross_entropy_error",
+    "softmax_loss",
+]
 _DLFS_OPTIMIZERS = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 # What ``from common.X import *`` binds in DLfS: the module has no __all__, so every public
 # top-level name -- its own definitions and whatever it imported.
 DLFS_STAR_EXPORTS = {
-    "functions": ["np"] + _DLFS_FUNCTIONS,
+    "functions": ["np", *_DLFS_FUNCTIONS],
     "util": ["np", "smooth_curve", "shuffle_dataset", "conv_output_size", "im2col", "col2im"],
     "gradient": ["np", "numerical_gradient", "numerical_gradient_2d"],
-    "optimizer": ["np"] + _DLFS_OPTIMIZERS,
+    "optimizer": ["np", *_DLFS_OPTIMIZERS],
     # common/layers.py: import numpy as np; from common.functions import *; from common.util import im2col, col2im
-    "layers": ["np"] + _DLFS_FUNCTIONS + ["im2col", "col2im", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
-                                          "Dropout", "BatchNormalization", "Convolution", "Pooling"],
+    "layers": [
+        "np",
+        *_DLFS_FUNCTIONS,
+        "im2col",
+        "col2im",
+        "Relu",
+        "Sigmoid",
+        "Affine",
+        "SoftmaxWithLoss",
+        "Dropout",
+        "BatchNormalization",
+        "Convolution",
+        "Pooling",
+    ],
     # common/trainer.py: import sys, os; import numpy as np; from common.optimizer import *
-    "trainer": ["sys", "os", "np"] + _DLFS_OPTIMIZERS + ["Trainer"],
+    "trainer": ["sys", "os", "np", *_DLFS_OPTIMIZERS, "Trainer"],
 }
 
 
@@ -83,7 +106,8 @@ def test_layers_star_import_names_are_the_functions_themselves():
 
     namespace = run_book_snippet("from tinyconv.layers import *")
     assert all(namespace[name] is getattr(functions, name) for name in _DLFS_FUNCTIONS)
-    assert namespace["im2col"] is util.im2col and namespace["col2im"] is util.col2im
+    assert namespace["im2col"] is util.im2col
+    assert namespace["col2im"] is util.col2im
 
 
 def test_optimizer_compare_mnist_runs_without_importing_numpy():
@@ -129,7 +153,8 @@ smoothed = {key: smooth_curve(np.array(train_loss[key])) for key in optimizers.k
 """)
     assert all(len(ns["smoothed"][key]) == 12 for key in ns["optimizers"])
     # Adam and AdaGrad leave chance level (ln 10 = 2.30) within a dozen steps, as in the book's plot.
-    assert ns["train_loss"]["Adam"][-1] < 2.0 and ns["train_loss"]["AdaGrad"][-1] < 2.0
+    assert ns["train_loss"]["Adam"][-1] < 2.0
+    assert ns["train_loss"]["AdaGrad"][-1] < 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +182,9 @@ for key, val in grad_num.items():
 
 
 def ch07_gradient_check(seed, dtype):
-    return run_book_snippet(CH07_GRADIENT_CHECK.replace("SEED", str(seed)).replace("DTYPE", f"np.{dtype}"))
+    return run_book_snippet(
+        CH07_GRADIENT_CHECK.replace("SEED", str(seed)).replace("DTYPE", f"np.{dtype}")
+    )
 
 
 def test_ch07_gradient_check_runs_and_float32_shows_the_books_magnitudes():
@@ -174,24 +201,32 @@ def test_ch07_gradient_check_runs_and_float32_shows_the_books_magnitudes():
 def test_float32_gradient_check_adds_nothing_to_dlfs_float64_figures(seed):
     # The float64 network computes DLfS's figures (its weights are DLfS's under the same seed);
     # the float32 one must show the same, not float32's 1e-4..1e-3.
-    float32, float64 = ch07_gradient_check(seed, "float32")["diffs"], ch07_gradient_check(seed, "float64")["diffs"]
+    float32, float64 = (
+        ch07_gradient_check(seed, "float32")["diffs"],
+        ch07_gradient_check(seed, "float64")["diffs"],
+    )
     for key in float64:
         assert float32[key] <= float64[key] + 1e-7, (key, float32[key], float64[key])
 
 
 def test_numerical_gradient_leaves_the_network_untouched():
     np.random.seed(3)
-    network = MultiLayerNetExtend(input_size=12, hidden_size_list=[6, 6], output_size=3, use_batchnorm=True)
+    network = MultiLayerNetExtend(
+        input_size=12, hidden_size_list=[6, 6], output_size=3, use_batchnorm=True
+    )
     x, t = np.random.rand(4, 12), np.array([0, 1, 2, 1])
     network.gradient(x, t)  # non-zero running statistics
     before = {key: value.copy() for key, value in network.state_dict().items()}
-    arrays = {key: value for key, value in network.state_dict().items()}
+    arrays = dict(network.state_dict().items())
     layers = list(network.layers.values())
     network.numerical_gradient(x, t)
     after = network.state_dict()
     assert all(after[key] is arrays[key] for key in arrays)  # the same array objects ...
-    assert all(np.array_equal(after[key], before[key]) and after[key].dtype == np.float32 for key in before)  # ... unchanged
-    assert network.dtype == np.float32 and list(network.layers.values()) == layers
+    assert all(
+        np.array_equal(after[key], before[key]) and after[key].dtype == np.float32 for key in before
+    )  # ... unchanged
+    assert network.dtype == np.float32
+    assert list(network.layers.values()) == layers
     assert network.layers["Affine1"].W is network.params["W1"]
 
 
@@ -204,7 +239,9 @@ def test_module_numerical_gradient_evaluates_a_float32_parameter_in_float64():
     W1 = network.params["W1"]
     saved = W1.copy()
     grad = numerical_gradient(lambda W: network.loss(x, t), W1)  # DLfS's ch04 idiom
-    assert grad.dtype == np.float64 and np.array_equal(W1, saved) and network.params["W1"] is W1
+    assert grad.dtype == np.float64
+    assert np.array_equal(W1, saved)
+    assert network.params["W1"] is W1
     assert np.array_equal(grad, network.numerical_gradient(x, t)["W1"])
     backprop = network.gradient(x, t)["W1"]
     assert np.abs(grad - backprop).max() < 1e-8
@@ -215,13 +252,14 @@ def test_module_numerical_gradient_of_a_plain_array_keeps_dlfs_semantics():
 
     x = np.array([3.0, 4.0], dtype=np.float32)
     grad = numerical_gradient(lambda v: float(np.sum(v.astype(np.float64) ** 2)), x)
-    assert grad.dtype == np.float32 and np.allclose(grad, [6.0, 8.0], rtol=1e-2)
+    assert grad.dtype == np.float32
+    assert np.allclose(grad, [6.0, 8.0], rtol=1e-2)
     x64 = np.array([3.0, 4.0])
-    assert np.allclose(numerical_gradient(lambda v: np.sum(v ** 2), x64), [6.0, 8.0], rtol=1e-9)
+    assert np.allclose(numerical_gradient(lambda v: np.sum(v**2), x64), [6.0, 8.0], rtol=1e-9)
 
 
 def test_ch06_batch_norm_gradient_check_float32_below_dlfs_figures(sample):
-    (x_train, t_train), _ = load_sample(one_hot_label=True)
+    (_x_train, _t_train), _ = load_sample(one_hot_label=True)
     results = {}
     for dtype in ("float32", "float64"):
         results[dtype] = run_book_snippet(f"""
@@ -262,7 +300,8 @@ def test_labels_as_a_column_mean_the_labels():
     flat, column, row = SoftmaxWithLoss(), SoftmaxWithLoss(), SoftmaxWithLoss()
     assert column.forward(x, labels.reshape(5, 1)) == flat.forward(x, labels)
     assert row.forward(x, labels.reshape(1, 5)) == flat.forward(x, labels)
-    assert np.array_equal(column.backward(), flat.backward()) and np.array_equal(row.backward(), flat.backward())
+    assert np.array_equal(column.backward(), flat.backward())
+    assert np.array_equal(row.backward(), flat.backward())
     one_class = SoftmaxWithLoss()  # K == 1: t.size == y.size, so (N, 1) is a one-hot target
     assert one_class.forward(np.zeros((3, 1)), np.ones((3, 1))) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="t must"):
@@ -308,7 +347,8 @@ for key in grad_numerical.keys():
 """)
     network = ns["network"]
     assert list(network.params) == ["W1", "b1", "W2", "b2"]
-    assert isinstance(network.layers, OrderedDict) and list(network.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert isinstance(network.layers, OrderedDict)
+    assert list(network.layers) == ["Affine1", "Relu1", "Affine2"]
     assert network.lastLayer is network.last_layer
     assert max(ns["diffs"].values()) < 1e-7, ns["diffs"]  # the book prints 1e-13..1e-10 in float64
 
@@ -358,9 +398,17 @@ for i in range(iters_num):
 
 def dlfs_two_layer_net(input_size, hidden_size, output_size, weight_init_std=0.01):
     """ch05/two_layer_net.py on the oracle's layers."""
-    params = {"W1": weight_init_std * np.random.randn(input_size, hidden_size), "b1": np.zeros(hidden_size),
-              "W2": weight_init_std * np.random.randn(hidden_size, output_size), "b2": np.zeros(output_size)}
-    layers = [oracle.Affine(params["W1"], params["b1"]), oracle.Relu(), oracle.Affine(params["W2"], params["b2"])]
+    params = {
+        "W1": weight_init_std * np.random.randn(input_size, hidden_size),
+        "b1": np.zeros(hidden_size),
+        "W2": weight_init_std * np.random.randn(hidden_size, output_size),
+        "b2": np.zeros(output_size),
+    }
+    layers = [
+        oracle.Affine(params["W1"], params["b1"]),
+        oracle.Relu(),
+        oracle.Affine(params["W2"], params["b2"]),
+    ]
     return params, layers, oracle.SoftmaxWithLoss()
 
 
@@ -371,7 +419,9 @@ def test_two_layer_net_computes_dlfs_two_layer_net(sample):
     params, layers, last = dlfs_two_layer_net(784, 30, 10)
     np.random.seed(11)
     network = TwoLayerNet(784, 30, 10, dtype=np.float64)
-    assert all(np.array_equal(params[key], network.params[key]) for key in params)  # DLfS's initial weights
+    assert all(
+        np.array_equal(params[key], network.params[key]) for key in params
+    )  # DLfS's initial weights
     y = x
     for layer in layers:
         y = layer.forward(y)
@@ -405,10 +455,23 @@ def readme_table():
     return [line for line in section.splitlines() if line.startswith("| `")]
 
 
-@pytest.mark.parametrize("dlfs_path", [
-    "dataset.mnist", "common.layers", "common.functions", "common.util", "common.gradient", "common.optimizer",
-    "common.trainer", "common.multi_layer_net import MultiLayerNet", "common.multi_layer_net_extend",
-    "two_layer_net import TwoLayerNet", "simple_convnet", "deep_convnet"])
+@pytest.mark.parametrize(
+    "dlfs_path",
+    [
+        "dataset.mnist",
+        "common.layers",
+        "common.functions",
+        "common.util",
+        "common.gradient",
+        "common.optimizer",
+        "common.trainer",
+        "common.multi_layer_net import MultiLayerNet",
+        "common.multi_layer_net_extend",
+        "two_layer_net import TwoLayerNet",
+        "simple_convnet",
+        "deep_convnet",
+    ],
+)
 def test_readme_table_covers_dlfs_module(dlfs_path):
     assert any(dlfs_path in row.split("|")[1] for row in readme_table()), dlfs_path
 
@@ -431,7 +494,7 @@ class OracleSGD:
         self.lr = lr
 
     def update(self, params, grads):
-        for key in params.keys():
+        for key in params:
             params[key] -= self.lr * grads[key]
 
 
@@ -445,8 +508,8 @@ class OracleAdam:
             self.m = {key: np.zeros_like(val) for key, val in params.items()}
             self.v = {key: np.zeros_like(val) for key, val in params.items()}
         self.iter += 1
-        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for key in params.keys():
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key in params:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
@@ -455,14 +518,29 @@ class OracleAdam:
 class DLfSTrainer:
     """DLfS's common/trainer.py, from the book's algorithm."""
 
-    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
-                 optimizer="SGD", optimizer_param={"lr": 0.01}, evaluate_sample_num_per_epoch=None):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=20,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param=None,
+        evaluate_sample_num_per_epoch=None,
+    ):
+        if optimizer_param is None:
+            optimizer_param = {"lr": 0.01}
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs = epochs
         self.batch_size = mini_batch_size
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
-        self.optimizer = {"sgd": OracleSGD, "adam": OracleAdam}[optimizer.lower()](**optimizer_param)
+        self.optimizer = {"sgd": OracleSGD, "adam": OracleAdam}[optimizer.lower()](
+            **optimizer_param
+        )
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
         self.max_iter = int(epochs * self.iter_per_epoch)
@@ -504,14 +582,23 @@ class NumpySimpleConvNet(oracle.SimpleConvNet):
             t = np.argmax(t, axis=1)
         acc = 0.0
         for i in range(int(x.shape[0] / batch_size)):
-            tx, tt = x[i * batch_size:(i + 1) * batch_size], t[i * batch_size:(i + 1) * batch_size]
+            tx, tt = (
+                x[i * batch_size : (i + 1) * batch_size],
+                t[i * batch_size : (i + 1) * batch_size],
+            )
             acc += np.sum(np.argmax(self.predict(tx), axis=1) == tt)
         return acc / x.shape[0]
 
 
 def make_simple(dtype=np.float64):
-    return SimpleConvNet(input_dim=(1, 28, 28), conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
-                         hidden_size=100, output_size=10, weight_init_std=0.01, dtype=dtype)
+    return SimpleConvNet(
+        input_dim=(1, 28, 28),
+        conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+        dtype=dtype,
+    )
 
 
 def run_both(make_network, data, seed, **options):
@@ -532,14 +619,24 @@ def assert_same_lists(trainer, reference):
     assert trainer.final_test_acc == reference.final_test_acc
 
 
-@pytest.mark.parametrize("optimizer, lr", [("SGD", 0.1), ("Adam", 0.001)])
+@pytest.mark.parametrize(("optimizer", "lr"), [("SGD", 0.1), ("Adam", 0.001)])
 def test_dlfs_compat_equals_dlfs_trainer_on_simple_convnet(sample, optimizer, lr):
     (x_train, t_train), (x_test, t_test) = sample
     data = (x_train[:1000], t_train[:1000], x_test[:500], t_test[:500])
-    trainer, reference = run_both(make_simple, data, 42, epochs=2, mini_batch_size=100, optimizer=optimizer,
-                                  optimizer_param={"lr": lr})
-    assert len(trainer.train_loss_list) == 20 and len(trainer.train_acc_list) == 2
-    assert trainer.iter_per_epoch == 10.0 and trainer.max_iter == 20 and trainer.current_epoch == 2
+    trainer, reference = run_both(
+        make_simple,
+        data,
+        42,
+        epochs=2,
+        mini_batch_size=100,
+        optimizer=optimizer,
+        optimizer_param={"lr": lr},
+    )
+    assert len(trainer.train_loss_list) == 20
+    assert len(trainer.train_acc_list) == 2
+    assert trainer.iter_per_epoch == 10.0
+    assert trainer.max_iter == 20
+    assert trainer.current_epoch == 2
     assert_same_lists(trainer, reference)
     # Evaluated after the first step of each epoch, not at the end: not the final accuracy.
     assert trainer.test_acc_list[-1] != trainer.final_test_acc
@@ -550,14 +647,29 @@ def test_dlfs_compat_matches_dlfs_numpy_simple_convnet(sample):
     (x_train, t_train), (x_test, t_test) = sample
     data = (x_train[:1000], t_train[:1000], x_test[:200], t_test[:200])
     np.random.seed(7)
-    trainer = Trainer(make_simple(), *data, epochs=2, mini_batch_size=100, optimizer="SGD",
-                      optimizer_param={"lr": 0.1}, verbose=False, dlfs_compat=True)
+    trainer = Trainer(
+        make_simple(),
+        *data,
+        epochs=2,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.1},
+        verbose=False,
+        dlfs_compat=True,
+    )
     trainer.train()
     np.random.seed(7)
-    reference = DLfSTrainer(NumpySimpleConvNet(), *data, epochs=2, mini_batch_size=100, optimizer="SGD",
-                            optimizer_param={"lr": 0.1})
+    reference = DLfSTrainer(
+        NumpySimpleConvNet(),
+        *data,
+        epochs=2,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.1},
+    )
     reference.train()
-    assert trainer.train_acc_list == reference.train_acc_list and trainer.test_acc_list == reference.test_acc_list
+    assert trainer.train_acc_list == reference.train_acc_list
+    assert trainer.test_acc_list == reference.test_acc_list
     # DLfS's loss adds 1e-7 inside the log; tinyconv's is a log-sum-exp.
     assert np.allclose(trainer.train_loss_list, reference.train_loss_list, rtol=1e-6, atol=0)
 
@@ -565,9 +677,17 @@ def test_dlfs_compat_matches_dlfs_numpy_simple_convnet(sample):
 def test_dlfs_compat_equals_dlfs_trainer_on_deep_convnet_with_dropout(sample):
     (x_train, t_train), (x_test, t_test) = sample
     data = (x_train[:60], t_train[:60], x_test[:40], t_test[:40])
-    trainer, reference = run_both(lambda: DeepConvNet(dtype=np.float64), data, 3, epochs=2, mini_batch_size=20,
-                                  optimizer="Adam", optimizer_param={"lr": 0.001})
-    assert len(trainer.train_loss_list) == 6 and len(trainer.train_acc_list) == 2
+    trainer, reference = run_both(
+        lambda: DeepConvNet(dtype=np.float64),
+        data,
+        3,
+        epochs=2,
+        mini_batch_size=20,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.001},
+    )
+    assert len(trainer.train_loss_list) == 6
+    assert len(trainer.train_acc_list) == 2
     # Equal only if the second forward pass draws its dropout masks as DLfS's does.
     assert_same_lists(trainer, reference)
 
@@ -575,9 +695,18 @@ def test_dlfs_compat_equals_dlfs_trainer_on_deep_convnet_with_dropout(sample):
 def test_dlfs_compat_fractional_epochs_as_dlfs(sample):
     (x_train, t_train), (x_test, t_test) = sample
     data = (x_train[:250], t_train[:250], x_test[:100], t_test[:100])
-    trainer, reference = run_both(make_simple, data, 5, epochs=3, mini_batch_size=100, optimizer="SGD",
-                                  optimizer_param={"lr": 0.1}, evaluate_sample_num_per_epoch=100)
-    assert trainer.iter_per_epoch == 2.5 and trainer.max_iter == 7
+    trainer, reference = run_both(
+        make_simple,
+        data,
+        5,
+        epochs=3,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.1},
+        evaluate_sample_num_per_epoch=100,
+    )
+    assert trainer.iter_per_epoch == 2.5
+    assert trainer.max_iter == 7
     assert len(trainer.train_acc_list) == 2  # steps 0 and 5: 2.5 and 7.5 are no step's index
     assert_same_lists(trainer, reference)
 
@@ -598,50 +727,93 @@ def test_default_trainer_is_not_dlfs_schedule(sample):
 def test_verbose_prints_what_dlfs_prints(sample, capsys):
     (x_train, t_train), (x_test, t_test) = sample
     # ch07/train_convnet.py with the sample's first 300 images and 2 epochs.
-    network = SimpleConvNet(input_dim=(1,28,28),
-                            conv_param = {'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                            hidden_size=100, output_size=10, weight_init_std=0.01)
-    trainer = Trainer(network, x_train[:300], t_train[:300], x_test[:100], t_test[:100], epochs=2,
-                      mini_batch_size=100, optimizer='Adam', optimizer_param={'lr': 0.001},
-                      evaluate_sample_num_per_epoch=100)
+    network = SimpleConvNet(
+        input_dim=(1, 28, 28),
+        conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+    )
+    trainer = Trainer(
+        network,
+        x_train[:300],
+        t_train[:300],
+        x_test[:100],
+        t_test[:100],
+        epochs=2,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.001},
+        evaluate_sample_num_per_epoch=100,
+    )
     trainer.train()
     out, err = capsys.readouterr()
     lines = out.splitlines()
     loss_lines = [line for line in lines if line.startswith("train loss:")]
     epoch_lines = [line for line in lines if line.startswith("=== epoch:")]
-    assert [float(line[len("train loss:"):]) for line in loss_lines] == trainer.train_loss_list
+    assert [float(line[len("train loss:") :]) for line in loss_lines] == trainer.train_loss_list
     assert len(epoch_lines) == 2
-    for number, (line, train_acc, test_acc) in enumerate(zip(epoch_lines, trainer.train_acc_list,
-                                                             trainer.test_acc_list), start=1):
+    for number, (line, train_acc, test_acc) in enumerate(
+        zip(epoch_lines, trainer.train_acc_list, trainer.test_acc_list), start=1
+    ):
         assert line == f"=== epoch:{number}, train acc:{train_acc}, test acc:{test_acc} ==="
-    assert lines[-2:] == ["=============== Final Test Accuracy ===============", f"test acc:{trainer.final_test_acc}"]
-    assert len(lines) == 6 + 2 + 2 and err == ""  # nothing else, no progress bar
+    assert lines[-2:] == [
+        "=============== Final Test Accuracy ===============",
+        f"test acc:{trainer.final_test_acc}",
+    ]
+    assert len(lines) == 6 + 2 + 2
+    assert err == ""
 
 
 def test_dlfs_compat_verbose_output_order(sample, capsys):
     (x_train, t_train), (x_test, t_test) = sample
     np.random.seed(0)
-    trainer = Trainer(make_simple(), x_train[:200], t_train[:200], x_test[:100], t_test[:100], epochs=2,
-                      mini_batch_size=100, dlfs_compat=True)
+    trainer = Trainer(
+        make_simple(),
+        x_train[:200],
+        t_train[:200],
+        x_test[:100],
+        t_test[:100],
+        epochs=2,
+        mini_batch_size=100,
+        dlfs_compat=True,
+    )
     trainer.train()
     lines = capsys.readouterr().out.splitlines()
     kinds = [line.split(":")[0] for line in lines]
-    assert kinds == ["train loss", "=== epoch", "train loss", "train loss", "=== epoch", "train loss",
-                     "=============== Final Test Accuracy ===============", "test acc"]
+    assert kinds == [
+        "train loss",
+        "=== epoch",
+        "train loss",
+        "train loss",
+        "=== epoch",
+        "train loss",
+        "=============== Final Test Accuracy ===============",
+        "test acc",
+    ]
 
 
 def test_log_epochs_keeps_the_summary(sample, capsys):
     (x_train, t_train), (x_test, t_test) = sample
-    Trainer(make_simple(), x_train[:200], t_train[:200], x_test[:100], t_test[:100], epochs=2,
-            mini_batch_size=100, log="epochs").train()
+    Trainer(
+        make_simple(),
+        x_train[:200],
+        t_train[:200],
+        x_test[:100],
+        t_test[:100],
+        epochs=2,
+        mini_batch_size=100,
+        log="epochs",
+    ).train()
     out = capsys.readouterr().out
-    assert "train loss:" not in out and re.search(r"^epoch 2/2: loss [0-9.]+, train acc", out, re.MULTILINE)
+    assert "train loss:" not in out
+    assert re.search(r"^epoch 2/2: loss [0-9.]+, train acc", out, re.MULTILINE)
 
 
 def test_trainer_new_options_are_checked(sample):
     (x_train, t_train), (x_test, t_test) = sample
     data = (x_train[:10], t_train[:10], x_test[:10], t_test[:10])
-    with pytest.raises(ValueError, match="log must be one of .*got 'quiet'"):
+    with pytest.raises(ValueError, match=r"log must be one of .*got 'quiet'"):
         Trainer(make_simple(), *data, log="quiet")
     with pytest.raises(TypeError, match="dlfs_compat must be True or False, got 'yes'"):
         Trainer(make_simple(), *data, dlfs_compat="yes")

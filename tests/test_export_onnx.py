@@ -23,6 +23,7 @@ and strides) and image sizes are drawn by Hypothesis. The command line is checke
 The tests that run models need ``onnx`` and ``onnxruntime`` (the ``[test]`` extra): without them
 they skip with the reason, except under ``CI=true``, where they fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import geometries
 
 import tinyconv
 from tinyconv import export as onnx_export
@@ -44,14 +47,33 @@ from tinyconv.cli import main
 from tinyconv.containers import Residual, Sequential
 from tinyconv.datasets import FASHION_MNIST_CLASSES, load_sample
 from tinyconv.export import to_onnx
-from tinyconv.layers import (Affine, BatchNorm2d, BatchNormalization, ChannelPadShortcut, Convolution, Dropout,
-                             GlobalAvgPooling, Layer, Linear, Pooling, Relu, Sigmoid, SoftmaxWithLoss)
+from tinyconv.layers import (
+    Affine,
+    BatchNorm2d,
+    BatchNormalization,
+    ChannelPadShortcut,
+    Convolution,
+    Dropout,
+    GlobalAvgPooling,
+    Layer,
+    Linear,
+    Pooling,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
+from tinyconv.nets import (
+    DeepConvNet,
+    MultiLayerNet,
+    SimpleConvNet,
+    TwoLayerNet,
+    network_from_params,
+    resnet18,
+    resnet20,
+    resnet50,
+)
 from tinyconv.network import Network
-from tinyconv.nets import (DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet, network_from_params, resnet18,
-                           resnet20, resnet50)
 from tinyconv.resnet import ResNet
-
-from strategies import geometries
 
 FLOAT32_TOLERANCE = 1e-4  # of the logit scale, max |predict|
 FLOAT64_TOLERANCE = 1e-10
@@ -73,7 +95,7 @@ def rt():
     Module-scoped, so Hypothesis tests may use it."""
     missing = _missing_modules()
     if missing:
-        reason = f"{' and '.join(missing)} not installed (pip install \"tinyconv[test]\")"
+        reason = f'{" and ".join(missing)} not installed (pip install "tinyconv[test]")'
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true, so the ONNX export must be tested: {reason}")
         pytest.skip(reason)
@@ -98,11 +120,14 @@ def checked_model(rt, path):
 
 
 def assert_close(actual, expected, tolerance):
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
     scale = float(np.max(np.abs(expected)))
     assert scale > 0
     error = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
-    assert error <= tolerance * scale, f"max |difference| {error:.3g} exceeds {tolerance:g} x logit scale {scale:.3g}"
+    assert error <= tolerance * scale, (
+        f"max |difference| {error:.3g} exceeds {tolerance:g} x logit scale {scale:.3g}"
+    )
 
 
 class LayerNet(Network):
@@ -137,39 +162,108 @@ def _custom_net(dtype):
     norm of an image (DLfS flattens it), per-channel batch norm of DLfS's class with running
     statistics never set, sigmoid, dropout, a Linear without bias."""
     rng = np.random.default_rng(5)
-    conv1 = Convolution(rng.normal(0, 0.4, (4, 2, 3, 2)).astype(dtype), 0.25, stride=(2, 1), pad=(1, 2))
+    conv1 = Convolution(
+        rng.normal(0, 0.4, (4, 2, 3, 2)).astype(dtype), 0.25, stride=(2, 1), pad=(1, 2)
+    )
     conv2 = Convolution(rng.normal(0, 0.4, (3, 4, 2, 2)).astype(dtype), None, stride=1, pad=1)
     # 2x9x7 -> conv1: 4x5x10 -> average 3x2 /(1, 2) pad 1: 4x5x6, batch norm per feature (120) ->
     # conv2: 3x6x7 -> max 2x3 /2 pad 1: 3x4x4 -> affine 48 -> 6 -> linear 4
-    per_feature = BatchNormalization(rng.uniform(0.5, 1.5, 120).astype(dtype), rng.normal(0, 0.2, 120).astype(dtype),
-                                     running_mean=rng.normal(0, 0.2, 120).astype(dtype),
-                                     running_var=rng.uniform(0.5, 2, 120).astype(dtype))
-    per_channel = BatchNormalization(rng.uniform(0.5, 1.5, 3).astype(dtype), rng.normal(0, 0.2, 3).astype(dtype))
-    layers = [conv1, Relu(), Pooling(3, 2, stride=(1, 2), pad=1, mode="avg"), per_feature, Sigmoid(),
-              conv2, per_channel, Pooling(2, 3, stride=2, pad=(1, 1)), Dropout(0.25),
-              Affine(rng.normal(0, 0.3, (48, 6)).astype(dtype), rng.normal(0, 0.2, 6).astype(dtype)),
-              Relu(), Linear(rng.normal(0, 0.3, (4, 6)).astype(dtype), None)]
+    per_feature = BatchNormalization(
+        rng.uniform(0.5, 1.5, 120).astype(dtype),
+        rng.normal(0, 0.2, 120).astype(dtype),
+        running_mean=rng.normal(0, 0.2, 120).astype(dtype),
+        running_var=rng.uniform(0.5, 2, 120).astype(dtype),
+    )
+    per_channel = BatchNormalization(
+        rng.uniform(0.5, 1.5, 3).astype(dtype), rng.normal(0, 0.2, 3).astype(dtype)
+    )
+    layers = [
+        conv1,
+        Relu(),
+        Pooling(3, 2, stride=(1, 2), pad=1, mode="avg"),
+        per_feature,
+        Sigmoid(),
+        conv2,
+        per_channel,
+        Pooling(2, 3, stride=2, pad=(1, 1)),
+        Dropout(0.25),
+        Affine(rng.normal(0, 0.3, (48, 6)).astype(dtype), rng.normal(0, 0.2, 6).astype(dtype)),
+        Relu(),
+        Linear(rng.normal(0, 0.3, (4, 6)).astype(dtype), None),
+    ]
     return LayerNet(layers, dtype)
 
 
 # name: (build(dtype), one sample's shape, fully connected?)
 NETWORKS = {
-    "TwoLayerNet": (lambda dtype: TwoLayerNet(30, 16, 7, weight_init_std=0.3, dtype=dtype, seed=1), (30,), True),
+    "TwoLayerNet": (
+        lambda dtype: TwoLayerNet(30, 16, 7, weight_init_std=0.3, dtype=dtype, seed=1),
+        (30,),
+        True,
+    ),
     "SimpleConvNet": (lambda dtype: SimpleConvNet(dtype=dtype, seed=1), (1, 28, 28), False),
-    "SimpleConvNet-odd": (lambda dtype: SimpleConvNet(
-        input_dim=(2, 13, 11), conv_param={"filter_num": 6, "filter_size": 3, "pad": 1, "stride": 2},
-        hidden_size=20, output_size=5, weight_init_std=0.3, dtype=dtype, seed=1), (2, 13, 11), False),
-    "DeepConvNet": (lambda dtype: DeepConvNet(dropout_ratio=0.3, dtype=dtype, seed=1), (1, 28, 28), False),
-    "MultiLayerNetExtend": (lambda dtype: MultiLayerNet(24, [16, 12, 8], 6, use_batchnorm=True, use_dropout=True,
-                                                        dropout_ration=0.3, dtype=dtype, seed=1), (24,), True),
-    "MultiLayerNet-sigmoid": (lambda dtype: MultiLayerNet(24, [10], 3, activation="sigmoid", weight_init_std="xavier",
-                                                          dtype=dtype, seed=1), (24,), True),
-    "resnet20": (lambda dtype: resnet20(num_classes=10, in_channels=1, dtype=dtype, seed=1), (1, 28, 28), False),
-    "resnet18": (lambda dtype: resnet18(num_classes=7, in_channels=3, dtype=dtype, seed=1), (3, 32, 32), False),
-    "resnet50": (lambda dtype: resnet50(num_classes=5, in_channels=2, dtype=dtype, seed=1), (2, 32, 32), False),
+    "SimpleConvNet-odd": (
+        lambda dtype: SimpleConvNet(
+            input_dim=(2, 13, 11),
+            conv_param={"filter_num": 6, "filter_size": 3, "pad": 1, "stride": 2},
+            hidden_size=20,
+            output_size=5,
+            weight_init_std=0.3,
+            dtype=dtype,
+            seed=1,
+        ),
+        (2, 13, 11),
+        False,
+    ),
+    "DeepConvNet": (
+        lambda dtype: DeepConvNet(dropout_ratio=0.3, dtype=dtype, seed=1),
+        (1, 28, 28),
+        False,
+    ),
+    "MultiLayerNetExtend": (
+        lambda dtype: MultiLayerNet(
+            24,
+            [16, 12, 8],
+            6,
+            use_batchnorm=True,
+            use_dropout=True,
+            dropout_ration=0.3,
+            dtype=dtype,
+            seed=1,
+        ),
+        (24,),
+        True,
+    ),
+    "MultiLayerNet-sigmoid": (
+        lambda dtype: MultiLayerNet(
+            24, [10], 3, activation="sigmoid", weight_init_std="xavier", dtype=dtype, seed=1
+        ),
+        (24,),
+        True,
+    ),
+    "resnet20": (
+        lambda dtype: resnet20(num_classes=10, in_channels=1, dtype=dtype, seed=1),
+        (1, 28, 28),
+        False,
+    ),
+    "resnet18": (
+        lambda dtype: resnet18(num_classes=7, in_channels=3, dtype=dtype, seed=1),
+        (3, 32, 32),
+        False,
+    ),
+    "resnet50": (
+        lambda dtype: resnet50(num_classes=5, in_channels=2, dtype=dtype, seed=1),
+        (2, 32, 32),
+        False,
+    ),
     # ResNet-50's blocks (bottlenecks, stride on the 3x3, projections) at a fraction of its 25M parameters
-    "bottleneck-resnet": (lambda dtype: ResNet("bottleneck", (2, 1, 2), (4, 8, 8), num_classes=6, in_channels=3,
-                                               dtype=dtype, seed=1), (3, 29, 35), False),
+    "bottleneck-resnet": (
+        lambda dtype: ResNet(
+            "bottleneck", (2, 1, 2), (4, 8, 8), num_classes=6, in_channels=3, dtype=dtype, seed=1
+        ),
+        (3, 29, 35),
+        False,
+    ),
     "custom": (_custom_net, (2, 9, 7), False),
 }
 
@@ -206,11 +300,13 @@ def test_float32_model_matches_predict_at_batch_one_and_a_dynamic_batch(rt, name
     run = session(rt, fixed)
     x = _inputs(rng, 1, sample_shape, np.float32)
     assert_close(run.run(["logits"], {"input": x})[0], network.predict(x), FLOAT32_TOLERANCE)
-    with pytest.raises(Exception, match="(?i)dimension|shape"):  # the batch really is fixed
+    with pytest.raises(Exception, match=r"(?i)dimension|shape"):  # the batch really is fixed
         run.run(["logits"], {"input": _inputs(rng, 2, sample_shape, np.float32)})
 
 
-@pytest.mark.parametrize("name", [name for name in NETWORKS if name != "resnet50"])  # its blocks: bottleneck-resnet
+@pytest.mark.parametrize(
+    "name", [name for name in NETWORKS if name != "resnet50"]
+)  # its blocks: bottleneck-resnet
 def test_float64_model_matches_predict(rt, name, tmp_path):
     network, sample_shape, fully_connected = _network(name, np.float64)
     rng = np.random.default_rng(4)
@@ -235,17 +331,29 @@ def test_untrained_batch_norm_statistics_are_exact_in_float64(rt, tmp_path):
     network.params["b1"][...] = 0.3
     x = np.random.default_rng(0).uniform(0, 1, (5, 12))
     model = to_onnx(network, tmp_path / "m.onnx")
-    assert_close(rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], network.predict(x), FLOAT64_TOLERANCE)
-    assert_close(session(rt, tmp_path / "m.onnx").run(["logits"], {"input": x})[0], network.predict(x),
-                 FLOAT64_TOLERANCE)
+    assert_close(
+        rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0],
+        network.predict(x),
+        FLOAT64_TOLERANCE,
+    )
+    assert_close(
+        session(rt, tmp_path / "m.onnx").run(["logits"], {"input": x})[0],
+        network.predict(x),
+        FLOAT64_TOLERANCE,
+    )
 
 
 def test_float64_network_exported_as_float32_runs_in_onnx_runtime(rt, tmp_path):
-    network = randomize(resnet20(num_classes=4, in_channels=1, dtype=np.float64, seed=0), np.random.default_rng(1))
+    network = randomize(
+        resnet20(num_classes=4, in_channels=1, dtype=np.float64, seed=0), np.random.default_rng(1)
+    )
     model = to_onnx(network, tmp_path / "m.onnx", dtype=np.float32)
     assert model.graph.input[0].type.tensor_type.elem_type == rt.onnx.TensorProto.FLOAT
-    assert all(tensor.data_type == rt.onnx.TensorProto.FLOAT for tensor in model.graph.initializer
-               if tensor.data_type in (rt.onnx.TensorProto.FLOAT, rt.onnx.TensorProto.DOUBLE))
+    assert all(
+        tensor.data_type == rt.onnx.TensorProto.FLOAT
+        for tensor in model.graph.initializer
+        if tensor.data_type in (rt.onnx.TensorProto.FLOAT, rt.onnx.TensorProto.DOUBLE)
+    )
     x = np.random.default_rng(2).uniform(0, 1, (3, 1, 28, 28))
     out = session(rt, tmp_path / "m.onnx").run(["logits"], {"input": x.astype(np.float32)})[0]
     assert_close(out.astype(np.float64), network.predict(x), FLOAT32_TOLERANCE)
@@ -282,28 +390,54 @@ def padded_shortcut_model(rt, tmp_path_factory):
     """A block of a CIFAR ResNet (stride 2, channels 3 -> 8: padded 2 before and 3 after) in a
     network whose image size stays symbolic; float64 and float32 models."""
     rng = np.random.default_rng(6)
-    body = Sequential(OrderedDict([
-        ("conv1", Convolution(rng.normal(0, 0.3, (8, 3, 3, 3)), None, stride=2, pad=1)),
-        ("bn1", BatchNorm2d(8, dtype=np.float64)), ("relu", Relu()),
-        ("conv2", Convolution(rng.normal(0, 0.3, (8, 8, 3, 3)), None, stride=1, pad=1)),
-        ("bn2", BatchNorm2d(8, dtype=np.float64))]))
-    network = LayerNet([Convolution(rng.normal(0, 0.3, (3, 1, 3, 3)), rng.normal(0, 0.2, 3), 1, 1), Relu(),
-                        Residual(body, ChannelPadShortcut(2, 8), relu=True), GlobalAvgPooling(),
-                        Linear(rng.normal(0, 0.3, (5, 8)), rng.normal(0, 0.2, 5))])
+    body = Sequential(
+        OrderedDict(
+            [
+                ("conv1", Convolution(rng.normal(0, 0.3, (8, 3, 3, 3)), None, stride=2, pad=1)),
+                ("bn1", BatchNorm2d(8, dtype=np.float64)),
+                ("relu", Relu()),
+                ("conv2", Convolution(rng.normal(0, 0.3, (8, 8, 3, 3)), None, stride=1, pad=1)),
+                ("bn2", BatchNorm2d(8, dtype=np.float64)),
+            ]
+        )
+    )
+    network = LayerNet(
+        [
+            Convolution(rng.normal(0, 0.3, (3, 1, 3, 3)), rng.normal(0, 0.2, 3), 1, 1),
+            Relu(),
+            Residual(body, ChannelPadShortcut(2, 8), relu=True),
+            GlobalAvgPooling(),
+            Linear(rng.normal(0, 0.3, (5, 8)), rng.normal(0, 0.2, 5)),
+        ]
+    )
     randomize(network, rng)
     directory = tmp_path_factory.mktemp("shortcut")
     model = to_onnx(network, directory / "m64.onnx")
-    return network, rt.ReferenceEvaluator(model), float32_session(rt, network, directory / "m32.onnx")
+    return (
+        network,
+        rt.ReferenceEvaluator(model),
+        float32_session(rt, network, directory / "m32.onnx"),
+    )
 
 
-@given(height=st.integers(1, 12), width=st.integers(1, 12), batch=st.integers(1, 3), seed=st.integers(0, 2**31))
-def test_parameter_free_shortcut_at_any_image_size(padded_shortcut_model, height, width, batch, seed):
+@given(
+    height=st.integers(1, 12),
+    width=st.integers(1, 12),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+)
+def test_parameter_free_shortcut_at_any_image_size(
+    padded_shortcut_model, height, width, batch, seed
+):
     network, evaluator, runtime = padded_shortcut_model
     x = np.random.default_rng(seed).uniform(-1, 1, (batch, 1, height, width))
     expected = network.predict(x)
     assert_close(evaluator.run(["logits"], {"input": x})[0], expected, FLOAT64_TOLERANCE)
-    assert_close(runtime.run(["logits"], {"input": x.astype(np.float32)})[0].astype(np.float64), expected,
-                 FLOAT32_TOLERANCE)
+    assert_close(
+        runtime.run(["logits"], {"input": x.astype(np.float32)})[0].astype(np.float64),
+        expected,
+        FLOAT32_TOLERANCE,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,12 +447,16 @@ def test_parameter_free_shortcut_at_any_image_size(padded_shortcut_model, height
 def _pooling_net(geometry, mode):
     """Pooling, then the identity as an Affine layer, so the logits are the pooled values exactly."""
     features = geometry.C * geometry.out_h * geometry.out_w
-    layers = [Pooling(geometry.kh, geometry.kw, geometry.stride, geometry.pad, mode=mode),
-              Affine(np.eye(features), np.zeros(features))]
+    layers = [
+        Pooling(geometry.kh, geometry.kw, geometry.stride, geometry.pad, mode=mode),
+        Affine(np.eye(features), np.zeros(features)),
+    ]
     return LayerNet(layers)
 
 
-@given(geometry=geometries(pad_below_kernel=True), seed=st.integers(0, 2**31), negative=st.booleans())
+@given(
+    geometry=geometries(pad_below_kernel=True), seed=st.integers(0, 2**31), negative=st.booleans()
+)
 def test_max_pooling_padding_never_wins(rt, scratch, geometry, seed, negative):
     """All-negative inputs make every window at the border one whose real values would lose to a
     zero padding: ONNX's MaxPool must leave the padding out, as tinyconv does. Both dtypes run in
@@ -337,8 +475,10 @@ def test_max_pooling_padding_never_wins(rt, scratch, geometry, seed, negative):
     np.testing.assert_array_equal(session(rt, scratch).run(["logits"], {"input": x})[0], expected)
     runtime = float32_session(rt, network, scratch, input_shape=geometry.input_shape[1:])
     x32 = x.astype(np.float32)  # a maximum is exact: the same bits as tinyconv's float32 pooling
-    np.testing.assert_array_equal(runtime.run(["logits"], {"input": x32})[0],
-                                  _pooling_net(geometry, "max").predict(x32).astype(np.float32))
+    np.testing.assert_array_equal(
+        runtime.run(["logits"], {"input": x32})[0],
+        _pooling_net(geometry, "max").predict(x32).astype(np.float32),
+    )
 
 
 @given(geometry=geometries(), seed=st.integers(0, 2**31))
@@ -350,11 +490,13 @@ def test_average_pooling_counts_padding_as_zeros(rt, scratch, geometry, seed):
     x = np.random.default_rng(seed).uniform(-2, 2, geometry.input_shape)
     expected = network.predict(x)
     model = to_onnx(network, scratch, input_shape=geometry.input_shape[1:])
-    np.testing.assert_allclose(rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], expected,
-                               rtol=0, atol=2e-12)
+    np.testing.assert_allclose(
+        rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], expected, rtol=0, atol=2e-12
+    )
     runtime = float32_session(rt, network, scratch, input_shape=geometry.input_shape[1:])
-    np.testing.assert_allclose(runtime.run(["logits"], {"input": x.astype(np.float32)})[0], expected, rtol=0,
-                               atol=2e-5)
+    np.testing.assert_allclose(
+        runtime.run(["logits"], {"input": x.astype(np.float32)})[0], expected, rtol=0, atol=2e-5
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,20 +507,42 @@ def test_metadata_and_doc_string_describe_the_input_and_the_training(rt, tmp_pat
     network = randomize(resnet20(num_classes=3, in_channels=1, seed=0), np.random.default_rng(0))
     classes = ["T-shirt/top", "Trouser", "Pullover"]
     path = tmp_path / "m.onnx"
-    to_onnx(network, path, batch_size=4, input_shape=(1, 28, 28), softmax=True, dataset="Fashion-MNIST",
-            classes=classes, normalization="pixel values in [0, 1]")
+    to_onnx(
+        network,
+        path,
+        batch_size=4,
+        input_shape=(1, 28, 28),
+        softmax=True,
+        dataset="Fashion-MNIST",
+        classes=classes,
+        normalization="pixel values in [0, 1]",
+    )
     model = checked_model(rt, path)
     metadata = {prop.key: prop.value for prop in model.metadata_props}
     assert metadata == {
-        "tinyconv_version": tinyconv.__version__, "network": "ResNet", "architecture": "resnet20",
-        "input_name": "input", "input_shape": "[4, 1, 28, 28]", "input_layout": "NCHW", "input_dtype": "float32",
-        "outputs": '["logits", "probabilities"]', "normalization": "pixel values in [0, 1]",
-        "dataset": "Fashion-MNIST", "classes": json.dumps(classes)}
-    assert model.producer_name == "tinyconv" and model.producer_version == tinyconv.__version__
-    for text in ("ResNet (resnet20) exported by tinyconv", "Input 'input': float32, shape (4, 1, 28, 28) (NCHW",
-                 "Input normalisation: pixel values in [0, 1].", "logits (float32, (4, 3))", "probabilities",
-                 "Training data set: Fashion-MNIST.", "Classes, in the order of the outputs: T-shirt/top, Trouser, "
-                 "Pullover."):
+        "tinyconv_version": tinyconv.__version__,
+        "network": "ResNet",
+        "architecture": "resnet20",
+        "input_name": "input",
+        "input_shape": "[4, 1, 28, 28]",
+        "input_layout": "NCHW",
+        "input_dtype": "float32",
+        "outputs": '["logits", "probabilities"]',
+        "normalization": "pixel values in [0, 1]",
+        "dataset": "Fashion-MNIST",
+        "classes": json.dumps(classes),
+    }
+    assert model.producer_name == "tinyconv"
+    assert model.producer_version == tinyconv.__version__
+    for text in (
+        "ResNet (resnet20) exported by tinyconv",
+        "Input 'input': float32, shape (4, 1, 28, 28) (NCHW",
+        "Input normalisation: pixel values in [0, 1].",
+        "logits (float32, (4, 3))",
+        "probabilities",
+        "Training data set: Fashion-MNIST.",
+        "Classes, in the order of the outputs: T-shirt/top, Trouser, Pullover.",
+    ):
         assert text in model.doc_string and text in model.graph.doc_string, text
     assert [value.name for value in model.graph.output] == ["logits", "probabilities"]
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [4, 3]
@@ -387,17 +551,26 @@ def test_metadata_and_doc_string_describe_the_input_and_the_training(rt, tmp_pat
 def test_metadata_leaves_out_what_was_not_given(rt, tmp_path):
     model = to_onnx(TwoLayerNet(6, 4, 3, seed=0, dtype=np.float64), tmp_path / "m.onnx")
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    assert metadata == {"tinyconv_version": tinyconv.__version__, "network": "TwoLayerNet", "input_name": "input",
-                        "input_shape": '["batch", 6]', "input_layout": "ND", "input_dtype": "float64",
-                        "outputs": '["logits"]'}
-    assert "Input normalisation: not recorded" in model.doc_string and "Training data set: not recorded" in model.doc_string
+    assert metadata == {
+        "tinyconv_version": tinyconv.__version__,
+        "network": "TwoLayerNet",
+        "input_name": "input",
+        "input_shape": '["batch", 6]',
+        "input_layout": "ND",
+        "input_dtype": "float64",
+        "outputs": '["logits"]',
+    }
+    assert "Input normalisation: not recorded" in model.doc_string
+    assert "Training data set: not recorded" in model.doc_string
 
 
 @pytest.mark.parametrize("name", ["DeepConvNet", "MultiLayerNetExtend", "resnet18"])
 def test_initializers_carry_the_parameter_names_and_values(rt, name, tmp_path):
     network, sample_shape, _ = _network(name, np.float32)
     model = to_onnx(network, tmp_path / "m.onnx", input_shape=sample_shape)
-    initializers = {tensor.name: rt.onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    initializers = {
+        tensor.name: rt.onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer
+    }
     for key, value in network.state_dict().items():
         if key.endswith("num_batches_tracked"):  # a counter, not part of the function
             continue
@@ -412,7 +585,9 @@ def test_softmax_output(rt, tmp_path):
     x = _inputs(np.random.default_rng(0), 4, sample_shape, np.float32)
     logits, probabilities = session(rt, path).run(None, {"input": x})
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(probabilities, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        probabilities, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7
+    )
     assert_close(logits, network.predict(x), FLOAT32_TOLERANCE)
 
 
@@ -427,14 +602,24 @@ def test_every_opset_from_13(rt, opset, tmp_path):
         assert [(entry.domain, entry.version) for entry in model.opset_import] == [("", opset)]
         assert model.ir_version == rt.onnx.helper.find_min_ir_version_for(list(model.opset_import))
         x = _inputs(rng, 2, sample_shape, np.float32)
-        assert_close(session(rt, path).run(["logits"], {"input": x})[0], network.predict(x), FLOAT32_TOLERANCE)
+        assert_close(
+            session(rt, path).run(["logits"], {"input": x})[0],
+            network.predict(x),
+            FLOAT32_TOLERANCE,
+        )
 
 
 def test_layers_named_like_the_graph_inputs_and_outputs(rt, tmp_path):
     """Layer names become node and tensor names; the graph's own names stay reserved."""
     rng = np.random.default_rng(0)
-    layers = OrderedDict([("input", Affine(rng.normal(size=(6, 5)), rng.normal(size=5))), ("logits", Relu()),
-                          ("probabilities", Linear(rng.normal(size=(4, 5)), rng.normal(size=4))), ("softmax", Relu())])
+    layers = OrderedDict(
+        [
+            ("input", Affine(rng.normal(size=(6, 5)), rng.normal(size=5))),
+            ("logits", Relu()),
+            ("probabilities", Linear(rng.normal(size=(4, 5)), rng.normal(size=4))),
+            ("softmax", Relu()),
+        ]
+    )
     network = LayerNet(Sequential(layers))
     path = tmp_path / "m.onnx"
     to_onnx(network, path, softmax=True)
@@ -449,7 +634,9 @@ def test_a_network_without_layers_is_the_identity(rt, tmp_path):
     network = LayerNet([])
     model = to_onnx(network, tmp_path / "m.onnx", input_shape=(3,))
     x = np.arange(6.0).reshape(2, 3)
-    np.testing.assert_array_equal(rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], network.predict(x))
+    np.testing.assert_array_equal(
+        rt.ReferenceEvaluator(model).run(["logits"], {"input": x})[0], network.predict(x)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,53 +657,102 @@ class _LeakyRelu(Relu):
 
 
 INVALID = [
-    (dict(network="net"), TypeError, "network must be a tinyconv network .*got str"),
-    (dict(path=5), TypeError, "path must be a str or os.PathLike, got 5"),
-    (dict(path=""), ValueError, "path must be a non-empty file name, got ''"),
-    (dict(path="{dir}"), ValueError, "path '{dir}' is a directory"),
-    (dict(batch_size=0), ValueError, "batch_size must be at least 1, got 0"),
-    (dict(batch_size=-3), ValueError, "batch_size must be at least 1, got -3"),
-    (dict(batch_size=2.0), TypeError, "batch_size must be an int or None, got 2.0"),
-    (dict(batch_size=True), TypeError, "batch_size must be an int or None, got True"),
-    (dict(opset=12), ValueError, "opset must be from 13 to [0-9]+ .*got 12"),
-    (dict(opset=10**6), ValueError, "opset must be from 13 to [0-9]+ .*got 1000000"),
-    (dict(opset="17"), TypeError, "opset must be an int, got '17'"),
-    (dict(opset=17.0), TypeError, "opset must be an int, got 17.0"),
-    (dict(softmax="yes"), TypeError, "softmax must be a bool, got 'yes'"),
-    (dict(softmax=1), TypeError, "softmax must be a bool, got 1"),
-    (dict(input_shape=(1, 20, 20)), ValueError,
-     r"input_shape \(1, 20, 20\) does not fit the SimpleConvNet: layer 'Affine1' \(Affine\) .*it takes 4320 features, the input gives 1920"),
-    (dict(input_shape=(3, 28, 28)), ValueError,
-     r"input_shape \(3, 28, 28\) does not fit the SimpleConvNet: layer 'Conv1' \(Convolution\) .*its filters take 1 channels"),
-    (dict(input_shape=(1, 4, 4)), ValueError, r"layer 'Conv1' .*a 5-wide window does not fit 4 \+ 2 x 0 padding"),
-    (dict(input_shape=(784,)), ValueError, r"layer 'Conv1' \(Convolution\) gets a tensor of shape \(\?, 784\): it needs \(N, C, H, W\)"),
-    (dict(input_shape=(1, 28)), ValueError, r"input_shape must be \(C, H, W\) for images or \(D,\) for features, got \(1, 28\)"),
-    (dict(input_shape=(1, 0, 28)), ValueError, "input_shape entries must be at least 1, got 0"),
-    (dict(input_shape="1x28x28"), TypeError, "input_shape must be a tuple"),
-    (dict(input_shape=(1, 28.0, 28)), TypeError, "input_shape entries must be an int or None, got 28.0"),
-    (dict(dtype=np.int32), ValueError, "dtype must be float32, float64 or None, got int32"),
-    (dict(dtype=np.float16), ValueError, "dtype must be float32, float64 or None, got float16"),
-    (dict(dtype="nonsense"), TypeError, "dtype must be float32, float64 or None, got 'nonsense'"),
-    (dict(classes=["a", "b"]), ValueError, "classes names 2 classes but the network has 10 outputs"),
-    (dict(classes="abcdefghij"), TypeError, "classes must be a sequence of class names"),
-    (dict(classes=list(range(10))), TypeError, "classes must hold class names \\(str\\), got 0"),
-    (dict(classes=["a"] * 10), ValueError, "classes must be distinct"),
-    (dict(dataset=""), ValueError, "dataset must not be empty, got ''"),
-    (dict(dataset=5), TypeError, "dataset must be a str or None, got 5"),
-    (dict(normalization=b"[0, 1]"), TypeError, "normalization must be a str or None, got b'\\[0, 1\\]'"),
-    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None), _Doubler(), GlobalAvgPooling()])), TypeError,
-     r"cannot export layer '1' of type test_export_onnx\._Doubler: no ONNX form is known for it \(exportable: Affine, "),
-    (dict(network=LayerNet([Affine(np.ones((4, 3)), None), _LeakyRelu()])), TypeError,
-     "cannot export layer '1' of type test_export_onnx._LeakyRelu"),
-    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None), Pooling(2, 2, pad=2), GlobalAvgPooling()]),
-          input_shape=(1, 8, 8)), ValueError, r"layer '1': max pooling needs pad < pool, got pad \(2, 2\) for a 2x2 window"),
-    (dict(network=LayerNet([Convolution(np.ones((2, 1, 3, 3)), None)])), ValueError,
-     r"the LayerNet ends in a tensor of shape \(\?, 2, \?, \?\), not \(batch, classes\) logits"),
+    ({"network": "net"}, TypeError, "network must be a tinyconv network .*got str"),
+    ({"path": 5}, TypeError, "path must be a str or os.PathLike, got 5"),
+    ({"path": ""}, ValueError, "path must be a non-empty file name, got ''"),
+    ({"path": "{dir}"}, ValueError, "path '{dir}' is a directory"),
+    ({"batch_size": 0}, ValueError, "batch_size must be at least 1, got 0"),
+    ({"batch_size": -3}, ValueError, "batch_size must be at least 1, got -3"),
+    ({"batch_size": 2.0}, TypeError, "batch_size must be an int or None, got 2.0"),
+    ({"batch_size": True}, TypeError, "batch_size must be an int or None, got True"),
+    ({"opset": 12}, ValueError, "opset must be from 13 to [0-9]+ .*got 12"),
+    ({"opset": 10**6}, ValueError, "opset must be from 13 to [0-9]+ .*got 1000000"),
+    ({"opset": "17"}, TypeError, "opset must be an int, got '17'"),
+    ({"opset": 17.0}, TypeError, "opset must be an int, got 17.0"),
+    ({"softmax": "yes"}, TypeError, "softmax must be a bool, got 'yes'"),
+    ({"softmax": 1}, TypeError, "softmax must be a bool, got 1"),
+    (
+        {"input_shape": (1, 20, 20)},
+        ValueError,
+        r"input_shape \(1, 20, 20\) does not fit the SimpleConvNet: layer 'Affine1' \(Affine\) .*it takes 4320 features, the input gives 1920",
+    ),
+    (
+        {"input_shape": (3, 28, 28)},
+        ValueError,
+        r"input_shape \(3, 28, 28\) does not fit the SimpleConvNet: layer 'Conv1' \(Convolution\) .*its filters take 1 channels",
+    ),
+    (
+        {"input_shape": (1, 4, 4)},
+        ValueError,
+        r"layer 'Conv1' .*a 5-wide window does not fit 4 \+ 2 x 0 padding",
+    ),
+    (
+        {"input_shape": (784,)},
+        ValueError,
+        r"layer 'Conv1' \(Convolution\) gets a tensor of shape \(\?, 784\): it needs \(N, C, H, W\)",
+    ),
+    (
+        {"input_shape": (1, 28)},
+        ValueError,
+        r"input_shape must be \(C, H, W\) for images or \(D,\) for features, got \(1, 28\)",
+    ),
+    ({"input_shape": (1, 0, 28)}, ValueError, "input_shape entries must be at least 1, got 0"),
+    ({"input_shape": "1x28x28"}, TypeError, "input_shape must be a tuple"),
+    (
+        {"input_shape": (1, 28.0, 28)},
+        TypeError,
+        "input_shape entries must be an int or None, got 28.0",
+    ),
+    ({"dtype": np.int32}, ValueError, "dtype must be float32, float64 or None, got int32"),
+    ({"dtype": np.float16}, ValueError, "dtype must be float32, float64 or None, got float16"),
+    ({"dtype": "nonsense"}, TypeError, "dtype must be float32, float64 or None, got 'nonsense'"),
+    ({"classes": ["a", "b"]}, ValueError, "classes names 2 classes but the network has 10 outputs"),
+    ({"classes": "abcdefghij"}, TypeError, "classes must be a sequence of class names"),
+    ({"classes": list(range(10))}, TypeError, "classes must hold class names \\(str\\), got 0"),
+    ({"classes": ["a"] * 10}, ValueError, "classes must be distinct"),
+    ({"dataset": ""}, ValueError, "dataset must not be empty, got ''"),
+    ({"dataset": 5}, TypeError, "dataset must be a str or None, got 5"),
+    (
+        {"normalization": b"[0, 1]"},
+        TypeError,
+        "normalization must be a str or None, got b'\\[0, 1\\]'",
+    ),
+    (
+        {
+            "network": LayerNet(
+                [Convolution(np.ones((2, 1, 3, 3)), None), _Doubler(), GlobalAvgPooling()]
+            )
+        },
+        TypeError,
+        r"cannot export layer '1' of type test_export_onnx\._Doubler: no ONNX form is known for it \(exportable: Affine, ",
+    ),
+    (
+        {"network": LayerNet([Affine(np.ones((4, 3)), None), _LeakyRelu()])},
+        TypeError,
+        "cannot export layer '1' of type test_export_onnx._LeakyRelu",
+    ),
+    (
+        {
+            "network": LayerNet(
+                [Convolution(np.ones((2, 1, 3, 3)), None), Pooling(2, 2, pad=2), GlobalAvgPooling()]
+            ),
+            "input_shape": (1, 8, 8),
+        },
+        ValueError,
+        r"layer '1': max pooling needs pad < pool, got pad \(2, 2\) for a 2x2 window",
+    ),
+    (
+        {"network": LayerNet([Convolution(np.ones((2, 1, 3, 3)), None)])},
+        ValueError,
+        r"the LayerNet ends in a tensor of shape \(\?, 2, \?, \?\), not \(batch, classes\) logits",
+    ),
 ]
 
 
-@pytest.mark.parametrize("arguments, error, message", INVALID)
-def test_invalid_arguments_name_the_argument_and_value_and_write_nothing(rt, arguments, error, message, tmp_path):
+@pytest.mark.parametrize(("arguments", "error", "message"), INVALID)
+def test_invalid_arguments_name_the_argument_and_value_and_write_nothing(
+    rt, arguments, error, message, tmp_path
+):
     arguments = dict(arguments)
     network = arguments.pop("network", None) or _simple()
     path = arguments.pop("path", tmp_path / "m.onnx")
@@ -534,18 +770,25 @@ def test_a_failed_export_leaves_an_existing_file_as_it_was(rt, tmp_path):
     before = path.read_bytes()
     with pytest.raises(TypeError, match="_Doubler"):
         to_onnx(LayerNet([Affine(np.ones((5, 3)), None), _Doubler()]), path)
-    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.onnx"]
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.onnx"]
     rt.onnx.checker.check_model(rt.onnx.load(os.fspath(path)), full_check=True)
 
 
 def test_without_the_onnx_package_the_error_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
-    with pytest.raises(ImportError, match=r'exporting to ONNX needs the onnx package: pip install "tinyconv\[onnx\]"'):
+    with pytest.raises(
+        ImportError,
+        match=r'exporting to ONNX needs the onnx package: pip install "tinyconv\[onnx\]"',
+    ):
         to_onnx(TwoLayerNet(5, 4, 3, seed=0), tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
     code, _, stderr = run_cli(["export", "params.pkl", str(tmp_path / "m.onnx")])
-    assert code == 2 and stderr == ('error: exporting to ONNX needs the onnx package; install it with: '
-                                    'pip install "tinyconv[onnx]"\n')
+    assert code == 2
+    assert stderr == (
+        "error: exporting to ONNX needs the onnx package; install it with: "
+        'pip install "tinyconv[onnx]"\n'
+    )
 
 
 def test_module_exports():
@@ -565,8 +808,21 @@ def run_cli(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-TINY_TRAINING = ["--epochs", "1", "--train-size", "200", "--test-size", "100", "--eval-samples", "100",
-                 "--seed", "0", "--threads", "1", "--quiet"]
+TINY_TRAINING = [
+    "--epochs",
+    "1",
+    "--train-size",
+    "200",
+    "--test-size",
+    "100",
+    "--eval-samples",
+    "100",
+    "--seed",
+    "0",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -575,7 +831,10 @@ def trained_runs(tmp_path_factory):
     ResNet-20 on three classes (so its history.json records them)."""
     root = tmp_path_factory.mktemp("trained")
     runs = {}
-    for name, extra in (("simple", []), ("resnet20", ["--net", "resnet20", "--classes", "2,0,7", "--batch-size", "50"])):
+    for name, extra in (
+        ("simple", []),
+        ("resnet20", ["--net", "resnet20", "--classes", "2,0,7", "--batch-size", "50"]),
+    ):
         code, _, stderr = run_cli(["train", *TINY_TRAINING, *extra, "--out", str(root / name)])
         assert code == 0, stderr
         runs[name] = root / name / ("params.pkl" if name == "simple" else "params.npz")
@@ -590,8 +849,11 @@ def test_round_trip_train_export_onnx_runtime_against_evaluate(rt, trained_runs,
     model_path = tmp_path / "deploy" / "model.onnx"  # the directory is created
     code, stdout, stderr = run_cli(["export", str(params), str(model_path)])
     assert code == 0 and stderr == "", stderr
-    assert stdout.startswith(f"Wrote {model_path}: ") and "input 'input' (batch, 1, 28, 28)" in stdout
-    code, _, stderr = run_cli(["evaluate", str(params), "--test-size", "100", "--out", str(tmp_path / "eval")])
+    assert stdout.startswith(f"Wrote {model_path}: ")
+    assert "input 'input' (batch, 1, 28, 28)" in stdout
+    code, _, stderr = run_cli(
+        ["evaluate", str(params), "--test-size", "100", "--out", str(tmp_path / "eval")]
+    )
     assert code == 0, stderr
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
 
@@ -605,9 +867,11 @@ def test_round_trip_train_export_onnx_runtime_against_evaluate(rt, trained_runs,
     else:
         classes = list(range(10))
     x_test, t_test = x_test[:100], t_test[:100]
-    assert evaluation["classes"] == classes and evaluation["test_size"] == len(t_test)
+    assert evaluation["classes"] == classes
+    assert evaluation["test_size"] == len(t_test)
     assert json.loads(metadata["classes"]) == [FASHION_MNIST_CLASSES[label] for label in classes]
-    assert metadata["dataset"] == "the Fashion-MNIST sample" and "[0, 1]" in metadata["normalization"]
+    assert metadata["dataset"] == "the Fashion-MNIST sample"
+    assert "[0, 1]" in metadata["normalization"]
 
     logits = session(rt, model_path).run(["logits"], {"input": x_test})[0]
     network = network_from_params(os.fspath(params))
@@ -618,14 +882,35 @@ def test_round_trip_train_export_onnx_runtime_against_evaluate(rt, trained_runs,
 def test_export_options(rt, trained_runs, tmp_path):
     params = str(trained_runs["simple"])
     path = tmp_path / "m.onnx"
-    code, stdout, stderr = run_cli(["export", params, str(path), "--softmax", "--batch-size", "8", "--opset", "13",
-                                    "--dtype", "float64", "--dataset", "mnist", "--classes", "0,1,2,3,4,5,6,7,8,9"])
+    code, stdout, stderr = run_cli(
+        [
+            "export",
+            params,
+            str(path),
+            "--softmax",
+            "--batch-size",
+            "8",
+            "--opset",
+            "13",
+            "--dtype",
+            "float64",
+            "--dataset",
+            "mnist",
+            "--classes",
+            "0,1,2,3,4,5,6,7,8,9",
+        ]
+    )
     assert code == 0, stderr
-    assert "ONNX opset 13, float64; input 'input' (8, 1, 28, 28), output 'logits' and 'probabilities' (8, 10)" in stdout
+    assert (
+        "ONNX opset 13, float64; input 'input' (8, 1, 28, 28), output 'logits' and 'probabilities' (8, 10)"
+        in stdout
+    )
     model = checked_model(rt, path)
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    assert metadata["dataset"] == "MNIST" and json.loads(metadata["classes"]) == [str(digit) for digit in range(10)]
-    assert model.opset_import[0].version == 13 and metadata["input_dtype"] == "float64"
+    assert metadata["dataset"] == "MNIST"
+    assert json.loads(metadata["classes"]) == [str(digit) for digit in range(10)]
+    assert model.opset_import[0].version == 13
+    assert metadata["input_dtype"] == "float64"
     x = np.random.default_rng(0).uniform(0, 1, (8, 1, 28, 28))
     logits, probabilities = rt.ReferenceEvaluator(model).run(None, {"input": x})
     network = network_from_params(params, dtype=np.float64)
@@ -639,43 +924,82 @@ def test_export_of_a_dlfs_file_without_history(rt, tmp_path):
     network.save_params(str(tmp_path / "params.pkl"))
     code, _, stderr = run_cli(["export", str(tmp_path / "params.pkl"), str(tmp_path / "m.onnx")])
     assert code == 0, stderr
-    metadata = {prop.key: prop.value for prop in rt.onnx.load(os.fspath(tmp_path / "m.onnx")).metadata_props}
-    assert "classes" not in metadata and "dataset" not in metadata and metadata["input_dtype"] == "float32"
+    metadata = {
+        prop.key: prop.value for prop in rt.onnx.load(os.fspath(tmp_path / "m.onnx")).metadata_props
+    }
+    assert "classes" not in metadata
+    assert "dataset" not in metadata
+    assert metadata["input_dtype"] == "float32"
 
 
 EXPORT_ERRORS = [
     (["export"], "the following arguments are required: PARAMS, MODEL"),
     (["export", "{params}"], "the following arguments are required: MODEL"),
     (["export", "{params}", ""], "argument MODEL: expected a path, got an empty string"),
-    (["export", "{params}", "{dir}"], "{dir} is a directory; MODEL must name the .onnx file to write"),
+    (
+        ["export", "{params}", "{dir}"],
+        "{dir} is a directory; MODEL must name the .onnx file to write",
+    ),
     (["export", "{missing}", "{out}"], "parameter file not found: {missing}"),
     (["export", "{notparams}", "{out}"], "cannot read parameters: {notparams}"),
-    (["export", "{params}", "{out}", "--opset", "12"], "argument --opset: must be at least 13, got 12"),
+    (
+        ["export", "{params}", "{out}", "--opset", "12"],
+        "argument --opset: must be at least 13, got 12",
+    ),
     (["export", "{params}", "{out}", "--opset", "1000"], "--opset 1000: the installed onnx "),
-    (["export", "{params}", "{out}", "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
-    (["export", "{params}", "{out}", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
-    (["export", "{params}", "{out}", "--net", "deep"], "{params} has no 'W7', which a DeepConvNet needs"),
-    (["export", "{params}", "{out}", "--classes", "1,2"], "--classes 1,2: name the data set they are classes of with --dataset"),
-    (["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2"],
-     "--classes 1,2 names 2 classes but the network has 10 outputs"),
-    (["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2,3,4,5,6,7,8,9,10"],
-     "--classes 1,2,3,4,5,6,7,8,9,10: class 10 is not one of MNIST's classes 0 to 9"),
-    (["export", "{params}", "{afile}/m.onnx"], "MODEL {afile}/m.onnx: {afile} exists and is not a directory"),
-    (["export", "{params}", "{afile}/sub/m.onnx"], "cannot create the output directory {afile}/sub"),
+    (
+        ["export", "{params}", "{out}", "--batch-size", "0"],
+        "argument --batch-size: must be at least 1, got 0",
+    ),
+    (
+        ["export", "{params}", "{out}", "--dtype", "float16"],
+        "argument --dtype: invalid choice: 'float16'",
+    ),
+    (
+        ["export", "{params}", "{out}", "--net", "deep"],
+        "{params} has no 'W7', which a DeepConvNet needs",
+    ),
+    (
+        ["export", "{params}", "{out}", "--classes", "1,2"],
+        "--classes 1,2: name the data set they are classes of with --dataset",
+    ),
+    (
+        ["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2"],
+        "--classes 1,2 names 2 classes but the network has 10 outputs",
+    ),
+    (
+        ["export", "{params}", "{out}", "--dataset", "mnist", "--classes", "1,2,3,4,5,6,7,8,9,10"],
+        "--classes 1,2,3,4,5,6,7,8,9,10: class 10 is not one of MNIST's classes 0 to 9",
+    ),
+    (
+        ["export", "{params}", "{afile}/m.onnx"],
+        "MODEL {afile}/m.onnx: {afile} exists and is not a directory",
+    ),
+    (
+        ["export", "{params}", "{afile}/sub/m.onnx"],
+        "cannot create the output directory {afile}/sub",
+    ),
 ]
 
 
-@pytest.mark.parametrize("argv, message", EXPORT_ERRORS)
+@pytest.mark.parametrize(("argv", "message"), EXPORT_ERRORS)
 def test_export_errors_are_one_line_and_create_nothing(rt, argv, message, tmp_path):
     SimpleConvNet(seed=0).save_params(str(tmp_path / "params.pkl"))
     (tmp_path / "not-params.txt").write_text("hello")
     (tmp_path / "a-file").write_text("")
     (tmp_path / "dir").mkdir()
-    names = {"params": tmp_path / "params.pkl", "dir": tmp_path / "dir", "missing": tmp_path / "missing.pkl",
-             "notparams": tmp_path / "not-params.txt", "out": tmp_path / "out" / "m.onnx", "afile": tmp_path / "a-file"}
+    names = {
+        "params": tmp_path / "params.pkl",
+        "dir": tmp_path / "dir",
+        "missing": tmp_path / "missing.pkl",
+        "notparams": tmp_path / "not-params.txt",
+        "out": tmp_path / "out" / "m.onnx",
+        "afile": tmp_path / "a-file",
+    }
     before = sorted(os.listdir(tmp_path))
     code, stdout, stderr = run_cli([arg.format(**names) for arg in argv])
     assert code == 2, (stdout, stderr)
     assert stdout == "" and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
     assert message.format(**names) in stderr
-    assert sorted(os.listdir(tmp_path)) == before and os.listdir(tmp_path / "dir") == []
+    assert sorted(os.listdir(tmp_path)) == before
+    assert os.listdir(tmp_path / "dir") == []

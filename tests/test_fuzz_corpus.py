@@ -5,13 +5,13 @@ A target returns when its entry point accepted the input or refused it with a do
 anything else (an unexpected exception type, a state change on refusal, an array that does not
 own its memory) fails here with the file's name.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fuzz import targets
 
 CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
@@ -38,9 +38,14 @@ def test_fuzz_corpus_replays_cleanly(name):
     for path in files:
         try:
             targets.TARGETS[name](path.read_bytes())
-        except Exception as exc:  # collect all, then report: one broken input should not hide others
+        except (
+            Exception
+        ) as exc:  # collect all, then report: one broken input should not hide others
             failures.append(f"{path.name}: {type(exc).__name__}: {str(exc)[:200]}")
-    assert not failures, f"{len(failures)} of {len(files)} {name} inputs broke a promise:\n" + "\n".join(failures[:20])
+    assert not failures, (
+        f"{len(failures)} of {len(files)} {name} inputs broke a promise:\n"
+        + "\n".join(failures[:20])
+    )
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))

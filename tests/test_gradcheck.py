@@ -5,6 +5,7 @@ Each check builds a scalar ``L = sum(forward(inputs) * dout)`` for a fixed rando
 so ``dL/dinput`` is exactly what the backward pass returns for that ``dout``, and compares it
 with ``(L(input + h e_i) - L(input - h e_i)) / 2h`` for every entry ``i``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from strategies import geometries, seeds
 
 # Analytical vs numerical gradient, ||a - n|| / max(||a||, ||n||). With h = 1e-5 in float64 the
@@ -49,12 +49,16 @@ def numerical_gradient(loss, x: np.ndarray, h: float = STEP) -> np.ndarray:
 
 def assert_gradient(analytical, numerical, what: str) -> None:
     analytical = np.asarray(analytical, dtype=np.float64)
-    assert analytical.shape == numerical.shape, f"{what}: shape {analytical.shape} vs {numerical.shape}"
+    assert analytical.shape == numerical.shape, (
+        f"{what}: shape {analytical.shape} vs {numerical.shape}"
+    )
     scale = max(np.linalg.norm(analytical), np.linalg.norm(numerical))
     if scale == 0:
         return  # both exactly zero, e.g. every window lies in the padding: they agree
     error = np.linalg.norm(analytical - numerical) / scale
-    assert error < MAX_RELATIVE_ERROR, f"{what}: relative error {error:.3g} (analytical {analytical.ravel()[:6]}..., numerical {numerical.ravel()[:6]}...)"
+    assert error < MAX_RELATIVE_ERROR, (
+        f"{what}: relative error {error:.3g} (analytical {analytical.ravel()[:6]}..., numerical {numerical.ravel()[:6]}...)"
+    )
 
 
 def weighted_sum(y, dout) -> float:
@@ -65,7 +69,11 @@ def weighted_sum(y, dout) -> float:
 
 
 @both_implementations
-@given(g=geometries(max_batch=2, max_channels=2, max_size=5, max_pad=2, max_stride=3), fn=st.integers(1, 2), seed=seeds())
+@given(
+    g=geometries(max_batch=2, max_channels=2, max_size=5, max_pad=2, max_stride=3),
+    fn=st.integers(1, 2),
+    seed=seeds(),
+)
 def test_conv2d_gradients(impl_name, g, fn, seed):
     impl = implementation(impl_name)
     rng = np.random.default_rng(seed)
@@ -74,23 +82,63 @@ def test_conv2d_gradients(impl_name, g, fn, seed):
     b = rng.standard_normal(fn)
     dout = rng.standard_normal((g.N, fn, g.out_h, g.out_w))
     dx, dW, db = impl.conv2d_backward(dout, x, W, g.stride, g.pad)
-    assert_gradient(dx, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(v, W, b, g.stride, g.pad), dout), x), "dx")
-    assert_gradient(dW, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(x, v, b, g.stride, g.pad), dout), W), "dW")
-    assert_gradient(db, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(x, W, v, g.stride, g.pad), dout), b), "db")
+    assert_gradient(
+        dx,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(v, W, b, g.stride, g.pad), dout), x
+        ),
+        "dx",
+    )
+    assert_gradient(
+        dW,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(x, v, b, g.stride, g.pad), dout), W
+        ),
+        "dW",
+    )
+    assert_gradient(
+        db,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(x, W, v, g.stride, g.pad), dout), b
+        ),
+        "db",
+    )
 
 
 @both_implementations
-@pytest.mark.parametrize("stride, pad", [(1, 1), (2, 1), ((2, 1), (0, 2))])
+@pytest.mark.parametrize(("stride", "pad"), [(1, 1), (2, 1), ((2, 1), (0, 2))])
 def test_conv2d_gradients_medium(impl_name, stride, pad):
     """A DLfS-sized case (several channels and filters, 7x7 input) besides the small random ones."""
     impl = implementation(impl_name)
     rng = np.random.default_rng(42)
-    x, W, b = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x, W, b = (
+        rng.standard_normal((2, 3, 7, 7)),
+        rng.standard_normal((4, 3, 3, 3)),
+        rng.standard_normal(4),
+    )
     dout = rng.standard_normal(impl.conv2d_forward(x, W, b, stride, pad).shape)
     dx, dW, db = impl.conv2d_backward(dout, x, W, stride, pad)
-    assert_gradient(dx, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(v, W, b, stride, pad), dout), x), "dx")
-    assert_gradient(dW, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(x, v, b, stride, pad), dout), W), "dW")
-    assert_gradient(db, numerical_gradient(lambda v: weighted_sum(impl.conv2d_forward(x, W, v, stride, pad), dout), b), "db")
+    assert_gradient(
+        dx,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(v, W, b, stride, pad), dout), x
+        ),
+        "dx",
+    )
+    assert_gradient(
+        dW,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(x, v, b, stride, pad), dout), W
+        ),
+        "dW",
+    )
+    assert_gradient(
+        db,
+        numerical_gradient(
+            lambda v: weighted_sum(impl.conv2d_forward(x, W, v, stride, pad), dout), b
+        ),
+        "db",
+    )
 
 
 def distinct_values(rng: np.random.Generator, shape) -> np.ndarray:
@@ -102,7 +150,12 @@ def distinct_values(rng: np.random.Generator, shape) -> np.ndarray:
 
 
 @both_implementations
-@given(g=geometries(max_batch=2, max_channels=2, max_size=6, max_pad=2, max_stride=3, pad_below_kernel=True), seed=seeds())
+@given(
+    g=geometries(
+        max_batch=2, max_channels=2, max_size=6, max_pad=2, max_stride=3, pad_below_kernel=True
+    ),
+    seed=seeds(),
+)
 def test_max_pool2d_gradient(impl_name, g, seed):
     impl = implementation(impl_name)
     rng = np.random.default_rng(seed)
@@ -127,8 +180,12 @@ def test_avg_pool2d_gradient(impl_name, g, seed):
 
 
 @both_implementations
-@given(n=st.integers(1, 4), feature_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
-       m=st.integers(1, 5), seed=seeds())
+@given(
+    n=st.integers(1, 4),
+    feature_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
+    m=st.integers(1, 5),
+    seed=seeds(),
+)
 def test_affine_gradients(impl_name, n, feature_shape, m, seed):
     impl = implementation(impl_name)
     rng = np.random.default_rng(seed)
@@ -137,14 +194,26 @@ def test_affine_gradients(impl_name, n, feature_shape, m, seed):
     b = rng.standard_normal(m)
     dout = rng.standard_normal((n, m))
     dx, dW, db = impl.affine_backward(dout, x, W)
-    assert_gradient(dx, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(v, W, b), dout), x), "dx")
-    assert_gradient(dW, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(x, v, b), dout), W), "dW")
-    assert_gradient(db, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(x, W, v), dout), b), "db")
+    assert_gradient(
+        dx, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(v, W, b), dout), x), "dx"
+    )
+    assert_gradient(
+        dW, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(x, v, b), dout), W), "dW"
+    )
+    assert_gradient(
+        db, numerical_gradient(lambda v: weighted_sum(impl.affine_forward(x, W, v), dout), b), "db"
+    )
 
 
 @both_implementations
-@given(n=st.integers(1, 5), k=st.integers(2, 8), scale=st.sampled_from([0.1, 1.0]), soft_targets=st.booleans(),
-       dout=st.sampled_from([1.0, 0.5, -2.0]), seed=seeds())
+@given(
+    n=st.integers(1, 5),
+    k=st.integers(2, 8),
+    scale=st.sampled_from([0.1, 1.0]),
+    soft_targets=st.booleans(),
+    dout=st.sampled_from([1.0, 0.5, -2.0]),
+    seed=seeds(),
+)
 def test_softmax_cross_entropy_gradient(impl_name, n, k, scale, soft_targets, dout, seed):
     impl = implementation(impl_name)
     rng = np.random.default_rng(seed)
@@ -170,7 +239,9 @@ def test_relu_gradient(impl_name, shape, seed):
     x.flat[0] = abs(x.flat[0])  # at least one positive entry, so the gradient does not vanish
     dout = rng.standard_normal(shape)
     dx = impl.relu_backward(dout, x)
-    assert_gradient(dx, numerical_gradient(lambda v: weighted_sum(impl.relu_forward(v), dout), x), "dx")
+    assert_gradient(
+        dx, numerical_gradient(lambda v: weighted_sum(impl.relu_forward(v), dout), x), "dx"
+    )
 
 
 @both_implementations
@@ -183,4 +254,6 @@ def test_sigmoid_gradient(impl_name, shape, seed):
     x = rng.uniform(-5.0, 5.0, size=shape)
     dout = rng.standard_normal(shape)
     dx = impl.sigmoid_backward(dout, impl.sigmoid_forward(x))
-    assert_gradient(dx, numerical_gradient(lambda v: weighted_sum(impl.sigmoid_forward(v), dout), x), "dx")
+    assert_gradient(
+        dx, numerical_gradient(lambda v: weighted_sum(impl.sigmoid_forward(v), dout), x), "dx"
+    )

@@ -9,6 +9,7 @@ interpreter, NumPy and tinyconv all run emulated, and an instruction the model l
 child with SIGILL. The whole chain of a training step runs there on every level the model offers
 (``tinyconv._core.set_isa``), and its results are checked against ``tinyconv.reference``.
 """
+
 from __future__ import annotations
 
 import os
@@ -99,13 +100,21 @@ def test_every_level_runs_on_an_emulated_cpu_without_avx512(cpu):
     levels = ",".join(sorted(CPU_MODELS[cpu]))
     env = dict(os.environ, OMP_NUM_THREADS="2")
     env.pop("TINYCONV_ISA", None)
-    result = subprocess.run([qemu, "-cpu", cpu, sys.executable, "-W", "error", "-c", CHILD, levels],
-                            capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [qemu, "-cpu", cpu, sys.executable, "-W", "error", "-c", CHILD, levels],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     # qemu's own warnings (CPU features its emulator lacks and leaves out) are not the child's.
-    stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("qemu-x86_64: warning"))
+    stderr = "\n".join(
+        line for line in result.stderr.splitlines() if not line.startswith("qemu-x86_64: warning")
+    )
     report = f"exit code {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
-    assert result.returncode != -signal.SIGILL and "Illegal instruction" not in result.stderr, \
+    assert result.returncode != -signal.SIGILL and "Illegal instruction" not in result.stderr, (
         f"illegal instruction on an emulated {cpu}: code built for a level this CPU lacks ran\n{report}"
+    )
     assert result.returncode == 0, report
     for level in CPU_MODELS[cpu]:
         assert f"ok {level}" in result.stdout, report

@@ -8,6 +8,7 @@ output dtype rule), the values (small integers so that ties and exact cancellati
 floats of several scales) and the memory layout (Fortran order, strided and transposed views,
 negative strides, nested lists). Tolerances are the suite's fixed ones, see ``checks.py``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,20 +16,17 @@ import inspect
 
 import numpy as np
 import pytest
+from checks import abs_of, assert_bitwise_equal, assert_close, assert_dtype, assert_exact
 from hypothesis import given
 from hypothesis import strategies as st
-
-import tinyconv
-from tinyconv import _core
-from tinyconv import functional as F
-from tinyconv import reference as R
-from tinyconv import util
-
-from checks import abs_of, assert_bitwise_equal, assert_close, assert_dtype, assert_exact
 from strategies import arrays, dtype_plans, geometries, more_examples, spelled_pair
 
-AVAILABLE_ISAS = [name for name in tinyconv.config()["available_isas"].split(",") if name]
+import tinyconv
+from tinyconv import _core, util
+from tinyconv import functional as F
+from tinyconv import reference as R
 
+AVAILABLE_ISAS = [name for name in tinyconv.config()["available_isas"].split(",") if name]
 
 
 @contextlib.contextmanager
@@ -77,16 +75,27 @@ def test_im2col_matches_reference_exactly(g, plan, data):
 def test_col2im_matches_reference(g, plan, data):
     (col_dtype,), dt = plan
     col = data.draw(arrays((g.N * g.out_h * g.out_w, g.C * g.kh * g.kw), col_dtype))
-    input_shape = data.draw(st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)]))
+    input_shape = data.draw(
+        st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)])
+    )
     img = util.col2im(col, input_shape, g.kh, g.kw, g.stride, g.pad)
     assert_dtype(img, dt, "img")
     magnitude = R.col2im(abs_of(col), g.input_shape, g.kh, g.kw, g.stride, g.pad)
-    assert_close(img, R.col2im(col, g.input_shape, g.kh, g.kw, g.stride, g.pad), dt, magnitude, "col2im")
+    assert_close(
+        img, R.col2im(col, g.input_shape, g.kh, g.kw, g.stride, g.pad), dt, magnitude, "col2im"
+    )
 
 
-@given(size=st.integers(1, 50), filt=st.integers(1, 50), stride=st.integers(1, 5), pad=st.integers(0, 5))
+@given(
+    size=st.integers(1, 50),
+    filt=st.integers(1, 50),
+    stride=st.integers(1, 5),
+    pad=st.integers(0, 5),
+)
 def test_conv_output_size(size, filt, stride, pad):
-    assert util.conv_output_size(size, filt, stride, pad) == R.conv_output_size(size, filt, stride, pad)
+    assert util.conv_output_size(size, filt, stride, pad) == R.conv_output_size(
+        size, filt, stride, pad
+    )
     assert util.conv_output_size(size, filt, stride, pad) == (size + 2 * pad - filt) // stride + 1
 
 
@@ -135,11 +144,23 @@ def test_conv2d_pointwise_and_batched_paths():
     """1x1 stride-1 unpadded filters skip im2col; a batch larger than the thread count goes
     parallel over images: both must agree with the reference too."""
     rng = np.random.default_rng(11)
-    for shape, wshape, stride, pad in [((5, 4, 6, 7), (3, 4, 1, 1), 1, 0), ((9, 3, 10, 10), (4, 3, 3, 3), 1, 1)]:
-        x, W, b = rng.standard_normal(shape), rng.standard_normal(wshape), rng.standard_normal(wshape[0])
+    for shape, wshape, stride, pad in [
+        ((5, 4, 6, 7), (3, 4, 1, 1), 1, 0),
+        ((9, 3, 10, 10), (4, 3, 3, 3), 1, 1),
+    ]:
+        x, W, b = (
+            rng.standard_normal(shape),
+            rng.standard_normal(wshape),
+            rng.standard_normal(wshape[0]),
+        )
         y = F.conv2d_forward(x, W, b, stride, pad)
-        assert_close(y, R.conv2d_forward(x, W, b, stride, pad), np.float64,
-                     R.conv2d_forward(abs(x), abs(W), abs(b), stride, pad), "y")
+        assert_close(
+            y,
+            R.conv2d_forward(x, W, b, stride, pad),
+            np.float64,
+            R.conv2d_forward(abs(x), abs(W), abs(b), stride, pad),
+            "y",
+        )
         dout = rng.standard_normal(y.shape)
         got = F.conv2d_backward(dout, x, W, stride, pad)
         want = R.conv2d_backward(dout, x, W, stride, pad)
@@ -161,9 +182,19 @@ def test_larger_problems_cross_gemm_blocks(isa, dtype):
         y = F.conv2d_forward(x, W, b, 1, 1)
         dout = rng.standard_normal(y.shape).astype(dtype)
         grads = F.conv2d_backward(dout, x, W, 1, 1)
-    assert_close(y, R.conv2d_forward(x, W, b, 1, 1), dtype, R.conv2d_forward(abs(x), abs(W), abs(b), 1, 1), "y")
-    for name, got, want, mag in zip(("dx", "dW", "db"), grads, R.conv2d_backward(dout, x, W, 1, 1),
-                                    R.conv2d_backward(abs(dout), abs(x), abs(W), 1, 1)):
+    assert_close(
+        y,
+        R.conv2d_forward(x, W, b, 1, 1),
+        dtype,
+        R.conv2d_forward(abs(x), abs(W), abs(b), 1, 1),
+        "y",
+    )
+    for name, got, want, mag in zip(
+        ("dx", "dW", "db"),
+        grads,
+        R.conv2d_backward(dout, x, W, 1, 1),
+        R.conv2d_backward(abs(dout), abs(x), abs(W), 1, 1),
+    ):
         assert_close(got, want, dtype, mag, name)
 
     xa = rng.standard_normal((64, 8, 8, 8)).astype(dtype)
@@ -173,9 +204,19 @@ def test_larger_problems_cross_gemm_blocks(isa, dtype):
     with gemm_isa(isa):
         ya = F.affine_forward(xa, Wa, ba)
         grads = F.affine_backward(da, xa, Wa)
-    assert_close(ya, R.affine_forward(xa, Wa, ba), dtype, R.affine_forward(abs(xa), abs(Wa), abs(ba)), "affine y")
-    for name, got, want, mag in zip(("dx", "dW", "db"), grads, R.affine_backward(da, xa, Wa),
-                                    R.affine_backward(abs(da), abs(xa), abs(Wa))):
+    assert_close(
+        ya,
+        R.affine_forward(xa, Wa, ba),
+        dtype,
+        R.affine_forward(abs(xa), abs(Wa), abs(ba)),
+        "affine y",
+    )
+    for name, got, want, mag in zip(
+        ("dx", "dW", "db"),
+        grads,
+        R.affine_backward(da, xa, Wa),
+        R.affine_backward(abs(da), abs(xa), abs(Wa)),
+    ):
         assert_close(got, want, dtype, mag, name)
 
     for trans_a in (False, True):
@@ -228,7 +269,9 @@ def test_max_pool2d_backward(g, plan, data):
         "fortran": np.asfortranarray(argmax),
         "list": argmax.tolist(),
     }[argmax_spelling]
-    input_shape = data.draw(st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)]))
+    input_shape = data.draw(
+        st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)])
+    )
     dx = F.max_pool2d_backward(dout, argmax_arg, input_shape)
     assert_dtype(dx, dt, "dx")
     magnitude = R.max_pool2d_backward(abs_of(dout), argmax, g.input_shape)
@@ -274,17 +317,30 @@ def test_avg_pool2d_forward(g, plan, data):
 def test_avg_pool2d_backward(g, plan, data):
     (d_dt,), dt = plan
     dout = data.draw(arrays((g.N, g.C, g.out_h, g.out_w), d_dt))
-    input_shape = data.draw(st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)]))
+    input_shape = data.draw(
+        st.sampled_from([g.input_shape, list(g.input_shape), np.array(g.input_shape)])
+    )
     dx = F.avg_pool2d_backward(dout, input_shape, g.kh, g.kw, g.stride, g.pad)
     assert_dtype(dx, dt, "dx")
     magnitude = R.avg_pool2d_backward(abs_of(dout), g.input_shape, g.kh, g.kw, g.stride, g.pad)
-    assert_close(dx, R.avg_pool2d_backward(dout, g.input_shape, g.kh, g.kw, g.stride, g.pad), dt, magnitude, "dx")
+    assert_close(
+        dx,
+        R.avg_pool2d_backward(dout, g.input_shape, g.kh, g.kw, g.stride, g.pad),
+        dt,
+        magnitude,
+        "dx",
+    )
 
 
 @more_examples(4)
-@given(shape=st.sampled_from([(2, 2, 2), (3, 3, 2), (3, 3, 1)]), pad=st.integers(0, 1),
-       hw=st.tuples(st.integers(3, 13), st.integers(3, 13)), dtype=st.sampled_from([np.float32, np.float64]),
-       nan_fraction=st.sampled_from([0.0, 0.0, 0.05, 0.3]), data=st.data())
+@given(
+    shape=st.sampled_from([(2, 2, 2), (3, 3, 2), (3, 3, 1)]),
+    pad=st.integers(0, 1),
+    hw=st.tuples(st.integers(3, 13), st.integers(3, 13)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    nan_fraction=st.sampled_from([0.0, 0.0, 0.05, 0.3]),
+    data=st.data(),
+)
 def test_max_pool2d_unrolled_shapes(shape, pad, hw, dtype, nan_fraction, data):
     """The pooling shapes with an unrolled, vectorised path (2x2 stride 2, 3x3 stride 2 or 1),
     whole and padding-clipped windows, rows of every length: the winners (first maximum, first
@@ -302,12 +358,18 @@ def test_max_pool2d_unrolled_shapes(shape, pad, hw, dtype, nan_fraction, data):
     np.testing.assert_array_equal(y, y_want)  # NaNs in the same places
     np.testing.assert_array_equal(F.max_pool2d(x, k, k, stride, pad), y_want)
     dout = rng.integers(1, 9, y.shape).astype(dtype)
-    np.testing.assert_array_equal(F.max_pool2d_backward_from_input(dout, x, k, k, stride, pad),
-                                  R.max_pool2d_backward(dout, argmax_want, x.shape))
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward_from_input(dout, x, k, k, stride, pad),
+        R.max_pool2d_backward(dout, argmax_want, x.shape),
+    )
 
 
 @more_examples(4)
-@given(g=geometries(pad_below_kernel=True), dtype=st.sampled_from([np.float32, np.float64]), data=st.data())
+@given(
+    g=geometries(pad_below_kernel=True),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
 def test_max_pool2d_backward_through_relu_is_both_passes(g, dtype, data):
     """relu_output= / through_relu=: the pooling backward fused with the backward pass of the ReLU
     that produced its input gives exactly relu_backward(max_pool2d_backward(...)): zeros, ties,
@@ -320,9 +382,13 @@ def test_max_pool2d_backward_through_relu_is_both_passes(g, dtype, data):
     want = F.relu_backward(F.max_pool2d_backward(dout, argmax, x.shape), x)
     np.testing.assert_array_equal(F.max_pool2d_backward(dout, argmax, x.shape, relu_output=x), want)
     np.testing.assert_array_equal(
-        F.max_pool2d_backward_from_input(dout, x, g.kh, g.kw, g.stride, g.pad, through_relu=True), want)
-    np.testing.assert_array_equal(R.max_pool2d_backward(dout, argmax, x.shape, relu_output=x),
-                                  R.relu_backward(R.max_pool2d_backward(dout, argmax, x.shape), x))
+        F.max_pool2d_backward_from_input(dout, x, g.kh, g.kw, g.stride, g.pad, through_relu=True),
+        want,
+    )
+    np.testing.assert_array_equal(
+        R.max_pool2d_backward(dout, argmax, x.shape, relu_output=x),
+        R.relu_backward(R.max_pool2d_backward(dout, argmax, x.shape), x),
+    )
 
 
 @pytest.mark.parametrize("bad", [-1, 64, 2**40])
@@ -371,16 +437,22 @@ def test_max_pool2d_rejects_pad_not_below_pool(g, data):
 SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 
 
-@pytest.mark.parametrize("scalar", [np.array(-2.5), np.array(1.5, dtype=np.float32), 3.0, np.float64(0.25)],
-                         ids=["0d-float64", "0d-float32", "python-float", "numpy-scalar"])
+@pytest.mark.parametrize(
+    "scalar",
+    [np.array(-2.5), np.array(1.5, dtype=np.float32), 3.0, np.float64(0.25)],
+    ids=["0d-float64", "0d-float32", "python-float", "numpy-scalar"],
+)
 def test_elementwise_functions_keep_0d_shape(scalar):
-    """"Any shape" includes 0-d: the result has the input's shape ()."""
+    """ "Any shape" includes 0-d: the result has the input's shape ()."""
     dt = np.float32 if np.asarray(scalar).dtype == np.float32 else np.float64
     cases = {
         "relu_forward": (F.relu_forward(scalar), R.relu_forward(scalar)),
         "relu_backward": (F.relu_backward(scalar, scalar), R.relu_backward(scalar, scalar)),
         "sigmoid_forward": (F.sigmoid_forward(scalar), R.sigmoid_forward(scalar)),
-        "sigmoid_backward": (F.sigmoid_backward(scalar, scalar), R.sigmoid_backward(scalar, scalar)),
+        "sigmoid_backward": (
+            F.sigmoid_backward(scalar, scalar),
+            R.sigmoid_backward(scalar, scalar),
+        ),
     }
     for name, (got, want) in cases.items():
         assert_dtype(got, dt, name)
@@ -401,7 +473,9 @@ def test_relu_forward_exact(shape, plan, data):
 def test_relu_backward_exact(shape, plan, data):
     (d_dt, x_dt), dt = plan
     dout = data.draw(arrays(shape, d_dt))
-    x = data.draw(arrays(shape, x_dt, style="small_ints"))  # zeros included: the gradient there is 0
+    x = data.draw(
+        arrays(shape, x_dt, style="small_ints")
+    )  # zeros included: the gradient there is 0
     dx = F.relu_backward(dout, x)
     assert_dtype(dx, dt, "dx")
     assert_exact(dx, R.relu_backward(dout, x), "relu_backward")
@@ -419,7 +493,9 @@ def test_relu_nan_passes_through():
 def test_sigmoid_forward(shape, plan, data):
     (x_dt,), dt = plan
     # "scaled" reaches |x| ~ 1000, where a naive exp overflows.
-    x = data.draw(arrays(shape, x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"]))))
+    x = data.draw(
+        arrays(shape, x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"])))
+    )
     y = F.sigmoid_forward(x)
     assert_dtype(y, dt, "y")
     assert np.all((y >= 0) & (y <= 1))
@@ -433,7 +509,9 @@ def test_sigmoid_extremes():
         y = F.sigmoid_forward(x)
         assert not np.isnan(y).any()
         assert_close(y, R.sigmoid_forward(x), dt, 0.0, "y")
-        assert y[3] == 0.5 and y[-2] == 1.0 and y[-1] == 0.0
+        assert y[3] == 0.5
+        assert y[-2] == 1.0
+        assert y[-1] == 0.0
 
 
 @given(shape=SHAPES, plan=dtype_plans(2), data=st.data())
@@ -455,17 +533,31 @@ def test_sigmoid_backward(shape, plan, data):
 # Softmax and cross-entropy
 
 
-@given(n=st.integers(1, 6), k=st.integers(1, 12), one_d=st.booleans(), plan=dtype_plans(1), data=st.data())
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(1, 12),
+    one_d=st.booleans(),
+    plan=dtype_plans(1),
+    data=st.data(),
+)
 def test_softmax(n, k, one_d, plan, data):
     (x_dt,), dt = plan
     shape = (k,) if one_d else (n, k)
-    x = data.draw(arrays(shape, x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"]))))
+    x = data.draw(
+        arrays(shape, x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"])))
+    )
     y = F.softmax(x)
     assert_dtype(y, dt, "y")
     assert y.shape == shape
     # Entries are at most 1 and sum to 1 per row: the magnitude of every term is 1.
     assert_close(y, R.softmax(x), dt, 1.0, "softmax")
-    assert_close(np.atleast_2d(y).sum(axis=1, dtype=np.float64), np.ones(1 if one_d else n), dt, float(k), "row sums")
+    assert_close(
+        np.atleast_2d(y).sum(axis=1, dtype=np.float64),
+        np.ones(1 if one_d else n),
+        dt,
+        float(k),
+        "row sums",
+    )
 
 
 @st.composite
@@ -474,7 +566,11 @@ def targets(draw, n: int, k: int, dtype):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, size=n)
-    kind = draw(st.sampled_from(["int64", "int32", "uint8", "list", "integral_float", "onehot", "distribution"]))
+    kind = draw(
+        st.sampled_from(
+            ["int64", "int32", "uint8", "list", "integral_float", "onehot", "distribution"]
+        )
+    )
     if kind == "int64":
         return labels
     if kind == "int32":
@@ -493,7 +589,9 @@ def targets(draw, n: int, k: int, dtype):
 @given(n=st.integers(1, 6), k=st.integers(1, 12), plan=dtype_plans(1), data=st.data())
 def test_softmax_cross_entropy_forward(n, k, plan, data):
     (x_dt,), dt = plan
-    x = data.draw(arrays((n, k), x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"]))))
+    x = data.draw(
+        arrays((n, k), x_dt, style=data.draw(st.sampled_from(["scaled", "normal", "small_ints"])))
+    )
     t = data.draw(targets(n, k, dt))
     loss, y = F.softmax_cross_entropy_forward(x, t)
     loss_want, y_want = R.softmax_cross_entropy_forward(x, t)
@@ -505,7 +603,13 @@ def test_softmax_cross_entropy_forward(n, k, plan, data):
     assert_close(loss, loss_want, dt, magnitude, "loss")
 
 
-@given(n=st.integers(1, 6), k=st.integers(1, 12), dout=st.sampled_from([1.0, 0.5, -2.0, 3]), plan=dtype_plans(1), data=st.data())
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(1, 12),
+    dout=st.sampled_from([1.0, 0.5, -2.0, 3]),
+    plan=dtype_plans(1),
+    data=st.data(),
+)
 def test_softmax_cross_entropy_backward(n, k, dout, plan, data):
     (x_dt,), dt = plan
     x = data.draw(arrays((n, k), x_dt, style="normal"))
@@ -514,7 +618,11 @@ def test_softmax_cross_entropy_backward(n, k, dout, plan, data):
     dx = F.softmax_cross_entropy_backward(y, t, dout)
     assert_dtype(dx, dt, "dx")
     want = R.softmax_cross_entropy_backward(y, t, dout)
-    t_dense = np.asarray(t, dtype=np.float64) if np.ndim(t) == 2 else np.eye(k)[np.asarray(t, dtype=np.int64)]
+    t_dense = (
+        np.asarray(t, dtype=np.float64)
+        if np.ndim(t) == 2
+        else np.eye(k)[np.asarray(t, dtype=np.int64)]
+    )
     magnitude = (abs_of(y) + abs_of(t_dense)) * abs(dout) / n
     assert_close(dx, want, dt, magnitude, "dx")
 
@@ -522,18 +630,28 @@ def test_softmax_cross_entropy_backward(n, k, dout, plan, data):
 def test_softmax_cross_entropy_default_dout_and_large_logits():
     x = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]])
     loss, y = F.softmax_cross_entropy_forward(x, [2, 1])
-    assert np.isfinite(loss) and np.all(np.isfinite(y))
+    assert np.isfinite(loss)
+    assert np.all(np.isfinite(y))
     assert loss == pytest.approx((2000.0 + np.log(3.0)) / 2, rel=1e-12)
-    np.testing.assert_allclose(F.softmax_cross_entropy_backward(y, [2, 1]), R.softmax_cross_entropy_backward(y, [2, 1]),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        F.softmax_cross_entropy_backward(y, [2, 1]),
+        R.softmax_cross_entropy_backward(y, [2, 1]),
+        rtol=1e-12,
+        atol=1e-15,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Affine
 
 
-@given(n=st.integers(1, 6), feature_shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
-       m=st.integers(1, 7), plan=dtype_plans(3), data=st.data())
+@given(
+    n=st.integers(1, 6),
+    feature_shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+    m=st.integers(1, 7),
+    plan=dtype_plans(3),
+    data=st.data(),
+)
 def test_affine_forward(n, feature_shape, m, plan, data):
     (x_dt, w_dt, b_dt), dt = plan
     d = int(np.prod(feature_shape))
@@ -546,8 +664,13 @@ def test_affine_forward(n, feature_shape, m, plan, data):
     assert_close(y, R.affine_forward(x, W, b), dt, magnitude, "y")
 
 
-@given(n=st.integers(1, 6), feature_shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
-       m=st.integers(1, 7), plan=dtype_plans(3), data=st.data())
+@given(
+    n=st.integers(1, 6),
+    feature_shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+    m=st.integers(1, 7),
+    plan=dtype_plans(3),
+    data=st.data(),
+)
 def test_affine_backward(n, feature_shape, m, plan, data):
     (d_dt, x_dt, w_dt), dt = plan
     d = int(np.prod(feature_shape))
@@ -569,13 +692,19 @@ def test_affine_backward(n, feature_shape, m, plan, data):
 # Mostly small sizes (odd and prime included); sometimes one dimension crosses the micro-kernel's
 # block sizes (KC = 256 along K, MC up to 192 along M, NC from 1024 along N).
 SMALL_DIM = st.integers(1, 24)
-BIG_DIM = {0: st.sampled_from([97, 193, 300]), 1: st.sampled_from([257, 300, 1031, 2053]), 2: st.sampled_from([257, 300, 521])}
+BIG_DIM = {
+    0: st.sampled_from([97, 193, 300]),
+    1: st.sampled_from([257, 300, 1031, 2053]),
+    2: st.sampled_from([257, 300, 521]),
+}
 
 
 @st.composite
 def gemm_dims(draw):
     dims = [draw(st.one_of(SMALL_DIM, st.sampled_from([1, 2, 3, 5, 7, 13, 17, 31])))]
-    dims += [draw(st.one_of(SMALL_DIM, st.sampled_from([1, 2, 3, 5, 7, 13, 17, 31]))) for _ in range(2)]
+    dims += [
+        draw(st.one_of(SMALL_DIM, st.sampled_from([1, 2, 3, 5, 7, 13, 17, 31]))) for _ in range(2)
+    ]
     if draw(st.integers(0, 4)) == 0:  # one in five: one big dimension
         which = draw(st.integers(0, 2))
         dims[which] = draw(BIG_DIM[which])
@@ -584,9 +713,16 @@ def gemm_dims(draw):
 
 @pytest.mark.parametrize("isa", AVAILABLE_ISAS)
 @more_examples(4)
-@given(dims=gemm_dims(), trans_a=st.booleans(), trans_b=st.booleans(),
-       alpha=st.sampled_from([1.0, -1.0, 0.5, 2.5, 0.0, 3]), beta=st.sampled_from([0.0, 1.0, -0.5, 2, 0]),
-       with_c=st.booleans(), nan_in_c=st.booleans(), data=st.data())
+@given(
+    dims=gemm_dims(),
+    trans_a=st.booleans(),
+    trans_b=st.booleans(),
+    alpha=st.sampled_from([1.0, -1.0, 0.5, 2.5, 0.0, 3]),
+    beta=st.sampled_from([0.0, 1.0, -0.5, 2, 0]),
+    with_c=st.booleans(),
+    nan_in_c=st.booleans(),
+    data=st.data(),
+)
 def test_gemm(isa, dims, trans_a, trans_b, alpha, beta, with_c, nan_in_c, data):
     M, N, K = dims
     if with_c:
@@ -620,14 +756,21 @@ def test_gemm_empty_inner_dimension(trans_a, trans_b):
     b = np.zeros((4, 0)) if trans_b else np.zeros((0, 4))
     np.testing.assert_array_equal(F.gemm(a, b, trans_a=trans_a, trans_b=trans_b), np.zeros((3, 4)))
     c = np.arange(12.0).reshape(3, 4)
-    np.testing.assert_array_equal(F.gemm(a, b, c, beta=2.0, trans_a=trans_a, trans_b=trans_b), 2.0 * c)
-    np.testing.assert_array_equal(F.gemm(a, b, np.full((3, 4), np.nan), beta=0.0, trans_a=trans_a, trans_b=trans_b),
-                                  np.zeros((3, 4)))
+    np.testing.assert_array_equal(
+        F.gemm(a, b, c, beta=2.0, trans_a=trans_a, trans_b=trans_b), 2.0 * c
+    )
+    np.testing.assert_array_equal(
+        F.gemm(a, b, np.full((3, 4), np.nan), beta=0.0, trans_a=trans_a, trans_b=trans_b),
+        np.zeros((3, 4)),
+    )
 
 
 def test_gemm_does_not_modify_c_and_dtype_rules():
     rng = np.random.default_rng(2)
-    a32, b32 = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)
+    a32, b32 = (
+        rng.standard_normal((4, 5)).astype(np.float32),
+        rng.standard_normal((5, 3)).astype(np.float32),
+    )
     c64 = rng.standard_normal((4, 3))
     before = c64.copy()
     out = F.gemm(a32, b32, c64, alpha=1.0, beta=1.0)
@@ -635,18 +778,28 @@ def test_gemm_does_not_modify_c_and_dtype_rules():
     assert out.dtype == np.float64  # float64 c makes the call float64
     assert F.gemm(a32, b32).dtype == np.float32
     assert F.gemm(a32.astype(np.float16), np.ones((5, 3), dtype=np.int32)).dtype == np.float32
-    assert F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)).dtype == np.float64
-    np.testing.assert_array_equal(F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)), np.full((4, 3), 5.0))
+    assert (
+        F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)).dtype == np.float64
+    )
+    np.testing.assert_array_equal(
+        F.gemm(np.ones((4, 5), dtype=np.int64), np.ones((5, 3), dtype=np.int8)),
+        np.full((4, 3), 5.0),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The reference is a drop-in oracle: same names, parameters, kinds and defaults
 
 
-@pytest.mark.parametrize("module, name", [(F, n) for n in F.__all__] + [(util, n) for n in ("im2col", "col2im", "conv_output_size")])
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(F, n) for n in F.__all__] + [(util, n) for n in ("im2col", "col2im", "conv_output_size")],
+)
 def test_reference_signature_matches(module, name):
     def parameters(function):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+        return [
+            (p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()
+        ]
 
     assert hasattr(R, name), f"tinyconv.reference lacks {name}"
     assert name in R.__all__
@@ -696,7 +849,9 @@ def test_backward_without_dx(dtype):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
     W = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
-    dout = rng.standard_normal(F.conv2d_forward(x, W, np.zeros(4, dtype), (2, 1), 1).shape).astype(dtype)
+    dout = rng.standard_normal(F.conv2d_forward(x, W, np.zeros(4, dtype), (2, 1), 1).shape).astype(
+        dtype
+    )
     full = F.conv2d_backward(dout, x, W, (2, 1), 1)
     partial = F.conv2d_backward(dout, x, W, (2, 1), 1, need_dx=False)
     assert partial[0] is None

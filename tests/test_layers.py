@@ -1,14 +1,23 @@
 """tinyconv.layers: DLfS's forward maths (tests/dlfs_oracle.py) and backprop against numerical
 gradients (float64, relative error < 1e-6)."""
+
 from __future__ import annotations
 
+import dlfs_oracle as dlfs
 import numpy as np
 import pytest
 
-import dlfs_oracle as dlfs
 from tinyconv.gradient import numerical_gradient
-from tinyconv.layers import (Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid,
-                             SoftmaxWithLoss)
+from tinyconv.layers import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Pooling,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
 
 TOLERANCE = 1e-6
 
@@ -151,9 +160,17 @@ def test_float32_in_float32_out():
     x = rng.standard_normal((2, 3, 6, 6)).astype(f32)
     conv = Convolution(rng.standard_normal((4, 3, 3, 3)).astype(f32), np.zeros(4, f32), pad=1)
     out = conv.forward(x)
-    assert out.dtype == f32 and conv.backward(np.ones_like(out)).dtype == f32 and conv.dW.dtype == f32
-    for layer in (Relu(), Sigmoid(), Pooling(2, 2, 2), Pooling(2, 2, 2, mode="avg"), Dropout(),
-                  BatchNormalization(np.ones(3, f32), np.zeros(3, f32))):
+    assert out.dtype == f32
+    assert conv.backward(np.ones_like(out)).dtype == f32
+    assert conv.dW.dtype == f32
+    for layer in (
+        Relu(),
+        Sigmoid(),
+        Pooling(2, 2, 2),
+        Pooling(2, 2, 2, mode="avg"),
+        Dropout(),
+        BatchNormalization(np.ones(3, f32), np.zeros(3, f32)),
+    ):
         y = layer.forward(x)
         assert y.dtype == f32, type(layer).__name__
         assert layer.backward(np.ones_like(y)).dtype == f32, type(layer).__name__
@@ -177,7 +194,9 @@ def test_softmax_with_loss_matches_dlfs_and_gradient(one_hot):
     assert loss == pytest.approx(exact, rel=1e-13)
     np.testing.assert_allclose(layer.y, oracle.y, rtol=1e-13)
     np.testing.assert_allclose(layer.backward(), oracle.backward(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(layer.backward(dout=2.5), 2.5 * oracle.backward(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        layer.backward(dout=2.5), 2.5 * oracle.backward(), rtol=1e-12, atol=1e-15
+    )
 
     def f(_):
         return layer.forward(x, t)
@@ -212,7 +231,9 @@ def test_dropout_uses_np_random_like_dlfs():
     np.random.seed(42)
     oracle = dlfs.Dropout(0.3)
     np.testing.assert_array_equal(out, oracle.forward(x))
-    np.testing.assert_array_equal(Dropout(0.3).forward(x, train_flg=False), oracle.forward(x, train_flg=False))
+    np.testing.assert_array_equal(
+        Dropout(0.3).forward(x, train_flg=False), oracle.forward(x, train_flg=False)
+    )
 
 
 def test_dropout_mask_and_gradient_with_fixed_rng():
@@ -243,14 +264,18 @@ def test_batchnorm_per_feature_matches_dlfs(shape):
     gamma, beta = rng.random(d) + 0.5, rng.standard_normal(d)
     layer, oracle = BatchNormalization(gamma, beta), dlfs.BatchNormalization(gamma, beta)
     for _ in range(3):  # running statistics evolve identically
-        np.testing.assert_allclose(layer.forward(x, train_flg=True), oracle.forward(x, True), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            layer.forward(x, train_flg=True), oracle.forward(x, True), rtol=1e-12, atol=1e-12
+        )
     np.testing.assert_allclose(layer.running_mean, oracle.running_mean, rtol=1e-13)
     np.testing.assert_allclose(layer.running_var, oracle.running_var, rtol=1e-13)
     dout = rng.standard_normal(shape)
     np.testing.assert_allclose(layer.backward(dout), oracle.backward(dout), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.dgamma, oracle.dgamma, rtol=1e-12)
     np.testing.assert_allclose(layer.dbeta, oracle.dbeta, rtol=1e-12)
-    np.testing.assert_allclose(layer.forward(x, train_flg=False), oracle.forward(x, False), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        layer.forward(x, train_flg=False), oracle.forward(x, False), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_batchnorm_spatial_normalises_each_channel():
@@ -270,29 +295,48 @@ def test_batchnorm_spatial_normalises_each_channel():
     normalised = (out - beta[:, None, None]) / gamma[:, None, None]
     np.testing.assert_allclose(normalised.mean(axis=(0, 2, 3)), 0, atol=1e-12)
     dout = rng.standard_normal(x.shape)
-    expected_dx = oracle.backward(dout.transpose(0, 2, 3, 1).reshape(-1, c)).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    expected_dx = (
+        oracle.backward(dout.transpose(0, 2, 3, 1).reshape(-1, c))
+        .reshape(n, h, w, c)
+        .transpose(0, 3, 1, 2)
+    )
     np.testing.assert_allclose(layer.backward(dout), expected_dx, rtol=1e-10, atol=1e-12)
-    assert layer.dgamma.shape == (c,) and layer.dbeta.shape == (c,)
+    assert layer.dgamma.shape == (c,)
+    assert layer.dbeta.shape == (c,)
 
 
-@pytest.mark.parametrize("shape, n_params", [((6, 5), 5), ((3, 2, 3, 3), 18), ((3, 4, 3, 2), 4)])
+@pytest.mark.parametrize(
+    ("shape", "n_params"), [((6, 5), 5), ((3, 2, 3, 3), 18), ((3, 4, 3, 2), 4)]
+)
 @pytest.mark.parametrize("train_flg", [True, False])
 def test_batchnorm_gradients(shape, n_params, train_flg):
     rng = np.random.default_rng(10)
     x = rng.standard_normal(shape) * 2 + 0.5
     gamma, beta = rng.random(n_params) + 0.5, rng.standard_normal(n_params)
-    layer = BatchNormalization(gamma, beta, running_mean=rng.standard_normal(n_params) * 0.1,
-                               running_var=rng.random(n_params) + 0.5)
-    check_layer_gradients(layer, x, params=("gamma", "beta"),
-                          forward=lambda inp: layer.forward(inp, train_flg=train_flg))
+    layer = BatchNormalization(
+        gamma,
+        beta,
+        running_mean=rng.standard_normal(n_params) * 0.1,
+        running_var=rng.random(n_params) + 0.5,
+    )
+    check_layer_gradients(
+        layer,
+        x,
+        params=("gamma", "beta"),
+        forward=lambda inp: layer.forward(inp, train_flg=train_flg),
+    )
 
 
 def test_batchnorm_running_statistics_update_in_place():
     running_mean, running_var = np.zeros(3), np.zeros(3)
-    layer = BatchNormalization(np.ones(3), np.zeros(3), running_mean=running_mean, running_var=running_var)
+    layer = BatchNormalization(
+        np.ones(3), np.zeros(3), running_mean=running_mean, running_var=running_var
+    )
     layer.forward(np.random.default_rng(11).standard_normal((5, 3)) + 2)
-    assert layer.running_mean is running_mean and np.all(running_mean > 0.1)
-    assert layer.running_var is running_var and np.all(running_var > 0)
+    assert layer.running_mean is running_mean
+    assert np.all(running_mean > 0.1)
+    assert layer.running_var is running_var
+    assert np.all(running_var > 0)
 
 
 def test_batchnorm_rejects_parameters_that_fit_neither_mode():
@@ -314,7 +358,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("x_shape, w_shape, stride, pad", CONV_CASES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "stride", "pad"), CONV_CASES)
 def test_convolution_matches_dlfs_and_gradient(x_shape, w_shape, stride, pad):
     rng = np.random.default_rng(12)
     x = rng.standard_normal(x_shape)
@@ -336,12 +380,12 @@ def test_convolution_matches_dlfs_and_gradient(x_shape, w_shape, stride, pad):
 POOL_CASES = [
     # (x shape, pool_h, pool_w, stride)
     ((2, 3, 6, 6), 2, 2, 2),
-    ((1, 2, 7, 5), 3, 2, 1),   # overlapping windows
+    ((1, 2, 7, 5), 3, 2, 1),  # overlapping windows
     ((2, 1, 9, 9), 3, 3, 3),
 ]
 
 
-@pytest.mark.parametrize("x_shape, ph, pw, stride", POOL_CASES)
+@pytest.mark.parametrize(("x_shape", "ph", "pw", "stride"), POOL_CASES)
 def test_max_pooling_matches_dlfs_and_gradient(x_shape, ph, pw, stride):
     rng = np.random.default_rng(13)
     x = spaced_values(rng, x_shape)
@@ -353,13 +397,17 @@ def test_max_pooling_matches_dlfs_and_gradient(x_shape, ph, pw, stride):
     check_layer_gradients(Pooling(ph, pw, stride), x)
 
 
-@pytest.mark.parametrize("x_shape, ph, pw, stride, pad",
-                         [((2, 3, 6, 6), 2, 2, 2, 0), ((1, 2, 7, 5), 3, 2, 1, 1), ((2, 2, 5, 5), 3, 3, 2, 1)])
+@pytest.mark.parametrize(
+    ("x_shape", "ph", "pw", "stride", "pad"),
+    [((2, 3, 6, 6), 2, 2, 2, 0), ((1, 2, 7, 5), 3, 2, 1, 1), ((2, 2, 5, 5), 3, 3, 2, 1)],
+)
 def test_average_pooling_matches_reference_and_gradient(x_shape, ph, pw, stride, pad):
     rng = np.random.default_rng(14)
     x = rng.standard_normal(x_shape)
     layer = Pooling(ph, pw, stride, pad, mode="avg")
-    np.testing.assert_allclose(layer.forward(x), dlfs.AvgPooling(ph, pw, stride, pad).forward(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        layer.forward(x), dlfs.AvgPooling(ph, pw, stride, pad).forward(x), rtol=1e-12, atol=1e-14
+    )
     check_layer_gradients(Pooling(ph, pw, stride, pad, mode="avg"), x)
 
 
@@ -374,7 +422,9 @@ def test_scalar_bias_is_broadcast_like_dlfs():
     rng = np.random.default_rng(15)
     image = rng.random((1, 1, 9, 9)).astype(np.float32)
     w = rng.standard_normal((1, 1, 5, 5))
-    np.testing.assert_allclose(Convolution(w, 0).forward(image), Convolution(w, np.zeros(1)).forward(image))
+    np.testing.assert_allclose(
+        Convolution(w, 0).forward(image), Convolution(w, np.zeros(1)).forward(image)
+    )
     x = rng.standard_normal((3, 4))
     W = rng.standard_normal((4, 2))
     np.testing.assert_allclose(Affine(W, 0.5).forward(x), x @ W + 0.5, rtol=1e-12)

@@ -1,13 +1,14 @@
 """tinyconv.nets: DLfS's architectures and initialisation, backprop against numerical gradients
 (float64, relative error < 1e-6), dtype handling, accuracy, randomness."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
 
+import dlfs_oracle as dlfs
 import numpy as np
 import pytest
 
-import dlfs_oracle as dlfs
 from tinyconv.gradient import numerical_gradient
 from tinyconv.layers import Dropout, Relu
 from tinyconv.nets import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet
@@ -33,11 +34,15 @@ def assert_gradients_match(analytic, numeric, zero_keys=()):
     exact gradient is zero (an affine bias right before batch norm, which subtracts it again),
     where both gradients must be ~0 instead."""
     assert list(analytic) == list(numeric)
-    errors = {key: relative_error(analytic[key], numeric[key]) for key in analytic if key not in zero_keys}
+    errors = {
+        key: relative_error(analytic[key], numeric[key]) for key in analytic if key not in zero_keys
+    }
     assert max(errors.values()) < TOLERANCE, errors
     for key in analytic:
         if key in zero_keys:
-            assert np.max(np.abs(analytic[key])) < 1e-12 and np.max(np.abs(numeric[key])) < 1e-9, key
+            assert np.max(np.abs(analytic[key])) < 1e-12 and np.max(np.abs(numeric[key])) < 1e-9, (
+                key
+            )
         else:
             assert np.linalg.norm(analytic[key]) > 0, f"{key}: the check is vacuous"
 
@@ -48,7 +53,7 @@ def hidden_biases_before_batchnorm(net):
 
 def data(shape, n_classes, n, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((n,) + tuple(shape)), rng.integers(0, n_classes, size=n)
+    return rng.standard_normal((n, *tuple(shape))), rng.integers(0, n_classes, size=n)
 
 
 def jitter_biases(net, seed=0):
@@ -76,8 +81,13 @@ def fixed_dropout(net):
 
 
 def test_simple_convnet_gradient_check():
-    arch = dict(input_dim=(2, 10, 9), conv_param={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
-                hidden_size=10, output_size=4, weight_init_std=0.3)
+    arch = {
+        "input_dim": (2, 10, 9),
+        "conv_param": {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
+        "hidden_size": 10,
+        "output_size": 4,
+        "weight_init_std": 0.3,
+    }
     net = SimpleConvNet(**arch, dtype=np.float64, seed=0)
     jitter_biases(net)
     x, t = data((2, 10, 9), 4, 3)
@@ -86,10 +96,20 @@ def test_simple_convnet_gradient_check():
 
 def test_simple_convnet_gradient_equals_dlfs_backprop():
     np.random.seed(1)
-    oracle = dlfs.SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 5, "pad": 0, "stride": 1},
-                                hidden_size=8, output_size=3, weight_init_std=0.2)
-    net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 5, "pad": 0, "stride": 1},
-                        hidden_size=8, output_size=3, dtype=np.float64)
+    oracle = dlfs.SimpleConvNet(
+        input_dim=(1, 12, 12),
+        conv_param={"filter_num": 4, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size=8,
+        output_size=3,
+        weight_init_std=0.2,
+    )
+    net = SimpleConvNet(
+        input_dim=(1, 12, 12),
+        conv_param={"filter_num": 4, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size=8,
+        output_size=3,
+        dtype=np.float64,
+    )
     for key in net.params:
         net.params[key][...] = oracle.params[key]
     x, t = data((1, 12, 12), 3, 6, seed=2)
@@ -99,13 +119,17 @@ def test_simple_convnet_gradient_equals_dlfs_backprop():
     assert net.last_loss == pytest.approx(oracle.loss(x, t), rel=1e-5)  # DLfS's log(y + 1e-7)
 
 
-SMALL_DEEP = dict(
-    input_dim=(1, 8, 8),
-    conv_param_1={"filter_num": 2}, conv_param_2={"filter_num": 2},
-    conv_param_3={"filter_num": 3}, conv_param_4={"filter_num": 3},
-    conv_param_5={"filter_num": 4}, conv_param_6={"filter_num": 4},
-    hidden_size=5, output_size=3,
-)
+SMALL_DEEP = {
+    "input_dim": (1, 8, 8),
+    "conv_param_1": {"filter_num": 2},
+    "conv_param_2": {"filter_num": 2},
+    "conv_param_3": {"filter_num": 3},
+    "conv_param_4": {"filter_num": 3},
+    "conv_param_5": {"filter_num": 4},
+    "conv_param_6": {"filter_num": 4},
+    "hidden_size": 5,
+    "output_size": 3,
+}
 
 
 def test_deep_convnet_small_gradient_check_with_fixed_dropout_masks():
@@ -161,16 +185,34 @@ def test_deep_convnet_full_size_gradient_spot_check():
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("use_batchnorm", [False, True])
 def test_multilayer_net_gradient_check(activation, use_batchnorm):
-    net = MultiLayerNet(6, [5, 4], 3, activation=activation, weight_decay_lambda=0.1,
-                        use_batchnorm=use_batchnorm, dtype=np.float64, seed=8)
+    net = MultiLayerNet(
+        6,
+        [5, 4],
+        3,
+        activation=activation,
+        weight_decay_lambda=0.1,
+        use_batchnorm=use_batchnorm,
+        dtype=np.float64,
+        seed=8,
+    )
     jitter_biases(net)
     x, t = data((6,), 3, 8, seed=9)
-    assert_gradients_match(net.gradient(x, t), net.numerical_gradient(x, t), hidden_biases_before_batchnorm(net))
+    assert_gradients_match(
+        net.gradient(x, t), net.numerical_gradient(x, t), hidden_biases_before_batchnorm(net)
+    )
 
 
 def test_multilayer_net_gradient_check_with_dropout_and_batchnorm():
-    net = MultiLayerNet(6, [7, 5], 3, use_batchnorm=True, use_dropout=True, dropout_ration=0.3,
-                        dtype=np.float64, seed=10)
+    net = MultiLayerNet(
+        6,
+        [7, 5],
+        3,
+        use_batchnorm=True,
+        use_dropout=True,
+        dropout_ration=0.3,
+        dtype=np.float64,
+        seed=10,
+    )
     jitter_biases(net)
     x, t = data((6,), 3, 8, seed=11)
     rewind = fixed_dropout(net)
@@ -204,7 +246,8 @@ def test_simple_convnet_structure_and_dlfs_initialisation():
     assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
     for key in oracle.params:
         np.testing.assert_array_equal(net.params[key], oracle.params[key], err_msg=key)
-    assert net.layers["Conv1"].W is net.params["W1"] and net.layers["Affine2"].b is net.params["b3"]
+    assert net.layers["Conv1"].W is net.params["W1"]
+    assert net.layers["Affine2"].b is net.params["b3"]
     assert net.params["W2"].shape == (30 * 12 * 12, 100)
 
 
@@ -216,12 +259,15 @@ def test_deep_convnet_structure_and_dlfs_initialisation():
     assert [f"W{i}" for i in range(1, 9)] == [k for k in net.params if k.startswith("W")]
     for key in oracle.params:
         np.testing.assert_array_equal(net.params[key], oracle.params[key], err_msg=key)
-    assert len(net.layers) == 20 and isinstance(net.layers, list)
+    assert len(net.layers) == 20
+    assert isinstance(net.layers, list)
     weighted = [layer for layer in net.layers if hasattr(layer, "W")]
     assert [net.layers.index(layer) for layer in weighted] == [0, 2, 5, 7, 10, 12, 15, 18]
     for i, layer in enumerate(weighted, start=1):
-        assert layer.W is net.params[f"W{i}"] and layer.b is net.params[f"b{i}"]
-    assert isinstance(net.layers[17], Dropout) and isinstance(net.layers[19], Dropout)
+        assert layer.W is net.params[f"W{i}"]
+        assert layer.b is net.params[f"b{i}"]
+    assert isinstance(net.layers[17], Dropout)
+    assert isinstance(net.layers[19], Dropout)
     x = np.random.default_rng(0).random((3, 1, 28, 28))
     np.testing.assert_allclose(net.predict(x), oracle.predict(x), rtol=1e-10, atol=1e-12)
 
@@ -229,15 +275,23 @@ def test_deep_convnet_structure_and_dlfs_initialisation():
 def test_deep_convnet_other_input_sizes():
     net = DeepConvNet(input_dim=(3, 32, 32), seed=0)
     assert net.params["W1"].shape == (16, 3, 3, 3)
-    assert net.params["W7"].shape == (64 * 4 * 4, 50)  # 32 -pool-> 16 -pad 2-> 18 -pool-> 9 -pool-> 4
+    assert net.params["W7"].shape == (
+        64 * 4 * 4,
+        50,
+    )  # 32 -pool-> 16 -pad 2-> 18 -pool-> 9 -pool-> 4
     assert net.predict(np.zeros((2, 3, 32, 32))).shape == (2, 10)
     with pytest.raises(ValueError, match="too small"):
         DeepConvNet(input_dim=(1, 2, 2))
 
 
 def test_simple_convnet_odd_and_rectangular_inputs():
-    net = SimpleConvNet(input_dim=(3, 15, 20), conv_param={"filter_num": 4, "filter_size": 4, "pad": 0, "stride": 1},
-                        hidden_size=7, output_size=2, seed=0)
+    net = SimpleConvNet(
+        input_dim=(3, 15, 20),
+        conv_param={"filter_num": 4, "filter_size": 4, "pad": 0, "stride": 1},
+        hidden_size=7,
+        output_size=2,
+        seed=0,
+    )
     assert net.params["W2"].shape == (4 * 6 * 8, 7)
     assert net.predict(np.zeros((1, 3, 15, 20))).shape == (1, 2)
 
@@ -251,12 +305,34 @@ def test_multilayer_net_structure_and_initialisation():
         expected = np.sqrt(2.0 / sizes[i - 1]) * np.random.randn(sizes[i - 1], sizes[i])
         np.testing.assert_array_equal(net.params[f"W{i}"], expected)
     assert MultiLayerNetExtend is MultiLayerNet
-    assert list(net.layers) == ["Affine1", "BatchNorm1", "Activation_function1", "Dropout1",
-                                "Affine2", "BatchNorm2", "Activation_function2", "Dropout2", "Affine3"]
-    assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3", "gamma1", "beta1", "gamma2", "beta2"]
+    assert list(net.layers) == [
+        "Affine1",
+        "BatchNorm1",
+        "Activation_function1",
+        "Dropout1",
+        "Affine2",
+        "BatchNorm2",
+        "Activation_function2",
+        "Dropout2",
+        "Affine3",
+    ]
+    assert list(net.params) == [
+        "W1",
+        "b1",
+        "W2",
+        "b2",
+        "W3",
+        "b3",
+        "gamma1",
+        "beta1",
+        "gamma2",
+        "beta2",
+    ]
     xavier = MultiLayerNet(10, [8], 4, weight_init_std="xavier", seed=0, dtype=np.float64)
     fixed = MultiLayerNet(10, [8], 4, weight_init_std=0.01, seed=0, dtype=np.float64)
-    np.testing.assert_allclose(xavier.params["W1"] * 0.01 / np.sqrt(1 / 10), fixed.params["W1"], rtol=1e-12)
+    np.testing.assert_allclose(
+        xavier.params["W1"] * 0.01 / np.sqrt(1 / 10), fixed.params["W1"], rtol=1e-12
+    )
     with pytest.raises(ValueError, match="activation"):
         MultiLayerNet(10, [8], 4, activation="tanh")
 
@@ -267,7 +343,9 @@ def test_weight_decay_adds_to_loss_and_gradient():
     x, t = data((5,), 3, 6)
     penalty = sum(0.25 * np.sum(plain.params[k] ** 2) for k in ("W1", "W2"))
     assert decayed.loss(x, t) == pytest.approx(plain.loss(x, t) + penalty, rel=1e-12)
-    np.testing.assert_allclose(decayed.gradient(x, t)["W1"], plain.gradient(x, t)["W1"] + 0.5 * plain.params["W1"])
+    np.testing.assert_allclose(
+        decayed.gradient(x, t)["W1"], plain.gradient(x, t)["W1"] + 0.5 * plain.params["W1"]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,8 +353,13 @@ def test_weight_decay_adds_to_loss_and_gradient():
 
 
 def test_float32_is_the_default_and_inputs_are_converted():
-    net = SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
-                        hidden_size=5, output_size=3, seed=0)
+    net = SimpleConvNet(
+        input_dim=(1, 10, 10),
+        conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=5,
+        output_size=3,
+        seed=0,
+    )
     assert net.dtype == np.float32
     assert all(v.dtype == np.float32 for v in net.params.values())
     x64 = np.random.default_rng(0).random((4, 1, 10, 10))
@@ -290,8 +373,13 @@ def test_float32_is_the_default_and_inputs_are_converted():
 
 
 def test_float32_gradients_track_float64():
-    kwargs = dict(input_dim=(1, 10, 10), conv_param={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
-                  hidden_size=6, output_size=3, weight_init_std=0.3)
+    kwargs = {
+        "input_dim": (1, 10, 10),
+        "conv_param": {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1},
+        "hidden_size": 6,
+        "output_size": 3,
+        "weight_init_std": 0.3,
+    }
     net64 = SimpleConvNet(**kwargs, dtype=np.float64, seed=0)
     net32 = SimpleConvNet(**kwargs, dtype=np.float32, seed=0)
     x, t = data((1, 10, 10), 3, 5)
@@ -300,12 +388,20 @@ def test_float32_gradients_track_float64():
         assert relative_error(g32[key].astype(np.float64), g64[key]) < 1e-4, key
 
 
-@pytest.mark.parametrize("factory", [
-    lambda dt: SimpleConvNet(input_dim=(1, 8, 8), conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
-                             hidden_size=3, output_size=2, dtype=dt),
-    lambda dt: DeepConvNet(**SMALL_DEEP, dtype=dt),
-    lambda dt: MultiLayerNet(4, [3], 2, use_batchnorm=True, dtype=dt),
-])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda dt: SimpleConvNet(
+            input_dim=(1, 8, 8),
+            conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+            hidden_size=3,
+            output_size=2,
+            dtype=dt,
+        ),
+        lambda dt: DeepConvNet(**SMALL_DEEP, dtype=dt),
+        lambda dt: MultiLayerNet(4, [3], 2, use_batchnorm=True, dtype=dt),
+    ],
+)
 def test_every_network_honours_dtype(factory):
     for dt in (np.float32, np.float64):
         net = factory(dt)
@@ -325,11 +421,14 @@ def test_accuracy_counts_every_sample():
     expected = np.mean(predicted == t)
     assert net.accuracy(x, t) == pytest.approx(expected)  # batch_size=100 leaves a remainder of 50
     assert net.accuracy(x, t, batch_size=7) == pytest.approx(expected)
-    assert net.accuracy(x, np.eye(3)[t], batch_size=1000) == pytest.approx(expected)  # one-hot labels
+    assert net.accuracy(x, np.eye(3)[t], batch_size=1000) == pytest.approx(
+        expected
+    )  # one-hot labels
     # DLfS's convnets would have scored only the first 100 samples while dividing by 150.
     dlfs_figure = np.sum(predicted[:100] == t[:100]) / 150
-    assert np.any(predicted[100:] == t[100:]) and dlfs_figure < expected
-    with pytest.raises(ValueError):
+    assert np.any(predicted[100:] == t[100:])
+    assert dlfs_figure < expected
+    with pytest.raises(ValueError, match="empty set of samples"):
         net.accuracy(x[:0], t[:0])
 
 
@@ -346,7 +445,9 @@ def test_accuracy_uses_test_mode():
 
 
 def test_seed_and_rng_control_initialisation():
-    make = lambda **kw: SimpleConvNet(input_dim=(1, 8, 8), hidden_size=4, output_size=2, **kw)
+    def make(**kw):
+        return SimpleConvNet(input_dim=(1, 8, 8), hidden_size=4, output_size=2, **kw)
+
     a, b, c = make(seed=1), make(seed=1), make(seed=2)
     np.testing.assert_array_equal(a.params["W2"], b.params["W2"])
     assert not np.array_equal(a.params["W2"], c.params["W2"])
@@ -377,17 +478,25 @@ def test_gradient_records_the_loss():
     assert "SimpleConvNet" in repr(net)
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1},
-                          hidden_size=8, output_size=4, seed=0),
-    lambda: MultiLayerNet(12, [6, 5], 3, activation="sigmoid", seed=0),
-    lambda: MultiLayerNetExtend(12, [6, 5], 3, use_batchnorm=True, use_dropout=True, seed=0),
-])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: SimpleConvNet(
+            input_dim=(1, 10, 10),
+            conv_param={"filter_num": 3, "filter_size": 3, "pad": 0, "stride": 1},
+            hidden_size=8,
+            output_size=4,
+            seed=0,
+        ),
+        lambda: MultiLayerNet(12, [6, 5], 3, activation="sigmoid", seed=0),
+        lambda: MultiLayerNetExtend(12, [6, 5], 3, use_batchnorm=True, use_dropout=True, seed=0),
+    ],
+)
 def test_relu_never_writes_the_callers_input(factory):
     """Networks let ReLU overwrite only the fresh outputs of the layer before it, never the
     caller's array, even when a (user-inserted) ReLU comes first."""
     net = factory()
-    net.layers = OrderedDict([("InputRelu", Relu())] + list(net.layers.items()))
+    net.layers = OrderedDict([("InputRelu", Relu()), *list(net.layers.items())])
     rng = np.random.default_rng(0)
     shape = (5, 1, 10, 10) if isinstance(net, SimpleConvNet) else (5, 12)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -407,7 +516,9 @@ def test_fused_convolution_relu_equals_the_layers_one_by_one():
     fused = net.predict(x)
     plain = x
     for layer in net._layer_list():
-        plain = layer.forward(plain, False) if hasattr(layer, "dropout_ratio") else layer.forward(plain)
+        plain = (
+            layer.forward(plain, False) if hasattr(layer, "dropout_ratio") else layer.forward(plain)
+        )
     np.testing.assert_array_equal(fused, plain)
     net.predict(x, train_flg=True)  # training mode keeps what the backward pass needs
     first_relu = net._layer_list()[1]
@@ -417,8 +528,13 @@ def test_fused_convolution_relu_equals_the_layers_one_by_one():
 def test_fused_relu_pool_backward_equals_the_layers_one_by_one():
     """gradient fuses each ReLU -> max pooling pair's backward into the pooling's scatter: the
     gradients are bitwise those of calling every layer's plain backward in turn."""
-    net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1},
-                        hidden_size=10, output_size=3, seed=2)
+    net = SimpleConvNet(
+        input_dim=(1, 12, 12),
+        conv_param={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1},
+        hidden_size=10,
+        output_size=3,
+        seed=2,
+    )
     rng = np.random.default_rng(4)
     x, t = rng.standard_normal((6, 1, 12, 12)).astype(np.float32), rng.integers(0, 3, 6)
     fused = {k: v.copy() for k, v in net.gradient(x, t).items()}
@@ -426,5 +542,9 @@ def test_fused_relu_pool_backward_equals_the_layers_one_by_one():
     dout = net.last_layer.backward(1)
     for layer in reversed(net._layer_list()):
         dout = layer.backward(dout)
-    for key, layer_attr in [("W1", ("Conv1", "dW")), ("b1", ("Conv1", "db")), ("W2", ("Affine1", "dW"))]:
+    for key, layer_attr in [
+        ("W1", ("Conv1", "dW")),
+        ("b1", ("Conv1", "db")),
+        ("W2", ("Affine1", "dW")),
+    ]:
         np.testing.assert_array_equal(fused[key], getattr(net.layers[layer_attr[0]], layer_attr[1]))

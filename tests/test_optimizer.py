@@ -1,17 +1,28 @@
 """tinyconv.optimizer against DLfS's update formulas (restated in tests/dlfs_oracle.py)."""
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import pickle
 
+import dlfs_oracle as dlfs
 import numpy as np
 import pytest
-
-import dlfs_oracle as dlfs
 from mutations import delete_at, set_at
-from tinyconv.optimizer import (SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, ParamGroup, RMSprop, get_optimizer,
-                                prefix_matches)
+
+from tinyconv.optimizer import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    Optimizer,
+    ParamGroup,
+    RMSprop,
+    get_optimizer,
+    prefix_matches,
+)
 from tinyconv.serialization import safe_pickle_loads
 
 SHAPES = {"W1": (3, 2, 3, 3), "b1": (3,), "W2": (12, 5), "b2": (5,)}
@@ -59,30 +70,38 @@ def run_reference(name, params, steps, **hyper):
 
 
 CASES = [
-    ("SGD", {}), ("SGD", {"lr": 0.1}),
-    ("Momentum", {}), ("Momentum", {"lr": 0.05, "momentum": 0.5}),
-    ("Nesterov", {}), ("Nesterov", {"lr": 0.02, "momentum": 0.8}),
-    ("AdaGrad", {}), ("AdaGrad", {"lr": 0.3}),
-    ("RMSprop", {}), ("RMSprop", {"lr": 0.001, "decay_rate": 0.9}),
-    ("Adam", {}), ("Adam", {"lr": 0.01, "beta1": 0.8, "beta2": 0.99}),
+    ("SGD", {}),
+    ("SGD", {"lr": 0.1}),
+    ("Momentum", {}),
+    ("Momentum", {"lr": 0.05, "momentum": 0.5}),
+    ("Nesterov", {}),
+    ("Nesterov", {"lr": 0.02, "momentum": 0.8}),
+    ("AdaGrad", {}),
+    ("AdaGrad", {"lr": 0.3}),
+    ("RMSprop", {}),
+    ("RMSprop", {"lr": 0.001, "decay_rate": 0.9}),
+    ("Adam", {}),
+    ("Adam", {"lr": 0.01, "beta1": 0.8, "beta2": 0.99}),
 ]
 
 
-@pytest.mark.parametrize("name, hyper", CASES)
+@pytest.mark.parametrize(("name", "hyper"), CASES)
 def test_updates_equal_dlfs_formulas_bitwise_in_float64(name, hyper):
     params = make_params()
-    originals = {key: value for key, value in params.items()}
+    originals = dict(params.items())
     optimizer = get_optimizer(name, **hyper)
     reference = run_reference(name, params, steps=5, **hyper)
     for step in range(5):
         optimizer.update(params, make_grads(step))
         for key in SHAPES:
             # Same operations in the same order as DLfS, hence the same bits.
-            np.testing.assert_array_equal(params[key], reference[step][key], err_msg=f"{name} step {step} {key}")
+            np.testing.assert_array_equal(
+                params[key], reference[step][key], err_msg=f"{name} step {step} {key}"
+            )
             assert params[key] is originals[key], "update must be in place"
 
 
-@pytest.mark.parametrize("name, hyper", CASES)
+@pytest.mark.parametrize(("name", "hyper"), CASES)
 def test_float32_updates_stay_float32_and_track_float64(name, hyper):
     params = make_params(dtype=np.float32)
     optimizer = get_optimizer(name, **hyper)
@@ -106,18 +125,25 @@ def test_defaults_are_dlfs_defaults():
     for cls, defaults in expected.items():
         parameters = inspect.signature(cls).parameters.values()
         # DLfS's arguments, then tinyconv's keyword-only extras.
-        assert {p.name: p.default for p in parameters if p.kind is not p.KEYWORD_ONLY} == defaults, cls.__name__
-        assert {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY} == {"param_groups": None}
+        assert {
+            p.name: p.default for p in parameters if p.kind is not p.KEYWORD_ONLY
+        } == defaults, cls.__name__
+        assert {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY} == {
+            "param_groups": None
+        }
 
 
 def test_state_is_lazy_like_dlfs():
     adam = Adam()
-    assert adam.m is None and adam.v is None and adam.iter == 0
+    assert adam.m is None
+    assert adam.v is None
+    assert adam.iter == 0
     adam.update(make_params(), make_grads(0))
-    assert set(adam.m) == set(SHAPES) and adam.iter == 1
+    assert set(adam.m) == set(SHAPES)
+    assert adam.iter == 1
 
 
-@pytest.mark.parametrize("name, hyper", CASES)
+@pytest.mark.parametrize(("name", "hyper"), CASES)
 def test_state_dict_round_trip_continues_identically(name, hyper):
     params_a = make_params()
     optimizer_a = get_optimizer(name, **hyper)
@@ -150,7 +176,8 @@ def test_load_state_dict_rejects_other_optimizer_and_changes_nothing():
     adam = Adam(lr=0.5)
     with pytest.raises(ValueError, match="SGD"):
         adam.load_state_dict(SGD().state_dict())
-    assert adam.lr == 0.5 and adam.m is None
+    assert adam.lr == 0.5
+    assert adam.m is None
 
 
 def test_get_optimizer_names_are_case_insensitive():
@@ -181,9 +208,9 @@ def test_adam_fused_and_numpy_paths_give_dlfs_bits(dtype, layout):
     for it in range(1, 6):
         grad = rng.standard_normal(base.shape).astype(dtype)
         adam.update({"W": param}, {"W": grad})
-        lr_t = float(0.01 * np.sqrt(1.0 - 0.999 ** it) / (1.0 - 0.9 ** it))
+        lr_t = float(0.01 * np.sqrt(1.0 - 0.999**it) / (1.0 - 0.9**it))
         m += (1 - 0.9) * (grad - m)
-        v += (1 - 0.999) * (grad ** 2 - v)
+        v += (1 - 0.999) * (grad**2 - v)
         expected -= lr_t * m / (np.sqrt(v) + 1e-7)
         np.testing.assert_array_equal(param, expected)
     assert param.dtype == dtype
@@ -211,7 +238,7 @@ def test_fused_and_numpy_paths_agree_bitwise(name, dtype):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("squared", [False, True])
-@pytest.mark.parametrize("dtype, bits", [(np.float32, np.uint32), (np.float64, np.uint64)])
+@pytest.mark.parametrize(("dtype", "bits"), [(np.float32, np.uint32), (np.float64, np.uint64)])
 def test_find_nonfinite_matches_its_reference_and_numpy(dtype, bits, squared, threads):
     """The vectorised exponent test against the plain loop (std::isfinite of x or x*x) and NumPy,
     on random bit patterns (every exponent, NaN payloads, signed zeros, subnormals) and on values
@@ -222,21 +249,41 @@ def test_find_nonfinite_matches_its_reference_and_numpy(dtype, bits, squared, th
     rng = np.random.default_rng(5)
     info = np.finfo(dtype)
     square_limit = dtype(2.0 ** (64 if dtype == np.float32 else 512))
-    edges = np.array([0.0, -0.0, info.tiny, info.smallest_subnormal, info.max, -info.max,
-                      np.nextafter(square_limit, dtype(0)), square_limit, -square_limit, np.inf, -np.inf, np.nan],
-                     dtype=dtype)
+    edges = np.array(
+        [
+            0.0,
+            -0.0,
+            info.tiny,
+            info.smallest_subnormal,
+            info.max,
+            -info.max,
+            np.nextafter(square_limit, dtype(0)),
+            square_limit,
+            -square_limit,
+            np.inf,
+            -np.inf,
+            np.nan,
+        ],
+        dtype=dtype,
+    )
     previous = tinyconv.get_num_threads()
     tinyconv.set_num_threads(threads)
     try:
         for trial in range(120):
-            size = int(rng.choice([0, 1, 7, 65535, 65536, 65537, 200_003])) if trial % 4 == 0 else int(rng.integers(1, 600))
+            size = (
+                int(rng.choice([0, 1, 7, 65535, 65536, 65537, 200_003]))
+                if trial % 4 == 0
+                else int(rng.integers(1, 600))
+            )
             if trial % 3 == 0:  # mostly ordinary values, a few edge values at random places
                 values = rng.standard_normal(size).astype(dtype)
                 for _ in range(int(rng.integers(0, 3))):
                     if size:
                         values[rng.integers(size)] = rng.choice(edges)
             else:
-                values = rng.integers(0, np.iinfo(bits).max, size=size, dtype=bits, endpoint=True).view(dtype)
+                values = rng.integers(
+                    0, np.iinfo(bits).max, size=size, dtype=bits, endpoint=True
+                ).view(dtype)
             with np.errstate(over="ignore", invalid="ignore"):
                 usable = np.isfinite(values * values if squared else values)
             expected = -1 if usable.all() else int(np.argmin(usable))
@@ -260,12 +307,13 @@ def test_find_unusable_gradient_names_key_and_entry(name):
     optimizer = get_optimizer(name)
     grads = make_grads(0, np.float32)
     assert optimizer.find_unusable_gradient(grads) is None
-    grads["W2"][3, 4] = np.float32(2.0 ** 70)  # finite, but its square overflows float32
+    grads["W2"][3, 4] = np.float32(2.0**70)  # finite, but its square overflows float32
     squares = name in ("AdaGrad", "RMSprop", "Adam")
-    assert optimizer.find_unusable_gradient(grads) == (("W2", (3, 4), 2.0 ** 70) if squares else None)
+    assert optimizer.find_unusable_gradient(grads) == (("W2", (3, 4), 2.0**70) if squares else None)
     grads["b1"][1] = np.nan
     key, index, value = optimizer.find_unusable_gradient(grads)
-    assert (key, index) == ("b1", (1,)) and np.isnan(value)
+    assert (key, index) == ("b1", (1,))
+    assert np.isnan(value)
     # Non-contiguous arrays take the NumPy path, with the same answer.
     strided = {key: np.asfortranarray(value) for key, value in grads.items()}
     found = optimizer.find_unusable_gradient(strided)
@@ -299,7 +347,9 @@ def trained(name, dtype=np.float64):
 
 def snapshot(optimizer):
     state = optimizer.state_dict()
-    return pickle.dumps(state)  # bytes: compares hyperparameters, arrays (dtype, shape, bits) and iter
+    return pickle.dumps(
+        state
+    )  # bytes: compares hyperparameters, arrays (dtype, shape, bits) and iter
 
 
 STATE_DEFECTS = [
@@ -312,18 +362,53 @@ STATE_DEFECTS = [
     ("Adam", delete_at(("hyperparameters", "beta2")), ValueError, "hyperparameters"),
     ("Adam", set_at(("hyperparameters", "lr"), "0.01"), TypeError, r"hyperparameters\['lr'\]"),
     ("Adam", set_at(("hyperparameters", "lr"), True), TypeError, r"hyperparameters\['lr'\]"),
-    ("Adam", set_at(("hyperparameters", "lr"), float("nan")), ValueError, r"hyperparameters\['lr'\] must be finite"),
-    ("Adam", set_at(("hyperparameters", "beta1"), 1.0), ValueError, r"hyperparameters\['beta1'\] must be in \[0, 1\)"),
+    (
+        "Adam",
+        set_at(("hyperparameters", "lr"), float("nan")),
+        ValueError,
+        r"hyperparameters\['lr'\] must be finite",
+    ),
+    (
+        "Adam",
+        set_at(("hyperparameters", "beta1"), 1.0),
+        ValueError,
+        r"hyperparameters\['beta1'\] must be in \[0, 1\)",
+    ),
     ("Adam", set_at(("hyperparameters", "beta2"), -0.5), ValueError, r"hyperparameters\['beta2'\]"),
     ("Adam", set_at(("m",), [1.0]), TypeError, "state m must be None or a dict"),
-    ("Adam", set_at(("m", "W1"), lambda a: a[:1]), ValueError, r"m\['W1'\] is float64 \(1, 2, 3, 3\)"),
-    ("Adam", set_at(("m", "W1"), lambda a: a.astype(np.float32)), ValueError, r"m\['W1'\] is float32"),
-    ("Adam", set_at(("m", "W1"), lambda a: a.astype(np.int64)), TypeError, r"m\['W1'\] must be a float array"),
-    ("Adam", set_at(("m", "W1"), lambda a: a.tolist()), TypeError, r"m\['W1'\] must be a float array"),
+    (
+        "Adam",
+        set_at(("m", "W1"), lambda a: a[:1]),
+        ValueError,
+        r"m\['W1'\] is float64 \(1, 2, 3, 3\)",
+    ),
+    (
+        "Adam",
+        set_at(("m", "W1"), lambda a: a.astype(np.float32)),
+        ValueError,
+        r"m\['W1'\] is float32",
+    ),
+    (
+        "Adam",
+        set_at(("m", "W1"), lambda a: a.astype(np.int64)),
+        TypeError,
+        r"m\['W1'\] must be a float array",
+    ),
+    (
+        "Adam",
+        set_at(("m", "W1"), lambda a: a.tolist()),
+        TypeError,
+        r"m\['W1'\] must be a float array",
+    ),
     ("Adam", delete_at(("m", "W1")), ValueError, r"slots \['m', 'v'\] hold different keys"),
     ("Adam", delete_at(("steps", "W1")), ValueError, "state steps has keys"),
     ("Adam", set_at(("m", "W9"), np.zeros(3)), ValueError, "state m has keys"),
-    ("Adam", set_at(("m", "b1"), lambda a: np.where(np.arange(a.size) == 1, np.nan, a)), ValueError, r"m\['b1'\] contains NaN"),
+    (
+        "Adam",
+        set_at(("m", "b1"), lambda a: np.where(np.arange(a.size) == 1, np.nan, a)),
+        ValueError,
+        r"m\['b1'\] contains NaN",
+    ),
     ("Adam", set_at(("v", "W2"), lambda a: -a), ValueError, r"v\['W2'\] has negative entries"),
     ("Adam", set_at(("v",), None), ValueError, "all of them or none"),
     ("Adam", set_at(("iter",), -1), ValueError, "iter must be in"),
@@ -338,8 +423,11 @@ STATE_DEFECTS = [
 ]
 
 
-@pytest.mark.parametrize("name, mutate, error, message", STATE_DEFECTS,
-                         ids=[f"{case[0]}-{case[3]}" for case in STATE_DEFECTS])
+@pytest.mark.parametrize(
+    ("name", "mutate", "error", "message"),
+    STATE_DEFECTS,
+    ids=[f"{case[0]}-{case[3]}" for case in STATE_DEFECTS],
+)
 def test_load_state_dict_rejects_each_bad_field_and_changes_nothing(name, mutate, error, message):
     source, params = trained(name)
     state = safe_pickle_loads(pickle.dumps(source.state_dict(), protocol=4))
@@ -356,12 +444,15 @@ def test_load_state_dict_checks_slots_against_the_parameters_when_given():
     source, params = trained("Adam")
     state = source.state_dict()
     other_params = make_params(dtype=np.float32)  # same keys and shapes, another dtype
-    with pytest.raises(ValueError, match=r"m\['W1'\] is float64 \(3, 2, 3, 3\), the parameter is float32"):
+    with pytest.raises(
+        ValueError, match=r"m\['W1'\] is float64 \(3, 2, 3, 3\), the parameter is float32"
+    ):
         Adam().load_state_dict(state, other_params)
     Adam().load_state_dict(state)  # without params only the state's own consistency is checked
     restored = Adam()
     restored.load_state_dict(state, params)
-    assert restored.m["W1"] is not state["m"]["W1"] and restored.m["W1"].flags.writeable
+    assert restored.m["W1"] is not state["m"]["W1"]
+    assert restored.m["W1"].flags.writeable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,23 +461,26 @@ def test_load_state_dict_checks_slots_against_the_parameters_when_given():
 NAMES = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 
 
-@pytest.mark.parametrize("prefix, key, expected", [
-    ("layer4", "layer4", True),
-    ("layer4", "layer4.0.conv1.weight", True),
-    ("layer4", "layer40.weight", False),
-    ("layer4", "layer4_extra.weight", False),
-    ("layer4", "layer", False),
-    ("layer4.", "layer4.0.conv1.weight", True),
-    ("layer4.", "layer4.", True),
-    ("layer4.", "layer4", False),
-    ("layer4.0", "layer4.0.bn1.running_var", True),
-    ("layer4.0", "layer4.01.weight", False),
-    ("W1", "W1", True),
-    ("W1", "W10", False),
-    ("fc", "fc.weight", True),
-    ("fc", "fc2.weight", False),
-    ("fc.weight", "fc.weight", True),
-])
+@pytest.mark.parametrize(
+    ("prefix", "key", "expected"),
+    [
+        ("layer4", "layer4", True),
+        ("layer4", "layer4.0.conv1.weight", True),
+        ("layer4", "layer40.weight", False),
+        ("layer4", "layer4_extra.weight", False),
+        ("layer4", "layer", False),
+        ("layer4.", "layer4.0.conv1.weight", True),
+        ("layer4.", "layer4.", True),
+        ("layer4.", "layer4", False),
+        ("layer4.0", "layer4.0.bn1.running_var", True),
+        ("layer4.0", "layer4.01.weight", False),
+        ("W1", "W1", True),
+        ("W1", "W10", False),
+        ("fc", "fc.weight", True),
+        ("fc", "fc2.weight", False),
+        ("fc.weight", "fc.weight", True),
+    ],
+)
 def test_prefix_matching_rule(prefix, key, expected):
     assert prefix_matches(prefix, key) is expected
 
@@ -398,10 +492,16 @@ def test_each_group_steps_exactly_as_an_optimizer_with_its_lr(name, layout):
     of its own lr would step it alone (fused C++ pass and NumPy path alike)."""
     convert = (lambda a: a) if layout == "contiguous" else np.asfortranarray
     params = {key: convert(value) for key, value in make_params().items()}
-    grouped = get_optimizer(name, lr=0.03, param_groups=[{"prefixes": ("W1", "b1"), "lr": 0.2},
-                                                         {"prefixes": "W2", "lr": 0.0}])
+    grouped = get_optimizer(
+        name,
+        lr=0.03,
+        param_groups=[{"prefixes": ("W1", "b1"), "lr": 0.2}, {"prefixes": "W2", "lr": 0.0}],
+    )
     expected_lr = {"W1": 0.2, "b1": 0.2, "W2": 0.0, "b2": 0.03}
-    alone = {key: (get_optimizer(name, lr=lr), {key: params[key].copy()}) for key, lr in expected_lr.items()}
+    alone = {
+        key: (get_optimizer(name, lr=lr), {key: params[key].copy()})
+        for key, lr in expected_lr.items()
+    }
     for step in range(4):
         grads = {key: convert(value) for key, value in make_grads(step).items()}
         grouped.update(params, grads)
@@ -415,15 +515,20 @@ def test_each_group_steps_exactly_as_an_optimizer_with_its_lr(name, layout):
 
 
 def test_first_matching_group_wins_and_set_lr_overrides():
-    sgd = SGD(lr=0.01, param_groups=[{"prefixes": ("layer4.1",), "lr": 0.5}, {"prefixes": ("layer4",), "lr": 0.1}])
+    sgd = SGD(
+        lr=0.01,
+        param_groups=[{"prefixes": ("layer4.1",), "lr": 0.5}, {"prefixes": ("layer4",), "lr": 0.1}],
+    )
     assert sgd.lr_for("layer4.1.conv1.weight") == 0.5
     assert sgd.lr_for("layer4.0.conv1.weight") == 0.1
     assert sgd.lr_for("fc.weight") == 0.01
     sgd.set_lr("layer4", 0.2)  # replaces the group with exactly these prefixes, and goes first
     assert [g.prefixes for g in sgd.param_groups] == [("layer4",), ("layer4.1",)]
-    assert sgd.lr_for("layer4.1.conv1.weight") == 0.2 and sgd.lr_for("layer4.0.bn1.weight") == 0.2
+    assert sgd.lr_for("layer4.1.conv1.weight") == 0.2
+    assert sgd.lr_for("layer4.0.bn1.weight") == 0.2
     sgd.set_lr(["fc", "layer4.1"], 0.3)
-    assert sgd.lr_for("layer4.1.conv1.weight") == 0.3 and sgd.lr_for("fc.bias") == 0.3
+    assert sgd.lr_for("layer4.1.conv1.weight") == 0.3
+    assert sgd.lr_for("fc.bias") == 0.3
     assert sgd.lr_for("layer4.0.conv1.weight") == 0.2
     sgd.lr = 0.05  # the base rate stays a plain attribute
     assert sgd.lr_for("conv1.weight") == 0.05
@@ -457,7 +562,9 @@ def test_groups_are_immutable_and_checked():
             Momentum(param_groups=groups)
         with pytest.raises(error, match=message):
             momentum.param_groups = groups
-    assert momentum.param_groups == (ParamGroup(("fc",), 0.1),)  # refused assignments changed nothing
+    assert momentum.param_groups == (
+        ParamGroup(("fc",), 0.1),
+    )  # refused assignments changed nothing
     with pytest.raises(ValueError, match="finite and >= 0"):
         momentum.set_lr("fc", -1.0)
     with pytest.raises(ValueError, match="is empty"):
@@ -468,14 +575,18 @@ def test_groups_are_immutable_and_checked():
 def test_repr_shows_groups_only_when_there_are_some():
     assert repr(SGD()) == "SGD(lr=0.01)"
     adam = Adam(lr=0.001, param_groups=[{"prefixes": ["fc."], "lr": 0.01}])
-    assert repr(adam) == "Adam(lr=0.001, beta1=0.9, beta2=0.999, param_groups=[{'prefixes': ('fc.',), 'lr': 0.01}])"
+    assert (
+        repr(adam)
+        == "Adam(lr=0.001, beta1=0.9, beta2=0.999, param_groups=[{'prefixes': ('fc.',), 'lr': 0.01}])"
+    )
     rebuilt = eval(repr(adam), {"Adam": Adam})
     assert rebuilt.param_groups == adam.param_groups
 
 
 def test_get_optimizer_passes_groups():
     rms = get_optimizer("rmsprop", lr=0.1, param_groups=[{"prefixes": "W1", "lr": 0.0}])
-    assert rms.lr_for("W1") == 0.0 and rms.lr_for("W2") == 0.1
+    assert rms.lr_for("W1") == 0.0
+    assert rms.lr_for("W2") == 0.1
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -494,7 +605,9 @@ def test_a_group_prefix_that_matches_no_parameter_is_refused_before_any_change(n
 @pytest.mark.parametrize("name", NAMES)
 def test_groups_survive_state_dict_round_trip(name):
     params_a = make_params()
-    optimizer_a = get_optimizer(name, lr=0.02, param_groups=[{"prefixes": ("W2", "b2"), "lr": 0.002}])
+    optimizer_a = get_optimizer(
+        name, lr=0.02, param_groups=[{"prefixes": ("W2", "b2"), "lr": 0.002}]
+    )
     for step in range(2):
         optimizer_a.update(params_a, make_grads(step))
     state = safe_pickle_loads(pickle.dumps(optimizer_a.state_dict(), protocol=4))
@@ -502,7 +615,8 @@ def test_groups_survive_state_dict_round_trip(name):
     params_b = {key: value.copy() for key, value in params_a.items()}
     optimizer_b = get_optimizer(name)
     optimizer_b.load_state_dict(state, params_b)
-    assert optimizer_b.param_groups == optimizer_a.param_groups and repr(optimizer_b) == repr(optimizer_a)
+    assert optimizer_b.param_groups == optimizer_a.param_groups
+    assert repr(optimizer_b) == repr(optimizer_a)
     for step in range(2, 4):
         optimizer_a.update(params_a, make_grads(step))
         optimizer_b.update(params_b, make_grads(step))
@@ -587,7 +701,8 @@ def test_a_key_unfrozen_later_steps_as_if_its_optimizer_started_then(name):
             fresh.update(late, subset(make_grads(step), ("W1",)))
     np.testing.assert_array_equal(params["W1"], late["W1"])
     if name == "Adam":
-        assert optimizer.iter == 6 and optimizer.steps == {"W2": 6, "b2": 6, "W1": 3}
+        assert optimizer.iter == 6
+        assert optimizer.steps == {"W2": 6, "b2": 6, "W1": 3}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -603,7 +718,9 @@ def test_unknown_or_misshapen_gradients_are_refused_before_any_change(name):
         optimizer.update(params, grads)
     grads = make_grads(1)
     grads["b2"] = grads["b2"][:-1]
-    with pytest.raises(ValueError, match=r"gradient 'b2' has shape \(4,\), the parameter has shape \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"gradient 'b2' has shape \(4,\), the parameter has shape \(5,\)"
+    ):
         optimizer.update(params, grads)
     for key in SHAPES:
         np.testing.assert_array_equal(params[key], before_params[key])
@@ -622,8 +739,11 @@ def test_a_replaced_parameter_needs_reset_state(name):
     grads = make_grads(1)
     grads["W2"], grads["b2"] = np.ones((12, 3)), np.ones(3)
     before = snapshot(optimizer)
-    with pytest.raises(ValueError, match=r"state \w+\['W2'\] is float64 \(12, 5\), the parameter is float64 "
-                                         r"\(12, 3\): .*reset_state\('W2'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state \w+\['W2'\] is float64 \(12, 5\), the parameter is float64 "
+        r"\(12, 3\): .*reset_state\('W2'\)",
+    ):
         optimizer.update(params, grads)
     assert snapshot(optimizer) == before
     kept = {slot: getattr(optimizer, slot)["W1"].copy() for slot in optimizer._slots}
@@ -638,7 +758,8 @@ def test_a_replaced_parameter_needs_reset_state(name):
     optimizer.reset_state()
     assert all(getattr(optimizer, slot) is None for slot in optimizer._slots)
     if name == "Adam":
-        assert optimizer.iter == 0 and optimizer.steps is None
+        assert optimizer.iter == 0
+        assert optimizer.steps is None
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -670,7 +791,8 @@ def test_adam_state_of_earlier_versions_loads():
     params_b = {key: value.copy() for key, value in params_a.items()}
     adam_b = Adam()
     adam_b.load_state_dict(state, params_b)
-    assert adam_b.steps == {key: 3 for key in SHAPES} and adam_b.param_groups == ()
+    assert adam_b.steps == dict.fromkeys(SHAPES, 3)
+    assert adam_b.param_groups == ()
     adam_a.update(params_a, make_grads(3))
     adam_b.update(params_b, make_grads(3))
     np.testing.assert_array_equal(params_a["W1"], params_b["W1"])

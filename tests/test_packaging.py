@@ -5,6 +5,7 @@ policy (third-party deprecations never turn the suite red; tinyconv's own always
 The pyproject checks read pyproject.toml beside the tests (the source tree, or the copy that
 cibuildwheel's test-sources puts there) and skip without it.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -27,7 +28,9 @@ def pyproject() -> dict:
     if sys.version_info >= (3, 11):
         import tomllib
     else:
-        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml needs tomli before Python 3.11")
+        tomllib = pytest.importorskip(
+            "tomli", reason="reading pyproject.toml needs tomli before Python 3.11"
+        )
     with PYPROJECT.open("rb") as f:
         return tomllib.load(f)
 
@@ -40,8 +43,12 @@ def test_installed_distribution_carries_its_licences():
     assert any(name.startswith("LICENSES/") for name in declared), declared
     shipped = {str(path).replace("\\", "/") for path in (dist.files or [])}
     for name in declared:
-        assert any(path.endswith(f"licenses/{name}") for path in shipped), f"{name} is not in the installed files"
-    licence = next(path for path in dist.files if str(path).replace("\\", "/").endswith("licenses/LICENSE"))
+        assert any(path.endswith(f"licenses/{name}") for path in shipped), (
+            f"{name} is not in the installed files"
+        )
+    licence = next(
+        path for path in dist.files if str(path).replace("\\", "/").endswith("licenses/LICENSE")
+    )
     assert "MIT License" in licence.read_text()
 
 
@@ -55,8 +62,11 @@ def test_classifiers_match_requires_python_and_the_wheel_builds():
     floor = re.fullmatch(r">=\s*3\.(\d+)", project["project"]["requires-python"])
     assert floor, project["project"]["requires-python"]
     minors = range(int(floor.group(1)), NEWEST_PYTHON[1] + 1)
-    classified = {c.rsplit(" ", 1)[1] for c in project["project"]["classifiers"]
-                  if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    classified = {
+        c.rsplit(" ", 1)[1]
+        for c in project["project"]["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    }
     assert classified == {f"3.{m}" for m in minors}
     built = set(project["tool"]["cibuildwheel"]["build"].split())
     assert built == {f"cp3{m}-*" for m in minors}
@@ -65,9 +75,16 @@ def test_classifiers_match_requires_python_and_the_wheel_builds():
 def test_musllinux_wheels_test_with_the_test_extra_less_onnx():
     project = pyproject()
     test_extra = project["project"]["optional-dependencies"]["test"]
-    musl = [o for o in project["tool"]["cibuildwheel"]["overrides"] if "*-musllinux*" in o["select"].split()]
-    assert len(musl) == 1 and musl[0]["test-extras"] == []
-    assert musl[0]["test-requires"] == [r for r in test_extra if not r.startswith(("onnx>", "onnxruntime>"))]
+    musl = [
+        o
+        for o in project["tool"]["cibuildwheel"]["overrides"]
+        if "*-musllinux*" in o["select"].split()
+    ]
+    assert len(musl) == 1
+    assert musl[0]["test-extras"] == []
+    assert musl[0]["test-requires"] == [
+        r for r in test_extra if not r.startswith(("onnx>", "onnxruntime>"))
+    ]
 
 
 def test_wheel_builds_require_openmp():

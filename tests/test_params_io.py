@@ -1,4 +1,5 @@
 """Parameter files: DLfS compatibility, safe loading, validation, atomic saving."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,21 @@ import textwrap
 import zipfile
 from collections import OrderedDict
 
+import dlfs_oracle as dlfs
 import numpy as np
 import pytest
 
-import dlfs_oracle as dlfs
 from tinyconv import serialization
 from tinyconv.nets import DeepConvNet, MultiLayerNet, SimpleConvNet
 from tinyconv.serialization import ParamsFileError, UnsafePickleError, read_params, save_params
 
 SMALL_CONV = {"filter_num": 6, "filter_size": 3, "pad": 0, "stride": 1}
-SMALL_ARCH = dict(input_dim=(1, 12, 12), conv_param=SMALL_CONV, hidden_size=20, output_size=5)
+SMALL_ARCH = {
+    "input_dim": (1, 12, 12),
+    "conv_param": SMALL_CONV,
+    "hidden_size": 20,
+    "output_size": 5,
+}
 N_CLASSES = 5
 
 
@@ -90,7 +96,9 @@ def assert_layers_bound(net):
 def test_dlfs_trained_file_reproduces_dlfs_predictions_in_float64(dlfs_trained):
     oracle, path, x, t = dlfs_trained
     reference = oracle.predict(x)
-    assert 0.6 < np.mean(np.argmax(reference, axis=1) == t) < 0.99, "the oracle should be trained, not perfect"
+    assert 0.6 < np.mean(np.argmax(reference, axis=1) == t) < 0.99, (
+        "the oracle should be trained, not perfect"
+    )
 
     net = SimpleConvNet(**SMALL_ARCH, dtype=np.float64)
     net.load_params(str(path))
@@ -154,20 +162,22 @@ def test_dlfs_default_simple_convnet_file_reproduces_dlfs_predictions(tmp_path):
 
 
 def test_saved_pickle_is_a_plain_dict_that_dlfs_can_load(dlfs_trained, tmp_path):
-    oracle, path, x, _ = dlfs_trained
+    _oracle, path, x, _ = dlfs_trained
     net = SimpleConvNet(**SMALL_ARCH, dtype=np.float64)
     net.load_params(str(path))
     out = tmp_path / "mine.pkl"
     net.save_params(str(out))
     with open(out, "rb") as f:
         loaded = pickle.load(f)  # what DLfS's load_params does
-    assert type(loaded) is dict and list(loaded) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert type(loaded) is dict
+    assert list(loaded) == ["W1", "b1", "W2", "b2", "W3", "b3"]
     assert all(type(v) is np.ndarray and v.dtype == np.float64 for v in loaded.values())
     oracle_copy = dlfs.SimpleConvNet.__new__(dlfs.SimpleConvNet)
     oracle_copy.params, oracle_copy.conv_param = loaded, SMALL_CONV
     oracle_copy._build()
-    np.testing.assert_array_equal(np.argmax(oracle_copy.predict(x[:200]), axis=1),
-                                  np.argmax(net.predict(x[:200]), axis=1))
+    np.testing.assert_array_equal(
+        np.argmax(oracle_copy.predict(x[:200]), axis=1), np.argmax(net.predict(x[:200]), axis=1)
+    )
 
 
 def test_float32_network_saves_float32_arrays(tmp_path):
@@ -178,7 +188,7 @@ def test_float32_network_saves_float32_arrays(tmp_path):
     assert all(v.dtype == np.float32 for v in loaded.values())
 
 
-@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_every_pickle_protocol_loads(tmp_path, protocol):
     params = {"W1": np.arange(12.0).reshape(3, 4), "b1": np.float32([1.5, -2.0]), "n": np.int64(3)}
     path = tmp_path / "p.pkl"
@@ -197,7 +207,9 @@ def test_numpy1_module_paths_load_without_warnings(tmp_path):
     assert b"cnumpy.core.multiarray\n" in blob
     path = tmp_path / "old.pkl"
     path.write_bytes(blob)
-    np.testing.assert_array_equal(read_params(path)["W1"], np.ones((2, 3)))  # warnings are errors here
+    np.testing.assert_array_equal(
+        read_params(path)["W1"], np.ones((2, 3))
+    )  # warnings are errors here
 
 
 def test_ordered_dict_files_load(tmp_path):
@@ -212,7 +224,8 @@ def test_non_pickle_names_write_npz_and_round_trip(tmp_path, name):
     net.gradient(np.random.default_rng(0).random((8, 6)), np.arange(8) % 3)  # moves running stats
     path = tmp_path / name
     net.save_params(str(path))
-    assert path.read_bytes()[:2] == b"PK" and zipfile.is_zipfile(path)
+    assert path.read_bytes()[:2] == b"PK"
+    assert zipfile.is_zipfile(path)
     assert not (tmp_path / (name + ".npz")).exists()
     other = MultiLayerNet(6, [5, 4], 3, use_batchnorm=True, seed=2, dtype=np.float64)
     other.load_params(str(path))
@@ -299,7 +312,7 @@ def test_unsafe_pickle_error_is_a_params_file_error_and_an_unpickling_error(tmp_
     path.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
     with pytest.raises(pickle.UnpicklingError):
         read_params(path)
-    with pytest.raises(ParamsFileError, match="os.system"):
+    with pytest.raises(ParamsFileError, match=r"os.system"):
         read_params(path)
 
 
@@ -322,20 +335,23 @@ def test_truncated_pickles_are_rejected(tmp_path, net_and_good_file):
     for cut in (1, 2, 10, 50, len(blob) // 3, len(blob) // 2, len(blob) - 100, len(blob) - 1):
         path = tmp_path / "cut.pkl"
         path.write_bytes(blob[:cut])
-        with pytest.raises(ParamsFileError, match="cut.pkl"):
+        with pytest.raises(ParamsFileError, match=r"cut.pkl"):
             net.load_params(str(path))
         assert_unchanged(net, snap)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"this is not a pickle at all", "corrupt"),
-    (pickle.dumps([np.ones(2)]), "expected a dict"),
-    (pickle.dumps({"W1": "hello"}), "'W1' is a str"),
-    (pickle.dumps({1: np.ones(2)}), "names must be strings"),
-    (pickle.dumps({"W1": np.array([1, "a"], dtype=object)}), "dtype object"),
-    (pickle.dumps({"W1": np.array(["ab"])}), "dtype <U2"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"this is not a pickle at all", "corrupt"),
+        (pickle.dumps([np.ones(2)]), "expected a dict"),
+        (pickle.dumps({"W1": "hello"}), "'W1' is a str"),
+        (pickle.dumps({1: np.ones(2)}), "names must be strings"),
+        (pickle.dumps({"W1": np.array([1, "a"], dtype=object)}), "dtype object"),
+        (pickle.dumps({"W1": np.array(["ab"])}), "dtype <U2"),
+    ],
+)
 def test_corrupt_or_odd_files_are_rejected(tmp_path, net_and_good_file, content, message):
     net, _ = net_and_good_file
     snap = snapshot(net)
@@ -356,7 +372,10 @@ def test_wrong_shape_names_key_and_both_shapes(tmp_path, net_and_good_file):
     with pytest.raises(ParamsFileError) as info:
         net.load_params(str(path))
     text = str(info.value)
-    assert "'W2'" in text and "(10, 20)" in text and "(150, 20)" in text and "shape.pkl" in text
+    assert "'W2'" in text
+    assert "(10, 20)" in text
+    assert "(150, 20)" in text
+    assert "shape.pkl" in text
     assert_unchanged(net, snap)
 
 
@@ -397,12 +416,12 @@ def test_corrupt_npz_files_are_rejected(tmp_path, net_and_good_file):
     for cut in (10, len(blob) // 2, len(blob) - 30):
         path = tmp_path / "cut.npz"
         path.write_bytes(blob[:cut])
-        with pytest.raises(ParamsFileError, match="cut.npz"):
+        with pytest.raises(ParamsFileError, match=r"cut.npz"):
             net.load_params(str(path))
         assert_unchanged(net, snap)
     # Object arrays inside an NPZ need pickle, which is never allowed.
     np.savez(tmp_path / "objects.npz", W1=np.array([None, 1], dtype=object))
-    with pytest.raises(ParamsFileError, match="objects.npz"):
+    with pytest.raises(ParamsFileError, match=r"objects.npz"):
         net.load_params(str(tmp_path / "objects.npz"))
     assert_unchanged(net, snap)
 
@@ -418,7 +437,8 @@ def test_loading_copies_in_place_and_keeps_references(tmp_path):
     path = tmp_path / "p.pkl"
     SimpleConvNet(**SMALL_ARCH, seed=9, dtype=np.float64).save_params(str(path))
     net.load_params(str(path))
-    assert net.params["W1"] is w1 and net.layers["Conv1"].W is w1
+    assert net.params["W1"] is w1
+    assert net.layers["Conv1"].W is w1
     np.testing.assert_array_equal(w1, read_params(path)["W1"].astype(np.float32))
 
 
@@ -493,7 +513,9 @@ def test_process_killed_mid_save_leaves_the_old_file_intact(tmp_path):
         SimpleConvNet(**{SMALL_ARCH!r}, seed=1).save_params({str(path)!r})
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, timeout=120
+    )
     assert result.returncode == 9, result.stderr.decode()
     assert path.read_bytes() == before
     read_params(path)  # still a complete, loadable file
@@ -529,7 +551,7 @@ def test_a_successful_write_removes_temporaries_of_killed_writers(tmp_path):
     legacy_new = tmp_path / ".params.pkl.a1b2c3d4.tmp"
     live_other = tmp_path / f".params.pkl.{os.getppid()}-live.tmp"  # a running process's write
     other_target = tmp_path / f".other.pkl.{dead}-abc.tmp"
-    for p in stale + [legacy_old, legacy_new, live_other, other_target]:
+    for p in [*stale, legacy_old, legacy_new, live_other, other_target]:
         p.write_bytes(b"x" * 100)
     os.utime(legacy_old, (0, 0))
     save_params({"W": np.ones(2)}, path)
@@ -578,7 +600,8 @@ def test_a_write_in_progress_in_another_thread_is_not_removed(tmp_path):
     assert _temporaries(tmp_path) == in_progress
     release.set()
     writer.join(30)
-    assert errors == [] and path.read_bytes() == b"first"
+    assert errors == []
+    assert path.read_bytes() == b"first"
     assert _temporaries(tmp_path) == []
 
 
@@ -596,7 +619,9 @@ def test_repeated_kills_mid_save_leave_no_temporaries_after_the_next_save(tmp_pa
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     for _ in range(5):
-        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, timeout=120
+        )
         assert result.returncode == 9, result.stderr.decode()
     assert len(_temporaries(tmp_path)) == 5
     save_params({"W": np.ones(2)}, path)
@@ -610,8 +635,9 @@ try:
     import safetensors.numpy as safetensors_numpy
 except ImportError:  # the optional extra is missing: only the test of that situation runs
     safetensors_numpy = None
-needs_safetensors = pytest.mark.skipif(safetensors_numpy is None,
-                                       reason="the 'safetensors' extra is not installed")
+needs_safetensors = pytest.mark.skipif(
+    safetensors_numpy is None, reason="the 'safetensors' extra is not installed"
+)
 
 
 def safetensors_bytes(header, data=b"", header_length=None):
@@ -645,17 +671,23 @@ def test_safetensors_round_trip_keeps_dtypes_shapes_and_values(tmp_path):
     save_params(arrays, path)
     data = path.read_bytes()
     header_length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_length])
-    assert data[8:9] == b"{" and header["bn1.num_batches_tracked"]["dtype"] == "I64"
-    assert header["bn1.num_batches_tracked"]["shape"] == [] and header["mask"]["dtype"] == "BOOL"
-    assert safetensors_numpy.load(data)["fc.weight"].tolist() == arrays["fc.weight"].tolist()  # the library reads it
+    header = json.loads(data[8 : 8 + header_length])
+    assert data[8:9] == b"{"
+    assert header["bn1.num_batches_tracked"]["dtype"] == "I64"
+    assert header["bn1.num_batches_tracked"]["shape"] == []
+    assert header["mask"]["dtype"] == "BOOL"
+    assert (
+        safetensors_numpy.load(data)["fc.weight"].tolist() == arrays["fc.weight"].tolist()
+    )  # the library reads it
     loaded = read_params(path)
     assert set(loaded) == set(arrays)
     for key, value in arrays.items():
         assert loaded[key].dtype == value.dtype.newbyteorder("="), key
         assert loaded[key].shape == value.shape, key
         np.testing.assert_array_equal(loaded[key], value, err_msg=key)
-        assert loaded[key].flags.owndata and loaded[key].flags.writeable and loaded[key].dtype.isnative
+        assert loaded[key].flags.owndata
+        assert loaded[key].flags.writeable
+        assert loaded[key].dtype.isnative
     # Recognised by content, not by name.
     renamed = tmp_path / "weights.pkl"
     renamed.write_bytes(data)
@@ -681,32 +713,45 @@ def test_networks_save_and_load_safetensors(tmp_path, dtype):
 def test_a_safetensors_file_written_by_the_library_loads(tmp_path):
     """A file from another writer (the library's own save_file, with metadata)."""
     path = tmp_path / "foreign.safetensors"
-    arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.count": np.array(3, dtype=np.int64)}
+    arrays = {
+        "a.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "a.count": np.array(3, dtype=np.int64),
+    }
     safetensors_numpy.save_file(arrays, str(path), metadata={"format": "np", "note": "hi"})
     loaded = read_params(path)
     np.testing.assert_array_equal(loaded["a.weight"], arrays["a.weight"])
-    assert loaded["a.count"].shape == () and loaded["a.count"] == 3
+    assert loaded["a.count"].shape == ()
+    assert loaded["a.count"] == 3
 
 
 @needs_safetensors
 def test_saving_safetensors_refuses_what_it_cannot_hold(tmp_path):
     path = tmp_path / "p.safetensors"
     for value in (np.zeros(2, dtype=np.complex64), np.array(["x"]), np.zeros(2, dtype=object)):
-        with pytest.raises(TypeError, match=f"has dtype {value.dtype}, which safetensors cannot hold"):
+        with pytest.raises(
+            TypeError, match=f"has dtype {value.dtype}, which safetensors cannot hold"
+        ):
             save_params({"W": value}, path)
     if np.dtype(np.longdouble).itemsize > 8:
         with pytest.raises(TypeError, match="cannot hold"):
             save_params({"W": np.zeros(2, dtype=np.longdouble)}, path)
     with pytest.raises(ValueError, match="reserved"):
         save_params({"__metadata__": np.zeros(2)}, path)
-    assert not path.exists() and os.listdir(tmp_path) == []
+    assert not path.exists()
+    assert os.listdir(tmp_path) == []
 
 
 def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
     path = tmp_path / "p.safetensors"
-    path.write_bytes(safetensors_bytes({"W": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}},
-                                       np.ones(2, dtype="<f8").tobytes()))
-    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors now raises ImportError
+    path.write_bytes(
+        safetensors_bytes(
+            {"W": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}},
+            np.ones(2, dtype="<f8").tobytes(),
+        )
+    )
+    monkeypatch.setitem(
+        sys.modules, "safetensors", None
+    )  # import safetensors now raises ImportError
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     with pytest.raises(ImportError, match=re.escape("pip install tinyconv[safetensors]")):
         read_params(path)
@@ -720,58 +765,145 @@ def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkey
 
 
 def _good_safetensors():
-    return safetensors_numpy.save({"W1": np.arange(6, dtype=np.float32).reshape(2, 3),
-                                   "b1": np.zeros(2), "n": np.array(1, dtype=np.int64)})
+    return safetensors_numpy.save(
+        {
+            "W1": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "b1": np.zeros(2),
+            "n": np.array(1, dtype=np.int64),
+        }
+    )
 
 
 HOSTILE_SAFETENSORS = [
     # (description, file bytes, a part of the message)
-    ("header length past EOF", safetensors_bytes({"W": u8([1], 0, 1)}, b"\0", header_length=10 ** 6),
-     "runs past the end"),
+    (
+        "header length past EOF",
+        safetensors_bytes({"W": u8([1], 0, 1)}, b"\0", header_length=10**6),
+        "runs past the end",
+    ),
     ("header length 2**64-1", b"\xff" * 8 + b"{}", "runs past the end"),
     ("header not JSON", safetensors_bytes("{W: 1}"), "not JSON"),
     ("header not UTF-8", safetensors_bytes(b'{"\xff": 1}'), "not JSON"),
     ("empty header", safetensors_bytes("", b"{}"), "does not start with '{'"),
     ("two JSON values", safetensors_bytes("{} []"), "not JSON"),
     ("NaN in the header", safetensors_bytes('{"__metadata__": {"a": NaN}}'), "not JSON"),
-    ("deeply nested header", safetensors_bytes('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"), "not JSON"),
-    ("a name twice", safetensors_bytes('{"W": %s, "W": %s}' % (json.dumps(u8([1], 0, 1)), json.dumps(u8([1], 1, 2))),
-                                       b"\0\0"), "names 'W' twice"),
+    (
+        "deeply nested header",
+        safetensors_bytes('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        "not JSON",
+    ),
+    (
+        "a name twice",
+        safetensors_bytes(
+            f'{{"W": {json.dumps(u8([1], 0, 1))}, "W": {json.dumps(u8([1], 1, 2))}}}', b"\0\0"
+        ),
+        "names 'W' twice",
+    ),
     ("entry not an object", safetensors_bytes({"W": [1, 2]}), "must have exactly the fields"),
-    ("extra field", safetensors_bytes({"W": {**u8([1], 0, 1), "byte_order": "big"}}, b"\0"), "must have exactly the fields"),
-    ("missing field", safetensors_bytes({"W": {"dtype": "U8", "shape": [1]}}, b"\0"), "must have exactly the fields"),
-    ("metadata not strings", safetensors_bytes({"__metadata__": {"a": 1}}), "__metadata__ must map strings"),
-    ("BF16", safetensors_bytes({"W": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"\0\0"), "dtype 'BF16'"),
-    ("complex", safetensors_bytes({"W": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8), "dtype 'C64'"),
-    ("FP8", safetensors_bytes({"W": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"), "dtype 'F8_E4M3'"),
-    ("dtype not a string", safetensors_bytes({"W": {"dtype": 4, "shape": [1], "data_offsets": [0, 1]}}, b"\0"), "dtype 4"),
+    (
+        "extra field",
+        safetensors_bytes({"W": {**u8([1], 0, 1), "byte_order": "big"}}, b"\0"),
+        "must have exactly the fields",
+    ),
+    (
+        "missing field",
+        safetensors_bytes({"W": {"dtype": "U8", "shape": [1]}}, b"\0"),
+        "must have exactly the fields",
+    ),
+    (
+        "metadata not strings",
+        safetensors_bytes({"__metadata__": {"a": 1}}),
+        "__metadata__ must map strings",
+    ),
+    (
+        "BF16",
+        safetensors_bytes({"W": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"\0\0"),
+        "dtype 'BF16'",
+    ),
+    (
+        "complex",
+        safetensors_bytes({"W": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8),
+        "dtype 'C64'",
+    ),
+    (
+        "FP8",
+        safetensors_bytes({"W": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
+        "dtype 'F8_E4M3'",
+    ),
+    (
+        "dtype not a string",
+        safetensors_bytes({"W": {"dtype": 4, "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
+        "dtype 4",
+    ),
     ("negative dimension", safetensors_bytes({"W": u8([-1], 0, 1)}, b"\0"), "has shape [-1]"),
     ("float dimension", safetensors_bytes({"W": u8([1.0], 0, 1)}, b"\0"), "has shape [1.0]"),
     ("bool dimension", safetensors_bytes({"W": u8([True], 0, 1)}, b"\0"), "has shape [True]"),
     ("shape not a list", safetensors_bytes({"W": u8(1, 0, 1)}, b"\0"), "has shape 1"),
     ("33 dimensions", safetensors_bytes({"W": u8([1] * 33, 0, 1)}, b"\0"), "at most 32"),
-    ("huge shape", safetensors_bytes({"W": u8([2 ** 40, 2 ** 40], 0, 1)}, b"\0"), "too large for any array"),
-    ("huge shape around a zero", safetensors_bytes({"W": u8([0, 2 ** 62, 2 ** 62], 0, 0)}), "too large for any array"),
-    ("dimension 2**63", safetensors_bytes({"W": u8([2 ** 63], 0, 1)}, b"\0"), "has shape"),
-    ("size and range disagree", safetensors_bytes({"W": u8([3], 0, 2)}, b"\0\0"), "3 bytes, but data_offsets [0, 2] span 2"),
+    (
+        "huge shape",
+        safetensors_bytes({"W": u8([2**40, 2**40], 0, 1)}, b"\0"),
+        "too large for any array",
+    ),
+    (
+        "huge shape around a zero",
+        safetensors_bytes({"W": u8([0, 2**62, 2**62], 0, 0)}),
+        "too large for any array",
+    ),
+    ("dimension 2**63", safetensors_bytes({"W": u8([2**63], 0, 1)}, b"\0"), "has shape"),
+    (
+        "size and range disagree",
+        safetensors_bytes({"W": u8([3], 0, 2)}, b"\0\0"),
+        "3 bytes, but data_offsets [0, 2] span 2",
+    ),
     ("range past the data", safetensors_bytes({"W": u8([4], 0, 4)}, b"\0\0"), "end <= 2"),
     ("reversed range", safetensors_bytes({"W": u8([0], 2, 1)}, b"\0\0"), "0 <= begin <= end"),
     ("negative offset", safetensors_bytes({"W": u8([1], -1, 0)}, b"\0"), "data_offsets [-1, 0]"),
-    ("three offsets", safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}}, b"\0"), "data_offsets"),
-    ("float offsets", safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0.0, 1.0]}}, b"\0"), "data_offsets"),
-    ("overlapping tensors", safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 1, 3)}, b"\0\0\0"), "'B' (data_offsets [1, 3]) overlaps"),
-    ("aliased tensors", safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 0, 2)}, b"\0\0"), "overlaps"),
+    (
+        "three offsets",
+        safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}}, b"\0"),
+        "data_offsets",
+    ),
+    (
+        "float offsets",
+        safetensors_bytes({"W": {"dtype": "U8", "shape": [1], "data_offsets": [0.0, 1.0]}}, b"\0"),
+        "data_offsets",
+    ),
+    (
+        "overlapping tensors",
+        safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 1, 3)}, b"\0\0\0"),
+        "'B' (data_offsets [1, 3]) overlaps",
+    ),
+    (
+        "aliased tensors",
+        safetensors_bytes({"A": u8([2], 0, 2), "B": u8([2], 0, 2)}, b"\0\0"),
+        "overlaps",
+    ),
     ("a gap", safetensors_bytes({"A": u8([1], 1, 2)}, b"\0\0"), "leaves bytes 0..1 unused"),
-    ("trailing bytes", safetensors_bytes({"A": u8([1], 0, 1)}, b"\0\0"), "cover 1 bytes of data, the file holds 2"),
-    ("BOOL byte 2", safetensors_bytes({"A": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"),
-     "bytes other than 0 and 1"),
+    (
+        "trailing bytes",
+        safetensors_bytes({"A": u8([1], 0, 1)}, b"\0\0"),
+        "cover 1 bytes of data, the file holds 2",
+    ),
+    (
+        "BOOL byte 2",
+        safetensors_bytes(
+            {"A": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x02"
+        ),
+        "bytes other than 0 and 1",
+    ),
 ]
 
 
 @needs_safetensors
-@pytest.mark.parametrize("description, content, message", HOSTILE_SAFETENSORS,
-                         ids=[case[0] for case in HOSTILE_SAFETENSORS])
-def test_hostile_safetensors_files_are_refused_and_change_nothing(tmp_path, description, content, message):
+@pytest.mark.parametrize(
+    ("description", "content", "message"),
+    HOSTILE_SAFETENSORS,
+    ids=[case[0] for case in HOSTILE_SAFETENSORS],
+)
+def test_hostile_safetensors_files_are_refused_and_change_nothing(
+    tmp_path, description, content, message
+):
     path = tmp_path / "hostile.safetensors"
     path.write_bytes(content)
     with pytest.raises(ParamsFileError, match=re.escape(message)) as info:
@@ -790,7 +922,7 @@ def test_every_truncation_of_a_safetensors_file_is_refused(tmp_path):
     path = tmp_path / "cut.safetensors"
     for cut in range(1, len(blob)):
         path.write_bytes(blob[:cut])
-        with pytest.raises(ParamsFileError, match="cut.safetensors"):
+        with pytest.raises(ParamsFileError, match=r"cut.safetensors"):
             read_params(path)
     path.write_bytes(blob)
     assert set(read_params(path)) == {"W1", "b1", "n"}
@@ -804,9 +936,11 @@ def test_a_safetensors_file_whose_last_tensor_is_bad_changes_nothing(tmp_path):
     state = {key: np.full_like(value, 9.0) for key, value in net.state_dict().items()}
     good = safetensors_numpy.save(state)
     header_length = int.from_bytes(good[:8], "little")
-    header = json.loads(good[8:8 + header_length])
-    data = good[8 + header_length:]
-    last = max((key for key in header if key != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    header = json.loads(good[8 : 8 + header_length])
+    data = good[8 + header_length :]
+    last = max(
+        (key for key in header if key != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     header[last]["dtype"] = "BF16"
     path = tmp_path / "bad_last.safetensors"
     path.write_bytes(safetensors_bytes(header, data))

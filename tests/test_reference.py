@@ -1,32 +1,28 @@
 """The NumPy references check each other: naive loops vs im2col-based versions, the worked
 examples of *Deep Learning from Scratch* (ch. 7), backward passes as exact adjoints of the
 forward passes, and the dtype rule. These tests need only NumPy (no compiled core)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from checks import ATOL_FACTOR, RTOL, abs_of, assert_close, assert_dtype
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import arrays, geometries, seeds
 
 from tinyconv import reference as R
-
-from checks import ATOL_FACTOR, RTOL, abs_of, assert_close, assert_dtype
-from strategies import arrays, geometries, seeds
 
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
 
-BOOK_INPUT = np.array([[1, 2, 3, 0],
-                       [0, 1, 2, 3],
-                       [3, 0, 1, 2],
-                       [2, 3, 0, 1]], dtype=np.float64).reshape(1, 1, 4, 4)
-BOOK_FILTER = np.array([[2, 0, 1],
-                        [0, 1, 2],
-                        [1, 0, 2]], dtype=np.float64).reshape(1, 1, 3, 3)
-POOL_INPUT = np.array([[1, 1, 2, 4],
-                       [5, 6, 7, 8],
-                       [3, 2, 1, 0],
-                       [1, 2, 3, 4]], dtype=np.float64).reshape(1, 1, 4, 4)
+BOOK_INPUT = np.array(
+    [[1, 2, 3, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 3, 0, 1]], dtype=np.float64
+).reshape(1, 1, 4, 4)
+BOOK_FILTER = np.array([[2, 0, 1], [0, 1, 2], [1, 0, 2]], dtype=np.float64).reshape(1, 1, 3, 3)
+POOL_INPUT = np.array(
+    [[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], dtype=np.float64
+).reshape(1, 1, 4, 4)
 
 
 def inner(a, b) -> float:
@@ -70,10 +66,16 @@ def test_book_7x7_input_pad_1_stride_2():
     assert y.shape == (1, 1, 4, 4)
     # The explicit loop, written out here once more.
     xpad = np.pad(x[0, 0], 1)
-    expected = np.array([[np.sum(xpad[2 * i:2 * i + 3, 2 * j:2 * j + 3] * W[0, 0]) + b[0] for j in range(4)]
-                         for i in range(4)])
+    expected = np.array(
+        [
+            [np.sum(xpad[2 * i : 2 * i + 3, 2 * j : 2 * j + 3] * W[0, 0]) + b[0] for j in range(4)]
+            for i in range(4)
+        ]
+    )
     np.testing.assert_allclose(y[0, 0], expected, rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * 100)
-    np.testing.assert_allclose(R.conv2d_naive(x, W, b, stride=2, pad=1), y, rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * 100)
+    np.testing.assert_allclose(
+        R.conv2d_naive(x, W, b, stride=2, pad=1), y, rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * 100
+    )
 
 
 def test_book_im2col_shapes():
@@ -145,7 +147,9 @@ def test_conv_naive_matches_im2col(g, fn, data):
 
 @given(g=geometries(max_batch=2, max_channels=2, max_size=6, pad_below_kernel=True), data=st.data())
 def test_max_pool_naive_matches_im2col_exactly(g, data):
-    x = data.draw(arrays(g.input_shape, F64, style=data.draw(st.sampled_from(["small_ints", "normal"]))))
+    x = data.draw(
+        arrays(g.input_shape, F64, style=data.draw(st.sampled_from(["small_ints", "normal"])))
+    )
     y, argmax = R.max_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad)
     y_naive, argmax_naive = R.max_pool2d_naive(x, g.kh, g.kw, g.stride, g.pad)
     assert y.shape == argmax.shape == (g.N, g.C, g.out_h, g.out_w)
@@ -153,7 +157,9 @@ def test_max_pool_naive_matches_im2col_exactly(g, data):
     np.testing.assert_array_equal(y, y_naive)
     # The winner's value is the maximum.
     planes = np.asarray(x).reshape(g.N, g.C, -1)
-    np.testing.assert_array_equal(np.take_along_axis(planes, argmax.reshape(g.N, g.C, -1), axis=2).reshape(y.shape), y)
+    np.testing.assert_array_equal(
+        np.take_along_axis(planes, argmax.reshape(g.N, g.C, -1), axis=2).reshape(y.shape), y
+    )
 
 
 @given(g=geometries(max_batch=2, max_channels=2, max_size=6), data=st.data())
@@ -193,9 +199,22 @@ def test_col2im_is_adjoint_of_im2col(g, seed):
     magnitude = inner(abs_of(R.im2col(x, g.kh, g.kw, g.stride, g.pad)), abs_of(col))
     assert_adjoint(inner(R.im2col(x, g.kh, g.kw, g.stride, g.pad), col), inner(x, back), magnitude)
     # Folding the unfolded image multiplies each pixel by the number of windows covering it.
-    coverage = R.col2im(R.im2col(np.ones(g.input_shape), g.kh, g.kw, g.stride, g.pad), g.input_shape, g.kh, g.kw, g.stride, g.pad)
-    np.testing.assert_allclose(R.col2im(R.im2col(x, g.kh, g.kw, g.stride, g.pad), g.input_shape, g.kh, g.kw, g.stride, g.pad),
-                               x * coverage, rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * np.abs(x).max() * coverage.max())
+    coverage = R.col2im(
+        R.im2col(np.ones(g.input_shape), g.kh, g.kw, g.stride, g.pad),
+        g.input_shape,
+        g.kh,
+        g.kw,
+        g.stride,
+        g.pad,
+    )
+    np.testing.assert_allclose(
+        R.col2im(
+            R.im2col(x, g.kh, g.kw, g.stride, g.pad), g.input_shape, g.kh, g.kw, g.stride, g.pad
+        ),
+        x * coverage,
+        rtol=RTOL[F64],
+        atol=ATOL_FACTOR[F64] * np.abs(x).max() * coverage.max(),
+    )
 
 
 @given(g=geometries(), fn=st.integers(1, 3), seed=seeds())
@@ -207,10 +226,14 @@ def test_conv_backward_is_adjoint_of_forward(g, fn, seed):
     dx, dW, db = R.conv2d_backward(dout, x, W, g.stride, g.pad)
     assert (dx.shape, dW.shape, db.shape) == (x.shape, W.shape, (fn,))
     y = R.conv2d_forward(x, W, np.zeros(fn), g.stride, g.pad)  # bilinear in (x, W)
-    magnitude = inner(R.conv2d_forward(abs_of(x), abs_of(W), np.zeros(fn), g.stride, g.pad), abs_of(dout))
+    magnitude = inner(
+        R.conv2d_forward(abs_of(x), abs_of(W), np.zeros(fn), g.stride, g.pad), abs_of(dout)
+    )
     assert_adjoint(inner(y, dout), inner(x, dx), magnitude)
     assert_adjoint(inner(y, dout), inner(W, dW), magnitude)
-    np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum())
+    np.testing.assert_allclose(
+        db, dout.sum(axis=(0, 2, 3)), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum()
+    )
 
 
 @given(g=geometries(), seed=seeds())
@@ -221,7 +244,9 @@ def test_avg_pool_backward_is_adjoint_of_forward(g, seed):
     dx = R.avg_pool2d_backward(dout, g.input_shape, g.kh, g.kw, g.stride, g.pad)
     assert dx.shape == g.input_shape
     magnitude = inner(R.avg_pool2d_forward(abs_of(x), g.kh, g.kw, g.stride, g.pad), abs_of(dout))
-    assert_adjoint(inner(R.avg_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad), dout), inner(x, dx), magnitude)
+    assert_adjoint(
+        inner(R.avg_pool2d_forward(x, g.kh, g.kw, g.stride, g.pad), dout), inner(x, dx), magnitude
+    )
 
 
 @given(g=geometries(pad_below_kernel=True), seed=seeds())
@@ -239,10 +264,17 @@ def test_max_pool_backward_is_adjoint_of_gather(g, seed):
     plane_offset = (np.arange(g.N * g.C) * g.H * g.W)[:, None]
     winners[(argmax.reshape(g.N * g.C, -1) + plane_offset).ravel()] = True
     assert np.all(dx.ravel()[~winners] == 0)
-    np.testing.assert_allclose(dx.sum(), dout.sum(), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum())
+    np.testing.assert_allclose(
+        dx.sum(), dout.sum(), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum()
+    )
 
 
-@given(n=st.integers(1, 5), shape=st.lists(st.integers(1, 4), min_size=1, max_size=3), m=st.integers(1, 5), seed=seeds())
+@given(
+    n=st.integers(1, 5),
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    m=st.integers(1, 5),
+    seed=seeds(),
+)
 def test_affine_backward_is_adjoint_of_forward(n, shape, m, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *shape))
@@ -255,7 +287,9 @@ def test_affine_backward_is_adjoint_of_forward(n, shape, m, seed):
     magnitude = inner(abs_of(x).reshape(n, d) @ abs_of(W), abs_of(dout))
     assert_adjoint(inner(y, dout), inner(x, dx), magnitude)
     assert_adjoint(inner(y, dout), inner(W, dW), magnitude)
-    np.testing.assert_allclose(db, dout.sum(axis=0), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum())
+    np.testing.assert_allclose(
+        db, dout.sum(axis=0), rtol=RTOL[F64], atol=ATOL_FACTOR[F64] * abs_of(dout).sum()
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +304,9 @@ def test_relu_and_its_gradient():
     # NaN passes through, forward and backward; -0.0 becomes +0.0.
     special = np.array([np.nan, -0.0])
     y = R.relu_forward(special)
-    assert np.isnan(y[0]) and y[1] == 0 and not np.signbit(y[1])
+    assert np.isnan(y[0])
+    assert y[1] == 0
+    assert not np.signbit(y[1])
     np.testing.assert_array_equal(R.relu_backward(np.array([3.0, 3.0]), special), [3.0, 0.0])
 
 
@@ -280,11 +316,17 @@ def test_sigmoid_is_stable_and_symmetric():
         y = R.sigmoid_forward(x[1:-1])
     np.testing.assert_allclose(y, 1.0 / (1.0 + np.exp(-x[1:-1])), rtol=1e-15)
     y_all = R.sigmoid_forward(x)
-    assert y_all[0] == 0.0 and y_all[-1] == 1.0 and y_all[3] == 0.5
+    assert y_all[0] == 0.0
+    assert y_all[-1] == 1.0
+    assert y_all[3] == 0.5
     # Within one unit in the last place near 1 (2.2e-16): np.exp's rounding differs by an ulp
     # between NumPy versions (1.23's scalar path against 2.x's SIMD one).
-    np.testing.assert_allclose(R.sigmoid_forward(-x), 1.0 - y_all, rtol=0, atol=np.finfo(np.float64).eps)
-    np.testing.assert_allclose(R.sigmoid_backward(np.ones(3), np.array([0.5, 0.25, 1.0])), [0.25, 0.1875, 0.0])
+    np.testing.assert_allclose(
+        R.sigmoid_forward(-x), 1.0 - y_all, rtol=0, atol=np.finfo(np.float64).eps
+    )
+    np.testing.assert_allclose(
+        R.sigmoid_backward(np.ones(3), np.array([0.5, 0.25, 1.0])), [0.25, 0.1875, 0.0]
+    )
 
 
 def test_softmax_rows_and_stability():
@@ -340,8 +382,15 @@ def test_gemm_definition(trans_a, trans_b):
     a = rng.standard_normal((5, 3))
     b = rng.standard_normal((3, 4))
     c = rng.standard_normal((5, 4))
-    got = R.gemm(a.T.copy() if trans_a else a, b.T.copy() if trans_b else b, c,
-                 alpha=1.5, beta=-0.5, trans_a=trans_a, trans_b=trans_b)
+    got = R.gemm(
+        a.T.copy() if trans_a else a,
+        b.T.copy() if trans_b else b,
+        c,
+        alpha=1.5,
+        beta=-0.5,
+        trans_a=trans_a,
+        trans_b=trans_b,
+    )
     np.testing.assert_allclose(got, 1.5 * a @ b - 0.5 * c, rtol=1e-14)
     # beta == 0: c is not read, so NaNs in it do not propagate.
     got = R.gemm(a, b, np.full((5, 4), np.nan), alpha=2.0, beta=0.0)
@@ -355,7 +404,7 @@ def test_gemm_definition(trans_a, trans_b):
 
 
 @pytest.mark.parametrize(
-    "dtypes, expected",
+    ("dtypes", "expected"),
     [
         ((np.float64, np.float64, np.float64), F64),
         ((np.float32, np.float32, np.float32), F32),
@@ -402,7 +451,11 @@ def _reference_calls():
     x, W, b, dout = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.ones(1), np.ones((1, 1, 2, 2))
     rows = np.ones((2, 3))
     return {
-        "gemm": (lambda a, b_, c: R.gemm(a, b_, c, beta=1.0), [rows, np.ones((3, 4)), np.ones((2, 4))], ["a", "b", "c"]),
+        "gemm": (
+            lambda a, b_, c: R.gemm(a, b_, c, beta=1.0),
+            [rows, np.ones((3, 4)), np.ones((2, 4))],
+            ["a", "b", "c"],
+        ),
         "im2col": (lambda x_: R.im2col(x_, 3, 3), [x], ["input_data"]),
         "col2im": (lambda col: R.col2im(col, (1, 1, 4, 4), 3, 3), [np.ones((4, 9))], ["col"]),
         "conv2d_forward": (R.conv2d_forward, [x, W, b], ["x", "W", "b"]),
@@ -411,42 +464,96 @@ def _reference_calls():
         "max_pool2d_forward": (lambda x_: R.max_pool2d_forward(x_, 2, 2, 2), [x], ["x"]),
         "max_pool2d_naive": (lambda x_: R.max_pool2d_naive(x_, 2, 2, 2), [x], ["x"]),
         "max_pool2d": (lambda x_: R.max_pool2d(x_, 2, 2, 2), [x], ["x"]),
-        "max_pool2d_backward": (lambda d, a, r: R.max_pool2d_backward(d, a, (1, 1, 4, 4), relu_output=r),
-                                [dout, np.zeros((1, 1, 2, 2), np.int64), x], ["dout", "argmax", "relu_output"]),
-        "max_pool2d_backward_from_input": (lambda d, x_: R.max_pool2d_backward_from_input(d, x_, 2, 2, 2), [dout, x],
-                                           ["dout", "x"]),
+        "max_pool2d_backward": (
+            lambda d, a, r: R.max_pool2d_backward(d, a, (1, 1, 4, 4), relu_output=r),
+            [dout, np.zeros((1, 1, 2, 2), np.int64), x],
+            ["dout", "argmax", "relu_output"],
+        ),
+        "max_pool2d_backward_from_input": (
+            lambda d, x_: R.max_pool2d_backward_from_input(d, x_, 2, 2, 2),
+            [dout, x],
+            ["dout", "x"],
+        ),
         "avg_pool2d_forward": (lambda x_: R.avg_pool2d_forward(x_, 2, 2, 2), [x], ["x"]),
         "avg_pool2d_naive": (lambda x_: R.avg_pool2d_naive(x_, 2, 2, 2), [x], ["x"]),
-        "avg_pool2d_backward": (lambda d: R.avg_pool2d_backward(d, (1, 1, 4, 4), 2, 2, 2), [dout], ["dout"]),
-        "relu_forward": (lambda x_, out: R.relu_forward(x_, out=out), [rows, np.ones((2, 3))], ["x", "out"]),
-        "relu_backward": (lambda d, x_, out: R.relu_backward(d, x_, out=out), [rows, rows, np.ones((2, 3))],
-                          ["dout", "x", "out"]),
+        "avg_pool2d_backward": (
+            lambda d: R.avg_pool2d_backward(d, (1, 1, 4, 4), 2, 2, 2),
+            [dout],
+            ["dout"],
+        ),
+        "relu_forward": (
+            lambda x_, out: R.relu_forward(x_, out=out),
+            [rows, np.ones((2, 3))],
+            ["x", "out"],
+        ),
+        "relu_backward": (
+            lambda d, x_, out: R.relu_backward(d, x_, out=out),
+            [rows, rows, np.ones((2, 3))],
+            ["dout", "x", "out"],
+        ),
         "sigmoid_forward": (R.sigmoid_forward, [rows], ["x"]),
-        "sigmoid_backward": (lambda d, y, out: R.sigmoid_backward(d, y, out=out), [rows, rows, np.ones((2, 3))],
-                             ["dout", "y", "out"]),
+        "sigmoid_backward": (
+            lambda d, y, out: R.sigmoid_backward(d, y, out=out),
+            [rows, rows, np.ones((2, 3))],
+            ["dout", "y", "out"],
+        ),
         "softmax": (R.softmax, [rows], ["x"]),
-        "softmax_cross_entropy_forward": (R.softmax_cross_entropy_forward, [rows, np.array([0, 2])], ["x", "t"]),
-        "softmax_cross_entropy_backward": (R.softmax_cross_entropy_backward, [rows, np.array([0, 2])], ["y", "t"]),
+        "softmax_cross_entropy_forward": (
+            R.softmax_cross_entropy_forward,
+            [rows, np.array([0, 2])],
+            ["x", "t"],
+        ),
+        "softmax_cross_entropy_backward": (
+            R.softmax_cross_entropy_backward,
+            [rows, np.array([0, 2])],
+            ["y", "t"],
+        ),
         "affine_forward": (R.affine_forward, [rows, np.ones((3, 4)), np.ones(4)], ["x", "W", "b"]),
-        "affine_backward": (R.affine_backward, [np.ones((2, 4)), rows, np.ones((3, 4))], ["dout", "x", "W"]),
+        "affine_backward": (
+            R.affine_backward,
+            [np.ones((2, 4)), rows, np.ones((3, 4))],
+            ["dout", "x", "W"],
+        ),
         "global_avg_pool2d_forward": (R.global_avg_pool2d_forward, [x], ["x"]),
-        "global_avg_pool2d_backward": (lambda d: R.global_avg_pool2d_backward(d, (1, 1, 4, 4)), [np.ones((1, 1))], ["dout"]),
-        "batch_norm2d_forward": (lambda x_, g, b_, rm, rv: R.batch_norm2d_forward(x_, g, b_, rm, rv, train=True, momentum=0.9,
-                                                                                  eps=1e-5),
-                                 [x, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
-                                 ["x", "gamma", "beta", "running_mean", "running_var"]),
-        "batch_norm2d_backward": (lambda d, x_, g, m, i, r: R.batch_norm2d_backward(d, x_, g, m, i, train=True, relu_output=r),
-                                  [x, x, np.ones(1), np.zeros(1), np.ones(1), x],
-                                  ["dout", "x", "gamma", "mean", "invstd", "relu_output"]),
-        "fold_batch_norm": (lambda W_, b_, g, be, rm, rv: R.fold_batch_norm(W_, b_, g, be, rm, rv, 1e-5),
-                            [W, b, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
-                            ["W", "b", "gamma", "beta", "running_mean", "running_var"]),
-        "add_forward": (lambda a, b_, out: R.add_forward(a, b_, out=out), [rows, rows, np.ones((2, 3))], ["a", "b", "out"]),
+        "global_avg_pool2d_backward": (
+            lambda d: R.global_avg_pool2d_backward(d, (1, 1, 4, 4)),
+            [np.ones((1, 1))],
+            ["dout"],
+        ),
+        "batch_norm2d_forward": (
+            lambda x_, g, b_, rm, rv: R.batch_norm2d_forward(
+                x_, g, b_, rm, rv, train=True, momentum=0.9, eps=1e-5
+            ),
+            [x, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
+            ["x", "gamma", "beta", "running_mean", "running_var"],
+        ),
+        "batch_norm2d_backward": (
+            lambda d, x_, g, m, i, r: R.batch_norm2d_backward(
+                d, x_, g, m, i, train=True, relu_output=r
+            ),
+            [x, x, np.ones(1), np.zeros(1), np.ones(1), x],
+            ["dout", "x", "gamma", "mean", "invstd", "relu_output"],
+        ),
+        "fold_batch_norm": (
+            lambda W_, b_, g, be, rm, rv: R.fold_batch_norm(W_, b_, g, be, rm, rv, 1e-5),
+            [W, b, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1)],
+            ["W", "b", "gamma", "beta", "running_mean", "running_var"],
+        ),
+        "add_forward": (
+            lambda a, b_, out: R.add_forward(a, b_, out=out),
+            [rows, rows, np.ones((2, 3))],
+            ["a", "b", "out"],
+        ),
     }
 
 
-NOT_ARRAYS = {"str": "abc", "object": object(), "ragged": [[1.0, 2.0], [3.0]], "complex": np.ones(3, complex),
-              "strings": np.full((2, 2), "ab")}
+NOT_ARRAYS = {
+    "str": "abc",
+    "object": object(),
+    "ragged": [[1.0, 2.0], [3.0]],
+    "complex": np.ones(3, complex),
+    "strings": np.full((2, 2), "ab"),
+}
 
 
 def test_every_reference_function_has_an_argument_case():
@@ -459,8 +566,10 @@ def test_reference_arrays_that_are_not_real_numbers_are_named(name, junk):
     function, args, names = _reference_calls()[name]
     function(*args)  # the valid call works
     for i, arg_name in enumerate(names):
-        with pytest.raises((TypeError, ValueError), match=rf"(?<![A-Za-z0-9_]){arg_name}(?![A-Za-z0-9_])"):
-            function(*args[:i], junk, *args[i + 1:])
+        with pytest.raises(
+            (TypeError, ValueError), match=rf"(?<![A-Za-z0-9_]){arg_name}(?![A-Za-z0-9_])"
+        ):
+            function(*args[:i], junk, *args[i + 1 :])
 
 
 def test_reference_gemm_checks_c_even_when_beta_is_zero():

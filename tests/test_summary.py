@@ -1,6 +1,7 @@
 """Network.summary(): every layer's output shape, parameters and multiply-adds, checked against
 independent computations -- shapes against real forward passes, parameter counts against the
 arrays in ``params``, multiply-adds against hand formulas (ResNet-50's from the paper's table)."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -10,8 +11,16 @@ import pytest
 
 from tinyconv.containers import Residual, Sequential
 from tinyconv.layers import Affine, Convolution, Relu, SoftmaxWithLoss
-from tinyconv.nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet, resnet18,
-                           resnet20, resnet50)
+from tinyconv.nets import (
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    TwoLayerNet,
+    resnet18,
+    resnet20,
+    resnet50,
+)
 from tinyconv.network import Network
 from tinyconv.summary import NetworkSummary, format_count
 
@@ -23,11 +32,13 @@ def _conv_macs(out_channels, in_channels, kernel, out_side, batch=1):
 NETWORKS = {
     "TwoLayerNet": lambda: TwoLayerNet(784, 50, 10, seed=0),
     "MultiLayerNet": lambda: MultiLayerNet(784, [100, 60, 30], 10, seed=0),
-    "MultiLayerNetExtend": lambda: MultiLayerNetExtend(784, [40, 40], 10, use_batchnorm=True, use_dropout=True,
-                                                       seed=0),
+    "MultiLayerNetExtend": lambda: MultiLayerNetExtend(
+        784, [40, 40], 10, use_batchnorm=True, use_dropout=True, seed=0
+    ),
     "SimpleConvNet": lambda: SimpleConvNet(seed=0),
-    "SimpleConvNet 3x32x32": lambda: SimpleConvNet((3, 32, 32), {"filter_num": 8, "filter_size": 3, "pad": 1,
-                                                                 "stride": 2}, 20, 5, seed=0),
+    "SimpleConvNet 3x32x32": lambda: SimpleConvNet(
+        (3, 32, 32), {"filter_num": 8, "filter_size": 3, "pad": 1, "stride": 2}, 20, 5, seed=0
+    ),
     "DeepConvNet": lambda: DeepConvNet(seed=0),
     "resnet20": lambda: resnet20(seed=0),
     "resnet18": lambda: resnet18(10, 1, seed=0),
@@ -46,7 +57,9 @@ def test_totals_are_the_parameter_arrays_and_the_output_is_predicts(name):
     assert summary.input_shape == (3, *shape)
 
 
-@pytest.mark.parametrize("name", ["TwoLayerNet", "MultiLayerNetExtend", "SimpleConvNet", "DeepConvNet"])
+@pytest.mark.parametrize(
+    "name", ["TwoLayerNet", "MultiLayerNetExtend", "SimpleConvNet", "DeepConvNet"]
+)
 def test_each_layers_shape_is_what_its_forward_pass_gives(name):
     network = NETWORKS[name]()
     shape = network.default_input_shape()
@@ -60,8 +73,11 @@ def test_each_layers_shape_is_what_its_forward_pass_gives(name):
         assert row.input_shape == x.shape, row.name
         x = layer.step_forward(x, False, False)[0]
         assert row.output_shape == x.shape, row.name
-        assert row.parameters == sum(getattr(layer, attr).size for _, attr, _ in layer.parameter_slots
-                                     if getattr(layer, attr) is not None), row.name
+        assert row.parameters == sum(
+            getattr(layer, attr).size
+            for _, attr, _ in layer.parameter_slots
+            if getattr(layer, attr) is not None
+        ), row.name
 
 
 def test_resnet_stages_and_blocks_have_the_shapes_of_a_forward_pass():
@@ -70,7 +86,9 @@ def test_resnet_stages_and_blocks_have_the_shapes_of_a_forward_pass():
     x = np.random.default_rng(2).random((2, 3, 64, 48), dtype=np.float32)
     rows = {row.name: row for row in summary.rows}
     for name, layer in network.layers.items():
-        for block_name, block in (layer.named_children() if name.startswith("layer") else [(None, layer)]):
+        for block_name, block in (
+            layer.named_children() if name.startswith("layer") else [(None, layer)]
+        ):
             key = name if block_name is None else f"{name}.{block_name}"
             assert rows[key].input_shape == x.shape, key
             x = block.step_forward(x, False, False)[0]
@@ -85,20 +103,39 @@ def test_simple_convnet_multiply_adds_by_hand():
     # DLfS's SimpleConvNet on 28x28: conv 30 filters 5x5 -> 24x24, pool -> 12x12, 4320 -> 100 -> 10.
     summary = SimpleConvNet(seed=0).summary(batch_size=5)
     macs = {row.name: row.multiply_adds for row in summary.rows}
-    assert macs == {"Conv1": 5 * 30 * 24 * 24 * 25, "Relu1": 0, "Pool1": 0, "Affine1": 5 * 4320 * 100,
-                    "Relu2": 0, "Affine2": 5 * 100 * 10}
+    assert macs == {
+        "Conv1": 5 * 30 * 24 * 24 * 25,
+        "Relu1": 0,
+        "Pool1": 0,
+        "Affine1": 5 * 4320 * 100,
+        "Relu2": 0,
+        "Affine2": 5 * 100 * 10,
+    }
     assert summary.total_multiply_adds == 5 * (432_000 + 432_000 + 1_000)
     params = {row.name: row.parameters for row in summary.rows}
-    assert params == {"Conv1": 30 * 25 + 30, "Relu1": 0, "Pool1": 0, "Affine1": 4320 * 100 + 100, "Relu2": 0,
-                      "Affine2": 100 * 10 + 10}
+    assert params == {
+        "Conv1": 30 * 25 + 30,
+        "Relu1": 0,
+        "Pool1": 0,
+        "Affine1": 4320 * 100 + 100,
+        "Relu2": 0,
+        "Affine2": 100 * 10 + 10,
+    }
 
 
 def test_deep_convnet_multiply_adds_by_hand():
     # DLfS's DeepConvNet: 3x3 convolutions 16, 16 (28x28), pool, 32, 32 (14x14, then pad 2 -> 16x16),
     # pool (8x8), 64, 64 (8x8), pool (4x4), affine 1024 -> 50 -> 10.
-    expected = (_conv_macs(16, 1, 3, 28) + _conv_macs(16, 16, 3, 28) + _conv_macs(32, 16, 3, 14)
-                + _conv_macs(32, 32, 3, 16) + _conv_macs(64, 32, 3, 8) + _conv_macs(64, 64, 3, 8)
-                + 64 * 4 * 4 * 50 + 50 * 10)
+    expected = (
+        _conv_macs(16, 1, 3, 28)
+        + _conv_macs(16, 16, 3, 28)
+        + _conv_macs(32, 16, 3, 14)
+        + _conv_macs(32, 32, 3, 16)
+        + _conv_macs(64, 32, 3, 8)
+        + _conv_macs(64, 64, 3, 8)
+        + 64 * 4 * 4 * 50
+        + 50 * 10
+    )
     assert DeepConvNet(seed=0).summary().total_multiply_adds == expected
 
 
@@ -109,13 +146,13 @@ def _bottleneck_resnet_macs(stage_blocks, side=224, classes=1000):
     side = side // 2  # max pool
     channels = 64
     for stage, blocks in enumerate(stage_blocks):
-        width = 64 * 2 ** stage
+        width = 64 * 2**stage
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
             out_side = side // stride
-            total += _conv_macs(width, channels, 1, side)           # 1x1 narrows, at the input size
-            total += _conv_macs(width, width, 3, out_side)          # 3x3, strided
-            total += _conv_macs(4 * width, width, 1, out_side)      # 1x1 widens
+            total += _conv_macs(width, channels, 1, side)  # 1x1 narrows, at the input size
+            total += _conv_macs(width, width, 3, out_side)  # 3x3, strided
+            total += _conv_macs(4 * width, width, 1, out_side)  # 1x1 widens
             if block == 0:
                 total += _conv_macs(4 * width, channels, 1, out_side)  # projection shortcut
             channels, side = 4 * width, out_side
@@ -126,14 +163,26 @@ def test_resnet50_parameters_and_multiply_adds():
     network = resnet50(seed=0)
     summary = network.summary()
     assert summary.input_shape == (1, 3, 224, 224)
-    assert summary.total_parameters == 25_557_032 == sum(value.size for value in network.params.values())
+    assert (
+        summary.total_parameters
+        == 25_557_032
+        == sum(value.size for value in network.params.values())
+    )
     assert summary.total_multiply_adds == _bottleneck_resnet_macs((3, 4, 6, 3)) == 4_089_184_256
     assert summary.output_shape == (1, 1000)
     text = str(summary)
-    assert "25,557,032 (25.56 M)" in text and "4,089,184,256 (4.09 G)" in text
+    assert "25,557,032 (25.56 M)" in text
+    assert "4,089,184,256 (4.09 G)" in text
     # Every layer of the table's depth 2 (the blocks) adds up to the same totals.
     blocks = summary.shown_rows(2)
-    assert [row.name for row in blocks][:6] == ["conv1", "bn1", "relu", "maxpool", "layer1.0", "layer1.1"]
+    assert [row.name for row in blocks][:6] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1.0",
+        "layer1.1",
+    ]
     assert len([row for row in blocks if row.kind == "Residual"]) == 16
     assert sum(row.parameters for row in blocks) == 25_557_032
     assert sum(row.multiply_adds for row in blocks) == 4_089_184_256
@@ -145,8 +194,8 @@ def test_cifar_resnet_multiply_adds_by_hand():
     # 16/32/64 channels at 32/16/8; parameter-free shortcuts; fc 64 -> 10.
     expected = _conv_macs(16, 1, 3, 32)
     channels = 16
-    for stage, (width, side) in enumerate(((16, 32), (32, 16), (64, 8))):
-        for block in range(3):
+    for _stage, (width, side) in enumerate(((16, 32), (32, 16), (64, 8))):
+        for _block in range(3):
             expected += _conv_macs(width, channels, 3, side) + _conv_macs(width, width, 3, side)
             channels = width
     expected += 64 * 10
@@ -154,7 +203,9 @@ def test_cifar_resnet_multiply_adds_by_hand():
     assert summary.input_shape == (1, 1, 32, 32)
     assert summary.total_multiply_adds == expected
     assert summary.total_parameters == 269_434 - 0  # He et al.: 0.27M (here 1 input channel)
-    assert {row.kind for row in summary.rows if row.name.endswith("downsample")} == {"ChannelPadShortcut"}
+    assert {row.kind for row in summary.rows if row.name.endswith("downsample")} == {
+        "ChannelPadShortcut"
+    }
 
 
 def test_frozen_parameters_are_counted_apart():
@@ -172,32 +223,54 @@ def test_table_depths():
     names = [row.name for row in summary.shown_rows(1)]
     assert names == ["conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"]
     text = str(summary)
-    assert "layer1  " in text and "layer1.0" not in text
+    assert "layer1  " in text
+    assert "layer1.0" not in text
     full = summary.table()
-    assert "layer1.0.conv1" in full and "layer3.2.bn2" in full
+    assert "layer1.0.conv1" in full
+    assert "layer3.2.bn2" in full
     assert repr(summary) == text
     header = text.splitlines()[2].split()
     assert header == ["layer", "type", "output", "shape", "parameters", "multiply-adds"]
 
 
 def test_format_count():
-    assert [format_count(n) for n in (0, 999, 1000, 25_557_032, 4_089_184_256)] == \
-        ["0", "999", "1.00 k", "25.56 M", "4.09 G"]
+    assert [format_count(n) for n in (0, 999, 1000, 25_557_032, 4_089_184_256)] == [
+        "0",
+        "999",
+        "1.00 k",
+        "25.56 M",
+        "4.09 G",
+    ]
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"input_shape": (1, 27, 28)}, ValueError, "Affine takes 4320 features per sample, got input shape (1, 30, 11, 12)"),
-    ({"input_shape": (3, 28, 28)}, ValueError, "takes 1 input channels, got input shape (1, 3, 28, 28)"),
-    ({"input_shape": (1, 4, 4)}, ValueError, "filter (5, 5) is larger than the padded input (4, 4)"),
-    ({"input_shape": (1, 0, 28)}, ValueError, "input_shape[1] must be in [1,"),
-    ({"input_shape": (1, 28.0, 28)}, TypeError, "input_shape[1] must be an int"),
-    ({"input_shape": "1,28,28"}, ValueError, "input_shape must be one sample's shape"),
-    ({"input_shape": ()}, ValueError, "input_shape must be one sample's shape"),
-    ({"batch_size": 0}, ValueError, "batch_size must be in [1,"),
-    ({"batch_size": True}, TypeError, "batch_size must be an int"),
-    ({"depth": 0}, ValueError, "depth must be in [1,"),
-    ({"depth": "2"}, TypeError, "depth must be an int"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"input_shape": (1, 27, 28)},
+            ValueError,
+            "Affine takes 4320 features per sample, got input shape (1, 30, 11, 12)",
+        ),
+        (
+            {"input_shape": (3, 28, 28)},
+            ValueError,
+            "takes 1 input channels, got input shape (1, 3, 28, 28)",
+        ),
+        (
+            {"input_shape": (1, 4, 4)},
+            ValueError,
+            "filter (5, 5) is larger than the padded input (4, 4)",
+        ),
+        ({"input_shape": (1, 0, 28)}, ValueError, "input_shape[1] must be in [1,"),
+        ({"input_shape": (1, 28.0, 28)}, TypeError, "input_shape[1] must be an int"),
+        ({"input_shape": "1,28,28"}, ValueError, "input_shape must be one sample's shape"),
+        ({"input_shape": ()}, ValueError, "input_shape must be one sample's shape"),
+        ({"batch_size": 0}, ValueError, "batch_size must be in [1,"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int"),
+        ({"depth": 0}, ValueError, "depth must be in [1,"),
+        ({"depth": "2"}, TypeError, "depth must be an int"),
+    ],
+)
 def test_bad_arguments_name_themselves(kwargs, error, message):
     with pytest.raises(error) as raised:
         SimpleConvNet(seed=0).summary(**kwargs)
@@ -207,10 +280,16 @@ def test_bad_arguments_name_themselves(kwargs, error, message):
 def test_a_residual_block_whose_branches_disagree_is_named():
     # A body that widens 4 -> 8 channels, with the identity as its shortcut.
     block = Residual(Sequential([Convolution(np.zeros((8, 4, 3, 3), np.float32), None, 1, 1)]))
-    with pytest.raises(ValueError, match=r"residual block 'b': the body gives shape \(2, 8, 5, 5\) but the "
-                                         r"shortcut \(2, 4, 5, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"residual block 'b': the body gives shape \(2, 8, 5, 5\) but the "
+        r"shortcut \(2, 4, 5, 5\)",
+    ):
         block.summary_rows((2, 4, 5, 5), "b")
-    assert resnet50(10, 3, seed=0).summary((3, 1, 1)).output_shape == (1, 10)  # as small as PyTorch takes
+    assert resnet50(10, 3, seed=0).summary((3, 1, 1)).output_shape == (
+        1,
+        10,
+    )  # as small as PyTorch takes
 
 
 class _Foreign:
@@ -223,8 +302,13 @@ class _Foreign:
 class _Custom(Network):
     def __init__(self):
         super().__init__(np.float32, 0, None)
-        self.layers = OrderedDict([("fc", Affine(self._random_normal(0.1, (4, 3)), self._zeros(3))),
-                                   ("odd", _Foreign()), ("relu", Relu())])
+        self.layers = OrderedDict(
+            [
+                ("fc", Affine(self._random_normal(0.1, (4, 3)), self._zeros(3))),
+                ("odd", _Foreign()),
+                ("relu", Relu()),
+            ]
+        )
         self.last_layer = SoftmaxWithLoss()
         self._register_tree(self._root())
 

@@ -1,5 +1,6 @@
 """tinyconv.trainer.Trainer: DLfS's interface and epochs, sampling, reproducibility, bitwise resume
 from checkpoints, NaN and Ctrl-C handling, output; and a real Fashion-MNIST training run."""
+
 from __future__ import annotations
 
 import copy
@@ -12,16 +13,22 @@ import sys
 import time
 import warnings
 
+import dlfs_oracle as dlfs
 import numpy as np
 import pytest
-
-import dlfs_oracle as dlfs
 from mutations import delete_at, set_at
+
 from tinyconv.nets import MultiLayerNet, SimpleConvNet
 from tinyconv.optimizer import SGD, Adam
 from tinyconv.serialization import ParamsFileError, UnsafePickleError, load_pickle_file, save_pickle
-from tinyconv.trainer import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, Trainer,
-                              UnnormalizedInputWarning, lr_factor)
+from tinyconv.trainer import (
+    CheckpointError,
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    Trainer,
+    UnnormalizedInputWarning,
+    lr_factor,
+)
 
 N_FEATURES, N_CLASSES = 12, 3
 
@@ -64,20 +71,33 @@ class Recorder(MultiLayerNet):
             raise RuntimeError("simulated crash")
         if self.calls == self.sigint_at:
             # Never let a missing handler abort the whole test session.
-            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler, "no SIGINT guard installed"
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler, (
+                "no SIGINT guard installed"
+            )
             for _ in range(self.sigints):
                 os.kill(os.getpid(), signal.SIGINT)
         return super().gradient(x, t)
 
 
 def make_net(seed=0, **kwargs):
-    options = dict(use_batchnorm=True, use_dropout=True, dropout_ration=0.2, weight_decay_lambda=0.01)
+    options = {
+        "use_batchnorm": True,
+        "use_dropout": True,
+        "dropout_ration": 0.2,
+        "weight_decay_lambda": 0.01,
+    }
     options.update(kwargs)
     return Recorder(N_FEATURES, [16, 16], N_CLASSES, seed=seed, **options)
 
 
 def make_trainer(net, data, **kwargs):
-    options = dict(epochs=3, mini_batch_size=32, optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False)
+    options = {
+        "epochs": 3,
+        "mini_batch_size": 32,
+        "optimizer": "Adam",
+        "optimizer_param": {"lr": 0.01},
+        "verbose": False,
+    }
     options.update(kwargs)
     return Trainer(net, *data, **options)
 
@@ -100,7 +120,8 @@ def test_lists_and_counters_follow_epochs():
     data = toy_data()
     net = make_net()
     trainer = make_trainer(net, data, seed=0)
-    assert trainer.iter_per_epoch == 4 and trainer.max_iter == 12  # ceil(120 / 32)
+    assert trainer.iter_per_epoch == 4
+    assert trainer.max_iter == 12
     trainer.train()
     assert len(trainer.train_loss_list) == 12 == trainer.current_iter
     assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 3 == trainer.current_epoch
@@ -130,7 +151,7 @@ def test_permutation_sampling_visits_every_sample_once_per_epoch():
     trainer.train()
     assert trainer.iter_per_epoch == 4
     for epoch in range(3):
-        batches = net.batches[epoch * 4:(epoch + 1) * 4]
+        batches = net.batches[epoch * 4 : (epoch + 1) * 4]
         assert [len(b) for b in batches] == [16, 16, 16, 2]
         assert sorted(np.concatenate(batches)) == list(range(50))
     assert not np.array_equal(np.concatenate(net.batches[:4]), np.concatenate(net.batches[4:8]))
@@ -152,7 +173,9 @@ def test_evaluate_sample_num_per_epoch_and_final_accuracy():
     net = make_net()
     trainer = make_trainer(net, data, seed=0, evaluate_sample_num_per_epoch=10)
     trainer.train()
-    assert all(round(acc * 10) == acc * 10 for acc in trainer.train_acc_list)  # measured on 10 samples
+    assert all(
+        round(acc * 10) == acc * 10 for acc in trainer.train_acc_list
+    )  # measured on 10 samples
     assert trainer.final_test_acc == net.accuracy(data[2], data[3])
 
 
@@ -166,7 +189,9 @@ def test_arguments_are_checked():
         make_trainer(make_net(), data, resume=True)
     adam = Adam(lr=0.02)
     assert make_trainer(make_net(), data, optimizer=adam).optimizer is adam
-    assert type(Trainer(make_net(), *data, verbose=False).optimizer).__name__ == "SGD"  # DLfS default
+    assert (
+        type(Trainer(make_net(), *data, verbose=False).optimizer).__name__ == "SGD"
+    )  # DLfS default
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,12 +215,16 @@ def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(tmp_path, sampli
     np.random.seed(100)
     crashing_net = make_net(seed=net_seed, crash_at=7)  # during epoch 2
     with pytest.raises(RuntimeError, match="simulated crash"):
-        make_trainer(crashing_net, data, sampling=sampling, seed=trainer_seed, checkpoint=checkpoint).train()
+        make_trainer(
+            crashing_net, data, sampling=sampling, seed=trainer_seed, checkpoint=checkpoint
+        ).train()
     assert checkpoint.exists()
 
     np.random.seed(999)  # a different process: fresh weights, different global state
     resumed_net = make_net(seed=None if net_seed is None else 77)
-    resumed = make_trainer(resumed_net, data, sampling=sampling, seed=trainer_seed, checkpoint=checkpoint, resume=True)
+    resumed = make_trainer(
+        resumed_net, data, sampling=sampling, seed=trainer_seed, checkpoint=checkpoint, resume=True
+    )
     resumed.train()
 
     assert_same_params(params_of(resumed_net), params_of(reference_net))
@@ -222,9 +251,12 @@ def test_resume_can_extend_training(tmp_path):
 
 def test_resume_without_a_checkpoint_file_starts_fresh(tmp_path):
     data = toy_data()
-    trainer = make_trainer(make_net(), data, seed=0, epochs=1, checkpoint=tmp_path / "new.ckpt", resume=True)
+    trainer = make_trainer(
+        make_net(), data, seed=0, epochs=1, checkpoint=tmp_path / "new.ckpt", resume=True
+    )
     trainer.train()
-    assert trainer.current_epoch == 1 and (tmp_path / "new.ckpt").exists()
+    assert trainer.current_epoch == 1
+    assert (tmp_path / "new.ckpt").exists()
 
 
 def test_checkpoint_from_another_setup_is_rejected(tmp_path):
@@ -233,7 +265,9 @@ def test_checkpoint_from_another_setup_is_rejected(tmp_path):
     make_trainer(make_net(), data, seed=0, epochs=1, checkpoint=checkpoint).train()
     net = make_net(seed=9)
     before = params_of(net)
-    trainer = make_trainer(net, data, seed=0, mini_batch_size=20, checkpoint=checkpoint, resume=True)
+    trainer = make_trainer(
+        net, data, seed=0, mini_batch_size=20, checkpoint=checkpoint, resume=True
+    )
     with pytest.raises(ParamsFileError, match="batch_size"):
         trainer.train()
     assert_same_params(params_of(net), before)
@@ -268,7 +302,9 @@ def test_resume_with_a_stateful_callback_equals_an_uninterrupted_run(tmp_path):
 
     def run(net_seed, crash_at=None, checkpoint=None, resume=False):
         net = make_net(seed=net_seed, crash_at=crash_at)
-        trainer = make_trainer(net, data, seed=4, callback=schedule, checkpoint=checkpoint, resume=resume)
+        trainer = make_trainer(
+            net, data, seed=4, callback=schedule, checkpoint=checkpoint, resume=resume
+        )
         trainer.train()
         return net, trainer
 
@@ -282,9 +318,13 @@ def test_resume_with_a_stateful_callback_equals_an_uninterrupted_run(tmp_path):
     np.random.seed(999)
     resumed_net, resumed = run(77, checkpoint=checkpoint, resume=True)
 
-    assert resumed.optimizer.lr == reference.optimizer.lr != 0.01  # the schedule ran and was restored
+    assert (
+        resumed.optimizer.lr == reference.optimizer.lr != 0.01
+    )  # the schedule ran and was restored
     assert_same_params(params_of(resumed_net), params_of(reference_net))
-    assert pickle.dumps(resumed.optimizer.state_dict()) == pickle.dumps(reference.optimizer.state_dict())
+    assert pickle.dumps(resumed.optimizer.state_dict()) == pickle.dumps(
+        reference.optimizer.state_dict()
+    )
     assert resumed.train_loss_list == reference.train_loss_list
     assert resumed.train_acc_list == reference.train_acc_list
     assert resumed.test_acc_list == reference.test_acc_list
@@ -297,16 +337,24 @@ def test_resume_with_a_stateful_callback_equals_an_uninterrupted_run(tmp_path):
 
 def trainer_state(trainer):
     """Everything load_checkpoint may change, as plain data to compare bitwise."""
-    return pickle.dumps({
-        "network": {key: np.array(value) for key, value in trainer.network.state_dict().items()},
-        "optimizer": trainer.optimizer.state_dict(),
-        "numpy_global": np.random.get_state(),
-        "trainer_rng": trainer.rng.bit_generator.state,
-        "network_rng": trainer.network.rng.bit_generator.state,
-        "counters": (trainer.current_epoch, trainer.current_iter),
-        "history": (trainer.train_loss_list, trainer.train_acc_list, trainer.test_acc_list,
-                    trainer.epoch_time_list),
-    })
+    return pickle.dumps(
+        {
+            "network": {
+                key: np.array(value) for key, value in trainer.network.state_dict().items()
+            },
+            "optimizer": trainer.optimizer.state_dict(),
+            "numpy_global": np.random.get_state(),
+            "trainer_rng": trainer.rng.bit_generator.state,
+            "network_rng": trainer.network.rng.bit_generator.state,
+            "counters": (trainer.current_epoch, trainer.current_iter),
+            "history": (
+                trainer.train_loss_list,
+                trainer.train_acc_list,
+                trainer.test_acc_list,
+                trainer.epoch_time_list,
+            ),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +379,7 @@ def _tuple_item(path, position, value):
         items = list(old)
         items[position] = value(items[position]) if callable(value) else value
         return tuple(items)
+
     return set_at(path, replace)
 
 
@@ -353,33 +402,83 @@ CHECKPOINT_DEFECTS = [
     ("network", set_at(("network",), []), "must be a dict of arrays"),
     ("network", delete_at(("network", "W1")), "'W1' is missing"),
     ("network", set_at(("network", "W9"), np.zeros(3)), "unknown key 'W9'"),
-    ("network", set_at(("network", "W1"), lambda a: a.astype(np.float64)), "'W1' is a float64 array"),
-    ("network", set_at(("network", "W1"), lambda a: a[:-1]), "'W1' is a float32 array of shape (11, 16)"),
-    ("network", set_at(("network", "running_mean1"), lambda a: a.tolist()), "'running_mean1' is list"),
+    (
+        "network",
+        set_at(("network", "W1"), lambda a: a.astype(np.float64)),
+        "'W1' is a float64 array",
+    ),
+    (
+        "network",
+        set_at(("network", "W1"), lambda a: a[:-1]),
+        "'W1' is a float32 array of shape (11, 16)",
+    ),
+    (
+        "network",
+        set_at(("network", "running_mean1"), lambda a: a.tolist()),
+        "'running_mean1' is list",
+    ),
     ("optimizer", set_at(("optimizer",), "Adam"), "must be a dict"),
     ("optimizer", set_at(("optimizer", "name"), "SGD"), "for 'SGD', not 'Adam'"),
-    ("optimizer", set_at(("optimizer", "hyperparameters", "lr"), "0.01"), "hyperparameters['lr'] must be a real number"),
+    (
+        "optimizer",
+        set_at(("optimizer", "hyperparameters", "lr"), "0.01"),
+        "hyperparameters['lr'] must be a real number",
+    ),
     ("optimizer", set_at(("optimizer", "hyperparameters", "lr"), float("nan")), "must be finite"),
-    ("optimizer", set_at(("optimizer", "hyperparameters", "beta1"), 1.0), "hyperparameters['beta1'] must be in [0, 1)"),
+    (
+        "optimizer",
+        set_at(("optimizer", "hyperparameters", "beta1"), 1.0),
+        "hyperparameters['beta1'] must be in [0, 1)",
+    ),
     ("optimizer", delete_at(("optimizer", "hyperparameters", "beta2")), "hyperparameters"),
     ("optimizer", set_at(("optimizer", "m"), [1.0]), "m must be None or a dict"),
     ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a[:1]), "m['W1'] is float32 (1, 16)"),
-    ("optimizer", set_at(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)), "m['W1'] is float64"),
+    (
+        "optimizer",
+        set_at(("optimizer", "m", "W1"), lambda a: a.astype(np.float64)),
+        "m['W1'] is float64",
+    ),
     ("optimizer", delete_at(("optimizer", "m", "W1")), "slots ['m', 'v'] hold different keys"),
-    ("optimizer", set_at(("optimizer", "m", "W9"), np.zeros(3)), "m has keys ['W9'] that are not parameters"),
+    (
+        "optimizer",
+        set_at(("optimizer", "m", "W9"), np.zeros(3)),
+        "m has keys ['W9'] that are not parameters",
+    ),
     ("optimizer", delete_at(("optimizer", "steps", "W1")), "steps has keys"),
-    ("optimizer", set_at(("optimizer", "steps", "W1"), 5), "steps['W1'] must be in [1, iter=4], got 5"),
+    (
+        "optimizer",
+        set_at(("optimizer", "steps", "W1"), 5),
+        "steps['W1'] must be in [1, iter=4], got 5",
+    ),
     ("optimizer", set_at(("optimizer", "steps", "W1"), 2.0), "steps['W1'] must be an int"),
     ("optimizer", set_at(("optimizer", "steps"), None), "steps is None but the slots are set"),
-    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W9"], "lr": 0.1}]),
-     "param_groups prefix 'W9' matches no parameter"),
-    ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": ["W1"], "lr": -0.1}]),
-     "param_groups[0]['lr'] must be finite and >= 0"),
+    (
+        "optimizer",
+        set_at(("optimizer", "param_groups"), [{"prefixes": ["W9"], "lr": 0.1}]),
+        "param_groups prefix 'W9' matches no parameter",
+    ),
+    (
+        "optimizer",
+        set_at(("optimizer", "param_groups"), [{"prefixes": ["W1"], "lr": -0.1}]),
+        "param_groups[0]['lr'] must be finite and >= 0",
+    ),
     ("optimizer", set_at(("optimizer", "param_groups"), [{"prefixes": [], "lr": 0.1}]), "is empty"),
-    ("optimizer", set_at(("optimizer", "param_groups"), {"prefixes": ["W1"], "lr": 0.1}), "param_groups must be a list"),
-    ("optimizer", set_at(("optimizer", "m", "gamma1"), lambda a: a.tolist()), "m['gamma1'] must be a float array"),
+    (
+        "optimizer",
+        set_at(("optimizer", "param_groups"), {"prefixes": ["W1"], "lr": 0.1}),
+        "param_groups must be a list",
+    ),
+    (
+        "optimizer",
+        set_at(("optimizer", "m", "gamma1"), lambda a: a.tolist()),
+        "m['gamma1'] must be a float array",
+    ),
     ("optimizer", set_at(("optimizer", "m", "b1"), lambda a: a * np.nan), "m['b1'] contains NaN"),
-    ("optimizer", set_at(("optimizer", "v", "W2"), lambda a: -1 - a), "v['W2'] has negative entries"),
+    (
+        "optimizer",
+        set_at(("optimizer", "v", "W2"), lambda a: -1 - a),
+        "v['W2'] has negative entries",
+    ),
     ("optimizer", set_at(("optimizer", "v"), None), "all of them or none"),
     ("optimizer", set_at(("optimizer", "iter"), -1), "iter must be in"),
     ("optimizer", set_at(("optimizer", "iter"), "4"), "iter must be an int"),
@@ -388,56 +487,137 @@ CHECKPOINT_DEFECTS = [
     ("optimizer", set_at(("optimizer", "extra"), 0), "keys"),
     ("counters", set_at(("counters",), (1, 4)), "must be a dict"),
     ("counters", delete_at(("counters", "current_iter")), "missing ['current_iter']"),
-    ("counters.current_epoch", set_at(("counters", "current_epoch"), "1"), "must be an int, got str"),
-    ("counters.current_epoch", set_at(("counters", "current_epoch"), True), "must be an int, got bool"),
+    (
+        "counters.current_epoch",
+        set_at(("counters", "current_epoch"), "1"),
+        "must be an int, got str",
+    ),
+    (
+        "counters.current_epoch",
+        set_at(("counters", "current_epoch"), True),
+        "must be an int, got bool",
+    ),
     ("counters.current_epoch", set_at(("counters", "current_epoch"), -1), "must be in [0, "),
     ("counters.current_iter", set_at(("counters", "current_iter"), 3), "must be in [4, 8), got 3"),
     ("counters.current_iter", set_at(("counters", "current_iter"), 8), "must be in [4, 8), got 8"),
     ("history", delete_at(("history", "epoch_time_list")), "missing ['epoch_time_list']"),
-    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a.tolist()), "must be a float64 array of shape (4,)"),
-    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a[:-1]), "got a float64 array of shape (3,)"),
-    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a.astype(np.float32)), "got a float32 array"),
-    ("history.train_loss_list", set_at(("history", "train_loss_list"), lambda a: a * np.inf), "NaN or infinite"),
-    ("history.train_acc_list", set_at(("history", "train_acc_list"), []), "must be a list of 1 floats"),
-    ("history.train_acc_list[0]", set_at(("history", "train_acc_list"), [1.5]), "must be finite and in [0.0, 1.0]"),
-    ("history.test_acc_list[0]", set_at(("history", "test_acc_list"), ["0.5"]), "must be a float, got str"),
-    ("history.test_acc_list", set_at(("history", "test_acc_list"), (0.5,)), "must be a list of 1 floats (one per epoch), got tuple"),
+    (
+        "history.train_loss_list",
+        set_at(("history", "train_loss_list"), lambda a: a.tolist()),
+        "must be a float64 array of shape (4,)",
+    ),
+    (
+        "history.train_loss_list",
+        set_at(("history", "train_loss_list"), lambda a: a[:-1]),
+        "got a float64 array of shape (3,)",
+    ),
+    (
+        "history.train_loss_list",
+        set_at(("history", "train_loss_list"), lambda a: a.astype(np.float32)),
+        "got a float32 array",
+    ),
+    (
+        "history.train_loss_list",
+        set_at(("history", "train_loss_list"), lambda a: a * np.inf),
+        "NaN or infinite",
+    ),
+    (
+        "history.train_acc_list",
+        set_at(("history", "train_acc_list"), []),
+        "must be a list of 1 floats",
+    ),
+    (
+        "history.train_acc_list[0]",
+        set_at(("history", "train_acc_list"), [1.5]),
+        "must be finite and in [0.0, 1.0]",
+    ),
+    (
+        "history.test_acc_list[0]",
+        set_at(("history", "test_acc_list"), ["0.5"]),
+        "must be a float, got str",
+    ),
+    (
+        "history.test_acc_list",
+        set_at(("history", "test_acc_list"), (0.5,)),
+        "must be a list of 1 floats (one per epoch), got tuple",
+    ),
     ("history.epoch_time_list[0]", set_at(("history", "epoch_time_list"), [-1.0]), "in [0.0, inf]"),
     ("rng", set_at(("rng",), None), "must be a dict"),
     ("rng", delete_at(("rng", "network")), "missing ['network']"),
-    ("rng.numpy_global", set_at(GLOBAL_RNG, lambda t: t[:3]), "must be a tuple ('MT19937', key, pos"),
+    (
+        "rng.numpy_global",
+        set_at(GLOBAL_RNG, lambda t: t[:3]),
+        "must be a tuple ('MT19937', key, pos",
+    ),
     ("rng.numpy_global", set_at(GLOBAL_RNG, lambda t: list(t)), "got list"),
     ("rng.numpy_global[0]", _tuple_item(GLOBAL_RNG, 0, "PCG64"), "must be 'MT19937'"),
-    ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k.astype(np.int64)), "must be a uint32 array"),
+    (
+        "rng.numpy_global[1]",
+        _tuple_item(GLOBAL_RNG, 1, lambda k: k.astype(np.int64)),
+        "must be a uint32 array",
+    ),
     ("rng.numpy_global[1]", _tuple_item(GLOBAL_RNG, 1, lambda k: k[:-1]), "of shape (623,)"),
     # NumPy itself accepts these positions and then reads outside its 624-word key (a crash or
     # a memory disclosure on the next draw).
     ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, 625), "must be in [0, 625), got 625"),
-    ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, 10 ** 8), "got 100000000"),
+    ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, 10**8), "got 100000000"),
     ("rng.numpy_global[2]", _tuple_item(GLOBAL_RNG, 2, -1), "got -1"),
     ("rng.numpy_global[3]", _tuple_item(GLOBAL_RNG, 3, 2), "must be in [0, 2), got 2"),
     ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, "0"), "must be a float, got str"),
     ("rng.numpy_global[4]", _tuple_item(GLOBAL_RNG, 4, float("nan")), "must be finite"),
-    ("rng.trainer", set_at(("rng", "trainer"), None), "does not match this run (saved: none, now: Generator)"),
+    (
+        "rng.trainer",
+        set_at(("rng", "trainer"), None),
+        "does not match this run (saved: none, now: Generator)",
+    ),
     ("rng.trainer", delete_at(("rng", "trainer", "kind")), "missing ['kind']"),
-    ("rng.trainer.kind", set_at(("rng", "trainer", "kind"), "RandomState"), "this run uses a Generator"),
-    ("rng.trainer.state.bit_generator", set_at(TRAINER_RNG + ("bit_generator",), "MT19937"), "must be 'PCG64'"),
-    ("rng.trainer.state", delete_at(TRAINER_RNG + ("uinteger",)), "missing ['uinteger']"),
-    ("rng.trainer.state.state", set_at(TRAINER_RNG + ("state",), 5), "must be a dict"),
-    ("rng.trainer.state.state.state", set_at(TRAINER_RNG + ("state", "state"), 2 ** 128), "must be in [0, "),
-    ("rng.trainer.state.state.state", set_at(TRAINER_RNG + ("state", "state"), -1), "got -1"),
-    ("rng.trainer.state.state.inc", set_at(TRAINER_RNG + ("state", "inc"), 1.5), "must be an int, got float"),
-    ("rng.trainer.state.state.inc", set_at(TRAINER_RNG + ("state", "inc"), lambda inc: inc - 1), "must be odd"),
-    ("rng.trainer.state.has_uint32", set_at(TRAINER_RNG + ("has_uint32",), 2), "got 2"),
-    ("rng.trainer.state.uinteger", set_at(TRAINER_RNG + ("uinteger",), 2 ** 32), "got 4294967296"),
+    (
+        "rng.trainer.kind",
+        set_at(("rng", "trainer", "kind"), "RandomState"),
+        "this run uses a Generator",
+    ),
+    (
+        "rng.trainer.state.bit_generator",
+        set_at((*TRAINER_RNG, "bit_generator"), "MT19937"),
+        "must be 'PCG64'",
+    ),
+    ("rng.trainer.state", delete_at((*TRAINER_RNG, "uinteger")), "missing ['uinteger']"),
+    ("rng.trainer.state.state", set_at((*TRAINER_RNG, "state"), 5), "must be a dict"),
+    (
+        "rng.trainer.state.state.state",
+        set_at((*TRAINER_RNG, "state", "state"), 2**128),
+        "must be in [0, ",
+    ),
+    ("rng.trainer.state.state.state", set_at((*TRAINER_RNG, "state", "state"), -1), "got -1"),
+    (
+        "rng.trainer.state.state.inc",
+        set_at((*TRAINER_RNG, "state", "inc"), 1.5),
+        "must be an int, got float",
+    ),
+    (
+        "rng.trainer.state.state.inc",
+        set_at((*TRAINER_RNG, "state", "inc"), lambda inc: inc - 1),
+        "must be odd",
+    ),
+    ("rng.trainer.state.has_uint32", set_at((*TRAINER_RNG, "has_uint32"), 2), "got 2"),
+    ("rng.trainer.state.uinteger", set_at((*TRAINER_RNG, "uinteger"), 2**32), "got 4294967296"),
     ("rng.network", set_at(("rng", "network"), None), "does not match this run"),
-    ("rng.network.state", set_at(("rng", "network", "state"), lambda s: {**s, "extra": 0}), "unknown ['extra']"),
+    (
+        "rng.network.state",
+        set_at(("rng", "network", "state"), lambda s: {**s, "extra": 0}),
+        "unknown ['extra']",
+    ),
 ]
 
 
-@pytest.mark.parametrize("field, mutate, message", CHECKPOINT_DEFECTS,
-                         ids=[f"{case[0]}:{case[2]}" for case in CHECKPOINT_DEFECTS])
-def test_a_bad_checkpoint_field_is_named_and_changes_nothing(tmp_path, good_checkpoint, field, mutate, message):
+@pytest.mark.parametrize(
+    ("field", "mutate", "message"),
+    CHECKPOINT_DEFECTS,
+    ids=[f"{case[0]}:{case[2]}" for case in CHECKPOINT_DEFECTS],
+)
+def test_a_bad_checkpoint_field_is_named_and_changes_nothing(
+    tmp_path, good_checkpoint, field, mutate, message
+):
     state = copy.deepcopy(good_checkpoint)
     mutate(state)
     path = tmp_path / "crafted.ckpt"
@@ -447,9 +627,13 @@ def test_a_bad_checkpoint_field_is_named_and_changes_nothing(tmp_path, good_chec
     with pytest.raises(CheckpointError) as info:
         trainer.load_checkpoint(path)
     assert isinstance(info.value, ParamsFileError)
-    assert info.value.field == field and info.value.path == str(path)
-    assert f"checkpoint field {field}: " in str(info.value) and message in str(info.value)
-    assert trainer_state(trainer) == before  # network, optimizer, every random state, counters, histories
+    assert info.value.field == field
+    assert info.value.path == str(path)
+    assert f"checkpoint field {field}: " in str(info.value)
+    assert message in str(info.value)
+    assert (
+        trainer_state(trainer) == before
+    )  # network, optimizer, every random state, counters, histories
 
 
 def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
@@ -458,11 +642,14 @@ def test_the_unchanged_checkpoint_loads(tmp_path, good_checkpoint):
     save_pickle(copy.deepcopy(good_checkpoint), path)
     trainer = trained_target()
     trainer.load_checkpoint(path)
-    assert trainer.current_epoch == 1 and trainer.current_iter == 4
+    assert trainer.current_epoch == 1
+    assert trainer.current_iter == 4
     assert np.random.get_state()[2] == good_checkpoint["rng"]["numpy_global"][2]
     assert trainer.rng.bit_generator.state == good_checkpoint["rng"]["trainer"]["state"]
     assert trainer.train_loss_list == good_checkpoint["history"]["train_loss_list"].tolist()
-    np.testing.assert_array_equal(trainer.optimizer.m["W1"], good_checkpoint["optimizer"]["m"]["W1"])
+    np.testing.assert_array_equal(
+        trainer.optimizer.m["W1"], good_checkpoint["optimizer"]["m"]["W1"]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,8 +698,11 @@ def test_frozen_parameters_resume_bitwise_with_groups(tmp_path, optimizer):
     state for the trainable ones only, the checkpoint (groups included) round-trips, and a resumed
     run ends bitwise where the uninterrupted one does."""
     data = toy_data()
-    options = dict(optimizer=optimizer, seed=4,
-                   optimizer_param={"lr": 0.01, "param_groups": [{"prefixes": ("W3", "b3"), "lr": 0.05}]})
+    options = {
+        "optimizer": optimizer,
+        "seed": 4,
+        "optimizer_param": {"lr": 0.01, "param_groups": [{"prefixes": ("W3", "b3"), "lr": 0.05}]},
+    }
     reference_net = make_partly_frozen(3)
     initial = params_of(reference_net)
     reference = make_trainer(reference_net, data, **options)
@@ -525,15 +715,22 @@ def test_frozen_parameters_resume_bitwise_with_groups(tmp_path, optimizer):
 
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        make_trainer(make_partly_frozen(3, crash_at=7), data, checkpoint=checkpoint, **options).train()
+        make_trainer(
+            make_partly_frozen(3, crash_at=7), data, checkpoint=checkpoint, **options
+        ).train()
     saved = load_pickle_file(checkpoint)["optimizer"]
     assert set(saved[slot]) == set(reference_net.params) - set(FROZEN)
     assert saved["param_groups"] == [{"prefixes": ["W3", "b3"], "lr": 0.05}]
 
     resumed_net = make_partly_frozen(77)
     # A resumed run takes its groups from the checkpoint, whatever it was built with.
-    resumed = make_trainer(resumed_net, data, checkpoint=checkpoint, resume=True,
-                           **{**options, "optimizer_param": {"lr": 0.01}})
+    resumed = make_trainer(
+        resumed_net,
+        data,
+        checkpoint=checkpoint,
+        resume=True,
+        **{**options, "optimizer_param": {"lr": 0.01}},
+    )
     resumed.train()
     assert resumed.optimizer.param_groups == reference.optimizer.param_groups
     assert_same_params(params_of(resumed_net), params_of(reference_net))
@@ -547,17 +744,22 @@ def test_integer_network_state_is_checkpointed_and_checked(tmp_path):
     assert reference_net.num_batches_tracked == 12
 
     checkpoint = tmp_path / "run.ckpt"
-    crashing = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True, crash_at=7)
+    crashing = CountsBatches(
+        N_FEATURES, [16, 16], N_CLASSES, seed=3, use_batchnorm=True, crash_at=7
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         make_trainer(crashing, data, seed=4, checkpoint=checkpoint).train()
     state = load_pickle_file(checkpoint)
     counter = state["network"][CountsBatches.COUNTER]
-    assert counter.dtype == np.int64 and counter.shape == () and counter == 4
+    assert counter.dtype == np.int64
+    assert counter.shape == ()
+    assert counter == 4
 
     resumed_net = CountsBatches(N_FEATURES, [16, 16], N_CLASSES, seed=77, use_batchnorm=True)
     resumed = make_trainer(resumed_net, data, seed=4, checkpoint=checkpoint, resume=True)
     resumed.train()
-    assert resumed_net.num_batches_tracked == 12 and resumed_net.num_batches_tracked.dtype == np.int64
+    assert resumed_net.num_batches_tracked == 12
+    assert resumed_net.num_batches_tracked.dtype == np.int64
     assert_same_params(params_of(resumed_net), params_of(reference_net))
 
     # The integer array is checked like the float ones: same dtype (so the same kind) and shape.
@@ -588,7 +790,7 @@ BIT_GENERATORS = {
     # bit generator: a field NumPy accepts although it makes the generator read out of bounds,
     # or break an invariant (None: a wrong-dtype array instead)
     "PCG64": (("state", "inc"), lambda inc: inc + 1),
-    "PCG64DXSM": (("state", "state"), lambda value: 2 ** 128 + value),
+    "PCG64DXSM": (("state", "state"), lambda value: 2**128 + value),
     "MT19937": (("state", "pos"), lambda pos: 625),
     "Philox": (("buffer_pos",), lambda pos: -1),
     "SFC64": (("state", "state"), lambda words: words.astype(np.int64)),
@@ -597,13 +799,17 @@ BIT_GENERATORS = {
 
 @pytest.mark.parametrize("bit_generator", sorted(BIT_GENERATORS))
 def test_network_generators_of_every_bit_generator_resume_and_are_checked(tmp_path, bit_generator):
-    make_rng = lambda seed: np.random.Generator(getattr(np.random, bit_generator)(seed))
+    def make_rng(seed):
+        return np.random.Generator(getattr(np.random, bit_generator)(seed))
+
     data = toy_data()
     reference_net = make_net(seed=None, rng=make_rng(1))
     make_trainer(reference_net, data, seed=2).train()
 
     checkpoint = tmp_path / "run.ckpt"
-    make_trainer(make_net(seed=None, rng=make_rng(1)), data, seed=2, epochs=2, checkpoint=checkpoint).train()
+    make_trainer(
+        make_net(seed=None, rng=make_rng(1)), data, seed=2, epochs=2, checkpoint=checkpoint
+    ).train()
     resumed_net = make_net(seed=None, rng=make_rng(9))
     make_trainer(resumed_net, data, seed=2, checkpoint=checkpoint, resume=True).train()
     assert_same_params(params_of(resumed_net), params_of(reference_net))
@@ -626,18 +832,26 @@ def test_network_generators_of_every_bit_generator_resume_and_are_checked(tmp_pa
 def test_legacy_random_state_of_a_network_is_checked(tmp_path):
     data = toy_data()
     checkpoint = tmp_path / "run.ckpt"
-    make_trainer(make_net(seed=None, rng=np.random.RandomState(1)), data, seed=2, epochs=1,
-                 checkpoint=checkpoint).train()
+    make_trainer(
+        make_net(seed=None, rng=np.random.RandomState(1)),
+        data,
+        seed=2,
+        epochs=1,
+        checkpoint=checkpoint,
+    ).train()
     state = load_pickle_file(checkpoint)
-    name, key, pos, has_gauss, gauss = state["rng"]["network"]["state"]
+    name, key, _pos, has_gauss, gauss = state["rng"]["network"]["state"]
     state["rng"]["network"]["state"] = (name, key, 700, has_gauss, gauss)
     save_pickle(state, checkpoint)
     net = make_net(seed=None, rng=np.random.RandomState(5))
     before = net.rng.get_state()
-    with pytest.raises(CheckpointError, match=r"rng\.network\.state\[2\]: must be in \[0, 625\), got 700"):
+    with pytest.raises(
+        CheckpointError, match=r"rng\.network\.state\[2\]: must be in \[0, 625\), got 700"
+    ):
         make_trainer(net, data, seed=2, checkpoint=checkpoint, resume=True).train()
     after = net.rng.get_state()
-    assert after[2:] == before[2:] and np.array_equal(after[1], before[1])
+    assert after[2:] == before[2:]
+    assert np.array_equal(after[1], before[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,7 +866,8 @@ def test_nan_loss_stops_training_before_the_update():
     trainer = make_trainer(net, (x_train, t_train, x_test, t_test), seed=0)
     with pytest.raises(NonFiniteLossError, match=r"nan at epoch 1, step 1") as info:
         trainer.train()
-    assert isinstance(info.value, FloatingPointError) and info.value.step == 1
+    assert isinstance(info.value, FloatingPointError)
+    assert info.value.step == 1
     for key in net.params:  # the NaN gradient was never applied
         np.testing.assert_array_equal(net.params[key], before[key])
     assert trainer.train_loss_list == []
@@ -660,7 +875,9 @@ def test_nan_loss_stops_training_before_the_update():
 
 def test_diverging_training_raises():
     net = make_net(use_batchnorm=False, use_dropout=False)
-    trainer = make_trainer(net, toy_data(), optimizer="SGD", optimizer_param={"lr": 1e6}, seed=0, epochs=20)
+    trainer = make_trainer(
+        net, toy_data(), optimizer="SGD", optimizer_param={"lr": 1e6}, seed=0, epochs=20
+    )
     with pytest.raises(NonFiniteLossError, match="learning rate"):
         trainer.train()
     assert len(trainer.train_acc_list) == trainer.current_epoch
@@ -673,19 +890,37 @@ def test_gradient_whose_square_overflows_stops_adam_before_the_update():
     rng = np.random.default_rng(0)
     x = rng.random((64, 1, 12, 12), dtype=np.float32) * np.float32(1e38)
     t = rng.integers(0, 10, 64)
-    net = SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 3, "pad": 0, "stride": 1},
-                        hidden_size=10, output_size=10, seed=0, dtype=np.float32)
+    net = SimpleConvNet(
+        input_dim=(1, 12, 12),
+        conv_param={"filter_num": 4, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=10,
+        output_size=10,
+        seed=0,
+        dtype=np.float32,
+    )
     before = params_of(net)
-    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=16, optimizer="Adam", verbose=False, seed=0)
-    with pytest.warns(UnnormalizedInputWarning, match=r"\|x\| = 1e\+38"):
-        with pytest.raises(NonFiniteGradientError, match=r"gradient 'W1' at index \(.*\) is .*e\+3\d \(its square "
-                           r"overflows float32, and Adam squares gradients\) at epoch 1, step 1") as info:
-            trainer.train()
+    trainer = Trainer(
+        net, x, t, x, t, epochs=1, mini_batch_size=16, optimizer="Adam", verbose=False, seed=0
+    )
+    with (
+        pytest.warns(UnnormalizedInputWarning, match=r"\|x\| = 1e\+38"),
+        pytest.raises(
+            NonFiniteGradientError,
+            match=r"gradient 'W1' at index \(.*\) is .*e\+3\d \(its square "
+            r"overflows float32, and Adam squares gradients\) at epoch 1, step 1",
+        ) as info,
+    ):
+        trainer.train()
     error = info.value
-    assert isinstance(error, NonFiniteLossError) and math.isfinite(error.loss) and error.key == "W1"
-    assert abs(error.value) >= 2.0 ** 64 and (error.epoch, error.step) == (1, 1)
+    assert isinstance(error, NonFiniteLossError)
+    assert math.isfinite(error.loss)
+    assert error.key == "W1"
+    assert abs(error.value) >= 2.0**64
+    assert (error.epoch, error.step) == (1, 1)
     assert_same_params(params_of(net), before)
-    assert trainer.optimizer.m is None and trainer.optimizer.iter == 0 and trainer.train_loss_list == []
+    assert trainer.optimizer.m is None
+    assert trainer.optimizer.iter == 0
+    assert trainer.train_loss_list == []
 
 
 class NanGradientRecorder(Recorder):
@@ -709,8 +944,11 @@ def test_nan_gradient_with_a_finite_loss_changes_nothing(optimizer):
     net = NanGradientRecorder(N_FEATURES, [16, 16], N_CLASSES, seed=0, nan_at=6, use_batchnorm=True)
     trainer = make_trainer(net, toy_data(), seed=0, optimizer=optimizer)
     net.trainer = trainer
-    with pytest.raises(NonFiniteGradientError, match=r"gradient 'W2' at index \(3, 5\) is nan at epoch 2, step 2, "
-                                                     r"with a finite loss") as info:
+    with pytest.raises(
+        NonFiniteGradientError,
+        match=r"gradient 'W2' at index \(3, 5\) is nan at epoch 2, step 2, "
+        r"with a finite loss",
+    ) as info:
         trainer.train()
     assert (info.value.key, info.value.index, info.value.step) == ("W2", (3, 5), 2)
     params_before, optimizer_before = net.before
@@ -732,7 +970,9 @@ def test_dlfs_style_network_with_an_infinite_gradient_is_not_updated():
     net.gradient = poisoned
     before = {key: value.copy() for key, value in net.params.items()}
     trainer = make_trainer(net, toy_data(), seed=1, optimizer="SGD", optimizer_param={"lr": 0.1})
-    with pytest.raises(NonFiniteGradientError, match=r"gradient 'b2' at index \(1,\) is -inf at epoch 1, step 1;") as info:
+    with pytest.raises(
+        NonFiniteGradientError, match=r"gradient 'b2' at index \(1,\) is -inf at epoch 1, step 1;"
+    ) as info:
         trainer.train()
     assert info.value.loss is None  # DLfS's way computes the loss only after the update
     for key in before:
@@ -748,12 +988,18 @@ def test_unnormalized_inputs_warn_once_per_trainer():
         trainer.epochs = 4
         trainer.train()  # continued: still the same trainer
     assert [w.category for w in caught] == [UnnormalizedInputWarning]
-    assert re.match(r"training inputs look unnormalised: the first batch reaches \|x\| = \d\.\d+e\+0[67] "
-                    r"\(> 1000\)", str(caught[0].message))
+    assert re.match(
+        r"training inputs look unnormalised: the first batch reaches \|x\| = \d\.\d+e\+0[67] "
+        r"\(> 1000\)",
+        str(caught[0].message),
+    )
     assert issubclass(UnnormalizedInputWarning, UserWarning)
 
 
-@pytest.mark.parametrize("scale, dtype", [(1.0, np.float64), (255.0, np.float32), (255.0, np.uint8), (-900.0, np.float64)])
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [(1.0, np.float64), (255.0, np.float32), (255.0, np.uint8), (-900.0, np.float64)],
+)
 def test_inputs_up_to_a_thousand_do_not_warn(scale, dtype):
     """Normalised data, raw 0..255 pixels and anything within |x| <= 1e3 stay quiet (pyproject
     turns any warning into an error)."""
@@ -768,7 +1014,9 @@ def test_ctrl_c_stops_after_the_current_step():
     trainer = make_trainer(net, toy_data(), seed=0)
     trainer.train()  # returns normally
     assert trainer.interrupted
-    assert trainer.current_iter == len(trainer.train_loss_list) == 6  # the step in progress completed
+    assert (
+        trainer.current_iter == len(trainer.train_loss_list) == 6
+    )  # the step in progress completed
     assert trainer.current_epoch == len(trainer.train_acc_list) == len(trainer.test_acc_list) == 1
     assert trainer.final_test_acc is not None
     assert signal.getsignal(signal.SIGINT) is handler_before
@@ -795,9 +1043,12 @@ def test_verbose_prints_one_line_per_epoch_and_no_progress_when_not_a_terminal(c
     lines = out.splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 3
-    assert all("loss" in line and "train acc" in line and "test acc" in line and line.endswith(" s")
-               for line in epoch_lines)
-    assert "Final Test Accuracy" in out and "train loss:" not in out
+    assert all(
+        "loss" in line and "train acc" in line and "test acc" in line and line.endswith(" s")
+        for line in epoch_lines
+    )
+    assert "Final Test Accuracy" in out
+    assert "train loss:" not in out
     assert len(lines) == 5  # nothing per step
     assert err == ""
 
@@ -808,23 +1059,30 @@ def test_quiet_trainer_prints_nothing(capsys):
 
 
 def test_plain_progress_display_without_tqdm(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails: the built-in display is used
+    monkeypatch.setitem(
+        sys.modules, "tqdm.auto", None
+    )  # import fails: the built-in display is used
     monkeypatch.setattr("tinyconv.trainer._PlainProgress._INTERVAL", 0.0)
     make_trainer(make_net(), toy_data(), seed=0, progress=True).train()
     err = capsys.readouterr().err
-    assert "epoch 1/3: 4/4 steps" in err and "samples/s" in err and "loss" in err
+    assert "epoch 1/3: 4/4 steps" in err
+    assert "samples/s" in err
+    assert "loss" in err
 
 
 def test_tqdm_progress_bar_when_installed(capsys):
     pytest.importorskip("tqdm", reason="tqdm (the 'progress' extra) is not installed")
     make_trainer(make_net(), toy_data(), seed=0, progress=True).train()
     err = capsys.readouterr().err
-    assert "epoch 3/3" in err and "step" in err  # tqdm's bar, erased at the end of each epoch
+    assert "epoch 3/3" in err
+    assert "step" in err
 
 
 def test_callback_gets_a_record_per_epoch():
     records = []
-    trainer = make_trainer(make_net(), toy_data(), seed=0, callback=lambda tr, rec: records.append((tr, rec)))
+    trainer = make_trainer(
+        make_net(), toy_data(), seed=0, callback=lambda tr, rec: records.append((tr, rec))
+    )
     trainer.train()
     assert [rec["epoch"] for _, rec in records] == [1, 2, 3]
     assert all(tr is trainer for tr, _ in records)
@@ -841,10 +1099,17 @@ class NumpyTwoLayerNet:
 
     def __init__(self, seed):
         rng = np.random.default_rng(seed)
-        self.params = {"W1": 0.1 * rng.standard_normal((N_FEATURES, 10)), "b1": np.zeros(10),
-                       "W2": 0.1 * rng.standard_normal((10, N_CLASSES)), "b2": np.zeros(N_CLASSES)}
-        self.layers = [dlfs.Affine(self.params["W1"], self.params["b1"]), dlfs.Relu(),
-                       dlfs.Affine(self.params["W2"], self.params["b2"])]
+        self.params = {
+            "W1": 0.1 * rng.standard_normal((N_FEATURES, 10)),
+            "b1": np.zeros(10),
+            "W2": 0.1 * rng.standard_normal((10, N_CLASSES)),
+            "b2": np.zeros(N_CLASSES),
+        }
+        self.layers = [
+            dlfs.Affine(self.params["W1"], self.params["b1"]),
+            dlfs.Relu(),
+            dlfs.Affine(self.params["W2"], self.params["b2"]),
+        ]
         self.last_layer = dlfs.SoftmaxWithLoss()
         self.loss_calls = 0
 
@@ -865,7 +1130,12 @@ class NumpyTwoLayerNet:
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
-        return {"W1": self.layers[0].dW, "b1": self.layers[0].db, "W2": self.layers[2].dW, "b2": self.layers[2].db}
+        return {
+            "W1": self.layers[0].dW,
+            "b1": self.layers[0].db,
+            "W2": self.layers[2].dW,
+            "b2": self.layers[2].db,
+        }
 
 
 def test_dlfs_style_networks_train_and_resume(tmp_path):
@@ -878,9 +1148,25 @@ def test_dlfs_style_networks_train_and_resume(tmp_path):
 
     checkpoint = tmp_path / "numpy.ckpt"
     first = NumpyTwoLayerNet(seed=0)
-    make_trainer(first, data, seed=1, optimizer="SGD", optimizer_param={"lr": 0.1}, epochs=1, checkpoint=checkpoint).train()
+    make_trainer(
+        first,
+        data,
+        seed=1,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.1},
+        epochs=1,
+        checkpoint=checkpoint,
+    ).train()
     resumed = NumpyTwoLayerNet(seed=5)
-    make_trainer(resumed, data, seed=1, optimizer="SGD", optimizer_param={"lr": 0.1}, checkpoint=checkpoint, resume=True).train()
+    make_trainer(
+        resumed,
+        data,
+        seed=1,
+        optimizer="SGD",
+        optimizer_param={"lr": 0.1},
+        checkpoint=checkpoint,
+        resume=True,
+    ).train()
     for key in reference.params:
         np.testing.assert_array_equal(resumed.params[key], reference.params[key])
 
@@ -897,8 +1183,10 @@ def load_fashion_mnist_or_skip():
     try:
         return load_fashion_mnist(normalize=True, flatten=False, download=False)
     except DatasetNotFoundError as exc:
-        reason = ("Fashion-MNIST not found (apt-get install -y dataset-fashion-mnist puts it in "
-                  f"/usr/share/datasets/fashion-mnist): {exc}")
+        reason = (
+            "Fashion-MNIST not found (apt-get install -y dataset-fashion-mnist puts it in "
+            f"/usr/share/datasets/fashion-mnist): {exc}"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -908,16 +1196,34 @@ def test_simple_convnet_learns_fashion_mnist():
     (x_train, t_train), (x_test, t_test) = load_fashion_mnist_or_skip()
     x_train, t_train, x_test, t_test = x_train[:2000], t_train[:2000], x_test[:1000], t_test[:1000]
     assert x_train.shape == (2000, 1, 28, 28)
-    network = SimpleConvNet(input_dim=(1, 28, 28),
-                            conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
-                            hidden_size=100, output_size=10, weight_init_std=0.01, seed=0)
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=4, mini_batch_size=100,
-                      optimizer="Adam", optimizer_param={"lr": 0.001}, verbose=False, seed=0)
+    network = SimpleConvNet(
+        input_dim=(1, 28, 28),
+        conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+        seed=0,
+    )
+    trainer = Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=4,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.001},
+        verbose=False,
+        seed=0,
+    )
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    print(f"SimpleConvNet, 2,000 Fashion-MNIST images, 4 epochs: test accuracy "
-          f"{trainer.test_acc_list[-1]:.3f} in {seconds:.1f} s ({trainer.test_acc_list})")
+    print(
+        f"SimpleConvNet, 2,000 Fashion-MNIST images, 4 epochs: test accuracy "
+        f"{trainer.test_acc_list[-1]:.3f} in {seconds:.1f} s ({trainer.test_acc_list})"
+    )
     assert len(trainer.train_loss_list) == 80
     assert trainer.test_acc_list[-1] >= 0.65
 
@@ -929,24 +1235,36 @@ def test_simple_convnet_learns_fashion_mnist():
 def test_lr_factor_of_each_named_schedule():
     assert [lr_factor("constant", i, 8) for i in range(8)] == [1.0] * 8
     cosine = [lr_factor("cosine", i, 8) for i in range(9)]
-    assert cosine[0] == 1.0 and cosine[4] == pytest.approx(0.5) and cosine[8] == pytest.approx(0.0)
+    assert cosine[0] == 1.0
+    assert cosine[4] == pytest.approx(0.5)
+    assert cosine[8] == pytest.approx(0.0)
     assert all(a > b for a, b in zip(cosine, cosine[1:]))
     # He et al.: /10 at half the run, /100 at three quarters.
     assert [lr_factor("step", i, 8) for i in range(8)] == [1.0] * 4 + [0.1] * 2 + [0.01] * 2
     assert lr_factor(lambda step, total: step / total, 3, 4) == 0.75
 
 
-@pytest.mark.parametrize("schedule, error, message", [
-    ("linear", ValueError, "lr_schedule must be one of"),
-    (0.5, ValueError, "lr_schedule must be one of"),
-])
+@pytest.mark.parametrize(
+    ("schedule", "error", "message"),
+    [
+        ("linear", ValueError, "lr_schedule must be one of"),
+        (0.5, ValueError, "lr_schedule must be one of"),
+    ],
+)
 def test_an_unknown_schedule_is_refused_at_construction(schedule, error, message):
     with pytest.raises(error, match=message):
         make_trainer(make_net(), toy_data(), lr_schedule=schedule)
 
 
-@pytest.mark.parametrize("returned, error", [(float("nan"), ValueError), (-0.1, ValueError),
-                                             (float("inf"), ValueError), ("big", TypeError)])
+@pytest.mark.parametrize(
+    ("returned", "error"),
+    [
+        (float("nan"), ValueError),
+        (-0.1, ValueError),
+        (float("inf"), ValueError),
+        ("big", TypeError),
+    ],
+)
 def test_a_schedule_returning_an_unusable_factor_stops_before_the_update(returned, error):
     net = make_net(seed=0)
     before = params_of(net)
@@ -976,29 +1294,40 @@ def test_the_schedule_scales_every_rate_for_the_update_only():
         calls.append((step, total))
         return 1.0 / (step + 1)
 
-    trainer = make_trainer(make_net(seed=0), toy_data(), seed=0, optimizer=optimizer, lr_schedule=schedule)
+    trainer = make_trainer(
+        make_net(seed=0), toy_data(), seed=0, optimizer=optimizer, lr_schedule=schedule
+    )
     assert trainer.current_lr == pytest.approx(0.1)
     calls.clear()
     trainer.train()
-    assert [step for step, _ in calls] == list(range(12)) and {total for _, total in calls} == {12}
+    assert [step for step, _ in calls] == list(range(12))
+    assert {total for _, total in calls} == {12}
     for step, rates in enumerate(optimizer.seen):
-        assert rates["W3"] == pytest.approx(0.4 / (step + 1)) and rates["b3"] == pytest.approx(0.1 / (step + 1))
+        assert rates["W3"] == pytest.approx(0.4 / (step + 1))
+        assert rates["b3"] == pytest.approx(0.1 / (step + 1))
     # Between steps the optimizer holds its own rates.
-    assert optimizer.lr == 0.1 and optimizer.param_groups[0].lr == 0.4
+    assert optimizer.lr == 0.1
+    assert optimizer.param_groups[0].lr == 0.4
 
 
 def test_a_zero_factor_leaves_the_parameters_alone():
     net = make_net(seed=0, use_dropout=False, use_batchnorm=False)
     before = params_of(net)
-    make_trainer(net, toy_data(), seed=0, optimizer="SGD", lr_schedule=lambda step, total: 0.0).train()
+    make_trainer(
+        net, toy_data(), seed=0, optimizer="SGD", lr_schedule=lambda step, total: 0.0
+    ).train()
     assert_same_params(params_of(net), before)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "step"])
 def test_a_scheduled_run_resumes_bitwise(tmp_path, schedule):
     data = toy_data()
-    options = dict(seed=4, optimizer="Momentum", lr_schedule=schedule,
-                   optimizer_param={"lr": 0.05, "param_groups": [{"prefixes": "W3", "lr": 0.2}]})
+    options = {
+        "seed": 4,
+        "optimizer": "Momentum",
+        "lr_schedule": schedule,
+        "optimizer_param": {"lr": 0.05, "param_groups": [{"prefixes": "W3", "lr": 0.2}]},
+    }
     reference_net = make_net(seed=3)
     reference = make_trainer(reference_net, data, **options)
     reference.train()
@@ -1010,7 +1339,8 @@ def test_a_scheduled_run_resumes_bitwise(tmp_path, schedule):
     with pytest.raises(RuntimeError, match="simulated crash"):
         make_trainer(make_net(seed=3, crash_at=7), data, checkpoint=checkpoint, **options).train()
     saved = load_pickle_file(checkpoint)["optimizer"]
-    assert saved["hyperparameters"]["lr"] == 0.05 and saved["param_groups"] == [{"prefixes": ["W3"], "lr": 0.2}]
+    assert saved["hyperparameters"]["lr"] == 0.05
+    assert saved["param_groups"] == [{"prefixes": ["W3"], "lr": 0.2}]
     resumed_net = make_net(seed=77)
     make_trainer(resumed_net, data, checkpoint=checkpoint, resume=True, **options).train()
     assert_same_params(params_of(resumed_net), params_of(reference_net))

@@ -4,22 +4,33 @@ Pictures are checked as files: read back with matplotlib's ``imread``, they must
 expected size and not be blank (more than one colour, not all white).  Figures returned by the
 plotting functions are also inspected directly (labels, limits, markers, legend position).
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import textwrap
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from tinyconv import visualize
-from tinyconv.visualize import (PlottingUnavailableError, confusion_matrix, filter_show,
-                                plot_accuracy, plot_confusion_matrix, plot_history, plot_loss)
+from tinyconv.visualize import (
+    PlottingUnavailableError,
+    confusion_matrix,
+    filter_show,
+    plot_accuracy,
+    plot_confusion_matrix,
+    plot_history,
+    plot_loss,
+)
 
-needs_matplotlib = pytest.mark.skipif(not visualize.have_matplotlib(),
-                                      reason="drawing needs matplotlib (tinyconv[plot] or tinyconv[test])")
+needs_matplotlib = pytest.mark.skipif(
+    not visualize.have_matplotlib(),
+    reason="drawing needs matplotlib (tinyconv[plot] or tinyconv[test])",
+)
 
 
 def read_png(path):
@@ -50,7 +61,8 @@ def test_confusion_matrix_counts_pairs():
     cm = confusion_matrix(y_true, y_pred, num_classes=3)
     assert cm.dtype == np.int64
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    assert cm.sum() == 6 and np.trace(cm) == 4
+    assert cm.sum() == 6
+    assert np.trace(cm) == 4
 
 
 def test_confusion_matrix_accepts_one_hot_truth_and_scores():
@@ -63,18 +75,23 @@ def test_confusion_matrix_accepts_one_hot_truth_and_scores():
 
 def test_confusion_matrix_defaults_and_unused_classes():
     cm = confusion_matrix([1, 1], [1, 1], num_classes=5)
-    assert cm.shape == (5, 5) and cm[1, 1] == 2 and cm.sum() == 2
+    assert cm.shape == (5, 5)
+    assert cm[1, 1] == 2
+    assert cm.sum() == 2
     assert confusion_matrix([0, 2], [2, 0]).shape == (3, 3)
 
 
-@pytest.mark.parametrize("y_true, y_pred, num_classes", [
-    ([0, 1], [0], 2),            # lengths differ
-    ([0, 3], [0, 1], 3),         # label out of range
-    ([0, -1], [0, 1], 2),        # negative label
-    ([0.5, 1], [0, 1], 2),       # not an integer label
-])
-def test_confusion_matrix_rejects_bad_labels(y_true, y_pred, num_classes):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "num_classes", "message"),
+    [
+        ([0, 1], [0], 2, "must be equally long"),
+        ([0, 3], [0, 1], 3, r"labels outside 0\.\.2"),
+        ([0, -1], [0, 1], 2, r"labels outside 0\.\.1"),
+        ([0.5, 1], [0, 1], 2, "must hold integer class labels"),
+    ],
+)
+def test_confusion_matrix_rejects_bad_labels(y_true, y_pred, num_classes, message):
+    with pytest.raises(ValueError, match=message):
         confusion_matrix(y_true, y_pred, num_classes)
 
 
@@ -90,7 +107,9 @@ def test_filter_show_saves_a_grey_grid_of_eight_per_row(tmp_path):
     # 30 filters, 8 per row -> 4 rows of 8 square cells of 75 pixels.
     pixels = assert_real_picture(path, width=600, height=300)
     rgb = pixels[..., :3]
-    assert np.allclose(rgb[..., 0], rgb[..., 1]) and np.allclose(rgb[..., 1], rgb[..., 2]), "not grey"
+    assert np.allclose(rgb[..., 0], rgb[..., 1]) and np.allclose(rgb[..., 1], rgb[..., 2]), (
+        "not grey"
+    )
     axes = figure.get_axes()
     assert len(axes) == 30
     assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in axes)
@@ -128,7 +147,8 @@ def test_plot_accuracy_is_styled_as_dlfs_train_convnet(tmp_path):
     figure = plot_accuracy(train_acc, test_acc, save=path)
     assert_real_picture(path, width=640, height=480)
     (axes,) = figure.get_axes()
-    assert axes.get_xlabel() == "epochs" and axes.get_ylabel() == "accuracy"
+    assert axes.get_xlabel() == "epochs"
+    assert axes.get_ylabel() == "accuracy"
     assert axes.get_ylim() == (0.0, 1.0)
     train_line, test_line = axes.get_lines()
     assert (train_line.get_label(), train_line.get_marker()) == ("train", "o")
@@ -140,7 +160,8 @@ def test_plot_accuracy_is_styled_as_dlfs_train_convnet(tmp_path):
     assert [text.get_text() for text in legend.get_texts()] == ["train", "test"]
     # Lower right: the legend lies in the right half and the bottom half of the axes.
     box, frame = legend.get_window_extent(), axes.get_window_extent()
-    assert box.x0 > (frame.x0 + frame.x1) / 2 and box.y1 < (frame.y0 + frame.y1) / 2
+    assert box.x0 > (frame.x0 + frame.x1) / 2
+    assert box.y1 < (frame.y0 + frame.y1) / 2
 
 
 @needs_matplotlib
@@ -150,7 +171,8 @@ def test_plot_loss_raw_and_smoothed(tmp_path):
     figure = plot_loss(loss, save=path)
     assert_real_picture(path, width=640, height=480)
     (axes,) = figure.get_axes()
-    assert axes.get_xlabel() == "iterations" and axes.get_ylabel() == "loss"
+    assert axes.get_xlabel() == "iterations"
+    assert axes.get_ylabel() == "loss"
     raw, smooth = axes.get_lines()
     np.testing.assert_allclose(raw.get_ydata(), loss)
     assert len(smooth.get_ydata()) == len(loss)
@@ -158,9 +180,9 @@ def test_plot_loss_raw_and_smoothed(tmp_path):
 
 
 class _FakeTrainer:
-    train_acc_list = [0.4, 0.6, 0.7]
-    test_acc_list = [0.35, 0.55, 0.65]
-    train_loss_list = list(np.linspace(2.3, 0.8, 30))
+    train_acc_list: ClassVar[list[float]] = [0.4, 0.6, 0.7]
+    test_acc_list: ClassVar[list[float]] = [0.35, 0.55, 0.65]
+    train_loss_list: ClassVar[list[float]] = list(np.linspace(2.3, 0.8, 30))
 
 
 @needs_matplotlib
@@ -168,7 +190,9 @@ def test_plot_history_from_trainer_or_mapping(tmp_path):
     accuracy_figure, loss_figure = plot_history(_FakeTrainer(), save=tmp_path / "a")
     assert_real_picture(tmp_path / "a" / "accuracy.png", 640, 480)
     assert_real_picture(tmp_path / "a" / "loss.png", 640, 480)
-    assert list(accuracy_figure.get_axes()[0].get_lines()[1].get_ydata()) == _FakeTrainer.test_acc_list
+    assert (
+        list(accuracy_figure.get_axes()[0].get_lines()[1].get_ydata()) == _FakeTrainer.test_acc_list
+    )
 
     history = {"train_acc": [0.5, 0.6], "test_acc": [0.4, 0.5], "loss": [1.2, 0.9]}
     _, loss_figure = plot_history(history, save=tmp_path / "b")
@@ -190,17 +214,20 @@ def test_plot_confusion_matrix_labels_and_counts(tmp_path):
     path = tmp_path / "cm.png"
     figure = plot_confusion_matrix(cm, names, save=path, title="pets")
     pixels = read_png(path)
-    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 300
+    assert pixels.shape[0] >= 300
+    assert pixels.shape[1] >= 300
     assert_real_picture(path, pixels.shape[1], pixels.shape[0])
     axes = figure.get_axes()[0]
     assert [t.get_text() for t in axes.get_xticklabels()] == names
     assert [t.get_text() for t in axes.get_yticklabels()] == names
-    assert axes.get_xlabel() == "predicted class" and axes.get_ylabel() == "true class"
+    assert axes.get_xlabel() == "predicted class"
+    assert axes.get_ylabel() == "true class"
     assert sorted(t.get_text() for t in axes.texts) == sorted(str(v) for v in cm.ravel())
 
     figure = plot_confusion_matrix(cm, save=tmp_path / "n.png", normalize=True)
     texts = {t.get_text() for t in figure.get_axes()[0].texts}
-    assert "0.70" in texts and "1.00" in texts  # row-normalised fractions
+    assert "0.70" in texts
+    assert "1.00" in texts
 
     with pytest.raises(ValueError, match="class names"):
         plot_confusion_matrix(cm, ["a", "b"], save=tmp_path / "x.png")
@@ -237,10 +264,21 @@ def test_showing_without_a_display_selects_agg(tmp_path):
         print("backend:", matplotlib.get_backend().lower())
     """)
     if not sys.platform.startswith("linux"):
-        pytest.skip("the DISPLAY check applies to Linux only; other systems always have a window system")
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=120)
+        pytest.skip(
+            "the DISPLAY check applies to Linux only; other systems always have a window system"
+        )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "backend: agg" in result.stdout

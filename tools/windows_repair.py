@@ -8,6 +8,7 @@ from the Visual Studio installation that built the wheel (found with vswhere). A
 fell back to ``/openmp`` links ``vcomp140.dll`` instead, which delvewheel finds by itself.
 Run by cibuildwheel (pyproject.toml, [tool.cibuildwheel.windows]).
 """
+
 from __future__ import annotations
 
 import glob
@@ -20,12 +21,16 @@ RUNTIME = "libomp140.x86_64.dll"
 
 
 def visual_studio_roots() -> list[Path]:
-    program_files = os.environ.get("ProgramFiles(x86)", r"C:\Program Files (x86)")
+    program_files = os.environ.get("PROGRAMFILES(X86)", r"C:\Program Files (x86)")
     vswhere = Path(program_files) / "Microsoft Visual Studio" / "Installer" / "vswhere.exe"
     if not vswhere.exists():
         return []
-    found = subprocess.run([str(vswhere), "-all", "-products", "*", "-property", "installationPath"],
-                           capture_output=True, text=True, check=True).stdout
+    found = subprocess.run(
+        [str(vswhere), "-all", "-products", "*", "-property", "installationPath"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [Path(line.strip()) for line in found.splitlines() if line.strip()]
 
 
@@ -48,9 +53,12 @@ def main(argv: list[str]) -> int:
     if dirs:
         command += ["--add-path", os.pathsep.join(dirs)]
     else:
-        print(f"windows_repair.py: no {RUNTIME} under any Visual Studio installation; "
-              "delvewheel must find the wheel's OpenMP runtime itself", file=sys.stderr)
-    return subprocess.run(command + [wheel]).returncode
+        print(
+            f"windows_repair.py: no {RUNTIME} under any Visual Studio installation; "
+            "delvewheel must find the wheel's OpenMP runtime itself",
+            file=sys.stderr,
+        )
+    return subprocess.run([*command, wheel]).returncode
 
 
 if __name__ == "__main__":

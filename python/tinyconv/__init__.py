@@ -9,6 +9,7 @@ Quick tour::
     from tinyconv import functional as F
     y = F.conv2d_forward(x, W, b, stride=1, pad=1)
 """
+
 from __future__ import annotations
 
 import os as _os
@@ -21,7 +22,7 @@ __version__: str = _core.config()["version"]
 # More threads than this is a mistake, not a machine (OpenMP would try to start them all).
 _MAX_THREADS = 4096
 
-__all__ = ["__version__", "set_num_threads", "get_num_threads", "config", "show_config"]
+__all__ = ["__version__", "config", "get_num_threads", "set_num_threads", "show_config"]
 
 
 # Whether the thread count was chosen (set_num_threads or OMP_NUM_THREADS) rather than left at the

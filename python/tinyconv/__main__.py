@@ -1,4 +1,5 @@
 """``python -m tinyconv``: the same as the ``tinyconv`` command (see :mod:`tinyconv.cli`)."""
+
 import sys
 
 from .cli import main

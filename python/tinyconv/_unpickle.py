@@ -20,21 +20,29 @@ stack when it is hashed. So this module interprets the pickle opcodes itself:
 Every failure raises :class:`ParamsFileError` (or its subclass :class:`UnsafePickleError` when the
 file asks for something this reader will never do); nothing else escapes :meth:`load`.
 """
+
 from __future__ import annotations
 
 import codecs
+import contextlib
 import pickle
 import pickletools
 import re
 import struct
 import warnings
 from collections import OrderedDict
-from typing import IO, Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["ParamsFileError", "UnsafePickleError", "RestrictedUnpickler", "ALLOWED_GLOBALS",
-           "MAX_DEPTH", "MAX_OBJECTS"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "MAX_DEPTH",
+    "MAX_OBJECTS",
+    "ParamsFileError",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+]
 
 
 class ParamsFileError(ValueError):
@@ -56,7 +64,7 @@ MAX_OBJECTS = 10_000_000
 
 # The (module, name) pairs a file may name, and what each one means here. Both NumPy 1 and
 # NumPy 2 module paths appear in real files.
-_GLOBAL_ROLES: Dict[Tuple[str, str], str] = {
+_GLOBAL_ROLES: dict[tuple[str, str], str] = {
     ("numpy", "ndarray"): "ndarray",
     ("numpy", "dtype"): "dtype",
     ("collections", "OrderedDict"): "OrderedDict",
@@ -73,11 +81,13 @@ del _module
 
 #: Every global a parameter or checkpoint file may name. Pinned by a test: widening it is a
 #: security decision, not a convenience.
-ALLOWED_GLOBALS: FrozenSet[Tuple[str, str]] = frozenset(_GLOBAL_ROLES)
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_GLOBAL_ROLES)
 
 # Numeric dtypes an array or scalar may have: booleans, integers and floats of fixed sizes. The
 # key is NumPy's pickled type string (kind + item size).
-_NUMERIC_TYPESTRS = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
+_NUMERIC_TYPESTRS = frozenset(
+    {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}
+)
 _PLAIN_TYPESTR = re.compile(r"[A-Za-z?][0-9]{0,3}")
 _BYTEORDERS = frozenset({"<", ">", "|", "="})
 _MAX_NDIM = 32
@@ -85,7 +95,8 @@ _MAX_NDIM = 32
 
 class _Global:
     """What a GLOBAL opcode pushes: the name of an allowed global, not the global itself."""
-    __slots__ = ("role", "qualname")
+
+    __slots__ = ("qualname", "role")
     __hash__ = None  # type: ignore[assignment]  # never a dict key
 
     def __init__(self, role: str, qualname: str):
@@ -94,7 +105,8 @@ class _Global:
 
 class _DtypeSpec:
     """``numpy.dtype(typestr, align, copy)`` waiting for its BUILD (the byte order)."""
-    __slots__ = ("typestr", "byteorder")
+
+    __slots__ = ("byteorder", "typestr")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, typestr: str):
@@ -109,11 +121,12 @@ class _DtypeSpec:
 
 class _ArraySpec:
     """``_reconstruct(ndarray, ...)`` waiting for its BUILD (shape, dtype, data)."""
+
     __slots__ = ("array",)
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
-        self.array: Optional[np.ndarray] = None
+        self.array: np.ndarray | None = None
 
 
 class _Mark:
@@ -127,7 +140,11 @@ _PLACEHOLDERS = (_Global, _DtypeSpec, _ArraySpec, _Mark)
 def _describe(value: Any) -> str:
     if isinstance(value, _Global):
         return value.qualname
-    text = repr(value) if isinstance(value, (int, float, str, bytes, type(None))) else type(value).__name__
+    text = (
+        repr(value)
+        if isinstance(value, (int, float, str, bytes, type(None)))
+        else type(value).__name__
+    )
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -141,11 +158,13 @@ class _Reader:
 
     def take(self, count: int) -> memoryview:
         if count < 0 or count > len(self.data) - self.pos:
-            raise ParamsFileError(f"truncated pickle: {count} bytes announced at offset {self.pos}, "
-                                  f"{len(self.data) - self.pos} left")
+            raise ParamsFileError(
+                f"truncated pickle: {count} bytes announced at offset {self.pos}, "
+                f"{len(self.data) - self.pos} left"
+            )
         start = self.pos
         self.pos += count
-        return self.data[start:self.pos]
+        return self.data[start : self.pos]
 
     def byte(self) -> int:
         return self.take(1)[0]
@@ -156,7 +175,9 @@ class _Reader:
     def line(self) -> bytes:
         end = self.raw.find(b"\n", self.pos)
         if end < 0:
-            raise ParamsFileError(f"truncated pickle: unterminated text argument at offset {self.pos}")
+            raise ParamsFileError(
+                f"truncated pickle: unterminated text argument at offset {self.pos}"
+            )
         text = bytes(self.take(end + 1 - self.pos))[:-1]
         return text[:-1] if text.endswith(b"\r") else text
 
@@ -170,7 +191,9 @@ class RestrictedUnpickler:
     create (defaults :data:`MAX_DEPTH`, :data:`MAX_OBJECTS`).
     """
 
-    def __init__(self, file: IO[bytes], *, max_depth: int = MAX_DEPTH, max_objects: int = MAX_OBJECTS):
+    def __init__(
+        self, file: IO[bytes], *, max_depth: int = MAX_DEPTH, max_objects: int = MAX_OBJECTS
+    ):
         self._file = file
         self.max_depth = int(max_depth)
         self.max_objects = int(max_objects)
@@ -182,28 +205,40 @@ class RestrictedUnpickler:
         if role is None:
             raise UnsafePickleError(
                 f"refusing to load global {module}.{name}: only NumPy arrays and plain containers "
-                "may appear in a tinyconv parameter file (this pickle may try to run code)")
+                "may appear in a tinyconv parameter file (this pickle may try to run code)"
+            )
         return _Global(role, f"{module}.{name}")
 
     def load(self) -> Any:
         data = self._file.read()
         if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"file must be opened in binary mode, read() gave {type(data).__name__}")
+            raise TypeError(
+                f"file must be opened in binary mode, read() gave {type(data).__name__}"
+            )
         try:
             return self._run(_Reader(bytes(data)))
         except ParamsFileError:
             raise
-        except (ValueError, TypeError, OverflowError, UnicodeDecodeError, struct.error,
-                RecursionError, MemoryError, KeyError, IndexError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            OverflowError,
+            UnicodeDecodeError,
+            struct.error,
+            RecursionError,
+            MemoryError,
+            KeyError,
+            IndexError,
+        ) as exc:
             raise ParamsFileError(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
 
     # -- the machine ----------------------------------------------------------------------------
 
     def _run(self, reader: _Reader) -> Any:
-        self._stack: List[Any] = []
-        self._marks: List[List[Any]] = []
-        self._memo: Dict[int, Any] = {}
-        self._tuple_depth: Dict[int, int] = {}
+        self._stack: list[Any] = []
+        self._marks: list[list[Any]] = []
+        self._memo: dict[int, Any] = {}
+        self._tuple_depth: dict[int, int] = {}
         self._objects = 0
         while True:
             code = reader.byte()
@@ -215,8 +250,12 @@ class RestrictedUnpickler:
             if handler is None:
                 name = _OPCODE_NAMES.get(code)
                 if name is None:
-                    raise ParamsFileError(f"corrupt pickle: unknown opcode {bytes([code])!r} at offset {reader.pos - 1}")
-                raise UnsafePickleError(f"refusing pickle opcode {name}: it builds objects a parameter file never holds")
+                    raise ParamsFileError(
+                        f"corrupt pickle: unknown opcode {bytes([code])!r} at offset {reader.pos - 1}"
+                    )
+                raise UnsafePickleError(
+                    f"refusing pickle opcode {name}: it builds objects a parameter file never holds"
+                )
             handler(self, reader)
 
     def _push(self, value: Any) -> None:
@@ -238,17 +277,20 @@ class RestrictedUnpickler:
             raise ParamsFileError("corrupt pickle: stack underflow")
         return self._stack[-1]
 
-    def _pop_mark(self) -> List[Any]:
+    def _pop_mark(self) -> list[Any]:
         if not self._marks:
             raise ParamsFileError("corrupt pickle: no mark to pop to")
         items = self._stack
         self._stack = self._marks.pop()
         return items
 
-    def _make_tuple(self, items: List[Any]) -> Tuple[Any, ...]:
+    def _make_tuple(self, items: list[Any]) -> tuple[Any, ...]:
         # Tuples are the only containers hashed while loading (as dict keys); CPython hashes a
         # nested tuple recursively without a depth guard, so bound the depth as they are built.
-        depth = 1 + max((self._tuple_depth.get(id(item), 1) for item in items if isinstance(item, tuple)), default=0)
+        depth = 1 + max(
+            (self._tuple_depth.get(id(item), 1) for item in items if isinstance(item, tuple)),
+            default=0,
+        )
         if depth > self.max_depth:
             raise ParamsFileError(f"pickle nests deeper than {self.max_depth} levels")
         value = tuple(items)
@@ -259,7 +301,9 @@ class RestrictedUnpickler:
         try:
             self._push(self._memo[index])
         except KeyError:
-            raise ParamsFileError(f"corrupt pickle: memo entry {index} read before it was written") from None
+            raise ParamsFileError(
+                f"corrupt pickle: memo entry {index} read before it was written"
+            ) from None
 
     def _memo_put(self, index: int) -> None:
         if index < 0:
@@ -270,14 +314,20 @@ class RestrictedUnpickler:
 
     def _call(self, func: Any, args: Any) -> Any:
         if not isinstance(func, _Global):
-            raise UnsafePickleError(f"refusing to call a {_describe(func)}: only array reconstruction may be called")
+            raise UnsafePickleError(
+                f"refusing to call a {_describe(func)}: only array reconstruction may be called"
+            )
         if not isinstance(args, tuple):
-            raise ParamsFileError(f"corrupt pickle: {func.qualname} called with {_describe(args)} instead of a tuple")
+            raise ParamsFileError(
+                f"corrupt pickle: {func.qualname} called with {_describe(args)} instead of a tuple"
+            )
         role = func.role
         if role == "reconstruct":
             # NumPy's _reconstruct(ndarray, (0,), b'b'): an empty array that BUILD then fills.
             if len(args) != 3 or not isinstance(args[0], _Global) or args[0].role != "ndarray":
-                raise UnsafePickleError(f"refusing {func.qualname}{_describe_args(args)}: only plain numpy.ndarray")
+                raise UnsafePickleError(
+                    f"refusing {func.qualname}{_describe_args(args)}: only plain numpy.ndarray"
+                )
             return _ArraySpec()
         if role == "dtype":
             if not 1 <= len(args) <= 3 or not isinstance(args[0], str):
@@ -285,16 +335,22 @@ class RestrictedUnpickler:
             return _DtypeSpec(_numeric_typestr(args[0]))
         if role == "scalar":
             if len(args) != 2 or not isinstance(args[0], _DtypeSpec):
-                raise UnsafePickleError(f"refusing {func.qualname}{_describe_args(args)}: only numeric scalars")
+                raise UnsafePickleError(
+                    f"refusing {func.qualname}{_describe_args(args)}: only numeric scalars"
+                )
             dtype = args[0].dtype()
             raw = _raw_bytes(args[1], "scalar data")
             if len(raw) != dtype.itemsize:
-                raise ParamsFileError(f"corrupt pickle: a {dtype} scalar holds {len(raw)} bytes, not {dtype.itemsize}")
+                raise ParamsFileError(
+                    f"corrupt pickle: a {dtype} scalar holds {len(raw)} bytes, not {dtype.itemsize}"
+                )
             return np.frombuffer(raw, dtype=dtype)[0].copy()
         if role == "frombuffer":
             # Protocol 5: _frombuffer(buffer, dtype, shape, order).
             if len(args) != 4 or not isinstance(args[1], _DtypeSpec):
-                raise UnsafePickleError(f"refusing {func.qualname}{_describe_args(args)}: only numeric arrays")
+                raise UnsafePickleError(
+                    f"refusing {func.qualname}{_describe_args(args)}: only numeric arrays"
+                )
             if not isinstance(args[3], str) or args[3] not in ("C", "F"):
                 raise ParamsFileError(f"corrupt pickle: array order {_describe(args[3])}")
             return _build_array(args[2], args[1].dtype(), args[3] == "F", args[0])
@@ -302,7 +358,7 @@ class RestrictedUnpickler:
             if args == ():
                 return OrderedDict()
             if len(args) == 1 and isinstance(args[0], list):
-                result: "OrderedDict[Any, Any]" = OrderedDict()
+                result: OrderedDict[Any, Any] = OrderedDict()
                 for pair in args[0]:
                     if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                         raise ParamsFileError("corrupt pickle: OrderedDict items must be pairs")
@@ -313,9 +369,15 @@ class RestrictedUnpickler:
             # Protocols 0-2 store bytes as _codecs.encode(text, 'latin1').
             if len(args) == 1:
                 args = (args[0], "utf-8")
-            if (len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], str)
-                    or args[1].replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591")):
-                raise UnsafePickleError(f"refusing _codecs.encode{_describe_args(args)}: only latin-1 text")
+            if (
+                len(args) != 2
+                or not isinstance(args[0], str)
+                or not isinstance(args[1], str)
+                or args[1].replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591")
+            ):
+                raise UnsafePickleError(
+                    f"refusing _codecs.encode{_describe_args(args)}: only latin-1 text"
+                )
             return args[0].encode("latin1")
         if role == "empty_bytes" and args == ():
             return b""
@@ -324,11 +386,20 @@ class RestrictedUnpickler:
     def _build(self, target: Any, state: Any) -> None:
         if isinstance(target, _DtypeSpec):
             # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
-            if not (isinstance(state, tuple) and len(state) in (8, 9) and isinstance(state[1], str)
-                    and state[1] in _BYTEORDERS and state[2] is None and state[3] is None and state[4] is None
-                    and all(isinstance(v, int) for v in (state[0],) + state[5:8])
-                    and (len(state) == 8 or state[8] is None or state[8] == {})):
-                raise UnsafePickleError(f"refusing dtype state {_describe_args(state)}: only plain numeric dtypes")
+            if not (
+                isinstance(state, tuple)
+                and len(state) in (8, 9)
+                and isinstance(state[1], str)
+                and state[1] in _BYTEORDERS
+                and state[2] is None
+                and state[3] is None
+                and state[4] is None
+                and all(isinstance(v, int) for v in (state[0], *state[5:8]))
+                and (len(state) == 8 or state[8] is None or state[8] == {})
+            ):
+                raise UnsafePickleError(
+                    f"refusing dtype state {_describe_args(state)}: only plain numeric dtypes"
+                )
             target.byteorder = state[1]
             return
         if isinstance(target, _ArraySpec):
@@ -344,14 +415,16 @@ class RestrictedUnpickler:
                 raise UnsafePickleError(f"refusing array with dtype {_describe(dtype_spec)}")
             target.array = _build_array(shape, dtype_spec.dtype(), fortran, raw)
             return
-        raise UnsafePickleError(f"refusing to set the state of a {_describe(target)}: only arrays and dtypes")
+        raise UnsafePickleError(
+            f"refusing to set the state of a {_describe(target)}: only arrays and dtypes"
+        )
 
     # -- the result -------------------------------------------------------------------------------
 
     def _finish(self, root: Any) -> Any:
         """Replace array and dtype placeholders by the real objects, refusing cycles, depth beyond
         the limit and anything left unfinished. Shared references stay shared."""
-        done: Dict[int, Any] = {}
+        done: dict[int, Any] = {}
         open_ids: set = set()
 
         def convert(value: Any, depth: int) -> Any:
@@ -393,7 +466,12 @@ class RestrictedUnpickler:
 
 def _describe_args(args: Any) -> str:
     if isinstance(args, tuple):
-        return "(" + ", ".join(_describe(a) for a in args[:6]) + (", ..." if len(args) > 6 else "") + ")"
+        return (
+            "("
+            + ", ".join(_describe(a) for a in args[:6])
+            + (", ..." if len(args) > 6 else "")
+            + ")"
+        )
     return f"({_describe(args)})"
 
 
@@ -405,12 +483,12 @@ def _numeric_typestr(typestr: str) -> str:
         if _PLAIN_TYPESTR.fullmatch(typestr):
             with warnings.catch_warnings():  # deprecated aliases ('a1') only name the dtype here
                 warnings.simplefilter("ignore")
-                try:
+                with contextlib.suppress(TypeError):
                     shown = str(np.dtype(typestr))
-                except TypeError:
-                    pass
-        raise UnsafePickleError(f"refusing an array or scalar of dtype {shown}: only booleans, integers "
-                                "and floats may appear in a parameter file")
+        raise UnsafePickleError(
+            f"refusing an array or scalar of dtype {shown}: only booleans, integers "
+            "and floats may appear in a parameter file"
+        )
     return typestr
 
 
@@ -426,30 +504,38 @@ def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> np.ndar
     """A new array of ``shape`` and numeric ``dtype`` holding a copy of exactly the bytes ``raw``."""
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
-    if (not isinstance(shape, tuple) or len(shape) > _MAX_NDIM
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
         raise ParamsFileError(f"corrupt pickle: array shape {_describe_args(shape)}")
-    if not isinstance(fortran, (bool, int)) or isinstance(fortran, int) and fortran not in (0, 1):
+    if not isinstance(fortran, (bool, int)) or (isinstance(fortran, int) and fortran not in (0, 1)):
         raise ParamsFileError(f"corrupt pickle: array order flag {_describe(fortran)}")
     data = _raw_bytes(raw, "array data")
     count = 1
     for n in shape:
         count *= n
     if count * dtype.itemsize != len(data):
-        raise ParamsFileError(f"corrupt pickle: a {dtype} array of shape {shape} needs "
-                              f"{count * dtype.itemsize} bytes, the file holds {len(data)}")
+        raise ParamsFileError(
+            f"corrupt pickle: a {dtype} array of shape {shape} needs "
+            f"{count * dtype.itemsize} bytes, the file holds {len(data)}"
+        )
     flat = np.frombuffer(data, dtype=dtype).copy()
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _checked_key(key: Any) -> Any:
-    if isinstance(key, _PLACEHOLDERS) or not isinstance(key, (str, bytes, int, float, bool, type(None), tuple)):
+    if isinstance(key, _PLACEHOLDERS) or not isinstance(
+        key, (str, bytes, int, float, bool, type(None), tuple)
+    ):
         raise ParamsFileError(f"corrupt pickle: dict key of type {_describe(key)}")
     return key
 
 
 # ----------------------------------------------------------------------------------------------
 # Opcode handlers. Each reads its argument and changes the stack; _DISPATCH maps the opcode byte.
+
 
 def _text(reader: _Reader) -> str:
     return reader.line().decode("ascii")
@@ -584,6 +670,7 @@ def _tuple_n(n: int):
         items = vm._stack[-n:]
         del vm._stack[-n:]
         vm._push(vm._make_tuple(items))
+
     return handler
 
 
@@ -655,4 +742,3 @@ _DISPATCH = {
 # The opcodes refused on purpose (named in the error): they build sets, arbitrary instances,
 # extension-registry objects, out-of-band buffers or persistent references.
 _OPCODE_NAMES = {op.code.encode("latin1")[0]: op.name for op in pickletools.opcodes}
-

@@ -5,9 +5,10 @@ Both check their arguments first and raise ``TypeError`` (not array-like, not nu
 random source) or ``ValueError`` (wrong number of dimensions, too few values) naming the argument
 and its value, where DLfS's versions fail later with an ``IndexError`` or return a wrong result.
 """
+
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Union
 
 import numpy as np
 
@@ -31,12 +32,16 @@ def _as_sample_array(value: object, name: str) -> np.ndarray:
     if array.ndim == 0:
         if array.dtype == object:
             raise TypeError(f"{name} must be array-like, got {_describe(value)}")
-        raise ValueError(f"{name} must have at least one dimension (one entry per sample), "
-                         f"got the scalar {_describe(value)}")
+        raise ValueError(
+            f"{name} must have at least one dimension (one entry per sample), "
+            f"got the scalar {_describe(value)}"
+        )
     return array
 
 
-def shuffle_dataset(x: np.ndarray, t: np.ndarray, rng: RandomSource = None) -> Tuple[np.ndarray, np.ndarray]:
+def shuffle_dataset(
+    x: np.ndarray, t: np.ndarray, rng: RandomSource = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle samples and labels together along the first axis; returns new arrays.
 
     Draws the permutation from ``np.random`` as DLfS does (so ``np.random.seed`` makes it
@@ -46,9 +51,13 @@ def shuffle_dataset(x: np.ndarray, t: np.ndarray, rng: RandomSource = None) -> T
     x = _as_sample_array(x, "x")
     t = _as_sample_array(t, "t")
     if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
-        raise TypeError(f"rng must be a numpy.random.Generator, a RandomState or None, got {_describe(rng)}")
+        raise TypeError(
+            f"rng must be a numpy.random.Generator, a RandomState or None, got {_describe(rng)}"
+        )
     if x.shape[0] != t.shape[0]:
-        raise ValueError(f"x and t must hold the same number of samples, got {x.shape[0]} and {t.shape[0]}")
+        raise ValueError(
+            f"x and t must hold the same number of samples, got {x.shape[0]} and {t.shape[0]}"
+        )
     permutation = (np.random if rng is None else rng).permutation(x.shape[0])
     return x[permutation], t[permutation]
 
@@ -66,17 +75,21 @@ def smooth_curve(x) -> np.ndarray:
     try:
         series = as_array(x)
     except (ValueError, TypeError) as exc:
-        raise TypeError(f"x must be a 1-D sequence of numbers, got {_describe(x)} ({exc})") from None
+        raise TypeError(
+            f"x must be a 1-D sequence of numbers, got {_describe(x)} ({exc})"
+        ) from None
     if series.dtype.kind not in "biuf":
         raise TypeError(f"x must hold real numbers, got {_describe(x)} (dtype {series.dtype})")
     if series.ndim != 1:
         raise ValueError(f"x must be 1-dimensional, got shape {series.shape}: {_describe(x)}")
     if len(series) < SMOOTHING_WINDOW:
-        raise ValueError(f"x must hold at least {SMOOTHING_WINDOW} values (the smoothing window), "
-                         f"got {len(series)}: {_describe(x)}")
+        raise ValueError(
+            f"x must hold at least {SMOOTHING_WINDOW} values (the smoothing window), "
+            f"got {len(series)}: {_describe(x)}"
+        )
     window_len = SMOOTHING_WINDOW
     # Mirror the ends so the 'valid' convolution still covers the first and last points.
-    s = np.r_[series[window_len - 1:0:-1], series, series[-1:-window_len:-1]]
+    s = np.r_[series[window_len - 1 : 0 : -1], series, series[-1:-window_len:-1]]
     w = np.kaiser(window_len, 2)
     y = np.convolve(w / w.sum(), s, mode="valid")
-    return y[5:len(y) - 5]
+    return y[5 : len(y) - 5]

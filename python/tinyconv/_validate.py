@@ -4,6 +4,7 @@ The compiled kernels accept only C-contiguous float32/float64 arrays; everything
 (lists, views, integer or float16 arrays) is converted here, explicitly, and anything that cannot be
 a real-valued tensor is rejected with a ``TypeError`` naming the argument.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -12,8 +13,20 @@ import warnings
 
 import numpy as np
 
-__all__ = ["as_array", "float_dtype", "as_float_array", "as_pair", "as_positive_int", "as_index_array", "as_real", "as_flag",
-           "check_window", "ndim_of", "as_input_shape", "as_channel_vectors"]
+__all__ = [
+    "as_array",
+    "as_channel_vectors",
+    "as_flag",
+    "as_float_array",
+    "as_index_array",
+    "as_input_shape",
+    "as_pair",
+    "as_positive_int",
+    "as_real",
+    "check_window",
+    "float_dtype",
+    "ndim_of",
+]
 
 _REAL_KINDS = "biuf"
 # Sizes, strides and pads beyond this are nonsense for any array that fits in memory; rejecting
@@ -28,7 +41,7 @@ def _describe(value: object) -> str:
 
 # NumPy before 1.24 only warned on ragged nesting (and built an object array); later versions
 # raise ValueError. as_array makes the old versions raise too.
-_RaggedWarning = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning")
+_RaggedWarning = getattr(np, "exceptions", np).VisibleDeprecationWarning
 
 
 def as_array(value: object) -> np.ndarray:
@@ -48,7 +61,9 @@ def _as_ndarray(value: object, name: str) -> np.ndarray:
         try:
             arr = as_array(value)
         except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array of real numbers, got {_describe(value)}") from exc
+            raise TypeError(
+                f"{name} must be an array of real numbers, got {_describe(value)}"
+            ) from exc
     if arr.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
     return arr
@@ -77,7 +92,9 @@ def float_dtype(*values: object) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def as_float_array(value: object, name: str, dtype: np.dtype | type, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+def as_float_array(
+    value: object, name: str, dtype: np.dtype | type, ndim: int | tuple[int, ...] | None = None
+) -> np.ndarray:
     """``value`` as a C-contiguous array of ``dtype`` (a copy only when needed)."""
     arr = _as_ndarray(value, name)
     if ndim is not None:
@@ -106,7 +123,9 @@ def as_index_array(value: object, name: str) -> np.ndarray:
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not (finite.all() and np.array_equal(arr, np.round(arr))):
-            raise TypeError(f"{name} must hold integers, got an array of dtype {arr.dtype} with fractional or non-finite values")
+            raise TypeError(
+                f"{name} must hold integers, got an array of dtype {arr.dtype} with fractional or non-finite values"
+            )
         largest = float(np.abs(arr, dtype=np.float64).max()) if arr.size else 0.0
         if largest >= 2.0**63:
             raise ValueError(f"{name} holds {largest!r}, outside the int64 range")
@@ -133,7 +152,9 @@ def as_input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, 
         raise TypeError(f"{name} must be a tuple (N, C, H, W), got {_describe(shape)}") from None
     if len(dims) != 4:
         raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {_describe(shape)}")
-    return tuple(as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))  # type: ignore[return-value]
+    return tuple(
+        as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims)
+    )  # type: ignore[return-value]
 
 
 def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
@@ -147,10 +168,14 @@ def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
         try:
             items = tuple(value)  # type: ignore[arg-type]
         except TypeError:
-            raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}") from None
+            raise TypeError(
+                f"{name} must be an int or a pair of ints, got {_describe(value)}"
+            ) from None
         if len(items) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
-        if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) for i in items):
+        if any(
+            isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) for i in items
+        ):
             raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
         pair = (operator.index(items[0]), operator.index(items[1]))
     if min(pair) < minimum or max(pair) > _MAX_SIZE:
@@ -183,8 +208,14 @@ def as_flag(value: object, name: str) -> bool:
 _INT64_MAX = 2**63 - 1
 
 
-def check_window(input_shape: tuple[int, ...], input_name: str, window: tuple[int, int], window_name: str,
-                 stride: tuple[int, int], pad: tuple[int, int]) -> tuple[int, int]:
+def check_window(
+    input_shape: tuple[int, ...],
+    input_name: str,
+    window: tuple[int, int],
+    window_name: str,
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+) -> tuple[int, int]:
     """Checks a sliding window over an (N, C, H, W) input, as the compiled core does, and returns the
     output size (OH, OW). The window, stride and pad are checked ints (:func:`as_pair`,
     :func:`as_positive_int`). A ValueError when the input has no plane (C, H or W < 1), when the
@@ -194,20 +225,27 @@ def check_window(input_shape: tuple[int, ...], input_name: str, window: tuple[in
     n, c, h, w = input_shape
     (fh, fw), (sh, sw), (ph, pw) = window, stride, pad
     if n < 0 or min(c, h, w) < 1:
-        raise ValueError(f"{input_name} must have N >= 0 and C, H, W >= 1, got shape {tuple(input_shape)}")
+        raise ValueError(
+            f"{input_name} must have N >= 0 and C, H, W >= 1, got shape {tuple(input_shape)}"
+        )
     if fh > h + 2 * ph or fw > w + 2 * pw:
-        raise ValueError(f"{window_name} ({fh}, {fw}) is larger than the padded input ({h + 2 * ph}, {w + 2 * pw}) "
-                         f"= input ({h}, {w}) + 2 * pad ({ph}, {pw})")
+        raise ValueError(
+            f"{window_name} ({fh}, {fw}) is larger than the padded input ({h + 2 * ph}, {w + 2 * pw}) "
+            f"= input ({h}, {w}) + 2 * pad ({ph}, {pw})"
+        )
     oh, ow = (h + 2 * ph - fh) // sh + 1, (w + 2 * pw - fw) // sw + 1
     if max(n, 1) * c * oh * ow * fh * fw > _INT64_MAX:
-        raise ValueError(f"{window_name} ({fh}, {fw}) with stride ({sh}, {sw}) and pad ({ph}, {pw}) over an input of "
-                         f"shape {tuple(input_shape)} is too large: N*C*OH*OW*FH*FW = "
-                         f"{max(n, 1)}*{c}*{oh}*{ow}*{fh}*{fw} overflows 64 bits")
+        raise ValueError(
+            f"{window_name} ({fh}, {fw}) with stride ({sh}, {sw}) and pad ({ph}, {pw}) over an input of "
+            f"shape {tuple(input_shape)} is too large: N*C*OH*OW*FH*FW = "
+            f"{max(n, 1)}*{c}*{oh}*{ow}*{fh}*{fw} overflows 64 bits"
+        )
     return oh, ow
 
 
-def as_channel_vectors(tensor: np.ndarray, dtype: np.dtype | type, channel_axis: int = 1,
-                       **vectors: object) -> list[np.ndarray]:
+def as_channel_vectors(
+    tensor: np.ndarray, dtype: np.dtype | type, channel_axis: int = 1, **vectors: object
+) -> list[np.ndarray]:
     """Per-channel vectors (batch-normalisation parameters and statistics), each converted to a
     C-contiguous (C,) array of ``dtype``, C = ``tensor.shape[channel_axis]``; a ValueError naming
     the first one of another shape."""
@@ -216,6 +254,8 @@ def as_channel_vectors(tensor: np.ndarray, dtype: np.dtype | type, channel_axis:
     for name, value in vectors.items():
         arr = as_float_array(value, name, dtype, ndim=1)
         if arr.shape != (channels,):
-            raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}")
+            raise ValueError(
+                f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}"
+            )
         converted.append(arr)
     return converted

@@ -36,6 +36,7 @@ creates nothing.  A run that fails once training has begun leaves ``history.json
 The heavy modules (networks, trainer, matplotlib) are imported by the commands that need them,
 so ``--help`` and ``info`` answer at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _MAX_THREADS
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -66,7 +68,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
 
 DATASETS = ("sample", "mnist", "fashion-mnist")
 OPTIMIZERS = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
-LR_SCHEDULES = ("constant", "cosine", "step")  # tinyconv.trainer.LR_SCHEDULES, without importing it for --help
+LR_SCHEDULES = (
+    "constant",
+    "cosine",
+    "step",
+)  # tinyconv.trainer.LR_SCHEDULES, without importing it for --help
 SAMPLING_MODES = ("replacement", "permutation")
 IMAGE_SHAPE = (1, 28, 28)
 DEFAULT_OUT_ROOT = "runs"
@@ -94,7 +100,13 @@ MAX_SUMMARY_CLASSES = 100_000
 MAX_SUMMARY_BATCH = 2**20
 MAX_IMAGE_SIDE = 65_536
 # What train and finetune write besides the parameter file (params.pkl or params.npz).
-TRAIN_OUTPUTS = ("history.json", "accuracy.png", "loss.png", "filters_before.png", "filters_after.png")
+TRAIN_OUTPUTS = (
+    "history.json",
+    "accuracy.png",
+    "loss.png",
+    "filters_before.png",
+    "filters_after.png",
+)
 EVALUATE_OUTPUTS = ("confusion_matrix.png", "evaluation.json")
 
 
@@ -122,7 +134,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _int_in(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+def _int_in(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number from ``minimum`` to ``maximum`` (no maximum if None)."""
     if maximum is None:
         wording = {0: "0 or more", 1: "at least 1"}.get(minimum, f"at least {minimum}")
@@ -133,11 +145,14 @@ def _int_in(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]
         try:
             value = int(text)
         except ValueError:  # not a number, or more digits than int() accepts
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number, got {text[:40]!r}"
+            ) from None
         if value < minimum or (maximum is not None and value > maximum):
             shown = str(value) if abs(value) < 10**30 else f"{text[:12]}... ({len(text)} digits)"
             raise argparse.ArgumentTypeError(f"must be {wording}, got {shown}")
         return value
+
     parse.__name__ = "whole number"  # argparse names the type in some messages
     return parse
 
@@ -170,7 +185,9 @@ def _optimizer_name(text: str) -> str:
     for name in OPTIMIZERS:
         if name.lower() == text.lower():
             return name
-    raise argparse.ArgumentTypeError(f"unknown optimizer {text!r}; choose from {', '.join(OPTIMIZERS)}")
+    raise argparse.ArgumentTypeError(
+        f"unknown optimizer {text!r}; choose from {', '.join(OPTIMIZERS)}"
+    )
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -178,14 +195,15 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     Defaults are written into the help texts by hand, where they say something."""
 
 
-def _classes(text: str) -> Tuple[int, ...]:
+def _classes(text: str) -> tuple[int, ...]:
     """An argparse type: class numbers separated by commas, each once, at least two (a
     one-class classifier learns nothing). Whether they exist depends on the data set and is
     checked by the command."""
     parts = [part.strip() for part in text.split(",")]
     if not all(part.isdigit() and part.isascii() for part in parts):
-        raise argparse.ArgumentTypeError(f"expected class numbers separated by commas (e.g. 5,6,7,8,9), "
-                                         f"got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected class numbers separated by commas (e.g. 5,6,7,8,9), got {text[:40]!r}"
+        )
     classes = tuple(int(part) for part in parts)
     repeated = sorted({label for label in classes if classes.count(label) > 1})
     if repeated:
@@ -195,20 +213,25 @@ def _classes(text: str) -> Tuple[int, ...]:
     return classes
 
 
-def _image_shape(text: str) -> Tuple[int, int, int]:
+def _image_shape(text: str) -> tuple[int, int, int]:
     parts = text.split(",")
     if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W (e.g. 3,224,224), got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected three positive integers C,H,W (e.g. 3,224,224), got {text[:40]!r}"
+        )
     shape = tuple(int(part) for part in parts)
     if min(shape) < 1 or max(shape) > MAX_IMAGE_SIDE:
-        raise argparse.ArgumentTypeError(f"each of C,H,W must be 1 to {MAX_IMAGE_SIDE:,}, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(
+            f"each of C,H,W must be 1 to {MAX_IMAGE_SIDE:,}, got {text[:40]!r}"
+        )
     return shape  # type: ignore[return-value]
 
 
 def _prefix(text: str) -> str:
     if not text or text != text.strip():
-        raise argparse.ArgumentTypeError(f"expected a parameter name or prefix (e.g. layer1, conv1.weight), "
-                                         f"got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a parameter name or prefix (e.g. layer1, conv1.weight), got {text[:40]!r}"
+        )
     return text
 
 
@@ -332,126 +355,264 @@ Run 'tinyconv COMMAND --help' for the options of each command."""
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=DATASETS, default="sample",
-                        help="'sample' (default): 5,000/1,000 Fashion-MNIST images shipped with "
-                             "tinyconv, offline; 'mnist' and 'fashion-mnist': the full sets, read "
-                             "from disk or downloaded (see 'tinyconv info')")
-    parser.add_argument("--data-dir", metavar="DIR", type=_path, default=None,
-                        help="directory holding the data set's four IDX files; when given, the "
-                             "files are read from there only (a missing one is an error), "
-                             "nothing is searched or downloaded")
-    parser.add_argument("--no-download", dest="download", action="store_false",
-                        help="never download a data set; fail if it is not on disk")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="sample",
+        help="'sample' (default): 5,000/1,000 Fashion-MNIST images shipped with "
+        "tinyconv, offline; 'mnist' and 'fashion-mnist': the full sets, read "
+        "from disk or downloaded (see 'tinyconv info')",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=_path,
+        default=None,
+        help="directory holding the data set's four IDX files; when given, the "
+        "files are read from there only (a missing one is an error), "
+        "nothing is searched or downloaded",
+    )
+    parser.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download a data set; fail if it is not on disk",
+    )
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N",
-                        help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
-                             f"or the number of cores)")
+    parser.add_argument(
+        "--threads",
+        type=_int_in(1, MAX_THREADS),
+        default=None,
+        metavar="N",
+        help=f"compute threads, 1 to {MAX_THREADS:,} (default: OMP_NUM_THREADS "
+        f"or the number of cores)",
+    )
 
 
 def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     """What train and finetune share: the schedule, the data, the run's settings and output."""
     _add_data_options(parser)
-    parser.add_argument("--classes", type=_classes, default=None, metavar="LIST",
-                        help="train on these classes only, e.g. 5,6,7,8,9; the network's outputs "
-                             "0, 1, ... are these classes in this order (default: all classes)")
-    parser.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=epochs, metavar="N",
-                        help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: {epochs})")
-    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                        help="mini-batch size, at most the number of training images "
-                             "(default: 100, or 128 for a ResNet; all the images when fewer)")
-    parser.add_argument("--optimizer", type=_optimizer_name, default=None, metavar="NAME",
-                        help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam, or "
-                             f"Momentum with momentum 0.9 for a ResNet)")
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                        help="how the learning rate changes over the run: 'constant'; 'cosine' "
-                             "decay to 0; 'step': divided by 10 at 50%% and again at 75%% of the steps (default: "
-                             "constant, or cosine for a ResNet)")
-    parser.add_argument("--sampling", choices=SAMPLING_MODES, default=None,
-                        help="'replacement': every batch drawn at random, as in DLfS; "
-                             "'permutation': every image once per epoch (default: replacement, "
-                             "or permutation for a ResNet)")
-    parser.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
-                        help="use only the first N test images (of --classes) (default: all)")
-    parser.add_argument("--eval-samples", type=_non_negative_int, default=1000, metavar="N",
-                        help="measure the per-epoch accuracies on the first N training and test "
-                             "images (DLfS's evaluate_sample_num_per_epoch); 0 means all "
-                             "(default: 1000)")
+    parser.add_argument(
+        "--classes",
+        type=_classes,
+        default=None,
+        metavar="LIST",
+        help="train on these classes only, e.g. 5,6,7,8,9; the network's outputs "
+        "0, 1, ... are these classes in this order (default: all classes)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_int_in(1, MAX_EPOCHS),
+        default=epochs,
+        metavar="N",
+        help=f"number of epochs, 1 to {MAX_EPOCHS:,} (default: {epochs})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="mini-batch size, at most the number of training images "
+        "(default: 100, or 128 for a ResNet; all the images when fewer)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        type=_optimizer_name,
+        default=None,
+        metavar="NAME",
+        help=f"one of {', '.join(OPTIMIZERS)}, any case (default: Adam, or "
+        f"Momentum with momentum 0.9 for a ResNet)",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=None,
+        help="how the learning rate changes over the run: 'constant'; 'cosine' "
+        "decay to 0; 'step': divided by 10 at 50%% and again at 75%% of the steps (default: "
+        "constant, or cosine for a ResNet)",
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=SAMPLING_MODES,
+        default=None,
+        help="'replacement': every batch drawn at random, as in DLfS; "
+        "'permutation': every image once per epoch (default: replacement, "
+        "or permutation for a ResNet)",
+    )
+    parser.add_argument(
+        "--test-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N test images (of --classes) (default: all)",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="measure the per-epoch accuracies on the first N training and test "
+        "images (DLfS's evaluate_sample_num_per_epoch); 0 means all "
+        "(default: 1000)",
+    )
     _add_threads_option(parser)
-    parser.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
-                        help="random seed for the initial weights and the batch order, 0 to "
-                             "2**64-1 (default: a fresh one, recorded in history.json)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="precision of the parameters and the computation (default: float32)")
-    parser.add_argument("--out", metavar="DIR", type=_path, default=None,
-                        help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)")
-    parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print only warnings and errors (no progress, no per-epoch lines)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="data-parallel training over MPI: run as 'mpiexec -n K tinyconv ...'; "
-                             "--batch-size is the global batch, shared among the K processes; rank 0 "
-                             "prints and writes the outputs; threads per process default to the "
-                             "host's cores / processes on the host (needs pip install \"tinyconv[mpi]\")")
+    parser.add_argument(
+        "--seed",
+        type=_int_in(0, MAX_SEED),
+        default=None,
+        help="random seed for the initial weights and the batch order, 0 to "
+        "2**64-1 (default: a fresh one, recorded in history.json)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="precision of the parameters and the computation (default: float32)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        type=_path,
+        default=None,
+        help=f"output directory (default: {DEFAULT_OUT_ROOT}/<date-time>/, created)",
+    )
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print only warnings and errors (no progress, no per-epoch lines)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training over MPI: run as 'mpiexec -n K tinyconv ...'; "
+        "--batch-size is the global batch, shared among the K processes; rank 0 "
+        "prints and writes the outputs; threads per process default to the "
+        'host\'s cores / processes on the host (needs pip install "tinyconv[mpi]")',
+    )
 
 
 def _add_train_command(commands: Any, net_names: Sequence[str]) -> None:
     train = commands.add_parser(
-        "train", formatter_class=_HelpFormatter, epilog=TRAIN_EPILOG,
+        "train",
+        formatter_class=_HelpFormatter,
+        epilog=TRAIN_EPILOG,
         help="train a network (default: DLfS chapter 7 on the shipped sample)",
         description="Train a convolutional network. The defaults reproduce DLfS's chapter 7\n"
-                    "experiment (ch07/train_convnet.py): SimpleConvNet, Adam with lr 0.001,\n"
-                    "mini-batches of 100, 20 epochs, accuracy measured on 1,000 samples per\n"
-                    "epoch -- on the Fashion-MNIST sample shipped with tinyconv, so it runs offline.")
-    train.add_argument("--net", choices=net_names, default="simple", metavar="NAME",
-                       help="'simple' (default): SimpleConvNet (DLfS ch07); 'deep': DeepConvNet "
-                            "(DLfS ch08); resnet20, resnet32, resnet56 (CIFAR ResNets) or resnet18, "
-                            "resnet34, resnet50, resnet101, resnet152 (ImageNet ResNets)")
+        "experiment (ch07/train_convnet.py): SimpleConvNet, Adam with lr 0.001,\n"
+        "mini-batches of 100, 20 epochs, accuracy measured on 1,000 samples per\n"
+        "epoch -- on the Fashion-MNIST sample shipped with tinyconv, so it runs offline.",
+    )
+    train.add_argument(
+        "--net",
+        choices=net_names,
+        default="simple",
+        metavar="NAME",
+        help="'simple' (default): SimpleConvNet (DLfS ch07); 'deep': DeepConvNet "
+        "(DLfS ch08); resnet20, resnet32, resnet56 (CIFAR ResNets) or resnet18, "
+        "resnet34, resnet50, resnet101, resnet152 (ImageNet ResNets)",
+    )
     _add_training_options(train, epochs=20)
-    train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate (default: 0.001, or 0.1 for a ResNet trained with SGD, "
-                            "Momentum or Nesterov)")
-    train.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
-                       help="use only the first N training images (of --classes) (default: all)")
-    train.add_argument("--checkpoint", metavar="PATH", type=_path, default=None,
-                       help="save a checkpoint to PATH after every epoch (its directory must "
-                            "exist)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from --checkpoint if that file exists (else start afresh); "
-                            "a checkpoint of another setup is an error")
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: 0.001, or 0.1 for a ResNet trained with SGD, "
+        "Momentum or Nesterov)",
+    )
+    train.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N training images (of --classes) (default: all)",
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        type=_path,
+        default=None,
+        help="save a checkpoint to PATH after every epoch (its directory must exist)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint if that file exists (else start afresh); "
+        "a checkpoint of another setup is an error",
+    )
     train.set_defaults(handler=_train)
 
 
 def _add_finetune_command(commands: Any, net_names: Sequence[str]) -> None:
     finetune = commands.add_parser(
-        "finetune", formatter_class=_HelpFormatter, epilog=FINETUNE_EPILOG,
+        "finetune",
+        formatter_class=_HelpFormatter,
+        epilog=FINETUNE_EPILOG,
         help="adapt a trained network to other classes (transfer learning)",
         description="Fine-tune a trained network on (other) classes of a data set: load it from\n"
-                    "--init, give it a new classifier when the classes differ, freeze what should\n"
-                    "stay, and train the rest -- the head faster than the pre-trained layers.")
-    finetune.add_argument("--init", metavar="PARAMS", type=_path, required=True,
-                          help="parameter file of the trained network (.pkl, .npz or .safetensors; "
-                               "a ResNet's with its running statistics, as 'tinyconv train' saves it)")
-    finetune.add_argument("--net", choices=("auto",) + tuple(net_names), default="auto", metavar="NAME",
-                          help="network of --init; 'auto' (default) tells it from the parameters")
+        "--init, give it a new classifier when the classes differ, freeze what should\n"
+        "stay, and train the rest -- the head faster than the pre-trained layers.",
+    )
+    finetune.add_argument(
+        "--init",
+        metavar="PARAMS",
+        type=_path,
+        required=True,
+        help="parameter file of the trained network (.pkl, .npz or .safetensors; "
+        "a ResNet's with its running statistics, as 'tinyconv train' saves it)",
+    )
+    finetune.add_argument(
+        "--net",
+        choices=("auto", *tuple(net_names)),
+        default="auto",
+        metavar="NAME",
+        help="network of --init; 'auto' (default) tells it from the parameters",
+    )
     _add_training_options(finetune, epochs=FINETUNE_EPOCHS)
-    finetune.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
-                          help="train on a class-balanced draw of N images (the classes' counts differ "
-                               "by at most one), the same for the same --seed (default: all)")
-    finetune.add_argument("--new-head", action="store_true",
-                          help="replace the classifier even when it has as many outputs as there "
-                               "are --classes")
-    finetune.add_argument("--freeze", metavar="PREFIX", type=_prefix, nargs="+", action="extend", default=[],
-                          help="do not train the parameters named PREFIX or under it (e.g. conv1 bn1 "
-                               "layer1 layer2.0, or W1 b1); may be repeated")
-    finetune.add_argument("--all-but-head", action="store_true",
-                          help="freeze every parameter but the classifier's")
-    finetune.add_argument("--backbone-lr", type=_positive_float, default=None, metavar="LR",
-                          help="learning rate of everything but the head (default: a tenth of "
-                               "--head-lr; 0.0001, or 0.01 for a ResNet, when neither is given)")
-    finetune.add_argument("--head-lr", type=_positive_float, default=None, metavar="LR",
-                          help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet "
-                               "trained with SGD, Momentum or Nesterov)")
+    finetune.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train on a class-balanced draw of N images (the classes' counts differ "
+        "by at most one), the same for the same --seed (default: all)",
+    )
+    finetune.add_argument(
+        "--new-head",
+        action="store_true",
+        help="replace the classifier even when it has as many outputs as there are --classes",
+    )
+    finetune.add_argument(
+        "--freeze",
+        metavar="PREFIX",
+        type=_prefix,
+        nargs="+",
+        action="extend",
+        default=[],
+        help="do not train the parameters named PREFIX or under it (e.g. conv1 bn1 "
+        "layer1 layer2.0, or W1 b1); may be repeated",
+    )
+    finetune.add_argument(
+        "--all-but-head", action="store_true", help="freeze every parameter but the classifier's"
+    )
+    finetune.add_argument(
+        "--backbone-lr",
+        type=_positive_float,
+        default=None,
+        metavar="LR",
+        help="learning rate of everything but the head (default: a tenth of "
+        "--head-lr; 0.0001, or 0.01 for a ResNet, when neither is given)",
+    )
+    finetune.add_argument(
+        "--head-lr",
+        type=_positive_float,
+        default=None,
+        metavar="LR",
+        help="learning rate of the classifier (default: 0.001, or 0.1 for a ResNet "
+        "trained with SGD, Momentum or Nesterov)",
+    )
     finetune.set_defaults(handler=_finetune)
 
 
@@ -459,35 +620,72 @@ def _add_export_command(commands: Any, net_names: Sequence[str]) -> None:
     from .export import DEFAULT_OPSET, MIN_OPSET
 
     export = commands.add_parser(
-        "export", formatter_class=_HelpFormatter, epilog=EXPORT_EPILOG,
+        "export",
+        formatter_class=_HelpFormatter,
+        epilog=EXPORT_EPILOG,
         help="write saved parameters as an ONNX model (for ONNX Runtime and others)",
         description="Export a saved network to ONNX, to run it with ONNX Runtime, OpenVINO,\n"
-                    "TensorRT, onnxruntime-web or other runtimes. The model computes what\n"
-                    "'tinyconv evaluate' computes: the logits of a batch of images.")
-    export.add_argument("params", metavar="PARAMS", type=_path,
-                        help="parameter file (.pkl, .npz or .safetensors)")
-    export.add_argument("output", metavar="MODEL", type=_path,
-                        help="the ONNX file to write (e.g. model.onnx; its directory is created)")
-    export.add_argument("--net", choices=("auto",) + tuple(net_names), default="auto", metavar="NAME",
-                        help="network architecture, one of 'tinyconv train --net's; 'auto' "
-                             "(default) tells it from the parameters")
-    export.add_argument("--softmax", action="store_true",
-                        help="add a second output, 'probabilities': the softmax of the logits")
-    export.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                        help="fix the batch size to N (default: any batch size, a symbolic "
-                             "dimension 'batch')")
-    export.add_argument("--opset", type=_int_in(MIN_OPSET), default=DEFAULT_OPSET, metavar="N",
-                        help=f"ONNX operator set, at least {MIN_OPSET} and at most what the installed "
-                             f"onnx package knows (default: {DEFAULT_OPSET})")
-    export.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="the model's float type (default: float32, what ONNX Runtime runs "
-                             "everywhere)")
-    export.add_argument("--dataset", choices=DATASETS, default=None,
-                        help="the data set the network was trained on, recorded in the model with "
-                             "its class names (default: from history.json beside PARAMS)")
-    export.add_argument("--classes", type=_classes, default=None, metavar="LIST",
-                        help="the classes of the network's outputs, in order, e.g. 5,6,7,8,9 "
-                             "(default: from history.json beside PARAMS, else all the data set's)")
+        "TensorRT, onnxruntime-web or other runtimes. The model computes what\n"
+        "'tinyconv evaluate' computes: the logits of a batch of images.",
+    )
+    export.add_argument(
+        "params", metavar="PARAMS", type=_path, help="parameter file (.pkl, .npz or .safetensors)"
+    )
+    export.add_argument(
+        "output",
+        metavar="MODEL",
+        type=_path,
+        help="the ONNX file to write (e.g. model.onnx; its directory is created)",
+    )
+    export.add_argument(
+        "--net",
+        choices=("auto", *tuple(net_names)),
+        default="auto",
+        metavar="NAME",
+        help="network architecture, one of 'tinyconv train --net's; 'auto' "
+        "(default) tells it from the parameters",
+    )
+    export.add_argument(
+        "--softmax",
+        action="store_true",
+        help="add a second output, 'probabilities': the softmax of the logits",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="fix the batch size to N (default: any batch size, a symbolic dimension 'batch')",
+    )
+    export.add_argument(
+        "--opset",
+        type=_int_in(MIN_OPSET),
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX operator set, at least {MIN_OPSET} and at most what the installed "
+        f"onnx package knows (default: {DEFAULT_OPSET})",
+    )
+    export.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="the model's float type (default: float32, what ONNX Runtime runs everywhere)",
+    )
+    export.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="the data set the network was trained on, recorded in the model with "
+        "its class names (default: from history.json beside PARAMS)",
+    )
+    export.add_argument(
+        "--classes",
+        type=_classes,
+        default=None,
+        metavar="LIST",
+        help="the classes of the network's outputs, in order, e.g. 5,6,7,8,9 "
+        "(default: from history.json beside PARAMS, else all the data set's)",
+    )
     export.set_defaults(handler=_export)
 
 
@@ -497,94 +695,183 @@ def build_parser() -> argparse.ArgumentParser:
     from .nets import NETWORK_NAMES
 
     parser = _Parser(
-        prog="tinyconv", formatter_class=_HelpFormatter, epilog=MAIN_EPILOG,
+        prog="tinyconv",
+        formatter_class=_HelpFormatter,
+        epilog=MAIN_EPILOG,
         description="tinyconv: a small, fast CNN library with the API of "
-                    "'Deep Learning from Scratch'.")
+        "'Deep Learning from Scratch'.",
+    )
     parser.add_argument("--version", action="version", version=f"tinyconv {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_command(commands, NETWORK_NAMES)
     _add_finetune_command(commands, NETWORK_NAMES)
 
     evaluate = commands.add_parser(
-        "evaluate", formatter_class=_HelpFormatter, epilog=EVALUATE_EPILOG,
+        "evaluate",
+        formatter_class=_HelpFormatter,
+        epilog=EVALUATE_EPILOG,
         help="accuracy, per-class accuracy and confusion matrix of saved parameters",
         description="Measure the accuracy of a saved network on a test set, per class too, and\n"
-                    "draw its confusion matrix. Reads tinyconv's parameter files and DLfS's\n"
-                    "(a pickle of a dict of float64 arrays W1, b1, ...).")
-    evaluate.add_argument("params", metavar="PARAMS", type=_path,
-                          help="parameter file (.pkl, .npz or .safetensors)")
-    evaluate.add_argument("--net", choices=("auto",) + NETWORK_NAMES, default="auto", metavar="NAME",
-                          help="network architecture, one of 'tinyconv train --net's; 'auto' "
-                               "(default) tells it from the parameters")
+        "draw its confusion matrix. Reads tinyconv's parameter files and DLfS's\n"
+        "(a pickle of a dict of float64 arrays W1, b1, ...).",
+    )
+    evaluate.add_argument(
+        "params", metavar="PARAMS", type=_path, help="parameter file (.pkl, .npz or .safetensors)"
+    )
+    evaluate.add_argument(
+        "--net",
+        choices=("auto", *NETWORK_NAMES),
+        default="auto",
+        metavar="NAME",
+        help="network architecture, one of 'tinyconv train --net's; 'auto' "
+        "(default) tells it from the parameters",
+    )
     _add_data_options(evaluate)
-    evaluate.add_argument("--classes", type=_classes, default=None, metavar="LIST",
-                          help="the classes the network was trained on, in the order of its "
-                               "outputs, e.g. 5,6,7,8,9; only their test images are used (default: "
-                               "from history.json beside PARAMS, else all classes)")
-    evaluate.add_argument("--test-size", type=_positive_int, default=None, metavar="N",
-                          help="use only the first N test images (default: all)")
-    evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                          help="precision of the computation (default: float32)")
+    evaluate.add_argument(
+        "--classes",
+        type=_classes,
+        default=None,
+        metavar="LIST",
+        help="the classes the network was trained on, in the order of its "
+        "outputs, e.g. 5,6,7,8,9; only their test images are used (default: "
+        "from history.json beside PARAMS, else all classes)",
+    )
+    evaluate.add_argument(
+        "--test-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N test images (default: all)",
+    )
+    evaluate.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="precision of the computation (default: float32)",
+    )
     _add_threads_option(evaluate)
-    evaluate.add_argument("--out", metavar="DIR", type=_path, default=None,
-                          help="where to write confusion_matrix.png and evaluation.json "
-                               "(default: the directory of PARAMS)")
+    evaluate.add_argument(
+        "--out",
+        metavar="DIR",
+        type=_path,
+        default=None,
+        help="where to write confusion_matrix.png and evaluation.json "
+        "(default: the directory of PARAMS)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     filters = commands.add_parser(
-        "filters", formatter_class=_HelpFormatter, epilog=FILTERS_EPILOG,
+        "filters",
+        formatter_class=_HelpFormatter,
+        epilog=FILTERS_EPILOG,
         help="draw the first convolution layer's filters of saved parameters",
         description="Draw the filters of a saved network's first convolution layer (its 'W1', or\n"
-                    "a ResNet's 'conv1.weight'; shape (FN, C, FH, FW); channel 0 of each filter)\n"
-                    "in grey, as DLfS's ch07/visualize_filter.py.")
-    filters.add_argument("params", metavar="PARAMS", type=_path,
-                         help="parameter file (.pkl, .npz or .safetensors)")
-    filters.add_argument("-o", "--output", metavar="PNG", type=_path, default="filters.png",
-                         help="picture file to write; its suffix (.png, .pdf, .svg, ...) chooses "
-                              "the format (default: filters.png)")
-    filters.add_argument("--nx", type=_int_in(1, MAX_FILTERS_PER_SIDE), default=8, metavar="N",
-                         help=f"filters per row, 1 to {MAX_FILTERS_PER_SIDE} (default: 8)")
-    filters.add_argument("--key", default=None,
-                         help="which parameter holds the filters (default: W1, or conv1.weight "
-                              "when there is no W1)")
+        "a ResNet's 'conv1.weight'; shape (FN, C, FH, FW); channel 0 of each filter)\n"
+        "in grey, as DLfS's ch07/visualize_filter.py.",
+    )
+    filters.add_argument(
+        "params", metavar="PARAMS", type=_path, help="parameter file (.pkl, .npz or .safetensors)"
+    )
+    filters.add_argument(
+        "-o",
+        "--output",
+        metavar="PNG",
+        type=_path,
+        default="filters.png",
+        help="picture file to write; its suffix (.png, .pdf, .svg, ...) chooses "
+        "the format (default: filters.png)",
+    )
+    filters.add_argument(
+        "--nx",
+        type=_int_in(1, MAX_FILTERS_PER_SIDE),
+        default=8,
+        metavar="N",
+        help=f"filters per row, 1 to {MAX_FILTERS_PER_SIDE} (default: 8)",
+    )
+    filters.add_argument(
+        "--key",
+        default=None,
+        help="which parameter holds the filters (default: W1, or conv1.weight when there is no W1)",
+    )
     filters.set_defaults(handler=_filters)
 
     _add_export_command(commands, NETWORK_NAMES)
     summary = commands.add_parser(
-        "summary", formatter_class=_HelpFormatter, epilog=SUMMARY_EPILOG,
+        "summary",
+        formatter_class=_HelpFormatter,
+        epilog=SUMMARY_EPILOG,
         help="a network's layers: output shapes, parameters, multiply-adds",
         description="Print a network's layer table -- each layer's output shape, parameters and\n"
-                    "multiply-adds (of convolutions and fully connected layers), with the totals --\n"
-                    "for a network by name (--net) or the one a parameter file holds.")
-    summary.add_argument("params", metavar="PARAMS", type=_path, nargs="?", default=None,
-                         help="parameter file (.pkl, .npz or .safetensors) whose network to describe "
-                              "(default: a fresh network named by --net)")
-    summary.add_argument("--net", choices=("auto",) + NETWORK_NAMES, default=None, metavar="NAME",
-                         help="network architecture, one of 'tinyconv train --net's (default: simple; "
-                              "with PARAMS, recognised from the file)")
-    summary.add_argument("--num-classes", type=_int_in(1, MAX_SUMMARY_CLASSES), default=None, metavar="N",
-                         help="outputs of a network built by --net (default: 1000 for the ImageNet "
-                              "ResNets, else 10)")
-    summary.add_argument("--input-shape", type=_image_shape, default=None, metavar="C,H,W",
-                         help="one input image's shape (default: the size the network is built for: "
-                              "1,28,28 for simple and deep, 1,32,32 for the CIFAR ResNets, 3,224,224 for "
-                              "the ImageNet ones; with PARAMS, the file's channels at that size)")
-    summary.add_argument("--batch-size", type=_int_in(1, MAX_SUMMARY_BATCH), default=1, metavar="N",
-                         help="images per batch, which the shapes and multiply-adds count (default: 1)")
-    summary.add_argument("--depth", type=_int_in(1, 64), default=None, metavar="N",
-                         help="rows down to this depth (1: a ResNet's stem, stages and head; 2: one row "
-                              "per residual block; default: every layer)")
+        "multiply-adds (of convolutions and fully connected layers), with the totals --\n"
+        "for a network by name (--net) or the one a parameter file holds.",
+    )
+    summary.add_argument(
+        "params",
+        metavar="PARAMS",
+        type=_path,
+        nargs="?",
+        default=None,
+        help="parameter file (.pkl, .npz or .safetensors) whose network to describe "
+        "(default: a fresh network named by --net)",
+    )
+    summary.add_argument(
+        "--net",
+        choices=("auto", *NETWORK_NAMES),
+        default=None,
+        metavar="NAME",
+        help="network architecture, one of 'tinyconv train --net's (default: simple; "
+        "with PARAMS, recognised from the file)",
+    )
+    summary.add_argument(
+        "--num-classes",
+        type=_int_in(1, MAX_SUMMARY_CLASSES),
+        default=None,
+        metavar="N",
+        help="outputs of a network built by --net (default: 1000 for the ImageNet "
+        "ResNets, else 10)",
+    )
+    summary.add_argument(
+        "--input-shape",
+        type=_image_shape,
+        default=None,
+        metavar="C,H,W",
+        help="one input image's shape (default: the size the network is built for: "
+        "1,28,28 for simple and deep, 1,32,32 for the CIFAR ResNets, 3,224,224 for "
+        "the ImageNet ones; with PARAMS, the file's channels at that size)",
+    )
+    summary.add_argument(
+        "--batch-size",
+        type=_int_in(1, MAX_SUMMARY_BATCH),
+        default=1,
+        metavar="N",
+        help="images per batch, which the shapes and multiply-adds count (default: 1)",
+    )
+    summary.add_argument(
+        "--depth",
+        type=_int_in(1, 64),
+        default=None,
+        metavar="N",
+        help="rows down to this depth (1: a ResNet's stem, stages and head; 2: one row "
+        "per residual block; default: every layer)",
+    )
     summary.set_defaults(handler=_summary)
 
     info = commands.add_parser(
-        "info", formatter_class=_HelpFormatter, epilog=INFO_EPILOG,
+        "info",
+        formatter_class=_HelpFormatter,
+        epilog=INFO_EPILOG,
         help="build configuration, data set locations, optional packages",
         description="Show tinyconv's build and runtime configuration (as tinyconv.show_config()),\n"
-                    "where each data set would be read from, and whether the optional packages\n"
-                    "are installed.")
-    info.add_argument("--data-dir", metavar="DIR", type=_path, default=None,
-                      help="check this directory instead of the search path, as the commands' "
-                           "--data-dir would")
+        "where each data set would be read from, and whether the optional packages\n"
+        "are installed.",
+    )
+    info.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=_path,
+        default=None,
+        help="check this directory instead of the search path, as the commands' --data-dir would",
+    )
     info.set_defaults(handler=_info)
     return parser
 
@@ -606,7 +893,7 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _class_names(dataset: str) -> List[str]:
+def _class_names(dataset: str) -> list[str]:
     if dataset == "mnist":
         return [str(digit) for digit in range(10)]
     from .datasets import FASHION_MNIST_CLASSES
@@ -615,11 +902,14 @@ def _class_names(dataset: str) -> List[str]:
 
 
 def _dataset_title(dataset: str) -> str:
-    return {"sample": "the Fashion-MNIST sample", "mnist": "MNIST",
-            "fashion-mnist": "Fashion-MNIST"}[dataset]
+    return {
+        "sample": "the Fashion-MNIST sample",
+        "mnist": "MNIST",
+        "fashion-mnist": "Fashion-MNIST",
+    }[dataset]
 
 
-def _load_dataset(name: str, data_dir: Optional[str], download: bool):
+def _load_dataset(name: str, data_dir: str | None, download: bool):
     """``(x_train, t_train), (x_test, t_test)``: images (N, 1, 28, 28) float32 in [0, 1], labels."""
     from . import datasets
 
@@ -636,26 +926,35 @@ def _load_dataset(name: str, data_dir: Optional[str], download: bool):
             if issubclass(warning.category, datasets.DatasetLocationWarning):
                 _warn(f"warning: {warning.message}")
             else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
         return splits
     except datasets.IncompleteDataDirError as error:
         raise CommandError(str(error).replace("data_dir", "--data-dir")) from None
     except datasets.DatasetNotFoundError as error:
-        raise CommandError(f"{error}\n\nOn the command line: --data-dir DIR names the directory; "
-                           f"--dataset sample needs no download.") from None
+        raise CommandError(
+            f"{error}\n\nOn the command line: --data-dir DIR names the directory; "
+            f"--dataset sample needs no download."
+        ) from None
     except datasets.IdxFormatError as error:
         raise CommandError(str(error)) from None
     except OSError as error:  # an unreadable file (permissions, I/O error) of the data set
-        raise CommandError(f"cannot read the {_dataset_title(name)} data set: {_os_reason(error)}") from None
+        raise CommandError(
+            f"cannot read the {_dataset_title(name)} data set: {_os_reason(error)}"
+        ) from None
 
 
-def _limit(x: np.ndarray, t: np.ndarray, size: Optional[int], what: str, dataset: str, of_classes: str = ""):
+def _limit(
+    x: np.ndarray, t: np.ndarray, size: int | None, what: str, dataset: str, of_classes: str = ""
+):
     if size is None:
         return x, t
     if size > len(x):
-        raise CommandError(f"--{what}-size {size} is larger than the {len(x):,} {what} images "
-                           f"of {_dataset_title(dataset)}{of_classes}")
+        raise CommandError(
+            f"--{what}-size {size} is larger than the {len(x):,} {what} images "
+            f"of {_dataset_title(dataset)}{of_classes}"
+        )
     return x[:size], t[:size]
 
 
@@ -679,7 +978,7 @@ def _check_regular_file(path: str, what: str) -> None:
         raise CommandError(f"{path} is not a regular file (a device or a pipe?), not a {what}")
 
 
-def _read_params(path: str, option: str = "") -> Dict[str, np.ndarray]:
+def _read_params(path: str, option: str = "") -> dict[str, np.ndarray]:
     """The arrays of a parameter file; ``option`` names the option that gave the path, if one did."""
     from .serialization import ParamsFileError, read_params
 
@@ -696,7 +995,7 @@ def _read_params(path: str, option: str = "") -> Dict[str, np.ndarray]:
         raise CommandError(f"cannot read parameters: {_os_reason(error)}") from None
 
 
-def _set_threads(threads: Optional[int]) -> None:
+def _set_threads(threads: int | None) -> None:
     if threads is not None:
         import tinyconv
 
@@ -720,7 +1019,7 @@ class _Pictures:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.written: List[str] = []
+        self.written: list[str] = []
         self.unavailable = False
 
     def draw(self, file_name: str, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
@@ -731,11 +1030,15 @@ class _Pictures:
         try:
             draw(*args, save=self.directory / file_name, **kwargs)
         except OSError as error:
-            raise _OutputError(f"cannot write {self.directory / file_name}: {_os_reason(error)}") from None
+            raise _OutputError(
+                f"cannot write {self.directory / file_name}: {_os_reason(error)}"
+            ) from None
         except PlottingUnavailableError:
             self.unavailable = True
-            _warn(f"note: matplotlib is not installed, so no pictures (.png) are drawn; "
-                  f"to get them: {INSTALL_HINT}")
+            _warn(
+                f"note: matplotlib is not installed, so no pictures (.png) are drawn; "
+                f"to get them: {INSTALL_HINT}"
+            )
             return False
         self.written.append(file_name)
         return True
@@ -755,7 +1058,9 @@ def _make_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CommandError(f"cannot create the output directory {path}: {error.strerror or error}") from None
+        raise CommandError(
+            f"cannot create the output directory {path}: {error.strerror or error}"
+        ) from None
     return path
 
 
@@ -769,7 +1074,9 @@ def _check_writable_dir(directory: Path, what: str) -> None:
     try:
         handle, probe = tempfile.mkstemp(dir=directory, prefix=".tinyconv-write-test-")
     except OSError as error:
-        raise CommandError(f"{what}: cannot write into {directory}: {error.strerror or error}") from None
+        raise CommandError(
+            f"{what}: cannot write into {directory}: {error.strerror or error}"
+        ) from None
     os.close(handle)
     with contextlib.suppress(OSError):
         os.unlink(probe)
@@ -787,7 +1094,9 @@ def _check_out_dir_can_be_made(path: Path, what: str) -> None:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise CommandError(f"cannot create the output directory {path}: {ancestor} is not a directory")
+        raise CommandError(
+            f"cannot create the output directory {path}: {ancestor} is not a directory"
+        )
     _check_writable_dir(ancestor, f"cannot create the output directory {path}")
 
 
@@ -803,7 +1112,9 @@ def _prepare_out_dir(path: Path, what: str, file_names: Sequence[str]) -> Path:
         _check_writable_dir(path, what)
         for name in file_names:
             if (path / name).is_dir():
-                raise CommandError(f"{what}: cannot write {path / name}: a directory of that name is in the way")
+                raise CommandError(
+                    f"{what}: cannot write {path / name}: a directory of that name is in the way"
+                )
     except CommandError:
         if created:
             with contextlib.suppress(OSError):
@@ -823,22 +1134,36 @@ def _check_checkpoint_path(path: Path) -> None:
 # train and finetune
 
 
-def _epoch_losses(step_losses: Sequence[float], steps_per_epoch: int, epochs: int) -> List[float]:
+def _epoch_losses(step_losses: Sequence[float], steps_per_epoch: int, epochs: int) -> list[float]:
     """The mean loss of each completed epoch, from the per-step losses."""
-    return [float(np.mean(step_losses[i * steps_per_epoch:(i + 1) * steps_per_epoch]))
-            for i in range(epochs)]
+    return [
+        float(np.mean(step_losses[i * steps_per_epoch : (i + 1) * steps_per_epoch]))
+        for i in range(epochs)
+    ]
 
 
-def _history(trainer: Any, settings: Dict[str, Any], status: str, timing: Dict[str, float],
-             started: str, error: Optional[str] = None) -> Dict[str, Any]:
+def _history(
+    trainer: Any,
+    settings: dict[str, Any],
+    status: str,
+    timing: dict[str, float],
+    started: str,
+    error: str | None = None,
+) -> dict[str, Any]:
     import tinyconv
 
     completed = len(trainer.train_acc_list)
     losses = _epoch_losses(trainer.train_loss_list, trainer.iter_per_epoch, completed)
-    records = [{"epoch": i + 1, "loss": losses[i], "train_acc": trainer.train_acc_list[i],
-                "test_acc": trainer.test_acc_list[i],
-                "seconds": trainer.epoch_time_list[i] if i < len(trainer.epoch_time_list) else None}
-               for i in range(completed)]
+    records = [
+        {
+            "epoch": i + 1,
+            "loss": losses[i],
+            "train_acc": trainer.train_acc_list[i],
+            "test_acc": trainer.test_acc_list[i],
+            "seconds": trainer.epoch_time_list[i] if i < len(trainer.epoch_time_list) else None,
+        }
+        for i in range(completed)
+    ]
     return {
         "tinyconv_version": tinyconv.__version__,
         "status": status,  # "running", "completed", "interrupted" or "failed"
@@ -860,16 +1185,18 @@ def _classes_text(classes: Sequence[int]) -> str:
     return ",".join(str(label) for label in classes)
 
 
-def _check_classes(classes: Optional[Sequence[int]], dataset: str) -> None:
+def _check_classes(classes: Sequence[int] | None, dataset: str) -> None:
     """--classes names classes the data set has (the option's type checked the rest)."""
     count = len(_class_names(dataset))
     outside = [label for label in classes or () if label >= count]
     if outside:
-        raise CommandError(f"--classes {_classes_text(classes)}: class {outside[0]} is not one of "
-                           f"{_dataset_title(dataset)}'s classes 0 to {count - 1}")
+        raise CommandError(
+            f"--classes {_classes_text(classes)}: class {outside[0]} is not one of "
+            f"{_dataset_title(dataset)}'s classes 0 to {count - 1}"
+        )
 
 
-def _only_classes(x: np.ndarray, t: np.ndarray, classes: Optional[Sequence[int]]):
+def _only_classes(x: np.ndarray, t: np.ndarray, classes: Sequence[int] | None):
     """The images of ``classes``, labelled with their position in ``classes`` (what the network's
     outputs mean); all images, labels unchanged, when ``classes`` is None."""
     if classes is None:
@@ -880,7 +1207,9 @@ def _only_classes(x: np.ndarray, t: np.ndarray, classes: Optional[Sequence[int]]
     return x[keep], relabel[t[keep]]
 
 
-def _balanced_subset(x: np.ndarray, t: np.ndarray, size: Optional[int], classes: Sequence[int], seed: int):
+def _balanced_subset(
+    x: np.ndarray, t: np.ndarray, size: int | None, classes: Sequence[int], seed: int
+):
     """``size`` images, as many of each class as can be, drawn by ``seed``, in the data set's
     order (so the subset does not depend on how the draws are ordered)."""
     if size is None:
@@ -891,8 +1220,10 @@ def _balanced_subset(x: np.ndarray, t: np.ndarray, size: Optional[int], classes:
         wanted = size // len(classes) + (1 if label < size % len(classes) else 0)
         available = np.flatnonzero(t == label)
         if len(available) < wanted:
-            raise CommandError(f"--train-size {size}: class {original} has {len(available):,} training "
-                               f"images, {wanted:,} are needed for a balanced subset")
+            raise CommandError(
+                f"--train-size {size}: class {original} has {len(available):,} training "
+                f"images, {wanted:,} are needed for a balanced subset"
+            )
         chosen.append(rng.choice(available, wanted, replace=False))
     keep = np.sort(np.concatenate(chosen))
     return x[keep], t[keep]
@@ -922,23 +1253,23 @@ class _Job:
 
     network: Any
     net: str  # a tinyconv.nets.NETWORK_NAMES entry
-    data: Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, t_train, x_test, t_test
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, t_train, x_test, t_test
     optimizer: str
-    optimizer_param: Dict[str, Any]
+    optimizer_param: dict[str, Any]
     lr_text: str  # the rates, as printed
     lr_hint: str  # what to lower when the loss becomes NaN
     batch_size: int
     lr_schedule: str
     sampling: str
-    classes: Optional[Tuple[int, ...]]
-    settings: Dict[str, Any]  # the command's own settings for history.json
+    classes: tuple[int, ...] | None
+    settings: dict[str, Any]  # the command's own settings for history.json
     out_path: Path
     seed: int
     started: str
     clock: float
     load_seconds: float
-    checkpoint: Optional[Path] = None
-    resume_from: Optional[Path] = None
+    checkpoint: Path | None = None
+    resume_from: Path | None = None
 
 
 def _is_root(args: argparse.Namespace) -> bool:
@@ -977,7 +1308,7 @@ def _world_comm() -> Any:
         raise CommandError(f"--distributed: {error}") from None
 
 
-def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
+def _start(args: argparse.Namespace) -> tuple[Path, int, str, float]:
     """The output directory (checked, not created), the seed, the start time and clock. With
     --distributed, the seed and directory are rank 0's."""
     out_path = Path(args.out) if args.out else _default_out_dir()
@@ -997,8 +1328,9 @@ def _start(args: argparse.Namespace) -> Tuple[Path, int, str, float]:
 def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
     """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
     (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
-    (x_train, t_train), (x_test, t_test) = _once_per_host(args, _load_dataset, args.dataset, args.data_dir,
-                                                          args.download)
+    (x_train, t_train), (x_test, t_test) = _once_per_host(
+        args, _load_dataset, args.dataset, args.data_dir, args.download
+    )
     x_train, t_train = _only_classes(x_train, t_train, args.classes)
     x_test, t_test = _only_classes(x_test, t_test, args.classes)
     of_classes = f" of classes {_classes_text(args.classes)}" if args.classes else ""
@@ -1008,15 +1340,19 @@ def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
         classes = args.classes or tuple(range(len(_class_names(args.dataset))))
         x_train, t_train = _balanced_subset(x_train, t_train, args.train_size, classes, seed)
     else:
-        x_train, t_train = _limit(x_train, t_train, args.train_size, "train", args.dataset, of_classes)
+        x_train, t_train = _limit(
+            x_train, t_train, args.train_size, "train", args.dataset, of_classes
+        )
     x_test, t_test = _limit(x_test, t_test, args.test_size, "test", args.dataset, of_classes)
     if args.batch_size is not None and args.batch_size > len(x_train):
-        raise CommandError(f"--batch-size {args.batch_size:,} is larger than the {len(x_train):,} "
-                           f"training images{' (--train-size)' if args.train_size else ''}")
+        raise CommandError(
+            f"--batch-size {args.batch_size:,} is larger than the {len(x_train):,} "
+            f"training images{' (--train-size)' if args.train_size else ''}"
+        )
     return x_train, t_train, x_test, t_test
 
 
-def _resolved(args: argparse.Namespace, net: str, data_size: int) -> Dict[str, Any]:
+def _resolved(args: argparse.Namespace, net: str, data_size: int) -> dict[str, Any]:
     """The net's training defaults with the options given put in."""
     from .nets import training_defaults
 
@@ -1045,7 +1381,9 @@ def _train(args: argparse.Namespace) -> int:
     if _is_root(args):  # with --distributed, rank 0 alone writes and reads the checkpoint
         if checkpoint is not None:
             _check_checkpoint_path(checkpoint)
-        resume_from = checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+        resume_from = (
+            checkpoint if args.resume and checkpoint is not None and checkpoint.exists() else None
+        )
         if resume_from is not None:
             _check_regular_file(str(resume_from), "checkpoint")
     if args.comm is not None:
@@ -1057,31 +1395,60 @@ def _train(args: argparse.Namespace) -> int:
     lr = args.lr if args.lr is not None else plan["lr"]
     num_classes = len(args.classes) if args.classes else len(_class_names(args.dataset))
     try:
-        network = build_network(args.net, num_classes=num_classes, input_shape=data[0].shape[1:],
-                                dtype=args.dtype, seed=seed)
+        network = build_network(
+            args.net,
+            num_classes=num_classes,
+            input_shape=data[0].shape[1:],
+            dtype=args.dtype,
+            seed=seed,
+        )
     except MemoryError:
         raise CommandError(f"a {args.net} network is too large for the memory") from None
     settings = {"checkpoint": args.checkpoint, "resume": args.resume}
-    job = _Job(network, args.net, data, plan["optimizer"], {"lr": lr}, f"{lr:g}", f"a smaller --lr (now {lr:g})",
-               plan["batch_size"], plan["lr_schedule"], plan["sampling"], args.classes, settings, out_path, seed,
-               started, clock, load_seconds, checkpoint, resume_from)
+    job = _Job(
+        network,
+        args.net,
+        data,
+        plan["optimizer"],
+        {"lr": lr},
+        f"{lr:g}",
+        f"a smaller --lr (now {lr:g})",
+        plan["batch_size"],
+        plan["lr_schedule"],
+        plan["sampling"],
+        args.classes,
+        settings,
+        out_path,
+        seed,
+        started,
+        clock,
+        load_seconds,
+        checkpoint,
+        resume_from,
+    )
     return _run(args, job)
 
 
-def _network_from(params: Dict[str, np.ndarray], net: str, dtype: str, source: str) -> Tuple[Any, str]:
+def _network_from(
+    params: dict[str, np.ndarray], net: str, dtype: str, source: str
+) -> tuple[Any, str]:
     """The network ``params`` belong to (``net``: a name, or "auto" to recognise it), and its name."""
     from .nets import identify_network, network_from_params
     from .serialization import ParamsFileError
 
     try:
         name = identify_network(params, source) if net == "auto" else net
-        network = network_from_params(params, net=name, input_shape=IMAGE_SHAPE, dtype=dtype, source=source)
+        network = network_from_params(
+            params, net=name, input_shape=IMAGE_SHAPE, dtype=dtype, source=source
+        )
     except ParamsFileError as error:
         raise CommandError(str(error)) from None
     except ValueError as error:  # what the network's constructor refuses
         raise CommandError(f"{source}: {error}") from None
     except MemoryError:
-        raise CommandError(f"{source}: a network of these sizes is too large for the memory") from None
+        raise CommandError(
+            f"{source}: a network of these sizes is too large for the memory"
+        ) from None
     return network, name
 
 
@@ -1089,25 +1456,35 @@ def _num_outputs(network: Any) -> int:
     return int(network.predict(np.zeros((1, *IMAGE_SHAPE), dtype=network.dtype)).shape[1])
 
 
-def _freeze(network: Any, net: str, prefixes: Sequence[str], all_but_head: bool) -> List[str]:
+def _freeze(network: Any, net: str, prefixes: Sequence[str], all_but_head: bool) -> list[str]:
     """Freeze --freeze's prefixes and, with --all-but-head, everything but the head; every
     prefix must name a parameter (a typo would otherwise train what was meant to stay)."""
     from .nets import head_prefixes
     from .network import matches_prefix
 
-    unknown = [prefix for prefix in prefixes if not any(matches_prefix(key, prefix) for key in network.params)]
+    unknown = [
+        prefix
+        for prefix in prefixes
+        if not any(matches_prefix(key, prefix) for key in network.params)
+    ]
     if unknown:
         tops = list(dict.fromkeys(key.split(".")[0] for key in network.params))
-        raise CommandError(f"--freeze {' '.join(unknown)}: no parameter of the {net} is named so or lies "
-                           f"under it (its parameters are under {', '.join(tops[:12])})")
+        raise CommandError(
+            f"--freeze {' '.join(unknown)}: no parameter of the {net} is named so or lies "
+            f"under it (its parameters are under {', '.join(tops[:12])})"
+        )
     head = head_prefixes(net)
     chosen = list(prefixes)
     if all_but_head:
-        chosen += [key for key in network.params if not any(matches_prefix(key, prefix) for prefix in head)]
+        chosen += [
+            key for key in network.params if not any(matches_prefix(key, prefix) for prefix in head)
+        ]
     frozen = network.freeze(*chosen) if chosen else []
     if len(frozen) == len(network.params):
-        raise CommandError(f"--freeze {' '.join(prefixes)}{' --all-but-head' if all_but_head else ''} "
-                           f"freezes every parameter; nothing would be trained")
+        raise CommandError(
+            f"--freeze {' '.join(prefixes)}{' --all-but-head' if all_but_head else ''} "
+            f"freezes every parameter; nothing would be trained"
+        )
     return frozen
 
 
@@ -1129,45 +1506,95 @@ def _finetune(args: argparse.Namespace) -> int:
     plan = _resolved(args, net, len(data[0]))
     head = head_prefixes(net)
     head_lr = args.head_lr if args.head_lr is not None else plan["lr"]
-    backbone_lr = args.backbone_lr if args.backbone_lr is not None else head_lr / BACKBONE_LR_DIVISOR
-    trainable_head = any(matches_prefix(key, prefix) for key in network.params if key not in frozen for prefix in head)
-    optimizer_param: Dict[str, Any] = {"lr": backbone_lr}
+    backbone_lr = (
+        args.backbone_lr if args.backbone_lr is not None else head_lr / BACKBONE_LR_DIVISOR
+    )
+    trainable_head = any(
+        matches_prefix(key, prefix)
+        for key in network.params
+        if key not in frozen
+        for prefix in head
+    )
+    optimizer_param: dict[str, Any] = {"lr": backbone_lr}
     if trainable_head:
         optimizer_param["param_groups"] = [{"prefixes": head, "lr": head_lr}]
-    settings = {"init": str(args.init), "init_outputs": outputs, "new_head": new_head, "freeze": list(args.freeze),
-                "all_but_head": args.all_but_head, "frozen": len(frozen), "backbone_lr": backbone_lr,
-                "head_lr": head_lr, "head": list(head)}
-    job = _Job(network, net, data, plan["optimizer"], optimizer_param,
-               f"{backbone_lr:g}, head {' '.join(head)} {head_lr:g}",
-               f"a smaller --backbone-lr or --head-lr (now {backbone_lr:g} and {head_lr:g})",
-               plan["batch_size"], plan["lr_schedule"], plan["sampling"], args.classes, settings, out_path, seed,
-               started, clock, load_seconds)
+    settings = {
+        "init": str(args.init),
+        "init_outputs": outputs,
+        "new_head": new_head,
+        "freeze": list(args.freeze),
+        "all_but_head": args.all_but_head,
+        "frozen": len(frozen),
+        "backbone_lr": backbone_lr,
+        "head_lr": head_lr,
+        "head": list(head),
+    }
+    job = _Job(
+        network,
+        net,
+        data,
+        plan["optimizer"],
+        optimizer_param,
+        f"{backbone_lr:g}, head {' '.join(head)} {head_lr:g}",
+        f"a smaller --backbone-lr or --head-lr (now {backbone_lr:g} and {head_lr:g})",
+        plan["batch_size"],
+        plan["lr_schedule"],
+        plan["sampling"],
+        args.classes,
+        settings,
+        out_path,
+        seed,
+        started,
+        clock,
+        load_seconds,
+    )
     if new_head:
-        _say(args.quiet, f"New head for {num_classes} classes (the network had {_plural(outputs, 'output')})")
+        _say(
+            args.quiet,
+            f"New head for {num_classes} classes (the network had {_plural(outputs, 'output')})",
+        )
     if frozen:
-        _say(args.quiet, f"Frozen: {_plural(len(frozen), 'parameter array')} of {len(network.params)}")
+        _say(
+            args.quiet,
+            f"Frozen: {_plural(len(frozen), 'parameter array')} of {len(network.params)}",
+        )
     return _run(args, job)
 
 
-def _settings(args: argparse.Namespace, job: _Job, trainer: Any, out_dir: Path) -> Dict[str, Any]:
+def _settings(args: argparse.Namespace, job: _Job, trainer: Any, out_dir: Path) -> dict[str, Any]:
     import tinyconv
 
     x_train, _, x_test, _ = job.data
     names = _class_names(args.dataset)
     classes = list(job.classes) if job.classes else None
     return {
-        "command": args.command, "net": job.net, "network": type(job.network).__name__, "dataset": args.dataset,
-        "classes": classes, "class_names": [names[label] for label in classes] if classes else names,
-        "train_size": len(x_train), "test_size": len(x_test), "epochs": args.epochs,
-        "batch_size": job.batch_size, "optimizer": job.optimizer, "lr": job.optimizer_param["lr"],
-        "lr_schedule": job.lr_schedule, "sampling": job.sampling,
-        "eval_samples": trainer.evaluate_sample_num_per_epoch, "threads": tinyconv.get_num_threads(),
-        "seed": job.seed, "dtype": args.dtype, "data_dir": args.data_dir, **job.settings,
-        "params_file": _params_file_name(job.net), "out": str(out_dir), "distributed": _distributed_settings(args),
+        "command": args.command,
+        "net": job.net,
+        "network": type(job.network).__name__,
+        "dataset": args.dataset,
+        "classes": classes,
+        "class_names": [names[label] for label in classes] if classes else names,
+        "train_size": len(x_train),
+        "test_size": len(x_test),
+        "epochs": args.epochs,
+        "batch_size": job.batch_size,
+        "optimizer": job.optimizer,
+        "lr": job.optimizer_param["lr"],
+        "lr_schedule": job.lr_schedule,
+        "sampling": job.sampling,
+        "eval_samples": trainer.evaluate_sample_num_per_epoch,
+        "threads": tinyconv.get_num_threads(),
+        "seed": job.seed,
+        "dtype": args.dtype,
+        "data_dir": args.data_dir,
+        **job.settings,
+        "params_file": _params_file_name(job.net),
+        "out": str(out_dir),
+        "distributed": _distributed_settings(args),
     }
 
 
-def _distributed_settings(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+def _distributed_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     """The MPI run's shape for history.json (None without --distributed)."""
     if args.comm is None:
         return None
@@ -1188,20 +1615,33 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
     x_train, t_train, x_test, t_test = job.data
     network = job.network
 
-    def after_epoch(trainer: Any, record: Dict[str, Any]) -> None:
+    def after_epoch(trainer: Any, record: dict[str, Any]) -> None:
         # Kept current after every epoch, so a long run can be watched (and survives a crash).
         # (history_path, settings and timing are set below, before training starts.)
         if root:
             _write_json(history_path, _history(trainer, settings, "running", timing, job.started))
 
     eval_samples = args.eval_samples or None
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=job.batch_size, optimizer=job.optimizer,
-                      optimizer_param=job.optimizer_param, evaluate_sample_num_per_epoch=eval_samples,
-                      verbose=not quiet, seed=job.seed, sampling=job.sampling, callback=after_epoch,
-                      checkpoint=job.checkpoint, lr_schedule=job.lr_schedule,
-                      log="epochs",  # a progress bar and one summary line per epoch, not DLfS's per-step lines
-                      comm=args.comm)
+    trainer = Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=args.epochs,
+        mini_batch_size=job.batch_size,
+        optimizer=job.optimizer,
+        optimizer_param=job.optimizer_param,
+        evaluate_sample_num_per_epoch=eval_samples,
+        verbose=not quiet,
+        seed=job.seed,
+        sampling=job.sampling,
+        callback=after_epoch,
+        checkpoint=job.checkpoint,
+        lr_schedule=job.lr_schedule,
+        log="epochs",  # a progress bar and one summary line per epoch, not DLfS's per-step lines
+        comm=args.comm,
+    )
     if job.resume_from is not None:
         # Loaded here rather than by Trainer.train(), so that a checkpoint of another setup is
         # refused before the run directory exists.
@@ -1210,22 +1650,40 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
         except ParamsFileError as error:
             raise CommandError(f"--resume: cannot continue from the checkpoint: {error}") from None
         except OSError as error:
-            raise CommandError(f"--resume: cannot read {job.resume_from}: {_os_reason(error)}") from None
+            raise CommandError(
+                f"--resume: cannot read {job.resume_from}: {_os_reason(error)}"
+            ) from None
     # Created only now, once everything above has passed, so a refused start leaves nothing.
     params_file = _params_file_name(job.net)
-    out_dir = _prepare_out_dir(job.out_path, "--out", (params_file,) + TRAIN_OUTPUTS) if root else job.out_path
+    out_dir = (
+        _prepare_out_dir(job.out_path, "--out", (params_file, *TRAIN_OUTPUTS))
+        if root
+        else job.out_path
+    )
     settings = _settings(args, job, trainer, out_dir)
     of_classes = f" (classes {_classes_text(job.classes)})" if job.classes else ""
     schedule = "" if job.lr_schedule == "constant" else f" ({job.lr_schedule} schedule)"
-    _say(quiet, f"Training {_net_title(job.net, network)} ({args.dtype}) on {_dataset_title(args.dataset)}"
-                f"{of_classes}: {len(x_train):,} training and {len(x_test):,} test images")
-    _say(quiet, f"{job.optimizer} lr {job.lr_text}{schedule}, batch {job.batch_size}, "
-                f"{_plural(args.epochs, 'epoch')}, {_processes_text(settings)}, seed {job.seed}; "
-                f"output in {out_dir}/")
+    _say(
+        quiet,
+        f"Training {_net_title(job.net, network)} ({args.dtype}) on {_dataset_title(args.dataset)}"
+        f"{of_classes}: {len(x_train):,} training and {len(x_test):,} test images",
+    )
+    _say(
+        quiet,
+        f"{job.optimizer} lr {job.lr_text}{schedule}, batch {job.batch_size}, "
+        f"{_plural(args.epochs, 'epoch')}, {_processes_text(settings)}, seed {job.seed}; "
+        f"output in {out_dir}/",
+    )
     if job.resume_from is not None:
-        _say(quiet, f"resumed from {job.resume_from} after epoch {trainer.current_epoch}/{args.epochs}")
-        _say(quiet, "note: filters_before.png is not redrawn when resuming (the checkpoint holds "
-                    "only the current weights)")
+        _say(
+            quiet,
+            f"resumed from {job.resume_from} after epoch {trainer.current_epoch}/{args.epochs}",
+        )
+        _say(
+            quiet,
+            "note: filters_before.png is not redrawn when resuming (the checkpoint holds "
+            "only the current weights)",
+        )
 
     timing = {"load_seconds": job.load_seconds}
     history_path = out_dir / "history.json"
@@ -1239,7 +1697,10 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             return exit_code
         _warn(f"error: {reason}")
         try:
-            _write_json(history_path, _history(trainer, settings, "failed", timing, job.started, error=reason))
+            _write_json(
+                history_path,
+                _history(trainer, settings, "failed", timing, job.started, error=reason),
+            )
         except _OutputError as error:
             _warn(f"error: {error} (the run's state could not be recorded either)")
         else:
@@ -1255,28 +1716,41 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
             return EXIT_INTERRUPTED if trainer.interrupted else EXIT_OK
         # Pictures first and the parameters last, so the parameter file exists only after a success.
         if trainer.train_acc_list:
-            pictures.draw("accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list)
+            pictures.draw(
+                "accuracy.png", plot_accuracy, trainer.train_acc_list, trainer.test_acc_list
+            )
         if trainer.train_loss_list:
             pictures.draw("loss.png", plot_loss, trainer.train_loss_list)
         pictures.draw("filters_after.png", filter_show, _first_filters(network))
         try:
             network.save_params(str(out_dir / params_file))
         except OSError as error:
-            raise _OutputError(f"cannot write {out_dir / params_file}: {_os_reason(error)}") from None
+            raise _OutputError(
+                f"cannot write {out_dir / params_file}: {_os_reason(error)}"
+            ) from None
     except NonFiniteLossError as error:
         return failed(str(error), f"Try {job.lr_hint}. ", EXIT_FAILURE)
     except RankDivergenceError as error:
         return failed(str(error), "", EXIT_FAILURE)
     except MemoryError:
-        return failed(f"out of memory while training on batches of {job.batch_size:,} images",
-                      "Try a smaller --batch-size (or --eval-samples). ", EXIT_USAGE)
+        return failed(
+            f"out of memory while training on batches of {job.batch_size:,} images",
+            "Try a smaller --batch-size (or --eval-samples). ",
+            EXIT_USAGE,
+        )
     except _OutputError as error:
         return failed(str(error), "", EXIT_FAILURE)
-    except BrokenPipeError:  # stdout's reader went away (`tinyconv train | head`): main() stops quietly
+    except (
+        BrokenPipeError
+    ):  # stdout's reader went away (`tinyconv train | head`): main() stops quietly
         raise
     except OSError as error:
         # Trainer.train writes no file but the checkpoint; name it, not its temporary file.
-        what = f"cannot write the checkpoint {job.checkpoint}" if job.checkpoint is not None else "training stopped"
+        what = (
+            f"cannot write the checkpoint {job.checkpoint}"
+            if job.checkpoint is not None
+            else "training stopped"
+        )
         return failed(f"{what}: {error.strerror or error}", "", EXIT_FAILURE)
     except KeyboardInterrupt:  # Ctrl-C outside a training step, or a second one within it
         failed("interrupted (Ctrl-C) before the results were written", "", EXIT_INTERRUPTED)
@@ -1285,16 +1759,20 @@ def _run(args: argparse.Namespace, job: _Job) -> int:
     status = "interrupted" if trainer.interrupted else "completed"
     _write_json(history_path, _history(trainer, settings, status, timing, job.started))
 
-    written = [params_file, "history.json"] + pictures.written
-    _say(quiet, f"Wrote {', '.join(written)} to {out_dir}/ ({timing['total_seconds']:.1f} s in all)")
+    written = [params_file, "history.json", *pictures.written]
+    _say(
+        quiet, f"Wrote {', '.join(written)} to {out_dir}/ ({timing['total_seconds']:.1f} s in all)"
+    )
     if trainer.interrupted:
-        _warn(f"Interrupted after {_plural(trainer.current_epoch, 'complete epoch')}; the parameters and "
-              f"history so far are in {out_dir}/.")
+        _warn(
+            f"Interrupted after {_plural(trainer.current_epoch, 'complete epoch')}; the parameters and "
+            f"history so far are in {out_dir}/."
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK
 
 
-def _processes_text(settings: Dict[str, Any]) -> str:
+def _processes_text(settings: dict[str, Any]) -> str:
     threads = _plural(settings["threads"], "thread")
     distributed = settings["distributed"]
     return threads if distributed is None else f"{distributed['ranks']} processes x {threads}"
@@ -1309,7 +1787,7 @@ def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "
 # evaluate
 
 
-def _recorded_settings(params_path: str) -> Dict[str, Any]:
+def _recorded_settings(params_path: str) -> dict[str, Any]:
     """The settings of the run that wrote ``params_path``, from the history.json beside it when
     it names this file; empty when there is none (anything unreadable counts as absent)."""
     history_path = Path(params_path).resolve().parent / "history.json"
@@ -1323,39 +1801,48 @@ def _recorded_settings(params_path: str) -> Dict[str, Any]:
     return settings
 
 
-def _recorded_classes(params_path: str, outputs: int, count: int) -> Optional[Tuple[int, ...]]:
+def _recorded_classes(params_path: str, outputs: int, count: int) -> tuple[int, ...] | None:
     """The --classes of the run that wrote ``params_path``, from the history.json beside it
     (only if it fits the network)."""
     classes = _recorded_settings(params_path).get("classes")
     if not isinstance(classes, list):
         return None
-    if (len(classes) != outputs or len(set(classes)) != len(classes)
-            or not all(type(label) is int and 0 <= label < count for label in classes)):
+    if (
+        len(classes) != outputs
+        or len(set(classes)) != len(classes)
+        or not all(type(label) is int and 0 <= label < count for label in classes)
+    ):
         return None
     return tuple(classes)
 
 
-def _evaluation_classes(args: argparse.Namespace, outputs: int) -> Tuple[Tuple[int, ...], str]:
+def _evaluation_classes(args: argparse.Namespace, outputs: int) -> tuple[tuple[int, ...], str]:
     """The classes the network's outputs stand for, and where that was learnt."""
     count = len(_class_names(args.dataset))
     if args.classes is not None:
         _check_classes(args.classes, args.dataset)
         if len(args.classes) != outputs:
-            raise CommandError(f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
-                               f"but the network has {outputs} outputs")
+            raise CommandError(
+                f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
+                f"but the network has {outputs} outputs"
+            )
         return args.classes, "--classes"
     recorded = _recorded_classes(args.params, outputs, count)
     if recorded is not None:
         return recorded, "history.json"
     if outputs != count:
-        raise CommandError(f"the network has {outputs} outputs but {_dataset_title(args.dataset)} has {count} "
-                           f"classes; name the {outputs} it was trained on with --classes")
+        raise CommandError(
+            f"the network has {outputs} outputs but {_dataset_title(args.dataset)} has {count} "
+            f"classes; name the {outputs} it was trained on with --classes"
+        )
     return tuple(range(count)), ""
 
 
 def _predict_labels(network: Any, x: np.ndarray, batch_size: int = 100) -> np.ndarray:
-    predictions = [np.argmax(network.predict(x[start:start + batch_size]), axis=1)
-                   for start in range(0, len(x), batch_size)]
+    predictions = [
+        np.argmax(network.predict(x[start : start + batch_size]), axis=1)
+        for start in range(0, len(x), batch_size)
+    ]
     return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
 
 
@@ -1381,12 +1868,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         predicted = _predict_labels(network, x_test)
     except MemoryError:
-        raise CommandError(f"out of memory evaluating {type(network).__name__} from {args.params}") from None
+        raise CommandError(
+            f"out of memory evaluating {type(network).__name__} from {args.params}"
+        ) from None
     cm = confusion_matrix(t_test, predicted, num_classes=len(classes))
     correct = int(np.trace(cm))
     accuracy = correct / len(t_test)
-    print(f"{_net_title(net, network)} from {args.params} on {_dataset_title(args.dataset)} "
-          f"({len(t_test):,} test images{of_classes})")
+    print(
+        f"{_net_title(net, network)} from {args.params} on {_dataset_title(args.dataset)} "
+        f"({len(t_test):,} test images{of_classes})"
+    )
     if classes_from:
         print(f"classes {_classes_text(classes)} (from {classes_from})")
     print(f"accuracy: {accuracy:.4f} ({correct:,} of {len(t_test):,})")
@@ -1398,34 +1889,59 @@ def _evaluate(args: argparse.Namespace) -> int:
         total = int(cm[output].sum())
         hits = int(cm[output, output])
         class_accuracy = hits / total if total else None
-        per_class.append({"label": label, "output": output, "name": name, "correct": hits, "total": total,
-                          "accuracy": class_accuracy})
+        per_class.append(
+            {
+                "label": label,
+                "output": output,
+                "name": name,
+                "correct": hits,
+                "total": total,
+                "accuracy": class_accuracy,
+            }
+        )
         shown = f"{class_accuracy:.3f}" if class_accuracy is not None else "-"
         print(f"{f'{label} {name}':<{width}} {hits:>8} {total:>6} {shown:>9}")
 
     out_dir = _prepare_out_dir(out_path, out_what, EVALUATE_OUTPUTS)
     pictures = _Pictures(out_dir)
-    pictures.draw("confusion_matrix.png", plot_confusion_matrix, cm, names,
-                  title=f"{Path(args.params).name} on {_dataset_title(args.dataset)} "
-                        f"(accuracy {accuracy:.3f})")
-    _write_json(out_dir / "evaluation.json", {
-        "params": str(args.params), "net": net, "network": type(network).__name__, "dataset": args.dataset,
-        "classes": list(classes), "test_size": len(t_test), "accuracy": accuracy, "per_class": per_class,
-        "confusion_matrix": cm.tolist(),
-    })
+    pictures.draw(
+        "confusion_matrix.png",
+        plot_confusion_matrix,
+        cm,
+        names,
+        title=f"{Path(args.params).name} on {_dataset_title(args.dataset)} "
+        f"(accuracy {accuracy:.3f})",
+    )
+    _write_json(
+        out_dir / "evaluation.json",
+        {
+            "params": str(args.params),
+            "net": net,
+            "network": type(network).__name__,
+            "dataset": args.dataset,
+            "classes": list(classes),
+            "test_size": len(t_test),
+            "accuracy": accuracy,
+            "per_class": per_class,
+            "confusion_matrix": cm.tolist(),
+        },
+    )
     print()
-    print(f"Wrote {', '.join(pictures.written + ['evaluation.json'])} to {out_dir}/")
+    print(f"Wrote {', '.join([*pictures.written, 'evaluation.json'])} to {out_dir}/")
     return EXIT_OK
+
 
 # ----------------------------------------------------------------------------------------------
 # export
 
 # What every data set tinyconv reads gives, and so what the networks it trains expect.
-INPUT_NORMALIZATION = ("grey pixel values in [0, 1] (the 8-bit value / 255; 0 is the background of "
-                       "MNIST and Fashion-MNIST), no mean subtracted")
+INPUT_NORMALIZATION = (
+    "grey pixel values in [0, 1] (the 8-bit value / 255; 0 is the background of "
+    "MNIST and Fashion-MNIST), no mean subtracted"
+)
 
 
-def _export_classes(args: argparse.Namespace, outputs: int) -> Tuple[Optional[str], Optional[List[str]]]:
+def _export_classes(args: argparse.Namespace, outputs: int) -> tuple[str | None, list[str] | None]:
     """The data set and the class names of the network's outputs, as far as they are known:
     from --dataset and --classes, else from the history.json beside PARAMS."""
     recorded = _recorded_settings(args.params)
@@ -1434,16 +1950,20 @@ def _export_classes(args: argparse.Namespace, outputs: int) -> Tuple[Optional[st
         dataset = recorded["dataset"]
     if dataset is None:
         if args.classes is not None:
-            raise CommandError(f"--classes {_classes_text(args.classes)}: name the data set they are classes of "
-                               f"with --dataset")
+            raise CommandError(
+                f"--classes {_classes_text(args.classes)}: name the data set they are classes of "
+                f"with --dataset"
+            )
         return None, None
     names = _class_names(dataset)
     if args.classes is not None:
         _check_classes(args.classes, dataset)
         if len(args.classes) != outputs:
-            raise CommandError(f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
-                               f"but the network has {outputs} outputs")
-        classes: Optional[Tuple[int, ...]] = args.classes
+            raise CommandError(
+                f"--classes {_classes_text(args.classes)} names {len(args.classes)} classes "
+                f"but the network has {outputs} outputs"
+            )
+        classes: tuple[int, ...] | None = args.classes
     else:
         classes = _recorded_classes(args.params, outputs, len(names))
         if classes is None and outputs == len(names):
@@ -1455,12 +1975,16 @@ def _export(args: argparse.Namespace) -> int:
     from .export import INSTALL_HINT, LOGITS_NAME, PROBABILITIES_NAME, to_onnx
 
     if _package_version("onnx") is None:
-        raise CommandError(f"exporting to ONNX needs the onnx package; install it with: {INSTALL_HINT}")
+        raise CommandError(
+            f"exporting to ONNX needs the onnx package; install it with: {INSTALL_HINT}"
+        )
     import onnx
 
     newest = int(onnx.defs.onnx_opset_version())
     if args.opset > newest:
-        raise CommandError(f"--opset {args.opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}")
+        raise CommandError(
+            f"--opset {args.opset}: the installed onnx {onnx.__version__} knows opsets up to {newest}"
+        )
     output = Path(args.output)
     if output.is_dir():
         raise CommandError(f"{output} is a directory; MODEL must name the .onnx file to write")
@@ -1472,21 +1996,34 @@ def _export(args: argparse.Namespace) -> int:
     created = not output.parent.exists()
     _make_dir(output.parent)
     try:
-        to_onnx(network, output, batch_size=args.batch_size, opset=args.opset, softmax=args.softmax,
-                input_shape=IMAGE_SHAPE, dataset=dataset, classes=classes, normalization=INPUT_NORMALIZATION)
+        to_onnx(
+            network,
+            output,
+            batch_size=args.batch_size,
+            opset=args.opset,
+            softmax=args.softmax,
+            input_shape=IMAGE_SHAPE,
+            dataset=dataset,
+            classes=classes,
+            normalization=INPUT_NORMALIZATION,
+        )
     except (ValueError, MemoryError, OSError) as error:
         if created:  # a refused export leaves nothing behind
             with contextlib.suppress(OSError):
                 output.parent.rmdir()
         if isinstance(error, MemoryError):
-            raise CommandError(f"{args.params}: the network is too large for the memory to export") from None
+            raise CommandError(
+                f"{args.params}: the network is too large for the memory to export"
+            ) from None
         if isinstance(error, OSError):
             raise _OutputError(f"cannot write {output}: {_os_reason(error)}") from None
         raise CommandError(str(error)) from None
     batch = "batch" if args.batch_size is None else str(args.batch_size)
     names = f"'{LOGITS_NAME}'" + (f" and '{PROBABILITIES_NAME}'" if args.softmax else "")
-    print(f"Wrote {output}: {_net_title(net, network)} from {args.params}, ONNX opset {args.opset}, {args.dtype}; "
-          f"input 'input' ({batch}, {', '.join(map(str, IMAGE_SHAPE))}), output {names} ({batch}, {outputs})")
+    print(
+        f"Wrote {output}: {_net_title(net, network)} from {args.params}, ONNX opset {args.opset}, {args.dtype}; "
+        f"input 'input' ({batch}, {', '.join(map(str, IMAGE_SHAPE))}), output {names} ({batch}, {outputs})"
+    )
     if classes:
         print(f"classes: {', '.join(classes)}" + (f" ({dataset})" if dataset else ""))
     return EXIT_OK
@@ -1497,20 +2034,24 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _some_keys(keys: Sequence[str], limit: int = 12) -> str:
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit:,} more" if len(keys) > limit else "")
+    return ", ".join(keys[:limit]) + (
+        f" and {len(keys) - limit:,} more" if len(keys) > limit else ""
+    )
 
 
-def _filters_key(params: Dict[str, np.ndarray], path: str) -> str:
+def _filters_key(params: dict[str, np.ndarray], path: str) -> str:
     """The first convolution's weights: DLfS's W1, or a ResNet's conv1.weight."""
     for key in ("W1", "conv1.weight"):
         if key in params:
             return key
-    raise CommandError(f"{path} has neither 'W1' nor 'conv1.weight' (it holds {_some_keys(list(params))}); "
-                       f"name the filters with --key")
+    raise CommandError(
+        f"{path} has neither 'W1' nor 'conv1.weight' (it holds {_some_keys(list(params))}); "
+        f"name the filters with --key"
+    )
 
 
 def _filters(args: argparse.Namespace) -> int:
-    from .visualize import filter_show, have_matplotlib, INSTALL_HINT
+    from .visualize import INSTALL_HINT, filter_show, have_matplotlib
 
     params = _read_params(args.params)
     key = args.key if args.key is not None else _filters_key(params, args.params)
@@ -1518,23 +2059,31 @@ def _filters(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.params} has no {key!r} (it holds {_some_keys(list(params))})")
     filters = params[key]
     if filters.ndim != 4:
-        raise CommandError(f"{key} in {args.params} has shape {filters.shape}; convolution "
-                           f"filters have 4 dimensions (FN, C, FH, FW)")
+        raise CommandError(
+            f"{key} in {args.params} has shape {filters.shape}; convolution "
+            f"filters have 4 dimensions (FN, C, FH, FW)"
+        )
     if min(filters.shape) < 1:
         raise CommandError(f"{key} in {args.params} has shape {filters.shape}: no filters to draw")
     rows = math.ceil(filters.shape[0] / args.nx)
     if filters.shape[0] > MAX_FILTERS_DRAWN or rows > MAX_FILTERS_PER_SIDE:
-        raise CommandError(f"{key} in {args.params} holds {filters.shape[0]:,} filters, "
-                           f"{rows:,} rows of --nx {args.nx}; a picture holds at most "
-                           f"{MAX_FILTERS_DRAWN:,} filters in at most {MAX_FILTERS_PER_SIDE} rows")
+        raise CommandError(
+            f"{key} in {args.params} holds {filters.shape[0]:,} filters, "
+            f"{rows:,} rows of --nx {args.nx}; a picture holds at most "
+            f"{MAX_FILTERS_DRAWN:,} filters in at most {MAX_FILTERS_PER_SIDE} rows"
+        )
     if not have_matplotlib():
-        raise CommandError(f"matplotlib is needed to draw the filters; install it with: {INSTALL_HINT}")
+        raise CommandError(
+            f"matplotlib is needed to draw the filters; install it with: {INSTALL_HINT}"
+        )
     output = Path(args.output)
     formats = _picture_formats()
     suffix = output.suffix.lower().lstrip(".")
     if suffix not in formats:
-        raise CommandError(f"-o {output}: the file name must end in a picture format's suffix "
-                           f"({', '.join('.' + name for name in formats)})")
+        raise CommandError(
+            f"-o {output}: the file name must end in a picture format's suffix "
+            f"({', '.join('.' + name for name in formats)})"
+        )
     if output.is_dir():
         raise CommandError(f"-o {output} is a directory; it must name a file")
     if output.parent != Path("."):
@@ -1545,15 +2094,31 @@ def _filters(args: argparse.Namespace) -> int:
     except OSError as error:
         raise _OutputError(f"cannot write {output}: {_os_reason(error)}") from None
     count, channels, height, width = filters.shape
-    print(f"Wrote {output}: {count} filters of {height}x{width}"
-          + (f" (channel 0 of {channels})" if channels > 1 else ""))
+    print(
+        f"Wrote {output}: {count} filters of {height}x{width}"
+        + (f" (channel 0 of {channels})" if channels > 1 else "")
+    )
     return EXIT_OK
 
 
 # Formats matplotlib writes by itself or through Pillow's built-in codecs; left out: pgf (needs a
 # TeX installation) and avif (an optional Pillow codec), which fail only when the file is written.
-PICTURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp",
-                   "gif", "raw", "rgba")
+PICTURE_FORMATS = (
+    "png",
+    "pdf",
+    "svg",
+    "svgz",
+    "eps",
+    "ps",
+    "jpg",
+    "jpeg",
+    "tif",
+    "tiff",
+    "webp",
+    "gif",
+    "raw",
+    "rgba",
+)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -1562,11 +2127,14 @@ def _summary(args: argparse.Namespace) -> int:
 
     if args.params is not None:
         if args.num_classes is not None:
-            raise CommandError("--num-classes describes a network built by --net; PARAMS has its own classes")
+            raise CommandError(
+                "--num-classes describes a network built by --net; PARAMS has its own classes"
+            )
         params = _read_params(args.params)
         try:
-            network = network_from_params(params, net=args.net or "auto", input_shape=args.input_shape,
-                                          source=args.params)
+            network = network_from_params(
+                params, net=args.net or "auto", input_shape=args.input_shape, source=args.params
+            )
         except ParamsFileError as error:
             raise CommandError(str(error)) from None
         except ValueError as error:
@@ -1575,24 +2143,32 @@ def _summary(args: argparse.Namespace) -> int:
     else:
         name = args.net or "simple"
         if name == "auto":
-            raise CommandError("--net auto recognises the network of a parameter file: give PARAMS, or name a network")
+            raise CommandError(
+                "--net auto recognises the network of a parameter file: give PARAMS, or name a network"
+            )
         classes, shape = reference_setup(name)
         shape = args.input_shape or shape
         try:
-            network = build_network(name, num_classes=args.num_classes or classes, input_shape=shape, seed=0)
+            network = build_network(
+                name, num_classes=args.num_classes or classes, input_shape=shape, seed=0
+            )
         except ValueError as error:
             raise CommandError(f"--net {name}: {error}") from None
         except MemoryError:
-            raise CommandError(f"--net {name}: a network of these sizes is too large for the memory") from None
+            raise CommandError(
+                f"--net {name}: a network of these sizes is too large for the memory"
+            ) from None
     try:
         summary = network.summary(shape, batch_size=args.batch_size, depth=args.depth)
-    except ValueError as error:  # an input the network cannot take (too small, wrong size for its fc)
+    except (
+        ValueError
+    ) as error:  # an input the network cannot take (too small, wrong size for its fc)
         raise CommandError(f"--input-shape {','.join(map(str, shape))}: {error}") from None
     print(summary)
     return EXIT_OK
 
 
-def _picture_formats() -> List[str]:
+def _picture_formats() -> list[str]:
     """The file suffixes ``tinyconv filters`` can write: PICTURE_FORMATS that this matplotlib
     knows."""
     from matplotlib.backend_bases import FigureCanvasBase
@@ -1601,7 +2177,7 @@ def _picture_formats() -> List[str]:
     return [name for name in PICTURE_FORMATS if name in known]
 
 
-def _package_version(module_name: str) -> Optional[str]:
+def _package_version(module_name: str) -> str | None:
     try:
         module = __import__(module_name)
     except ImportError:
@@ -1611,6 +2187,7 @@ def _package_version(module_name: str) -> Optional[str]:
 
 def _info(args: argparse.Namespace) -> int:
     import tinyconv
+
     from .datasets import ENV_VAR, SAMPLE_DIR, dataset_locations
 
     tinyconv.show_config()
@@ -1618,8 +2195,10 @@ def _info(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         print("Data sets (searched in this order; the first place holding all four files wins):")
     else:
-        print(f"Data sets (with --data-dir, read from {args.data_dir} only; nothing else is "
-              f"searched or downloaded):")
+        print(
+            f"Data sets (with --data-dir, read from {args.data_dir} only; nothing else is "
+            f"searched or downloaded):"
+        )
     print(f"  sample: {SAMPLE_DIR} (shipped with tinyconv)")
     for name in ("mnist", "fashion-mnist"):
         locations = dataset_locations(name, data_dir=args.data_dir)
@@ -1638,10 +2217,12 @@ def _info(args: argparse.Namespace) -> int:
             print(f"    - {location.describe()}")
     print()
     print("Optional packages:")
-    for module_name, purpose, extra in (("matplotlib", "pictures", "plot"),
-                                        ("tqdm", "progress bars", "progress"),
-                                        ("platformdirs", "standard cache directory", "cache"),
-                                        ("onnx", "tinyconv export", "onnx")):
+    for module_name, purpose, extra in (
+        ("matplotlib", "pictures", "plot"),
+        ("tqdm", "progress bars", "progress"),
+        ("platformdirs", "standard cache directory", "cache"),
+        ("onnx", "tinyconv export", "onnx"),
+    ):
         version = _package_version(module_name)
         state = version if version else f'not installed (pip install "tinyconv[{extra}]")'
         print(f"  {module_name} ({purpose}): {state}")
@@ -1662,15 +2243,17 @@ def _print_mpi_info() -> None:
     except (ImportError, RuntimeError) as error:  # mpi4py without a loadable MPI library
         print(f"  mpi4py (--distributed): installed, but MPI cannot start: {error}")
         return
-    print(f"  mpi4py (--distributed): {summary['mpi4py']}; MPI {summary['standard']} library: "
-          f"{summary['library']}; world size {summary['world_size']}")
+    print(
+        f"  mpi4py (--distributed): {summary['mpi4py']}; MPI {summary['standard']} library: "
+        f"{summary['library']}; world size {summary['world_size']}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Entry point
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tinyconv`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit
     code instead of exiting, so it can be called from Python and tests."""
     parser = build_parser()
@@ -1721,7 +2304,9 @@ def _abort_other_ranks(args: argparse.Namespace, exit_code: int) -> None:
     leave the others waiting for it in a collective: end them all."""
     comm = getattr(args, "comm", None)
     if comm is not None and comm.Get_size() > 1:
-        sys.stderr.write(f"tinyconv: rank {comm.Get_rank()} of {comm.Get_size()} stopped; aborting all ranks\n")
+        sys.stderr.write(
+            f"tinyconv: rank {comm.Get_rank()} of {comm.Get_size()} stopped; aborting all ranks\n"
+        )
         sys.stderr.flush()
         comm.Abort(exit_code)
 

@@ -22,10 +22,17 @@ two input gradients are summed into whichever of them the block owns.
 first layer, or everything before the first layer with trainable parameters): steps before the first
 trainable one are not run at all in backward, and that one is told to skip its ``dx``.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import (
+    Any,
+    Callable,
+    NamedTuple,
+    Union,
+)
 
 import numpy as np
 
@@ -33,7 +40,7 @@ from . import functional as F
 from .layers import BatchNormalization, Convolution, Layer, Pooling, Relu, StepResult
 from .summary import SummaryRow, container_row
 
-__all__ = ["Sequential", "Residual", "FUSIONS", "named_arrays", "has_trainable_parameters"]
+__all__ = ["FUSIONS", "Residual", "Sequential", "has_trainable_parameters", "named_arrays"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,14 +106,15 @@ class _FoldedConvBatchNorm:
     absorb the running statistics (``W * gamma / std``, ``(b - mean) * gamma / std + beta``),
     folded afresh on each call so parameter updates are always seen."""
 
-    def __init__(self, conv: Convolution, norm: BatchNormalization, relu: Optional[Relu] = None):
+    def __init__(self, conv: Convolution, norm: BatchNormalization, relu: Relu | None = None):
         self.layers = (conv, norm) if relu is None else (conv, norm, relu)
         self._conv, self._norm, self._relu = conv, norm, relu
 
     def forward(self, x, train: bool, x_owned: bool) -> StepResult:
         conv, norm = self._conv, self._norm
-        W, b = F.fold_batch_norm(conv.W, conv.b, norm.gamma, norm.beta, norm.running_mean, norm.running_var,
-                                 norm.eps)
+        W, b = F.fold_batch_norm(
+            conv.W, conv.b, norm.gamma, norm.beta, norm.running_mean, norm.running_var, norm.eps
+        )
         return F.conv2d_forward(x, W, b, conv.stride, conv.pad, relu=self._relu is not None), True
 
 
@@ -114,7 +122,7 @@ class _FoldedConvBatchNorm:
 # The fusion table
 
 
-def _per_channel_norm(norm: BatchNormalization, conv: Optional[Convolution] = None) -> bool:
+def _per_channel_norm(norm: BatchNormalization, conv: Convolution | None = None) -> bool:
     """Whether ``norm`` normalises per channel of the convolution before it (one statistic per
     filter), which is what folding and the fused kernels need."""
     if not isinstance(norm.gamma, np.ndarray) or norm.gamma.ndim != 1:
@@ -129,7 +137,7 @@ class Fusion(NamedTuple):
     ``make`` in plan ``phase`` (``"train"``/``"infer"`` forward, or ``"backward"``)."""
 
     phase: str
-    types: Tuple[Type[Any], ...]
+    types: tuple[type[Any], ...]
     applies: Callable[..., bool]
     make: Callable[..., Any]
 
@@ -143,10 +151,19 @@ def _is_max_pooling(_relu: Relu, pooling: Pooling) -> bool:
 
 
 #: Longer patterns first: the plan takes the first entry that matches at each position.
-FUSIONS: List[Fusion] = [
-    Fusion("infer", (Convolution, BatchNormalization, Relu), lambda c, n, r: _per_channel_norm(n, c),
-           _FoldedConvBatchNorm),
-    Fusion("infer", (Convolution, BatchNormalization), lambda c, n: _per_channel_norm(n, c), _FoldedConvBatchNorm),
+FUSIONS: list[Fusion] = [
+    Fusion(
+        "infer",
+        (Convolution, BatchNormalization, Relu),
+        lambda c, n, r: _per_channel_norm(n, c),
+        _FoldedConvBatchNorm,
+    ),
+    Fusion(
+        "infer",
+        (Convolution, BatchNormalization),
+        lambda c, n: _per_channel_norm(n, c),
+        _FoldedConvBatchNorm,
+    ),
     Fusion("train", (Convolution, Relu), _always, _ForwardWithRelu),
     Fusion("infer", (Convolution, Relu), _always, _ForwardWithRelu),
     Fusion("train", (BatchNormalization, Relu), _always, _ForwardWithRelu),
@@ -161,16 +178,22 @@ def _register_residual_fusions() -> None:
     FUSIONS.insert(0, Fusion("infer", (Residual, Relu), _always, _ForwardWithRelu))
 
 
-def _plan(layers: Sequence[Any], phase: str) -> List[Any]:
-    steps: List[Any] = []
+def _plan(layers: Sequence[Any], phase: str) -> list[Any]:
+    steps: list[Any] = []
     i = 0
     while i < len(layers):
         for fusion in FUSIONS:
             k = len(fusion.types)
-            group = layers[i:i + k]
-            if (fusion.phase == phase and len(group) == k
-                    and all(type(layer) is kind or isinstance(layer, kind) for layer, kind in zip(group, fusion.types))
-                    and fusion.applies(*group)):
+            group = layers[i : i + k]
+            if (
+                fusion.phase == phase
+                and len(group) == k
+                and all(
+                    type(layer) is kind or isinstance(layer, kind)
+                    for layer, kind in zip(group, fusion.types)
+                )
+                and fusion.applies(*group)
+            ):
                 steps.append(fusion.make(*group))
                 i += k
                 break
@@ -197,7 +220,7 @@ class ArraySlot(NamedTuple):
     name: str
     layer: Any
     attribute: str
-    gradient: Optional[str]
+    gradient: str | None
 
 
 def named_arrays(layer: Any, prefix: str = "") -> Iterator[ArraySlot]:
@@ -224,12 +247,14 @@ def _path(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _rows_of(layer: Any, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+def _rows_of(layer: Any, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
     """``layer``'s summary rows, its own first."""
     rows = getattr(layer, "summary_rows", None)
     if rows is None:
-        raise TypeError(f"layer {name!r} ({type(layer).__name__}) cannot be summarised: it does not declare "
-                        "summary_rows/output_shape (derive it from tinyconv.layers.Layer)")
+        raise TypeError(
+            f"layer {name!r} ({type(layer).__name__}) cannot be summarised: it does not declare "
+            "summary_rows/output_shape (derive it from tinyconv.layers.Layer)"
+        )
     return rows(tuple(input_shape), name)
 
 
@@ -237,7 +262,7 @@ def _rows_of(layer: Any, input_shape: Tuple[int, ...], name: str) -> List[Summar
 # Containers
 
 
-LayerList = Union["OrderedDict[str, Any]", List[Any]]
+LayerList = Union["OrderedDict[str, Any]", list[Any]]
 
 
 class Sequential(Layer):
@@ -248,17 +273,19 @@ class Sequential(Layer):
     ``forward(x, train_flg=False)`` and ``backward(dout)`` are the plain layer interface;
     networks call ``step_forward``/``step_backward`` with ownership (module docstring)."""
 
-    def __init__(self, layers: Union[LayerList, Mapping[str, Any], None] = None):
+    def __init__(self, layers: LayerList | Mapping[str, Any] | None = None):
         if layers is None:
             layers = OrderedDict()
-        self.layers: LayerList = layers if isinstance(layers, (OrderedDict, list)) else OrderedDict(layers)
+        self.layers: LayerList = (
+            layers if isinstance(layers, (OrderedDict, list)) else OrderedDict(layers)
+        )
         self._plans: dict = {}
-        self._planned_for: Tuple[int, ...] = ()
+        self._planned_for: tuple[int, ...] = ()
 
-    def layer_list(self) -> List[Any]:
+    def layer_list(self) -> list[Any]:
         return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
 
-    def named_children(self) -> List[Tuple[str, Any]]:
+    def named_children(self) -> list[tuple[str, Any]]:
         if isinstance(self.layers, Mapping):
             return list(self.layers.items())
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
@@ -272,7 +299,7 @@ class Sequential(Layer):
     def __iter__(self):
         return iter(self.layer_list())
 
-    def _steps(self, phase: str) -> List[Any]:
+    def _steps(self, phase: str) -> list[Any]:
         layers = self.layer_list()
         identity = tuple(map(id, layers))
         if identity != self._planned_for:
@@ -282,7 +309,7 @@ class Sequential(Layer):
             plan = self._plans[phase] = _plan(layers, phase)
         return plan
 
-    def plan(self, phase: str) -> List[Tuple[str, ...]]:
+    def plan(self, phase: str) -> list[tuple[str, ...]]:
         """The steps of plan ``phase`` (``"train"``, ``"infer"``, ``"backward"``) as tuples of
         layer class names: what runs fused (for reading, and for tests)."""
         if phase not in ("train", "infer", "backward"):
@@ -299,8 +326,14 @@ class Sequential(Layer):
         first = 0
         if not need_dx:
             # Nothing before the first step with trainable parameters needs running.
-            first = next((index for index, step in enumerate(steps)
-                          if any(has_trainable_parameters(layer) for layer in step.layers)), -1)
+            first = next(
+                (
+                    index
+                    for index, step in enumerate(steps)
+                    if any(has_trainable_parameters(layer) for layer in step.layers)
+                ),
+                -1,
+            )
             if first < 0:
                 return None, False
         for index in range(len(steps) - 1, first - 1, -1):
@@ -310,9 +343,11 @@ class Sequential(Layer):
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for layer in self.layer_list())
 
-    def children_rows(self, input_shape: Tuple[int, ...], prefix: str) -> Tuple[List[SummaryRow], Tuple[int, ...]]:
+    def children_rows(
+        self, input_shape: tuple[int, ...], prefix: str
+    ) -> tuple[list[SummaryRow], tuple[int, ...]]:
         """The summary rows of the layers, named under ``prefix``, and the output shape."""
-        rows: List[SummaryRow] = []
+        rows: list[SummaryRow] = []
         shape = tuple(input_shape)
         for name, layer in self.named_children():
             layer_rows = _rows_of(layer, shape, _path(prefix, name))
@@ -320,11 +355,11 @@ class Sequential(Layer):
             shape = layer_rows[0].output_shape
         return rows, shape
 
-    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+    def summary_rows(self, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
         rows, output_shape = self.children_rows(input_shape, name)
-        return [container_row(name, self, input_shape, output_shape, rows)] + rows
+        return [container_row(name, self, input_shape, output_shape, rows), *rows]
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.children_rows(input_shape, "")[1]
 
     def forward(self, x, train_flg: bool = False):
@@ -334,7 +369,10 @@ class Sequential(Layer):
         return self.step_backward(dout, False, True)[0]
 
     def __repr__(self) -> str:
-        inner = "\n".join(f"  ({name}): " + repr(layer).replace("\n", "\n  ") for name, layer in self.named_children())
+        inner = "\n".join(
+            f"  ({name}): " + repr(layer).replace("\n", "\n  ")
+            for name, layer in self.named_children()
+        )
         return f"Sequential(\n{inner}\n)"
 
 
@@ -348,14 +386,21 @@ class Residual(Layer):
     Parameter names: the body's layers directly under the block (``conv1``, ``bn1``, ...), the
     shortcut's under ``shortcut_name`` (``downsample``, as torchvision's blocks)."""
 
-    def __init__(self, body: Any, shortcut: Any = None, shortcut_name: str = "downsample", *, relu: bool = False):
+    def __init__(
+        self,
+        body: Any,
+        shortcut: Any = None,
+        shortcut_name: str = "downsample",
+        *,
+        relu: bool = False,
+    ):
         self.body = body if isinstance(body, Sequential) else Sequential(body)
         self.shortcut = shortcut
         self.shortcut_name = shortcut_name
         #: The block's own ReLU (what its backward pass masks by), or None.
-        self.relu: Optional[Relu] = Relu() if relu else None
+        self.relu: Relu | None = Relu() if relu else None
 
-    def named_children(self) -> List[Tuple[str, Any]]:
+    def named_children(self) -> list[tuple[str, Any]]:
         children = self.body.named_children()
         if self.shortcut is not None:
             children.append((self.shortcut_name, self.shortcut))
@@ -364,7 +409,7 @@ class Residual(Layer):
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for _, layer in self.named_children())
 
-    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+    def summary_rows(self, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
         # Both branches receive the block's input.
         rows, output_shape = self.body.children_rows(input_shape, name)
         if self.shortcut is not None:
@@ -374,11 +419,13 @@ class Residual(Layer):
         else:
             shortcut_shape = tuple(input_shape)
         if shortcut_shape != output_shape:
-            raise ValueError(f"residual block {name!r}: the body gives shape {output_shape} but the shortcut "
-                             f"{shortcut_shape}, for input shape {tuple(input_shape)}")
-        return [container_row(name, self, input_shape, output_shape, rows)] + rows
+            raise ValueError(
+                f"residual block {name!r}: the body gives shape {output_shape} but the shortcut "
+                f"{shortcut_shape}, for input shape {tuple(input_shape)}"
+            )
+        return [container_row(name, self, input_shape, output_shape, rows), *rows]
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.summary_rows(input_shape, "")[0].output_shape
 
     def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:

@@ -10,20 +10,24 @@ parameters, so they stay bitwise identical (checked every ``check_every`` steps 
 ``Allgather``). Nothing here imports mpi4py before a communicator is given: ``import tinyconv``
 never initialises MPI.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import sys
 import traceback
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RankDivergenceError", "MPI_INSTALL_HINT", "import_mpi", "mpi_summary", "DataParallel"]
+__all__ = ["MPI_INSTALL_HINT", "DataParallel", "RankDivergenceError", "import_mpi", "mpi_summary"]
 
 #: What to install when mpi4py (or an MPI library) is missing.
-MPI_INSTALL_HINT = 'pip install "tinyconv[mpi]" (mpi4py and the MPICH wheel), or mpi4py over a system MPI'
+MPI_INSTALL_HINT = (
+    'pip install "tinyconv[mpi]" (mpi4py and the MPICH wheel), or mpi4py over a system MPI'
+)
 
 
 class RankDivergenceError(RuntimeError):
@@ -38,7 +42,8 @@ class RankDivergenceError(RuntimeError):
             f"{', '.join(map(str, self.ranks))} differ from rank 0's (of {size} ranks). Every rank must "
             "run the same code on the same data with the same optimizer settings; a callback that "
             "changes the learning rate from something rank-specific (e.g. the epoch's seconds) or "
-            "a network built differently on one rank does this.")
+            "a network built differently on one rank does this."
+        )
 
 
 def import_mpi() -> Any:
@@ -46,30 +51,39 @@ def import_mpi() -> Any:
     try:
         from mpi4py import MPI
     except ImportError as error:
-        raise ImportError(f"data-parallel training needs mpi4py and an MPI library ({error}); "
-                          f"install them with: {MPI_INSTALL_HINT}") from None
+        raise ImportError(
+            f"data-parallel training needs mpi4py and an MPI library ({error}); "
+            f"install them with: {MPI_INSTALL_HINT}"
+        ) from None
     return MPI
 
 
-def mpi_summary(MPI: Any) -> Dict[str, Any]:
+def mpi_summary(MPI: Any) -> dict[str, Any]:
     """The MPI library (first line of its version string), the MPI standard version, mpi4py's
     version and the size of ``COMM_WORLD``: what ``tinyconv info`` and history.json record."""
     import mpi4py
 
     library = MPI.Get_library_version().strip().splitlines()
-    return {"library": " ".join(library[0].split()) if library else "unknown",
-            "standard": "%d.%d" % MPI.Get_version(), "mpi4py": mpi4py.__version__,
-            "world_size": MPI.COMM_WORLD.Get_size()}
+    return {
+        "library": " ".join(library[0].split()) if library else "unknown",
+        "standard": "{}.{}".format(*MPI.Get_version()),
+        "mpi4py": mpi4py.__version__,
+        "world_size": MPI.COMM_WORLD.Get_size(),
+    }
 
 
-def _checked_comm(comm: Any) -> Tuple[Any, Any]:
+def _checked_comm(comm: Any) -> tuple[Any, Any]:
     """``(MPI module, comm)`` for an mpi4py intra-communicator; TypeError otherwise."""
     module = type(comm).__module__ or ""
     if not module.startswith("mpi4py"):
-        raise TypeError(f"comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD), got {comm!r}")
+        raise TypeError(
+            f"comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD), got {comm!r}"
+        )
     MPI = import_mpi()
     if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
-        raise TypeError(f"comm must be an mpi4py intra-communicator such as MPI.COMM_WORLD, got {comm!r}")
+        raise TypeError(
+            f"comm must be an mpi4py intra-communicator such as MPI.COMM_WORLD, got {comm!r}"
+        )
     return MPI, comm
 
 
@@ -94,9 +108,9 @@ class DataParallel:
         self.MPI, self.comm = _checked_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.check_every = check_every
-        self._buffer: Optional[np.ndarray] = None
-        self._layout: Tuple[Tuple[str, Tuple[int, ...]], ...] = ()
-        self._views: Dict[str, np.ndarray] = {}
+        self._buffer: np.ndarray | None = None
+        self._layout: tuple[tuple[str, tuple[int, ...]], ...] = ()
+        self._views: dict[str, np.ndarray] = {}
         for value in network.state_dict().values():
             self.comm.Bcast(_contiguous_target(value), root=0)
         self.decorrelate_dropout(network)
@@ -108,7 +122,7 @@ class DataParallel:
         empty when ``n`` < ranks)."""
         return slice(n * self.rank // self.size, n * (self.rank + 1) // self.size)
 
-    def shared_seed(self, seed: Optional[int]) -> int:
+    def shared_seed(self, seed: int | None) -> int:
         """``seed``, or rank 0's fresh one when None: the batch order must be the same everywhere."""
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if self.rank == 0 else None
@@ -160,24 +174,27 @@ class DataParallel:
 
     # -- the one message per step -----------------------------------------------------------
 
-    def _buffer_for(self, network: Any) -> Dict[str, np.ndarray]:
+    def _buffer_for(self, network: Any) -> dict[str, np.ndarray]:
         """Views into the flat buffer, one per trainable parameter (rebuilt only when the set of
         trainable parameters changes, e.g. after ``freeze``)."""
         frozen = set(network.frozen_keys)
-        layout = tuple((key, value.shape) for key, value in network.params.items() if key not in frozen)
+        layout = tuple(
+            (key, value.shape) for key, value in network.params.items() if key not in frozen
+        )
         if self._buffer is None or layout != self._layout or self._buffer.dtype != network.dtype:
             total = sum(int(np.prod(shape)) for _, shape in layout)
             self._buffer = np.empty(total + 2, dtype=network.dtype)
             self._views, offset = {}, 0
             for key, shape in layout:
                 size = int(np.prod(shape))
-                self._views[key] = self._buffer[offset:offset + size].reshape(shape)
+                self._views[key] = self._buffer[offset : offset + size].reshape(shape)
                 offset += size
             self._layout = layout
         return self._views
 
-    def averaged_gradient(self, network: Any, x: np.ndarray, t: np.ndarray, global_batch: int,
-                          stop: bool) -> Tuple[Dict[str, np.ndarray], float, bool]:
+    def averaged_gradient(
+        self, network: Any, x: np.ndarray, t: np.ndarray, global_batch: int, stop: bool
+    ) -> tuple[dict[str, np.ndarray], float, bool]:
         """The full global batch's gradient and loss, from this rank's shard ``x, t`` and the
         others', in one in-place ``Allreduce``; and whether any rank asked to stop (Ctrl-C).
         Identical on every rank, so every rank takes the same decisions after it (a NaN anywhere
@@ -189,13 +206,15 @@ class DataParallel:
         if len(x):
             grads = network.gradient(x, t)
             if list(grads) != list(views):
-                raise RuntimeError(f"network.gradient returned the keys {list(grads)}, expected the trainable "
-                                   f"parameters {list(views)}")
+                raise RuntimeError(
+                    f"network.gradient returned the keys {list(grads)}, expected the trainable "
+                    f"parameters {list(views)}"
+                )
             for key, view in views.items():
                 np.multiply(grads[key], weight, out=view)
             buffer[self._LOSS] = float(network.last_loss) * weight
         else:  # an empty shard (global batch smaller than the number of ranks) adds nothing
-            buffer[:self._LOSS] = 0
+            buffer[: self._LOSS] = 0
             buffer[self._LOSS] = 0
         buffer[self._STOP] = 1 if stop else 0
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
@@ -211,16 +230,25 @@ class DataParallel:
         parts = np.zeros((len(network.params), 2), dtype=np.uint64)
         for i, value in enumerate(network.params.values()):
             words = _words(value)
-            parts[i] = words.sum(dtype=np.uint64), np.bitwise_xor.reduce(words, dtype=np.uint64, initial=0)
-        fingerprint = np.array([parts[:, 0].sum(dtype=np.uint64), np.bitwise_xor.reduce(parts[:, 1], initial=0)],
-                               dtype=np.uint64)
+            parts[i] = (
+                words.sum(dtype=np.uint64),
+                np.bitwise_xor.reduce(words, dtype=np.uint64, initial=0),
+            )
+        fingerprint = np.array(
+            [parts[:, 0].sum(dtype=np.uint64), np.bitwise_xor.reduce(parts[:, 1], initial=0)],
+            dtype=np.uint64,
+        )
         fingerprints = np.empty((self.size, 2), dtype=np.uint64)
         self.comm.Allgather(fingerprint, fingerprints)
-        differing = [rank for rank in range(1, self.size) if not np.array_equal(fingerprints[rank], fingerprints[0])]
+        differing = [
+            rank
+            for rank in range(1, self.size)
+            if not np.array_equal(fingerprints[rank], fingerprints[0])
+        ]
         if differing:
             raise RankDivergenceError(differing, step, self.size)
 
-    def correct_counts(self, network: Any, sets: Sequence[Tuple[Any, Any]]) -> List[float]:
+    def correct_counts(self, network: Any, sets: Sequence[tuple[Any, Any]]) -> list[float]:
         """Accuracies of ``network`` on each ``(x, t)`` of ``sets``, each rank predicting its
         shard and one ``Allreduce`` summing the counts of correct predictions: the same numbers
         as one process's ``network.accuracy`` (the network is identical everywhere)."""
@@ -237,8 +265,11 @@ class DataParallel:
         gathers from its own shards) over the ranks, in one ``Allreduce``, so that every rank
         evaluates and rank 0 checkpoints the same statistics."""
         params = set(network.params)
-        buffers = [value for key, value in network.state_dict().items()
-                   if key not in params and value.dtype.kind == "f"]
+        buffers = [
+            value
+            for key, value in network.state_dict().items()
+            if key not in params and value.dtype.kind == "f"
+        ]
         if not buffers:
             return
         flat = np.concatenate([value.reshape(-1).astype(np.float64) for value in buffers])
@@ -246,7 +277,7 @@ class DataParallel:
         flat /= self.size
         offset = 0
         for value in buffers:
-            value[...] = flat[offset:offset + value.size].reshape(value.shape)
+            value[...] = flat[offset : offset + value.size].reshape(value.shape)
             offset += value.size
 
     def threads_per_rank(self, num_procs: int) -> int:
@@ -265,9 +296,13 @@ class DataParallel:
         Returns (the caller raises) when this is the only rank."""
         if self.size == 1:
             return
-        sys.stderr.write(f"tinyconv: rank {self.rank} of {self.size} on {socket.gethostname()} failed {where}: "
-                         f"{type(error).__name__}: {error}\n")
-        sys.stderr.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        sys.stderr.write(
+            f"tinyconv: rank {self.rank} of {self.size} on {socket.gethostname()} failed {where}: "
+            f"{type(error).__name__}: {error}\n"
+        )
+        sys.stderr.write(
+            "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        )
         sys.stderr.write(f"tinyconv: aborting all {self.size} ranks\n")
         sys.stderr.flush()
         self.comm.Abort(1)
@@ -275,6 +310,8 @@ class DataParallel:
 
 def _contiguous_target(value: np.ndarray) -> np.ndarray:
     if not (isinstance(value, np.ndarray) and value.flags.c_contiguous and value.flags.writeable):
-        raise TypeError(f"cannot broadcast a network array that is not a writable C-contiguous ndarray "
-                        f"({type(value).__name__})")
+        raise TypeError(
+            f"cannot broadcast a network array that is not a writable C-contiguous ndarray "
+            f"({type(value).__name__})"
+        )
     return value

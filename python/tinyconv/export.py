@@ -42,24 +42,44 @@ convolutional models are valid ONNX and run in ``onnx.reference.ReferenceEvaluat
 tests check them with) and in runtimes that have the kernels. To deploy with ONNX Runtime, export
 float32 (``dtype=np.float32`` converts a float64 network's parameters).
 """
+
 from __future__ import annotations
 
 import json
 import numbers
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 
 from ._validate import as_pair
 from .containers import Residual, Sequential
-from .layers import (Affine, BatchNorm2d, BatchNormalization, ChannelPadShortcut, Convolution, Dropout,
-                     GlobalAvgPooling, Linear, Pooling, Relu, Sigmoid)
+from .layers import (
+    Affine,
+    BatchNorm2d,
+    BatchNormalization,
+    ChannelPadShortcut,
+    Convolution,
+    Dropout,
+    GlobalAvgPooling,
+    Linear,
+    Pooling,
+    Relu,
+    Sigmoid,
+)
 from .network import Network
 from .serialization import atomic_write
 
-__all__ = ["to_onnx", "DEFAULT_OPSET", "MIN_OPSET", "INPUT_NAME", "LOGITS_NAME", "PROBABILITIES_NAME",
-           "INSTALL_HINT"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "INSTALL_HINT",
+    "LOGITS_NAME",
+    "MIN_OPSET",
+    "PROBABILITIES_NAME",
+    "to_onnx",
+]
 
 #: The opset written by default: ONNX 1.12 (2022), run by ONNX Runtime >= 1.12, TensorRT >= 8.5,
 #: OpenVINO >= 2022.3 and onnxruntime-web.
@@ -96,7 +116,7 @@ class _Tensor(NamedTuple):
     """A tensor of the graph: its name and shape (None for dimensions known only at run time)."""
 
     name: str
-    shape: Tuple[Dim, ...]
+    shape: tuple[Dim, ...]
 
 
 def _describe_shape(shape: Sequence[Dim]) -> str:
@@ -110,11 +130,17 @@ class _Graph:
     ``layer1.0.bn1.running_var``), so initializers carry the names of the parameter files.
     ``reserved``: names no layer may take (the graph's inputs and outputs)."""
 
-    def __init__(self, onnx: Any, dtype: np.dtype, array_names: Dict[Tuple[int, str], str], reserved: Sequence[str]):
+    def __init__(
+        self,
+        onnx: Any,
+        dtype: np.dtype,
+        array_names: dict[tuple[int, str], str],
+        reserved: Sequence[str],
+    ):
         self.onnx = onnx
         self.dtype = dtype
-        self.nodes: List[Any] = []
-        self.initializers: List[Any] = []
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
         self._array_names = array_names
         self._used: set = set(reserved)
 
@@ -143,7 +169,9 @@ class _Graph:
     def node(self, op_type: str, inputs: Sequence[str], scope: str, **attributes: Any) -> str:
         """Append a node; returns the name of its (single) output."""
         name = self.unique(scope or op_type)
-        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), [name], name=name, **attributes))
+        self.nodes.append(
+            self.onnx.helper.make_node(op_type, list(inputs), [name], name=name, **attributes)
+        )
         return name
 
     def rename_output(self, old: str, new: str) -> None:
@@ -160,7 +188,7 @@ class _Graph:
 
 
 _Exporter = Callable[[_Graph, Any, _Tensor, str], _Tensor]
-_EXPORTERS: Dict[type, _Exporter] = {}
+_EXPORTERS: dict[type, _Exporter] = {}
 
 
 def _exports(*layer_types: type) -> Callable[[_Exporter], _Exporter]:
@@ -168,6 +196,7 @@ def _exports(*layer_types: type) -> Callable[[_Exporter], _Exporter]:
         for layer_type in layer_types:
             _EXPORTERS[layer_type] = function
         return function
+
     return register
 
 
@@ -175,8 +204,10 @@ def _export_layer(graph: _Graph, layer: Any, x: _Tensor, scope: str) -> _Tensor:
     exporter = _EXPORTERS.get(type(layer))
     if exporter is None:
         known = ", ".join(sorted(kind.__name__ for kind in _EXPORTERS))
-        raise TypeError(f"to_onnx cannot export layer {scope!r} of type {type(layer).__module__}."
-                        f"{type(layer).__qualname__}: no ONNX form is known for it (exportable: {known})")
+        raise TypeError(
+            f"to_onnx cannot export layer {scope!r} of type {type(layer).__module__}."
+            f"{type(layer).__qualname__}: no ONNX form is known for it (exportable: {known})"
+        )
     return exporter(graph, layer, x, scope)
 
 
@@ -185,8 +216,10 @@ class _ShapeError(ValueError):
 
 
 def _misfit(scope: str, layer: Any, x: _Tensor, why: str) -> _ShapeError:
-    return _ShapeError(f"layer {scope!r} ({type(layer).__name__}) gets a tensor of shape "
-                       f"{_describe_shape(x.shape)}: {why}")
+    return _ShapeError(
+        f"layer {scope!r} ({type(layer).__name__}) gets a tensor of shape "
+        f"{_describe_shape(x.shape)}: {why}"
+    )
 
 
 def _require_4d(layer: Any, x: _Tensor, scope: str) -> None:
@@ -194,13 +227,17 @@ def _require_4d(layer: Any, x: _Tensor, scope: str) -> None:
         raise _misfit(scope, layer, x, "it needs (N, C, H, W) images")
 
 
-def _window_output(size: Dim, window: int, stride: int, pad: int, layer: Any, x: _Tensor, scope: str) -> Dim:
+def _window_output(
+    size: Dim, window: int, stride: int, pad: int, layer: Any, x: _Tensor, scope: str
+) -> Dim:
     """tinyconv's output size, ``(size + 2 * pad - window) // stride + 1``: rounded down, every
     window inside the padded input (ONNX's ``ceil_mode=0`` with explicit pads is the same)."""
     if size is None:
         return None
     if size + 2 * pad < window:
-        raise _misfit(scope, layer, x, f"a {window}-wide window does not fit {size} + 2 x {pad} padding")
+        raise _misfit(
+            scope, layer, x, f"a {window}-wide window does not fit {size} + 2 x {pad} padding"
+        )
     return (size + 2 * pad - window) // stride + 1
 
 
@@ -210,12 +247,16 @@ def _flat(graph: _Graph, x: _Tensor, scope: str) -> _Tensor:
         return x
     rest = x.shape[1:]
     features = None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64))
-    return _Tensor(graph.node("Flatten", [x.name], f"{scope}.flatten", axis=1), (x.shape[0], features))
+    return _Tensor(
+        graph.node("Flatten", [x.name], f"{scope}.flatten", axis=1), (x.shape[0], features)
+    )
 
 
 def _check_features(layer: Any, x: _Tensor, expected: int, scope: str) -> None:
     if x.shape[1] is not None and x.shape[1] != expected:
-        raise _misfit(scope, layer, x, f"it takes {expected} features, the input gives {x.shape[1]}")
+        raise _misfit(
+            scope, layer, x, f"it takes {expected} features, the input gives {x.shape[1]}"
+        )
 
 
 def _vector(value: Any, size: int) -> np.ndarray:
@@ -233,11 +274,21 @@ def _sequential(graph: _Graph, layer: Sequential, x: _Tensor, scope: str) -> _Te
 @_exports(Residual)
 def _residual(graph: _Graph, layer: Residual, x: _Tensor, scope: str) -> _Tensor:
     body = _sequential(graph, layer.body, x, scope)
-    shortcut = x if layer.shortcut is None else _export_layer(graph, layer.shortcut, x, f"{scope}.{layer.shortcut_name}")
+    shortcut = (
+        x
+        if layer.shortcut is None
+        else _export_layer(graph, layer.shortcut, x, f"{scope}.{layer.shortcut_name}")
+    )
     if len(body.shape) != len(shortcut.shape) or any(
-            a is not None and b is not None and a != b for a, b in zip(body.shape, shortcut.shape)):
-        raise _misfit(scope, layer, x, f"its body gives {_describe_shape(body.shape)} but its shortcut "
-                                       f"{_describe_shape(shortcut.shape)}")
+        a is not None and b is not None and a != b for a, b in zip(body.shape, shortcut.shape)
+    ):
+        raise _misfit(
+            scope,
+            layer,
+            x,
+            f"its body gives {_describe_shape(body.shape)} but its shortcut "
+            f"{_describe_shape(shortcut.shape)}",
+        )
     shape = tuple(a if a is not None else b for a, b in zip(body.shape, shortcut.shape))
     y = graph.node("Add", [body.name, shortcut.name], f"{scope}.add")
     if layer.relu is not None:
@@ -256,8 +307,14 @@ def _convolution(graph: _Graph, layer: Convolution, x: _Tensor, scope: str) -> _
     out_w = _window_output(x.shape[3], fw, sw, pw, layer, x, scope)
     inputs = [x.name, graph.array(layer, "W", scope)]
     if layer.b is not None:
-        inputs.append(graph.array(layer, "b", scope, None if np.ndim(layer.b) == 1 else _vector(layer.b, filters)))
-    y = graph.node("Conv", inputs, scope, kernel_shape=[fh, fw], strides=[sh, sw], pads=[ph, pw, ph, pw])
+        inputs.append(
+            graph.array(
+                layer, "b", scope, None if np.ndim(layer.b) == 1 else _vector(layer.b, filters)
+            )
+        )
+    y = graph.node(
+        "Conv", inputs, scope, kernel_shape=[fh, fw], strides=[sh, sw], pads=[ph, pw, ph, pw]
+    )
     return _Tensor(y, (x.shape[0], filters, out_h, out_w))
 
 
@@ -268,11 +325,18 @@ def _pooling(graph: _Graph, layer: Pooling, x: _Tensor, scope: str) -> _Tensor:
     (sh, sw), (ph, pw) = as_pair(layer.stride, "stride", 1), as_pair(layer.pad, "pad", 0)
     out_h = _window_output(x.shape[2], kh, sh, ph, layer, x, scope)
     out_w = _window_output(x.shape[3], kw, sw, pw, layer, x, scope)
-    window = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, ph, pw], "ceil_mode": 0}
+    window = {
+        "kernel_shape": [kh, kw],
+        "strides": [sh, sw],
+        "pads": [ph, pw, ph, pw],
+        "ceil_mode": 0,
+    }
     if layer.mode == "max":
         if ph >= kh or pw >= kw:  # a window of padding alone: tinyconv refuses it, ONNX too
-            raise ValueError(f"layer {scope!r}: max pooling needs pad < pool, got pad ({ph}, {pw}) for a "
-                             f"{kh}x{kw} window")
+            raise ValueError(
+                f"layer {scope!r}: max pooling needs pad < pool, got pad ({ph}, {pw}) for a "
+                f"{kh}x{kw} window"
+            )
         y = graph.node("MaxPool", [x.name], scope, **window)
         return _Tensor(y, (x.shape[0], x.shape[1], out_h, out_w))
     source = x.name
@@ -303,11 +367,21 @@ def _dropout(graph: _Graph, layer: Dropout, x: _Tensor, scope: str) -> _Tensor:
     keep = 1.0 - float(layer.dropout_ratio)
     if keep == 1.0:
         return x
-    return _Tensor(graph.node("Mul", [x.name, graph.constant(f"{scope}.keep_ratio", keep)], scope), x.shape)
+    return _Tensor(
+        graph.node("Mul", [x.name, graph.constant(f"{scope}.keep_ratio", keep)], scope), x.shape
+    )
 
 
-def _fully_connected(graph: _Graph, layer: Any, x: _Tensor, scope: str, features: int, outputs: int,
-                     bias: Optional[np.ndarray], **attributes: Any) -> _Tensor:
+def _fully_connected(
+    graph: _Graph,
+    layer: Any,
+    x: _Tensor,
+    scope: str,
+    features: int,
+    outputs: int,
+    bias: np.ndarray | None,
+    **attributes: Any,
+) -> _Tensor:
     """A Gemm of the flattened input with the layer's W (and b): Affine and Linear."""
     x = _flat(graph, x, scope)
     _check_features(layer, x, features, scope)
@@ -333,34 +407,55 @@ def _linear(graph: _Graph, layer: Linear, x: _Tensor, scope: str) -> _Tensor:
 @_exports(BatchNormalization, BatchNorm2d)
 def _batch_norm(graph: _Graph, layer: BatchNormalization, x: _Tensor, scope: str) -> _Tensor:
     size = int(np.size(layer.gamma))
-    features = None if any(d is None for d in x.shape[1:]) else int(np.prod(x.shape[1:], dtype=np.int64))
+    features = (
+        None if any(d is None for d in x.shape[1:]) else int(np.prod(x.shape[1:], dtype=np.int64))
+    )
     # tinyconv's rule (BatchNormalization._is_per_channel): one entry per feature normalises each
     # feature; else one per channel of a 4-D input each channel. With the height or width unknown,
     # one entry per channel is per channel (per feature would mean a 1x1 image: the same thing).
     per_feature = features == size
     if not per_feature and not (len(x.shape) == 4 and x.shape[1] == size):
-        raise _misfit(scope, layer, x, f"gamma has {size} entries, neither one per feature nor one per channel")
+        raise _misfit(
+            scope,
+            layer,
+            x,
+            f"gamma has {size} entries, neither one per feature nor one per channel",
+        )
     statistics = []
     for attribute in ("running_mean", "running_var"):
         if getattr(layer, attribute) is None:  # never trained: tinyconv starts the statistics at 0
             statistics.append(graph.constant(f"{scope}.{attribute}", np.zeros(size)))
         else:
             value = getattr(layer, attribute)
-            statistics.append(graph.array(layer, attribute, scope, None if np.shape(value) == (size,)
-                                          else np.reshape(value, size)))
+            statistics.append(
+                graph.array(
+                    layer,
+                    attribute,
+                    scope,
+                    None if np.shape(value) == (size,) else np.reshape(value, size),
+                )
+            )
     mean, variance = statistics
     epsilon = float(layer.eps)
     if graph.dtype == np.float64 and float(np.float32(epsilon)) != epsilon:
         # ONNX keeps epsilon as a 32-bit attribute, off by ~1e-8 relative for 1e-5 or 1e-6; a
         # float64 model adds the exact epsilon to the variance instead (folded by the runtime).
-        variance = graph.node("Add", [variance, graph.constant(f"{scope}.eps", epsilon)], f"{scope}.variance_plus_eps")
+        variance = graph.node(
+            "Add", [variance, graph.constant(f"{scope}.eps", epsilon)], f"{scope}.variance_plus_eps"
+        )
         epsilon = 0.0
     source = _flat(graph, x, scope) if per_feature and len(x.shape) > 2 else x
-    scale = graph.array(layer, "gamma", scope, None if np.ndim(layer.gamma) == 1 else np.reshape(layer.gamma, size))
-    shift = graph.array(layer, "beta", scope, None if np.ndim(layer.beta) == 1 else np.reshape(layer.beta, size))
-    y = graph.node("BatchNormalization", [source.name, scale, shift, mean, variance], scope, epsilon=epsilon)
+    scale = graph.array(
+        layer, "gamma", scope, None if np.ndim(layer.gamma) == 1 else np.reshape(layer.gamma, size)
+    )
+    shift = graph.array(
+        layer, "beta", scope, None if np.ndim(layer.beta) == 1 else np.reshape(layer.beta, size)
+    )
+    y = graph.node(
+        "BatchNormalization", [source.name, scale, shift, mean, variance], scope, epsilon=epsilon
+    )
     if source is not x:  # back to the input's shape: the batch dimension as it is, the rest known
-        shape = graph.constant(f"{scope}.shape", (0,) + tuple(x.shape[1:]), dtype=np.int64)
+        shape = graph.constant(f"{scope}.shape", (0, *tuple(x.shape[1:])), dtype=np.int64)
         y = graph.node("Reshape", [y, shape], f"{scope}.unflatten")
     return _Tensor(y, x.shape)
 
@@ -369,20 +464,30 @@ def _batch_norm(graph: _Graph, layer: BatchNormalization, x: _Tensor, scope: str
 def _global_avg_pooling(graph: _Graph, layer: GlobalAvgPooling, x: _Tensor, scope: str) -> _Tensor:
     _require_4d(layer, x, scope)
     pooled = graph.node("GlobalAveragePool", [x.name], scope)
-    return _Tensor(graph.node("Flatten", [pooled], f"{scope}.flatten", axis=1), (x.shape[0], x.shape[1]))
+    return _Tensor(
+        graph.node("Flatten", [pooled], f"{scope}.flatten", axis=1), (x.shape[0], x.shape[1])
+    )
 
 
 @_exports(ChannelPadShortcut)
-def _channel_pad_shortcut(graph: _Graph, layer: ChannelPadShortcut, x: _Tensor, scope: str) -> _Tensor:
+def _channel_pad_shortcut(
+    graph: _Graph, layer: ChannelPadShortcut, x: _Tensor, scope: str
+) -> _Tensor:
     _require_4d(layer, x, scope)
     channels, stride, out_channels = x.shape[1], int(layer.stride), int(layer.out_channels)
     if channels is None or channels > out_channels:
         raise _misfit(scope, layer, x, f"it widens to {out_channels} channels")
     name, (n, _, h, w) = x.name, x.shape
     if stride != 1:  # x[:, :, ::stride, ::stride]
-        index = (lambda *values: graph.constant(f"{scope}.slice", values, dtype=np.int64))
-        name = graph.node("Slice", [name, index(0, 0), index(_INT64_MAX, _INT64_MAX), index(2, 3),
-                                    index(stride, stride)], f"{scope}.subsample")
+
+        def index(*values):
+            return graph.constant(f"{scope}.slice", values, dtype=np.int64)
+
+        name = graph.node(
+            "Slice",
+            [name, index(0, 0), index(_INT64_MAX, _INT64_MAX), index(2, 3), index(stride, stride)],
+            f"{scope}.subsample",
+        )
         h = None if h is None else -(-h // stride)
         w = None if w is None else -(-w // stride)
     before = (out_channels - channels) // 2
@@ -397,7 +502,9 @@ def _channel_pad_shortcut(graph: _Graph, layer: ChannelPadShortcut, x: _Tensor, 
 # Arguments
 
 
-def _checked_optional_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> Optional[int]:
+def _checked_optional_int(
+    value: Any, name: str, minimum: int, maximum: int | None = None
+) -> int | None:
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -409,7 +516,7 @@ def _checked_optional_int(value: Any, name: str, minimum: int, maximum: Optional
     return value
 
 
-def _checked_text(value: Any, name: str) -> Optional[str]:
+def _checked_text(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -419,7 +526,7 @@ def _checked_text(value: Any, name: str) -> Optional[str]:
     return value
 
 
-def _checked_classes(classes: Any) -> Optional[List[str]]:
+def _checked_classes(classes: Any) -> list[str] | None:
     if classes is None:
         return None
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
@@ -433,7 +540,7 @@ def _checked_classes(classes: Any) -> Optional[List[str]]:
     return names
 
 
-def _default_input_shape(network: Network) -> Tuple[Dim, ...]:
+def _default_input_shape(network: Network) -> tuple[Dim, ...]:
     """What the network takes per sample: the image size it was built for (DLfS's convnets),
     its input features (the fully connected networks), or just the channels of a network that
     takes any image size (ResNets)."""
@@ -448,16 +555,20 @@ def _default_input_shape(network: Network) -> Tuple[Dim, ...]:
         return (int(np.shape(first.W)[1]), None, None)
     if isinstance(first, Affine):
         return (int(np.shape(first.W)[0]),)
-    raise ValueError(f"cannot tell what a {type(network).__name__} takes as input; give input_shape")
+    raise ValueError(
+        f"cannot tell what a {type(network).__name__} takes as input; give input_shape"
+    )
 
 
-def _checked_input_shape(input_shape: Any, network: Network) -> Tuple[Dim, ...]:
+def _checked_input_shape(input_shape: Any, network: Network) -> tuple[Dim, ...]:
     if input_shape is None:
         return _default_input_shape(network)
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise TypeError(f"input_shape must be a tuple (C, H, W) or (D,), got {input_shape!r}")
     if len(input_shape) not in (1, 3):
-        raise ValueError(f"input_shape must be (C, H, W) for images or (D,) for features, got {tuple(input_shape)!r}")
+        raise ValueError(
+            f"input_shape must be (C, H, W) for images or (D,) for features, got {tuple(input_shape)!r}"
+        )
     return tuple(_checked_optional_int(d, "input_shape entries", 1) for d in input_shape)
 
 
@@ -488,11 +599,11 @@ def _check_path(path: Any) -> str:
 # The model
 
 
-def _array_names(network: Network) -> Dict[Tuple[int, str], str]:
+def _array_names(network: Network) -> dict[tuple[int, str], str]:
     return {(id(slot.layer), slot.attribute): key for key, slot in network._slots.items()}
 
 
-def _architecture(network: Network) -> Optional[str]:
+def _architecture(network: Network) -> str | None:
     """Which ResNet a ResNet is (``resnet20``, ...), told from its parameter names; None for the
     other networks, whose class says it."""
     from .nets import identify_network
@@ -507,16 +618,26 @@ def _architecture(network: Network) -> Optional[str]:
         return None
 
 
-def _description(network: Network, dtype: np.dtype, input_dims: List[Any], outputs: int, softmax: bool,
-                 dataset: Optional[str], classes: Optional[List[str]], normalization: Optional[str],
-                 version: str) -> Tuple[str, Dict[str, str]]:
+def _description(
+    network: Network,
+    dtype: np.dtype,
+    input_dims: list[Any],
+    outputs: int,
+    softmax: bool,
+    dataset: str | None,
+    classes: list[str] | None,
+    normalization: str | None,
+    version: str,
+) -> tuple[str, dict[str, str]]:
     """The model's doc string and metadata properties."""
     architecture = _architecture(network)
     shown = "(" + ", ".join(str(d) for d in input_dims) + ")"
     images = len(input_dims) == 4
     layout = "NCHW: batch, channels, height, width" if images else "N x D: batch, features"
     normalization_text = normalization or "not recorded (give it to to_onnx as normalization=)"
-    outputs_text = f"{LOGITS_NAME} ({dtype.name}, ({input_dims[0]}, {outputs})): the scores before softmax"
+    outputs_text = (
+        f"{LOGITS_NAME} ({dtype.name}, ({input_dims[0]}, {outputs})): the scores before softmax"
+    )
     if softmax:
         outputs_text += f"; {PROBABILITIES_NAME}: their softmax over the classes"
     title = type(network).__name__ + (f" ({architecture})" if architecture else "")
@@ -526,7 +647,9 @@ def _description(network: Network, dtype: np.dtype, input_dims: List[Any], outpu
         f"Input normalisation: {normalization_text}.",
         f"Outputs: {outputs_text}.",
         f"Training data set: {dataset or 'not recorded'}.",
-        "Classes, in the order of the outputs: " + (", ".join(classes) if classes else "not recorded") + ".",
+        "Classes, in the order of the outputs: "
+        + (", ".join(classes) if classes else "not recorded")
+        + ".",
     ]
     metadata = {
         "tinyconv_version": version,
@@ -546,10 +669,19 @@ def _description(network: Network, dtype: np.dtype, input_dims: List[Any], outpu
     return "\n".join(lines), metadata
 
 
-def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = None, opset: int = DEFAULT_OPSET,
-            softmax: bool = False, input_shape: Optional[Sequence[Optional[int]]] = None, dtype: Any = None,
-            dataset: Optional[str] = None, classes: Optional[Sequence[str]] = None,
-            normalization: Optional[str] = None) -> Any:
+def to_onnx(
+    network: Network,
+    path: PathLike,
+    *,
+    batch_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    softmax: bool = False,
+    input_shape: Sequence[int | None] | None = None,
+    dtype: Any = None,
+    dataset: str | None = None,
+    classes: Sequence[str] | None = None,
+    normalization: str | None = None,
+) -> Any:
     """Write ``network`` as an ONNX model to ``path`` (atomically) and return the ``onnx.ModelProto``.
 
     The model computes ``network.predict(x)`` (inference: dropout scaled, batch norm with its
@@ -579,8 +711,10 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
     model passes ``onnx.checker.check_model(full_check=True)`` before it is written.
     """
     if not isinstance(network, Network):
-        raise TypeError(f"network must be a tinyconv network (tinyconv.network.Network), got "
-                        f"{type(network).__name__}")
+        raise TypeError(
+            f"network must be a tinyconv network (tinyconv.network.Network), got "
+            f"{type(network).__name__}"
+        )
     target = _check_path(path)
     batch_size = _checked_optional_int(batch_size, "batch_size", 1)
     if not isinstance(softmax, (bool, np.bool_)):
@@ -595,29 +729,43 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
     onnx = _import_onnx()
     newest = int(onnx.defs.onnx_opset_version())
     if not MIN_OPSET <= int(opset) <= newest:
-        raise ValueError(f"opset must be from {MIN_OPSET} to {newest} (the newest this onnx {onnx.__version__} "
-                         f"knows), got {opset}")
+        raise ValueError(
+            f"opset must be from {MIN_OPSET} to {newest} (the newest this onnx {onnx.__version__} "
+            f"knows), got {opset}"
+        )
     opset = int(opset)
-    size = sum(int(np.size(value)) for value in network.state_dict().values()) * model_dtype.itemsize
+    size = (
+        sum(int(np.size(value)) for value in network.state_dict().values()) * model_dtype.itemsize
+    )
     if size > _MAX_MODEL_BYTES:
-        raise ValueError(f"the network's {size / 2**30:.1f} GiB of {model_dtype.name} parameters exceed the 2 GiB "
-                         f"an ONNX file holds without external data")
+        raise ValueError(
+            f"the network's {size / 2**30:.1f} GiB of {model_dtype.name} parameters exceed the 2 GiB "
+            f"an ONNX file holds without external data"
+        )
 
     from . import __version__
 
-    graph = _Graph(onnx, model_dtype, _array_names(network), (INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME))
-    x = _Tensor(INPUT_NAME, (batch_size,) + sample_shape)
+    graph = _Graph(
+        onnx, model_dtype, _array_names(network), (INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME)
+    )
+    x = _Tensor(INPUT_NAME, (batch_size, *sample_shape))
     try:
         logits = _export_layer(graph, network._root(), x, "")
     except _ShapeError as error:
-        raise ValueError(f"input_shape {_describe_shape(sample_shape)} does not fit the {type(network).__name__}: "
-                         f"{error}") from None
+        raise ValueError(
+            f"input_shape {_describe_shape(sample_shape)} does not fit the {type(network).__name__}: "
+            f"{error}"
+        ) from None
     if len(logits.shape) != 2 or logits.shape[1] is None:
-        raise ValueError(f"the {type(network).__name__} ends in a tensor of shape {_describe_shape(logits.shape)}, "
-                         f"not (batch, classes) logits")
+        raise ValueError(
+            f"the {type(network).__name__} ends in a tensor of shape {_describe_shape(logits.shape)}, "
+            f"not (batch, classes) logits"
+        )
     outputs = int(logits.shape[1])
     if class_names is not None and len(class_names) != outputs:
-        raise ValueError(f"classes names {len(class_names)} classes but the network has {outputs} outputs")
+        raise ValueError(
+            f"classes names {len(class_names)} classes but the network has {outputs} outputs"
+        )
     if logits.name == x.name:  # no layers at all: the logits are the input itself
         logits = _Tensor(graph.node("Identity", [x.name], "identity"), logits.shape)
     graph.rename_output(logits.name, LOGITS_NAME)
@@ -625,23 +773,47 @@ def to_onnx(network: Network, path: PathLike, *, batch_size: Optional[int] = Non
     element = getattr(onnx.TensorProto, _ONNX_DTYPES[model_dtype])
     symbols = iter(("height", "width") if len(sample_shape) == 3 else ())
     input_dims = ["batch" if batch_size is None else batch_size] + [
-        next(symbols, f"dim{index}") if d is None else d for index, d in enumerate(sample_shape, start=1)]
+        next(symbols, f"dim{index}") if d is None else d
+        for index, d in enumerate(sample_shape, start=1)
+    ]
     batch_dim = input_dims[0]
     graph_outputs = [onnx.helper.make_tensor_value_info(LOGITS_NAME, element, [batch_dim, outputs])]
     if softmax:
-        graph.rename_output(graph.node("Softmax", [LOGITS_NAME], "softmax", axis=1), PROBABILITIES_NAME)
-        graph_outputs.append(onnx.helper.make_tensor_value_info(PROBABILITIES_NAME, element, [batch_dim, outputs]))
-    doc, metadata = _description(network, model_dtype, input_dims, outputs, bool(softmax), dataset, class_names,
-                                 normalization, __version__)
+        graph.rename_output(
+            graph.node("Softmax", [LOGITS_NAME], "softmax", axis=1), PROBABILITIES_NAME
+        )
+        graph_outputs.append(
+            onnx.helper.make_tensor_value_info(PROBABILITIES_NAME, element, [batch_dim, outputs])
+        )
+    doc, metadata = _description(
+        network,
+        model_dtype,
+        input_dims,
+        outputs,
+        bool(softmax),
+        dataset,
+        class_names,
+        normalization,
+        __version__,
+    )
     onnx_graph = onnx.helper.make_graph(
-        graph.nodes, f"tinyconv_{type(network).__name__}",
-        [onnx.helper.make_tensor_value_info(INPUT_NAME, element, input_dims)], graph_outputs,
-        initializer=graph.initializers, doc_string=doc)
+        graph.nodes,
+        f"tinyconv_{type(network).__name__}",
+        [onnx.helper.make_tensor_value_info(INPUT_NAME, element, input_dims)],
+        graph_outputs,
+        initializer=graph.initializers,
+        doc_string=doc,
+    )
     opsets = [onnx.helper.make_opsetid("", opset)]
     # The oldest IR version that carries this opset: the widest choice of runtimes that read it.
-    model = onnx.helper.make_model(onnx_graph, opset_imports=opsets, producer_name="tinyconv",
-                                   producer_version=__version__, doc_string=doc,
-                                   ir_version=onnx.helper.find_min_ir_version_for(opsets))
+    model = onnx.helper.make_model(
+        onnx_graph,
+        opset_imports=opsets,
+        producer_name="tinyconv",
+        producer_version=__version__,
+        doc_string=doc,
+        ir_version=onnx.helper.find_min_ir_version_for(opsets),
+    )
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     with atomic_write(target) as handle:

@@ -11,41 +11,51 @@ results are bitwise identical for any thread count.
 Shapes used below: ``x (N, C, H, W)``, filters ``W (FN, C, FH, FW)``, output
 ``(N, FN, OH, OW)`` with ``OH = (H + 2*pad_h - FH) // stride_h + 1`` (likewise ``OW``).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _core
-from ._validate import (as_flag, as_float_array, as_index_array, as_pair, as_positive_int, as_real, check_window,
-                        float_dtype, ndim_of)
 from ._validate import as_channel_vectors as _channel_vectors
+from ._validate import (
+    as_flag,
+    as_float_array,
+    as_index_array,
+    as_pair,
+    as_positive_int,
+    as_real,
+    check_window,
+    float_dtype,
+    ndim_of,
+)
 from ._validate import as_input_shape as _input_shape
 
 __all__ = [
-    "gemm",
-    "conv2d_forward",
-    "conv2d_backward",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward_from_input",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-    "global_avg_pool2d_forward",
-    "global_avg_pool2d_backward",
-    "batch_norm2d_forward",
-    "batch_norm2d_backward",
-    "fold_batch_norm",
     "add_forward",
-    "relu_forward",
-    "relu_backward",
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "softmax",
-    "softmax_cross_entropy_forward",
-    "softmax_cross_entropy_backward",
-    "affine_forward",
     "affine_backward",
+    "affine_forward",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "fold_batch_norm",
+    "gemm",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool2d_backward_from_input",
+    "max_pool2d_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax",
+    "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_forward",
 ]
 
 
@@ -53,7 +63,16 @@ __all__ = [
 # GEMM
 
 
-def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+def gemm(
+    a,
+    b,
+    c=None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    trans_a: bool = False,
+    trans_b: bool = False,
+) -> np.ndarray:
     """``alpha * op(a) @ op(b) + beta * c`` for 2-D arrays, op = transpose when ``trans_*``.
 
     a: (M, K), or (K, M) with ``trans_a``; b: (K, N), or (N, K) with ``trans_b``; c: (M, N) or None
@@ -64,8 +83,15 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
     b = as_float_array(b, "b", dt, ndim=2)
     if c is not None:
         c = as_float_array(c, "c", dt, ndim=2)
-    return _core.gemm(a, b, c, as_real(alpha, "alpha"), as_real(beta, "beta"), as_flag(trans_a, "trans_a"),
-                      as_flag(trans_b, "trans_b"))
+    return _core.gemm(
+        a,
+        b,
+        c,
+        as_real(alpha, "alpha"),
+        as_real(beta, "beta"),
+        as_flag(trans_a, "trans_a"),
+        as_flag(trans_b, "trans_b"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,7 +133,9 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
 # Pooling
 
 
-def _pool_args(input_shape, input_name, pool_h, pool_w, stride, pad) -> tuple[int, int, int, int, int, int]:
+def _pool_args(
+    input_shape, input_name, pool_h, pool_w, stride, pad
+) -> tuple[int, int, int, int, int, int]:
     """(pool_h, pool_w, stride_h, stride_w, pad_h, pad_w), checked (also against the input's
     shape): the core's argument order."""
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
@@ -116,7 +144,9 @@ def _pool_args(input_shape, input_name, pool_h, pool_w, stride, pad) -> tuple[in
     return (*window, sh, sw, ph, pw)
 
 
-def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_forward(
+    x, pool_h: int, pool_w: int, stride=1, pad=0
+) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling. Padded positions never win (they act as -inf, like PyTorch; DLfS pads with
     zeros, which differs when a window's real values are all negative). Ties go to the first
     maximum in window order (row-major), as ``np.argmax``. Every window must hold at least one real
@@ -155,8 +185,9 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     return _core.max_pool2d_forward(x, *window, False)[0]
 
 
-def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *,
-                                   through_relu: bool = False) -> np.ndarray:
+def max_pool2d_backward_from_input(
+    dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *, through_relu: bool = False
+) -> np.ndarray:
     """Gradient of max pooling computed from the forward input ``x`` instead of a stored argmax:
     each window's winner is found again (same rule: first maximum, padding never wins) and
     receives its ``dout``. dout: (N, C, OH, OW); x: (N, C, H, W). Returns dx: (N, C, H, W).
@@ -165,7 +196,9 @@ def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, 
     dout = as_float_array(dout, "dout", dt, ndim=4)
     x = as_float_array(x, "x", dt, ndim=4)
     window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
-    return _core.max_pool2d_backward_from_input(dout, x, *window, as_flag(through_relu, "through_relu"))
+    return _core.max_pool2d_backward_from_input(
+        dout, x, *window, as_flag(through_relu, "through_relu")
+    )
 
 
 def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
@@ -209,16 +242,29 @@ def _running_statistic(value, dt, name: str) -> np.ndarray:
     """A running statistic that training updates in place: never converted, so it must already be
     an ndarray of the compute dtype (the core checks layout, shape and writeability)."""
     if not isinstance(value, np.ndarray) or value.dtype != dt:
-        raise TypeError(f"{name} is updated in place when training, so it must be a numpy array of the compute "
-                        f"dtype {np.dtype(dt).name}, got {type(value).__name__}"
-                        + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else ""))
+        raise TypeError(
+            f"{name} is updated in place when training, so it must be a numpy array of the compute "
+            f"dtype {np.dtype(dt).name}, got {type(value).__name__}"
+            + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else "")
+        )
     if not (value.flags.c_contiguous and value.flags.aligned):
         raise TypeError(f"{name} must be C-contiguous and aligned: it is updated in place")
     return value
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bool, momentum: float, eps: float,
-                         unbiased: bool = False, relu: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_forward(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    *,
+    train: bool,
+    momentum: float,
+    eps: float,
+    unbiased: bool = False,
+    relu: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalisation per channel of an NCHW tensor (BatchNorm2d):
     ``y = (x - mean[c]) * invstd[c] * gamma[c] + beta[c]``, ``invstd = 1 / sqrt(var + eps)``.
 
@@ -246,13 +292,26 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bo
         running_mean = _running_statistic(running_mean, dt, "running_mean")
         running_var = _running_statistic(running_var, dt, "running_var")
     else:
-        running_mean, running_var = _channel_vectors(x, dt, running_mean=running_mean, running_var=running_var)
-    return _core.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, train, as_real(momentum, "momentum"),
-                                      as_real(eps, "eps"), as_flag(unbiased, "unbiased"), as_flag(relu, "relu"))
+        running_mean, running_var = _channel_vectors(
+            x, dt, running_mean=running_mean, running_var=running_var
+        )
+    return _core.batch_norm2d_forward(
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        train,
+        as_real(momentum, "momentum"),
+        as_real(eps, "eps"),
+        as_flag(unbiased, "unbiased"),
+        as_flag(relu, "relu"),
+    )
 
 
-def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
-                          relu_output=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_backward(
+    dout, x, gamma, mean, invstd, *, train: bool, relu_output=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm2d_forward`: (dx, dgamma, dbeta).
 
     dout, x: (N, C, H, W) (x the forward input); gamma, mean, invstd: (C,) (mean and invstd as
@@ -274,7 +333,9 @@ def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
     return _core.batch_norm2d_backward(dout, x, gamma, mean, invstd, as_flag(train, "train"), gate)
 
 
-def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[np.ndarray, np.ndarray]:
+def fold_batch_norm(
+    W, b, gamma, beta, running_mean, running_var, eps
+) -> tuple[np.ndarray, np.ndarray]:
     """A convolution followed by an inference-mode :func:`batch_norm2d_forward`, as one
     convolution: ``W' = W * s[:, None, None, None]`` and ``b' = (b - running_mean) * s + beta``
     with ``s = gamma / sqrt(running_var + eps)``.
@@ -286,7 +347,12 @@ def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[
     arrays = (W, gamma, beta, running_mean, running_var) + (() if b is None else (b,))
     dt = float_dtype(*arrays)
     W = as_float_array(W, "W", dt, ndim=4)
-    vectors = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    vectors = {
+        "gamma": gamma,
+        "beta": beta,
+        "running_mean": running_mean,
+        "running_var": running_var,
+    }
     if b is not None:
         vectors["b"] = b
     checked = dict(zip(vectors, _channel_vectors(W, dt, channel_axis=0, **vectors)))
@@ -294,7 +360,9 @@ def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     as64 = {name: value.astype(np.float64) for name, value in checked.items()}
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # NaN/inf pass through, as in the kernels
+    with np.errstate(
+        over="ignore", invalid="ignore", divide="ignore"
+    ):  # NaN/inf pass through, as in the kernels
         scale = as64["gamma"] / np.sqrt(as64["running_var"] + eps)
         bias = as64["b"] if b is not None else 0.0
         b_folded = ((bias - as64["running_mean"]) * scale + as64["beta"]).astype(dt)
@@ -314,8 +382,12 @@ def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
     Backward: ``dout`` goes to both inputs unchanged; through the fused ReLU, it is
     ``relu_backward(dout, y)`` with y the output."""
     dt = float_dtype(a, b)
-    return _core.add_forward(as_float_array(a, "a", dt), as_float_array(b, "b", dt), as_flag(relu, "relu"),
-                             _out_array(out, dt))
+    return _core.add_forward(
+        as_float_array(a, "a", dt),
+        as_float_array(b, "b", dt),
+        as_flag(relu, "relu"),
+        _out_array(out, dt),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,8 +407,10 @@ def _out_array(out, dt, name: str = "out"):
     if out is None:
         return None
     if not isinstance(out, np.ndarray) or out.dtype != dt:
-        raise TypeError(f"{name} must be a numpy array of dtype {np.dtype(dt).name}, got {type(out).__name__}"
-                        + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+        raise TypeError(
+            f"{name} must be a numpy array of dtype {np.dtype(dt).name}, got {type(out).__name__}"
+            + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else "")
+        )
     return out
 
 
@@ -345,7 +419,9 @@ def relu_backward(dout, x, *, out=None) -> np.ndarray:
     (which may be ``dout`` itself, as DLfS's in-place ``Relu.backward``) the result is written
     there and ``out`` is returned."""
     dt = float_dtype(dout, x)
-    return _core.relu_backward(as_float_array(dout, "dout", dt), as_float_array(x, "x", dt), _out_array(out, dt))
+    return _core.relu_backward(
+        as_float_array(dout, "dout", dt), as_float_array(x, "x", dt), _out_array(out, dt)
+    )
 
 
 def sigmoid_forward(x) -> np.ndarray:
@@ -358,7 +434,9 @@ def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
     """``dout * y * (1 - y)`` where ``y`` is the forward output (into ``out`` if given, which may
     be ``dout`` itself)."""
     dt = float_dtype(dout, y)
-    return _core.sigmoid_backward(as_float_array(dout, "dout", dt), as_float_array(y, "y", dt), _out_array(out, dt))
+    return _core.sigmoid_backward(
+        as_float_array(dout, "dout", dt), as_float_array(y, "y", dt), _out_array(out, dt)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,7 +463,9 @@ def _labels(t, x: np.ndarray, dt) -> np.ndarray:
             raise ValueError(f"t holds values too large for {np.dtype(dt).name}")
         return targets
     if np.ndim(arr) != 1:
-        raise ValueError(f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}")
+        raise ValueError(
+            f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}"
+        )
     return arr
 
 
@@ -425,7 +505,9 @@ def affine_forward(x, W, b) -> np.ndarray:
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
     x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
-    return _core.affine_forward(x2, as_float_array(W, "W", dt, ndim=2), as_float_array(b, "b", dt, ndim=1))
+    return _core.affine_forward(
+        x2, as_float_array(W, "W", dt, ndim=2), as_float_array(b, "b", dt, ndim=1)
+    )
 
 
 def affine_backward(dout, x, W, *, need_dx: bool = True):
@@ -437,5 +519,7 @@ def affine_backward(dout, x, W, *, need_dx: bool = True):
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
     x2 = x.reshape(x.shape[0], _features(x)) if x.ndim != 2 else x
-    dx, dW, db = _core.affine_backward(dout, x2, as_float_array(W, "W", dt, ndim=2), as_flag(need_dx, "need_dx"))
+    dx, dW, db = _core.affine_backward(
+        dout, x2, as_float_array(W, "W", dt, ndim=2), as_flag(need_dx, "need_dx")
+    )
     return (None if dx is None else dx.reshape(x.shape)), dW, db

@@ -8,6 +8,7 @@ gives the same values otherwise. Integer input to ``relu`` stays integer, as wit
 inside the log), so their values match DLfS to the last bit; the layers in
 :mod:`tinyconv.layers` compute the loss from logits instead, as a log-sum-exp.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,18 +16,18 @@ import numpy as np
 from . import functional as F
 
 __all__ = [
+    "cross_entropy_error",
     "identity_function",
-    "step_function",
-    "sigmoid",
-    "sigmoid_grad",
+    "mean_squared_error",
+    "np",  # DLfS's module imports numpy at top level, so its star import gives scripts ``np``
     "relu",
     "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
     "softmax",
-    "sum_squared_error",
-    "mean_squared_error",
-    "cross_entropy_error",
     "softmax_loss",
-    "np",  # DLfS's module imports numpy at top level, so its star import gives scripts ``np``
+    "step_function",
+    "sum_squared_error",
 ]
 
 

@@ -16,6 +16,7 @@ float32 the step ``h`` and the loss would both be rounded by about 1e-7 relative
 1e-4..1e-3 that make a correct backward pass look wrong. Any other array is perturbed in place in
 its own dtype, as DLfS does.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -23,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 # "np": DLfS's common/gradient.py imports numpy at top level, so its star import gives scripts ``np``.
-__all__ = ["numerical_gradient", "numerical_gradient_1d", "numerical_gradient_2d", "np"]
+__all__ = ["np", "numerical_gradient", "numerical_gradient_1d", "numerical_gradient_2d"]
 
 _H = 1e-4
 

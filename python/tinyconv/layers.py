@@ -40,118 +40,162 @@ attribute)`` with PyTorch's names (``weight``, ``bias``) -- and ``buffer_slots``
 attribute)`` for state that is not trained (running statistics). ``frozen`` holds the attributes
 of parameters that get no gradient (see :meth:`tinyconv.network.Network.freeze`).
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 
 from . import functional as F
 from ._validate import as_pair, as_positive_int, check_window, float_dtype
+
 # DLfS's common/layers.py does ``from common.functions import *`` and imports im2col/col2im, so
 # its star import hands all of these (and ``np``) to a script; ours must too (see __all__).
-from .functions import (cross_entropy_error, identity_function, mean_squared_error, relu, relu_grad, sigmoid,
-                        sigmoid_grad, softmax, softmax_loss, step_function)
+from .functions import (
+    cross_entropy_error,
+    identity_function,
+    mean_squared_error,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    softmax_loss,
+    step_function,
+)
 from .summary import SummaryRow
 from .util import col2im, im2col
 
 __all__ = [
+    "Affine",
+    "BatchNorm2d",
+    "BatchNormalization",
+    "ChannelPadShortcut",
+    "Convolution",
+    "Dropout",
+    "GlobalAvgPooling",
+    "Linear",
+    "Pooling",
     "Relu",
     "Sigmoid",
-    "Affine",
     "SoftmaxWithLoss",
-    "Dropout",
-    "BatchNormalization",
-    "Convolution",
-    "Pooling",
-    "BatchNorm2d",
-    "Linear",
-    "GlobalAvgPooling",
-    "ChannelPadShortcut",
+    "col2im",
+    "cross_entropy_error",
+    "identity_function",
+    "im2col",
+    "mean_squared_error",
     # What ``from common.layers import *`` also gives a DLfS script: numpy, the functions of
     # common/functions.py and common/util.py's im2col/col2im.
     "np",
-    "identity_function",
-    "step_function",
-    "sigmoid",
-    "sigmoid_grad",
     "relu",
     "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
     "softmax",
-    "mean_squared_error",
-    "cross_entropy_error",
     "softmax_loss",
-    "im2col",
-    "col2im",
+    "step_function",
 ]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
-StepResult = Tuple[Optional[np.ndarray], bool]
+StepResult = tuple[Optional[np.ndarray], bool]
 
 
 class Layer:
     """What the step protocol (see the module docstring) needs beyond ``forward``/``backward``;
     parameter-free layers that keep nothing use these defaults."""
 
-    parameter_slots: Tuple[Tuple[str, str, str], ...] = ()
-    buffer_slots: Tuple[Tuple[str, str], ...] = ()
+    parameter_slots: tuple[tuple[str, str, str], ...] = ()
+    buffer_slots: tuple[tuple[str, str], ...] = ()
     frozen: frozenset = frozenset()
 
     def has_trainable_parameters(self) -> bool:
-        return any(getattr(self, attribute) is not None and attribute not in self.frozen
-                   for _, attribute, _ in self.parameter_slots)
+        return any(
+            getattr(self, attribute) is not None and attribute not in self.frozen
+            for _, attribute, _ in self.parameter_slots
+        )
 
     # What a summary (tinyconv.summary) asks each layer. Shapes include the batch dimension.
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of the output for an input of ``input_shape``; the default is for layers
         that work value by value (activations, dropout, batch norm)."""
         return tuple(input_shape)
 
-    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
         """Multiply-adds of one forward pass over an input of ``input_shape``, counted for the
         convolutions and fully connected layers only (see :mod:`tinyconv.summary`)."""
         return 0
 
-    def parameter_count(self) -> Tuple[int, int]:
+    def parameter_count(self) -> tuple[int, int]:
         """(all parameters, those not frozen): the sizes of the arrays in ``parameter_slots``."""
-        sizes = [(int(np.size(getattr(self, attribute))), attribute not in self.frozen)
-                 for _, attribute, _ in self.parameter_slots if getattr(self, attribute, None) is not None]
+        sizes = [
+            (int(np.size(getattr(self, attribute))), attribute not in self.frozen)
+            for _, attribute, _ in self.parameter_slots
+            if getattr(self, attribute, None) is not None
+        ]
         return sum(size for size, _ in sizes), sum(size for size, trainable in sizes if trainable)
 
-    def summary_rows(self, input_shape: Tuple[int, ...], name: str) -> List[SummaryRow]:
+    def summary_rows(self, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
         """This layer's row of a summary (containers return theirs and their children's)."""
         output_shape = self.output_shape(input_shape)
         total, trainable = self.parameter_count()
-        return [SummaryRow(name, type(self).__name__, tuple(input_shape), tuple(output_shape), total, trainable,
-                           self.multiply_adds(input_shape), True, self)]
+        return [
+            SummaryRow(
+                name,
+                type(self).__name__,
+                tuple(input_shape),
+                tuple(output_shape),
+                total,
+                trainable,
+                self.multiply_adds(input_shape),
+                True,
+                self,
+            )
+        ]
 
 
-def _checked_shape(input_shape: Sequence[int], ndim: Optional[int] = None, what: str = "input") -> Tuple[int, ...]:
+def _checked_shape(
+    input_shape: Sequence[int], ndim: int | None = None, what: str = "input"
+) -> tuple[int, ...]:
     """``input_shape`` as a tuple of ints (the batch may be 0, the rest at least 1)."""
     try:
         dims = tuple(input_shape)
     except TypeError:
         raise TypeError(f"{what} shape must be a tuple of ints, got {input_shape!r}") from None
     if not dims or (ndim is not None and len(dims) != ndim):
-        raise ValueError(f"{what} shape must have {ndim or 'at least 1'} entries, got {input_shape!r}")
-    return tuple(as_positive_int(d, f"{what} shape[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims))
+        raise ValueError(
+            f"{what} shape must have {ndim or 'at least 1'} entries, got {input_shape!r}"
+        )
+    return tuple(
+        as_positive_int(d, f"{what} shape[{i}]", minimum=0 if i == 0 else 1)
+        for i, d in enumerate(dims)
+    )
 
 
-def _fully_connected_shape(layer_name: str, input_shape: Sequence[int], in_features: int,
-                           out_features: int) -> Tuple[int, int]:
+def _fully_connected_shape(
+    layer_name: str, input_shape: Sequence[int], in_features: int, out_features: int
+) -> tuple[int, int]:
     """(N, out_features) for an input (N, ...) flattened to (N, in_features)."""
     dims = _checked_shape(input_shape)
     features = int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
     if features != in_features:
-        raise ValueError(f"{layer_name} takes {in_features} features per sample, got input shape {dims} "
-                         f"({features} features)")
+        raise ValueError(
+            f"{layer_name} takes {in_features} features per sample, got input shape {dims} "
+            f"({features} features)"
+        )
     return dims[0], out_features
 
 
-def _window_shape(input_shape: Sequence[int], window: Tuple[int, int], stride, pad, what: str) -> Tuple[int, int]:
+def _window_shape(
+    input_shape: Sequence[int], window: tuple[int, int], stride, pad, what: str
+) -> tuple[int, int]:
     dims = _checked_shape(input_shape, 4)
-    return check_window(dims, "input shape", window, what, as_pair(stride, "stride", 1), as_pair(pad, "pad", 0))
+    return check_window(
+        dims, "input shape", window, what, as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    )
+
 
 # DLfS writes the batch-norm epsilon as 10e-7 (= 1e-6); kept for identical results.
 _BN_EPS = 10e-7
@@ -166,11 +210,15 @@ def _bias(b, size: int, like=None):
     return b if np.ndim(b) == 1 else np.full(size, b, dtype=np.result_type(b, np.float32))
 
 
-def _writable_like(dout, other) -> Optional[np.ndarray]:
+def _writable_like(dout, other) -> np.ndarray | None:
     """``dout`` when a backward pass may overwrite it in place (a C-contiguous, writeable float
     array of the compute dtype of dout and ``other``), else None."""
-    if not (isinstance(dout, np.ndarray) and dout.flags.c_contiguous and dout.flags.writeable
-            and dout.dtype.isnative):
+    if not (
+        isinstance(dout, np.ndarray)
+        and dout.flags.c_contiguous
+        and dout.flags.writeable
+        and dout.dtype.isnative
+    ):
         return None
     return dout if dout.dtype == float_dtype(dout, other) and dout.dtype.kind == "f" else None
 
@@ -179,7 +227,7 @@ class Relu(Layer):
     """``max(x, 0)``. Keeps the forward input for the backward pass."""
 
     def __init__(self):
-        self.x: Optional[np.ndarray] = None
+        self.x: np.ndarray | None = None
 
     def forward(self, x, overwrite_x: bool = False):
         """``max(x, 0)``; ``x`` is left alone unless ``overwrite_x`` (networks pass it for their own
@@ -214,7 +262,7 @@ class Relu(Layer):
         return self.backward(dout, overwrite_dout=dout_owned), True
 
     @property
-    def mask(self) -> Optional[np.ndarray]:
+    def mask(self) -> np.ndarray | None:
         """DLfS's ``mask``: True where the forward input was ``<= 0`` (the gradient is blocked)."""
         return None if self.x is None else np.asarray(self.x) <= 0
 
@@ -223,7 +271,7 @@ class Sigmoid(Layer):
     """``1 / (1 + exp(-x))``. Keeps the output (``out``) for the backward pass."""
 
     def __init__(self):
-        self.out: Optional[np.ndarray] = None
+        self.out: np.ndarray | None = None
 
     def forward(self, x):
         self.out = F.sigmoid_forward(x)
@@ -253,10 +301,10 @@ class Affine(Layer):
     def __init__(self, W, b):
         self.W = W
         self.b = b
-        self.x: Optional[np.ndarray] = None
-        self.original_x_shape: Optional[Tuple[int, ...]] = None
-        self.dW: Optional[np.ndarray] = None
-        self.db: Optional[np.ndarray] = None
+        self.x: np.ndarray | None = None
+        self.original_x_shape: tuple[int, ...] | None = None
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
 
     def forward(self, x):
         out = F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1]))
@@ -274,10 +322,10 @@ class Affine(Layer):
             return F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1])), True
         return self.forward(x), True
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return _fully_connected_shape("Affine", input_shape, *np.shape(self.W))
 
-    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
         return self.output_shape(input_shape)[0] * int(np.size(self.W))
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
@@ -287,8 +335,9 @@ class Affine(Layer):
 def _label_column(x: np.ndarray, t: np.ndarray) -> bool:
     """Whether ``t`` holds labels for logits ``x`` (N, K) given as (N, 1) or (1, N): DLfS's test
     ``t.size != y.size`` (so a (N, 1) target for K == 1 stays a one-hot target)."""
-    return (x.ndim == 2 and t.ndim == 2 and 1 in t.shape and t.size == x.shape[0]
-            and t.size != x.size)
+    return (
+        x.ndim == 2 and t.ndim == 2 and 1 in t.shape and t.size == x.shape[0] and t.size != x.size
+    )
 
 
 class SoftmaxWithLoss:
@@ -306,8 +355,8 @@ class SoftmaxWithLoss:
     """
 
     def __init__(self):
-        self.loss: Optional[float] = None
-        self.y: Optional[np.ndarray] = None
+        self.loss: float | None = None
+        self.y: np.ndarray | None = None
         self.t = None
         self._single_row = False
 
@@ -342,7 +391,7 @@ class Dropout(Layer):
     def __init__(self, dropout_ratio: float = 0.5, rng: RandomSource = None):
         self.dropout_ratio = dropout_ratio
         self.rng = rng
-        self.mask: Optional[np.ndarray] = None
+        self.mask: np.ndarray | None = None
 
     def forward(self, x, train_flg: bool = True):
         x = np.asarray(x)
@@ -389,39 +438,50 @@ class BatchNormalization(Layer):
     parameter_slots = (("weight", "gamma", "dgamma"), ("bias", "beta", "dbeta"))
     buffer_slots = (("running_mean", "running_mean"), ("running_var", "running_var"))
 
-    def __init__(self, gamma, beta, momentum: float = 0.9, running_mean=None, running_var=None, *,
-                 eps: float = _BN_EPS, unbiased_running_var: bool = False):
+    def __init__(
+        self,
+        gamma,
+        beta,
+        momentum: float = 0.9,
+        running_mean=None,
+        running_var=None,
+        *,
+        eps: float = _BN_EPS,
+        unbiased_running_var: bool = False,
+    ):
         self.gamma = gamma
         self.beta = beta
         self.momentum = momentum
         self.eps = eps
         self.unbiased_running_var = unbiased_running_var
-        self.input_shape: Optional[Tuple[int, ...]] = None
+        self.input_shape: tuple[int, ...] | None = None
         self.running_mean = running_mean
         self.running_var = running_var
         # Saved by forward for backward.
-        self.batch_size: Optional[int] = None  # number of values averaged per statistic
-        self.xc: Optional[np.ndarray] = None
-        self.xn: Optional[np.ndarray] = None
-        self.std: Optional[np.ndarray] = None
-        self.dgamma: Optional[np.ndarray] = None
-        self.dbeta: Optional[np.ndarray] = None
+        self.batch_size: int | None = None  # number of values averaged per statistic
+        self.xc: np.ndarray | None = None
+        self.xn: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.dgamma: np.ndarray | None = None
+        self.dbeta: np.ndarray | None = None
         self._train = True
-        self._axes: Tuple[int, ...] = (0,)
-        self._param_shape: Tuple[int, ...] = ()
+        self._axes: tuple[int, ...] = (0,)
+        self._param_shape: tuple[int, ...] = ()
         # Per-channel (compiled) path: the input, the statistics it was normalised with, and the
         # output when a ReLU was fused into the forward pass.
         self._per_channel = False
-        self._x: Optional[np.ndarray] = None
-        self._mean: Optional[np.ndarray] = None
-        self._invstd: Optional[np.ndarray] = None
+        self._x: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._invstd: np.ndarray | None = None
 
     def _is_per_channel(self, x: np.ndarray) -> bool:
         """Whether ``x`` is normalised per channel (else per feature, DLfS's way); raises when
         ``gamma`` fits neither."""
         n_params = np.size(self.gamma)
         if x.ndim < 2:
-            raise ValueError(f"BatchNormalization needs input with a batch dimension, got shape {x.shape}")
+            raise ValueError(
+                f"BatchNormalization needs input with a batch dimension, got shape {x.shape}"
+            )
         features = int(np.prod(x.shape[1:]))
         if n_params == features:
             return False
@@ -449,7 +509,7 @@ class BatchNormalization(Layer):
         out = out.reshape(self.input_shape)
         return F.relu_forward(out, out=out) if relu else out
 
-    def _running_statistics(self, dtype: np.dtype, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    def _running_statistics(self, dtype: np.dtype, channels: int) -> tuple[np.ndarray, np.ndarray]:
         """The running statistics as arrays the kernel may update in place (the live ones when they
         already are: C-contiguous, writeable, of the compute dtype; else converted copies, which
         then replace them)."""
@@ -458,23 +518,45 @@ class BatchNormalization(Layer):
             self.running_var = np.zeros(channels, dtype=dtype)
         for name in ("running_mean", "running_var"):
             value = getattr(self, name)
-            if not (isinstance(value, np.ndarray) and value.dtype == dtype and value.flags.c_contiguous
-                    and value.flags.writeable and value.shape == (channels,)):
-                setattr(self, name, np.array(np.broadcast_to(value, (channels,)), dtype=dtype, order="C"))
+            if not (
+                isinstance(value, np.ndarray)
+                and value.dtype == dtype
+                and value.flags.c_contiguous
+                and value.flags.writeable
+                and value.shape == (channels,)
+            ):
+                setattr(
+                    self,
+                    name,
+                    np.array(np.broadcast_to(value, (channels,)), dtype=dtype, order="C"),
+                )
         return self.running_mean, self.running_var
 
     def _forward_per_channel(self, x: np.ndarray, train: bool, relu: bool):
         dtype = float_dtype(x, self.gamma, self.beta)
         running_mean, running_var = self._running_statistics(dtype, x.shape[1])
-        return F.batch_norm2d_forward(x, self.gamma, self.beta, running_mean, running_var, train=train,
-                                      momentum=self.momentum, eps=self.eps,
-                                      unbiased=self.unbiased_running_var, relu=relu)
+        return F.batch_norm2d_forward(
+            x,
+            self.gamma,
+            self.beta,
+            running_mean,
+            running_var,
+            train=train,
+            momentum=self.momentum,
+            eps=self.eps,
+            unbiased=self.unbiased_running_var,
+            relu=relu,
+        )
 
-    def _running_update(self, running: Optional[np.ndarray], batch_value: np.ndarray) -> np.ndarray:
+    def _running_update(self, running: np.ndarray | None, batch_value: np.ndarray) -> np.ndarray:
         # momentum * running + (1 - momentum) * batch, in DLfS's evaluation order; in place when
         # the running array can hold the result, so outside references (a network's state) stay live.
-        if (isinstance(running, np.ndarray) and running.shape == batch_value.shape
-                and running.dtype == batch_value.dtype and running.flags.writeable):
+        if (
+            isinstance(running, np.ndarray)
+            and running.shape == batch_value.shape
+            and running.dtype == batch_value.dtype
+            and running.flags.writeable
+        ):
             running *= self.momentum
             running += (1 - self.momentum) * batch_value
             return running
@@ -486,7 +568,11 @@ class BatchNormalization(Layer):
         beta = np.reshape(self.beta, shape)
         stat_size = shape[0]
         if self.running_mean is None:
-            dtype = np.result_type(self.gamma, x) if np.result_type(self.gamma, x).kind == "f" else np.float64
+            dtype = (
+                np.result_type(self.gamma, x)
+                if np.result_type(self.gamma, x).kind == "f"
+                else np.float64
+            )
             self.running_mean = np.zeros(stat_size, dtype=dtype)
             self.running_var = np.zeros(stat_size, dtype=dtype)
 
@@ -494,7 +580,7 @@ class BatchNormalization(Layer):
             axes = self._axes
             mu = x.mean(axis=axes)
             xc = x - mu.reshape(shape)
-            var = np.mean(xc ** 2, axis=axes)
+            var = np.mean(xc**2, axis=axes)
             std = np.sqrt(var.reshape(shape) + self.eps)
             xn = xc / std
             self.batch_size = x.size // stat_size
@@ -515,7 +601,14 @@ class BatchNormalization(Layer):
         dout = np.asarray(dout)
         if self._per_channel:
             dx, self.dgamma, self.dbeta = F.batch_norm2d_backward(
-                dout, self._x, self.gamma, self._mean, self._invstd, train=self._train, relu_output=relu_output)
+                dout,
+                self._x,
+                self.gamma,
+                self._mean,
+                self._invstd,
+                train=self._train,
+                relu_output=relu_output,
+            )
             self.dgamma = self.dgamma.reshape(np.shape(self.gamma))
             self.dbeta = self.dbeta.reshape(np.shape(self.beta))
             return dx
@@ -563,13 +656,24 @@ class BatchNorm2d(BatchNormalization):
     array) counting training-mode forward passes. A PyTorch state dict's arrays load unchanged.
     """
 
-    buffer_slots = BatchNormalization.buffer_slots + (("num_batches_tracked", "num_batches_tracked"),)
+    buffer_slots = (
+        *BatchNormalization.buffer_slots,
+        ("num_batches_tracked", "num_batches_tracked"),
+    )
 
-    def __init__(self, num_features: int, *, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.9):
+    def __init__(
+        self, num_features: int, *, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.9
+    ):
         dtype = np.dtype(dtype)
-        super().__init__(np.ones(num_features, dtype=dtype), np.zeros(num_features, dtype=dtype), momentum,
-                         running_mean=np.zeros(num_features, dtype=dtype),
-                         running_var=np.ones(num_features, dtype=dtype), eps=eps, unbiased_running_var=True)
+        super().__init__(
+            np.ones(num_features, dtype=dtype),
+            np.zeros(num_features, dtype=dtype),
+            momentum,
+            running_mean=np.zeros(num_features, dtype=dtype),
+            running_var=np.ones(num_features, dtype=dtype),
+            eps=eps,
+            unbiased_running_var=True,
+        )
         self.num_features = num_features
         self.num_batches_tracked = np.zeros((), dtype=np.int64)
 
@@ -598,35 +702,45 @@ class Convolution(Layer):
         self.b = b
         self.stride = stride
         self.pad = pad
-        self.x: Optional[np.ndarray] = None
-        self.dW: Optional[np.ndarray] = None
-        self.db: Optional[np.ndarray] = None
+        self.x: np.ndarray | None = None
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
 
     def forward(self, x, relu: bool = False):
         """The convolution; with ``relu`` (networks pass it when a ReLU layer follows) its
         ``max(., 0)`` as well, applied as the outputs are written."""
-        out = F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0], self.W), self.stride, self.pad, relu=relu)
+        out = F.conv2d_forward(
+            x, self.W, _bias(self.b, np.shape(self.W)[0], self.W), self.stride, self.pad, relu=relu
+        )
         self.x = x
         return out
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, FN, OH, OW) for an input of shape (N, C, H, W)."""
         fn, channels, fh, fw = np.shape(self.W)
         oh, ow = _window_shape(input_shape, (fh, fw), self.stride, self.pad, "filter")
         if input_shape[1] != channels:
-            raise ValueError(f"Convolution with filters {np.shape(self.W)} takes {channels} input channels, got "
-                             f"input shape {tuple(input_shape)}")
+            raise ValueError(
+                f"Convolution with filters {np.shape(self.W)} takes {channels} input channels, got "
+                f"input shape {tuple(input_shape)}"
+            )
         return (int(input_shape[0]), fn, oh, ow)
 
-    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
         """N * FN * OH * OW * C * FH * FW: one multiply-add per filter weight and output value."""
-        n, fn, oh, ow = self.output_shape(input_shape)
+        n, _fn, oh, ow = self.output_shape(input_shape)
         return n * oh * ow * int(np.size(self.W))
 
     def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
         if not train:
-            return F.conv2d_forward(x, self.W, _bias(self.b, np.shape(self.W)[0], self.W), self.stride, self.pad,
-                                    relu=relu), True
+            return F.conv2d_forward(
+                x,
+                self.W,
+                _bias(self.b, np.shape(self.W)[0], self.W),
+                self.stride,
+                self.pad,
+                relu=relu,
+            ), True
         return self.forward(x, relu=relu), not relu
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
@@ -635,7 +749,9 @@ class Convolution(Layer):
     def backward(self, dout, need_dx: bool = True):
         """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM
         and col2im: a network's first layer)."""
-        dx, self.dW, self.db = F.conv2d_backward(dout, self.x, self.W, self.stride, self.pad, need_dx=need_dx)
+        dx, self.dW, self.db = F.conv2d_backward(
+            dout, self.x, self.W, self.stride, self.pad, need_dx=need_dx
+        )
         return dx
 
 
@@ -660,25 +776,32 @@ class Pooling(Layer):
         self.stride = stride
         self.pad = pad
         self.mode = mode
-        self.input_shape: Optional[Tuple[int, ...]] = None
-        self.x: Optional[np.ndarray] = None
-        self._arg_max: Optional[np.ndarray] = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.x: np.ndarray | None = None
+        self._arg_max: np.ndarray | None = None
 
     @property
-    def arg_max(self) -> Optional[np.ndarray]:
+    def arg_max(self) -> np.ndarray | None:
         """Flat in-plane index of each window's winner for the last forward input (max mode)."""
         if self.mode != "max" or self.x is None:
             return None
         if self._arg_max is None:
-            self._arg_max = F.max_pool2d_forward(self.x, self.pool_h, self.pool_w, self.stride, self.pad)[1]
+            self._arg_max = F.max_pool2d_forward(
+                self.x, self.pool_h, self.pool_w, self.stride, self.pad
+            )[1]
         return self._arg_max
 
     def forward(self, x, record_argmax: bool = True):
         if self.mode == "max":
             if record_argmax:
-                out, self._arg_max = F.max_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+                out, self._arg_max = F.max_pool2d_forward(
+                    x, self.pool_h, self.pool_w, self.stride, self.pad
+                )
             else:
-                out, self._arg_max = F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad), None
+                out, self._arg_max = (
+                    F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad),
+                    None,
+                )
             self.x = x
         else:
             out = F.avg_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
@@ -690,13 +813,26 @@ class Pooling(Layer):
         input was that ReLU's output, and dx is the ReLU's backward pass as well, in one pass."""
         if self.mode == "max":
             if self._arg_max is not None:
-                return F.max_pool2d_backward(dout, self._arg_max, self.input_shape,
-                                             relu_output=self.x if through_relu else None)
-            return F.max_pool2d_backward_from_input(dout, self.x, self.pool_h, self.pool_w, self.stride, self.pad,
-                                                    through_relu=through_relu)
+                return F.max_pool2d_backward(
+                    dout,
+                    self._arg_max,
+                    self.input_shape,
+                    relu_output=self.x if through_relu else None,
+                )
+            return F.max_pool2d_backward_from_input(
+                dout,
+                self.x,
+                self.pool_h,
+                self.pool_w,
+                self.stride,
+                self.pad,
+                through_relu=through_relu,
+            )
         if through_relu:
             raise ValueError("through_relu applies to max pooling only")
-        return F.avg_pool2d_backward(dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        return F.avg_pool2d_backward(
+            dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad
+        )
 
     def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
         if not train:
@@ -705,11 +841,15 @@ class Pooling(Layer):
             return F.avg_pool2d_forward(x, self.pool_h, self.pool_w, self.stride, self.pad), True
         return self.forward(x), True
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool, through_relu: bool = False) -> StepResult:
+    def step_backward(
+        self, dout, dout_owned: bool, need_dx: bool, through_relu: bool = False
+    ) -> StepResult:
         return self.backward(dout, through_relu=through_relu), True
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
-        oh, ow = _window_shape(input_shape, (self.pool_h, self.pool_w), self.stride, self.pad, "pooling window")
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        oh, ow = _window_shape(
+            input_shape, (self.pool_h, self.pool_w), self.stride, self.pad, "pooling window"
+        )
         return (int(input_shape[0]), int(input_shape[1]), oh, ow)
 
 
@@ -724,9 +864,9 @@ class Linear(Layer):
     def __init__(self, W, b):
         self.W = W
         self.b = b
-        self.x: Optional[np.ndarray] = None
-        self.dW: Optional[np.ndarray] = None
-        self.db: Optional[np.ndarray] = None
+        self.x: np.ndarray | None = None
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
 
     def _flat(self, x) -> np.ndarray:
         x = np.asarray(x)
@@ -757,11 +897,11 @@ class Linear(Layer):
     def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
         return (self.forward(x) if train else self._forward(x)), True
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         out_features, in_features = np.shape(self.W)
         return _fully_connected_shape("Linear", input_shape, in_features, out_features)
 
-    def multiply_adds(self, input_shape: Tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
         return self.output_shape(input_shape)[0] * int(np.size(self.W))
 
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
@@ -773,7 +913,7 @@ class GlobalAvgPooling(Layer):
     followed by flattening."""
 
     def __init__(self):
-        self.input_shape: Optional[Tuple[int, ...]] = None
+        self.input_shape: tuple[int, ...] | None = None
 
     def forward(self, x):
         self.input_shape = np.shape(x)
@@ -782,7 +922,7 @@ class GlobalAvgPooling(Layer):
     def backward(self, dout):
         return F.global_avg_pool2d_backward(dout, self.input_shape)
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, c, _, _ = _checked_shape(input_shape, 4)
         return (n, c)
 
@@ -801,11 +941,13 @@ class ChannelPadShortcut(Layer):
     def __init__(self, stride: int, out_channels: int):
         self.stride = stride
         self.out_channels = out_channels
-        self.input_shape: Optional[Tuple[int, ...]] = None
+        self.input_shape: tuple[int, ...] | None = None
 
-    def _padding(self, channels: int) -> Tuple[int, int]:
+    def _padding(self, channels: int) -> tuple[int, int]:
         if channels > self.out_channels:
-            raise ValueError(f"ChannelPadShortcut widens to {self.out_channels} channels, got {channels}")
+            raise ValueError(
+                f"ChannelPadShortcut widens to {self.out_channels} channels, got {channels}"
+            )
         before = (self.out_channels - channels) // 2
         return before, before + channels
 
@@ -814,9 +956,9 @@ class ChannelPadShortcut(Layer):
         if x.ndim != 4:
             raise ValueError(f"ChannelPadShortcut needs (N, C, H, W) input, got shape {x.shape}")
         self.input_shape = x.shape
-        sub = x[:, :, ::self.stride, ::self.stride]
+        sub = x[:, :, :: self.stride, :: self.stride]
         start, stop = self._padding(x.shape[1])
-        out = np.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)
+        out = np.zeros((x.shape[0], self.out_channels, *sub.shape[2:]), dtype=x.dtype)
         out[:, start:stop] = sub
         return out
 
@@ -824,7 +966,7 @@ class ChannelPadShortcut(Layer):
         dout = np.asarray(dout)
         start, stop = self._padding(self.input_shape[1])
         dx = np.zeros(self.input_shape, dtype=dout.dtype)
-        dx[:, :, ::self.stride, ::self.stride] = dout[:, start:stop]
+        dx[:, :, :: self.stride, :: self.stride] = dout[:, start:stop]
         return dx
 
     def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
@@ -833,7 +975,7 @@ class ChannelPadShortcut(Layer):
     def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
         return (self.backward(dout) if need_dx else None), True
 
-    def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = _checked_shape(input_shape, 4)
         self._padding(c)
         return (n, self.out_channels, -(-h // self.stride), -(-w // self.stride))

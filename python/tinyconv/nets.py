@@ -26,25 +26,68 @@ but divide by ``N``, silently under-reporting accuracy when ``batch_size`` does 
 Parameter files: ``save_params``/``load_params`` read and write DLfS's pickles (a dict of arrays;
 DLfS's trained files load directly) and NPZ archives, safely -- see :mod:`tinyconv.serialization`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Pooling,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
 from .network import Network, RandomSource
+from .resnet import (
+    RESNETS,
+    ResNet,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet50,
+    resnet56,
+    resnet101,
+    resnet152,
+)
 from .serialization import ParamsFileError, read_params
-from .resnet import RESNETS, ResNet, resnet18, resnet20, resnet32, resnet34, resnet50, resnet56, resnet101, resnet152
 
-__all__ = ["Network", "TwoLayerNet", "SimpleConvNet", "DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "ResNet", "resnet18",
-           "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet32", "resnet56", "NETWORK_NAMES",
-           "build_network", "network_from_params", "identify_network", "replace_head", "head_prefixes", "is_resnet",
-           "training_defaults"]
+__all__ = [
+    "NETWORK_NAMES",
+    "DeepConvNet",
+    "MultiLayerNet",
+    "MultiLayerNetExtend",
+    "Network",
+    "ResNet",
+    "SimpleConvNet",
+    "TwoLayerNet",
+    "build_network",
+    "head_prefixes",
+    "identify_network",
+    "is_resnet",
+    "network_from_params",
+    "replace_head",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet152",
+    "training_defaults",
+]
 
 
 def _conv_output(size: int, filter_size: int, stride: int, pad: int) -> int:
@@ -66,23 +109,45 @@ class TwoLayerNet(Network):
     sigmoid hidden layer; its scripts run with this class too, with ReLU instead (as chapter 5).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float = 0.01,
-                 *, dtype: Any = np.float32, seed: Optional[int] = None, rng: RandomSource = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_init_std: float = 0.01,
+        *,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        rng: RandomSource = None,
+    ):
         super().__init__(dtype, seed, rng)
         sizes = {"input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
         for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise (ValueError if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                       else TypeError)(f"{name} must be a positive int, got {value!r}")
-        if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, (int, float, np.number)):
+                raise (
+                    ValueError
+                    if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                    else TypeError
+                )(f"{name} must be a positive int, got {value!r}")
+        if isinstance(weight_init_std, bool) or not isinstance(
+            weight_init_std, (int, float, np.number)
+        ):
             raise TypeError(f"weight_init_std must be a number, got {weight_init_std!r}")
         if not math.isfinite(float(weight_init_std)):
             raise ValueError(f"weight_init_std must be finite, got {weight_init_std!r}")
-        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
+        self.input_size, self.hidden_size, self.output_size = (
+            int(input_size),
+            int(hidden_size),
+            int(output_size),
+        )
 
-        self.params["W1"] = self._random_normal(weight_init_std, (self.input_size, self.hidden_size))
+        self.params["W1"] = self._random_normal(
+            weight_init_std, (self.input_size, self.hidden_size)
+        )
         self.params["b1"] = self._zeros(self.hidden_size)
-        self.params["W2"] = self._random_normal(weight_init_std, (self.hidden_size, self.output_size))
+        self.params["W2"] = self._random_normal(
+            weight_init_std, (self.hidden_size, self.output_size)
+        )
         self.params["b2"] = self._zeros(self.output_size)
 
         self.layers = OrderedDict()
@@ -96,19 +161,19 @@ class TwoLayerNet(Network):
             self._register(f"b{index}", self.layers[name], "b")
 
     @property
-    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 -- DLfS's attribute name
+    def lastLayer(self) -> SoftmaxWithLoss:
         """DLfS's name for :attr:`last_layer`."""
         return self.last_layer
 
     @lastLayer.setter
-    def lastLayer(self, layer: SoftmaxWithLoss) -> None:  # noqa: N802
+    def lastLayer(self, layer: SoftmaxWithLoss) -> None:
         self.last_layer = layer
 
-    def default_input_shape(self) -> Tuple[int]:
+    def default_input_shape(self) -> tuple[int]:
         """(input_size,): one flattened sample."""
         return (self.input_size,)
 
-    def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
+    def numerical_gradient(self, x, t) -> dict[str, np.ndarray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`, as DLfS's
         ``ch05/gradient_check.py`` does), as float64 arrays: evaluated on a float64 copy of the
         network whatever its dtype, so the figures are DLfS's; the network is left untouched."""
@@ -127,10 +192,18 @@ class SimpleConvNet(Network):
     non-square inputs work (DLfS assumes a square input and an even convolution output).
     """
 
-    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
-                 conv_param: Optional[Mapping[str, int]] = None,
-                 hidden_size: int = 100, output_size: int = 10, weight_init_std: float = 0.01,
-                 *, dtype: Any = np.float32, seed: Optional[int] = None, rng: RandomSource = None):
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (1, 28, 28),
+        conv_param: Mapping[str, int] | None = None,
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float = 0.01,
+        *,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        rng: RandomSource = None,
+    ):
         super().__init__(dtype, seed, rng)
         conv = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1, **(conv_param or {})}
         filter_num, filter_size = conv["filter_num"], conv["filter_size"]
@@ -138,14 +211,18 @@ class SimpleConvNet(Network):
         conv_h = _conv_output(height, filter_size, conv["stride"], conv["pad"])
         conv_w = _conv_output(width, filter_size, conv["stride"], conv["pad"])
         if conv_h < 2 or conv_w < 2:
-            raise ValueError(f"input {tuple(input_dim)} is too small for {filter_size}x{filter_size} "
-                             "filters followed by 2x2 pooling")
+            raise ValueError(
+                f"input {tuple(input_dim)} is too small for {filter_size}x{filter_size} "
+                "filters followed by 2x2 pooling"
+            )
         pooled_size = filter_num * (conv_h // 2) * (conv_w // 2)
         self.input_dim = tuple(input_dim)
         self.conv_param = conv
 
         # Drawn in DLfS's order, so with np.random.seed the float64 weights equal DLfS's.
-        self.params["W1"] = self._random_normal(weight_init_std, (filter_num, channels, filter_size, filter_size))
+        self.params["W1"] = self._random_normal(
+            weight_init_std, (filter_num, channels, filter_size, filter_size)
+        )
         self.params["b1"] = self._zeros(filter_num)
         self.params["W2"] = self._random_normal(weight_init_std, (pooled_size, hidden_size))
         self.params["b2"] = self._zeros(hidden_size)
@@ -153,7 +230,9 @@ class SimpleConvNet(Network):
         self.params["b3"] = self._zeros(output_size)
 
         self.layers = OrderedDict()
-        self.layers["Conv1"] = Convolution(self.params["W1"], self.params["b1"], conv["stride"], conv["pad"])
+        self.layers["Conv1"] = Convolution(
+            self.params["W1"], self.params["b1"], conv["stride"], conv["pad"]
+        )
         self.layers["Relu1"] = Relu()
         self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
         self.layers["Affine1"] = Affine(self.params["W2"], self.params["b2"])
@@ -165,11 +244,11 @@ class SimpleConvNet(Network):
             self._register(f"W{index}", self.layers[name], "W")
             self._register(f"b{index}", self.layers[name], "b")
 
-    def default_input_shape(self) -> Tuple[int, ...]:
+    def default_input_shape(self) -> tuple[int, ...]:
         """``input_dim`` (C, H, W), the image size the network was built for."""
         return self.input_dim
 
-    def numerical_gradient(self, x, t) -> Dict[str, np.ndarray]:
+    def numerical_gradient(self, x, t) -> dict[str, np.ndarray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`), as float64
         arrays: evaluated on a float64 copy of the network whatever its dtype (float32 cannot
         resolve DLfS's step h = 1e-4), so the figures are DLfS's; the network is left untouched."""
@@ -206,19 +285,28 @@ class DeepConvNet(Network):
     ``loss`` runs in training mode (dropout active) by default, as in DLfS.
     """
 
-    def __init__(self, input_dim: Sequence[int] = (1, 28, 28),
-                 conv_param_1: Optional[Mapping[str, int]] = None,
-                 conv_param_2: Optional[Mapping[str, int]] = None,
-                 conv_param_3: Optional[Mapping[str, int]] = None,
-                 conv_param_4: Optional[Mapping[str, int]] = None,
-                 conv_param_5: Optional[Mapping[str, int]] = None,
-                 conv_param_6: Optional[Mapping[str, int]] = None,
-                 hidden_size: int = 50, output_size: int = 10,
-                 *, dropout_ratio: float = 0.5,
-                 dtype: Any = np.float32, seed: Optional[int] = None, rng: RandomSource = None):
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (1, 28, 28),
+        conv_param_1: Mapping[str, int] | None = None,
+        conv_param_2: Mapping[str, int] | None = None,
+        conv_param_3: Mapping[str, int] | None = None,
+        conv_param_4: Mapping[str, int] | None = None,
+        conv_param_5: Mapping[str, int] | None = None,
+        conv_param_6: Mapping[str, int] | None = None,
+        hidden_size: int = 50,
+        output_size: int = 10,
+        *,
+        dropout_ratio: float = 0.5,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        rng: RandomSource = None,
+    ):
         super().__init__(dtype, seed, rng)
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
-        conv_params = [{**default, **(param or {})} for default, param in zip(_DEEP_CONV_DEFAULTS, given)]
+        conv_params = [
+            {**default, **(param or {})} for default, param in zip(_DEEP_CONV_DEFAULTS, given)
+        ]
         self.input_dim = tuple(input_dim)
         self.conv_params = conv_params
 
@@ -234,18 +322,28 @@ class DeepConvNet(Network):
             if index % 2 == 0:  # 2x2 pooling with stride 2 after every second convolution
                 height, width = (height - 2) // 2 + 1, (width - 2) // 2 + 1
             if height < 1 or width < 1:
-                raise ValueError(f"input {tuple(input_dim)} is too small for DeepConvNet: nothing is "
-                                 f"left after convolution {index}")
+                raise ValueError(
+                    f"input {tuple(input_dim)} is too small for DeepConvNet: nothing is "
+                    f"left after convolution {index}"
+                )
         flat_size = channels * height * width
-        self.params["W7"] = self._random_normal(math.sqrt(2.0 / flat_size), (flat_size, hidden_size))
+        self.params["W7"] = self._random_normal(
+            math.sqrt(2.0 / flat_size), (flat_size, hidden_size)
+        )
         self.params["b7"] = self._zeros(hidden_size)
-        self.params["W8"] = self._random_normal(math.sqrt(2.0 / hidden_size), (hidden_size, output_size))
+        self.params["W8"] = self._random_normal(
+            math.sqrt(2.0 / hidden_size), (hidden_size, output_size)
+        )
         self.params["b8"] = self._zeros(output_size)
 
-        layers: List[Any] = []
-        weighted: List[Any] = []
+        layers: list[Any] = []
+        weighted: list[Any] = []
         for index, conv in enumerate(conv_params, start=1):
-            weighted.append(Convolution(self.params[f"W{index}"], self.params[f"b{index}"], conv["stride"], conv["pad"]))
+            weighted.append(
+                Convolution(
+                    self.params[f"W{index}"], self.params[f"b{index}"], conv["stride"], conv["pad"]
+                )
+            )
             layers += [weighted[-1], Relu()]
             if index % 2 == 0:
                 layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
@@ -260,7 +358,7 @@ class DeepConvNet(Network):
             self._register(f"W{index}", layer, "W")
             self._register(f"b{index}", layer, "b")
 
-    def default_input_shape(self) -> Tuple[int, ...]:
+    def default_input_shape(self) -> tuple[int, ...]:
         """``input_dim`` (C, H, W), the image size the network was built for."""
         return self.input_dim
 
@@ -285,11 +383,22 @@ class MultiLayerNet(Network):
     (``running_mean1``, ``running_var1``, ...), which prediction needs.
     """
 
-    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
-                 activation: str = "relu", weight_init_std: Union[str, float] = "relu",
-                 weight_decay_lambda: float = 0, use_dropout: bool = False,
-                 dropout_ration: float = 0.5, use_batchnorm: bool = False,
-                 *, dtype: Any = np.float32, seed: Optional[int] = None, rng: RandomSource = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: str | float = "relu",
+        weight_decay_lambda: float = 0,
+        use_dropout: bool = False,
+        dropout_ration: float = 0.5,
+        use_batchnorm: bool = False,
+        *,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        rng: RandomSource = None,
+    ):
         super().__init__(dtype, seed, rng)
         activation_layers = {"sigmoid": Sigmoid, "relu": Relu}
         if activation not in activation_layers:
@@ -312,8 +421,12 @@ class MultiLayerNet(Network):
                 size = self.hidden_size_list[idx - 1]
                 self.params[f"gamma{idx}"] = np.ones(size, dtype=self.dtype)
                 self.params[f"beta{idx}"] = self._zeros(size)
-                norm = BatchNormalization(self.params[f"gamma{idx}"], self.params[f"beta{idx}"],
-                                          running_mean=self._zeros(size), running_var=self._zeros(size))
+                norm = BatchNormalization(
+                    self.params[f"gamma{idx}"],
+                    self.params[f"beta{idx}"],
+                    running_mean=self._zeros(size),
+                    running_var=self._zeros(size),
+                )
                 self.layers[f"BatchNorm{idx}"] = norm
             self.layers[f"Activation_function{idx}"] = activation_layers[activation]()
             if use_dropout:
@@ -335,19 +448,21 @@ class MultiLayerNet(Network):
                 self._register(f"running_mean{idx}", self.layers[f"BatchNorm{idx}"], "running_mean")
                 self._register(f"running_var{idx}", self.layers[f"BatchNorm{idx}"], "running_var")
 
-    def default_input_shape(self) -> Tuple[int]:
+    def default_input_shape(self) -> tuple[int]:
         """(input_size,): one flattened sample."""
         return (self.input_size,)
 
-    def _init_weight(self, weight_init_std: Union[str, float]) -> None:
-        all_size_list = [self.input_size] + self.hidden_size_list + [self.output_size]
+    def _init_weight(self, weight_init_std: str | float) -> None:
+        all_size_list = [self.input_size, *self.hidden_size_list, self.output_size]
         for idx in range(1, len(all_size_list)):
             scale = weight_init_std
             if str(weight_init_std).lower() in ("relu", "he"):
                 scale = np.sqrt(2.0 / all_size_list[idx - 1])  # recommended with ReLU
             elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
                 scale = np.sqrt(1.0 / all_size_list[idx - 1])  # recommended with sigmoid
-            self.params[f"W{idx}"] = self._random_normal(scale, (all_size_list[idx - 1], all_size_list[idx]))
+            self.params[f"W{idx}"] = self._random_normal(
+                scale, (all_size_list[idx - 1], all_size_list[idx])
+            )
             self.params[f"b{idx}"] = self._zeros(all_size_list[idx])
 
     def _regularization(self):
@@ -356,17 +471,19 @@ class MultiLayerNet(Network):
         weight_decay = 0
         for idx in range(1, self.hidden_layer_num + 2):
             W = self.params[f"W{idx}"]
-            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W**2)
         return weight_decay
 
-    def _collect_gradients(self) -> Dict[str, np.ndarray]:
+    def _collect_gradients(self) -> dict[str, np.ndarray]:
         grads = super()._collect_gradients()
         if self.weight_decay_lambda:
             for idx in range(1, self.hidden_layer_num + 2):
-                grads[f"W{idx}"] = grads[f"W{idx}"] + self.weight_decay_lambda * self.params[f"W{idx}"]
+                grads[f"W{idx}"] = (
+                    grads[f"W{idx}"] + self.weight_decay_lambda * self.params[f"W{idx}"]
+                )
         return grads
 
-    def numerical_gradient(self, X, T) -> Dict[str, np.ndarray]:
+    def numerical_gradient(self, X, T) -> dict[str, np.ndarray]:
         """Gradients by central differences of the training-mode loss, as DLfS's
         ``MultiLayerNetExtend`` (with dropout the masks change between evaluations, so compare with
         dropout off or a fixed ``rng`` state). Slow. Evaluated on a float64 copy of the network
@@ -383,7 +500,7 @@ MultiLayerNetExtend = MultiLayerNet
 # Networks by name, and rebuilt from parameter files
 
 #: Every network :func:`build_network` and :func:`network_from_params` know, by name.
-NETWORK_NAMES: Tuple[str, ...] = ("simple", "deep") + tuple(RESNETS)
+NETWORK_NAMES: tuple[str, ...] = ("simple", "deep", *tuple(RESNETS))
 
 _NETWORK_TITLES = {"simple": "SimpleConvNet", "deep": "DeepConvNet"}
 # name: (stem, block, blocks per stage) -- what tells the ResNets apart in a parameter file.
@@ -397,8 +514,10 @@ _RESNET_SHAPES = {
     "resnet32": ("cifar", "basic", (5, 5, 5)),
     "resnet56": ("cifar", "basic", (9, 9, 9)),
 }
-_DLFS_KEYS = {"simple": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 4)),
-              "deep": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 9))}
+_DLFS_KEYS = {
+    "simple": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 4)),
+    "deep": frozenset(f"{kind}{i}" for kind in "Wb" for i in range(1, 9)),
+}
 # DLfS's ch07/train_convnet.py, the SimpleConvNet that build_network("simple") makes.
 _DLFS_CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 _DLFS_HIDDEN_SIZE = 100
@@ -427,12 +546,18 @@ def _checked_count(value: Any, what: str) -> int:
     return int(value)
 
 
-def _checked_input_shape(input_shape: Any) -> Optional[Tuple[int, int, int]]:
+def _checked_input_shape(input_shape: Any) -> tuple[int, int, int] | None:
     if input_shape is None:
         return None
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or len(input_shape) != 3:
+    if (
+        isinstance(input_shape, (str, bytes))
+        or not isinstance(input_shape, Sequence)
+        or len(input_shape) != 3
+    ):
         raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    channels, height, width = (_checked_count(value, "input_shape entries") for value in input_shape)
+    channels, height, width = (
+        _checked_count(value, "input_shape entries") for value in input_shape
+    )
     return channels, height, width
 
 
@@ -441,7 +566,7 @@ def is_resnet(name: str) -> bool:
     return _checked_name(name) in RESNETS
 
 
-def head_prefixes(name: str) -> Tuple[str, ...]:
+def head_prefixes(name: str) -> tuple[str, ...]:
     """The parameter keys of the network's classifier, the layer that transfer learning replaces
     and trains fastest: ``fc`` (``fc.weight``, ``fc.bias``) for a ResNet, the last affine layer
     for DLfS's networks (``W3``, ``b3`` of SimpleConvNet; ``W8``, ``b8`` of DeepConvNet)."""
@@ -451,7 +576,7 @@ def head_prefixes(name: str) -> Tuple[str, ...]:
     return ("W3", "b3") if name == "simple" else ("W8", "b8")
 
 
-def training_defaults(name: str) -> Dict[str, Any]:
+def training_defaults(name: str) -> dict[str, Any]:
     """How the network ``name`` is trained unless told otherwise: DLfS's chapter 7 settings for
     its networks (Adam, lr 0.001, batches of 100, a constant rate, batches drawn with
     replacement); for the ResNets the common recipe (He et al.'s momentum SGD with lr 0.1 and
@@ -459,13 +584,23 @@ def training_defaults(name: str) -> Dict[str, Any]:
     ``batch_size``, ``lr_schedule``, ``sampling`` (as :class:`~tinyconv.trainer.Trainer` takes them);
     Momentum's own default momentum is 0.9."""
     if is_resnet(name):
-        return {"optimizer": "Momentum", "lr": 0.1, "batch_size": 128, "lr_schedule": "cosine",
-                "sampling": "permutation"}
-    return {"optimizer": "Adam", "lr": 0.001, "batch_size": 100, "lr_schedule": "constant",
-            "sampling": "replacement"}
+        return {
+            "optimizer": "Momentum",
+            "lr": 0.1,
+            "batch_size": 128,
+            "lr_schedule": "cosine",
+            "sampling": "permutation",
+        }
+    return {
+        "optimizer": "Adam",
+        "lr": 0.001,
+        "batch_size": 100,
+        "lr_schedule": "constant",
+        "sampling": "replacement",
+    }
 
 
-def reference_setup(name: str) -> Tuple[int, Tuple[int, int, int]]:
+def reference_setup(name: str) -> tuple[int, tuple[int, int, int]]:
     """(classes, input shape (C, H, W)) that network ``name`` is usually described with: the
     ImageNet ResNets 1000 classes of 3x224x224 images (torchvision's, so the parameter counts are
     the published ones: 25,557,032 for ResNet-50), the CIFAR ResNets 10 classes of 32x32 images,
@@ -477,9 +612,15 @@ def reference_setup(name: str) -> Tuple[int, Tuple[int, int, int]]:
     return 10, ((1, 32, 32) if stem == "cifar" else (1, *_DEFAULT_IMAGE_SIZE))
 
 
-def build_network(name: str, *, num_classes: int = 10, in_channels: Optional[int] = None,
-                  input_shape: Optional[Sequence[int]] = None, dtype: Any = np.float32,
-                  seed: Optional[int] = None) -> Network:
+def build_network(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    dtype: Any = np.float32,
+    seed: int | None = None,
+) -> Network:
     """A freshly initialised network ``name`` (one of :data:`NETWORK_NAMES`) for ``num_classes``.
 
     ``"simple"`` is DLfS's ch07 SimpleConvNet (30 5x5 filters, 100 hidden units, weights with
@@ -500,8 +641,15 @@ def build_network(name: str, *, num_classes: int = 10, in_channels: Optional[int
     if name in RESNETS:
         return RESNETS[name](num_classes, channels, dtype=dtype, seed=seed)
     if name == "simple":
-        return SimpleConvNet(input_dim=shape, conv_param=dict(_DLFS_CONV_PARAM), hidden_size=_DLFS_HIDDEN_SIZE,
-                             output_size=num_classes, weight_init_std=_DLFS_WEIGHT_INIT_STD, dtype=dtype, seed=seed)
+        return SimpleConvNet(
+            input_dim=shape,
+            conv_param=dict(_DLFS_CONV_PARAM),
+            hidden_size=_DLFS_HIDDEN_SIZE,
+            output_size=num_classes,
+            weight_init_std=_DLFS_WEIGHT_INIT_STD,
+            dtype=dtype,
+            seed=seed,
+        )
     return DeepConvNet(input_dim=shape, output_size=num_classes, dtype=dtype, seed=seed)
 
 
@@ -511,37 +659,51 @@ def _some(keys: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit:,} more" if len(keys) > limit else "")
 
 
-def _arrays(params: Any, source: str) -> Dict[str, np.ndarray]:
+def _arrays(params: Any, source: str) -> dict[str, np.ndarray]:
     """``params`` as a dict of str -> ndarray of real numbers, or an error naming what is not."""
     if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping of names to arrays or a file name, got {type(params).__name__}")
-    arrays: Dict[str, np.ndarray] = {}
+        raise TypeError(
+            f"params must be a mapping of names to arrays or a file name, got {type(params).__name__}"
+        )
+    arrays: dict[str, np.ndarray] = {}
     bad = []
     for key, value in params.items():
         if isinstance(value, np.generic):
             value = np.asarray(value)
-        if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        if (
+            not isinstance(key, str)
+            or not isinstance(value, np.ndarray)
+            or value.dtype.kind not in "biuf"
+        ):
             bad.append(key)
         else:
             arrays[key] = value
     if bad:
-        raise ParamsFileError(f"{source}: not a str name with an array of real numbers: {_some(bad)}")
+        raise ParamsFileError(
+            f"{source}: not a str name with an array of real numbers: {_some(bad)}"
+        )
     return arrays
 
 
-def _resnet_structure(params: Mapping[str, np.ndarray], source: str) -> Tuple[str, str, Tuple[int, ...]]:
+def _resnet_structure(
+    params: Mapping[str, np.ndarray], source: str
+) -> tuple[str, str, tuple[int, ...]]:
     """(stem, block, blocks per stage) of a ResNet's parameters, from the key names and the stem
     convolution's shape alone (nothing is built)."""
     stem_weight = params.get("conv1.weight")
     if stem_weight is None or stem_weight.ndim != 4:
         shape = None if stem_weight is None else stem_weight.shape
-        raise ParamsFileError(f"{source}: a ResNet needs a 4-D 'conv1.weight' (its stem), got "
-                              f"{'none' if shape is None else f'shape {shape}'}")
+        raise ParamsFileError(
+            f"{source}: a ResNet needs a 4-D 'conv1.weight' (its stem), got "
+            f"{'none' if shape is None else f'shape {shape}'}"
+        )
     stem = {(7, 7): "imagenet", (3, 3): "cifar"}.get(stem_weight.shape[2:])
     if stem is None:
-        raise ParamsFileError(f"{source}: 'conv1.weight' has shape {stem_weight.shape}; a ResNet's stem has 7x7 "
-                              f"(ImageNet) or 3x3 (CIFAR) filters")
-    blocks: Dict[int, set] = {}
+        raise ParamsFileError(
+            f"{source}: 'conv1.weight' has shape {stem_weight.shape}; a ResNet's stem has 7x7 "
+            f"(ImageNet) or 3x3 (CIFAR) filters"
+        )
+    blocks: dict[int, set] = {}
     for key in params:
         match = _RESNET_KEY.match(key)
         if match:
@@ -550,9 +712,11 @@ def _resnet_structure(params: Mapping[str, np.ndarray], source: str) -> Tuple[st
     for stage in range(1, len(blocks) + 1):
         indices = blocks.get(stage, set())
         if not indices or indices != set(range(len(indices))):
-            raise ParamsFileError(f"{source}: the blocks of the ResNet's stages are not numbered layer1.0, "
-                                  f"layer1.1, ...: stages {sorted(blocks)[:8]}, layer{stage} has blocks "
-                                  f"{sorted(indices)[:8]}")
+            raise ParamsFileError(
+                f"{source}: the blocks of the ResNet's stages are not numbered layer1.0, "
+                f"layer1.1, ...: stages {sorted(blocks)[:8]}, layer{stage} has blocks "
+                f"{sorted(indices)[:8]}"
+            )
         counts.append(len(indices))
     block = "bottleneck" if any(_BOTTLENECK_KEY.fullmatch(key) for key in params) else "basic"
     return stem, block, tuple(counts)
@@ -577,52 +741,87 @@ def identify_network(params: Mapping[str, Any], source: str = "params") -> str:
             if shape == structure:
                 return name
         stem, block, counts = structure
-        raise ParamsFileError(f"{source}: a ResNet with a {stem} stem and {block} blocks {list(counts)} per stage "
-                              f"is none of tinyconv's ({', '.join(RESNETS)})")
-    raise ParamsFileError(f"cannot tell which network the parameters in {source} belong to (keys "
-                          f"{_some(sorted(keys))}); W1..b3 is a SimpleConvNet, W1..b8 a DeepConvNet, "
-                          f"conv1.weight ... fc.bias a ResNet")
+        raise ParamsFileError(
+            f"{source}: a ResNet with a {stem} stem and {block} blocks {list(counts)} per stage "
+            f"is none of tinyconv's ({', '.join(RESNETS)})"
+        )
+    raise ParamsFileError(
+        f"cannot tell which network the parameters in {source} belong to (keys "
+        f"{_some(sorted(keys))}); W1..b3 is a SimpleConvNet, W1..b8 a DeepConvNet, "
+        f"conv1.weight ... fc.bias a ResNet"
+    )
 
 
-def _check_channels(weight_key: str, weight: np.ndarray, shape: Optional[Tuple[int, int, int]], source: str) -> None:
+def _check_channels(
+    weight_key: str, weight: np.ndarray, shape: tuple[int, int, int] | None, source: str
+) -> None:
     if shape is not None and weight.shape[1] != shape[0]:
-        raise ParamsFileError(f"{source}: {weight_key} has shape {weight.shape}, filters over {weight.shape[1]} "
-                              f"input channels, but the input {shape} has {shape[0]}")
+        raise ParamsFileError(
+            f"{source}: {weight_key} has shape {weight.shape}, filters over {weight.shape[1]} "
+            f"input channels, but the input {shape} has {shape[0]}"
+        )
 
 
-def _dlfs_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[Tuple[int, int, int]],
-                      dtype: Any, source: str) -> Network:
+def _dlfs_from_params(
+    params: dict[str, np.ndarray],
+    name: str,
+    shape: tuple[int, int, int] | None,
+    dtype: Any,
+    source: str,
+) -> Network:
     """A SimpleConvNet or DeepConvNet sized after ``params`` (filter count and size, hidden and
     output sizes; padding 0 and stride 1 for SimpleConvNet, as in DLfS), with them loaded. Every
     shape is checked before the network is built, so a file of another architecture is a clear
     error and the network never allocates more than the file holds."""
     title = _NETWORK_TITLES[name]
-    first_key, hidden_key, output_key = ("W1", "W2", "W3") if name == "simple" else ("W1", "W7", "W8")
+    first_key, hidden_key, output_key = (
+        ("W1", "W2", "W3") if name == "simple" else ("W1", "W7", "W8")
+    )
     for key in (first_key, hidden_key, output_key):
         if key not in params:
             raise ParamsFileError(f"{source} has no {key!r}, which a {title} needs")
     first, hidden_w, output_w = params[first_key], params[hidden_key], params[output_key]
     if first.ndim != 4 or hidden_w.ndim != 2 or output_w.ndim != 2:
-        raise ParamsFileError(f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
-                              f"{hidden_w.shape}, {output_w.shape}; a {title} needs 4-D, 2-D, 2-D")
+        raise ParamsFileError(
+            f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
+            f"{hidden_w.shape}, {output_w.shape}; a {title} needs 4-D, 2-D, 2-D"
+        )
     _check_channels(first_key, first, shape, source)
     shape = shape or (first.shape[1], *_DEFAULT_IMAGE_SIZE)
     hidden, outputs = hidden_w.shape[1], output_w.shape[1]
     if min(first.shape) < 1 or hidden < 1 or outputs < 1:
-        raise ParamsFileError(f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
-                              f"{hidden_w.shape}, {output_w.shape}; no dimension may be 0")
+        raise ParamsFileError(
+            f"{source}: {first_key}, {hidden_key}, {output_key} have shapes {first.shape}, "
+            f"{hidden_w.shape}, {output_w.shape}; no dimension may be 0"
+        )
     if name == "simple":
         filter_num, _, filter_h, filter_w = first.shape
         if filter_h != filter_w:
-            raise ParamsFileError(f"{source}: W1 has shape {first.shape}; a SimpleConvNet's filters are square")
+            raise ParamsFileError(
+                f"{source}: W1 has shape {first.shape}; a SimpleConvNet's filters are square"
+            )
         conv_param = {"filter_num": filter_num, "filter_size": filter_h, "pad": 0, "stride": 1}
 
         def build(hidden_size: int, output_size: int) -> Network:
-            return SimpleConvNet(input_dim=shape, conv_param=conv_param, hidden_size=hidden_size,
-                                 output_size=output_size, dtype=dtype, seed=0)
+            return SimpleConvNet(
+                input_dim=shape,
+                conv_param=conv_param,
+                hidden_size=hidden_size,
+                output_size=output_size,
+                dtype=dtype,
+                seed=0,
+            )
     else:
+
         def build(hidden_size: int, output_size: int) -> Network:
-            return DeepConvNet(input_dim=shape, hidden_size=hidden_size, output_size=output_size, dtype=dtype, seed=0)
+            return DeepConvNet(
+                input_dim=shape,
+                hidden_size=hidden_size,
+                output_size=output_size,
+                dtype=dtype,
+                seed=0,
+            )
+
     try:
         # A probe with one hidden unit and one output costs little more than W1 itself; its
         # shapes, with the file's hidden and output sizes put in, are what the file must hold.
@@ -634,8 +833,11 @@ def _dlfs_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[
     expected["b" + hidden_key[1:]] = (hidden,)
     expected[output_key] = (hidden, outputs)
     expected["b" + output_key[1:]] = (outputs,)
-    problems = [f"{key} has shape {params[key].shape}, expected {expected_shape}"
-                for key, expected_shape in expected.items() if key in params and params[key].shape != expected_shape]
+    problems = [
+        f"{key} has shape {params[key].shape}, expected {expected_shape}"
+        for key, expected_shape in expected.items()
+        if key in params and params[key].shape != expected_shape
+    ]
     missing = [key for key in expected if key not in params]
     unknown = [key for key in params if key not in expected]
     if missing:
@@ -643,42 +845,58 @@ def _dlfs_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[
     if unknown:
         problems.append(f"unknown keys {_some(unknown)}")
     if problems:
-        raise ParamsFileError(f"{source} does not fit a {title} for input {shape}: " + "; ".join(problems))
+        raise ParamsFileError(
+            f"{source} does not fit a {title} for input {shape}: " + "; ".join(problems)
+        )
     network = build(hidden, outputs)
     with np.errstate(over="ignore", invalid="ignore"):  # float64 values beyond float32 become inf
         network.load_state_dict(params, source=source)
     return network
 
 
-def _resnet_from_params(params: Dict[str, np.ndarray], name: str, shape: Optional[Tuple[int, int, int]],
-                        dtype: Any, source: str) -> Network:
+def _resnet_from_params(
+    params: dict[str, np.ndarray],
+    name: str,
+    shape: tuple[int, int, int] | None,
+    dtype: Any,
+    source: str,
+) -> Network:
     """The ResNet ``name`` with ``params`` loaded: classes from ``fc.weight``, input channels from
     ``conv1.weight``. The running statistics are required: without them batch norm would
     normalise with mean 0 and variance 1 and the network would predict nonsense."""
     fc_weight = params.get("fc.weight")
     if fc_weight is None or fc_weight.ndim != 2 or min(fc_weight.shape) < 1:
-        raise ParamsFileError(f"{source}: a {name} needs a 2-D 'fc.weight' (classes, features), got "
-                              f"{'none' if fc_weight is None else f'shape {fc_weight.shape}'}")
+        raise ParamsFileError(
+            f"{source}: a {name} needs a 2-D 'fc.weight' (classes, features), got "
+            f"{'none' if fc_weight is None else f'shape {fc_weight.shape}'}"
+        )
     stem = params["conv1.weight"]
     if stem.shape[1] < 1:
         raise ParamsFileError(f"{source}: 'conv1.weight' has shape {stem.shape}: no input channels")
     _check_channels("conv1.weight", stem, shape, source)
     statistics = [key for key in params if key.endswith(_BUFFER_SUFFIXES)]
     if not statistics:
-        raise ParamsFileError(f"{source} holds a {name}'s parameters but not its batch-norm running statistics "
-                              f"(bn1.running_mean, bn1.running_var, ...), without which its predictions are "
-                              f"meaningless; save the whole state_dict() (Network.save_params does)")
+        raise ParamsFileError(
+            f"{source} holds a {name}'s parameters but not its batch-norm running statistics "
+            f"(bn1.running_mean, bn1.running_var, ...), without which its predictions are "
+            f"meaningless; save the whole state_dict() (Network.save_params does)"
+        )
     network = RESNETS[name](int(fc_weight.shape[0]), int(stem.shape[1]), dtype=dtype, seed=0)
     targets = network.state_dict()
     counters = [key for key in targets if key.endswith(_COUNTER_SUFFIX)]
     if not any(key in params for key in counters):
         # Files from before PyTorch 0.4.1 lack the counters; momentum-based batch norm ignores them.
         params = {**{key: targets[key] for key in counters}, **params}
-    problems = [f"{key!r} has shape {params[key].shape}, expected {target.shape}"
-                for key, target in targets.items() if key in params and params[key].shape != target.shape]
+    problems = [
+        f"{key!r} has shape {params[key].shape}, expected {target.shape}"
+        for key, target in targets.items()
+        if key in params and params[key].shape != target.shape
+    ]
     missing = [key for key in targets if key not in params]
     unknown = [key for key in params if key not in targets]
-    problems += ([f"{_some(missing)} missing"] if missing else []) + ([f"unknown keys {_some(unknown)}"] if unknown else [])
+    problems += ([f"{_some(missing)} missing"] if missing else []) + (
+        [f"unknown keys {_some(unknown)}"] if unknown else []
+    )
     if problems:
         raise ParamsFileError(f"{source} does not fit a {name}: " + "; ".join(problems))
     with np.errstate(over="ignore", invalid="ignore"):
@@ -686,9 +904,14 @@ def _resnet_from_params(params: Dict[str, np.ndarray], name: str, shape: Optiona
     return network
 
 
-def network_from_params(params: Union[Mapping[str, Any], str, "os.PathLike[str]"], *, net: str = "auto",
-                        input_shape: Optional[Sequence[int]] = None, dtype: Any = np.float32,
-                        source: Optional[str] = None) -> Network:
+def network_from_params(
+    params: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    net: str = "auto",
+    input_shape: Sequence[int] | None = None,
+    dtype: Any = np.float32,
+    source: str | None = None,
+) -> Network:
     """The network that ``params`` belong to, built and loaded: ``params`` is a parameter file's
     name (``.pkl``, ``.npz``, ``.safetensors``, read with :func:`~tinyconv.serialization.read_params`)
     or a mapping of names to arrays (a ``state_dict()``).
@@ -720,15 +943,17 @@ def network_from_params(params: Union[Mapping[str, Any], str, "os.PathLike[str]"
     if name == "auto" or name in RESNETS:
         found = identify_network(arrays, source)
         if name != "auto" and found != name:
-            raise ParamsFileError(f"{source} holds the parameters of a {_NETWORK_TITLES.get(found, found)}, "
-                                  f"not of a {name}")
+            raise ParamsFileError(
+                f"{source} holds the parameters of a {_NETWORK_TITLES.get(found, found)}, "
+                f"not of a {name}"
+            )
         name = found
     if name in RESNETS:
         return _resnet_from_params(arrays, name, shape, np_dtype, source)
     return _dlfs_from_params(arrays, name, shape, np_dtype, source)
 
 
-def replace_head(network: Network, num_classes: int, *, seed: Optional[int] = None) -> Network:
+def replace_head(network: Network, num_classes: int, *, seed: int | None = None) -> Network:
     """The network with a new, untrained classifier for ``num_classes`` classes (He-initialised:
     normal weights with standard deviation sqrt(2 / fan_in), zero bias), for transfer learning.
     A ResNet is changed in place (:meth:`ResNet.replace_head`) and returned; a SimpleConvNet or
@@ -739,13 +964,26 @@ def replace_head(network: Network, num_classes: int, *, seed: Optional[int] = No
         network.replace_head(num_classes, seed=seed)
         return network
     if not isinstance(network, (SimpleConvNet, DeepConvNet)):
-        raise TypeError(f"replace_head takes a ResNet, SimpleConvNet or DeepConvNet, got {type(network).__name__}")
+        raise TypeError(
+            f"replace_head takes a ResNet, SimpleConvNet or DeepConvNet, got {type(network).__name__}"
+        )
     name = "simple" if isinstance(network, SimpleConvNet) else "deep"
     weight_key, bias_key = head_prefixes(name)
     state = dict(network.state_dict())
     hidden = state[weight_key].shape[0]
-    source = np.random.default_rng(seed) if seed is not None else (np.random if network.rng is None else network.rng)
-    state[weight_key] = (math.sqrt(2.0 / hidden) * source.standard_normal((hidden, num_classes))).astype(network.dtype)
+    source = (
+        np.random.default_rng(seed)
+        if seed is not None
+        else (np.random if network.rng is None else network.rng)
+    )
+    state[weight_key] = (
+        math.sqrt(2.0 / hidden) * source.standard_normal((hidden, num_classes))
+    ).astype(network.dtype)
     state[bias_key] = np.zeros(num_classes, dtype=network.dtype)
-    return network_from_params(state, net=name, input_shape=network.input_dim, dtype=network.dtype,
-                               source=f"the {type(network).__name__} with a new head")
+    return network_from_params(
+        state,
+        net=name,
+        input_shape=network.input_dim,
+        dtype=network.dtype,
+        source=f"the {type(network).__name__} with a new head",
+    )

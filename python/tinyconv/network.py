@@ -9,19 +9,21 @@ the network keeps a map from key to the layer attribute that holds it (:class:`A
 ``params`` holds the parameters (what optimizers update, in place), ``gradient()`` returns the same
 keys (minus frozen ones), and ``state_dict()`` adds the buffers (batch-norm running statistics).
 """
+
 from __future__ import annotations
 
 import contextlib
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 
+from ._validate import as_positive_int
 from .containers import ArraySlot, Sequential, named_arrays
 from .gradient import numerical_gradient
 from .layers import SoftmaxWithLoss
-from ._validate import as_positive_int
 from .serialization import ParamsFileError, read_params, save_params
 from .summary import NetworkSummary
 
@@ -38,22 +40,24 @@ def _network_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
-def _random_source(seed: Optional[int], rng: RandomSource) -> RandomSource:
+def _random_source(seed: int | None, rng: RandomSource) -> RandomSource:
     if seed is not None and rng is not None:
         raise ValueError("pass either seed= or rng=, not both")
     if seed is not None:
         return np.random.default_rng(seed)
     if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
-        raise TypeError(f"rng must be a numpy.random.Generator or RandomState, got {type(rng).__name__}")
+        raise TypeError(
+            f"rng must be a numpy.random.Generator or RandomState, got {type(rng).__name__}"
+        )
     return rng
 
 
 # Every live network, so that tinyconv.gradient.numerical_gradient(f, W) can tell that W is a
 # network's parameter and evaluate f with the network in float64 (see network_of_parameter).
-_LIVE_NETWORKS: "weakref.WeakSet[Network]" = weakref.WeakSet()
+_LIVE_NETWORKS: weakref.WeakSet[Network] = weakref.WeakSet()
 
 
-def network_of_parameter(array: Any) -> Optional["Network"]:
+def network_of_parameter(array: Any) -> Network | None:
     """The live :class:`Network` whose ``params`` holds ``array`` itself (not a copy), or ``None``."""
     if not isinstance(array, np.ndarray):
         return None
@@ -84,23 +88,23 @@ class Network:
     takes PyTorch-style names from the layer tree).
     """
 
-    params: Dict[str, np.ndarray]
-    layers: Union["OrderedDict[str, Any]", List[Any]]
+    params: dict[str, np.ndarray]
+    layers: OrderedDict[str, Any] | list[Any]
     last_layer: SoftmaxWithLoss
 
-    def __init__(self, dtype: Any, seed: Optional[int], rng: RandomSource):
+    def __init__(self, dtype: Any, seed: int | None, rng: RandomSource):
         self.dtype = _network_dtype(dtype)
         self.rng = _random_source(seed, rng)
         self.params = {}
-        self._slots: "OrderedDict[str, ArraySlot]" = OrderedDict()
-        self._sequential: Optional[Sequential] = None
+        self._slots: OrderedDict[str, ArraySlot] = OrderedDict()
+        self._sequential: Sequential | None = None
         #: Loss of the last :meth:`gradient` call (the forward pass it differentiated).
-        self.last_loss: Optional[float] = None
+        self.last_loss: float | None = None
         _LIVE_NETWORKS.add(self)
 
     # -- construction helpers ---------------------------------------------------------------
 
-    def _random_normal(self, scale: float, shape: Tuple[int, ...]) -> np.ndarray:
+    def _random_normal(self, scale: float, shape: tuple[int, ...]) -> np.ndarray:
         # Drawn in float64 and scaled exactly as DLfS (scale * randn(...)), then cast.
         source = np.random if self.rng is None else self.rng
         return (scale * source.standard_normal(shape)).astype(self.dtype, copy=False)
@@ -127,7 +131,7 @@ class Network:
             if slot.gradient is not None:
                 self.params[slot.name] = getattr(slot.layer, slot.attribute)
 
-    def _layer_list(self) -> List[Any]:
+    def _layer_list(self) -> list[Any]:
         return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
 
     def _root(self) -> Sequential:
@@ -186,13 +190,13 @@ class Network:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         correct = 0
         for start in range(0, n, batch_size):
-            y = self.predict(x[start:start + batch_size], train_flg=False)
+            y = self.predict(x[start : start + batch_size], train_flg=False)
             if column and y.shape[1] == 1:  # one class: t holds one-hot rows, all of class 0
                 t, column = np.zeros(n, dtype=np.intp), False
-            correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start:start + batch_size]))
+            correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start : start + batch_size]))
         return correct / n
 
-    def gradient(self, x, t) -> Dict[str, np.ndarray]:
+    def gradient(self, x, t) -> dict[str, np.ndarray]:
         """Gradients of the loss with respect to every parameter that is not frozen, by
         backpropagation: a dict with those keys of ``params``, in its order. The loss of this
         forward pass is kept in ``last_loss``."""
@@ -204,7 +208,7 @@ class Network:
         self._root().step_backward(dout, True, False)
         return self._collect_gradients()
 
-    def _collect_gradients(self) -> Dict[str, np.ndarray]:
+    def _collect_gradients(self) -> dict[str, np.ndarray]:
         grads = {}
         for key in self.params:
             slot = self._slots[key]
@@ -213,7 +217,7 @@ class Network:
         return grads
 
     @contextlib.contextmanager
-    def float64_copy(self) -> Iterator[Dict[int, np.ndarray]]:
+    def float64_copy(self) -> Iterator[dict[int, np.ndarray]]:
         """Within the ``with`` block the network computes in float64 on float64 copies of its
         floating arrays (parameters and buffers such as batch-norm running statistics); on leaving
         it, the original arrays -- never written meanwhile -- and the dtype are put back, so the
@@ -226,7 +230,7 @@ class Network:
             value = getattr(slot.layer, slot.attribute)
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                 swapped.append((key, slot, value))
-        copies: Dict[int, np.ndarray] = {}
+        copies: dict[int, np.ndarray] = {}
         try:
             for key, slot, value in swapped:
                 copy = copies.setdefault(id(value), np.array(value, dtype=np.float64, order="C"))
@@ -242,7 +246,7 @@ class Network:
                     self.params[key] = value
             self.dtype = saved_dtype
 
-    def _numerical_gradient(self, x, t, train_flg: bool) -> Dict[str, np.ndarray]:
+    def _numerical_gradient(self, x, t, train_flg: bool) -> dict[str, np.ndarray]:
         # Central differences with h = 1e-4 need float64: in float32 the perturbed parameter and
         # the loss are both rounded by about 1e-7 relative, which leaves errors of 1e-4..1e-3 in
         # the difference quotient and makes correct backprop look wrong. So the evaluation runs
@@ -253,23 +257,27 @@ class Network:
             def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
                 return self.loss(x, t, train_flg=train_flg)
 
-            return {key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()}
+            return {
+                key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()
+            }
 
     # -- transfer learning ------------------------------------------------------------------
 
-    def _keys_under(self, prefixes: Iterable[str], what: str) -> List[str]:
+    def _keys_under(self, prefixes: Iterable[str], what: str) -> list[str]:
         keys = []
         for prefix in prefixes:
             if not isinstance(prefix, str):
                 raise TypeError(f"{what} takes parameter-name prefixes (str), got {prefix!r}")
             found = [key for key in self.params if matches_prefix(key, prefix)]
             if not found:
-                raise ValueError(f"{what}: no parameter is named {prefix!r} or lies under it "
-                                 f"(the parameters are {list(self.params)[:8]}{' ...' if len(self.params) > 8 else ''})")
+                raise ValueError(
+                    f"{what}: no parameter is named {prefix!r} or lies under it "
+                    f"(the parameters are {list(self.params)[:8]}{' ...' if len(self.params) > 8 else ''})"
+                )
             keys += [key for key in found if key not in keys]
         return keys
 
-    def freeze(self, *prefixes: str) -> List[str]:
+    def freeze(self, *prefixes: str) -> list[str]:
         """Stop training the parameters under ``prefixes`` (``"layer1"``, ``"conv1.weight"``,
         ``"W1"``; none: every parameter). Frozen parameters stay in ``params`` but
         :meth:`gradient` leaves them out, so optimizers do not touch them, and the backward pass
@@ -281,7 +289,7 @@ class Network:
             slot.layer.frozen = _frozen(slot.layer) | {slot.attribute}
         return keys
 
-    def unfreeze(self, *prefixes: str) -> List[str]:
+    def unfreeze(self, *prefixes: str) -> list[str]:
         """Train the parameters under ``prefixes`` again (none: all). Returns the keys unfrozen."""
         keys = self._keys_under(prefixes, "unfreeze") if prefixes else list(self.params)
         for key in keys:
@@ -290,21 +298,29 @@ class Network:
         return keys
 
     @property
-    def frozen_keys(self) -> List[str]:
+    def frozen_keys(self) -> list[str]:
         """The keys of ``params`` that :meth:`freeze` froze, in ``params`` order."""
-        return [key for key in self.params if self._slots[key].attribute in _frozen(self._slots[key].layer)]
+        return [
+            key
+            for key in self.params
+            if self._slots[key].attribute in _frozen(self._slots[key].layer)
+        ]
 
     # -- parameter state and files ----------------------------------------------------------
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Every array that defines the network's function: the parameters (``params``) and
         non-trainable state such as batch-norm running statistics, in the order they were named --
         DLfS's networks: the parameters, then ``running_mean1``, ``running_var1``, ...; ResNets:
         PyTorch's order (``bn1.weight``, ``bn1.bias``, ``bn1.running_mean``, ...). The arrays are
         the live ones, not copies."""
-        state: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        state: OrderedDict[str, np.ndarray] = OrderedDict()
         for key, slot in self._slots.items():
-            state[key] = self.params[key] if slot.gradient is not None else getattr(slot.layer, slot.attribute)
+            state[key] = (
+                self.params[key]
+                if slot.gradient is not None
+                else getattr(slot.layer, slot.attribute)
+            )
         return state
 
     def _bind_layers(self) -> None:
@@ -313,7 +329,9 @@ class Network:
             slot = self._slots[key]
             setattr(slot.layer, slot.attribute, value)
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, source: str = "state") -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], strict: bool = True, source: str = "state"
+    ) -> None:
         """Copy arrays from ``state`` into the network, in place (layers, optimizers and anyone
         else holding the arrays see the new values), converting them to the network's dtype.
 
@@ -323,14 +341,18 @@ class Network:
         are ignored and missing ones keep their current values.
         """
         if not isinstance(state, Mapping):
-            raise ParamsFileError(f"{source} is not a mapping of names to arrays ({type(state).__name__})")
+            raise ParamsFileError(
+                f"{source} is not a mapping of names to arrays ({type(state).__name__})"
+            )
         targets = self.state_dict()
         problems = []
-        updates: List[Tuple[np.ndarray, np.ndarray]] = []
+        updates: list[tuple[np.ndarray, np.ndarray]] = []
         for key, target in targets.items():
             if key not in state:
                 if strict:
-                    problems.append(f"{key!r} is missing (the network expects shape {target.shape})")
+                    problems.append(
+                        f"{key!r} is missing (the network expects shape {target.shape})"
+                    )
                 continue
             value = state[key]
             if isinstance(value, np.generic):
@@ -338,7 +360,9 @@ class Network:
             if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
                 problems.append(f"{key!r} is not an array of real numbers ({type(value).__name__})")
             elif value.shape != target.shape:
-                problems.append(f"{key!r} has shape {value.shape}, the network expects {target.shape}")
+                problems.append(
+                    f"{key!r} has shape {value.shape}, the network expects {target.shape}"
+                )
             else:
                 updates.append((target, value))
         if strict:
@@ -346,7 +370,9 @@ class Network:
             if unknown:
                 problems.append(f"unknown keys {unknown} (the network has {list(targets)})")
         if problems:
-            raise ParamsFileError(f"{source} does not fit this {type(self).__name__}: " + "; ".join(problems))
+            raise ParamsFileError(
+                f"{source} does not fit this {type(self).__name__}: " + "; ".join(problems)
+            )
         for target, value in updates:
             np.copyto(target, value, casting="unsafe")
         self._bind_layers()
@@ -371,13 +397,18 @@ class Network:
 
     # -- what the network is made of ------------------------------------------------------
 
-    def default_input_shape(self) -> Optional[Tuple[int, ...]]:
+    def default_input_shape(self) -> tuple[int, ...] | None:
         """The shape of one input sample the network was built for ((C, H, W) or (D,)), or
         ``None`` when any size works and none is implied (subclasses say)."""
         return None
 
-    def summary(self, input_shape: Optional[Sequence[int]] = None, *, batch_size: int = 1,
-                depth: Optional[int] = None) -> NetworkSummary:
+    def summary(
+        self,
+        input_shape: Sequence[int] | None = None,
+        *,
+        batch_size: int = 1,
+        depth: int | None = None,
+    ) -> NetworkSummary:
         """The table a learner wants first: each layer (its name, as in the parameter names),
         its output shape, its parameters and its multiply-adds for a batch of ``batch_size``
         samples of ``input_shape`` (one sample's shape, (C, H, W) or (D,); default: what the
@@ -392,15 +423,23 @@ class Network:
         if input_shape is None:
             input_shape = self.default_input_shape()
             if input_shape is None:
-                raise ValueError(f"{type(self).__name__} takes inputs of any size: pass input_shape, "
-                                 "e.g. (3, 224, 224)")
-        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape:
-            raise ValueError(f"input_shape must be one sample's shape, e.g. (1, 28, 28) or (784,), got {input_shape!r}")
+                raise ValueError(
+                    f"{type(self).__name__} takes inputs of any size: pass input_shape, "
+                    "e.g. (3, 224, 224)"
+                )
+        if (
+            isinstance(input_shape, (str, bytes))
+            or not isinstance(input_shape, Sequence)
+            or not input_shape
+        ):
+            raise ValueError(
+                f"input_shape must be one sample's shape, e.g. (1, 28, 28) or (784,), got {input_shape!r}"
+            )
         sample = tuple(as_positive_int(d, f"input_shape[{i}]") for i, d in enumerate(input_shape))
         batch = as_positive_int(batch_size, "batch_size")
         if depth is not None:
             depth = as_positive_int(depth, "depth")
-        shape = (batch,) + sample
+        shape = (batch, *sample)
         rows, _ = self._root().children_rows(shape, "")
         return NetworkSummary(f"{type(self).__name__} ({self.dtype})", shape, rows, depth)
 

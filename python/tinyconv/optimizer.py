@@ -33,12 +33,17 @@ parameters or state NaN or infinite (NaN, infinity, or for AdaGrad, RMSprop and 
 overflows) with one vectorised pass in C++ (``tinyconv._core.find_nonfinite``), so that a training
 loop can refuse a step before anything changes.
 """
+
 from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Union,
+)
 
 import numpy as np
 
@@ -46,8 +51,20 @@ from . import _core
 
 # "np": DLfS's common/optimizer.py imports numpy at top level and ch06/optimizer_compare_*.py
 # rely on getting it from ``from common.optimizer import *`` (they never import numpy).
-__all__ = ["Optimizer", "ParamGroup", "prefix_matches", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
-           "get_optimizer", "find_nonfinite_gradient", "np"]
+__all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "ParamGroup",
+    "RMSprop",
+    "find_nonfinite_gradient",
+    "get_optimizer",
+    "np",
+    "prefix_matches",
+]
 
 # Added to the denominator of the adaptive methods, as in DLfS.
 _EPS = 1e-7
@@ -69,10 +86,12 @@ def prefix_matches(prefix: str, key: str) -> bool:
     return key == prefix or key.startswith(prefix if prefix.endswith(".") else prefix + ".")
 
 
-def _checked_prefixes(value: Any, where: str) -> Tuple[str, ...]:
+def _checked_prefixes(value: Any, where: str) -> tuple[str, ...]:
     prefixes = (value,) if isinstance(value, str) else value
     if not isinstance(prefixes, (list, tuple)):
-        raise TypeError(f"{where} must be a string or a list/tuple of strings, got {type(value).__name__}")
+        raise TypeError(
+            f"{where} must be a string or a list/tuple of strings, got {type(value).__name__}"
+        )
     if not prefixes:
         raise ValueError(f"{where} is empty: a group needs at least one prefix")
     for prefix in prefixes:
@@ -97,11 +116,13 @@ class ParamGroup:
     learning rate ``lr`` they use. Immutable: change a group's rate with
     :meth:`Optimizer.set_lr`, or assign a new list to ``Optimizer.param_groups``."""
 
-    prefixes: Tuple[str, ...]
+    prefixes: tuple[str, ...]
     lr: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prefixes", _checked_prefixes(self.prefixes, "ParamGroup prefixes"))
+        object.__setattr__(
+            self, "prefixes", _checked_prefixes(self.prefixes, "ParamGroup prefixes")
+        )
         object.__setattr__(self, "lr", _checked_lr(self.lr, "ParamGroup lr"))
 
     def matches(self, key: str) -> bool:
@@ -113,15 +134,17 @@ def _checked_group(value: Any, where: str) -> ParamGroup:
     if isinstance(value, ParamGroup):
         return value
     if not isinstance(value, Mapping):
-        raise TypeError(f"{where} must be a dict {{'prefixes': ..., 'lr': ...}} or a ParamGroup, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"{where} must be a dict {{'prefixes': ..., 'lr': ...}} or a ParamGroup, "
+            f"got {type(value).__name__}"
+        )
     if set(value) != {"prefixes", "lr"}:
         raise ValueError(f"{where} has keys {sorted(map(str, value))}, expected ['lr', 'prefixes']")
     prefixes = _checked_prefixes(value["prefixes"], f"{where}['prefixes']")
     return ParamGroup(prefixes, _checked_lr(value["lr"], f"{where}['lr']"))
 
 
-def _checked_groups(value: Any, where: str) -> Tuple[ParamGroup, ...]:
+def _checked_groups(value: Any, where: str) -> tuple[ParamGroup, ...]:
     if value is None:
         return ()
     if isinstance(value, (str, bytes, Mapping, ParamGroup)) or not isinstance(value, Iterable):
@@ -151,11 +174,11 @@ class Optimizer(abc.ABC):
     _unit_interval_hyper: tuple = ()
     #: Whether the optimizer counts steps (``iter``, and ``steps`` per key).
     _counts_steps: bool = False
-    _param_groups: Tuple[ParamGroup, ...] = ()
+    _param_groups: tuple[ParamGroup, ...] = ()
     # (groups, {key: group index}) and (groups, parameter names) last checked: see _group_index
     # and _check_groups_match.
-    _group_cache: Optional[Tuple[Tuple[ParamGroup, ...], Dict[str, int]]] = None
-    _groups_checked: Optional[Tuple[Tuple[ParamGroup, ...], Tuple[str, ...]]] = None
+    _group_cache: tuple[tuple[ParamGroup, ...], dict[str, int]] | None = None
+    _groups_checked: tuple[tuple[ParamGroup, ...], tuple[str, ...]] | None = None
 
     #: Whether the update squares gradients (AdaGrad, RMSprop, Adam): then a gradient whose
     #: square overflows poisons the state (Adam's second moment turns NaN on the next step).
@@ -169,14 +192,14 @@ class Optimizer(abc.ABC):
     # -- learning rates -----------------------------------------------------------------------
 
     @property
-    def param_groups(self) -> Tuple[ParamGroup, ...]:
+    def param_groups(self) -> tuple[ParamGroup, ...]:
         """The parameter groups, in matching order (a name takes the first group that matches).
         Assign a list of ``{"prefixes": ..., "lr": ...}`` dicts or :class:`ParamGroup` to
         replace them (checked first; ``[]`` removes them all)."""
         return self._param_groups
 
     @param_groups.setter
-    def param_groups(self, groups: Optional[Iterable[Union[Mapping[str, Any], ParamGroup]]]) -> None:
+    def param_groups(self, groups: Iterable[Mapping[str, Any] | ParamGroup] | None) -> None:
         self._param_groups = _checked_groups(groups, "param_groups")
 
     def set_lr(self, prefixes: Prefixes, lr: float) -> None:
@@ -184,8 +207,13 @@ class Optimizer(abc.ABC):
         :func:`prefix_matches`) the learning rate ``lr`` from the next step on. The group goes
         first, so it overrides earlier groups for the names it matches; a group with exactly
         these prefixes is replaced. ``opt.lr = ...`` still sets the rate of all other names."""
-        group = ParamGroup(_checked_prefixes(prefixes, "set_lr prefixes"), _checked_lr(lr, "set_lr lr"))
-        self._param_groups = (group,) + tuple(g for g in self._param_groups if g.prefixes != group.prefixes)
+        group = ParamGroup(
+            _checked_prefixes(prefixes, "set_lr prefixes"), _checked_lr(lr, "set_lr lr")
+        )
+        self._param_groups = (
+            group,
+            *tuple(g for g in self._param_groups if g.prefixes != group.prefixes),
+        )
 
     def lr_for(self, key: str) -> float:
         """The learning rate ``update`` uses for parameter ``key``: its first matching group's,
@@ -215,11 +243,13 @@ class Optimizer(abc.ABC):
         for group in self._param_groups:
             for prefix in group.prefixes:
                 if not any(prefix_matches(prefix, key) for key in names):
-                    raise ValueError(f"{type(self).__name__} parameter group prefix {prefix!r} matches no "
-                                     f"parameter (the parameters are {list(names)})")
+                    raise ValueError(
+                        f"{type(self).__name__} parameter group prefix {prefix!r} matches no "
+                        f"parameter (the parameters are {list(names)})"
+                    )
         self._groups_checked = (self._param_groups, names)
 
-    def reset_state(self, prefixes: Optional[Prefixes] = None) -> None:
+    def reset_state(self, prefixes: Prefixes | None = None) -> None:
         """Forget the state arrays (and Adam's step counts) of the parameters matching
         ``prefixes``, or everything when ``None`` (then the optimizer is as new, hyperparameters
         and groups aside). Use it after replacing a parameter, e.g. a new classifier head: its
@@ -235,17 +265,23 @@ class Optimizer(abc.ABC):
         for name in self._slots + (("steps",) if self._counts_steps else ()):
             table = getattr(self, name)
             if table is not None:
-                setattr(self, name, {key: value for key, value in table.items() if not group.matches(key)})
+                setattr(
+                    self,
+                    name,
+                    {key: value for key, value in table.items() if not group.matches(key)},
+                )
 
     # -- one step -----------------------------------------------------------------------------
 
-    def _plan(self, params: Params, grads: Grads) -> List[Tuple[str, float]]:
+    def _plan(self, params: Params, grads: Grads) -> list[tuple[str, float]]:
         """Check ``grads`` against ``params`` and the state, and return ``(key, lr)`` for every key
         to update, with its state arrays created; raises before anything changes."""
         unknown = [key for key in grads if key not in params]
         if unknown:
-            raise KeyError(f"gradients {unknown} have no parameter of that name "
-                           f"(the parameters are {list(params)})")
+            raise KeyError(
+                f"gradients {unknown} have no parameter of that name "
+                f"(the parameters are {list(params)})"
+            )
         groups = self._param_groups
         if groups:
             self._check_groups_match(params)
@@ -257,13 +293,19 @@ class Optimizer(abc.ABC):
             shape = param.shape if isinstance(param, np.ndarray) else np.shape(param)
             grad_shape = grad.shape if isinstance(grad, np.ndarray) else np.shape(grad)
             if grad_shape != shape:
-                raise ValueError(f"gradient {key!r} has shape {grad_shape}, the parameter has shape {shape}")
+                raise ValueError(
+                    f"gradient {key!r} has shape {grad_shape}, the parameter has shape {shape}"
+                )
             for slot, table in tables:
                 state = None if table is None else table.get(key)
-                if state is not None and (state.shape != shape or state.dtype != np.asarray(param).dtype):
-                    raise ValueError(f"{type(self).__name__} state {slot}[{key!r}] is {state.dtype} {state.shape}, "
-                                     f"the parameter is {np.asarray(param).dtype} {shape}: the parameter was "
-                                     f"replaced; call reset_state({key!r}) to start its state afresh")
+                if state is not None and (
+                    state.shape != shape or state.dtype != np.asarray(param).dtype
+                ):
+                    raise ValueError(
+                        f"{type(self).__name__} state {slot}[{key!r}] is {state.dtype} {state.shape}, "
+                        f"the parameter is {np.asarray(param).dtype} {shape}: the parameter was "
+                        f"replaced; call reset_state({key!r}) to start its state afresh"
+                    )
             if groups:
                 index = self._group_index(key)
                 plan.append((key, base_lr if index < 0 else groups[index].lr))
@@ -278,7 +320,7 @@ class Optimizer(abc.ABC):
                     table[key] = np.zeros_like(params[key])
         return plan
 
-    def find_unusable_gradient(self, grads: Grads) -> Optional[Tuple[str, Tuple[int, ...], float]]:
+    def find_unusable_gradient(self, grads: Grads) -> tuple[str, tuple[int, ...], float] | None:
         """The first gradient entry that :meth:`update` cannot apply without making parameters
         or state NaN or infinite, as ``(key, index, value)``, or ``None``: an entry that is NaN
         or infinite, or, for optimizers that square gradients, whose square overflows. One
@@ -287,23 +329,31 @@ class Optimizer(abc.ABC):
 
     # -- checkpointing ------------------------------------------------------------------------
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot of this optimizer: its class name, hyperparameters, parameter groups and
         state arrays (copies) -- plain containers and arrays only, so it pickles and loads safely."""
-        state: Dict[str, Any] = {
+        state: dict[str, Any] = {
             "name": type(self).__name__,
             "hyperparameters": {name: float(getattr(self, name)) for name in self._hyper},
-            "param_groups": [{"prefixes": list(group.prefixes), "lr": group.lr} for group in self._param_groups],
+            "param_groups": [
+                {"prefixes": list(group.prefixes), "lr": group.lr} for group in self._param_groups
+            ],
         }
         for slot in self._slots:
             value = getattr(self, slot)
-            state[slot] = None if value is None else {key: np.array(arr) for key, arr in value.items()}
+            state[slot] = (
+                None if value is None else {key: np.array(arr) for key, arr in value.items()}
+            )
         if self._counts_steps:
             state["iter"] = int(self.iter)
-            state["steps"] = None if self.steps is None else {key: int(n) for key, n in self.steps.items()}
+            state["steps"] = (
+                None if self.steps is None else {key: int(n) for key, n in self.steps.items()}
+            )
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any], params: Optional[Mapping[str, np.ndarray]] = None) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         """Restore what :meth:`state_dict` returned (hyperparameters and groups included, so a
         resumed run continues exactly as the saved one would have).
 
@@ -322,7 +372,9 @@ class Optimizer(abc.ABC):
         """
         self._apply_state(self._checked_state(state, params))
 
-    def _checked_state(self, state: Any, params: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, Any]:
+    def _checked_state(
+        self, state: Any, params: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, Any]:
         """Validate ``state`` (see :meth:`load_state_dict`) and return the attributes to set, with
         fresh copies of the arrays; changes nothing."""
         cls = type(self).__name__
@@ -331,27 +383,41 @@ class Optimizer(abc.ABC):
         name = state.get("name")
         if not isinstance(name, str) or name != cls:
             raise ValueError(f"optimizer state is for {name!r}, not {cls!r}")
-        required = {"name", "hyperparameters", *self._slots} | ({"iter"} if self._counts_steps else set())
+        required = {"name", "hyperparameters", *self._slots} | (
+            {"iter"} if self._counts_steps else set()
+        )
         optional = {"param_groups"} | ({"steps"} if self._counts_steps else set())
         if not required <= set(state) <= required | optional:
-            raise ValueError(f"{cls} state has keys {sorted(map(str, state))}, expected {sorted(required)} "
-                             f"and optionally {sorted(optional)}")
+            raise ValueError(
+                f"{cls} state has keys {sorted(map(str, state))}, expected {sorted(required)} "
+                f"and optionally {sorted(optional)}"
+            )
 
         hyper = state["hyperparameters"]
         if not isinstance(hyper, Mapping):
-            raise TypeError(f"{cls} state hyperparameters must be a dict, got {type(hyper).__name__}")
+            raise TypeError(
+                f"{cls} state hyperparameters must be a dict, got {type(hyper).__name__}"
+            )
         if set(hyper) != set(self._hyper):
-            raise ValueError(f"{cls} state has hyperparameters {sorted(map(str, hyper))}, "
-                             f"expected {sorted(self._hyper)}")
-        attributes: Dict[str, Any] = {}
+            raise ValueError(
+                f"{cls} state has hyperparameters {sorted(map(str, hyper))}, "
+                f"expected {sorted(self._hyper)}"
+            )
+        attributes: dict[str, Any] = {}
         for key in self._hyper:
             value = hyper[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{cls} state hyperparameters[{key!r}] must be a real number, got {value!r}")
+                raise TypeError(
+                    f"{cls} state hyperparameters[{key!r}] must be a real number, got {value!r}"
+                )
             if not math.isfinite(value):
-                raise ValueError(f"{cls} state hyperparameters[{key!r}] must be finite, got {value!r}")
+                raise ValueError(
+                    f"{cls} state hyperparameters[{key!r}] must be finite, got {value!r}"
+                )
             if key in self._unit_interval_hyper and not 0.0 <= value < 1.0:
-                raise ValueError(f"{cls} state hyperparameters[{key!r}] must be in [0, 1), got {value!r}")
+                raise ValueError(
+                    f"{cls} state hyperparameters[{key!r}] must be in [0, 1), got {value!r}"
+                )
             attributes[key] = float(value)
 
         groups = state.get("param_groups", [])
@@ -362,8 +428,10 @@ class Optimizer(abc.ABC):
             for group in groups:
                 for prefix in group.prefixes:
                     if not any(prefix_matches(prefix, key) for key in params):
-                        raise ValueError(f"{cls} state param_groups prefix {prefix!r} matches no parameter "
-                                         f"(the parameters are {list(params)})")
+                        raise ValueError(
+                            f"{cls} state param_groups prefix {prefix!r} matches no parameter "
+                            f"(the parameters are {list(params)})"
+                        )
         attributes["_param_groups"] = groups
 
         present = []
@@ -375,8 +443,10 @@ class Optimizer(abc.ABC):
             attributes[slot] = self._checked_slot(slot, value, params)
             present.append(slot)
         if present and len(present) != len(self._slots):
-            raise ValueError(f"{cls} state slots {present} are set but {sorted(set(self._slots) - set(present))} "
-                             "are None: a state has all of them or none")
+            raise ValueError(
+                f"{cls} state slots {present} are set but {sorted(set(self._slots) - set(present))} "
+                "are None: a state has all of them or none"
+            )
         keys = [list(attributes[slot]) for slot in present]
         if any(set(k) != set(keys[0]) for k in keys[1:]):
             raise ValueError(f"{cls} state slots {present} hold different keys")
@@ -385,29 +455,39 @@ class Optimizer(abc.ABC):
             it = state["iter"]
             if isinstance(it, bool) or not isinstance(it, int):
                 raise TypeError(f"{cls} state iter must be an int, got {it!r}")
-            if not 0 <= it < 2 ** 63:
+            if not 0 <= it < 2**63:
                 raise ValueError(f"{cls} state iter must be in [0, 2**63), got {it}")
             if (it == 0) != (not present):
-                raise ValueError(f"{cls} state iter is {it} but its slots are "
-                                 f"{'None' if not present else 'set'}: they are set exactly when iter > 0")
+                raise ValueError(
+                    f"{cls} state iter is {it} but its slots are "
+                    f"{'None' if not present else 'set'}: they are set exactly when iter > 0"
+                )
             attributes["iter"] = it
             attributes["steps"] = self._checked_steps(state, it, keys[0] if present else None)
         return attributes
 
-    def _checked_steps(self, state: Mapping[str, Any], it: int, slot_keys: Optional[List[str]]) -> Optional[Dict[str, int]]:
+    def _checked_steps(
+        self, state: Mapping[str, Any], it: int, slot_keys: list[str] | None
+    ) -> dict[str, int] | None:
         cls = type(self).__name__
         if "steps" not in state:  # written before per-key counts: every key has taken every step
-            return None if slot_keys is None else {key: it for key in slot_keys}
+            return None if slot_keys is None else dict.fromkeys(slot_keys, it)
         steps = state["steps"]
         if steps is None or slot_keys is None:
             if (steps is None) != (slot_keys is None):
-                raise ValueError(f"{cls} state steps is {'None' if steps is None else 'set'} but the slots are "
-                                 f"{'None' if slot_keys is None else 'set'}: both or neither")
+                raise ValueError(
+                    f"{cls} state steps is {'None' if steps is None else 'set'} but the slots are "
+                    f"{'None' if slot_keys is None else 'set'}: both or neither"
+                )
             return None
         if not isinstance(steps, Mapping):
-            raise TypeError(f"{cls} state steps must be None or a dict of ints, got {type(steps).__name__}")
+            raise TypeError(
+                f"{cls} state steps must be None or a dict of ints, got {type(steps).__name__}"
+            )
         if set(steps) != set(slot_keys):
-            raise ValueError(f"{cls} state steps has keys {sorted(map(str, steps))}, the slots hold {sorted(slot_keys)}")
+            raise ValueError(
+                f"{cls} state steps has keys {sorted(map(str, steps))}, the slots hold {sorted(slot_keys)}"
+            )
         checked = {}
         for key in slot_keys:
             n = steps[key]
@@ -418,33 +498,47 @@ class Optimizer(abc.ABC):
             checked[key] = n
         return checked
 
-    def _checked_slot(self, slot: str, value: Any, params: Optional[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    def _checked_slot(
+        self, slot: str, value: Any, params: Mapping[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
         cls = type(self).__name__
         if not isinstance(value, Mapping):
-            raise TypeError(f"{cls} state {slot} must be None or a dict of arrays, got {type(value).__name__}")
+            raise TypeError(
+                f"{cls} state {slot} must be None or a dict of arrays, got {type(value).__name__}"
+            )
         if params is not None:
             unknown = [key for key in value if key not in params]
             if unknown:
-                raise ValueError(f"{cls} state {slot} has keys {sorted(map(str, unknown))} that are not parameters "
-                                 f"(the parameters are {sorted(params)})")
-        checked: Dict[str, np.ndarray] = {}
+                raise ValueError(
+                    f"{cls} state {slot} has keys {sorted(map(str, unknown))} that are not parameters "
+                    f"(the parameters are {sorted(params)})"
+                )
+        checked: dict[str, np.ndarray] = {}
         for key, arr in value.items():
             field = f"{slot}[{key!r}]"
             if not isinstance(key, str):
                 raise TypeError(f"{cls} state {slot} keys must be strings, got {key!r}")
             if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
-                raise TypeError(f"{cls} state {field} must be a float array, got "
-                                f"{type(arr).__name__}{' of ' + str(arr.dtype) if isinstance(arr, np.ndarray) else ''}")
+                raise TypeError(
+                    f"{cls} state {field} must be a float array, got "
+                    f"{type(arr).__name__}{' of ' + str(arr.dtype) if isinstance(arr, np.ndarray) else ''}"
+                )
             if params is not None:
                 target = np.asarray(params[key])
                 if arr.dtype != target.dtype or arr.shape != target.shape:
-                    raise ValueError(f"{cls} state {field} is {arr.dtype} {arr.shape}, "
-                                     f"the parameter is {target.dtype} {target.shape}")
+                    raise ValueError(
+                        f"{cls} state {field} is {arr.dtype} {arr.shape}, "
+                        f"the parameter is {target.dtype} {target.shape}"
+                    )
             if np.isnan(arr).any():
                 raise ValueError(f"{cls} state {field} contains NaN")
             if slot in self._nonnegative_slots and (arr < 0).any():
-                raise ValueError(f"{cls} state {field} has negative entries (it accumulates squares)")
-            checked[key] = np.array(arr, order="C")  # a writeable copy: the state never aliases the file's arrays
+                raise ValueError(
+                    f"{cls} state {field} has negative entries (it accumulates squares)"
+                )
+            checked[key] = np.array(
+                arr, order="C"
+            )  # a writeable copy: the state never aliases the file's arrays
         return checked
 
     def _apply_state(self, attributes: Mapping[str, Any]) -> None:
@@ -455,7 +549,9 @@ class Optimizer(abc.ABC):
     def __repr__(self) -> str:
         args = [f"{name}={getattr(self, name)!r}" for name in self._hyper]
         if self._param_groups:
-            args.append("param_groups=[" + ", ".join(_group_repr(g) for g in self._param_groups) + "]")
+            args.append(
+                "param_groups=[" + ", ".join(_group_repr(g) for g in self._param_groups) + "]"
+            )
         return f"{type(self).__name__}({', '.join(args)})"
 
 
@@ -464,7 +560,7 @@ class SGD(Optimizer):
 
     _hyper = ("lr",)
 
-    def __init__(self, lr: float = 0.01, *, param_groups: Optional[Iterable[Any]] = None):
+    def __init__(self, lr: float = 0.01, *, param_groups: Iterable[Any] | None = None):
         self.lr = lr
         self.param_groups = param_groups
 
@@ -483,11 +579,13 @@ class Momentum(Optimizer):
     _slots = ("v",)
     _nesterov = False
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9, *, param_groups: Optional[Iterable[Any]] = None):
+    def __init__(
+        self, lr: float = 0.01, momentum: float = 0.9, *, param_groups: Iterable[Any] | None = None
+    ):
         self.lr = lr
         self.momentum = momentum
         self.param_groups = param_groups
-        self.v: Optional[Dict[str, np.ndarray]] = None
+        self.v: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
         for key, lr in self._plan(params, grads):
@@ -522,10 +620,10 @@ class AdaGrad(Optimizer):
     _nonnegative_slots = ("h",)
     squares_gradients = True
 
-    def __init__(self, lr: float = 0.01, *, param_groups: Optional[Iterable[Any]] = None):
+    def __init__(self, lr: float = 0.01, *, param_groups: Iterable[Any] | None = None):
         self.lr = lr
         self.param_groups = param_groups
-        self.h: Optional[Dict[str, np.ndarray]] = None
+        self.h: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
         for key, lr in self._plan(params, grads):
@@ -545,11 +643,17 @@ class RMSprop(Optimizer):
     _nonnegative_slots = ("h",)
     squares_gradients = True
 
-    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, *, param_groups: Optional[Iterable[Any]] = None):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        decay_rate: float = 0.99,
+        *,
+        param_groups: Iterable[Any] | None = None,
+    ):
         self.lr = lr
         self.decay_rate = decay_rate
         self.param_groups = param_groups
-        self.h: Optional[Dict[str, np.ndarray]] = None
+        self.h: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
         for key, lr in self._plan(params, grads):
@@ -584,36 +688,44 @@ class Adam(Optimizer):
     _unit_interval_hyper = ("beta1", "beta2")
     _counts_steps = True
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, *,
-                 param_groups: Optional[Iterable[Any]] = None):
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        *,
+        param_groups: Iterable[Any] | None = None,
+    ):
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
         self.param_groups = param_groups
         self.iter = 0
-        self.steps: Optional[Dict[str, int]] = None
-        self.m: Optional[Dict[str, np.ndarray]] = None
-        self.v: Optional[Dict[str, np.ndarray]] = None
+        self.steps: dict[str, int] | None = None
+        self.m: dict[str, np.ndarray] | None = None
+        self.v: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
         plan = self._plan(params, grads)
         if self.steps is None:
             self.steps = {}
         self.iter += 1
-        step_sizes: Dict[Tuple[float, int], float] = {}  # (lr, t) -> lr_t, computed once per pair
+        step_sizes: dict[tuple[float, int], float] = {}  # (lr, t) -> lr_t, computed once per pair
         for key, lr in plan:
             t = self.steps.get(key, 0) + 1
             self.steps[key] = t
             lr_t = step_sizes.get((lr, t))
             if lr_t is None:
-                lr_t = step_sizes[lr, t] = float(lr * np.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t))
+                lr_t = step_sizes[lr, t] = float(
+                    lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+                )
             param, m, v, grad = params[key], self.m[key], self.v[key], grads[key]
             if _fusable(param, m, v, grad):
                 # One pass in C++, same operations in the same order: the same bits.
                 _core.adam_update(param, m, v, grad, lr_t, self.beta1, self.beta2, _EPS)
                 continue
             m += (1 - self.beta1) * (grad - m)
-            v += (1 - self.beta2) * (grad ** 2 - v)
+            v += (1 - self.beta2) * (grad**2 - v)
             params[key] -= _scaled_step(lr_t, m, v)
 
 
@@ -624,11 +736,19 @@ def _fusable(param: np.ndarray, *others: np.ndarray) -> bool:
         return False
     if not (param.flags.c_contiguous and param.flags.writeable and param.dtype.isnative):
         return False
-    return all(isinstance(o, np.ndarray) and o.dtype == param.dtype and o.shape == param.shape
-               and o.flags.c_contiguous and o.dtype.isnative for o in others)
+    return all(
+        isinstance(o, np.ndarray)
+        and o.dtype == param.dtype
+        and o.shape == param.shape
+        and o.flags.c_contiguous
+        and o.dtype.isnative
+        for o in others
+    )
 
 
-def find_nonfinite_gradient(grads: Grads, squared: bool = False) -> Optional[Tuple[str, Tuple[int, ...], float]]:
+def find_nonfinite_gradient(
+    grads: Grads, squared: bool = False
+) -> tuple[str, tuple[int, ...], float] | None:
     """The first gradient entry ``g`` that is NaN or infinite -- or, with ``squared``, whose square
     ``g * g`` in the gradient's dtype is (``|g| >= 2**64`` in float32, ``2**512`` in float64) -- as
     ``(key, index, value)`` (keys in order, the C-order first entry within an array); ``None``
@@ -640,8 +760,13 @@ def find_nonfinite_gradient(grads: Grads, squared: bool = False) -> Optional[Tup
     nothing.
     """
     for key, grad in grads.items():
-        if (isinstance(grad, np.ndarray) and grad.dtype in (np.float32, np.float64) and grad.dtype.isnative
-                and grad.flags.c_contiguous and grad.flags.aligned):
+        if (
+            isinstance(grad, np.ndarray)
+            and grad.dtype in (np.float32, np.float64)
+            and grad.dtype.isnative
+            and grad.flags.c_contiguous
+            and grad.flags.aligned
+        ):
             flat_index = int(_core.find_nonfinite(grad, squared))
             if flat_index < 0:
                 continue
@@ -668,7 +793,9 @@ def _scaled_step(lr: float, numerator: np.ndarray, accumulator: np.ndarray) -> n
     return step
 
 
-_OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}
+_OPTIMIZERS = {
+    cls.__name__.lower(): cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
+}
 
 
 def get_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
@@ -678,5 +805,7 @@ def get_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
     try:
         cls = _OPTIMIZERS[name.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(_OPTIMIZERS)}") from None
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of {sorted(_OPTIMIZERS)}"
+        ) from None
     return cls(**hyperparameters)

@@ -26,49 +26,60 @@ Conventions (the same as :mod:`tinyconv.functional`):
   (their unfolded size must fit in 64 bits), and a MemoryError before allocating more than this
   machine's memory. An empty batch (N = 0) gives empty results wherever the compiled core does.
 """
+
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from ._validate import (as_array, as_flag, as_float_array, as_index_array, as_input_shape, as_pair, as_positive_int, as_real,
-                        check_window, ndim_of)
+from ._validate import (
+    as_array,
+    as_flag,
+    as_float_array,
+    as_index_array,
+    as_input_shape,
+    as_pair,
+    as_positive_int,
+    as_real,
+    check_window,
+    ndim_of,
+)
 
 __all__ = [
-    # helpers
-    "conv_output_size",
-    "im2col",
+    "add_forward",
+    "affine_backward",
+    "affine_forward",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_naive",
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
     "col2im",
+    "conv2d_backward",
+    "conv2d_forward",
     # naive loops that follow the definitions
     "conv2d_naive",
-    "max_pool2d_naive",
-    "avg_pool2d_naive",
+    # helpers
+    "conv_output_size",
+    "fold_batch_norm",
     # vectorised references, same signatures as tinyconv.functional
     "gemm",
-    "conv2d_forward",
-    "conv2d_backward",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward_from_input",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-    "global_avg_pool2d_forward",
     "global_avg_pool2d_backward",
-    "batch_norm2d_forward",
-    "batch_norm2d_backward",
-    "fold_batch_norm",
-    "add_forward",
-    "relu_forward",
+    "global_avg_pool2d_forward",
+    "im2col",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool2d_backward_from_input",
+    "max_pool2d_forward",
+    "max_pool2d_naive",
     "relu_backward",
-    "sigmoid_forward",
+    "relu_forward",
     "sigmoid_backward",
+    "sigmoid_forward",
     "softmax",
-    "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
-    "affine_forward",
-    "affine_backward",
+    "softmax_cross_entropy_forward",
 ]
 
 
@@ -121,15 +132,17 @@ def _check_affordable(shape: tuple[int, ...], what: str) -> None:
         elements *= int(d)
     limit = _physical_memory_bytes()
     if limit and elements * 8 > limit:
-        raise MemoryError(f"{what} of shape {tuple(shape)} would need {elements * 8 / 2**30:.1f} GiB, more than the "
-                          f"{limit / 2**30:.1f} GiB of memory of this machine")
+        raise MemoryError(
+            f"{what} of shape {tuple(shape)} would need {elements * 8 / 2**30:.1f} GiB, more than the "
+            f"{limit / 2**30:.1f} GiB of memory of this machine"
+        )
 
 
 def _padded(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     """x (N, C, H, W) with ph zero rows above and below and pw zero columns left and right."""
     N, C, H, W = x.shape
     img = _zeros((N, C, H + 2 * ph, W + 2 * pw), "the padded input")
-    img[:, :, ph:ph + H, pw:pw + W] = x
+    img[:, :, ph : ph + H, pw : pw + W] = x
     return img
 
 
@@ -139,11 +152,15 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
-def _window_geometry(input_shape, input_name: str, filter_h: int, filter_w: int, window_name: str, stride, pad):
+def _window_geometry(
+    input_shape, input_name: str, filter_h: int, filter_w: int, window_name: str, stride, pad
+):
     """``(sh, sw), (ph, pw), (OH, OW)`` for a window sliding over ``input_shape`` (N, C, H, W),
     checked as the compiled core checks it (see :func:`tinyconv._validate.check_window`)."""
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    out_h, out_w = check_window(tuple(input_shape), input_name, (filter_h, filter_w), window_name, (sh, sw), (ph, pw))
+    out_h, out_w = check_window(
+        tuple(input_shape), input_name, (filter_h, filter_w), window_name, (sh, sw), (ph, pw)
+    )
     return (sh, sw), (ph, pw), (out_h, out_w)
 
 
@@ -158,8 +175,10 @@ def _check_4d(x: np.ndarray, name: str) -> None:
 
 def _im2col_f64(x: np.ndarray, filter_h: int, filter_w: int, stride, pad) -> np.ndarray:
     """im2col on a float64 array, no dtype handling (callers have checked the window)."""
-    N, C, H, W = x.shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(x.shape, "x", filter_h, filter_w, "window", stride, pad)
+    N, C, _H, _W = x.shape
+    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(
+        x.shape, "x", filter_h, filter_w, "window", stride, pad
+    )
     col = _zeros((N, C, filter_h, filter_w, out_h, out_w), "the im2col matrix")
     img = _padded(x, ph, pw)
     if filter_h * filter_w <= out_h * out_w:
@@ -176,20 +195,27 @@ def _im2col_f64(x: np.ndarray, filter_h: int, filter_w: int, stride, pad) -> np.
         # the same values copied one whole window at a time, so that the Python loop stays short.
         for i in range(out_h):
             for j in range(out_w):
-                col[:, :, :, :, i, j] = img[:, :, i * sh:i * sh + filter_h, j * sw:j * sw + filter_w]
+                col[:, :, :, :, i, j] = img[
+                    :, :, i * sh : i * sh + filter_h, j * sw : j * sw + filter_w
+                ]
     # Rows ordered (n, oh, ow), columns (c, fh, fw); both counts spelled out, so that an empty
     # batch (N = 0) reshapes too.
     return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * out_h * out_w, C * filter_h * filter_w)
 
 
-def _col2im_f64(col: np.ndarray, input_shape, filter_h: int, filter_w: int, stride, pad) -> np.ndarray:
+def _col2im_f64(
+    col: np.ndarray, input_shape, filter_h: int, filter_w: int, stride, pad
+) -> np.ndarray:
     """col2im on a float64 array, no dtype handling (callers have checked the window)."""
     N, C, H, W = input_shape
-    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(input_shape, "input_shape", filter_h, filter_w, "window",
-                                                          stride, pad)
+    (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(
+        input_shape, "input_shape", filter_h, filter_w, "window", stride, pad
+    )
     expected = (N * out_h * out_w, C * filter_h * filter_w)
     if col.shape != expected:
-        raise ValueError(f"col must have shape {expected} for input_shape {tuple(input_shape)}, got {col.shape}")
+        raise ValueError(
+            f"col must have shape {expected} for input_shape {tuple(input_shape)}, got {col.shape}"
+        )
     col = col.reshape(N, out_h, out_w, C, filter_h, filter_w).transpose(0, 3, 4, 5, 1, 2)
     # DLfS allocates stride - 1 extra rows and columns here; no slice below reaches them (see
     # _im2col_f64), and with a huge stride they would be a huge allocation.
@@ -204,9 +230,11 @@ def _col2im_f64(col: np.ndarray, input_shape, filter_h: int, filter_w: int, stri
     else:  # few positions, large windows: one window at a time (the sums then run in position order)
         for i in range(out_h):
             for j in range(out_w):
-                img[:, :, i * sh:i * sh + filter_h, j * sw:j * sw + filter_w] += col[:, :, :, :, i, j]
+                img[:, :, i * sh : i * sh + filter_h, j * sw : j * sw + filter_w] += col[
+                    :, :, :, :, i, j
+                ]
     # Contributions that landed in the padding are dropped.
-    return np.ascontiguousarray(img[:, :, ph:H + ph, pw:W + pw])
+    return np.ascontiguousarray(img[:, :, ph : H + ph, pw : W + pw])
 
 
 def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
@@ -260,7 +288,7 @@ def conv2d_naive(x, W, b, stride=1, pad=0) -> np.ndarray:
         for f in range(FN):
             for i in range(out_h):
                 for j in range(out_w):
-                    window = xpad[n, :, i * sh:i * sh + FH, j * sw:j * sw + FW]
+                    window = xpad[n, :, i * sh : i * sh + FH, j * sw : j * sw + FW]
                     y[n, f, i, j] = np.sum(window * W[f]) + b[f]
     return y.astype(dt)
 
@@ -268,8 +296,10 @@ def conv2d_naive(x, W, b, stride=1, pad=0) -> np.ndarray:
 def _check_max_pool_pad(pool_h: int, pool_w: int, ph: int, pw: int) -> None:
     # With pad >= pool a window could lie entirely in the padding and have no winner.
     if ph >= pool_h or pw >= pool_w:
-        raise ValueError(f"max pooling needs pad < pool size in each direction, got pad ({ph}, {pw}) "
-                         f"for pool ({pool_h}, {pool_w})")
+        raise ValueError(
+            f"max pooling needs pad < pool size in each direction, got pad ({ph}, {pw}) "
+            f"for pool ({pool_h}, {pool_w})"
+        )
 
 
 def _beats(value: float, best: float) -> bool:
@@ -285,7 +315,9 @@ def _pool_geometry(x: np.ndarray, pool_h, pool_w, stride, pad):
     """``pool_h, pool_w, (sh, sw), (ph, pw), (OH, OW)`` of a pooling over x, checked."""
     _check_4d(x, "x")
     pool_h, pool_w = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    stride, pad, out = _window_geometry(x.shape, "x", pool_h, pool_w, "pool (pool_h, pool_w)", stride, pad)
+    stride, pad, out = _window_geometry(
+        x.shape, "x", pool_h, pool_w, "pool (pool_h, pool_w)", stride, pad
+    )
     return pool_h, pool_w, stride, pad, out
 
 
@@ -304,7 +336,9 @@ def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.n
     """
     dt = _compute_dtype(x)
     x = _as_float64(x, dt, "x")
-    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
+    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(
+        x, pool_h, pool_w, stride, pad
+    )
     _check_max_pool_pad(pool_h, pool_w, ph, pw)
     N, C, H, W = x.shape
     y = _zeros((N, C, out_h, out_w), "the output")
@@ -330,7 +364,9 @@ def avg_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray
     zero) divided by ``pool_h * pool_w``."""
     dt = _compute_dtype(x)
     x = _as_float64(x, dt, "x")
-    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
+    pool_h, pool_w, (sh, sw), (ph, pw), (out_h, out_w) = _pool_geometry(
+        x, pool_h, pool_w, stride, pad
+    )
     N, C, H, W = x.shape
     y = _zeros((N, C, out_h, out_w), "the output")
     for n in range(N):
@@ -349,7 +385,16 @@ def avg_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray
 # GEMM
 
 
-def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+def gemm(
+    a,
+    b,
+    c=None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    trans_a: bool = False,
+    trans_b: bool = False,
+) -> np.ndarray:
     """``alpha * op(a) @ op(b) + beta * c``, op = transpose when ``trans_*``.
 
     a: (M, K), or (K, M) with ``trans_a``; b: (K, N), or (N, K) with ``trans_b``; c: (M, N) or
@@ -392,7 +437,9 @@ def _conv_geometry(x: np.ndarray, W: np.ndarray, stride, pad):
         raise ValueError(f"W has {W.shape[1]} channels but x has {x.shape[1]}")
     if W.shape[0] < 1 or min(W.shape[2:]) < 1:
         raise ValueError(f"W must have at least one filter of at least 1x1, got shape {W.shape}")
-    return _window_geometry(x.shape, "x", W.shape[2], W.shape[3], "filter (FH, FW) of W", stride, pad)
+    return _window_geometry(
+        x.shape, "x", W.shape[2], W.shape[3], "filter (FH, FW) of W", stride, pad
+    )
 
 
 def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
@@ -404,14 +451,14 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarra
     dt = _compute_dtype(x, W, b)
     x, W, b = _as_float64(x, dt, "x"), _as_float64(W, dt, "W"), _as_float64(b, dt, "b")
     _, _, (out_h, out_w) = _conv_geometry(x, W, stride, pad)
-    FN, C, FH, FW = W.shape
+    FN, _C, FH, FW = W.shape
     if b.shape != (FN,):
         raise ValueError(f"b must have shape ({FN},), got {b.shape}")
     relu = as_flag(relu, "relu")
     N = x.shape[0]
     col = _im2col_f64(x, FH, FW, stride, pad)  # (N*OH*OW, C*FH*FW)
-    col_W = W.reshape(FN, -1).T                # (C*FH*FW, FN)
-    out = col @ col_W + b                      # (N*OH*OW, FN)
+    col_W = W.reshape(FN, -1).T  # (C*FH*FW, FN)
+    out = col @ col_W + b  # (N*OH*OW, FN)
     y = out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2).astype(dt)
     return relu_forward(y) if relu else y
 
@@ -430,12 +477,12 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     N = x.shape[0]
     if dout.shape != (N, FN, out_h, out_w):
         raise ValueError(f"dout must have shape {(N, FN, out_h, out_w)}, got {dout.shape}")
-    col = _im2col_f64(x, FH, FW, stride, pad)         # (N*OH*OW, C*FH*FW)
-    col_W = W.reshape(FN, -1).T                       # (C*FH*FW, FN)
+    col = _im2col_f64(x, FH, FW, stride, pad)  # (N*OH*OW, C*FH*FW)
+    col_W = W.reshape(FN, -1).T  # (C*FH*FW, FN)
     dout_rows = dout.transpose(0, 2, 3, 1).reshape(-1, FN)  # (N*OH*OW, FN)
     db = dout_rows.sum(axis=0)
     dW = (col.T @ dout_rows).T.reshape(FN, C, FH, FW)
-    dcol = dout_rows @ col_W.T                        # (N*OH*OW, C*FH*FW)
+    dcol = dout_rows @ col_W.T  # (N*OH*OW, C*FH*FW)
     dx = _col2im_f64(dcol, x.shape, FH, FW, stride, pad)
     return (dx.astype(dt) if need_dx else None), dW.astype(dt), db.astype(dt)
 
@@ -455,7 +502,9 @@ def _rows_to_nchw(rows: np.ndarray, N: int, C: int, out_h: int, out_w: int) -> n
     return rows.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
 
 
-def max_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_forward(
+    x, pool_h: int, pool_w: int, stride=1, pad=0
+) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling. Padded positions never win; ties go to the first maximum in row-major window
     order, and NaN wins, as in ``np.argmax``. Requires ``pad < pool`` in each direction.
 
@@ -528,8 +577,9 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
     return max_pool2d_forward(x, pool_h, pool_w, stride, pad)[0]
 
 
-def max_pool2d_backward_from_input(dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *,
-                                   through_relu: bool = False) -> np.ndarray:
+def max_pool2d_backward_from_input(
+    dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *, through_relu: bool = False
+) -> np.ndarray:
     """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``
     (and, with ``through_relu``, ``x`` as the ``relu_output``)."""
     dt = _compute_dtype(dout, x)
@@ -547,7 +597,7 @@ def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarr
     dt = _compute_dtype(x)
     x = _as_float64(x, dt, "x")
     pool_h, pool_w, _, _, (out_h, out_w) = _pool_geometry(x, pool_h, pool_w, stride, pad)
-    N, C, H, W = x.shape
+    N, C, _H, _W = x.shape
     windows = _pool_windows(x, pool_h, pool_w, stride, pad)
     y = windows.sum(axis=1) / (pool_h * pool_w)
     return _rows_to_nchw(y, N, C, out_h, out_w).astype(dt)
@@ -561,13 +611,16 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     dout = _as_float64(dout, dt, "dout")
     N, C, H, W = as_input_shape(input_shape)
     pool_h, pool_w = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    _, _, (out_h, out_w) = _window_geometry((N, C, H, W), "input_shape", pool_h, pool_w, "pool (pool_h, pool_w)",
-                                            stride, pad)
+    _, _, (out_h, out_w) = _window_geometry(
+        (N, C, H, W), "input_shape", pool_h, pool_w, "pool (pool_h, pool_w)", stride, pad
+    )
     if dout.shape != (N, C, out_h, out_w):
         raise ValueError(f"dout must have shape {(N, C, out_h, out_w)}, got {dout.shape}")
     share = dout.transpose(0, 2, 3, 1).reshape(-1, 1) / (pool_h * pool_w)  # (N*OH*OW*C, 1)
     _check_affordable((N * out_h * out_w, C * pool_h * pool_w), "the column gradient")
-    dcol = np.broadcast_to(share, (share.shape[0], pool_h * pool_w)).reshape(N * out_h * out_w, C * pool_h * pool_w)
+    dcol = np.broadcast_to(share, (share.shape[0], pool_h * pool_w)).reshape(
+        N * out_h * out_w, C * pool_h * pool_w
+    )
     return _col2im_f64(dcol, (N, C, H, W), pool_h, pool_w, stride, pad).astype(dt)
 
 
@@ -604,7 +657,9 @@ def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
 def _channel_vector(value: object, dt: np.dtype, name: str, channels: int) -> np.ndarray:
     arr = _as_float64(value, dt, name)
     if arr.shape != (channels,):
-        raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape ({channels},), one entry per channel, got {arr.shape}"
+        )
     return arr
 
 
@@ -612,13 +667,17 @@ def _updated_in_place(value: object, dt: np.dtype, name: str, channels: int) -> 
     """A running statistic that training overwrites: an ndarray of the compute dtype already,
     C-contiguous, writeable, of shape (C,)."""
     if not isinstance(value, np.ndarray) or value.dtype != dt:
-        raise TypeError(f"{name} is updated in place when training, so it must be a numpy array of the compute "
-                        f"dtype {dt.name}, got {type(value).__name__}"
-                        + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else ""))
+        raise TypeError(
+            f"{name} is updated in place when training, so it must be a numpy array of the compute "
+            f"dtype {dt.name}, got {type(value).__name__}"
+            + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else "")
+        )
     if not (value.flags.c_contiguous and value.flags.aligned):
         raise TypeError(f"{name} must be C-contiguous and aligned: it is updated in place")
     if value.shape != (channels,):
-        raise ValueError(f"{name} must have shape ({channels},), one entry per channel, got {value.shape}")
+        raise ValueError(
+            f"{name} must have shape ({channels},), one entry per channel, got {value.shape}"
+        )
     if not value.flags.writeable:
         raise ValueError(f"{name} must be writeable: it is updated in place")
     return value
@@ -629,8 +688,19 @@ def _per_channel(v: np.ndarray) -> np.ndarray:
     return v[None, :, None, None]
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bool, momentum: float, eps: float,
-                         unbiased: bool = False, relu: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_forward(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    *,
+    train: bool,
+    momentum: float,
+    eps: float,
+    unbiased: bool = False,
+    relu: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalisation per channel, from the definition: ``mean`` and the biased ``var`` of
     each channel's N*H*W values (``np.mean``, ``np.var``), ``invstd = 1 / sqrt(var + eps)``, both
     rounded to the compute dtype as returned, then ``y = (x - mean) * invstd * gamma + beta``
@@ -648,7 +718,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bo
         running_mean = _updated_in_place(running_mean, dt, "running_mean", C)
         running_var = _updated_in_place(running_var, dt, "running_var", C)
         if np.shares_memory(running_mean, running_var):
-            raise ValueError("running_mean and running_var must not share memory: both are updated in place")
+            raise ValueError(
+                "running_mean and running_var must not share memory: both are updated in place"
+            )
     else:
         running_mean = _channel_vector(running_mean, dt, "running_mean", C)
         running_var = _channel_vector(running_var, dt, "running_var", C)
@@ -660,8 +732,12 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bo
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     m = N * H * W
     if train and unbiased and m == 1:
-        raise ValueError("unbiased: the running variance of a single value per channel is undefined (m = N*H*W = 1)")
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf pass through, as in the kernels
+        raise ValueError(
+            "unbiased: the running variance of a single value per channel is undefined (m = N*H*W = 1)"
+        )
+    with np.errstate(
+        invalid="ignore", divide="ignore", over="ignore"
+    ):  # NaN/inf pass through, as in the kernels
         if train:
             batch_mean = x.mean(axis=(0, 2, 3)) if m else np.full(C, np.nan)
             squares = ((x - _per_channel(batch_mean)) ** 2).sum(axis=(0, 2, 3))
@@ -675,14 +751,18 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, *, train: bo
         else:
             mean, invstd = running_mean.astype(dt), (1.0 / np.sqrt(running_var + eps)).astype(dt)
         mean64, invstd64 = mean.astype(np.float64), invstd.astype(np.float64)
-        y = ((x - _per_channel(mean64)) * _per_channel(invstd64) * _per_channel(gamma) + _per_channel(beta)).astype(dt)
+        y = (
+            (x - _per_channel(mean64)) * _per_channel(invstd64) * _per_channel(gamma)
+            + _per_channel(beta)
+        ).astype(dt)
     if relu:
         y = np.where(y <= 0, dt.type(0), y)
     return y, mean, invstd
 
 
-def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
-                          relu_output=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_backward(
+    dout, x, gamma, mean, invstd, *, train: bool, relu_output=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm2d_forward` from the formulas, in float64: with
     ``dy = dout`` (0 where ``relu_output <= 0``), ``xhat = (x - mean) * invstd``, m = N*H*W:
     ``dbeta = sum dy``, ``dgamma = sum dy * xhat``, ``dx = gamma * invstd / m * (m*dy - dbeta -
@@ -715,7 +795,9 @@ def batch_norm2d_backward(dout, x, gamma, mean, invstd, *, train: bool,
     return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
 
 
-def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[np.ndarray, np.ndarray]:
+def fold_batch_norm(
+    W, b, gamma, beta, running_mean, running_var, eps
+) -> tuple[np.ndarray, np.ndarray]:
     """``W * s[:, None, None, None]`` and ``(b - running_mean) * s + beta`` (b None: 0), with
     ``s = gamma / sqrt(running_var + eps)``, all in float64 and rounded once."""
     dt = _compute_dtype(W, gamma, beta, running_mean, running_var, *(() if b is None else (b,)))
@@ -723,14 +805,19 @@ def fold_batch_norm(W, b, gamma, beta, running_mean, running_var, eps) -> tuple[
     _check_4d(W, "W")
     FN = W.shape[0]
     gamma, beta = _channel_vector(gamma, dt, "gamma", FN), _channel_vector(beta, dt, "beta", FN)
-    mean, var = _channel_vector(running_mean, dt, "running_mean", FN), _channel_vector(running_var, dt, "running_var", FN)
+    mean, var = (
+        _channel_vector(running_mean, dt, "running_mean", FN),
+        _channel_vector(running_var, dt, "running_var", FN),
+    )
     bias = 0.0 if b is None else _channel_vector(b, dt, "b", FN)
     eps = as_real(eps, "eps")
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         scale = gamma / np.sqrt(var + eps)
-        return (W * scale[:, None, None, None]).astype(dt), ((bias - mean) * scale + beta).astype(dt)
+        return (W * scale[:, None, None, None]).astype(dt), ((bias - mean) * scale + beta).astype(
+            dt
+        )
 
 
 def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
@@ -750,7 +837,9 @@ def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
 
 def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}"
+        )
 
 
 def relu_forward(x, *, out=None) -> np.ndarray:
@@ -767,8 +856,10 @@ def _into(result: np.ndarray, out):
     if out is None:
         return result
     if not isinstance(out, np.ndarray) or out.dtype != result.dtype:
-        raise TypeError(f"out must be a numpy array of dtype {result.dtype}, got {type(out).__name__}"
-                        + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+        raise TypeError(
+            f"out must be a numpy array of dtype {result.dtype}, got {type(out).__name__}"
+            + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else "")
+        )
     if out.shape != result.shape:
         raise ValueError(f"out must have shape {result.shape}, got {out.shape}")
     if not out.flags.writeable:
@@ -833,8 +924,10 @@ def _check_logits(x: np.ndarray, name: str) -> None:
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-dimensional, got shape {x.shape}")
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{name} must hold at least one row and one class column to average the loss over, "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"{name} must hold at least one row and one class column to average the loss over, "
+            f"got shape {x.shape}"
+        )
 
 
 def _targets(t, x: np.ndarray, dt: np.dtype) -> np.ndarray:

@@ -26,6 +26,7 @@ Writing is atomic: data goes to a temporary file in the destination's directory,
 ``fsync``-ed and then renamed over the destination with ``os.replace``. A crash or an exception
 halfway through a save leaves the previous file untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,28 +40,29 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Mapping, Tuple, Union
+from typing import IO, Any, Union
 
 import numpy as np
 
 from ._unpickle import ALLOWED_GLOBALS, ParamsFileError, RestrictedUnpickler, UnsafePickleError
 
 __all__ = [
-    "ParamsFileError",
-    "UnsafePickleError",
-    "RestrictedUnpickler",
     "ALLOWED_GLOBALS",
     "PICKLE_PROTOCOL",
     "PICKLE_SUFFIXES",
     "SAFETENSORS_SUFFIX",
+    "ParamsFileError",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
     "atomic_write",
+    "load_pickle_file",
+    "read_params",
     "remove_stale_temporaries",
     "safe_pickle_load",
     "safe_pickle_loads",
-    "load_pickle_file",
     "save_params",
-    "read_params",
     "save_pickle",
 ]
 
@@ -162,7 +164,7 @@ def _is_stale_temporary(path: str, rest: str) -> bool:
     return False
 
 
-def remove_stale_temporaries(path: PathLike) -> List[str]:
+def remove_stale_temporaries(path: PathLike) -> list[str]:
     """Delete the temporary files that interrupted writes of ``path`` left behind (a process
     killed mid-save cannot clean up after itself). A temporary is stale when the process that
     wrote it is gone, or when it is this process's and no write of it is in progress. Returns the
@@ -171,7 +173,7 @@ def remove_stale_temporaries(path: PathLike) -> List[str]:
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     prefix = "." + os.path.basename(target) + "."
-    removed: List[str] = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -180,7 +182,7 @@ def remove_stale_temporaries(path: PathLike) -> List[str]:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         candidate = os.path.join(directory, name)
-        if _is_stale_temporary(candidate, name[len(prefix):]):
+        if _is_stale_temporary(candidate, name[len(prefix) :]):
             with contextlib.suppress(OSError):
                 os.unlink(candidate)
                 removed.append(candidate)
@@ -240,7 +242,7 @@ def save_params(params: Mapping[str, Any], path: PathLike) -> None:
     bool arrays; others raise ``TypeError``; needs the ``safetensors`` package). Any other name
     gets an uncompressed NPZ archive, written under exactly that name (no ``.npz`` is added).
     """
-    arrays: Dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
     for key, value in params.items():
         if not isinstance(key, str):
             raise TypeError(f"parameter names must be str, got {key!r}")
@@ -256,10 +258,10 @@ def save_params(params: Mapping[str, Any], path: PathLike) -> None:
             np.savez(handle, **arrays)
 
 
-def _check_arrays(data: Any, source: str) -> Dict[str, np.ndarray]:
+def _check_arrays(data: Any, source: str) -> dict[str, np.ndarray]:
     if not isinstance(data, dict):
         raise ParamsFileError(f"{source}: expected a dict of arrays, found {type(data).__name__}")
-    arrays: Dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
     for key, value in data.items():
         if not isinstance(key, str):
             raise ParamsFileError(f"{source}: parameter names must be strings, found {key!r}")
@@ -268,7 +270,9 @@ def _check_arrays(data: Any, source: str) -> Dict[str, np.ndarray]:
         if not isinstance(value, np.ndarray):
             raise ParamsFileError(f"{source}: {key!r} is a {type(value).__name__}, not an array")
         if value.dtype.kind not in "biuf":
-            raise ParamsFileError(f"{source}: {key!r} has dtype {value.dtype}, expected real numbers")
+            raise ParamsFileError(
+                f"{source}: {key!r} has dtype {value.dtype}, expected real numbers"
+            )
         arrays[key] = value
     return arrays
 
@@ -280,7 +284,7 @@ NPZ_MAX_EXPANSION = 32
 NPZ_MIN_EXPANSION_BYTES = 256 * 2**20
 
 
-def _read_npz(path: str) -> Dict[str, np.ndarray]:
+def _read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         # Our own handle: np.load(path) leaks its file when the zip directory is damaged.
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
@@ -290,17 +294,23 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
             declared = sum(info.file_size for info in archive.zip.infolist())
             limit = max(NPZ_MIN_EXPANSION_BYTES, NPZ_MAX_EXPANSION * file_size)
             if declared > limit:
-                raise ParamsFileError(f"{path}: NPZ members claim {declared} bytes uncompressed from a "
-                                      f"{file_size}-byte file (more than {limit}): refusing a possible zip bomb")
+                raise ParamsFileError(
+                    f"{path}: NPZ members claim {declared} bytes uncompressed from a "
+                    f"{file_size}-byte file (more than {limit}): refusing a possible zip bomb"
+                )
             data = {key: archive[key] for key in archive.files}
     except ParamsFileError:
         raise
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ParamsFileError(f"{path}: truncated or corrupt NPZ file ({type(exc).__name__}: {exc})") from exc
+        raise ParamsFileError(
+            f"{path}: truncated or corrupt NPZ file ({type(exc).__name__}: {exc})"
+        ) from exc
     except Exception as exc:  # zlib.error and friends from a damaged member
-        raise ParamsFileError(f"{path}: truncated or corrupt NPZ file ({type(exc).__name__}: {exc})") from exc
+        raise ParamsFileError(
+            f"{path}: truncated or corrupt NPZ file ({type(exc).__name__}: {exc})"
+        ) from exc
     return data
 
 
@@ -310,9 +320,17 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
 #: safetensors dtypes that have a NumPy dtype, as stored (little-endian). BF16 and the FP8/FP4
 #: types have none, and complex numbers are not parameters: files holding them are refused.
 SAFETENSORS_DTYPES = {
-    "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
-    "I8": np.dtype("i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
-    "U8": np.dtype("u1"), "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "I64": np.dtype("<i8"),
+    "U8": np.dtype("u1"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "U64": np.dtype("<u8"),
     "BOOL": np.dtype("?"),
 }
 _SAFETENSORS_WRITABLE = {dtype.newbyteorder("=") for dtype in SAFETENSORS_DTYPES.values()}
@@ -334,20 +352,29 @@ def _safetensors_module(action: str) -> Any:
     try:
         import safetensors.numpy as module
     except ImportError:
-        raise ImportError(f"{action} a .safetensors file needs the optional 'safetensors' package: "
-                          f"{_SAFETENSORS_INSTALL}") from None
+        raise ImportError(
+            f"{action} a .safetensors file needs the optional 'safetensors' package: "
+            f"{_SAFETENSORS_INSTALL}"
+        ) from None
     return module
 
 
 def _write_safetensors(arrays: Mapping[str, np.ndarray], path: PathLike) -> None:
     module = _safetensors_module("writing")
-    tensors: Dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray] = {}
     for key, value in arrays.items():
         if key == "__metadata__":
-            raise ValueError("'__metadata__' is reserved in safetensors files and cannot name a parameter")
-        if value.dtype.kind not in "biuf" or value.dtype.newbyteorder("=") not in _SAFETENSORS_WRITABLE:
-            raise TypeError(f"parameter {key!r} has dtype {value.dtype}, which safetensors cannot hold "
-                            "(float16/32/64, int8..int64, uint8..uint64 and bool can)")
+            raise ValueError(
+                "'__metadata__' is reserved in safetensors files and cannot name a parameter"
+            )
+        if (
+            value.dtype.kind not in "biuf"
+            or value.dtype.newbyteorder("=") not in _SAFETENSORS_WRITABLE
+        ):
+            raise TypeError(
+                f"parameter {key!r} has dtype {value.dtype}, which safetensors cannot hold "
+                "(float16/32/64, int8..int64, uint8..uint64 and bool can)"
+            )
         # The library reads each array as one block from its data pointer: it must be C-contiguous
         # (np.array with order="C" keeps 0-d arrays 0-d, unlike np.ascontiguousarray).
         tensors[key] = value if value.flags.c_contiguous else np.array(value, order="C")
@@ -356,8 +383,8 @@ def _write_safetensors(arrays: Mapping[str, np.ndarray], path: PathLike) -> None
         handle.write(data)
 
 
-def _unique_object(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    result: Dict[str, Any] = {}
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
             raise ParamsFileError(f"the header names {key!r} twice")
@@ -369,9 +396,12 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _checked_safetensors_header(data: bytes, name: str) -> List[Tuple[str, np.dtype, Tuple[int, ...]]]:
+def _checked_safetensors_header(
+    data: bytes, name: str
+) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
     """Check the header of the safetensors file ``data`` completely and return ``(key, stored
     dtype, shape)`` per tensor; raises :class:`ParamsFileError` naming the problem."""
+
     def refuse(problem: str) -> ParamsFileError:
         return ParamsFileError(f"{name}: not a valid safetensors file: {problem}")
 
@@ -380,11 +410,15 @@ def _checked_safetensors_header(data: bytes, name: str) -> List[Tuple[str, np.dt
         raise refuse(f"{size} bytes, fewer than the 8-byte header length")
     header_length = int.from_bytes(data[:8], "little")
     if header_length > size - 8:
-        raise refuse(f"the header length {header_length} runs past the end of the {size}-byte file (truncated?)")
+        raise refuse(
+            f"the header length {header_length} runs past the end of the {size}-byte file (truncated?)"
+        )
     if header_length > SAFETENSORS_MAX_HEADER_BYTES:
-        raise refuse(f"the header length {header_length} exceeds {SAFETENSORS_MAX_HEADER_BYTES} bytes")
+        raise refuse(
+            f"the header length {header_length} exceeds {SAFETENSORS_MAX_HEADER_BYTES} bytes"
+        )
     try:
-        text = data[8:8 + header_length].decode("utf-8")
+        text = data[8 : 8 + header_length].decode("utf-8")
         if not text.startswith("{"):
             raise ValueError("the header does not start with '{'")
         header = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_refuse_constant)
@@ -407,28 +441,45 @@ def _checked_safetensors_header(data: bytes, name: str) -> List[Tuple[str, np.dt
         field = f"tensor {key!r}"
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             found = sorted(info) if isinstance(info, dict) else type(info).__name__
-            raise refuse(f"{field} must have exactly the fields dtype, shape and data_offsets, found {found}")
+            raise refuse(
+                f"{field} must have exactly the fields dtype, shape and data_offsets, found {found}"
+            )
         dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(dtype_name, str) or dtype_name not in SAFETENSORS_DTYPES:
-            raise refuse(f"{field} has dtype {dtype_name!r}; tinyconv reads {', '.join(SAFETENSORS_DTYPES)} "
-                         "(BF16, FP8 and complex tensors have no NumPy parameter dtype: convert them first)")
-        if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM
-                and all(type(d) is int and 0 <= d < 2 ** 63 for d in shape)):
-            raise refuse(f"{field} has shape {str(shape)[:200]}: expected a list of at most {_MAX_NDIM} "
-                         "integers in [0, 2**63)")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-                and 0 <= offsets[0] <= offsets[1] <= data_size):
-            raise refuse(f"{field} has data_offsets {str(offsets)[:200]}: expected [begin, end] with "
-                         f"0 <= begin <= end <= {data_size} (the data after the header)")
+            raise refuse(
+                f"{field} has dtype {dtype_name!r}; tinyconv reads {', '.join(SAFETENSORS_DTYPES)} "
+                "(BF16, FP8 and complex tensors have no NumPy parameter dtype: convert them first)"
+            )
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= _MAX_NDIM
+            and all(type(d) is int and 0 <= d < 2**63 for d in shape)
+        ):
+            raise refuse(
+                f"{field} has shape {str(shape)[:200]}: expected a list of at most {_MAX_NDIM} "
+                "integers in [0, 2**63)"
+            )
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_size
+        ):
+            raise refuse(
+                f"{field} has data_offsets {str(offsets)[:200]}: expected [begin, end] with "
+                f"0 <= begin <= end <= {data_size} (the data after the header)"
+            )
         dtype = SAFETENSORS_DTYPES[dtype_name]
         # Python ints: no overflow. NumPy itself must be able to describe the array: the
         # product of the non-zero dimensions in bytes must fit an intp even when a zero makes it empty.
-        if math.prod(max(d, 1) for d in shape) * dtype.itemsize >= 2 ** 63:
+        if math.prod(max(d, 1) for d in shape) * dtype.itemsize >= 2**63:
             raise refuse(f"{field} has shape {shape}, too large for any array")
         nbytes = math.prod(shape) * dtype.itemsize
         if offsets[1] - offsets[0] != nbytes:
-            raise refuse(f"{field} is {dtype_name} of shape {shape}, {nbytes} bytes, but data_offsets "
-                         f"{offsets} span {offsets[1] - offsets[0]}")
+            raise refuse(
+                f"{field} is {dtype_name} of shape {shape}, {nbytes} bytes, but data_offsets "
+                f"{offsets} span {offsets[1] - offsets[0]}"
+            )
         tensors.append((key, dtype, tuple(shape)))
         ranges.append((offsets[0], offsets[1], key))
     # The tensors must tile the data exactly: no overlap (two names sharing bytes), no gap, nothing
@@ -436,15 +487,21 @@ def _checked_safetensors_header(data: bytes, name: str) -> List[Tuple[str, np.dt
     position = 0
     for begin, end, key in sorted(ranges):
         if begin != position:
-            what = "overlaps the tensor before it" if begin < position else f"leaves bytes {position}..{begin} unused"
+            what = (
+                "overlaps the tensor before it"
+                if begin < position
+                else f"leaves bytes {position}..{begin} unused"
+            )
             raise refuse(f"tensor {key!r} (data_offsets [{begin}, {end}]) {what}")
         position = end
     if position != data_size:
-        raise refuse(f"the tensors cover {position} bytes of data, the file holds {data_size} after the header")
+        raise refuse(
+            f"the tensors cover {position} bytes of data, the file holds {data_size} after the header"
+        )
     return tensors
 
 
-def _read_safetensors(name: str) -> Dict[str, np.ndarray]:
+def _read_safetensors(name: str) -> dict[str, np.ndarray]:
     # One read: the bytes checked are the bytes loaded, whatever happens to the file meanwhile.
     with open(name, "rb") as handle:
         data = handle.read()
@@ -453,20 +510,28 @@ def _read_safetensors(name: str) -> Dict[str, np.ndarray]:
     try:
         loaded = module.load(data)
     except Exception as exc:  # the library's SafetensorError, or anything it did not expect
-        raise ParamsFileError(f"{name}: the safetensors library refuses the file "
-                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ParamsFileError(
+            f"{name}: the safetensors library refuses the file "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     del data
     if sorted(loaded) != sorted(key for key, _, _ in tensors):
-        raise ParamsFileError(f"{name}: the safetensors library read other tensors than the header names")
-    arrays: Dict[str, np.ndarray] = {}
+        raise ParamsFileError(
+            f"{name}: the safetensors library read other tensors than the header names"
+        )
+    arrays: dict[str, np.ndarray] = {}
     for key, stored, shape in tensors:
         view = loaded.pop(key)  # read-only, over the library's buffer: each is copied, then let go
         if view.shape != shape or view.dtype.itemsize != stored.itemsize:
-            raise ParamsFileError(f"{name}: the safetensors library read {key!r} as {view.dtype} {view.shape}, "
-                                  f"the header says {stored} {shape}")
+            raise ParamsFileError(
+                f"{name}: the safetensors library read {key!r} as {view.dtype} {view.shape}, "
+                f"the header says {stored} {shape}"
+            )
         raw = view.view(stored)  # the stored little-endian bytes, whatever the library assumed
         if stored.kind == "b" and raw.view(np.uint8).max(initial=0) > 1:
-            raise ParamsFileError(f"{name}: tensor {key!r} is BOOL but holds bytes other than 0 and 1")
+            raise ParamsFileError(
+                f"{name}: tensor {key!r} is BOOL but holds bytes other than 0 and 1"
+            )
         arrays[key] = np.array(raw, dtype=stored.newbyteorder("="))
     return arrays
 
@@ -490,12 +555,24 @@ def _load_pickle_named(handle: IO[bytes], name: str) -> Any:
         return safe_pickle_load(handle)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{name}: {exc}") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
-        raise ParamsFileError(f"{name}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise ParamsFileError(
+            f"{name}: truncated or corrupt pickle ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
-def read_params(path: PathLike) -> Dict[str, np.ndarray]:
+def read_params(path: PathLike) -> dict[str, np.ndarray]:
     """Read a parameter file written by :func:`save_params`, by DLfS (``pickle.dump`` of a dict
     of arrays) or by any safetensors writer into a dict of arrays. The format is recognised from
     the file's first bytes (zip magic: NPZ; ``{`` after 8 bytes: safetensors; else pickle), not
@@ -527,4 +604,3 @@ def read_params(path: PathLike) -> Dict[str, np.ndarray]:
     else:
         data = load_pickle_file(name)
     return _check_arrays(data, name)
-

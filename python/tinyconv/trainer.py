@@ -107,6 +107,7 @@ What differs from DLfS, and why:
   divided by the ranks on that host. Only tinyconv networks, and not with ``dlfs_compat``. With a
   communicator of one rank the trainer behaves as without one (its exceptions propagate).
 """
+
 from __future__ import annotations
 
 import copy
@@ -117,20 +118,47 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple, Union
 
 import numpy as np
 
 from .distributed import DataParallel, RankDivergenceError
 from .nets import Network
-from .optimizer import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, ParamGroup, RMSprop, get_optimizer
+from .optimizer import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    Optimizer,
+    ParamGroup,
+    RMSprop,
+    get_optimizer,
+)
 from .serialization import ParamsFileError, load_pickle_bytes, load_pickle_file, save_pickle
 
-__all__ = ["Trainer", "LR_SCHEDULES", "LOG_STYLES", "lr_factor", "NonFiniteLossError", "NonFiniteGradientError",
-           "UnnormalizedInputWarning", "CheckpointError",
-           # What ``from common.trainer import *`` also gives a DLfS script: DLfS's module imports
-           # sys, os and numpy and star-imports common/optimizer.py.
-           "np", "sys", "os", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+__all__ = [
+    "LOG_STYLES",
+    "LR_SCHEDULES",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "CheckpointError",
+    "Momentum",
+    "Nesterov",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
+    "RMSprop",
+    "Trainer",
+    "UnnormalizedInputWarning",
+    "lr_factor",
+    # What ``from common.trainer import *`` also gives a DLfS script: DLfS's module imports
+    # sys, os and numpy and star-imports common/optimizer.py.
+    "np",
+    "os",
+    "sys",
+]
 
 _CHECKPOINT_FORMAT = "tinyconv.trainer.checkpoint"
 _CHECKPOINT_VERSION = 1
@@ -151,12 +179,15 @@ class NonFiniteLossError(FloatingPointError):
     that epoch).
     """
 
-    def __init__(self, loss: Optional[float], epoch: int, step: int, message: Optional[str] = None):
+    def __init__(self, loss: float | None, epoch: int, step: int, message: str | None = None):
         self.loss, self.epoch, self.step = loss, epoch, step
-        super().__init__(message or (
-            f"training loss became {loss} at epoch {epoch}, step {step}; training stopped. "
-            "The learning rate may be too high, or the data may contain NaN or infinite values."
-        ))
+        super().__init__(
+            message
+            or (
+                f"training loss became {loss} at epoch {epoch}, step {step}; training stopped. "
+                "The learning rate may be too high, or the data may contain NaN or infinite values."
+            )
+        )
 
 
 class NonFiniteGradientError(NonFiniteLossError):
@@ -170,16 +201,29 @@ class NonFiniteGradientError(NonFiniteLossError):
     gradient's name), ``index`` (the entry) and ``value``.
     """
 
-    def __init__(self, key: str, index: Tuple[int, ...], value: float, loss: Optional[float], epoch: int,
-                 step: int, reason: Optional[str] = None):
+    def __init__(
+        self,
+        key: str,
+        index: tuple[int, ...],
+        value: float,
+        loss: float | None,
+        epoch: int,
+        step: int,
+        reason: str | None = None,
+    ):
         self.key, self.index, self.value = key, index, value
         what = f"{value}" if not math.isfinite(value) else f"{value:.6g} ({reason or 'too large'})"
         loss_text = "" if loss is None else f", with a finite loss of {loss:.6g}"
-        super().__init__(loss, epoch, step, message=(
-            f"gradient {key!r} at index {index} is {what} at epoch {epoch}, step {step}{loss_text}; "
-            "training stopped before the update. The inputs may be far too large (normalise them) "
-            "or the learning rate too high."
-        ))
+        super().__init__(
+            loss,
+            epoch,
+            step,
+            message=(
+                f"gradient {key!r} at index {index} is {what} at epoch {epoch}, step {step}{loss_text}; "
+                "training stopped before the update. The inputs may be far too large (normalise them) "
+                "or the learning rate too high."
+            ),
+        )
 
 
 class UnnormalizedInputWarning(UserWarning):
@@ -213,8 +257,14 @@ class _NoProgress:
 
 class _TqdmProgress:
     def __init__(self, tqdm_class: Any, total: int, description: str, batch_size: int):
-        self._bar = tqdm_class(total=total, desc=description, unit="step", leave=False,
-                               file=sys.stderr, dynamic_ncols=True)
+        self._bar = tqdm_class(
+            total=total,
+            desc=description,
+            unit="step",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         self._loss_sum, self._count, self._batch_size = 0.0, 0, batch_size
 
     def update(self, loss: float) -> None:
@@ -222,7 +272,9 @@ class _TqdmProgress:
         self._count += 1
         elapsed = self._bar.format_dict.get("elapsed") or 0.0
         rate = self._count * self._batch_size / elapsed if elapsed > 0 else 0.0
-        self._bar.set_postfix_str(f"loss {self._loss_sum / self._count:.4f}, {rate:,.0f} samples/s", refresh=False)
+        self._bar.set_postfix_str(
+            f"loss {self._loss_sum / self._count:.4f}, {rate:,.0f} samples/s", refresh=False
+        )
         self._bar.update(1)
 
     def close(self) -> None:
@@ -247,9 +299,11 @@ class _PlainProgress:
         if now - self._last_draw >= self._INTERVAL or self._count == self._total:
             self._last_draw = now
             rate = self._count / (now - self._start) if now > self._start else 0.0
-            line = (f"{self._description}: {self._count}/{self._total} steps, "
-                    f"loss {self._loss_sum / self._count:.4f}, {rate:.1f} steps/s, "
-                    f"{rate * self._batch_size:,.0f} samples/s")
+            line = (
+                f"{self._description}: {self._count}/{self._total} steps, "
+                f"loss {self._loss_sum / self._count:.4f}, {rate:.1f} steps/s, "
+                f"{rate * self._batch_size:,.0f} samples/s"
+            )
             self._width = max(self._width, len(line))
             sys.stderr.write("\r" + line.ljust(self._width))
             sys.stderr.flush()
@@ -287,10 +341,12 @@ class _InterruptGuard:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        sys.stderr.write("\nInterrupted: stopping after the current step (Ctrl-C again to abort at once)\n")
+        sys.stderr.write(
+            "\nInterrupted: stopping after the current step (Ctrl-C again to abort at once)\n"
+        )
         sys.stderr.flush()
 
-    def __enter__(self) -> "_InterruptGuard":
+    def __enter__(self) -> _InterruptGuard:
         if threading.current_thread() is threading.main_thread():
             try:
                 self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -319,7 +375,7 @@ def _rng_state(rng: Any) -> Any:
     return None  # an unknown random source cannot be checkpointed
 
 
-def _rng_kind(rng: Any) -> Optional[str]:
+def _rng_kind(rng: Any) -> str | None:
     """The ``kind`` that :func:`_rng_state` records for ``rng`` (None: not checkpointed)."""
     if isinstance(rng, np.random.Generator):
         return "Generator"
@@ -360,15 +416,17 @@ def _checked_float(value: Any, field: str, low: float = -math.inf, high: float =
     return float(value)
 
 
-def _checked_dict(value: Any, field: str, keys) -> Dict[Any, Any]:
+def _checked_dict(value: Any, field: str, keys) -> dict[Any, Any]:
     """A dict with exactly ``keys``."""
     if not isinstance(value, dict):
         raise _FieldError(field, f"must be a dict, got {_type_name(value)}")
     if set(value) != set(keys):
         missing = [k for k in keys if k not in value]
         unknown = [k for k in value if k not in keys]
-        raise _FieldError(field, f"must have exactly the keys {sorted(keys)} "
-                                 f"(missing {missing}, unknown {unknown!r})")
+        raise _FieldError(
+            field,
+            f"must have exactly the keys {sorted(keys)} (missing {missing}, unknown {unknown!r})",
+        )
     return value
 
 
@@ -389,48 +447,69 @@ def _same_state(a: Any, b: Any) -> bool:
 # ranges [0, upper). NumPy does not check them all: an MT19937 ``pos`` above 624 or a negative
 # Philox ``buffer_pos`` makes it read outside its state arrays (a memory disclosure or a crash), so
 # every integer is checked here. Array fields take their dtype and shape from a live state.
-_PCG64_INTS = {("state", "state"): 2 ** 128, ("state", "inc"): 2 ** 128,
-               ("has_uint32",): 2, ("uinteger",): 2 ** 32}
-_BIT_GENERATOR_INTS: Dict[str, Dict[Tuple[str, ...], int]] = {
+_PCG64_INTS = {
+    ("state", "state"): 2**128,
+    ("state", "inc"): 2**128,
+    ("has_uint32",): 2,
+    ("uinteger",): 2**32,
+}
+_BIT_GENERATOR_INTS: dict[str, dict[tuple[str, ...], int]] = {
     "PCG64": _PCG64_INTS,
     "PCG64DXSM": _PCG64_INTS,
     "MT19937": {("state", "pos"): 625},
-    "Philox": {("buffer_pos",): 5, ("has_uint32",): 2, ("uinteger",): 2 ** 32},
-    "SFC64": {("has_uint32",): 2, ("uinteger",): 2 ** 32},
+    "Philox": {("buffer_pos",): 5, ("has_uint32",): 2, ("uinteger",): 2**32},
+    "SFC64": {("has_uint32",): 2, ("uinteger",): 2**32},
 }
 _MT19937_WORDS = 624
 
 
-def _check_like(value: Any, template: Any, field: str, int_ranges: Mapping[Tuple[str, ...], int],
-                path: Tuple[str, ...] = ()) -> None:
+def _check_like(
+    value: Any,
+    template: Any,
+    field: str,
+    int_ranges: Mapping[tuple[str, ...], int],
+    path: tuple[str, ...] = (),
+) -> None:
     """``value`` has exactly the structure of ``template`` (a live bit generator state): the same
     dict keys, arrays of the same dtype and shape, the same strings, ints in their ranges."""
     if isinstance(template, dict):
         _checked_dict(value, field, list(template))
         for key in template:
-            _check_like(value[key], template[key], f"{field}.{key}", int_ranges, path + (key,))
+            _check_like(value[key], template[key], f"{field}.{key}", int_ranges, (*path, key))
     elif isinstance(template, np.ndarray):
-        if not (isinstance(value, np.ndarray) and value.dtype == template.dtype and value.shape == template.shape):
-            raise _FieldError(field, f"must be a {template.dtype} array of shape {template.shape}, "
-                                     f"got {_type_name(value)}")
+        if not (
+            isinstance(value, np.ndarray)
+            and value.dtype == template.dtype
+            and value.shape == template.shape
+        ):
+            raise _FieldError(
+                field,
+                f"must be a {template.dtype} array of shape {template.shape}, "
+                f"got {_type_name(value)}",
+            )
     elif isinstance(template, str):
         if not isinstance(value, str) or value != template:
             raise _FieldError(field, f"must be {template!r} (this run's generator), got {value!r}")
     elif isinstance(template, int) and not isinstance(template, bool) and path in int_ranges:
         _checked_int(value, field, 0, int_ranges[path])
     else:  # a field this version of tinyconv does not know how to check
-        raise _FieldError(field, f"cannot be checked (unexpected field of type {type(template).__name__})")
+        raise _FieldError(
+            field, f"cannot be checked (unexpected field of type {type(template).__name__})"
+        )
 
 
-def _checked_generator_state(value: Any, rng: np.random.Generator, field: str) -> Dict[str, Any]:
+def _checked_generator_state(value: Any, rng: np.random.Generator, field: str) -> dict[str, Any]:
     """A ``bit_generator.state`` dict for ``rng``'s kind of bit generator, checked field by field
     and then proven on a scratch bit generator: NumPy must accept it and give it back unchanged."""
     bit_generator = rng.bit_generator
     kind = type(bit_generator).__name__
     int_ranges = _BIT_GENERATOR_INTS.get(kind)
     if int_ranges is None:
-        raise _FieldError(field, f"this run's generator uses a {kind} bit generator, whose state cannot be "
-                                 f"checked; supported: {', '.join(_BIT_GENERATOR_INTS)}")
+        raise _FieldError(
+            field,
+            f"this run's generator uses a {kind} bit generator, whose state cannot be "
+            f"checked; supported: {', '.join(_BIT_GENERATOR_INTS)}",
+        )
     _check_like(value, bit_generator.state, field, int_ranges)  # reading .state changes nothing
     if int_ranges is _PCG64_INTS and value["state"]["inc"] % 2 == 0:
         raise _FieldError(f"{field}.state.inc", "must be odd (PCG's stream increment always is)")
@@ -450,14 +529,21 @@ def _checked_legacy_state(value: Any, field: str) -> tuple:
     checked field by field and then proven on a scratch RandomState."""
     if not isinstance(value, tuple) or len(value) != 5:
         length = f" of length {len(value)}" if isinstance(value, tuple) else ""
-        raise _FieldError(field, "must be a tuple ('MT19937', key, pos, has_gauss, cached_gaussian), "
-                                 f"got {_type_name(value)}{length}")
+        raise _FieldError(
+            field,
+            "must be a tuple ('MT19937', key, pos, has_gauss, cached_gaussian), "
+            f"got {_type_name(value)}{length}",
+        )
     name, key, pos, has_gauss, gauss = value
     if not isinstance(name, str) or name != "MT19937":
         raise _FieldError(f"{field}[0]", f"must be 'MT19937', got {name!r}")
-    if not (isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape == (_MT19937_WORDS,)):
-        raise _FieldError(f"{field}[1]", f"must be a uint32 array of shape ({_MT19937_WORDS},), "
-                                         f"got {_type_name(key)}")
+    if not (
+        isinstance(key, np.ndarray) and key.dtype == np.uint32 and key.shape == (_MT19937_WORDS,)
+    ):
+        raise _FieldError(
+            f"{field}[1]",
+            f"must be a uint32 array of shape ({_MT19937_WORDS},), got {_type_name(key)}",
+        )
     _checked_int(pos, f"{field}[2]", 0, _MT19937_WORDS + 1)
     _checked_int(has_gauss, f"{field}[3]", 0, 2)
     _checked_float(gauss, f"{field}[4]")
@@ -477,9 +563,12 @@ def _checked_rng_state(saved: Any, rng: Any, field: str) -> Any:
     kind = _rng_kind(rng)
     if saved is None or kind is None:
         if (saved is None) != (kind is None):
-            raise _FieldError(field, f"does not match this run (saved: "
-                                     f"{'none' if saved is None else _type_name(saved)}, now: "
-                                     f"{'none' if kind is None else kind})")
+            raise _FieldError(
+                field,
+                f"does not match this run (saved: "
+                f"{'none' if saved is None else _type_name(saved)}, now: "
+                f"{'none' if kind is None else kind})",
+            )
         return None
     _checked_dict(saved, field, ["kind", "state"])
     if not isinstance(saved["kind"], str) or saved["kind"] != kind:
@@ -489,7 +578,9 @@ def _checked_rng_state(saved: Any, rng: Any, field: str) -> Any:
     try:
         rng.get_state()  # the legacy tuple exists only for MT19937, which set_state() then needs
     except ValueError:
-        raise _FieldError(field, "this run's RandomState does not use MT19937: its state cannot be restored") from None
+        raise _FieldError(
+            field, "this run's RandomState does not use MT19937: its state cannot be restored"
+        ) from None
     return _checked_legacy_state(saved["state"], f"{field}.state")
 
 
@@ -506,17 +597,17 @@ def _set_rng_state(rng: Any, state: Any) -> None:
 class _Checkpoint(NamedTuple):
     """A checkpoint whose every field has been checked: applying it cannot fail."""
 
-    network: Dict[str, np.ndarray]
+    network: dict[str, np.ndarray]
     optimizer: Any
     numpy_global: tuple
     trainer_rng: Any
     network_rng: Any
     current_epoch: int
     current_iter: int
-    train_loss_list: List[float]
-    train_acc_list: List[float]
-    test_acc_list: List[float]
-    epoch_time_list: List[float]
+    train_loss_list: list[float]
+    train_acc_list: list[float]
+    test_acc_list: list[float]
+    epoch_time_list: list[float]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -534,9 +625,13 @@ def lr_factor(schedule: LrSchedule, step: int, max_iter: int) -> float:
         try:
             factor = float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"lr_schedule returned {value!r} for step {step}; it must return a number") from None
+            raise TypeError(
+                f"lr_schedule returned {value!r} for step {step}; it must return a number"
+            ) from None
         if not (math.isfinite(factor) and factor >= 0.0):
-            raise ValueError(f"lr_schedule returned {factor!r} for step {step}; it must be finite and >= 0")
+            raise ValueError(
+                f"lr_schedule returned {factor!r} for step {step}; it must be finite and >= 0"
+            )
         return factor
     if schedule == "constant":
         return 1.0
@@ -544,7 +639,9 @@ def lr_factor(schedule: LrSchedule, step: int, max_iter: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, max_iter) / max(max_iter, 1)))
     if schedule == "step":
         return 1.0 if 2 * step < max_iter else 0.1 if 4 * step < 3 * max_iter else 0.01
-    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), got {schedule!r}")
+    raise ValueError(
+        f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), got {schedule!r}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,15 +685,32 @@ class Trainer:
             each epoch's end).
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test,
-                 epochs: int = 20, mini_batch_size: int = 100,
-                 optimizer: Union[str, Optimizer] = "SGD", optimizer_param: Optional[Mapping[str, Any]] = None,
-                 evaluate_sample_num_per_epoch: Optional[int] = None, verbose: bool = True,
-                 *, seed: Optional[int] = None, sampling: str = "replacement",
-                 callback: Optional[Callable[["Trainer", Dict[str, Any]], Any]] = None,
-                 checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None, resume: bool = False,
-                 progress: Optional[bool] = None, lr_schedule: LrSchedule = "constant",
-                 log: str = "dlfs", dlfs_compat: bool = False, comm: Any = None, check_every: int = 100):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: str | Optimizer = "SGD",
+        optimizer_param: Mapping[str, Any] | None = None,
+        evaluate_sample_num_per_epoch: int | None = None,
+        verbose: bool = True,
+        *,
+        seed: int | None = None,
+        sampling: str = "replacement",
+        callback: Callable[[Trainer, dict[str, Any]], Any] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        progress: bool | None = None,
+        lr_schedule: LrSchedule = "constant",
+        log: str = "dlfs",
+        dlfs_compat: bool = False,
+        comm: Any = None,
+        check_every: int = 100,
+    ):
         if sampling not in _SAMPLING_MODES:
             raise ValueError(f"sampling must be 'replacement' or 'permutation', got {sampling!r}")
         if not isinstance(log, str) or log not in LOG_STYLES:
@@ -604,28 +718,46 @@ class Trainer:
         if not isinstance(dlfs_compat, (bool, np.bool_)):
             raise TypeError(f"dlfs_compat must be True or False, got {dlfs_compat!r}")
         if dlfs_compat and sampling != "replacement":
-            raise ValueError(f"dlfs_compat=True samples as DLfS (with replacement), so sampling must be "
-                             f"'replacement', got {sampling!r}")
+            raise ValueError(
+                f"dlfs_compat=True samples as DLfS (with replacement), so sampling must be "
+                f"'replacement', got {sampling!r}"
+            )
         if dlfs_compat and checkpoint is not None:
             # Checkpoints are written at the end of an epoch; DLfS's schedule has no such point.
-            raise ValueError(f"dlfs_compat=True cannot write checkpoints, got checkpoint={checkpoint!r}")
+            raise ValueError(
+                f"dlfs_compat=True cannot write checkpoints, got checkpoint={checkpoint!r}"
+            )
         if int(mini_batch_size) < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
         if len(x_train) != len(t_train) or len(x_test) != len(t_test):
-            raise ValueError("x_train/t_train and x_test/t_test must hold the same number of samples")
+            raise ValueError(
+                "x_train/t_train and x_test/t_test must hold the same number of samples"
+            )
         if len(x_train) == 0:
             raise ValueError("x_train is empty")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint= path")
-        if not callable(lr_schedule) and (not isinstance(lr_schedule, str) or lr_schedule not in LR_SCHEDULES):
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), "
-                             f"got {lr_schedule!r}")
-        if isinstance(check_every, bool) or not isinstance(check_every, (int, np.integer)) or check_every < 1:
+        if not callable(lr_schedule) and (
+            not isinstance(lr_schedule, str) or lr_schedule not in LR_SCHEDULES
+        ):
+            raise ValueError(
+                f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), "
+                f"got {lr_schedule!r}"
+            )
+        if (
+            isinstance(check_every, bool)
+            or not isinstance(check_every, (int, np.integer))
+            or check_every < 1
+        ):
             raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
         if comm is not None and not isinstance(network, Network):
-            raise TypeError(f"comm= (data-parallel training) needs a tinyconv network, got {type(network).__name__}")
+            raise TypeError(
+                f"comm= (data-parallel training) needs a tinyconv network, got {type(network).__name__}"
+            )
         if comm is not None and dlfs_compat:
-            raise ValueError("dlfs_compat=True runs DLfS's single-process schedule; it cannot be combined with comm=")
+            raise ValueError(
+                "dlfs_compat=True runs DLfS's single-process schedule; it cannot be combined with comm="
+            )
 
         self.network = network
         self.verbose = verbose
@@ -654,29 +786,33 @@ class Trainer:
         if isinstance(optimizer, Optimizer):
             self.optimizer = optimizer
         else:
-            self.optimizer = get_optimizer(optimizer, **dict(optimizer_param if optimizer_param is not None else {"lr": 0.01}))
+            self.optimizer = get_optimizer(
+                optimizer, **dict(optimizer_param if optimizer_param is not None else {"lr": 0.01})
+            )
         self.lr_schedule = lr_schedule
 
         self.train_size = len(x_train)
-        self.iter_per_epoch: Union[int, float]
+        self.iter_per_epoch: int | float
         if self.dlfs_compat:
             self.iter_per_epoch = max(self.train_size / self.batch_size, 1)  # DLfS's float
         else:
             self.iter_per_epoch = max(math.ceil(self.train_size / self.batch_size), 1)
         self.current_iter = 0
         self.current_epoch = 0
-        self.train_loss_list: List[float] = []
-        self.train_acc_list: List[float] = []
-        self.test_acc_list: List[float] = []
-        self.epoch_time_list: List[float] = []
-        self.final_test_acc: Optional[float] = None
+        self.train_loss_list: list[float] = []
+        self.train_acc_list: list[float] = []
+        self.test_acc_list: list[float] = []
+        self.epoch_time_list: list[float] = []
+        self.final_test_acc: float | None = None
         self.interrupted = False
-        self._iter_at_last_eval: Optional[int] = None
-        self._permutation: Optional[np.ndarray] = None
-        self._input_scale_checked = self.rank != 0  # with comm, rank 0 checks its shard: one warning
-        self._guard: Optional[_InterruptGuard] = None
+        self._iter_at_last_eval: int | None = None
+        self._permutation: np.ndarray | None = None
+        self._input_scale_checked = (
+            self.rank != 0
+        )  # with comm, rank 0 checks its shard: one warning
+        self._guard: _InterruptGuard | None = None
         self._stop_agreed = False  # with comm: whether any rank asked to stop in the last step
-        self._losses_since_eval: List[float] = []
+        self._losses_since_eval: list[float] = []
         self._period_started = time.perf_counter()
 
     @property
@@ -711,7 +847,7 @@ class Trainer:
 
     def _batch_indices(self, step: int) -> np.ndarray:
         if self.sampling == "permutation":
-            return self._permutation[step * self.batch_size:(step + 1) * self.batch_size]
+            return self._permutation[step * self.batch_size : (step + 1) * self.batch_size]
         if self.rng is None:
             return np.random.choice(self.train_size, self.batch_size)  # exactly DLfS's draw
         return self.rng.integers(0, self.train_size, size=self.batch_size)
@@ -720,7 +856,7 @@ class Trainer:
         return lr_factor(self.lr_schedule, self.current_iter, self.max_iter)
 
     @property
-    def current_lr(self) -> Optional[float]:
+    def current_lr(self) -> float | None:
         """The learning rate of parameters outside any group for the next step (the optimizer's
         ``lr`` times the schedule's factor), or ``None`` for an optimizer without ``lr``."""
         lr = getattr(self.optimizer, "lr", None)
@@ -739,7 +875,9 @@ class Trainer:
             if lr is not None:
                 optimizer.lr = lr * factor
             if groups:
-                optimizer.param_groups = [ParamGroup(group.prefixes, group.lr * factor) for group in groups]
+                optimizer.param_groups = [
+                    ParamGroup(group.prefixes, group.lr * factor) for group in groups
+                ]
             optimizer.update(self.network.params, grads)
         finally:
             if lr is not None:
@@ -773,8 +911,11 @@ class Trainer:
     def _train_step(self, step: int) -> float:
         factor = self._lr_factor()  # a schedule's bad value stops the step before anything changes
         # The whole batch's size (an epoch's last permutation batch may be short), for the weights.
-        global_batch = (min(self.batch_size, self.train_size - step * self.batch_size)
-                        if self.sampling == "permutation" else self.batch_size)
+        global_batch = (
+            min(self.batch_size, self.train_size - step * self.batch_size)
+            if self.sampling == "permutation"
+            else self.batch_size
+        )
         x_batch, t_batch = self._draw_batch(step)
         # A diverging run overflows in NumPy code (weight decay, batch norm) before the loss turns
         # non-finite; NonFiniteLossError reports that more clearly than a stream of warnings.
@@ -794,7 +935,8 @@ class Trainer:
                     # stops after the same step (each rank's signal may come at another moment).
                     requested = self._guard is not None and self._guard.requested
                     grads, loss, self._stop_agreed = self._parallel.averaged_gradient(
-                        self.network, x_batch, t_batch, global_batch, requested)
+                        self.network, x_batch, t_batch, global_batch, requested
+                    )
                 # Both checks come before the update: the parameters stay usable. With comm they
                 # read the reduced values, so every rank takes the same decision.
                 self._check_loss(loss, step)
@@ -830,19 +972,31 @@ class Trainer:
         self.current_iter += 1
         return loss
 
-    def _check_loss(self, loss: float, step: int, epoch: Optional[int] = None) -> None:
+    def _check_loss(self, loss: float, step: int, epoch: int | None = None) -> None:
         if not math.isfinite(loss):
-            raise NonFiniteLossError(loss, self.current_epoch + 1 if epoch is None else epoch, step + 1)
+            raise NonFiniteLossError(
+                loss, self.current_epoch + 1 if epoch is None else epoch, step + 1
+            )
 
-    def _check_gradients(self, grads: Mapping[str, Any], loss: Optional[float], step: int,
-                         epoch: Optional[int] = None) -> None:
+    def _check_gradients(
+        self, grads: Mapping[str, Any], loss: float | None, step: int, epoch: int | None = None
+    ) -> None:
         found = self.optimizer.find_unusable_gradient(grads)
         if found is not None:
             key, index, value = found
-            reason = (f"its square overflows {np.asarray(grads[key]).dtype}, and "
-                      f"{type(self.optimizer).__name__} squares gradients")
-            raise NonFiniteGradientError(key, index, value, loss, self.current_epoch + 1 if epoch is None else epoch,
-                                         step + 1, reason)
+            reason = (
+                f"its square overflows {np.asarray(grads[key]).dtype}, and "
+                f"{type(self.optimizer).__name__} squares gradients"
+            )
+            raise NonFiniteGradientError(
+                key,
+                index,
+                value,
+                loss,
+                self.current_epoch + 1 if epoch is None else epoch,
+                step + 1,
+                reason,
+            )
 
     def _warn_if_unnormalized(self, x_batch: Any) -> None:
         x = np.asarray(x_batch)
@@ -855,7 +1009,9 @@ class Trainer:
                 f"training inputs look unnormalised: the first batch reaches |x| = {magnitudes.max():.3g} "
                 f"(> {_UNNORMALIZED_INPUT_LIMIT:g}). Scale them, e.g. to [0, 1] or to zero mean and unit "
                 "variance; inputs this large saturate the first layers and training stalls.",
-                UnnormalizedInputWarning, stacklevel=2)
+                UnnormalizedInputWarning,
+                stacklevel=2,
+            )
 
     # -- epochs -------------------------------------------------------------------------------
 
@@ -868,7 +1024,7 @@ class Trainer:
         self._iter_at_last_eval = self.current_iter
         return train_acc, test_acc
 
-    def _accuracies(self, sets: List[Tuple[Any, Any]]) -> List[float]:
+    def _accuracies(self, sets: list[tuple[Any, Any]]) -> list[float]:
         if self._parallel is None:
             return [float(self.network.accuracy(x, t)) for x, t in sets]
         self._parallel.average_buffers(self.network)
@@ -879,7 +1035,12 @@ class Trainer:
             return bool(self.progress)
         try:
             # DLfS's per-step lines and a bar would garble each other; the bar goes with "epochs".
-            return bool(self.verbose) and self.log == "epochs" and not self.dlfs_compat and sys.stderr.isatty()
+            return (
+                bool(self.verbose)
+                and self.log == "epochs"
+                and not self.dlfs_compat
+                and sys.stderr.isatty()
+            )
         except (AttributeError, ValueError):  # replaced or closed stderr
             return False
 
@@ -890,8 +1051,12 @@ class Trainer:
         if self.sampling == "permutation":
             self._permutation = self._random().permutation(self.train_size)
         width = len(str(self.epochs))
-        bar = _make_progress(self._show_progress(), self.iter_per_epoch,
-                             f"epoch {epoch:>{width}}/{self.epochs}", self.batch_size)
+        bar = _make_progress(
+            self._show_progress(),
+            self.iter_per_epoch,
+            f"epoch {epoch:>{width}}/{self.epochs}",
+            self.batch_size,
+        )
         losses = []
         try:
             for step in range(self.iter_per_epoch):
@@ -909,7 +1074,7 @@ class Trainer:
     def _stop_requested(self, guard: _InterruptGuard) -> bool:
         return guard.requested if self._parallel is None else self._stop_agreed
 
-    def _end_of_evaluation_period(self, epoch: int, losses: List[float]) -> None:
+    def _end_of_evaluation_period(self, epoch: int, losses: list[float]) -> None:
         """Measure the accuracies, record them, report, call back and write the checkpoint: at
         the end of an epoch, or after its first step with ``dlfs_compat``."""
         train_acc, test_acc = self._evaluate()
@@ -918,15 +1083,31 @@ class Trainer:
         self.train_acc_list.append(train_acc)
         self.test_acc_list.append(test_acc)
         self.epoch_time_list.append(seconds)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "train_acc": train_acc,
-                  "test_acc": test_acc, "seconds": seconds}
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "train_acc": train_acc,
+            "test_acc": test_acc,
+            "seconds": seconds,
+        }
         if self.verbose and self.log == "dlfs":
-            print("=== epoch:" + str(epoch) + ", train acc:" + str(train_acc) + ", test acc:" + str(test_acc)
-                  + " ===", flush=True)
+            print(
+                "=== epoch:"
+                + str(epoch)
+                + ", train acc:"
+                + str(train_acc)
+                + ", test acc:"
+                + str(test_acc)
+                + " ===",
+                flush=True,
+            )
         elif self.verbose:
             width = len(str(self.epochs))
-            print(f"epoch {epoch:>{width}}/{self.epochs}: loss {record['loss']:.4f}, "
-                  f"train acc {train_acc:.4f}, test acc {test_acc:.4f}, {seconds:.1f} s", flush=True)
+            print(
+                f"epoch {epoch:>{width}}/{self.epochs}: loss {record['loss']:.4f}, "
+                f"train acc {train_acc:.4f}, test acc {test_acc:.4f}, {seconds:.1f} s",
+                flush=True,
+            )
         if self.callback is not None:
             self.callback(self, record)
         if self._parallel is not None:
@@ -945,8 +1126,10 @@ class Trainer:
             self._train()
         except (NonFiniteLossError, RankDivergenceError):
             raise  # decided on reduced values: every rank raises it at the same step
-        except BaseException as error:  # noqa: B036 - one rank alone: the others would hang
-            self._parallel.abort(error, f"at epoch {self.current_epoch + 1}, global step {self.current_iter + 1}")
+        except BaseException as error:
+            self._parallel.abort(
+                error, f"at epoch {self.current_epoch + 1}, global step {self.current_iter + 1}"
+            )
             raise
 
     def _checkpoint_exists(self) -> bool:
@@ -958,7 +1141,10 @@ class Trainer:
         if self.resume and self.checkpoint is not None and self._checkpoint_exists():
             self.load_checkpoint(self.checkpoint)
             if self.verbose:
-                print(f"resumed from {self.checkpoint} after epoch {self.current_epoch}/{self.epochs}", flush=True)
+                print(
+                    f"resumed from {self.checkpoint} after epoch {self.current_epoch}/{self.epochs}",
+                    flush=True,
+                )
             self.resume = False  # a second train() call continues in memory
         self.interrupted = False
         with _InterruptGuard() as guard:
@@ -976,12 +1162,19 @@ class Trainer:
                         self.interrupted = True
                         break
         if self.interrupted and self.rank == 0:
-            print(f"training interrupted after {self.current_iter} steps "
-                  f"({self.current_epoch} complete epochs)", file=sys.stderr, flush=True)
+            print(
+                f"training interrupted after {self.current_iter} steps "
+                f"({self.current_epoch} complete epochs)",
+                file=sys.stderr,
+                flush=True,
+            )
 
         self._guard = None
-        if (self.evaluate_sample_num_per_epoch is None and self.test_acc_list
-                and self._iter_at_last_eval == self.current_iter):
+        if (
+            self.evaluate_sample_num_per_epoch is None
+            and self.test_acc_list
+            and self._iter_at_last_eval == self.current_iter
+        ):
             self.final_test_acc = self.test_acc_list[-1]  # measured on the full test set just now
         else:
             self.final_test_acc = self._accuracies([(self.x_test, self.t_test)])[0]
@@ -996,17 +1189,22 @@ class Trainer:
             # A checkpoint resumes at an epoch's end; DLfS's schedule evaluates mid-epoch.
             raise ValueError("checkpoints are not available with dlfs_compat=True")
 
-    def _network_state(self) -> Dict[str, np.ndarray]:
+    def _network_state(self) -> dict[str, np.ndarray]:
         if isinstance(self.network, Network):
             return {key: np.array(value) for key, value in self.network.state_dict().items()}
         return {key: np.array(value) for key, value in self.network.params.items()}
 
-    def _config(self) -> Dict[str, Any]:
-        return {"train_size": self.train_size, "batch_size": self.batch_size, "sampling": self.sampling,
-                "iter_per_epoch": self.iter_per_epoch, "optimizer": type(self.optimizer).__name__,
-                "trainer_seeded": self.rng is not None}
+    def _config(self) -> dict[str, Any]:
+        return {
+            "train_size": self.train_size,
+            "batch_size": self.batch_size,
+            "sampling": self.sampling,
+            "iter_per_epoch": self.iter_per_epoch,
+            "optimizer": type(self.optimizer).__name__,
+            "trainer_seeded": self.rng is not None,
+        }
 
-    def save_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Write everything needed to continue this run to ``path``, atomically (a pickle of
         plain containers and arrays, read back with the restricted unpickler)."""
         self._refuse_checkpoints_in_dlfs_mode()
@@ -1031,7 +1229,7 @@ class Trainer:
         }
         save_pickle(state, path)
 
-    def load_checkpoint(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`. The data size, batch size,
         sampling mode and optimizer must match this trainer; ``epochs`` may differ.
 
@@ -1065,55 +1263,101 @@ class Trainer:
         if not isinstance(format_name, str) or format_name != _CHECKPOINT_FORMAT:
             raise _FieldError("format", "this is not a tinyconv training checkpoint")
         if type(state.get("version")) is not int or state["version"] != _CHECKPOINT_VERSION:
-            raise _FieldError("version", f"unsupported checkpoint version {state.get('version')!r} "
-                                         f"(this tinyconv reads version {_CHECKPOINT_VERSION})")
-        _checked_dict(state, "(top level)", ["format", "version", "config", "network", "optimizer",
-                                              "counters", "history", "rng"])
+            raise _FieldError(
+                "version",
+                f"unsupported checkpoint version {state.get('version')!r} "
+                f"(this tinyconv reads version {_CHECKPOINT_VERSION})",
+            )
+        _checked_dict(
+            state,
+            "(top level)",
+            ["format", "version", "config", "network", "optimizer", "counters", "history", "rng"],
+        )
         # The setup first: a mismatch is the likeliest problem and the clearest to report.
         config = self._config()
         saved_config = _checked_dict(state["config"], "config", list(config))
-        mismatched = [key for key, value in config.items()
-                      if type(saved_config[key]) is not type(value) or saved_config[key] != value]
+        mismatched = [
+            key
+            for key, value in config.items()
+            if type(saved_config[key]) is not type(value) or saved_config[key] != value
+        ]
         if mismatched:
-            details = ", ".join(f"{key}: checkpoint {saved_config[key]!r}, now {config[key]!r}" for key in mismatched)
+            details = ", ".join(
+                f"{key}: checkpoint {saved_config[key]!r}, now {config[key]!r}"
+                for key in mismatched
+            )
             raise _FieldError("config", f"written by a different training setup ({details})")
 
         network = self._checked_network_state(state["network"])
         optimizer = self._checked_optimizer_state(state["optimizer"])
 
         counters = _checked_dict(state["counters"], "counters", ["current_epoch", "current_iter"])
-        current_epoch = _checked_int(counters["current_epoch"], "counters.current_epoch", 0, 2 ** 63)
+        current_epoch = _checked_int(counters["current_epoch"], "counters.current_epoch", 0, 2**63)
         # Checkpoints are written at the end of an epoch; save_checkpoint() called by hand after
         # an interrupted epoch holds part of the next one.
         first_iter = current_epoch * self.iter_per_epoch
-        current_iter = _checked_int(counters["current_iter"], "counters.current_iter",
-                                    first_iter, first_iter + self.iter_per_epoch)
+        current_iter = _checked_int(
+            counters["current_iter"],
+            "counters.current_iter",
+            first_iter,
+            first_iter + self.iter_per_epoch,
+        )
 
-        history = _checked_dict(state["history"], "history",
-                                ["train_loss_list", "train_acc_list", "test_acc_list", "epoch_time_list"])
+        history = _checked_dict(
+            state["history"],
+            "history",
+            ["train_loss_list", "train_acc_list", "test_acc_list", "epoch_time_list"],
+        )
         losses = history["train_loss_list"]
-        if not (isinstance(losses, np.ndarray) and losses.dtype == np.float64 and losses.shape == (current_iter,)):
-            raise _FieldError("history.train_loss_list", f"must be a float64 array of shape ({current_iter},) "
-                                                         f"(one loss per step), got {_type_name(losses)}")
+        if not (
+            isinstance(losses, np.ndarray)
+            and losses.dtype == np.float64
+            and losses.shape == (current_iter,)
+        ):
+            raise _FieldError(
+                "history.train_loss_list",
+                f"must be a float64 array of shape ({current_iter},) "
+                f"(one loss per step), got {_type_name(losses)}",
+            )
         if not np.isfinite(losses).all():  # a non-finite loss stops training before it is recorded
             raise _FieldError("history.train_loss_list", "holds NaN or infinite losses")
         lists = {}
-        for key, low, high in (("train_acc_list", 0.0, 1.0), ("test_acc_list", 0.0, 1.0),
-                               ("epoch_time_list", 0.0, math.inf)):
+        for key, low, high in (
+            ("train_acc_list", 0.0, 1.0),
+            ("test_acc_list", 0.0, 1.0),
+            ("epoch_time_list", 0.0, math.inf),
+        ):
             values = history[key]
             if not isinstance(values, list) or len(values) != current_epoch:
                 length = f" of length {len(values)}" if isinstance(values, list) else ""
-                raise _FieldError(f"history.{key}", f"must be a list of {current_epoch} floats (one per epoch), "
-                                                    f"got {_type_name(values)}{length}")
-            lists[key] = [_checked_float(v, f"history.{key}[{i}]", low, high) for i, v in enumerate(values)]
+                raise _FieldError(
+                    f"history.{key}",
+                    f"must be a list of {current_epoch} floats (one per epoch), "
+                    f"got {_type_name(values)}{length}",
+                )
+            lists[key] = [
+                _checked_float(v, f"history.{key}[{i}]", low, high) for i, v in enumerate(values)
+            ]
 
         rng_states = _checked_dict(state["rng"], "rng", ["numpy_global", "trainer", "network"])
         numpy_global = _checked_legacy_state(rng_states["numpy_global"], "rng.numpy_global")
         trainer_rng = _checked_rng_state(rng_states["trainer"], self.rng, "rng.trainer")
-        network_rng = _checked_rng_state(rng_states["network"], getattr(self.network, "rng", None), "rng.network")
-        return _Checkpoint(network, optimizer, numpy_global, trainer_rng, network_rng, current_epoch,
-                           current_iter, [float(v) for v in losses], lists["train_acc_list"],
-                           lists["test_acc_list"], lists["epoch_time_list"])
+        network_rng = _checked_rng_state(
+            rng_states["network"], getattr(self.network, "rng", None), "rng.network"
+        )
+        return _Checkpoint(
+            network,
+            optimizer,
+            numpy_global,
+            trainer_rng,
+            network_rng,
+            current_epoch,
+            current_iter,
+            [float(v) for v in losses],
+            lists["train_acc_list"],
+            lists["test_acc_list"],
+            lists["epoch_time_list"],
+        )
 
     def _network_targets(self) -> Mapping[str, np.ndarray]:
         """The live arrays a checkpoint's ``network`` field is copied into."""
@@ -1121,7 +1365,7 @@ class Trainer:
             return self.network.state_dict()
         return self.network.params
 
-    def _checked_network_state(self, saved: Any) -> Dict[str, np.ndarray]:
+    def _checked_network_state(self, saved: Any) -> dict[str, np.ndarray]:
         targets = self._network_targets()
         if not isinstance(saved, dict):
             raise _FieldError("network", f"must be a dict of arrays, got {_type_name(saved)}")
@@ -1130,12 +1374,20 @@ class Trainer:
         for key, target in targets.items():
             value = saved.get(key)
             target = np.asarray(target)
-            if key in saved and not (isinstance(value, np.ndarray) and value.dtype == target.dtype
-                                     and value.shape == target.shape):
-                problems.append(f"{key!r} is {_type_name(value)}, the network has a {target.dtype} "
-                                f"array of shape {target.shape}")
+            if key in saved and not (
+                isinstance(value, np.ndarray)
+                and value.dtype == target.dtype
+                and value.shape == target.shape
+            ):
+                problems.append(
+                    f"{key!r} is {_type_name(value)}, the network has a {target.dtype} "
+                    f"array of shape {target.shape}"
+                )
         if problems:
-            raise _FieldError("network", f"does not fit this {type(self.network).__name__}: " + "; ".join(problems))
+            raise _FieldError(
+                "network",
+                f"does not fit this {type(self.network).__name__}: " + "; ".join(problems),
+            )
         return {key: saved[key] for key in targets}
 
     def _checked_optimizer_state(self, saved: Any) -> Any:

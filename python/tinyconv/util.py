@@ -4,6 +4,7 @@
 ``(N*OH*OW, C*FH*FW)``, rows ordered (n, oh, ow), columns ordered (c, fh, fw). Beyond DLfS,
 ``stride`` and ``pad`` may be ``(h, w)`` pairs and filters may be rectangular.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,7 @@ from ._util_extra import shuffle_dataset, smooth_curve
 from ._validate import as_float_array, as_pair, as_positive_int, check_window, float_dtype
 
 # "np": DLfS's common/util.py imports numpy at top level, so its star import gives scripts ``np``.
-__all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_curve", "np"]
+__all__ = ["col2im", "conv_output_size", "im2col", "np", "shuffle_dataset", "smooth_curve"]
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -22,7 +23,10 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
 
     DLfS divides with ``/`` and returns a float (24.0, or 12.5 when the window does not fit
     evenly); this returns the int the layers actually produce."""
-    input_size, filter_size = as_positive_int(input_size, "input_size"), as_positive_int(filter_size, "filter_size")
+    input_size, filter_size = (
+        as_positive_int(input_size, "input_size"),
+        as_positive_int(filter_size, "filter_size"),
+    )
     stride, pad = as_positive_int(stride, "stride"), as_positive_int(pad, "pad", minimum=0)
     return (input_size + 2 * pad - filter_size) // stride + 1
 
@@ -48,5 +52,7 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
     col = as_float_array(col, "col", float_dtype(col), ndim=2)
     fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    check_window((n, c, h, w), "input_shape", (fh, fw), "filter (filter_h, filter_w)", (sh, sw), (ph, pw))
+    check_window(
+        (n, c, h, w), "input_shape", (fh, fw), "filter (filter_h, filter_w)", (sh, sw), (ph, pw)
+    )
     return _core.col2im(col, n, c, h, w, fh, fw, sh, sw, ph, pw)

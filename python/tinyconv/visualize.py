@@ -18,25 +18,27 @@ global state alone and does not leak figures.  Without ``save`` the figure is sh
 selected first (unless pyplot is already in use or ``MPLBACKEND`` says otherwise), because
 matplotlib could not open a window there anyway.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 
 __all__ = [
-    "filter_show",
-    "plot_accuracy",
-    "plot_loss",
-    "plot_history",
-    "plot_confusion_matrix",
-    "confusion_matrix",
-    "have_matplotlib",
-    "PlottingUnavailableError",
     "INSTALL_HINT",
+    "PlottingUnavailableError",
+    "confusion_matrix",
+    "filter_show",
+    "have_matplotlib",
+    "plot_accuracy",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_loss",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -71,7 +73,7 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _new_figure(figsize: Tuple[float, float], save: Optional[PathLike]):
+def _new_figure(figsize: tuple[float, float], save: PathLike | None):
     """A figure that is either rendered to a file (pyplot-free, Agg) or managed by pyplot."""
     try:
         import matplotlib
@@ -84,14 +86,18 @@ def _new_figure(figsize: Tuple[float, float], save: Optional[PathLike]):
         figure = Figure(figsize=figsize, dpi=_DPI)
         FigureCanvasAgg(figure)  # attaches itself to the figure
         return figure
-    if not _has_display() and "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    if (
+        not _has_display()
+        and "matplotlib.pyplot" not in sys.modules
+        and not os.environ.get("MPLBACKEND")
+    ):
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt.figure(figsize=figsize, dpi=_DPI)
 
 
-def _finish(figure, save: Optional[PathLike]):
+def _finish(figure, save: PathLike | None):
     if save is not None:
         figure.savefig(os.fspath(save), dpi=_DPI)
     else:
@@ -105,8 +111,15 @@ def _finish(figure, save: Optional[PathLike]):
 # Filters
 
 
-def filter_show(filters, nx: int = 8, margin: int = 3, scale: int = 10, *,
-                save: Optional[PathLike] = None, cmap: str = "gray_r"):
+def filter_show(
+    filters,
+    nx: int = 8,
+    margin: int = 3,
+    scale: int = 10,
+    *,
+    save: PathLike | None = None,
+    cmap: str = "gray_r",
+):
     """Show the first input channel of each filter in ``filters`` (FN, C, FH, FW) as a grey
     image, ``nx`` per row, as DLfS's ``filter_show``: each filter scaled to its own range,
     ``gray_r`` colour map (dark = large weight), nearest-neighbour pixels, no ticks.
@@ -129,7 +142,9 @@ def filter_show(filters, nx: int = 8, margin: int = 3, scale: int = 10, *,
     figure.subplots_adjust(left=0, right=1, bottom=0, top=1, hspace=0.05, wspace=0.05)
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1, xticks=[], yticks=[])
-        axes.imshow(np.asarray(filters[index, 0], dtype=np.float64), cmap=cmap, interpolation="nearest")
+        axes.imshow(
+            np.asarray(filters[index, 0], dtype=np.float64), cmap=cmap, interpolation="nearest"
+        )
     return _finish(figure, save)
 
 
@@ -137,8 +152,13 @@ def filter_show(filters, nx: int = 8, margin: int = 3, scale: int = 10, *,
 # Learning curves
 
 
-def plot_accuracy(train_acc: Sequence[float], test_acc: Optional[Sequence[float]] = None, *,
-                  save: Optional[PathLike] = None, markevery: Optional[int] = None):
+def plot_accuracy(
+    train_acc: Sequence[float],
+    test_acc: Sequence[float] | None = None,
+    *,
+    save: PathLike | None = None,
+    markevery: int | None = None,
+):
     """Train (circles) and test (squares) accuracy per epoch, as DLfS's ``train_convnet.py``:
     x label "epochs", y label "accuracy", y from 0 to 1, legend at the lower right.
 
@@ -155,7 +175,9 @@ def plot_accuracy(train_acc: Sequence[float], test_acc: Optional[Sequence[float]
     axes.plot(epochs, train_acc, marker="o", label="train", markevery=markevery)
     if test_acc is not None:
         test_acc = np.asarray(test_acc, dtype=np.float64)
-        axes.plot(np.arange(1, len(test_acc) + 1), test_acc, marker="s", label="test", markevery=markevery)
+        axes.plot(
+            np.arange(1, len(test_acc) + 1), test_acc, marker="s", label="test", markevery=markevery
+        )
     axes.set_xlabel("epochs")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0, 1.0)
@@ -185,8 +207,7 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def plot_loss(loss: Sequence[float], *, xlabel: str = "iterations",
-              save: Optional[PathLike] = None):
+def plot_loss(loss: Sequence[float], *, xlabel: str = "iterations", save: PathLike | None = None):
     """The training loss, one value per step (``Trainer.train_loss_list``) or per epoch
     (``xlabel="epochs"``): the raw values faintly and, for long series, a smoothed curve on top.
     Returns the figure."""
@@ -197,8 +218,12 @@ def plot_loss(loss: Sequence[float], *, xlabel: str = "iterations",
     smooth_window = 11
     if len(loss) >= 2 * smooth_window:
         axes.plot(x, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
-        axes.plot(x, _moving_average(loss, smooth_window), color="tab:blue",
-                  label=f"moving average ({smooth_window})")
+        axes.plot(
+            x,
+            _moving_average(loss, smooth_window),
+            color="tab:blue",
+            label=f"moving average ({smooth_window})",
+        )
         axes.legend(loc="upper right")
     else:
         axes.plot(x, loss, color="tab:blue", marker="o" if len(loss) <= 50 else None)
@@ -212,26 +237,41 @@ def plot_loss(loss: Sequence[float], *, xlabel: str = "iterations",
     return _finish(figure, save)
 
 
-def _history_lists(history: Any) -> Tuple[Sequence[float], Sequence[float], Sequence[float], str]:
+def _history_lists(history: Any) -> tuple[Sequence[float], Sequence[float], Sequence[float], str]:
     """(train_acc, test_acc, loss, loss x label) from a Trainer or a mapping."""
     if isinstance(history, Mapping):
         train_acc = history.get("train_acc", history.get("train_acc_list", []))
         test_acc = history.get("test_acc", history.get("test_acc_list", []))
-        for key, label in (("train_loss", "iterations"), ("train_loss_list", "iterations"),
-                           ("loss", "epochs")):
+        for key, label in (
+            ("train_loss", "iterations"),
+            ("train_loss_list", "iterations"),
+            ("loss", "epochs"),
+        ):
             if key in history:
                 return train_acc, test_acc, history[key], label
         return train_acc, test_acc, [], "iterations"
     try:
-        return (history.train_acc_list, history.test_acc_list, history.train_loss_list, "iterations")
+        return (
+            history.train_acc_list,
+            history.test_acc_list,
+            history.train_loss_list,
+            "iterations",
+        )
     except AttributeError:
-        raise TypeError("history must be a Trainer (or anything with train_acc_list, test_acc_list "
-                        "and train_loss_list) or a mapping such as history.json's contents") from None
+        raise TypeError(
+            "history must be a Trainer (or anything with train_acc_list, test_acc_list "
+            "and train_loss_list) or a mapping such as history.json's contents"
+        ) from None
 
 
-def plot_history(history: Any = None, *, train_acc: Optional[Sequence[float]] = None,
-                 test_acc: Optional[Sequence[float]] = None, loss: Optional[Sequence[float]] = None,
-                 save: Optional[PathLike] = None):
+def plot_history(
+    history: Any = None,
+    *,
+    train_acc: Sequence[float] | None = None,
+    test_acc: Sequence[float] | None = None,
+    loss: Sequence[float] | None = None,
+    save: PathLike | None = None,
+):
     """Accuracy and loss plots of a training run; returns ``(accuracy_figure, loss_figure)``.
 
     ``history`` is a :class:`~tinyconv.trainer.Trainer` after ``train()``, or a mapping such as
@@ -239,7 +279,7 @@ def plot_history(history: Any = None, *, train_acc: Optional[Sequence[float]] = 
     ``train_loss`` per step, or DLfS's ``*_list`` names); or give the lists as keywords, which
     override it.  ``save=directory`` writes ``accuracy.png`` and ``loss.png`` there.
     """
-    from_history: Tuple[Any, Any, Any, str] = ([], [], [], "iterations")
+    from_history: tuple[Any, Any, Any, str] = ([], [], [], "iterations")
     if history is not None:
         from_history = _history_lists(history)
     train_acc = from_history[0] if train_acc is None else train_acc
@@ -250,7 +290,9 @@ def plot_history(history: Any = None, *, train_acc: Optional[Sequence[float]] = 
         os.makedirs(save, exist_ok=True)
         accuracy_path = os.path.join(save, "accuracy.png")
         loss_path = os.path.join(save, "loss.png")
-    accuracy_figure = plot_accuracy(train_acc, test_acc if len(test_acc) else None, save=accuracy_path)
+    accuracy_figure = plot_accuracy(
+        train_acc, test_acc if len(test_acc) else None, save=accuracy_path
+    )
     loss_figure = plot_loss(loss, xlabel=loss_label, save=loss_path)
     return accuracy_figure, loss_figure
 
@@ -259,7 +301,7 @@ def plot_history(history: Any = None, *, train_acc: Optional[Sequence[float]] = 
 # Confusion matrix
 
 
-def confusion_matrix(y_true, y_pred, num_classes: Optional[int] = None) -> np.ndarray:
+def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
     """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as class ``j`` (int64,
     ``(num_classes, num_classes)``).  ``y_true`` may be labels or one-hot rows; ``y_pred`` labels
     or scores (the largest per row wins).  ``num_classes`` defaults to the largest label + 1."""
@@ -270,10 +312,14 @@ def confusion_matrix(y_true, y_pred, num_classes: Optional[int] = None) -> np.nd
     if y_pred.ndim == 2:
         y_pred = np.argmax(y_pred, axis=1)
     if y_true.ndim != 1 or y_pred.ndim != 1 or len(y_true) != len(y_pred):
-        raise ValueError(f"y_true and y_pred must be equally long label vectors, got shapes "
-                         f"{y_true.shape} and {y_pred.shape}")
+        raise ValueError(
+            f"y_true and y_pred must be equally long label vectors, got shapes "
+            f"{y_true.shape} and {y_pred.shape}"
+        )
     for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if labels.size and (labels.dtype.kind not in "iu" and not np.all(labels == np.round(labels))):
+        if labels.size and (
+            labels.dtype.kind not in "iu" and not np.all(labels == np.round(labels))
+        ):
             raise ValueError(f"{name} must hold integer class labels")
     y_true = y_true.astype(np.int64)
     y_pred = y_pred.astype(np.int64)
@@ -288,9 +334,14 @@ def confusion_matrix(y_true, y_pred, num_classes: Optional[int] = None) -> np.nd
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def plot_confusion_matrix(cm, class_names: Optional[Sequence[str]] = None, *,
-                          save: Optional[PathLike] = None, normalize: bool = False,
-                          title: Optional[str] = None):
+def plot_confusion_matrix(
+    cm,
+    class_names: Sequence[str] | None = None,
+    *,
+    save: PathLike | None = None,
+    normalize: bool = False,
+    title: str | None = None,
+):
     """Draw confusion matrix ``cm`` (rows: true class, columns: predicted class) with a count in
     every cell.  ``normalize=True`` colours and labels each row by its fraction instead, which
     makes per-class accuracy readable on the diagonal.  Returns the figure."""
@@ -298,7 +349,11 @@ def plot_confusion_matrix(cm, class_names: Optional[Sequence[str]] = None, *,
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square matrix, got shape {cm.shape}")
     size = cm.shape[0]
-    names = [str(name) for name in class_names] if class_names is not None else [str(i) for i in range(size)]
+    names = (
+        [str(name) for name in class_names]
+        if class_names is not None
+        else [str(i) for i in range(size)]
+    )
     if len(names) != size:
         raise ValueError(f"{len(names)} class names for a {size}x{size} matrix")
     values = cm.astype(np.float64)
@@ -308,8 +363,13 @@ def plot_confusion_matrix(cm, class_names: Optional[Sequence[str]] = None, *,
     side = max(4.0, 0.6 * size + 2.5)
     figure = _new_figure((side + 1.0, side), save)
     axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(values, cmap="Blues", interpolation="nearest",
-                        vmin=0, vmax=1 if normalize else max(float(values.max()), 1.0))
+    image = axes.imshow(
+        values,
+        cmap="Blues",
+        interpolation="nearest",
+        vmin=0,
+        vmax=1 if normalize else max(float(values.max()), 1.0),
+    )
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     axes.set_xticks(np.arange(size))
     axes.set_yticks(np.arange(size))
@@ -325,7 +385,14 @@ def plot_confusion_matrix(cm, class_names: Optional[Sequence[str]] = None, *,
     for i in range(size):
         for j in range(size):
             text = f"{values[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            axes.text(j, i, text, ha="center", va="center", fontsize=font_size,
-                      color="white" if values[i, j] > threshold else "black")
+            axes.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=font_size,
+                color="white" if values[i, j] > threshold else "black",
+            )
     figure.tight_layout()
     return _finish(figure, save)

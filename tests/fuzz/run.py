@@ -14,6 +14,7 @@ Python code of tinyconv is instrumented for coverage; the compiled core is not (
 ``-fsanitize=fuzzer-no-link`` clang build), so ``core`` is guided by the Python validation paths
 and the bytes' choices of functions and arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,19 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # tests/ (fuzzing.py) and tests/fu
 
 CORPUS = HERE / "corpus"
 CRASHES = HERE / "crashes"
-MAX_LEN = {"pickle": 4096, "params": 8192, "safetensors": 4096, "checkpoint": 65536, "idx": 4096, "core": 256}
+MAX_LEN = {
+    "pickle": 4096,
+    "params": 8192,
+    "safetensors": 4096,
+    "checkpoint": 65536,
+    "idx": 4096,
+    "core": 256,
+}
 
 
 def write_seeds(name: str) -> int:
     import targets
+
     directory = CORPUS / name
     directory.mkdir(parents=True, exist_ok=True)
     for data in targets.seed_inputs(name):
@@ -43,12 +52,13 @@ def write_seeds(name: str) -> int:
 def fuzz_one(name: str, runs: int) -> int:
     """Run one target in this process (atheris owns the process until it is done)."""
     import atheris
-
     import targets
-    import tinyconv.datasets.idx  # noqa: F401
-    import tinyconv.functional  # noqa: F401
-    import tinyconv.serialization  # noqa: F401
+
+    import tinyconv.datasets.idx
+    import tinyconv.functional
+    import tinyconv.serialization
     import tinyconv.trainer  # noqa: F401
+
     # Instrument the bytecode of every function loaded so far (tinyconv's, the targets', NumPy's
     # Python parts): works whatever import machinery loaded them (editable installs included).
     atheris.instrument_all()
@@ -56,18 +66,31 @@ def fuzz_one(name: str, runs: int) -> int:
     CRASHES.mkdir(exist_ok=True)
     corpus = CORPUS / name
     write_seeds(name)  # the valid starting points, always present (same names each time)
-    args = [sys.argv[0], f"-runs={runs}", f"-max_len={MAX_LEN[name]}", "-timeout=60", "-rss_limit_mb=4096",
-            f"-artifact_prefix={CRASHES}/{name}-", "-print_final_stats=1"]
-    atheris.Setup(args + [str(corpus)], target)
+    args = [
+        sys.argv[0],
+        f"-runs={runs}",
+        f"-max_len={MAX_LEN[name]}",
+        "-timeout=60",
+        "-rss_limit_mb=4096",
+        f"-artifact_prefix={CRASHES}/{name}-",
+        "-print_final_stats=1",
+    ]
+    atheris.Setup([*args, str(corpus)], target)
     atheris.Fuzz()
     return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=sorted(MAX_LEN) + ["all"])
-    parser.add_argument("--runs", type=int, default=100_000, help="inputs per target (default 100000)")
-    parser.add_argument("--seed", action="store_true", help="only write the seed inputs into the corpus")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("target", choices=[*sorted(MAX_LEN), "all"])
+    parser.add_argument(
+        "--runs", type=int, default=100_000, help="inputs per target (default 100000)"
+    )
+    parser.add_argument(
+        "--seed", action="store_true", help="only write the seed inputs into the corpus"
+    )
     args = parser.parse_args()
     names = sorted(MAX_LEN) if args.target == "all" else [args.target]
     if args.seed:

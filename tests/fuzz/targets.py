@@ -25,6 +25,7 @@ Promises checked:
   called with arguments chosen by the fuzzer raises only ``ValueError``/``TypeError``/
   ``MemoryError`` when it refuses them.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,7 +33,7 @@ import os
 import pickle
 import tempfile
 import warnings
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,7 +46,9 @@ def _assert_plain(value: Any, depth: int = 0) -> None:
     if isinstance(value, np.ndarray):
         assert value.dtype.kind in "biuf", f"array of dtype {value.dtype} came through"
         owner = value if value.base is None else value.base
-        assert isinstance(owner, np.ndarray) and owner.flags.owndata, "array does not own its memory"
+        assert isinstance(owner, np.ndarray) and owner.flags.owndata, (
+            "array does not own its memory"
+        )
     elif isinstance(value, np.generic):
         assert value.dtype.kind in "biuf", f"scalar of dtype {value.dtype} came through"
     elif isinstance(value, (list, tuple)):
@@ -56,11 +59,14 @@ def _assert_plain(value: Any, depth: int = 0) -> None:
             _assert_plain(key, depth + 1)
             _assert_plain(item, depth + 1)
     else:
-        assert isinstance(value, (str, bytes, int, float, type(None), np.dtype)), type(value).__name__
+        assert isinstance(value, (str, bytes, int, float, type(None), np.dtype)), type(
+            value
+        ).__name__
 
 
 def fuzz_pickle(data: bytes) -> None:
     from tinyconv.serialization import ParamsFileError, safe_pickle_loads
+
     try:
         value = safe_pickle_loads(data)
     except ParamsFileError:
@@ -68,7 +74,7 @@ def fuzz_pickle(data: bytes) -> None:
     _assert_plain(value)
 
 
-_SCRATCH: Dict[str, str] = {}
+_SCRATCH: dict[str, str] = {}
 
 
 def _scratch_file(data: bytes, suffix: str) -> str:
@@ -85,15 +91,22 @@ def _scratch_file(data: bytes, suffix: str) -> str:
 
 def _small_network():
     from tinyconv.nets import SimpleConvNet
-    return SimpleConvNet(input_dim=(1, 6, 6), conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
-                         hidden_size=3, output_size=2, seed=0)
+
+    return SimpleConvNet(
+        input_dim=(1, 6, 6),
+        conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+        hidden_size=3,
+        output_size=2,
+        seed=0,
+    )
 
 
-_NETWORK: List[Any] = []
+_NETWORK: list[Any] = []
 
 
 def fuzz_params(data: bytes, suffix: str = ".pkl") -> None:
     from tinyconv.serialization import ParamsFileError, read_params
+
     path = _scratch_file(data, suffix)
     try:
         arrays = read_params(path)
@@ -112,7 +125,9 @@ def fuzz_params(data: bytes, suffix: str = ".pkl") -> None:
         network.load_params(path)
     except ParamsFileError:
         for key, value in network.params.items():
-            assert np.array_equal(value, before[key], equal_nan=True), f"{key} changed by a refused file"
+            assert np.array_equal(value, before[key], equal_nan=True), (
+                f"{key} changed by a refused file"
+            )
     else:  # accepted: put the network back for the next input
         network.load_state_dict(before)
 
@@ -126,25 +141,40 @@ def fuzz_safetensors(data: bytes) -> None:
     fuzz_params(data, ".safetensors")
 
 
-_TRAINER: List[Any] = []
+_TRAINER: list[Any] = []
 
 
 def checkpoint_trainer():
     """A tiny trainer whose checkpoint file seeds the ``checkpoint`` corpus."""
     from tinyconv.trainer import Trainer
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
     t = rng.integers(0, 2, 8)
-    return Trainer(_small_network(), x, t, x, t, epochs=1, mini_batch_size=4, optimizer="Adam",
-                   optimizer_param={"lr": 0.01}, verbose=False, seed=3, progress=False)
+    return Trainer(
+        _small_network(),
+        x,
+        t,
+        x,
+        t,
+        epochs=1,
+        mini_batch_size=4,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.01},
+        verbose=False,
+        seed=3,
+        progress=False,
+    )
 
 
-def _trainer_snapshot(trainer) -> Dict[str, Any]:
+def _trainer_snapshot(trainer) -> dict[str, Any]:
     return {
         "params": {key: value.copy() for key, value in trainer.network.params.items()},
         "optimizer": pickle.dumps(trainer.optimizer.state_dict()),
         "counters": (trainer.current_epoch, trainer.current_iter),
-        "history": pickle.dumps((trainer.train_loss_list, trainer.train_acc_list, trainer.test_acc_list)),
+        "history": pickle.dumps(
+            (trainer.train_loss_list, trainer.train_acc_list, trainer.test_acc_list)
+        ),
         "np_random": pickle.dumps(np.random.get_state()),
         "rng": pickle.dumps(trainer.rng.bit_generator.state),
     }
@@ -152,6 +182,7 @@ def _trainer_snapshot(trainer) -> Dict[str, Any]:
 
 def fuzz_checkpoint(data: bytes) -> None:
     from tinyconv.serialization import ParamsFileError
+
     if not _TRAINER:
         _TRAINER.append(checkpoint_trainer())
     trainer = _TRAINER[0]
@@ -164,7 +195,9 @@ def fuzz_checkpoint(data: bytes) -> None:
         for key in before:
             if key == "params":
                 for name, value in before[key].items():
-                    assert np.array_equal(after[key][name], value, equal_nan=True), f"{name} changed by a refused checkpoint"
+                    assert np.array_equal(after[key][name], value, equal_nan=True), (
+                        f"{name} changed by a refused checkpoint"
+                    )
             else:
                 assert after[key] == before[key], f"{key} changed by a refused checkpoint"
     else:  # accepted: start the next input from a fresh trainer
@@ -173,13 +206,19 @@ def fuzz_checkpoint(data: bytes) -> None:
 
 def fuzz_idx(data: bytes) -> None:
     from tinyconv.datasets.idx import IdxFormatError, decode_idx
+
     for ndim in (None, 1, 3):
         try:
             array = decode_idx(data, ndim=ndim)
         except IdxFormatError:
             continue
-        assert array.dtype == np.uint8 and array.flags.writeable
-        assert array.nbytes <= 64 * len(data) + 4096 or data[:2] != b"\x1f\x8b" or array.nbytes <= 2**31
+        assert array.dtype == np.uint8
+        assert array.flags.writeable
+        assert (
+            array.nbytes <= 64 * len(data) + 4096
+            or data[:2] != b"\x1f\x8b"
+            or array.nbytes <= 2**31
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,22 +242,31 @@ class _Chooser:
         return options[index]
 
 
-def _core_signatures() -> Dict[str, tuple]:
+def _core_signatures() -> dict[str, tuple]:
     from tinyconv import _core
+
     # Argument kinds as tests/fuzzing.py names them; positional, as the binding takes them.
     pair = ["int", "int"]
-    window = ["int", "int"] + pair + pair
+    window = ["int", "int", *pair, *pair]
     table = {
         "gemm": ["array:2", "array:2", "array_or_none:2", "float", "float", "bool", "bool"],
-        "im2col": ["array:4"] + window,
-        "col2im": ["array:2", "int", "int", "int", "int"] + window,
-        "conv2d_forward": ["array:4", "array:4", "array:1"] + pair + pair + ["bool"],
-        "conv2d_backward": ["array:4", "array:4", "array:4"] + pair + pair + ["bool"],
-        "max_pool2d_forward": ["array:4"] + window + ["bool"],
-        "max_pool2d_backward_from_input": ["array:4", "array:4"] + window + ["bool"],
-        "max_pool2d_backward": ["array:4", "array:4", "int", "int", "int", "int", "array_or_none:4"],
-        "avg_pool2d_forward": ["array:4"] + window,
-        "avg_pool2d_backward": ["array:4", "int", "int", "int", "int"] + window,
+        "im2col": ["array:4", *window],
+        "col2im": ["array:2", "int", "int", "int", "int", *window],
+        "conv2d_forward": ["array:4", "array:4", "array:1", *pair, *pair, "bool"],
+        "conv2d_backward": ["array:4", "array:4", "array:4", *pair, *pair, "bool"],
+        "max_pool2d_forward": ["array:4", *window, "bool"],
+        "max_pool2d_backward_from_input": ["array:4", "array:4", *window, "bool"],
+        "max_pool2d_backward": [
+            "array:4",
+            "array:4",
+            "int",
+            "int",
+            "int",
+            "int",
+            "array_or_none:4",
+        ],
+        "avg_pool2d_forward": ["array:4", *window],
+        "avg_pool2d_backward": ["array:4", "int", "int", "int", "int", *window],
         "relu_forward": ["array", "array_or_none"],
         "relu_backward": ["array", "array", "array_or_none"],
         "sigmoid_forward": ["array"],
@@ -235,18 +283,41 @@ def _core_signatures() -> Dict[str, tuple]:
         "add_forward": ["array", "array", "bool", "array_or_none"],
         "global_avg_pool2d_forward": ["array:4"],
         "global_avg_pool2d_backward": ["array:2", "int", "int", "int", "int"],
-        "batch_norm2d_forward": ["array:4", "array:1", "array:1", "array:1", "array:1", "bool", "float", "float", "bool", "bool"],
-        "batch_norm2d_backward": ["array:4", "array:4", "array:1", "array:1", "array:1", "bool", "array_or_none:4"],
+        "batch_norm2d_forward": [
+            "array:4",
+            "array:1",
+            "array:1",
+            "array:1",
+            "array:1",
+            "bool",
+            "float",
+            "float",
+            "bool",
+            "bool",
+        ],
+        "batch_norm2d_backward": [
+            "array:4",
+            "array:4",
+            "array:1",
+            "array:1",
+            "array:1",
+            "bool",
+            "array_or_none:4",
+        ],
     }
-    return {name: (getattr(_core, name), kinds) for name, kinds in table.items() if hasattr(_core, name)}
+    return {
+        name: (getattr(_core, name), kinds) for name, kinds in table.items() if hasattr(_core, name)
+    }
 
 
-_CORE: Dict[str, tuple] = {}
+_CORE: dict[str, tuple] = {}
 
 
 def fuzz_core(data: bytes) -> None:
     import fuzzing  # tests/fuzzing.py: the junk generators
+
     from tinyconv import _core
+
     if not _CORE:
         _CORE.update(_core_signatures())
         _CORE.update({f"public.{name}": entry for name, entry in fuzzing.SIGNATURES.items()})
@@ -254,9 +325,9 @@ def fuzz_core(data: bytes) -> None:
     name = pick(sorted(_CORE))
     function, kinds = _CORE[name]
     if name.startswith("public.") and pick([True, False]):
-        args = fuzzing.plausible_args(name[len("public."):], pick)
+        args = fuzzing.plausible_args(name[len("public.") :], pick)
         i = pick(range(len(args)))
-        args[i] = fuzzing.junk_argument(pick, fuzzing.SIGNATURES[name[len("public."):]][1][i])
+        args[i] = fuzzing.junk_argument(pick, fuzzing.SIGNATURES[name[len("public.") :]][1][i])
     else:
         args = [fuzzing.junk_argument(pick, kind) for kind in kinds]
         # Extra trailing arguments, or fewer, now and then.
@@ -276,7 +347,7 @@ def fuzz_core(data: bytes) -> None:
         _core.set_num_threads(threads)
 
 
-TARGETS: Dict[str, Callable[[bytes], None]] = {
+TARGETS: dict[str, Callable[[bytes], None]] = {
     "pickle": fuzz_pickle,
     "params": fuzz_params,
     "safetensors": fuzz_safetensors,
@@ -286,7 +357,7 @@ TARGETS: Dict[str, Callable[[bytes], None]] = {
 }
 
 
-def seed_inputs(name: str) -> List[bytes]:
+def seed_inputs(name: str) -> list[bytes]:
     """Valid inputs each target starts from (written into its corpus by ``run.py --seed``)."""
     from collections import OrderedDict
 
@@ -294,8 +365,16 @@ def seed_inputs(name: str) -> List[bytes]:
         params = {"W1": np.arange(6, dtype=np.float32).reshape(2, 3), "b1": np.zeros(2)}
         seeds = [pickle.dumps(params, protocol=p) for p in range(pickle.HIGHEST_PROTOCOL + 1)]
         seeds.append(pickle.dumps(OrderedDict(params), protocol=2))
-        seeds.append(pickle.dumps({"s": np.float64(1.5), "n": [1, (2, "x")], "r": np.random.RandomState(0).get_state()},
-                                  protocol=4))
+        seeds.append(
+            pickle.dumps(
+                {
+                    "s": np.float64(1.5),
+                    "n": [1, (2, "x")],
+                    "r": np.random.RandomState(0).get_state(),
+                },
+                protocol=4,
+            )
+        )
         if name == "params":
             buffer = io.BytesIO()
             np.savez(buffer, **params)
@@ -306,14 +385,22 @@ def seed_inputs(name: str) -> List[bytes]:
         return seeds
     if name == "safetensors":
         import safetensors.numpy
+
         state = {key: np.array(value) for key, value in _small_network().state_dict().items()}
         return [
             safetensors.numpy.save(state),  # a file load_params accepts
-            safetensors.numpy.save({"W1": np.arange(6, dtype=np.float32).reshape(2, 3), "b1": np.zeros(2),
-                                    "n": np.array(3, dtype=np.int64), "h": np.ones(2, dtype=np.float16),
-                                    "m": np.array([True, False]), "u": np.arange(3, dtype=np.uint16),
-                                    "e": np.zeros((0, 2), dtype=np.int8)},
-                                   metadata={"format": "np"}),
+            safetensors.numpy.save(
+                {
+                    "W1": np.arange(6, dtype=np.float32).reshape(2, 3),
+                    "b1": np.zeros(2),
+                    "n": np.array(3, dtype=np.int64),
+                    "h": np.ones(2, dtype=np.float16),
+                    "m": np.array([True, False]),
+                    "u": np.arange(3, dtype=np.uint16),
+                    "e": np.zeros((0, 2), dtype=np.int8),
+                },
+                metadata={"format": "np"},
+            ),
             safetensors.numpy.save({}),
         ]
     if name == "checkpoint":
@@ -325,6 +412,7 @@ def seed_inputs(name: str) -> List[bytes]:
             return [handle.read()]
     if name == "idx":
         from tinyconv.datasets.idx import _gzip_reproducibly, encode_idx
+
         images = encode_idx(np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3))
         labels = encode_idx(np.array([1, 2, 3], dtype=np.uint8))
         return [images, labels, _gzip_reproducibly(images), _gzip_reproducibly(labels)]

@@ -16,6 +16,7 @@ from.
 This subpackage needs only NumPy (no compiled code); ``platformdirs`` and ``tqdm`` are used when
 installed.
 """
+
 from __future__ import annotations
 
 from ._catalog import FASHION_MNIST_CLASSES
@@ -32,19 +33,19 @@ from ._loaders import SAMPLE_DIR, load_fashion_mnist, load_mnist, load_sample
 from .idx import IdxFormatError, read_idx, write_idx
 
 __all__ = [
-    "load_mnist",
-    "load_fashion_mnist",
-    "load_sample",
-    "FASHION_MNIST_CLASSES",
-    "DatasetNotFoundError",
-    "IncompleteDataDirError",
-    "DatasetLocationWarning",
-    "IdxFormatError",
-    "read_idx",
-    "write_idx",
-    "dataset_locations",
-    "Location",
-    "user_cache_dir",
     "ENV_VAR",
+    "FASHION_MNIST_CLASSES",
     "SAMPLE_DIR",
+    "DatasetLocationWarning",
+    "DatasetNotFoundError",
+    "IdxFormatError",
+    "IncompleteDataDirError",
+    "Location",
+    "dataset_locations",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_sample",
+    "read_idx",
+    "user_cache_dir",
+    "write_idx",
 ]

@@ -27,8 +27,10 @@ file that a later call would trust.  A download is refused as soon as it announc
 more bytes than its file can hold (:attr:`IdxFileSpec.max_download_bytes`).  When everything fails, one :class:`DatasetNotFoundError`
 lists each place looked in, each URL tried with the reason, and the ways to fix it.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,15 +40,25 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable
 
 from ._catalog import MIRRORS, SYSTEM_DIRS, DatasetSpec, IdxFileSpec, get_spec
 
-__all__ = ["DatasetNotFoundError", "IncompleteDataDirError", "DatasetLocationWarning", "Location",
-           "dataset_locations", "user_cache_dir", "find_files", "download_missing",
-           "download_verified", "ENV_VAR"]
+__all__ = [
+    "ENV_VAR",
+    "DatasetLocationWarning",
+    "DatasetNotFoundError",
+    "IncompleteDataDirError",
+    "Location",
+    "dataset_locations",
+    "download_missing",
+    "download_verified",
+    "find_files",
+    "user_cache_dir",
+]
 
 ENV_VAR = "TINYCONV_DATA"
 DOWNLOAD_TIMEOUT_S = 60
@@ -64,7 +76,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """A data set is neither on disk nor downloadable; the message says where we looked and
     what to do.  ``attempts`` holds ``(url, reason)`` for each download tried."""
 
-    def __init__(self, message: str, attempts: Sequence[Tuple[str, str]] = ()):
+    def __init__(self, message: str, attempts: Sequence[tuple[str, str]] = ()):
         super().__init__(message)
         self.attempts = list(attempts)
 
@@ -87,10 +99,10 @@ class DatasetLocationWarning(UserWarning):
 class Location:
     """One place a data set may be read from, as reported by :func:`dataset_locations`."""
 
-    source: str                  # "data_dir", "TINYCONV_DATA", "cache" or "system"
+    source: str  # "data_dir", "TINYCONV_DATA", "cache" or "system"
     path: Path
-    files: Dict[str, Path]       # role -> file found there (gz or raw)
-    missing: Tuple[str, ...]     # published names of the files not found there
+    files: dict[str, Path]  # role -> file found there (gz or raw)
+    missing: tuple[str, ...]  # published names of the files not found there
 
     @property
     def complete(self) -> bool:
@@ -118,17 +130,17 @@ def user_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("tinyconv", appauthor=False))
 
 
-def dataset_locations(name: str, data_dir=None) -> List[Location]:
+def dataset_locations(name: str, data_dir=None) -> list[Location]:
     """Every place :func:`load_mnist`-style loaders look for data set ``name``, in search order,
     each with the files found there: only ``data_dir`` when it is given, else the search path
     (``$TINYCONV_DATA`` is left out when unset)."""
     return _locations(get_spec(name), data_dir)
 
 
-def _locations(spec: DatasetSpec, data_dir=None) -> List[Location]:
+def _locations(spec: DatasetSpec, data_dir=None) -> list[Location]:
     if data_dir is not None:
         return [_inspect(spec, "data_dir", _data_dir_path(data_dir))]
-    places: List[Tuple[str, Path]] = []
+    places: list[tuple[str, Path]] = []
     env_root = os.environ.get(ENV_VAR)
     if env_root:
         places.append((ENV_VAR, Path(env_root).expanduser() / spec.name))
@@ -147,7 +159,7 @@ def _data_dir_path(data_dir) -> Path:
 
 
 def _inspect(spec: DatasetSpec, source: str, directory: Path) -> Location:
-    files: Dict[str, Path] = {}
+    files: dict[str, Path] = {}
     missing = []
     for file_spec in spec.files:
         found = _existing_file(directory, file_spec)
@@ -158,7 +170,7 @@ def _inspect(spec: DatasetSpec, source: str, directory: Path) -> Location:
     return Location(source, directory, files, tuple(missing))
 
 
-def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Optional[Path]:
+def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Path | None:
     for name in (file_spec.filename, file_spec.raw_filename):
         candidate = directory / name
         if candidate.is_file():
@@ -166,7 +178,7 @@ def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Optional[Path]:
     return None
 
 
-def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> Dict[str, Path]:
+def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> dict[str, Path]:
     """role -> path of each of the data set's files: all from ``data_dir`` when it is given
     (else :class:`IncompleteDataDirError`), otherwise from the first complete place on the search
     path, downloading into the cache if none is complete.  Raises :class:`DatasetNotFoundError`
@@ -187,8 +199,7 @@ def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> Di
     attempts = download_missing(spec, cache)
     location = _inspect(spec, "cache", cache)
     if location.complete:
-        _warn_about_partial_places(spec, [loc for loc in locations if loc.source != "cache"],
-                                   cache)
+        _warn_about_partial_places(spec, [loc for loc in locations if loc.source != "cache"], cache)
         return location.files
     raise _not_found(spec, locations, attempts, download_note=f"into {cache}, from each mirror")
 
@@ -207,21 +218,32 @@ def _incomplete_data_dir(spec: DatasetSpec, location: Location) -> IncompleteDat
         f"The {spec.title} data set cannot be read from data_dir {str(directory)!r}: the directory "
         f"{problem}. It needs {', '.join(f.filename for f in spec.files)} (each may also be "
         f"uncompressed, without .gz). A data_dir given explicitly is the only place looked in; "
-        f"leave it out to search the usual places and download.", directory, location.missing)
+        f"leave it out to search the usual places and download.",
+        directory,
+        location.missing,
+    )
 
 
-def _warn_about_partial_places(spec: DatasetSpec, passed_over: Sequence[Location],
-                               chosen: Path) -> None:
+def _warn_about_partial_places(
+    spec: DatasetSpec, passed_over: Sequence[Location], chosen: Path
+) -> None:
     for location in passed_over:
         if location.files:  # some files, but not all (complete places are never passed over)
-            warnings.warn(DatasetLocationWarning(
-                f"{spec.title}: passed over {location.source} {location.path}, which lacks "
-                f"{', '.join(location.missing)}; reading the data set from {chosen} instead"),
-                stacklevel=5)  # the caller of load_mnist / load_fashion_mnist
+            warnings.warn(
+                DatasetLocationWarning(
+                    f"{spec.title}: passed over {location.source} {location.path}, which lacks "
+                    f"{', '.join(location.missing)}; reading the data set from {chosen} instead"
+                ),
+                stacklevel=5,
+            )  # the caller of load_mnist / load_fashion_mnist
 
 
-def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[str]] = None,
-                     opener: Optional[Callable] = None) -> List[Tuple[str, str]]:
+def download_missing(
+    spec: DatasetSpec,
+    dest: Path,
+    mirrors: Sequence[str] | None = None,
+    opener: Callable | None = None,
+) -> list[tuple[str, str]]:
     """Download into ``dest`` each of the data set's files that is not there yet, trying the
     mirrors in order.  Returns ``(url, reason)`` for every failed attempt; files that could not
     be had from any mirror are simply absent from ``dest`` afterwards.
@@ -231,7 +253,7 @@ def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[s
     """
     mirrors = list(MIRRORS.get(spec.name, ()) if mirrors is None else mirrors)
     opener = opener or urlopen
-    attempts: List[Tuple[str, str]] = []
+    attempts: list[tuple[str, str]] = []
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -247,10 +269,15 @@ def download_missing(spec: DatasetSpec, dest: Path, mirrors: Optional[Sequence[s
         for base in live_mirrors:
             url = base.rstrip("/") + "/" + file_spec.filename
             try:
-                download_verified(url, dest / file_spec.filename, file_spec.gz_sha256, opener,
-                                  max_bytes=file_spec.max_download_bytes)
+                download_verified(
+                    url,
+                    dest / file_spec.filename,
+                    file_spec.gz_sha256,
+                    opener,
+                    max_bytes=file_spec.max_download_bytes,
+                )
                 break
-            except Exception as exc:  # noqa: BLE001 -- every failure is reported, then next mirror
+            except Exception as exc:
                 attempts.append((url, _reason(exc)))
                 log.info("download of %s failed: %s", url, attempts[-1][1])
                 if _is_connection_failure(exc):
@@ -277,8 +304,14 @@ class DownloadTooLarge(OSError):
     """The server announced or sent more bytes than the file can hold."""
 
 
-def download_verified(url: str, target: Path, sha256: str, opener: Callable = None, *,
-                      max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES) -> Path:
+def download_verified(
+    url: str,
+    target: Path,
+    sha256: str,
+    opener: Callable | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> Path:
     """Fetch ``url`` to ``target`` if its SHA-256 is ``sha256``; never leave a partial file.
 
     The bytes go to a temporary file beside ``target`` (same file system, so the final
@@ -287,8 +320,9 @@ def download_verified(url: str, target: Path, sha256: str, opener: Callable = No
     download with :class:`DownloadTooLarge` before the excess is written.
     """
     opener = opener or urlopen
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".part")
+    handle, temp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+    )
     try:
         digest = hashlib.sha256()
         with os.fdopen(handle, "wb") as out, opener(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -297,8 +331,10 @@ def download_verified(url: str, target: Path, sha256: str, opener: Callable = No
                 raise OSError(f"HTTP status {status}")
             total = _content_length(response)
             if total is not None and total > max_bytes:
-                raise DownloadTooLarge(f"the server announces {total:,} bytes; the file cannot be "
-                                       f"larger than {max_bytes:,}")
+                raise DownloadTooLarge(
+                    f"the server announces {total:,} bytes; the file cannot be "
+                    f"larger than {max_bytes:,}"
+                )
             received = 0
             with _ProgressBar(total, target.name, url) as advance:
                 while True:
@@ -306,8 +342,9 @@ def download_verified(url: str, target: Path, sha256: str, opener: Callable = No
                     if not chunk:
                         break
                     if received + len(chunk) > max_bytes:
-                        raise DownloadTooLarge(f"more than {max_bytes:,} bytes received; the file "
-                                               f"cannot be that large")
+                        raise DownloadTooLarge(
+                            f"more than {max_bytes:,} bytes received; the file cannot be that large"
+                        )
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
@@ -319,20 +356,17 @@ def download_verified(url: str, target: Path, sha256: str, opener: Callable = No
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != sha256:
-            raise ChecksumMismatch(f"SHA-256 mismatch: got {digest.hexdigest()}, "
-                                   f"expected {sha256}")
+            raise ChecksumMismatch(f"SHA-256 mismatch: got {digest.hexdigest()}, expected {sha256}")
         os.replace(temp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_directory(target.parent)
     return target
 
 
-def _content_length(response) -> Optional[int]:
+def _content_length(response) -> int | None:
     headers = getattr(response, "headers", None)
     value = headers.get("Content-Length") if headers is not None else None
     try:
@@ -345,7 +379,7 @@ class _ProgressBar:
     """A tqdm bar when tqdm is installed and stderr is a terminal; a one-line note on a
     terminal without tqdm; nothing otherwise (logs and CI output stay clean)."""
 
-    def __init__(self, total: Optional[int], label: str, url: str):
+    def __init__(self, total: int | None, label: str, url: str):
         self.bar = None
         self.total, self.label, self.url = total, label, url
 
@@ -357,8 +391,14 @@ class _ProgressBar:
         except ImportError:
             print(f"Downloading {self.url} ...", file=sys.stderr, flush=True)
             return lambda n: None
-        self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
-                        desc=self.label, leave=False)
+        self.bar = tqdm(
+            total=self.total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.label,
+            leave=False,
+        )
         return self.bar.update
 
     def __exit__(self, *exc_info):
@@ -395,15 +435,22 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _not_found(spec: DatasetSpec, locations: Sequence[Location],
-               attempts: Sequence[Tuple[str, str]], download_note: str) -> DatasetNotFoundError:
+def _not_found(
+    spec: DatasetSpec,
+    locations: Sequence[Location],
+    attempts: Sequence[tuple[str, str]],
+    download_note: str,
+) -> DatasetNotFoundError:
     names = ", ".join(f.filename for f in spec.files)
     cache = user_cache_dir() / spec.name
     headline = f"The {spec.title} data set was not found"
     headline += " and could not be downloaded." if attempts else "."
-    lines = [headline,
-             f"It consists of 4 files: {names} (each may also be uncompressed, without .gz).",
-             "", "Looked in, in this order:"]
+    lines = [
+        headline,
+        f"It consists of 4 files: {names} (each may also be uncompressed, without .gz).",
+        "",
+        "Looked in, in this order:",
+    ]
     for location in locations:
         if location.source == "cache" and not os.environ.get(ENV_VAR):
             lines.append(f"  - {ENV_VAR}: not set")  # in its place in the search order
@@ -413,15 +460,22 @@ def _not_found(spec: DatasetSpec, locations: Sequence[Location],
         lines += [f"  - {url}: {reason}" for url, reason in attempts]
     else:
         lines += ["", f"Download: {download_note}."]
-    lines += ["", "To fix it, do one of these:",
-              f"  - pass data_dir='/path/to/dir' with the 4 files directly inside it;",
-              f"  - set {ENV_VAR}=/path/to/root and put the 4 files in /path/to/root/{spec.name}/;",
-              f"  - copy the 4 files into the cache directory {cache}/;"]
+    lines += [
+        "",
+        "To fix it, do one of these:",
+        "  - pass data_dir='/path/to/dir' with the 4 files directly inside it;",
+        f"  - set {ENV_VAR}=/path/to/root and put the 4 files in /path/to/root/{spec.name}/;",
+        f"  - copy the 4 files into the cache directory {cache}/;",
+    ]
     if SYSTEM_DIRS.get(spec.name):
-        lines.append(f"  - on Debian or Ubuntu: sudo apt-get install dataset-{spec.name} "
-                     f"(installs them into {SYSTEM_DIRS[spec.name][0]}/);")
-    lines += ["  - connect to the internet and call again (each file is checked against its "
-              "published SHA-256);",
-              "  - or, to get going offline, use tinyconv.datasets.load_sample(): 6,000 "
-              "Fashion-MNIST images shipped with tinyconv."]
+        lines.append(
+            f"  - on Debian or Ubuntu: sudo apt-get install dataset-{spec.name} "
+            f"(installs them into {SYSTEM_DIRS[spec.name][0]}/);"
+        )
+    lines += [
+        "  - connect to the internet and call again (each file is checked against its "
+        "published SHA-256);",
+        "  - or, to get going offline, use tinyconv.datasets.load_sample(): 6,000 "
+        "Fashion-MNIST images shipped with tinyconv.",
+    ]
     return DatasetNotFoundError("\n".join(lines), attempts)

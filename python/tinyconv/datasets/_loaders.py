@@ -11,10 +11,10 @@
 These loaders reproduce that exactly (same dtypes, same float32 arithmetic), so code written for
 the book runs unchanged.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Tuple
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ._catalog import FASHION_MNIST, MNIST, DatasetSpec, IdxFileSpec
 from ._fetch import find_files
 from .idx import IdxFormatError, read_idx
 
-__all__ = ["load_mnist", "load_fashion_mnist", "load_sample", "SAMPLE_DIR", "load_arrays"]
+__all__ = ["SAMPLE_DIR", "load_arrays", "load_fashion_mnist", "load_mnist", "load_sample"]
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -31,11 +31,17 @@ IMAGE_SHAPE = (28, 28)
 # installed unpacked; tinyconv's compiled core rules out zip imports anyway).
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "fashion-mnist-sample"
 
-Split = Tuple[np.ndarray, np.ndarray]
+Split = tuple[np.ndarray, np.ndarray]
 
 
-def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False, *,
-               data_dir=None, download: bool = True) -> Tuple[Split, Split]:
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    data_dir=None,
+    download: bool = True,
+) -> tuple[Split, Split]:
     """MNIST as ``(x_train, t_train), (x_test, t_test)``, exactly like DLfS's ``load_mnist``.
 
     Files are read from ``data_dir`` when it is given, and from there only: if any of the four
@@ -49,16 +55,23 @@ def load_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool
     return _load(MNIST, normalize, flatten, one_hot_label, data_dir, download)
 
 
-def load_fashion_mnist(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False,
-                       *, data_dir=None, download: bool = True) -> Tuple[Split, Split]:
+def load_fashion_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    data_dir=None,
+    download: bool = True,
+) -> tuple[Split, Split]:
     """Fashion-MNIST, same conventions and search as :func:`load_mnist` (``fashion-mnist``
     sub-directories; also ``/usr/share/datasets/fashion-mnist`` from Debian's
     ``dataset-fashion-mnist`` package).  Class names: ``FASHION_MNIST_CLASSES``."""
     return _load(FASHION_MNIST, normalize, flatten, one_hot_label, data_dir, download)
 
 
-def load_sample(normalize: bool = True, flatten: bool = True,
-                one_hot_label: bool = False) -> Tuple[Split, Split]:
+def load_sample(
+    normalize: bool = True, flatten: bool = True, one_hot_label: bool = False
+) -> tuple[Split, Split]:
     """A real subset of Fashion-MNIST shipped inside tinyconv: 5,000 training images (500 per
     class) and 1,000 test images (100 per class).  Needs no download; same return convention
     as :func:`load_mnist`.  See ``data/fashion-mnist-sample/README.md`` for its provenance."""
@@ -72,7 +85,7 @@ def _load(spec: DatasetSpec, normalize, flatten, one_hot_label, data_dir, downlo
     return _dlfs_convention(load_arrays(spec, paths), normalize, flatten, one_hot_label)
 
 
-def load_arrays(spec: DatasetSpec, paths: Dict[str, Path]) -> Dict[str, np.ndarray]:
+def load_arrays(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, np.ndarray]:
     """Read and cross-check the four files: ``uint8`` images ``(N, 28, 28)``, labels ``(N,)``
     in 0..9, as many labels as images.  Errors name the offending file."""
     arrays = {}
@@ -85,22 +98,27 @@ def load_arrays(spec: DatasetSpec, paths: Dict[str, Path]) -> Dict[str, np.ndarr
         n_images = len(arrays[f"{split}_images"])
         n_labels = len(arrays[f"{split}_labels"])
         if n_images != n_labels:
-            raise IdxFormatError(paths[f"{split}_labels"],
-                                 f"{n_labels} labels, but {paths[f'{split}_images']} holds "
-                                 f"{n_images} images")
+            raise IdxFormatError(
+                paths[f"{split}_labels"],
+                f"{n_labels} labels, but {paths[f'{split}_images']} holds {n_images} images",
+            )
     return arrays
 
 
 def _check_contents(file_spec: IdxFileSpec, path: Path, array: np.ndarray) -> None:
     if file_spec.ndim == 3 and array.shape[1:] != IMAGE_SHAPE:
-        raise IdxFormatError(path, f"images are {array.shape[1]}x{array.shape[2]} pixels; "
-                                   f"expected {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}")
+        raise IdxFormatError(
+            path,
+            f"images are {array.shape[1]}x{array.shape[2]} pixels; "
+            f"expected {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}",
+        )
     if file_spec.ndim == 1 and array.size and array.max() >= NUM_CLASSES:
         raise IdxFormatError(path, f"label {int(array.max())} found; labels must be 0..9")
 
 
-def _dlfs_convention(arrays: Dict[str, np.ndarray], normalize: bool, flatten: bool,
-                     one_hot_label: bool) -> Tuple[Split, Split]:
+def _dlfs_convention(
+    arrays: dict[str, np.ndarray], normalize: bool, flatten: bool, one_hot_label: bool
+) -> tuple[Split, Split]:
     def images(x: np.ndarray) -> np.ndarray:
         # DLfS keeps images as (N, 784) rows (spelled out: -1 cannot be inferred when N is 0)
         x = x.reshape(len(x), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
@@ -117,5 +135,7 @@ def _dlfs_convention(arrays: Dict[str, np.ndarray], normalize: bool, flatten: bo
             return np.eye(NUM_CLASSES)[t]  # float64, as DLfS's np.zeros((N, 10))
         return t
 
-    return ((images(arrays["train_images"]), labels(arrays["train_labels"])),
-            (images(arrays["test_images"]), labels(arrays["test_labels"])))
+    return (
+        (images(arrays["train_images"]), labels(arrays["train_labels"])),
+        (images(arrays["test_images"]), labels(arrays["test_labels"])),
+    )

@@ -14,6 +14,7 @@ sample is cut from genuine Fashion-MNIST), the shipped files must decode to exac
 selection, be class-balanced, and stay small.  The digests printed at the end are the ones
 ``tests/test_datasets.py`` pins.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import hashlib
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 
@@ -47,12 +47,16 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def select_sample(full: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def select_sample(full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The recipe: the sample's four arrays, cut from the full data set's four arrays."""
     train = first_per_class(full["train_labels"], TRAIN_PER_CLASS)
     test = first_per_class(full["test_labels"], TEST_PER_CLASS)
-    return {"train_images": full["train_images"][train], "train_labels": full["train_labels"][train],
-            "test_images": full["test_images"][test], "test_labels": full["test_labels"][test]}
+    return {
+        "train_images": full["train_images"][train],
+        "train_labels": full["train_labels"][train],
+        "test_images": full["test_images"][test],
+        "test_labels": full["test_labels"][test],
+    }
 
 
 def array_digest(array: np.ndarray) -> str:
@@ -61,7 +65,7 @@ def array_digest(array: np.ndarray) -> str:
     return hashlib.sha256(encode_idx(array)).hexdigest()
 
 
-def read_genuine(source: Path) -> Dict[str, np.ndarray]:
+def read_genuine(source: Path) -> dict[str, np.ndarray]:
     """The full data set from ``source``, after checking it against the published payload
     SHA-256s (Debian recompresses the .gz files, so their own hashes cannot be compared)."""
     paths = {f.role: _find(source, f) for f in FASHION_MNIST.files}
@@ -69,8 +73,10 @@ def read_genuine(source: Path) -> Dict[str, np.ndarray]:
     for file_spec in FASHION_MNIST.files:
         digest = array_digest(full[file_spec.role])
         if digest != file_spec.payload_sha256:
-            raise SystemExit(f"{paths[file_spec.role]}: decompressed SHA-256 {digest} is not the "
-                             f"published {file_spec.payload_sha256}; not genuine Fashion-MNIST")
+            raise SystemExit(
+                f"{paths[file_spec.role]}: decompressed SHA-256 {digest} is not the "
+                f"published {file_spec.payload_sha256}; not genuine Fashion-MNIST"
+            )
     return full
 
 
@@ -78,11 +84,13 @@ def _find(source: Path, file_spec) -> Path:
     for name in (file_spec.filename, file_spec.raw_filename):
         if (source / name).is_file():
             return source / name
-    raise SystemExit(f"{source / file_spec.filename} not found; "
-                     "install it with: apt-get install dataset-fashion-mnist")
+    raise SystemExit(
+        f"{source / file_spec.filename} not found; "
+        "install it with: apt-get install dataset-fashion-mnist"
+    )
 
 
-def write_sample(sample: Dict[str, np.ndarray], target: Path) -> None:
+def write_sample(sample: dict[str, np.ndarray], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for file_spec in FASHION_MNIST.files:
         write_idx(target / file_spec.filename, sample[file_spec.role], gzip=True)
@@ -91,9 +99,8 @@ def write_sample(sample: Dict[str, np.ndarray], target: Path) -> None:
     shutil.copyfile(DEBIAN_COPYRIGHT, target / "LICENSE")
 
 
-def verify(expected: Dict[str, np.ndarray], target: Path) -> None:
-    shipped = load_arrays(FASHION_MNIST,
-                          {f.role: target / f.filename for f in FASHION_MNIST.files})
+def verify(expected: dict[str, np.ndarray], target: Path) -> None:
+    shipped = load_arrays(FASHION_MNIST, {f.role: target / f.filename for f in FASHION_MNIST.files})
     for role, array in expected.items():
         if shipped[role].shape != array.shape or not np.array_equal(shipped[role], array):
             raise SystemExit(f"{target}: {role} differs from the recipe's selection")
@@ -108,18 +115,29 @@ def verify(expected: Dict[str, np.ndarray], target: Path) -> None:
         raise SystemExit(f"{target / 'LICENSE'} is missing")
     print(f"OK: {target} holds the recipe's selection ({size:,} bytes compressed)")
     for file_spec in FASHION_MNIST.files:
-        print(f"  {file_spec.role:13s} {shipped[file_spec.role].shape!s:16s} "
-              f"array SHA-256 {array_digest(shipped[file_spec.role])}")
+        print(
+            f"  {file_spec.role:13s} {shipped[file_spec.role].shape!s:16s} "
+            f"array SHA-256 {array_digest(shipped[file_spec.role])}"
+        )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=SYSTEM_DIRS["fashion-mnist"][0],
-                        help="directory with the full Fashion-MNIST files (default: %(default)s)")
-    parser.add_argument("--target", type=Path, default=SAMPLE_DIR,
-                        help="where the sample goes (default: the package's data directory)")
-    parser.add_argument("--check", action="store_true",
-                        help="only verify the existing sample against the recipe")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=SYSTEM_DIRS["fashion-mnist"][0],
+        help="directory with the full Fashion-MNIST files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target",
+        type=Path,
+        default=SAMPLE_DIR,
+        help="where the sample goes (default: the package's data directory)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only verify the existing sample against the recipe"
+    )
     args = parser.parse_args(argv)
     sample = select_sample(read_genuine(args.source))
     if not args.check:

@@ -16,6 +16,7 @@ data -- and then exactly the number of bytes the header claims, plus one to dete
 is read or decompressed.  A small crafted file cannot make the reader inflate gigabytes, and
 nothing is held in memory beyond that claim and one chunk of input.
 """
+
 from __future__ import annotations
 
 # Imported under another name: ``gzip`` is also write_idx's keyword argument.
@@ -26,11 +27,11 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Union
 
 import numpy as np
 
-__all__ = ["IdxFormatError", "read_idx", "write_idx", "decode_idx", "encode_idx"]
+__all__ = ["IdxFormatError", "decode_idx", "encode_idx", "read_idx", "write_idx"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -38,8 +39,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 UBYTE_TYPE_CODE = 0x08
 # Every type code of the IDX specification (yann.lecun.com/exdb/mnist), for the error messages:
 # the reader supports unsigned bytes only, the one type MNIST and Fashion-MNIST use.
-IDX_TYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "short, 2 bytes",
-                  0x0C: "int, 4 bytes", 0x0D: "float, 4 bytes", 0x0E: "double, 8 bytes"}
+IDX_TYPE_NAMES = {
+    0x08: "unsigned byte",
+    0x09: "signed byte",
+    0x0B: "short, 2 bytes",
+    0x0C: "int, 4 bytes",
+    0x0D: "float, 4 bytes",
+    0x0E: "double, 8 bytes",
+}
 HEADER_PREFIX_SIZE = 4  # two zero bytes, type code, number of dimensions
 # Image stacks have 3 dimensions and label vectors 1; 4 leaves room for colour images.
 MAX_DIMENSIONS = 4
@@ -56,37 +63,37 @@ class IdxFormatError(ValueError):
     ``path`` is the offending file (or ``None`` for in-memory data); the message names it too.
     """
 
-    def __init__(self, path: Optional[PathLike], problem: str):
+    def __init__(self, path: PathLike | None, problem: str):
         self.path = None if path is None else Path(path)
         self.problem = problem
         where = "IDX data" if path is None else f"IDX file {str(path)!r}"
         super().__init__(f"{where}: {problem}")
 
 
-def read_idx(path: PathLike, *, ndim: Optional[int] = None) -> np.ndarray:
+def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a writable ``uint8`` array.
 
     ``ndim`` (3 for images, 1 for labels), when given, is checked against the header, so an
     image file passed where labels are expected is caught here.
     """
-    try:
-        handle = open(path, "rb")
-    except IsADirectoryError:
-        raise IdxFormatError(path, "is a directory, not a file") from None
-    with handle:
+    if Path(path).is_dir():  # open() says only "Permission denied" on Windows
+        raise IdxFormatError(path, "is a directory, not a file")
+    with open(path, "rb") as handle:
         return _decode_stream(handle, ndim, path)
 
 
-def decode_idx(blob: bytes, *, ndim: Optional[int] = None,
-               source: Optional[PathLike] = None) -> np.ndarray:
+def decode_idx(
+    blob: bytes, *, ndim: int | None = None, source: PathLike | None = None
+) -> np.ndarray:
     """Decode the bytes of an IDX file (gzip-compressed or raw); ``source`` names it in errors."""
     return _decode_stream(io.BytesIO(blob), ndim, source)
 
 
-def _decode_stream(handle: BinaryIO, ndim: Optional[int], source: Optional[PathLike]) -> np.ndarray:
+def _decode_stream(handle: BinaryIO, ndim: int | None, source: PathLike | None) -> np.ndarray:
     start = handle.read(len(GZIP_MAGIC))
-    reader = (_GunzipReader(handle, start, source) if start == GZIP_MAGIC
-              else _RawReader(handle, start))
+    reader = (
+        _GunzipReader(handle, start, source) if start == GZIP_MAGIC else _RawReader(handle, start)
+    )
     prefix = reader.read(HEADER_PREFIX_SIZE)
     if len(prefix) < HEADER_PREFIX_SIZE:
         raise IdxFormatError(source, f"only {len(prefix)} bytes, too short for an IDX header")
@@ -94,52 +101,73 @@ def _decode_stream(handle: BinaryIO, ndim: Optional[int], source: Optional[PathL
     header_size = HEADER_PREFIX_SIZE + 4 * file_ndim
     dims = reader.read(4 * file_ndim)
     if len(dims) < 4 * file_ndim:
-        raise IdxFormatError(source, f"header is cut short ({HEADER_PREFIX_SIZE + len(dims)} of "
-                                     f"{header_size} bytes)")
+        raise IdxFormatError(
+            source, f"header is cut short ({HEADER_PREFIX_SIZE + len(dims)} of {header_size} bytes)"
+        )
     shape = struct.unpack(f">{file_ndim}I", dims)
     expected_bytes = math.prod(shape)  # exact (Python ints): a crafted header cannot overflow it
     # An empty array must still have a shape NumPy can represent: (2**32-1, 0, 2**32-1, 2**32-1)
     # holds no bytes, but its other dimensions multiply past what an array may span.
     if math.prod(max(d, 1) for d in shape) > MAX_PAYLOAD_BYTES and expected_bytes == 0:
-        raise IdxFormatError(source, f"header claims shape {shape}: empty, but its other dimensions "
-                                     f"multiply past {MAX_PAYLOAD_BYTES:,}")
+        raise IdxFormatError(
+            source,
+            f"header claims shape {shape}: empty, but its other dimensions "
+            f"multiply past {MAX_PAYLOAD_BYTES:,}",
+        )
     if expected_bytes > MAX_PAYLOAD_BYTES:
-        raise IdxFormatError(source, f"header claims shape {shape}, {expected_bytes:,} bytes of "
-                                     f"data; at most {MAX_PAYLOAD_BYTES:,} are accepted")
+        raise IdxFormatError(
+            source,
+            f"header claims shape {shape}, {expected_bytes:,} bytes of "
+            f"data; at most {MAX_PAYLOAD_BYTES:,} are accepted",
+        )
     # One byte more than claimed: finding it means the file is longer than its header says.
     payload = reader.read(expected_bytes + 1)
     if len(payload) < expected_bytes:
         raise IdxFormatError(
-            source, f"truncated: header says shape {shape} ({expected_bytes} bytes of data) but "
-                    f"only {len(payload)} bytes follow")
+            source,
+            f"truncated: header says shape {shape} ({expected_bytes} bytes of data) but "
+            f"only {len(payload)} bytes follow",
+        )
     if len(payload) > expected_bytes:
         raise IdxFormatError(
-            source, f"unexpected trailing bytes after the {expected_bytes} bytes of data that "
-                    f"shape {shape} calls for")
+            source,
+            f"unexpected trailing bytes after the {expected_bytes} bytes of data that "
+            f"shape {shape} calls for",
+        )
     # A bytearray, so the array is writable (callers may modify it, as they can DLfS's arrays).
     return np.frombuffer(payload, np.uint8, expected_bytes).reshape(shape)
 
 
-def _check_magic(prefix: bytes, ndim: Optional[int], source: Optional[PathLike]) -> int:
+def _check_magic(prefix: bytes, ndim: int | None, source: PathLike | None) -> int:
     """The number of dimensions the magic number declares, after checking all of it."""
     zero0, zero1, type_code, file_ndim = prefix
     magic = int.from_bytes(prefix, "big")
     if zero0 != 0 or zero1 != 0:
         raise IdxFormatError(source, f"bad magic number 0x{magic:08x}: not an IDX file")
     if type_code != UBYTE_TYPE_CODE:
-        kind = (f"{IDX_TYPE_NAMES[type_code]} data" if type_code in IDX_TYPE_NAMES
-                else "not a type of the IDX format")
+        kind = (
+            f"{IDX_TYPE_NAMES[type_code]} data"
+            if type_code in IDX_TYPE_NAMES
+            else "not a type of the IDX format"
+        )
         raise IdxFormatError(
-            source, f"magic number 0x{magic:08x} has type code 0x{type_code:02x} ({kind}); only "
-                    f"unsigned byte data (0x{UBYTE_TYPE_CODE:02x}) is supported")
+            source,
+            f"magic number 0x{magic:08x} has type code 0x{type_code:02x} ({kind}); only "
+            f"unsigned byte data (0x{UBYTE_TYPE_CODE:02x}) is supported",
+        )
     if not 1 <= file_ndim <= MAX_DIMENSIONS:
-        raise IdxFormatError(source, f"magic number 0x{magic:08x} declares {file_ndim} dimensions; "
-                                     f"1 to {MAX_DIMENSIONS} are supported")
+        raise IdxFormatError(
+            source,
+            f"magic number 0x{magic:08x} declares {file_ndim} dimensions; "
+            f"1 to {MAX_DIMENSIONS} are supported",
+        )
     if ndim is not None and file_ndim != ndim:
         expected = 0x800 + ndim
         raise IdxFormatError(
-            source, f"magic number 0x{magic:08x} declares {file_ndim}-dimensional data; expected "
-                    f"0x{expected:08x} ({ndim}-dimensional)")
+            source,
+            f"magic number 0x{magic:08x} declares {file_ndim}-dimensional data; expected "
+            f"0x{expected:08x} ({ndim}-dimensional)",
+        )
     return file_ndim
 
 
@@ -171,7 +199,7 @@ class _GunzipReader:
     friends write them) and are read one after another.
     """
 
-    def __init__(self, handle: BinaryIO, start: bytes, source: Optional[PathLike]):
+    def __init__(self, handle: BinaryIO, start: bytes, source: PathLike | None):
         self._handle = handle
         self._source = source
         self._input = start  # compressed bytes not yet given to the inflater
@@ -216,7 +244,7 @@ class _GunzipReader:
             rest += more
         if not rest:
             self._finished = True
-        elif rest[:len(GZIP_MAGIC)] != GZIP_MAGIC:
+        elif rest[: len(GZIP_MAGIC)] != GZIP_MAGIC:
             raise IdxFormatError(self._source, "unexpected bytes after the gzip stream")
         else:
             self._inflater, self._input = self._new_inflater(), rest
@@ -227,8 +255,9 @@ def encode_idx(array: np.ndarray) -> bytes:
     array = _as_ubyte(array)
     if not 1 <= array.ndim <= MAX_DIMENSIONS:
         raise ValueError(f"IDX needs 1 to {MAX_DIMENSIONS} dimensions, got {array.ndim}")
-    header = bytes([0, 0, UBYTE_TYPE_CODE, array.ndim]) + struct.pack(f">{array.ndim}I",
-                                                                      *array.shape)
+    header = bytes([0, 0, UBYTE_TYPE_CODE, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     return header + np.ascontiguousarray(array).tobytes()
 
 

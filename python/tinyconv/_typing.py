@@ -1,0 +1,35 @@
+"""Type aliases for the package's annotations (private: users annotate with numpy.typing).
+
+``FloatArray`` is what the compute paths take and return (float32 or float64, per call);
+``Array`` any ndarray (labels, masks, argmax indices); ``ArrayLike`` what public functions accept
+and convert (lists, other dtypes, views).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+FloatArray = npt.NDArray[np.floating[Any]]
+IntArray = npt.NDArray[np.integer[Any]]
+ArrayLike = npt.ArrayLike
+DTypeLike = npt.DTypeLike
+Shape = tuple[int, ...]
+# The parameter and gradient dictionaries of DLfS's networks: "W1" -> array.
+ParamDict = dict[str, npt.NDArray[Any]]
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "Array",
+    "ArrayLike",
+    "DTypeLike",
+    "FloatArray",
+    "IntArray",
+    "ParamDict",
+    "PathLike",
+    "Shape",
+]
