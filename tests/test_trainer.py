@@ -157,6 +157,17 @@ def test_permutation_sampling_visits_every_sample_once_per_epoch():
     assert not np.array_equal(np.concatenate(net.batches[:4]), np.concatenate(net.batches[4:8]))
 
 
+def test_train_step_before_train_draws_a_permutation():
+    # DLfS scripts may drive train_step() themselves; the permutation is drawn on first use
+    # instead of at the start of an epoch that never began.
+    data = toy_data(n_train=50)
+    net = make_net()
+    trainer = make_trainer(net, data, mini_batch_size=16, sampling="permutation", seed=1)
+    loss = trainer.train_step(3)
+    assert math.isfinite(loss) and trainer.train_loss_list == [loss]
+    assert len(net.batches[-1]) == 2  # the short last batch of the epoch's permutation
+
+
 def test_seed_makes_runs_reproducible():
     data = toy_data()
     results = []

@@ -118,11 +118,15 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
+from ._protocols import TrainableNetwork
+from ._typing import Array, IntArray, PathLike
 from .distributed import DataParallel, RankDivergenceError
 from .nets import Network
 from .optimizer import (
@@ -137,6 +141,10 @@ from .optimizer import (
     get_optimizer,
 )
 from .serialization import ParamsFileError, load_pickle_bytes, load_pickle_file, save_pickle
+
+if TYPE_CHECKING:
+    from mpi4py.MPI import Intracomm
+    from tqdm.std import tqdm
 
 __all__ = [
     "LOG_STYLES",
@@ -256,7 +264,7 @@ class _NoProgress:
 
 
 class _TqdmProgress:
-    def __init__(self, tqdm_class: Any, total: int, description: str, batch_size: int):
+    def __init__(self, tqdm_class: type[tqdm[Any]], total: int, description: str, batch_size: int):
         self._bar = tqdm_class(
             total=total,
             desc=description,
@@ -314,7 +322,9 @@ class _PlainProgress:
             sys.stderr.flush()
 
 
-def _make_progress(enabled: bool, total: int, description: str, batch_size: int):
+def _make_progress(
+    enabled: bool, total: int, description: str, batch_size: int
+) -> _NoProgress | _PlainProgress | _TqdmProgress:
     if not enabled:
         return _NoProgress()
     try:
@@ -337,7 +347,7 @@ class _InterruptGuard:
         self._previous: Any = None
         self._installed = False
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -355,7 +365,7 @@ class _InterruptGuard:
                 self._installed = False
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._installed:
             previous = self._previous if self._previous is not None else signal.default_int_handler
             signal.signal(signal.SIGINT, previous)
@@ -416,7 +426,7 @@ def _checked_float(value: Any, field: str, low: float = -math.inf, high: float =
     return float(value)
 
 
-def _checked_dict(value: Any, field: str, keys) -> dict[Any, Any]:
+def _checked_dict(value: Any, field: str, keys: Sequence[str]) -> dict[Any, Any]:
     """A dict with exactly ``keys``."""
     if not isinstance(value, dict):
         raise _FieldError(field, f"must be a dict, got {_type_name(value)}")
@@ -521,10 +531,15 @@ def _checked_generator_state(value: Any, rng: np.random.Generator, field: str) -
         raise _FieldError(field, f"NumPy refuses it ({type(exc).__name__}: {exc})") from None
     if not _same_state(round_trip, value):
         raise _FieldError(field, "NumPy does not restore it exactly")
-    return value
+    state: dict[str, Any] = value
+    return state
 
 
-def _checked_legacy_state(value: Any, field: str) -> tuple:
+# What ``RandomState.get_state()`` returns: ('MT19937', key, pos, has_gauss, cached_gaussian).
+_LegacyState = tuple[str, npt.NDArray[np.uint32], int, int, float]
+
+
+def _checked_legacy_state(value: Any, field: str) -> _LegacyState:
     """A legacy ``RandomState.get_state()`` tuple ``('MT19937', key, pos, has_gauss, gauss)``,
     checked field by field and then proven on a scratch RandomState."""
     if not isinstance(value, tuple) or len(value) != 5:
@@ -555,7 +570,8 @@ def _checked_legacy_state(value: Any, field: str) -> tuple:
         raise _FieldError(field, f"NumPy refuses it ({type(exc).__name__}: {exc})") from None
     if not _same_state(round_trip, value):
         raise _FieldError(field, "NumPy does not restore it exactly")
-    return value
+    state: _LegacyState = value
+    return state
 
 
 def _checked_rng_state(saved: Any, rng: Any, field: str) -> Any:
@@ -597,9 +613,9 @@ def _set_rng_state(rng: Any, state: Any) -> None:
 class _Checkpoint(NamedTuple):
     """A checkpoint whose every field has been checked: applying it cannot fail."""
 
-    network: dict[str, np.ndarray]
+    network: dict[str, Array]
     optimizer: Any
-    numpy_global: tuple
+    numpy_global: _LegacyState
     trainer_rng: Any
     network_rng: Any
     current_epoch: int
@@ -648,6 +664,16 @@ def lr_factor(schedule: LrSchedule, step: int, max_iter: int) -> float:
 # Trainer
 
 
+def _is_choice(value: object, choices: tuple[str, ...]) -> bool:
+    """Whether ``value`` is a string among ``choices`` (not merely an object equal to one)."""
+    return isinstance(value, str) and value in choices
+
+
+def _is_positive_int(value: object) -> bool:
+    """Whether ``value`` is an int or NumPy integer (not a bool) >= 1."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and bool(value >= 1)
+
+
 class Trainer:
     """Train ``network`` with mini-batches; see the module docstring for the differences from DLfS.
 
@@ -687,11 +713,11 @@ class Trainer:
 
     def __init__(
         self,
-        network,
-        x_train,
-        t_train,
-        x_test,
-        t_test,
+        network: TrainableNetwork,
+        x_train: Array,
+        t_train: Array,
+        x_test: Array,
+        t_test: Array,
         epochs: int = 20,
         mini_batch_size: int = 100,
         optimizer: str | Optimizer = "SGD",
@@ -702,18 +728,18 @@ class Trainer:
         seed: int | None = None,
         sampling: str = "replacement",
         callback: Callable[[Trainer, dict[str, Any]], Any] | None = None,
-        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint: PathLike | None = None,
         resume: bool = False,
         progress: bool | None = None,
         lr_schedule: LrSchedule = "constant",
         log: str = "dlfs",
         dlfs_compat: bool = False,
-        comm: Any = None,
+        comm: Intracomm | None = None,
         check_every: int = 100,
     ):
         if sampling not in _SAMPLING_MODES:
             raise ValueError(f"sampling must be 'replacement' or 'permutation', got {sampling!r}")
-        if not isinstance(log, str) or log not in LOG_STYLES:
+        if not _is_choice(log, LOG_STYLES):
             raise ValueError(f"log must be one of {LOG_STYLES}, got {log!r}")
         if not isinstance(dlfs_compat, (bool, np.bool_)):
             raise TypeError(f"dlfs_compat must be True or False, got {dlfs_compat!r}")
@@ -737,18 +763,12 @@ class Trainer:
             raise ValueError("x_train is empty")
         if resume and checkpoint is None:
             raise ValueError("resume=True needs a checkpoint= path")
-        if not callable(lr_schedule) and (
-            not isinstance(lr_schedule, str) or lr_schedule not in LR_SCHEDULES
-        ):
+        if not callable(lr_schedule) and not _is_choice(lr_schedule, LR_SCHEDULES):
             raise ValueError(
                 f"lr_schedule must be one of {LR_SCHEDULES} or a callable f(step, max_iter), "
                 f"got {lr_schedule!r}"
             )
-        if (
-            isinstance(check_every, bool)
-            or not isinstance(check_every, (int, np.integer))
-            or check_every < 1
-        ):
+        if not _is_positive_int(check_every):
             raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
         if comm is not None and not isinstance(network, Network):
             raise TypeError(
@@ -759,7 +779,7 @@ class Trainer:
                 "dlfs_compat=True runs DLfS's single-process schedule; it cannot be combined with comm="
             )
 
-        self.network = network
+        self.network: TrainableNetwork = network
         self.verbose = verbose
         self.x_train, self.t_train = x_train, t_train
         self.x_test, self.t_test = x_test, t_test
@@ -768,21 +788,24 @@ class Trainer:
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.sampling = sampling
         self.callback = callback
-        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        self.checkpoint: str | None = None if checkpoint is None else os.fspath(checkpoint)
         self.resume = resume
         self.progress = progress
         self.log = log
         self.dlfs_compat = bool(dlfs_compat)
         # Collective: every rank gets here with the same arguments (see the module docstring).
-        self._parallel = None if comm is None else DataParallel(comm, network, int(check_every))
-        if self._parallel is not None:
+        self._parallel: DataParallel | None = None
+        if comm is not None:
+            assert isinstance(network, Network)  # checked above
+            self._parallel = DataParallel(comm, network, int(check_every))
             seed = self._parallel.shared_seed(seed)
-            self._set_threads_per_rank()
+            self._set_threads_per_rank(self._parallel)
             # Only rank 0 reports; the others train silently.
             self.verbose = verbose and self._parallel.rank == 0
             self.progress = progress if self._parallel.rank == 0 else False
         self.rng = None if seed is None else np.random.default_rng(seed)
 
+        self.optimizer: Optimizer
         if isinstance(optimizer, Optimizer):
             self.optimizer = optimizer
         else:
@@ -806,7 +829,7 @@ class Trainer:
         self.final_test_acc: float | None = None
         self.interrupted = False
         self._iter_at_last_eval: int | None = None
-        self._permutation: np.ndarray | None = None
+        self._permutation: IntArray | None = None
         self._input_scale_checked = (
             self.rank != 0
         )  # with comm, rank 0 checks its shard: one warning
@@ -825,11 +848,12 @@ class Trainer:
         """The number of processes training together (1 without ``comm``)."""
         return 1 if self._parallel is None else self._parallel.size
 
-    def _set_threads_per_rank(self) -> None:
+    @staticmethod
+    def _set_threads_per_rank(parallel: DataParallel) -> None:
         """The host's processors shared among its ranks, unless the user chose a thread count."""
         import tinyconv
 
-        threads = self._parallel.threads_per_rank(int(tinyconv.config()["num_procs"]))  # collective
+        threads = parallel.threads_per_rank(int(tinyconv.config()["num_procs"]))  # collective
         if not tinyconv._threads_chosen:
             tinyconv._core.set_num_threads(threads)  # still the default: not the user's choice
 
@@ -838,15 +862,24 @@ class Trainer:
         """Total steps of a full run (DLfS's attribute)."""
         if self.dlfs_compat:
             return int(self.epochs * self.iter_per_epoch)
-        return self.epochs * self.iter_per_epoch
+        return self.epochs * self._steps_per_epoch
+
+    @property
+    def _steps_per_epoch(self) -> int:
+        """``iter_per_epoch`` outside ``dlfs_compat``, where it is a whole number."""
+        return int(self.iter_per_epoch)
 
     # -- one step -----------------------------------------------------------------------------
 
-    def _random(self):
-        return np.random if self.rng is None else self.rng
+    def _draw_permutation(self) -> IntArray:
+        if self.rng is None:
+            return np.random.permutation(self.train_size)
+        return self.rng.permutation(self.train_size)
 
-    def _batch_indices(self, step: int) -> np.ndarray:
+    def _batch_indices(self, step: int) -> IntArray:
         if self.sampling == "permutation":
+            if self._permutation is None:  # train_step() called before any epoch began
+                self._permutation = self._draw_permutation()
             return self._permutation[step * self.batch_size : (step + 1) * self.batch_size]
         if self.rng is None:
             return np.random.choice(self.train_size, self.batch_size)  # exactly DLfS's draw
@@ -872,8 +905,9 @@ class Trainer:
             return
         lr, groups = getattr(optimizer, "lr", None), tuple(getattr(optimizer, "param_groups", ()))
         try:
+            # Optimizers without ``lr`` exist (a user's subclass): set it only where it was read.
             if lr is not None:
-                optimizer.lr = lr * factor
+                setattr(optimizer, "lr", lr * factor)  # noqa: B010
             if groups:
                 optimizer.param_groups = [
                     ParamGroup(group.prefixes, group.lr * factor) for group in groups
@@ -881,7 +915,7 @@ class Trainer:
             optimizer.update(self.network.params, grads)
         finally:
             if lr is not None:
-                optimizer.lr = lr
+                setattr(optimizer, "lr", lr)  # noqa: B010
             if groups:
                 optimizer.param_groups = groups
 
@@ -896,7 +930,7 @@ class Trainer:
             print("train loss:" + str(loss))
         return loss
 
-    def _draw_batch(self, step: int):
+    def _draw_batch(self, step: int) -> tuple[Array, Array]:
         """The next mini-batch (``step`` indexes the epoch's permutation); the first one is checked
         for unnormalised inputs."""
         batch = self._batch_indices(step)
@@ -929,7 +963,7 @@ class Trainer:
             else:
                 if self._parallel is None:
                     grads = self.network.gradient(x_batch, t_batch)
-                    loss = float(self.network.last_loss)
+                    loss = float(self.network.last_loss)  # type: ignore[arg-type]  # set by gradient()
                 else:
                     # A Ctrl-C seen by any rank travels in the step's message, so that every rank
                     # stops after the same step (each rank's signal may come at another moment).
@@ -1015,7 +1049,7 @@ class Trainer:
 
     # -- epochs -------------------------------------------------------------------------------
 
-    def _evaluate(self):
+    def _evaluate(self) -> tuple[float, float]:
         x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
         if self.evaluate_sample_num_per_epoch is not None:
             n = self.evaluate_sample_num_per_epoch
@@ -1049,17 +1083,17 @@ class Trainer:
         epoch = self.current_epoch + 1
         started = time.perf_counter()
         if self.sampling == "permutation":
-            self._permutation = self._random().permutation(self.train_size)
+            self._permutation = self._draw_permutation()
         width = len(str(self.epochs))
         bar = _make_progress(
             self._show_progress(),
-            self.iter_per_epoch,
+            self._steps_per_epoch,
             f"epoch {epoch:>{width}}/{self.epochs}",
             self.batch_size,
         )
-        losses = []
+        losses: list[float] = []
         try:
-            for step in range(self.iter_per_epoch):
+            for step in range(self._steps_per_epoch):
                 losses.append(self.train_step(step))
                 bar.update(losses[-1])
                 if self._stop_requested(guard):
@@ -1132,13 +1166,13 @@ class Trainer:
             )
             raise
 
-    def _checkpoint_exists(self) -> bool:
+    def _checkpoint_exists(self, path: str) -> bool:
         if self._parallel is None:
-            return os.path.exists(self.checkpoint)
-        return self._parallel.exists_on_root(self.checkpoint)
+            return os.path.exists(path)
+        return self._parallel.exists_on_root(path)
 
     def _train(self) -> None:
-        if self.resume and self.checkpoint is not None and self._checkpoint_exists():
+        if self.resume and self.checkpoint is not None and self._checkpoint_exists(self.checkpoint):
             self.load_checkpoint(self.checkpoint)
             if self.verbose:
                 print(
@@ -1189,7 +1223,7 @@ class Trainer:
             # A checkpoint resumes at an epoch's end; DLfS's schedule evaluates mid-epoch.
             raise ValueError("checkpoints are not available with dlfs_compat=True")
 
-    def _network_state(self) -> dict[str, np.ndarray]:
+    def _network_state(self) -> dict[str, Array]:
         if isinstance(self.network, Network):
             return {key: np.array(value) for key, value in self.network.state_dict().items()}
         return {key: np.array(value) for key, value in self.network.params.items()}
@@ -1204,7 +1238,7 @@ class Trainer:
             "trainer_seeded": self.rng is not None,
         }
 
-    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+    def save_checkpoint(self, path: PathLike) -> None:
         """Write everything needed to continue this run to ``path``, atomically (a pickle of
         plain containers and arrays, read back with the restricted unpickler)."""
         self._refuse_checkpoints_in_dlfs_mode()
@@ -1229,7 +1263,7 @@ class Trainer:
         }
         save_pickle(state, path)
 
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+    def load_checkpoint(self, path: PathLike) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`. The data size, batch size,
         sampling mode and optimizer must match this trainer; ``epochs`` may differ.
 
@@ -1295,12 +1329,12 @@ class Trainer:
         current_epoch = _checked_int(counters["current_epoch"], "counters.current_epoch", 0, 2**63)
         # Checkpoints are written at the end of an epoch; save_checkpoint() called by hand after
         # an interrupted epoch holds part of the next one.
-        first_iter = current_epoch * self.iter_per_epoch
+        first_iter = current_epoch * self._steps_per_epoch
         current_iter = _checked_int(
             counters["current_iter"],
             "counters.current_iter",
             first_iter,
-            first_iter + self.iter_per_epoch,
+            first_iter + self._steps_per_epoch,
         )
 
         history = _checked_dict(
@@ -1359,13 +1393,13 @@ class Trainer:
             lists["epoch_time_list"],
         )
 
-    def _network_targets(self) -> Mapping[str, np.ndarray]:
+    def _network_targets(self) -> Mapping[str, Array]:
         """The live arrays a checkpoint's ``network`` field is copied into."""
         if isinstance(self.network, Network):
             return self.network.state_dict()
         return self.network.params
 
-    def _checked_network_state(self, saved: Any) -> dict[str, np.ndarray]:
+    def _checked_network_state(self, saved: Any) -> dict[str, Array]:
         targets = self._network_targets()
         if not isinstance(saved, dict):
             raise _FieldError("network", f"must be a dict of arrays, got {_type_name(saved)}")

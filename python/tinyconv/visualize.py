@@ -25,9 +25,18 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import ArrayLike, FloatArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from ._protocols import TrainingHistory
 
 __all__ = [
     "INSTALL_HINT",
@@ -73,7 +82,7 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _new_figure(figsize: tuple[float, float], save: PathLike | None):
+def _new_figure(figsize: tuple[float, float], save: PathLike | None) -> Figure:
     """A figure that is either rendered to a file (pyplot-free, Agg) or managed by pyplot."""
     try:
         import matplotlib
@@ -97,7 +106,7 @@ def _new_figure(figsize: tuple[float, float], save: PathLike | None):
     return plt.figure(figsize=figsize, dpi=_DPI)
 
 
-def _finish(figure, save: PathLike | None):
+def _finish(figure: Figure, save: PathLike | None) -> Figure:
     if save is not None:
         figure.savefig(os.fspath(save), dpi=_DPI)
     else:
@@ -112,14 +121,14 @@ def _finish(figure, save: PathLike | None):
 
 
 def filter_show(
-    filters,
+    filters: ArrayLike,
     nx: int = 8,
     margin: int = 3,
     scale: int = 10,
     *,
     save: PathLike | None = None,
     cmap: str = "gray_r",
-):
+) -> Figure:
     """Show the first input channel of each filter in ``filters`` (FN, C, FH, FW) as a grey
     image, ``nx`` per row, as DLfS's ``filter_show``: each filter scaled to its own range,
     ``gray_r`` colour map (dark = large weight), nearest-neighbour pixels, no ticks.
@@ -129,12 +138,12 @@ def filter_show(
     suffix) instead of showing the picture.  Returns the figure.
     """
     del margin, scale  # unused, exactly as in DLfS
-    filters = np.asarray(filters)
-    if filters.ndim != 4:
-        raise ValueError(f"filters must have shape (FN, C, FH, FW), got shape {filters.shape}")
+    weights = np.asarray(filters)
+    if weights.ndim != 4:
+        raise ValueError(f"filters must have shape (FN, C, FH, FW), got shape {weights.shape}")
     if int(nx) < 1:
         raise ValueError(f"nx must be >= 1, got {nx}")
-    count = filters.shape[0]
+    count = weights.shape[0]
     columns = int(nx)
     rows = max(math.ceil(count / columns), 1)
     cell_inches = 0.75  # square cells, so square filters are not distorted
@@ -143,7 +152,7 @@ def filter_show(
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1, xticks=[], yticks=[])
         axes.imshow(
-            np.asarray(filters[index, 0], dtype=np.float64), cmap=cmap, interpolation="nearest"
+            np.asarray(weights[index, 0], dtype=np.float64), cmap=cmap, interpolation="nearest"
         )
     return _finish(figure, save)
 
@@ -153,12 +162,12 @@ def filter_show(
 
 
 def plot_accuracy(
-    train_acc: Sequence[float],
-    test_acc: Sequence[float] | None = None,
+    train_acc: ArrayLike,
+    test_acc: ArrayLike | None = None,
     *,
     save: PathLike | None = None,
     markevery: int | None = None,
-):
+) -> Figure:
     """Train (circles) and test (squares) accuracy per epoch, as DLfS's ``train_convnet.py``:
     x label "epochs", y label "accuracy", y from 0 to 1, legend at the lower right.
 
@@ -166,17 +175,21 @@ def plot_accuracy(
     ``markevery`` defaults to DLfS's 2, or 1 for runs of up to 10 epochs (so short runs show every
     point).  Returns the figure.
     """
-    train_acc = np.asarray(train_acc, dtype=np.float64)
+    train_values = np.asarray(train_acc, dtype=np.float64)
     if markevery is None:
-        markevery = 2 if len(train_acc) > 10 else 1
+        markevery = 2 if len(train_values) > 10 else 1
     figure = _new_figure((6.4, 4.8), save)
     axes = figure.add_subplot(1, 1, 1)
-    epochs = np.arange(1, len(train_acc) + 1)
-    axes.plot(epochs, train_acc, marker="o", label="train", markevery=markevery)
+    epochs = np.arange(1, len(train_values) + 1)
+    axes.plot(epochs, train_values, marker="o", label="train", markevery=markevery)
     if test_acc is not None:
-        test_acc = np.asarray(test_acc, dtype=np.float64)
+        test_values = np.asarray(test_acc, dtype=np.float64)
         axes.plot(
-            np.arange(1, len(test_acc) + 1), test_acc, marker="s", label="test", markevery=markevery
+            np.arange(1, len(test_values) + 1),
+            test_values,
+            marker="s",
+            label="test",
+            markevery=markevery,
         )
     axes.set_xlabel("epochs")
     axes.set_ylabel("accuracy")
@@ -188,18 +201,18 @@ def plot_accuracy(
     return _finish(figure, save)
 
 
-def _integer_ticks(count: int) -> np.ndarray:
+def _integer_ticks(count: int) -> npt.NDArray[np.int_]:
     step = max(1, math.ceil(count / 10))
     return np.arange(1, count + 1, step)
 
 
-def _integer_locator():
+def _integer_locator() -> MaxNLocator:
     from matplotlib.ticker import MaxNLocator
 
     return MaxNLocator(integer=True)
 
 
-def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+def _moving_average(values: FloatArray, window: int) -> FloatArray:
     """Centred moving average of odd length ``window``, edges padded by reflection (the same
     kind of smoothing as DLfS's ``smooth_curve``, which the loss plots of chapter 6 use)."""
     half = window // 2
@@ -207,37 +220,41 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def plot_loss(loss: Sequence[float], *, xlabel: str = "iterations", save: PathLike | None = None):
+def plot_loss(
+    loss: ArrayLike, *, xlabel: str = "iterations", save: PathLike | None = None
+) -> Figure:
     """The training loss, one value per step (``Trainer.train_loss_list``) or per epoch
     (``xlabel="epochs"``): the raw values faintly and, for long series, a smoothed curve on top.
     Returns the figure."""
-    loss = np.asarray(loss, dtype=np.float64)
+    losses = np.asarray(loss, dtype=np.float64)
     figure = _new_figure((6.4, 4.8), save)
     axes = figure.add_subplot(1, 1, 1)
-    x = np.arange(1, len(loss) + 1)
+    x = np.arange(1, len(losses) + 1)
     smooth_window = 11
-    if len(loss) >= 2 * smooth_window:
-        axes.plot(x, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
+    if len(losses) >= 2 * smooth_window:
+        axes.plot(x, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
         axes.plot(
             x,
-            _moving_average(loss, smooth_window),
+            _moving_average(losses, smooth_window),
             color="tab:blue",
             label=f"moving average ({smooth_window})",
         )
         axes.legend(loc="upper right")
     else:
-        axes.plot(x, loss, color="tab:blue", marker="o" if len(loss) <= 50 else None)
+        axes.plot(x, losses, color="tab:blue", marker="o" if len(losses) <= 50 else None)
     axes.xaxis.set_major_locator(_integer_locator())
     axes.set_xlabel(xlabel)
     axes.set_ylabel("loss")
-    finite = loss[np.isfinite(loss)]
+    finite = losses[np.isfinite(losses)]
     if finite.size:
         axes.set_ylim(0, max(float(finite.max()) * 1.05, 1e-3))
     axes.grid(True, alpha=0.3)
     return _finish(figure, save)
 
 
-def _history_lists(history: Any) -> tuple[Sequence[float], Sequence[float], Sequence[float], str]:
+def _history_lists(
+    history: TrainingHistory | Mapping[str, Any],
+) -> tuple[ArrayLike, ArrayLike, ArrayLike, str]:
     """(train_acc, test_acc, loss, loss x label) from a Trainer or a mapping."""
     if isinstance(history, Mapping):
         train_acc = history.get("train_acc", history.get("train_acc_list", []))
@@ -265,13 +282,13 @@ def _history_lists(history: Any) -> tuple[Sequence[float], Sequence[float], Sequ
 
 
 def plot_history(
-    history: Any = None,
+    history: TrainingHistory | Mapping[str, Any] | None = None,
     *,
-    train_acc: Sequence[float] | None = None,
-    test_acc: Sequence[float] | None = None,
-    loss: Sequence[float] | None = None,
+    train_acc: ArrayLike | None = None,
+    test_acc: ArrayLike | None = None,
+    loss: ArrayLike | None = None,
     save: PathLike | None = None,
-):
+) -> tuple[Figure, Figure]:
     """Accuracy and loss plots of a training run; returns ``(accuracy_figure, loss_figure)``.
 
     ``history`` is a :class:`~tinyconv.trainer.Trainer` after ``train()``, or a mapping such as
@@ -279,7 +296,7 @@ def plot_history(
     ``train_loss`` per step, or DLfS's ``*_list`` names); or give the lists as keywords, which
     override it.  ``save=directory`` writes ``accuracy.png`` and ``loss.png`` there.
     """
-    from_history: tuple[Any, Any, Any, str] = ([], [], [], "iterations")
+    from_history: tuple[ArrayLike, ArrayLike, ArrayLike, str] = ([], [], [], "iterations")
     if history is not None:
         from_history = _history_lists(history)
     train_acc = from_history[0] if train_acc is None else train_acc
@@ -291,7 +308,7 @@ def plot_history(
         accuracy_path = os.path.join(save, "accuracy.png")
         loss_path = os.path.join(save, "loss.png")
     accuracy_figure = plot_accuracy(
-        train_acc, test_acc if len(test_acc) else None, save=accuracy_path
+        train_acc, test_acc if len(np.asarray(test_acc)) else None, save=accuracy_path
     )
     loss_figure = plot_loss(loss, xlabel=loss_label, save=loss_path)
     return accuracy_figure, loss_figure
@@ -301,7 +318,9 @@ def plot_history(
 # Confusion matrix
 
 
-def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None
+) -> npt.NDArray[np.int64]:
     """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as class ``j`` (int64,
     ``(num_classes, num_classes)``).  ``y_true`` may be labels or one-hot rows; ``y_pred`` labels
     or scores (the largest per row wins).  ``num_classes`` defaults to the largest label + 1."""
@@ -335,13 +354,13 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
 
 
 def plot_confusion_matrix(
-    cm,
+    cm: ArrayLike,
     class_names: Sequence[str] | None = None,
     *,
     save: PathLike | None = None,
     normalize: bool = False,
     title: str | None = None,
-):
+) -> Figure:
     """Draw confusion matrix ``cm`` (rows: true class, columns: predicted class) with a count in
     every cell.  ``normalize=True`` colours and labels each row by its fraction instead, which
     makes per-class accuracy readable on the diagonal.  Returns the figure."""
