@@ -31,7 +31,7 @@ import re
 import struct
 import warnings
 from collections import OrderedDict
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -425,7 +425,7 @@ class RestrictedUnpickler:
         """Replace array and dtype placeholders by the real objects, refusing cycles, depth beyond
         the limit and anything left unfinished. Shared references stay shared."""
         done: dict[int, Any] = {}
-        open_ids: set = set()
+        open_ids: set[int] = set()
 
         def convert(value: Any, depth: int) -> Any:
             if isinstance(value, (str, bytes, int, float, type(None), np.generic)):
@@ -510,7 +510,7 @@ def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> np.ndar
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
         raise ParamsFileError(f"corrupt pickle: array shape {_describe_args(shape)}")
-    if not isinstance(fortran, (bool, int)) or (isinstance(fortran, int) and fortran not in (0, 1)):
+    if not isinstance(fortran, (bool, int)) or fortran not in (0, 1):
         raise ParamsFileError(f"corrupt pickle: array order flag {_describe(fortran)}")
     data = _raw_bytes(raw, "array data")
     count = 1
@@ -521,7 +521,7 @@ def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> np.ndar
             f"corrupt pickle: a {dtype} array of shape {shape} needs "
             f"{count * dtype.itemsize} bytes, the file holds {len(data)}"
         )
-    flat = np.frombuffer(data, dtype=dtype).copy()
+    flat: np.ndarray = np.frombuffer(data, dtype=dtype).copy()
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
@@ -536,12 +536,15 @@ def _checked_key(key: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Opcode handlers. Each reads its argument and changes the stack; _DISPATCH maps the opcode byte.
 
+# A handler's return value, if any, is ignored (some lambdas return what they popped).
+_Handler = Callable[[RestrictedUnpickler, _Reader], object]
+
 
 def _text(reader: _Reader) -> str:
     return reader.line().decode("ascii")
 
 
-def _decode_str(raw: memoryview, encoding: str) -> str:
+def _decode_str(raw: bytes | memoryview, encoding: str) -> str:
     return bytes(raw).decode(encoding, "strict")
 
 
@@ -559,26 +562,27 @@ def _quoted(reader: _Reader) -> str:
     text = reader.line()
     if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b"'", b'"'):
         raise ParamsFileError("corrupt pickle: STRING argument is not quoted")
-    return codecs.escape_decode(text[1:-1])[0].decode("latin1")
+    # typeshed types escape_decode's result as str; CPython returns bytes.
+    return codecs.escape_decode(text[1:-1])[0].decode("latin1")  # type: ignore[attr-defined,no-any-return]
 
 
-def _mark(vm, reader):
+def _mark(vm: RestrictedUnpickler, reader: _Reader) -> None:
     vm._marks.append(vm._stack)
     vm._stack = []
 
 
-def _pop_op(vm, reader):
+def _pop_op(vm: RestrictedUnpickler, reader: _Reader) -> None:
     if vm._stack:
         vm._stack.pop()
     else:
         vm._pop_mark()
 
 
-def _dup(vm, reader):
+def _dup(vm: RestrictedUnpickler, reader: _Reader) -> None:
     vm._push(vm._top())
 
 
-def _append(vm, reader):
+def _append(vm: RestrictedUnpickler, reader: _Reader) -> None:
     value = vm._pop()
     target = vm._top()
     if not isinstance(target, list):
@@ -586,7 +590,7 @@ def _append(vm, reader):
     target.append(value)
 
 
-def _appends(vm, reader):
+def _appends(vm: RestrictedUnpickler, reader: _Reader) -> None:
     items = vm._pop_mark()
     target = vm._top()
     if not isinstance(target, list):
@@ -594,7 +598,7 @@ def _appends(vm, reader):
     target.extend(items)
 
 
-def _setitem(vm, reader):
+def _setitem(vm: RestrictedUnpickler, reader: _Reader) -> None:
     value = vm._pop()
     key = vm._pop()
     target = vm._top()
@@ -603,7 +607,7 @@ def _setitem(vm, reader):
     target[_checked_key(key)] = value
 
 
-def _setitems(vm, reader):
+def _setitems(vm: RestrictedUnpickler, reader: _Reader) -> None:
     items = vm._pop_mark()
     target = vm._top()
     if not isinstance(target, dict) or len(items) % 2:
@@ -612,31 +616,31 @@ def _setitems(vm, reader):
         target[_checked_key(items[i])] = items[i + 1]
 
 
-def _dict(vm, reader):
+def _dict(vm: RestrictedUnpickler, reader: _Reader) -> None:
     items = vm._pop_mark()
     if len(items) % 2:
         raise ParamsFileError("corrupt pickle: DICT with an odd number of items")
     vm._push({_checked_key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
 
 
-def _reduce(vm, reader):
+def _reduce(vm: RestrictedUnpickler, reader: _Reader) -> None:
     args = vm._pop()
     func = vm._pop()
     vm._push(vm._call(func, args))
 
 
-def _build_op(vm, reader):
+def _build_op(vm: RestrictedUnpickler, reader: _Reader) -> None:
     state = vm._pop()
     vm._build(vm._top(), state)
 
 
-def _global(vm, reader):
+def _global(vm: RestrictedUnpickler, reader: _Reader) -> None:
     module = _text(reader)
     name = _text(reader)
     vm._push(vm.find_class(module, name))
 
 
-def _stack_global(vm, reader):
+def _stack_global(vm: RestrictedUnpickler, reader: _Reader) -> None:
     name = vm._pop()
     module = vm._pop()
     if not isinstance(module, str) or not isinstance(name, str):
@@ -644,24 +648,24 @@ def _stack_global(vm, reader):
     vm._push(vm.find_class(module, name))
 
 
-def _proto(vm, reader):
+def _proto(vm: RestrictedUnpickler, reader: _Reader) -> None:
     version = reader.byte()
     if version > pickle.HIGHEST_PROTOCOL:
         raise ParamsFileError(f"unsupported pickle protocol {version}")
 
 
-def _frame(vm, reader):
+def _frame(vm: RestrictedUnpickler, reader: _Reader) -> None:
     size = reader.unpack("<Q")
     if size > len(reader.data) - reader.pos:
         raise ParamsFileError(f"truncated pickle: a frame of {size} bytes at offset {reader.pos}")
 
 
-def _memoize(vm, reader):
+def _memoize(vm: RestrictedUnpickler, reader: _Reader) -> None:
     vm._memo_put(len(vm._memo))
 
 
-def _tuple_n(n: int):
-    def handler(vm, reader):
+def _tuple_n(n: int) -> _Handler:
+    def handler(vm: RestrictedUnpickler, reader: _Reader) -> None:
         if n == 0:
             vm._push(vm._make_tuple([]))
             return
@@ -674,16 +678,16 @@ def _tuple_n(n: int):
     return handler
 
 
-def _tuple_mark(vm, reader):
+def _tuple_mark(vm: RestrictedUnpickler, reader: _Reader) -> None:
     vm._push(vm._make_tuple(vm._pop_mark()))
 
 
-def _list_mark(vm, reader):
+def _list_mark(vm: RestrictedUnpickler, reader: _Reader) -> None:
     vm._push(vm._pop_mark())
 
 
 _STOP = b"."[0]  # handled by the machine's loop itself
-_DISPATCH = {
+_DISPATCH: dict[int, _Handler] = {
     b"("[0]: _mark,
     b"0"[0]: _pop_op,
     b"1"[0]: lambda vm, r: vm._pop_mark(),

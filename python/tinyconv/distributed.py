@@ -18,9 +18,19 @@ import socket
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import Array
+
+if TYPE_CHECKING:
+    from mpi4py.MPI import Intracomm
+
+    from ._protocols import TrainableNetwork
+    from .network import Network
 
 __all__ = ["MPI_INSTALL_HINT", "DataParallel", "RankDivergenceError", "import_mpi", "mpi_summary"]
 
@@ -46,7 +56,7 @@ class RankDivergenceError(RuntimeError):
         )
 
 
-def import_mpi() -> Any:
+def import_mpi() -> ModuleType:
     """``mpi4py.MPI`` (importing it initialises MPI), or ImportError naming what to install."""
     try:
         from mpi4py import MPI
@@ -58,7 +68,7 @@ def import_mpi() -> Any:
     return MPI
 
 
-def mpi_summary(MPI: Any) -> dict[str, Any]:
+def mpi_summary(MPI: ModuleType) -> dict[str, Any]:
     """The MPI library (first line of its version string), the MPI standard version, mpi4py's
     version and the size of ``COMM_WORLD``: what ``tinyconv info`` and history.json record."""
     import mpi4py
@@ -72,7 +82,7 @@ def mpi_summary(MPI: Any) -> dict[str, Any]:
     }
 
 
-def _checked_comm(comm: Any) -> tuple[Any, Any]:
+def _checked_comm(comm: object) -> tuple[ModuleType, Intracomm]:
     """``(MPI module, comm)`` for an mpi4py intra-communicator; TypeError otherwise."""
     module = type(comm).__module__ or ""
     if not module.startswith("mpi4py"):
@@ -80,14 +90,15 @@ def _checked_comm(comm: Any) -> tuple[Any, Any]:
             f"comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD), got {comm!r}"
         )
     MPI = import_mpi()
-    if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+    intracomm: type[Intracomm] = MPI.Intracomm
+    if not isinstance(comm, intracomm) or comm == MPI.COMM_NULL:
         raise TypeError(
             f"comm must be an mpi4py intra-communicator such as MPI.COMM_WORLD, got {comm!r}"
         )
     return MPI, comm
 
 
-def _words(array: np.ndarray) -> np.ndarray:
+def _words(array: Array) -> Array:
     """The bits of ``array`` as unsigned integers of its item size (for the fingerprint)."""
     contiguous = np.ascontiguousarray(array)
     return contiguous.reshape(-1).view(np.dtype(f"u{contiguous.dtype.itemsize}"))
@@ -104,13 +115,13 @@ class DataParallel:
     # Slots after the gradients in the reduced buffer.
     _LOSS, _STOP = -2, -1
 
-    def __init__(self, comm: Any, network: Any, check_every: int):
+    def __init__(self, comm: Intracomm, network: Network, check_every: int):
         self.MPI, self.comm = _checked_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.check_every = check_every
-        self._buffer: np.ndarray | None = None
+        self._buffer: Array | None = None
         self._layout: tuple[tuple[str, tuple[int, ...]], ...] = ()
-        self._views: dict[str, np.ndarray] = {}
+        self._views: dict[str, Array] = {}
         for value in network.state_dict().values():
             self.comm.Bcast(_contiguous_target(value), root=0)
         self.decorrelate_dropout(network)
@@ -126,17 +137,20 @@ class DataParallel:
         """``seed``, or rank 0's fresh one when None: the batch order must be the same everywhere."""
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if self.rank == 0 else None
-        return self.comm.bcast(seed, root=0)
+        shared: int = self.comm.bcast(seed, root=0)
+        return shared
 
     def exists_on_root(self, path: str) -> bool:
         """Whether rank 0 sees ``path``: the ranks must agree on resuming, also across hosts
         without a shared file system."""
-        return self.comm.bcast(os.path.exists(path) if self.rank == 0 else None, root=0)
+        exists: bool = self.comm.bcast(os.path.exists(path) if self.rank == 0 else None, root=0)
+        return exists
 
     def bytes_from_root(self, path: str) -> bytes:
         """The bytes of the file ``path`` as rank 0 reads it (only rank 0 needs it on disk), or the
         same OSError on every rank."""
-        data, problem = None, None
+        data: bytes | None = None
+        problem: tuple[int | None, str] | None = None
         if self.rank == 0:
             try:
                 with open(path, "rb") as handle:
@@ -146,9 +160,10 @@ class DataParallel:
         data, problem = self.comm.bcast((data, problem), root=0)
         if problem is not None:
             raise OSError(problem[0], f"{problem[1]} (read by rank 0)", path)
+        assert data is not None  # rank 0 sends bytes or a problem
         return data
 
-    def decorrelate_dropout(self, network: Any) -> None:
+    def decorrelate_dropout(self, network: object) -> None:
         """Rank r's dropout masks come from the network's generator (``np.random`` when it has
         none, as in DLfS) jumped r times (2**127 draws for PCG64, 2**128 for MT19937): independent
         streams, and rank 0's is the one checkpoints record, so a resume with any number of ranks
@@ -174,9 +189,9 @@ class DataParallel:
 
     # -- the one message per step -----------------------------------------------------------
 
-    def _buffer_for(self, network: Any) -> dict[str, np.ndarray]:
-        """Views into the flat buffer, one per trainable parameter (rebuilt only when the set of
-        trainable parameters changes, e.g. after ``freeze``)."""
+    def _buffer_for(self, network: Network) -> tuple[Array, dict[str, Array]]:
+        """The flat buffer and views into it, one per trainable parameter (rebuilt only when the
+        set of trainable parameters changes, e.g. after ``freeze``)."""
         frozen = set(network.frozen_keys)
         layout = tuple(
             (key, value.shape) for key, value in network.params.items() if key not in frozen
@@ -190,18 +205,17 @@ class DataParallel:
                 self._views[key] = self._buffer[offset : offset + size].reshape(shape)
                 offset += size
             self._layout = layout
-        return self._views
+        return self._buffer, self._views
 
     def averaged_gradient(
-        self, network: Any, x: np.ndarray, t: np.ndarray, global_batch: int, stop: bool
-    ) -> tuple[dict[str, np.ndarray], float, bool]:
+        self, network: Network, x: Array, t: Array, global_batch: int, stop: bool
+    ) -> tuple[dict[str, Array], float, bool]:
         """The full global batch's gradient and loss, from this rank's shard ``x, t`` and the
         others', in one in-place ``Allreduce``; and whether any rank asked to stop (Ctrl-C).
         Identical on every rank, so every rank takes the same decisions after it (a NaN anywhere
         makes the loss NaN everywhere). The gradients returned are views into the buffer, valid
         until the next call."""
-        views = self._buffer_for(network)
-        buffer = self._buffer
+        buffer, views = self._buffer_for(network)
         weight = len(x) / global_batch
         if len(x):
             grads = network.gradient(x, t)
@@ -212,7 +226,7 @@ class DataParallel:
                 )
             for key, view in views.items():
                 np.multiply(grads[key], weight, out=view)
-            buffer[self._LOSS] = float(network.last_loss) * weight
+            buffer[self._LOSS] = float(network.last_loss) * weight  # type: ignore[arg-type]  # set by gradient()
         else:  # an empty shard (global batch smaller than the number of ranks) adds nothing
             buffer[: self._LOSS] = 0
             buffer[self._LOSS] = 0
@@ -222,7 +236,7 @@ class DataParallel:
 
     # -- consistency, evaluation, buffers ---------------------------------------------------
 
-    def check_identical(self, network: Any, step: int) -> None:
+    def check_identical(self, network: TrainableNetwork, step: int) -> None:
         """Raise :class:`RankDivergenceError` on every rank if any rank's parameters differ from
         rank 0's: each rank sends a 16-byte fingerprint (wrapping sum and XOR of the parameters'
         bits; any single changed word changes both)."""
@@ -248,19 +262,23 @@ class DataParallel:
         if differing:
             raise RankDivergenceError(differing, step, self.size)
 
-    def correct_counts(self, network: Any, sets: Sequence[tuple[Any, Any]]) -> list[float]:
+    def correct_counts(
+        self, network: TrainableNetwork, sets: Sequence[tuple[Array, Array]]
+    ) -> list[float]:
         """Accuracies of ``network`` on each ``(x, t)`` of ``sets``, each rank predicting its
         shard and one ``Allreduce`` summing the counts of correct predictions: the same numbers
         as one process's ``network.accuracy`` (the network is identical everywhere)."""
-        counts = np.zeros(len(sets), dtype=np.float64)
+        counts: npt.NDArray[np.float64] = np.zeros(len(sets), dtype=np.float64)
         for i, (x, t) in enumerate(sets):
             part = self.shard(len(x))
             if part.stop > part.start:
-                counts[i] = round(network.accuracy(x[part], t[part]) * (part.stop - part.start))
+                counts[i] = round(
+                    float(network.accuracy(x[part], t[part])) * (part.stop - part.start)
+                )
         self.comm.Allreduce(self.MPI.IN_PLACE, counts, op=self.MPI.SUM)
         return [float(count / len(x)) for count, (x, _) in zip(counts, sets)]
 
-    def average_buffers(self, network: Any) -> None:
+    def average_buffers(self, network: Network) -> None:
         """Average the floating buffers (batch norm's running statistics, which each rank
         gathers from its own shards) over the ranks, in one ``Allreduce``, so that every rank
         evaluates and rank 0 checkpoints the same statistics."""
@@ -285,7 +303,7 @@ class DataParallel:
         counts them); collective."""
         host = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
         try:
-            ranks_here = host.Get_size()
+            ranks_here: int = host.Get_size()
         finally:
             host.Free()
         return max(1, num_procs // ranks_here)
@@ -308,7 +326,7 @@ class DataParallel:
         self.comm.Abort(1)
 
 
-def _contiguous_target(value: np.ndarray) -> np.ndarray:
+def _contiguous_target(value: object) -> Array:
     if not (isinstance(value, np.ndarray) and value.flags.c_contiguous and value.flags.writeable):
         raise TypeError(
             f"cannot broadcast a network array that is not a writable C-contiguous ndarray "

@@ -1061,6 +1061,7 @@ class Trainer:
     def _accuracies(self, sets: list[tuple[Any, Any]]) -> list[float]:
         if self._parallel is None:
             return [float(self.network.accuracy(x, t)) for x, t in sets]
+        assert isinstance(self.network, Network)  # comm= takes only tinyconv networks
         self._parallel.average_buffers(self.network)
         return self._parallel.correct_counts(self.network, sets)
 
