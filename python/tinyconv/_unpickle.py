@@ -35,6 +35,8 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
+from ._typing import Array
+
 __all__ = [
     "ALLOWED_GLOBALS",
     "MAX_DEPTH",
@@ -126,7 +128,7 @@ class _ArraySpec:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
-        self.array: np.ndarray | None = None
+        self.array: Array | None = None
 
 
 class _Mark:
@@ -500,7 +502,7 @@ def _raw_bytes(raw: Any, what: str) -> bytes:
     raise UnsafePickleError(f"refusing {what} of type {_describe(raw)}: only raw bytes")
 
 
-def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> np.ndarray:
+def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> Array:
     """A new array of ``shape`` and numeric ``dtype`` holding a copy of exactly the bytes ``raw``."""
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
@@ -521,7 +523,7 @@ def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> np.ndar
             f"corrupt pickle: a {dtype} array of shape {shape} needs "
             f"{count * dtype.itemsize} bytes, the file holds {len(data)}"
         )
-    flat: np.ndarray = np.frombuffer(data, dtype=dtype).copy()
+    flat: Array = np.frombuffer(data, dtype=dtype).copy()
     return flat.reshape(shape, order="F" if fortran else "C")
 
 

@@ -53,11 +53,19 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _MAX_THREADS
+from ._typing import Array
+
+if TYPE_CHECKING:
+    from .network import Network
+
+# A data set's ((x_train, t_train), (x_test, t_test)), as the loaders return it.
+_Splits = tuple[tuple[Array, Array], tuple[Array, Array]]
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -130,7 +138,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a malformed command line reported in one line (argparse prints the whole
     usage block first, eight lines for ``train``, which buries the actual complaint)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -909,7 +917,7 @@ def _dataset_title(dataset: str) -> str:
     }[dataset]
 
 
-def _load_dataset(name: str, data_dir: str | None, download: bool):
+def _load_dataset(name: str, data_dir: str | None, download: bool) -> _Splits:
     """``(x_train, t_train), (x_test, t_test)``: images (N, 1, 28, 28) float32 in [0, 1], labels."""
     from . import datasets
 
@@ -946,8 +954,8 @@ def _load_dataset(name: str, data_dir: str | None, download: bool):
 
 
 def _limit(
-    x: np.ndarray, t: np.ndarray, size: int | None, what: str, dataset: str, of_classes: str = ""
-):
+    x: Array, t: Array, size: int | None, what: str, dataset: str, of_classes: str = ""
+) -> tuple[Array, Array]:
     if size is None:
         return x, t
     if size > len(x):
@@ -978,7 +986,7 @@ def _check_regular_file(path: str, what: str) -> None:
         raise CommandError(f"{path} is not a regular file (a device or a pipe?), not a {what}")
 
 
-def _read_params(path: str, option: str = "") -> dict[str, np.ndarray]:
+def _read_params(path: str, option: str = "") -> dict[str, Array]:
     """The arrays of a parameter file; ``option`` names the option that gave the path, if one did."""
     from .serialization import ParamsFileError, read_params
 
@@ -1187,8 +1195,10 @@ def _classes_text(classes: Sequence[int]) -> str:
 
 def _check_classes(classes: Sequence[int] | None, dataset: str) -> None:
     """--classes names classes the data set has (the option's type checked the rest)."""
+    if classes is None:
+        return
     count = len(_class_names(dataset))
-    outside = [label for label in classes or () if label >= count]
+    outside = [label for label in classes if label >= count]
     if outside:
         raise CommandError(
             f"--classes {_classes_text(classes)}: class {outside[0]} is not one of "
@@ -1196,20 +1206,22 @@ def _check_classes(classes: Sequence[int] | None, dataset: str) -> None:
         )
 
 
-def _only_classes(x: np.ndarray, t: np.ndarray, classes: Sequence[int] | None):
+def _only_classes(x: Array, t: Array, classes: Sequence[int] | None) -> tuple[Array, Array]:
     """The images of ``classes``, labelled with their position in ``classes`` (what the network's
     outputs mean); all images, labels unchanged, when ``classes`` is None."""
     if classes is None:
         return x, t
     keep = np.isin(t, classes)
-    relabel = np.zeros(max(max(classes), int(t.max(initial=0))) + 1, dtype=np.int64)
+    relabel: npt.NDArray[np.int64] = np.zeros(
+        max(max(classes), int(t.max(initial=0))) + 1, dtype=np.int64
+    )
     relabel[list(classes)] = np.arange(len(classes))
     return x[keep], relabel[t[keep]]
 
 
 def _balanced_subset(
-    x: np.ndarray, t: np.ndarray, size: int | None, classes: Sequence[int], seed: int
-):
+    x: Array, t: Array, size: int | None, classes: Sequence[int], seed: int
+) -> tuple[Array, Array]:
     """``size`` images, as many of each class as can be, drawn by ``seed``, in the data set's
     order (so the subset does not depend on how the draws are ordered)."""
     if size is None:
@@ -1243,7 +1255,7 @@ def _net_title(net: str, network: Any) -> str:
     return net if is_resnet(net) else type(network).__name__
 
 
-def _first_filters(network: Any) -> np.ndarray:
+def _first_filters(network: Network) -> Array:
     return network.params["W1" if "W1" in network.params else "conv1.weight"]
 
 
@@ -1253,7 +1265,7 @@ class _Job:
 
     network: Any
     net: str  # a tinyconv.nets.NETWORK_NAMES entry
-    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, t_train, x_test, t_test
+    data: tuple[Array, Array, Array, Array]  # x_train, t_train, x_test, t_test
     optimizer: str
     optimizer_param: dict[str, Any]
     lr_text: str  # the rates, as printed
@@ -1325,7 +1337,9 @@ def _start(args: argparse.Namespace) -> tuple[Path, int, str, float]:
     return out_path, seed, started, time.perf_counter()
 
 
-def _training_data(args: argparse.Namespace, seed: int, balanced: bool):
+def _training_data(
+    args: argparse.Namespace, seed: int, balanced: bool
+) -> tuple[Array, Array, Array, Array]:
     """``(x_train, t_train, x_test, t_test)`` of --classes (relabelled 0..k-1), --train-size
     (the first N, or a class-balanced draw when ``balanced``) and --test-size."""
     (x_train, t_train), (x_test, t_test) = _once_per_host(
@@ -1429,9 +1443,7 @@ def _train(args: argparse.Namespace) -> int:
     return _run(args, job)
 
 
-def _network_from(
-    params: dict[str, np.ndarray], net: str, dtype: str, source: str
-) -> tuple[Any, str]:
+def _network_from(params: dict[str, Array], net: str, dtype: str, source: str) -> tuple[Any, str]:
     """The network ``params`` belong to (``net``: a name, or "auto" to recognise it), and its name."""
     from .nets import identify_network, network_from_params
     from .serialization import ParamsFileError
@@ -1778,7 +1790,7 @@ def _processes_text(settings: dict[str, Any]) -> str:
     return threads if distributed is None else f"{distributed['ranks']} processes x {threads}"
 
 
-def _check_not_empty(x: np.ndarray, what: str, dataset: str, of_classes: str = "") -> None:
+def _check_not_empty(x: Array, what: str, dataset: str, of_classes: str = "") -> None:
     if len(x) == 0:
         raise CommandError(f"{_dataset_title(dataset)} holds no {what} images{of_classes}")
 
@@ -1838,7 +1850,7 @@ def _evaluation_classes(args: argparse.Namespace, outputs: int) -> tuple[tuple[i
     return tuple(range(count)), ""
 
 
-def _predict_labels(network: Any, x: np.ndarray, batch_size: int = 100) -> np.ndarray:
+def _predict_labels(network: Any, x: Array, batch_size: int = 100) -> Array:
     predictions = [
         np.argmax(network.predict(x[start : start + batch_size]), axis=1)
         for start in range(0, len(x), batch_size)
@@ -2039,7 +2051,7 @@ def _some_keys(keys: Sequence[str], limit: int = 12) -> str:
     )
 
 
-def _filters_key(params: dict[str, np.ndarray], path: str) -> str:
+def _filters_key(params: dict[str, Array], path: str) -> str:
     """The first convolution's weights: DLfS's W1, or a ResNet's conv1.weight."""
     for key in ("W1", "conv1.weight"):
         if key in params:
@@ -2140,6 +2152,10 @@ def _summary(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise CommandError(f"{args.params}: {error}") from None
         shape = args.input_shape or network.default_input_shape()
+        if shape is None:  # every tinyconv network implies one; say so should one not
+            raise CommandError(
+                f"{args.params}: the network implies no input size; give --input-shape"
+            )
     else:
         name = args.net or "simple"
         if name == "auto":
@@ -2270,7 +2286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads_before, threads_chosen = tinyconv.get_num_threads(), tinyconv._threads_chosen
     try:
         args.comm = _world_comm() if getattr(args, "distributed", False) else None
-        return args.handler(args)
+        exit_code: int = args.handler(args)
+        return exit_code
     except CommandError as error:
         _warn(f"error: {error}")
         _abort_other_ranks(args, error.exit_code)

@@ -46,6 +46,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
+from ._typing import Array
 from ._unpickle import ALLOWED_GLOBALS, ParamsFileError, RestrictedUnpickler, UnsafePickleError
 
 __all__ = [
@@ -126,7 +127,7 @@ def _new_file_mode(path: str) -> int:
 # Temporary files are named ".<target>.<pid>-<random>.tmp", so that a later write can tell the
 # leftovers of a killed writer (its process is gone) from a write in progress. Temporaries this
 # process is writing right now are listed here, since its own pid is alive by definition.
-_LIVE_TEMPORARIES: set = set()
+_LIVE_TEMPORARIES: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 _TEMP_PATTERN = re.compile(r"(?P<pid>[0-9]+)-[A-Za-z0-9_]+\.tmp")
 # Names written before the pid was part of them (".<target>.<8 random characters>.tmp"): stale
@@ -242,7 +243,7 @@ def save_params(params: Mapping[str, Any], path: PathLike) -> None:
     bool arrays; others raise ``TypeError``; needs the ``safetensors`` package). Any other name
     gets an uncompressed NPZ archive, written under exactly that name (no ``.npz`` is added).
     """
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Array] = {}
     for key, value in params.items():
         if not isinstance(key, str):
             raise TypeError(f"parameter names must be str, got {key!r}")
@@ -258,10 +259,10 @@ def save_params(params: Mapping[str, Any], path: PathLike) -> None:
             np.savez(handle, **arrays)
 
 
-def _check_arrays(data: Any, source: str) -> dict[str, np.ndarray]:
+def _check_arrays(data: Any, source: str) -> dict[str, Array]:
     if not isinstance(data, dict):
         raise ParamsFileError(f"{source}: expected a dict of arrays, found {type(data).__name__}")
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Array] = {}
     for key, value in data.items():
         if not isinstance(key, str):
             raise ParamsFileError(f"{source}: parameter names must be strings, found {key!r}")
@@ -284,7 +285,7 @@ NPZ_MAX_EXPANSION = 32
 NPZ_MIN_EXPANSION_BYTES = 256 * 2**20
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def _read_npz(path: str) -> dict[str, Array]:
     try:
         # Our own handle: np.load(path) leaks its file when the zip directory is damaged.
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
@@ -359,9 +360,9 @@ def _safetensors_module(action: str) -> Any:
     return module
 
 
-def _write_safetensors(arrays: Mapping[str, np.ndarray], path: PathLike) -> None:
+def _write_safetensors(arrays: Mapping[str, Array], path: PathLike) -> None:
     module = _safetensors_module("writing")
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, Array] = {}
     for key, value in arrays.items():
         if key == "__metadata__":
             raise ValueError(
@@ -501,7 +502,7 @@ def _checked_safetensors_header(
     return tensors
 
 
-def _read_safetensors(name: str) -> dict[str, np.ndarray]:
+def _read_safetensors(name: str) -> dict[str, Array]:
     # One read: the bytes checked are the bytes loaded, whatever happens to the file meanwhile.
     with open(name, "rb") as handle:
         data = handle.read()
@@ -519,7 +520,7 @@ def _read_safetensors(name: str) -> dict[str, np.ndarray]:
         raise ParamsFileError(
             f"{name}: the safetensors library read other tensors than the header names"
         )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Array] = {}
     for key, stored, shape in tensors:
         view = loaded.pop(key)  # read-only, over the library's buffer: each is copied, then let go
         if view.shape != shape or view.dtype.itemsize != stored.itemsize:
@@ -572,7 +573,7 @@ def _load_pickle_named(handle: IO[bytes], name: str) -> Any:
         ) from exc
 
 
-def read_params(path: PathLike) -> dict[str, np.ndarray]:
+def read_params(path: PathLike) -> dict[str, Array]:
     """Read a parameter file written by :func:`save_params`, by DLfS (``pickle.dump`` of a dict
     of arrays) or by any safetensors writer into a dict of arrays. The format is recognised from
     the file's first bytes (zip magic: NPZ; ``{`` after 8 bytes: safetensors; else pickle), not

@@ -43,9 +43,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from .._typing import PathLike
 from ._catalog import MIRRORS, SYSTEM_DIRS, DatasetSpec, IdxFileSpec, get_spec
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = [
     "ENV_VAR",
@@ -69,7 +73,7 @@ DEFAULT_MAX_DOWNLOAD_BYTES = 64 << 20
 log = logging.getLogger(__name__)
 
 # Replaceable, so tests can serve files from 127.0.0.1 and never touch the real mirrors.
-urlopen: Callable = urllib.request.urlopen
+urlopen: Callable[..., Any] = urllib.request.urlopen
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -130,14 +134,14 @@ def user_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("tinyconv", appauthor=False))
 
 
-def dataset_locations(name: str, data_dir=None) -> list[Location]:
+def dataset_locations(name: str, data_dir: PathLike | None = None) -> list[Location]:
     """Every place :func:`load_mnist`-style loaders look for data set ``name``, in search order,
     each with the files found there: only ``data_dir`` when it is given, else the search path
     (``$TINYCONV_DATA`` is left out when unset)."""
     return _locations(get_spec(name), data_dir)
 
 
-def _locations(spec: DatasetSpec, data_dir=None) -> list[Location]:
+def _locations(spec: DatasetSpec, data_dir: PathLike | None = None) -> list[Location]:
     if data_dir is not None:
         return [_inspect(spec, "data_dir", _data_dir_path(data_dir))]
     places: list[tuple[str, Path]] = []
@@ -149,7 +153,7 @@ def _locations(spec: DatasetSpec, data_dir=None) -> list[Location]:
     return [_inspect(spec, source, path) for source, path in places]
 
 
-def _data_dir_path(data_dir) -> Path:
+def _data_dir_path(data_dir: object) -> Path:
     if isinstance(data_dir, bytes) or not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError(f"data_dir must be a path (str or os.PathLike), got {data_dir!r}")
     text = os.fspath(data_dir)
@@ -178,7 +182,9 @@ def _existing_file(directory: Path, file_spec: IdxFileSpec) -> Path | None:
     return None
 
 
-def find_files(spec: DatasetSpec, data_dir=None, *, download: bool = True) -> dict[str, Path]:
+def find_files(
+    spec: DatasetSpec, data_dir: PathLike | None = None, *, download: bool = True
+) -> dict[str, Path]:
     """role -> path of each of the data set's files: all from ``data_dir`` when it is given
     (else :class:`IncompleteDataDirError`), otherwise from the first complete place on the search
     path, downloading into the cache if none is complete.  Raises :class:`DatasetNotFoundError`
@@ -242,7 +248,7 @@ def download_missing(
     spec: DatasetSpec,
     dest: Path,
     mirrors: Sequence[str] | None = None,
-    opener: Callable | None = None,
+    opener: Callable[..., Any] | None = None,
 ) -> list[tuple[str, str]]:
     """Download into ``dest`` each of the data set's files that is not there yet, trying the
     mirrors in order.  Returns ``(url, reason)`` for every failed attempt; files that could not
@@ -308,7 +314,7 @@ def download_verified(
     url: str,
     target: Path,
     sha256: str,
-    opener: Callable | None = None,
+    opener: Callable[..., Any] | None = None,
     *,
     max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
 ) -> Path:
@@ -366,7 +372,7 @@ def download_verified(
     return target
 
 
-def _content_length(response) -> int | None:
+def _content_length(response: object) -> int | None:
     headers = getattr(response, "headers", None)
     value = headers.get("Content-Length") if headers is not None else None
     try:
@@ -380,10 +386,10 @@ class _ProgressBar:
     terminal without tqdm; nothing otherwise (logs and CI output stay clean)."""
 
     def __init__(self, total: int | None, label: str, url: str):
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
         self.total, self.label, self.url = total, label, url
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[int], object]:
         if not _stderr_is_terminal():
             return lambda n: None
         try:
@@ -391,7 +397,7 @@ class _ProgressBar:
         except ImportError:
             print(f"Downloading {self.url} ...", file=sys.stderr, flush=True)
             return lambda n: None
-        self.bar = tqdm(
+        bar = self.bar = tqdm(
             total=self.total,
             unit="B",
             unit_scale=True,
@@ -399,9 +405,9 @@ class _ProgressBar:
             desc=self.label,
             leave=False,
         )
-        return self.bar.update
+        return bar.update
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         if self.bar is not None:
             self.bar.close()
         return False
@@ -409,7 +415,8 @@ class _ProgressBar:
 
 def _stderr_is_terminal() -> bool:
     try:
-        return sys.stderr is not None and sys.stderr.isatty()
+        stderr = getattr(sys, "stderr", None)  # None under pythonw, whatever typeshed says
+        return stderr is not None and bool(stderr.isatty())
     except (AttributeError, ValueError):  # replaced or closed stderr
         return False
 

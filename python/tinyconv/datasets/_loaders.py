@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._typing import Array, PathLike
 from ._catalog import FASHION_MNIST, MNIST, DatasetSpec, IdxFileSpec
 from ._fetch import find_files
 from .idx import IdxFormatError, read_idx
@@ -31,7 +32,7 @@ IMAGE_SHAPE = (28, 28)
 # installed unpacked; tinyconv's compiled core rules out zip imports anyway).
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "fashion-mnist-sample"
 
-Split = tuple[np.ndarray, np.ndarray]
+Split = tuple[Array, Array]
 
 
 def load_mnist(
@@ -39,7 +40,7 @@ def load_mnist(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    data_dir=None,
+    data_dir: PathLike | None = None,
     download: bool = True,
 ) -> tuple[Split, Split]:
     """MNIST as ``(x_train, t_train), (x_test, t_test)``, exactly like DLfS's ``load_mnist``.
@@ -60,7 +61,7 @@ def load_fashion_mnist(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    data_dir=None,
+    data_dir: PathLike | None = None,
     download: bool = True,
 ) -> tuple[Split, Split]:
     """Fashion-MNIST, same conventions and search as :func:`load_mnist` (``fashion-mnist``
@@ -80,12 +81,19 @@ def load_sample(
     return _dlfs_convention(arrays, normalize, flatten, one_hot_label)
 
 
-def _load(spec: DatasetSpec, normalize, flatten, one_hot_label, data_dir, download):
+def _load(
+    spec: DatasetSpec,
+    normalize: bool,
+    flatten: bool,
+    one_hot_label: bool,
+    data_dir: PathLike | None,
+    download: bool,
+) -> tuple[Split, Split]:
     paths = find_files(spec, data_dir, download=download)
     return _dlfs_convention(load_arrays(spec, paths), normalize, flatten, one_hot_label)
 
 
-def load_arrays(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, np.ndarray]:
+def load_arrays(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, Array]:
     """Read and cross-check the four files: ``uint8`` images ``(N, 28, 28)``, labels ``(N,)``
     in 0..9, as many labels as images.  Errors name the offending file."""
     arrays = {}
@@ -105,7 +113,7 @@ def load_arrays(spec: DatasetSpec, paths: dict[str, Path]) -> dict[str, np.ndarr
     return arrays
 
 
-def _check_contents(file_spec: IdxFileSpec, path: Path, array: np.ndarray) -> None:
+def _check_contents(file_spec: IdxFileSpec, path: Path, array: Array) -> None:
     if file_spec.ndim == 3 and array.shape[1:] != IMAGE_SHAPE:
         raise IdxFormatError(
             path,
@@ -117,9 +125,9 @@ def _check_contents(file_spec: IdxFileSpec, path: Path, array: np.ndarray) -> No
 
 
 def _dlfs_convention(
-    arrays: dict[str, np.ndarray], normalize: bool, flatten: bool, one_hot_label: bool
+    arrays: dict[str, Array], normalize: bool, flatten: bool, one_hot_label: bool
 ) -> tuple[Split, Split]:
-    def images(x: np.ndarray) -> np.ndarray:
+    def images(x: Array) -> Array:
         # DLfS keeps images as (N, 784) rows (spelled out: -1 cannot be inferred when N is 0)
         x = x.reshape(len(x), IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
         if normalize:
@@ -130,7 +138,7 @@ def _dlfs_convention(
             x = x.reshape(len(x), 1, *IMAGE_SHAPE)
         return x
 
-    def labels(t: np.ndarray) -> np.ndarray:
+    def labels(t: Array) -> Array:
         if one_hot_label:
             return np.eye(NUM_CLASSES)[t]  # float64, as DLfS's np.zeros((N, 10))
         return t

@@ -21,11 +21,13 @@ import argparse
 import hashlib
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._catalog import FASHION_MNIST, SYSTEM_DIRS
+from .._typing import Array
+from ._catalog import FASHION_MNIST, SYSTEM_DIRS, IdxFileSpec
 from ._loaders import SAMPLE_DIR, load_arrays
 from .idx import encode_idx, write_idx
 
@@ -36,7 +38,7 @@ MAX_SAMPLE_BYTES = 3 * 1024 * 1024
 DEBIAN_COPYRIGHT = Path("/usr/share/doc/dataset-fashion-mnist/copyright")
 
 
-def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
+def first_per_class(labels: Array, per_class: int) -> Array:
     """Indices of the first ``per_class`` examples of each class, in ascending order."""
     chosen = []
     for label in range(NUM_CLASSES):
@@ -47,7 +49,7 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def select_sample(full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def select_sample(full: dict[str, Array]) -> dict[str, Array]:
     """The recipe: the sample's four arrays, cut from the full data set's four arrays."""
     train = first_per_class(full["train_labels"], TRAIN_PER_CLASS)
     test = first_per_class(full["test_labels"], TEST_PER_CLASS)
@@ -59,13 +61,13 @@ def select_sample(full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def array_digest(array: np.ndarray) -> str:
+def array_digest(array: Array) -> str:
     """SHA-256 of an array's IDX encoding (header + data): pins shape, dtype and content, and
     does not depend on how zlib happened to compress it."""
     return hashlib.sha256(encode_idx(array)).hexdigest()
 
 
-def read_genuine(source: Path) -> dict[str, np.ndarray]:
+def read_genuine(source: Path) -> dict[str, Array]:
     """The full data set from ``source``, after checking it against the published payload
     SHA-256s (Debian recompresses the .gz files, so their own hashes cannot be compared)."""
     paths = {f.role: _find(source, f) for f in FASHION_MNIST.files}
@@ -80,7 +82,7 @@ def read_genuine(source: Path) -> dict[str, np.ndarray]:
     return full
 
 
-def _find(source: Path, file_spec) -> Path:
+def _find(source: Path, file_spec: IdxFileSpec) -> Path:
     for name in (file_spec.filename, file_spec.raw_filename):
         if (source / name).is_file():
             return source / name
@@ -90,7 +92,7 @@ def _find(source: Path, file_spec) -> Path:
     )
 
 
-def write_sample(sample: dict[str, np.ndarray], target: Path) -> None:
+def write_sample(sample: dict[str, Array], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for file_spec in FASHION_MNIST.files:
         write_idx(target / file_spec.filename, sample[file_spec.role], gzip=True)
@@ -99,7 +101,7 @@ def write_sample(sample: dict[str, np.ndarray], target: Path) -> None:
     shutil.copyfile(DEBIAN_COPYRIGHT, target / "LICENSE")
 
 
-def verify(expected: dict[str, np.ndarray], target: Path) -> None:
+def verify(expected: dict[str, Array], target: Path) -> None:
     shipped = load_arrays(FASHION_MNIST, {f.role: target / f.filename for f in FASHION_MNIST.files})
     for role, array in expected.items():
         if shipped[role].shape != array.shape or not np.array_equal(shipped[role], array):
@@ -121,7 +123,7 @@ def verify(expected: dict[str, np.ndarray], target: Path) -> None:
         )
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--source",

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
+import numpy.typing as npt
+
+from .._typing import Array, ArrayLike
 
 __all__ = ["IdxFormatError", "decode_idx", "encode_idx", "read_idx", "write_idx"]
 
@@ -70,7 +73,7 @@ class IdxFormatError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
+def read_idx(path: PathLike, *, ndim: int | None = None) -> Array:
     """Read an IDX file (gzip-compressed or raw) into a writable ``uint8`` array.
 
     ``ndim`` (3 for images, 1 for labels), when given, is checked against the header, so an
@@ -82,14 +85,12 @@ def read_idx(path: PathLike, *, ndim: int | None = None) -> np.ndarray:
         return _decode_stream(handle, ndim, path)
 
 
-def decode_idx(
-    blob: bytes, *, ndim: int | None = None, source: PathLike | None = None
-) -> np.ndarray:
+def decode_idx(blob: bytes, *, ndim: int | None = None, source: PathLike | None = None) -> Array:
     """Decode the bytes of an IDX file (gzip-compressed or raw); ``source`` names it in errors."""
     return _decode_stream(io.BytesIO(blob), ndim, source)
 
 
-def _decode_stream(handle: BinaryIO, ndim: int | None, source: PathLike | None) -> np.ndarray:
+def _decode_stream(handle: BinaryIO, ndim: int | None, source: PathLike | None) -> Array:
     start = handle.read(len(GZIP_MAGIC))
     reader = (
         _GunzipReader(handle, start, source) if start == GZIP_MAGIC else _RawReader(handle, start)
@@ -104,7 +105,7 @@ def _decode_stream(handle: BinaryIO, ndim: int | None, source: PathLike | None) 
         raise IdxFormatError(
             source, f"header is cut short ({HEADER_PREFIX_SIZE + len(dims)} of {header_size} bytes)"
         )
-    shape = struct.unpack(f">{file_ndim}I", dims)
+    shape: tuple[int, ...] = struct.unpack(f">{file_ndim}I", dims)
     expected_bytes = math.prod(shape)  # exact (Python ints): a crafted header cannot overflow it
     # An empty array must still have a shape NumPy can represent: (2**32-1, 0, 2**32-1, 2**32-1)
     # holds no bytes, but its other dimensions multiply past what an array may span.
@@ -138,7 +139,7 @@ def _decode_stream(handle: BinaryIO, ndim: int | None, source: PathLike | None) 
     return np.frombuffer(payload, np.uint8, expected_bytes).reshape(shape)
 
 
-def _check_magic(prefix: bytes, ndim: int | None, source: PathLike | None) -> int:
+def _check_magic(prefix: bytes | bytearray, ndim: int | None, source: PathLike | None) -> int:
     """The number of dimensions the magic number declares, after checking all of it."""
     zero0, zero1, type_code, file_ndim = prefix
     magic = int.from_bytes(prefix, "big")
@@ -207,7 +208,7 @@ class _GunzipReader:
         self._finished = False  # the last member ended and nothing follows it
 
     @staticmethod
-    def _new_inflater():
+    def _new_inflater() -> zlib._Decompress:
         return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # 16+: expect a gzip wrapper
 
     def _read_input(self) -> bytes:
@@ -250,18 +251,19 @@ class _GunzipReader:
             self._inflater, self._input = self._new_inflater(), rest
 
 
-def encode_idx(array: np.ndarray) -> bytes:
+def encode_idx(array: ArrayLike) -> bytes:
     """The raw (uncompressed) IDX bytes of an unsigned-byte array."""
-    array = _as_ubyte(array)
-    if not 1 <= array.ndim <= MAX_DIMENSIONS:
-        raise ValueError(f"IDX needs 1 to {MAX_DIMENSIONS} dimensions, got {array.ndim}")
-    header = bytes([0, 0, UBYTE_TYPE_CODE, array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
+    values = _as_ubyte(array)
+    if not 1 <= values.ndim <= MAX_DIMENSIONS:
+        raise ValueError(f"IDX needs 1 to {MAX_DIMENSIONS} dimensions, got {values.ndim}")
+    header = bytes([0, 0, UBYTE_TYPE_CODE, values.ndim]) + struct.pack(
+        f">{values.ndim}I", *values.shape
     )
-    return header + np.ascontiguousarray(array).tobytes()
+    data: bytes = np.ascontiguousarray(values).tobytes()
+    return header + data
 
 
-def write_idx(path: PathLike, array: np.ndarray, gzip: bool = True) -> Path:
+def write_idx(path: PathLike, array: ArrayLike, gzip: bool = True) -> Path:
     """Write ``array`` (values 0..255) as an IDX file, gzip-compressed unless ``gzip=False``.
 
     Compressed output is reproducible: no file name or time stamp goes into the gzip header.
@@ -277,12 +279,12 @@ def _gzip_reproducibly(raw: bytes) -> bytes:
     return _gzip.compress(raw, compresslevel=9, mtime=0)
 
 
-def _as_ubyte(array) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > 255):
+def _as_ubyte(array: ArrayLike) -> npt.NDArray[np.uint8]:
+    values = np.asarray(array)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_ or np.issubdtype(values.dtype, np.integer):
+        if values.size and (values.min() < 0 or values.max() > 255):
             raise ValueError("IDX unsigned-byte data must lie in 0..255")
-        return array.astype(np.uint8)
-    raise TypeError(f"IDX unsigned-byte data must be an integer array, got dtype {array.dtype}")
+        return values.astype(np.uint8)
+    raise TypeError(f"IDX unsigned-byte data must be an integer array, got dtype {values.dtype}")
