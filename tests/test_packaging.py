@@ -9,7 +9,10 @@ cibuildwheel's test-sources puts there) and skip without it.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +21,8 @@ import pytest
 
 import tinyconv
 
-PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = ROOT / "pyproject.toml"
 NEWEST_PYTHON = (3, 14)
 
 
@@ -90,6 +94,52 @@ def test_musllinux_wheels_test_with_the_test_extra_less_onnx():
 def test_wheel_builds_require_openmp():
     settings = pyproject()["tool"]["cibuildwheel"]["config-settings"]
     assert settings["cmake.define.TINYCONV_REQUIRE_OPENMP"] == "ON"
+
+
+def _configure(tmp_path: Path, *defines: str) -> subprocess.CompletedProcess[str]:
+    """CMake's configure step of the kernel-check build (no Python or pybind11 needed)."""
+    if not (ROOT / "CMakeLists.txt").exists():
+        pytest.skip("no CMakeLists.txt beside the tests (they run against an installed wheel)")
+    if shutil.which("cmake") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cmake is missing, and CI=true: .ci/run installs it")
+        pytest.skip("cmake is not on PATH")
+    command = [
+        "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(tmp_path / "build"),
+        "-DTINYCONV_KERNEL_CHECK=ON",
+    ]
+    command += ["-DSKBUILD_PROJECT_NAME=tinyconv", "-DSKBUILD_PROJECT_VERSION=0.0.0", *defines]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_a_build_that_requires_openmp_and_finds_none_fails_at_configure(tmp_path):
+    result = _configure(
+        tmp_path, "-DTINYCONV_REQUIRE_OPENMP=ON", "-DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON"
+    )
+    assert result.returncode != 0, result.stdout
+    message = " ".join(result.stderr.split())  # CMake wraps its messages
+    assert "TINYCONV_REQUIRE_OPENMP is ON but the compiler has no usable OpenMP" in message
+    assert "TINYCONV_LIBOMP_PREFIX" in message  # and says what to do on macOS
+
+
+def test_a_build_that_requires_openmp_configures_where_there_is_one(tmp_path):
+    if not tinyconv.config()["openmp"]:
+        pytest.skip("this module was built without OpenMP, so the compiler may have none")
+    result = _configure(tmp_path, "-DTINYCONV_REQUIRE_OPENMP=ON")
+    assert result.returncode == 0, result.stderr
+    cache = (tmp_path / "build" / "CMakeCache.txt").read_text()
+    assert re.search(r"^OpenMP_CXX_FLAGS:STRING=.*openmp", cache, re.MULTILINE), cache
+
+
+def test_without_the_requirement_a_build_without_openmp_still_configures(tmp_path):
+    # Source builds (pip install from the sdist) stay possible on a compiler without OpenMP: the
+    # kernels then run on one thread, and show_config() says so.
+    result = _configure(tmp_path, "-DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("category", [DeprecationWarning, PendingDeprecationWarning])
