@@ -114,7 +114,7 @@ class _DtypeSpec:
     def __init__(self, typestr: str):
         self.typestr, self.byteorder = typestr, "="
 
-    def dtype(self) -> np.dtype:
+    def dtype(self) -> np.dtype[Any]:
         # Spelled as one string so that native-order dtypes come back as NumPy's canonical
         # objects (pickling them again then shares one dtype, exactly like the original's).
         order = self.byteorder if self.byteorder in "<>" else ""
@@ -502,7 +502,7 @@ def _raw_bytes(raw: Any, what: str) -> bytes:
     raise UnsafePickleError(f"refusing {what} of type {_describe(raw)}: only raw bytes")
 
 
-def _build_array(shape: Any, dtype: np.dtype, fortran: Any, raw: Any) -> Array:
+def _build_array(shape: Any, dtype: np.dtype[Any], fortran: Any, raw: Any) -> Array:
     """A new array of ``shape`` and numeric ``dtype`` holding a copy of exactly the bytes ``raw``."""
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)

@@ -320,7 +320,7 @@ def _read_npz(path: str) -> dict[str, Array]:
 
 #: safetensors dtypes that have a NumPy dtype, as stored (little-endian). BF16 and the FP8/FP4
 #: types have none, and complex numbers are not parameters: files holding them are refused.
-SAFETENSORS_DTYPES = {
+SAFETENSORS_DTYPES: dict[str, np.dtype[Any]] = {
     "F16": np.dtype("<f2"),
     "F32": np.dtype("<f4"),
     "F64": np.dtype("<f8"),
@@ -399,7 +399,7 @@ def _refuse_constant(name: str) -> Any:
 
 def _checked_safetensors_header(
     data: bytes, name: str
-) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+) -> list[tuple[str, np.dtype[Any], tuple[int, ...]]]:
     """Check the header of the safetensors file ``data`` completely and return ``(key, stored
     dtype, shape)`` per tensor; raises :class:`ParamsFileError` naming the problem."""
 

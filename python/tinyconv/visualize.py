@@ -321,35 +321,41 @@ def plot_history(
 def confusion_matrix(
     y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None
 ) -> npt.NDArray[np.int64]:
-    """Counts ``cm[i, j]`` of samples of true class ``i`` predicted as class ``j`` (int64,
+    """Counts ``cm[i, j]`` of samples of true class ``i`` predicted_labels as class ``j`` (int64,
     ``(num_classes, num_classes)``).  ``y_true`` may be labels or one-hot rows; ``y_pred`` labels
     or scores (the largest per row wins).  ``num_classes`` defaults to the largest label + 1."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.ndim == 2:
-        y_true = np.argmax(y_true, axis=1)
-    if y_pred.ndim == 2:
-        y_pred = np.argmax(y_pred, axis=1)
-    if y_true.ndim != 1 or y_pred.ndim != 1 or len(y_true) != len(y_pred):
+    true_labels = np.asarray(y_true)
+    predicted_labels = np.asarray(y_pred)
+    if true_labels.ndim == 2:
+        true_labels = np.argmax(true_labels, axis=1)
+    if predicted_labels.ndim == 2:
+        predicted_labels = np.argmax(predicted_labels, axis=1)
+    if (
+        true_labels.ndim != 1
+        or predicted_labels.ndim != 1
+        or len(true_labels) != len(predicted_labels)
+    ):
         raise ValueError(
             f"y_true and y_pred must be equally long label vectors, got shapes "
-            f"{y_true.shape} and {y_pred.shape}"
+            f"{true_labels.shape} and {predicted_labels.shape}"
         )
-    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+    for name, labels in (("y_true", true_labels), ("y_pred", predicted_labels)):
         if labels.size and (
             labels.dtype.kind not in "iu" and not np.all(labels == np.round(labels))
         ):
             raise ValueError(f"{name} must hold integer class labels")
-    y_true = y_true.astype(np.int64)
-    y_pred = y_pred.astype(np.int64)
+    true_classes = true_labels.astype(np.int64)
+    predicted_classes = predicted_labels.astype(np.int64)
     if num_classes is None:
-        num_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
+        num_classes = int(max(true_classes.max(initial=-1), predicted_classes.max(initial=-1)) + 1)
     num_classes = int(num_classes)
-    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    for name, classes in (("y_true", true_classes), ("y_pred", predicted_classes)):
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
             raise ValueError(f"{name} holds labels outside 0..{num_classes - 1}")
     # Each (true, predicted) pair gets its own bin; bincount counts them all in one pass.
-    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    flat = np.bincount(
+        true_classes * num_classes + predicted_classes, minlength=num_classes * num_classes
+    )
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
