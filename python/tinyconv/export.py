@@ -420,9 +420,7 @@ def _linear(graph: _Graph, layer: Linear, x: _Tensor, scope: str) -> _Tensor:
 @_exports(BatchNormalization, BatchNorm2d)
 def _batch_norm(graph: _Graph, layer: BatchNormalization, x: _Tensor, scope: str) -> _Tensor:
     size = int(np.size(layer.gamma))
-    features = (
-        _size(x.shape[1:])
-    )
+    features = _size(x.shape[1:])
     # tinyconv's rule (BatchNormalization._is_per_channel): one entry per feature normalises each
     # feature; else one per channel of a 4-D input each channel. With the height or width unknown,
     # one entry per channel is per channel (per feature would mean a 1x1 image: the same thing).

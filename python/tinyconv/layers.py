@@ -641,7 +641,9 @@ class BatchNormalization(Layer):
             running *= self.momentum
             running += (1 - self.momentum) * batch_value
             return running
-        updated: FloatArray = np.multiply(self.momentum, running) + (1 - self.momentum) * batch_value
+        updated: FloatArray = (
+            np.multiply(self.momentum, running) + (1 - self.momentum) * batch_value
+        )
         return updated
 
     def _forward(self, x: Array, train_flg: bool) -> FloatArray:
@@ -941,7 +943,7 @@ class Pooling(Layer):
                 return F.max_pool2d_backward(
                     dout,
                     self._arg_max,
-                    self.input_shape,
+                    _saved(self.input_shape, self, "forward input shape"),
                     relu_output=x if through_relu else None,
                 )
             return F.max_pool2d_backward_from_input(
@@ -956,7 +958,12 @@ class Pooling(Layer):
         if through_relu:
             raise ValueError("through_relu applies to max pooling only")
         return F.avg_pool2d_backward(
-            dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad
+            dout,
+            _saved(self.input_shape, self, "forward input shape"),
+            self.pool_h,
+            self.pool_w,
+            self.stride,
+            self.pad,
         )
 
     def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
@@ -1046,7 +1053,9 @@ class GlobalAvgPooling(Layer):
         return F.global_avg_pool2d_forward(x)
 
     def backward(self, dout: ArrayLike) -> FloatArray:
-        return F.global_avg_pool2d_backward(dout, self.input_shape)
+        return F.global_avg_pool2d_backward(
+            dout, _saved(self.input_shape, self, "forward input shape")
+        )
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, c, _, _ = _checked_shape(input_shape, 4)

@@ -39,7 +39,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ._typing import Array, ArrayLike, DTypeLike, FloatArray
-
 from .layers import (
     Affine,
     BatchNormalization,
@@ -711,9 +710,7 @@ def _arrays(params: Any, source: str) -> dict[str, Array]:
     return arrays
 
 
-def _resnet_structure(
-    params: Mapping[str, Array], source: str
-) -> tuple[str, str, tuple[int, ...]]:
+def _resnet_structure(params: Mapping[str, Array], source: str) -> tuple[str, str, tuple[int, ...]]:
     """(stem, block, blocks per stage) of a ResNet's parameters, from the key names and the stem
     convolution's shape alone (nothing is built)."""
     stem_weight = params.get("conv1.weight")

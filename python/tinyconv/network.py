@@ -272,7 +272,9 @@ class Network:
         with self.float64_copy():
             inputs = self._input(x)
 
-            def loss_of_params(_: object) -> float:  # reads the parameters by reference, as DLfS's lambda
+            def loss_of_params(
+                _: object,
+            ) -> float:  # reads the parameters by reference, as DLfS's lambda
                 return self.loss(inputs, t, train_flg=train_flg)
 
             return {
