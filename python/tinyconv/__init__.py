@@ -13,6 +13,7 @@ Quick tour::
 from __future__ import annotations
 
 import os as _os
+from typing import TypedDict, cast
 
 from . import _core
 from ._validate import as_positive_int as _as_positive_int
@@ -22,7 +23,30 @@ __version__: str = _core.config()["version"]
 # More threads than this is a mistake, not a machine (OpenMP would try to start them all).
 _MAX_THREADS = 4096
 
-__all__ = ["__version__", "config", "get_num_threads", "set_num_threads", "show_config"]
+__all__ = [
+    "BuildConfig",
+    "__version__",
+    "config",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+]
+
+
+class BuildConfig(TypedDict):
+    """What :func:`config` returns."""
+
+    version: str
+    compiler: str
+    openmp: str
+    openmp_runtime: str
+    num_procs: int
+    num_threads: int
+    isa: str
+    available_isas: str
+    simd_bits: int
+    baseline_simd_bits: int
+    sanitizers: str
 
 
 # Whether the thread count was chosen (set_num_threads or OMP_NUM_THREADS) rather than left at the
@@ -44,15 +68,16 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-def config() -> dict:
+def config() -> BuildConfig:
     """Build and runtime facts as a dict: version, compiler, openmp, openmp_runtime (the library
     the threads come from: gomp, omp, ...; empty in a single-threaded build), num_procs, num_threads,
     isa (the GEMM micro-kernel level in use), available_isas, simd_bits, baseline_simd_bits,
     sanitizers (empty, or the sanitizers of a test build: .ci/sanitize)."""
-    return dict(_core.config())
+    # The compiled module builds this dict; BuildConfig lists its keys and their types.
+    return cast(BuildConfig, dict(_core.config()))
 
 
-def _openmp_line(info: dict) -> str:
+def _openmp_line(info: BuildConfig) -> str:
     if not info["openmp_runtime"]:
         return f"{info['openmp']}: every kernel runs single-threaded"
     return f"{info['openmp']}, runtime {info['openmp_runtime']}"

@@ -31,13 +31,23 @@ from typing import (
     Any,
     Callable,
     NamedTuple,
+    Protocol,
     Union,
 )
 
 import numpy as np
 
 from . import functional as F
-from .layers import BatchNormalization, Convolution, Layer, Pooling, Relu, StepResult
+from ._typing import FloatArray, Shape
+from .layers import (
+    BatchNormalization,
+    Convolution,
+    Layer,
+    Pooling,
+    Relu,
+    StepLayer,
+    StepResult,
+)
 from .summary import SummaryRow, container_row
 
 __all__ = ["FUSIONS", "Residual", "Sequential", "has_trainable_parameters", "named_arrays"]
@@ -47,49 +57,78 @@ __all__ = ["FUSIONS", "Residual", "Sequential", "has_trainable_parameters", "nam
 # Steps: what a plan runs. Each covers one layer or a fused run of consecutive layers.
 
 
-class _Single:
+class _ReluFusable(StepLayer, Protocol):
+    """A layer that can apply the ReLU after it as its outputs are written."""
+
+    def step_forward(
+        self, x: FloatArray, train: bool, x_owned: bool, relu: bool = False
+    ) -> StepResult: ...
+
+
+def _produced(y: FloatArray | None) -> FloatArray:
+    """A step's output where the protocol promises one: every forward step's, and a backward
+    step's when it was told ``need_dx=True``."""
+    if y is None:
+        raise AssertionError("a step returned None where its output was needed")
+    return y
+
+
+class _Step:
+    """One step of a plan: ``layers`` it covers; forward plans call ``forward``, the backward
+    plan ``backward`` (a fused step has only the one of its plan)."""
+
+    layers: tuple[StepLayer, ...]
+
+    def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
+        raise NotImplementedError(f"{type(self).__name__} is a backward step")
+
+    def backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
+        raise NotImplementedError(f"{type(self).__name__} is a forward step")
+
+
+class _Single(_Step):
     """One layer, unfused."""
 
-    def __init__(self, layer: Any):
+    def __init__(self, layer: StepLayer):
         self.layers = (layer,)
         self._layer = layer
 
-    def forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         return self._layer.step_forward(x, train, x_owned)
 
-    def backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self._layer.step_backward(dout, dout_owned, need_dx)
 
 
-class _ForwardWithRelu:
+class _ForwardWithRelu(_Step):
     """A layer whose kernel applies the ReLU after it as its outputs are written (convolution,
     batch norm, residual sum). In training the ReLU records that output as its mask, so its own
     backward step (or a fused one) runs unchanged."""
 
-    def __init__(self, layer: Any, relu: Relu):
+    def __init__(self, layer: _ReluFusable, relu: Relu):
         self.layers = (layer, relu)
         self._layer, self._relu = layer, relu
 
-    def forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         y, owned = self._layer.step_forward(x, train, x_owned, relu=True)
         if train:
-            self._relu.forward_applied(y)
+            self._relu.forward_applied(_produced(y))
             return y, False  # the ReLU keeps it
         return y, owned
 
 
-class _ReluThenMaxPoolBackward:
+class _ReluThenMaxPoolBackward(_Step):
     """ReLU -> max pooling, backward: the pooling's scatter skips the winners the ReLU blocks."""
 
     def __init__(self, relu: Relu, pooling: Pooling):
         self.layers = (relu, pooling)
         self._pooling = pooling
 
-    def backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self._pooling.step_backward(dout, dout_owned, need_dx, through_relu=True)
 
 
-class _BatchNormThenReluBackward:
+class _BatchNormThenReluBackward(_Step):
     """Batch norm -> ReLU, backward: the batch norm's backward masks by the ReLU's output as it
     reads the incoming gradient."""
 
@@ -97,11 +136,11 @@ class _BatchNormThenReluBackward:
         self.layers = (norm, relu)
         self._norm, self._relu = norm, relu
 
-    def backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self._norm.step_backward(dout, dout_owned, need_dx, relu_output=self._relu.x)
 
 
-class _FoldedConvBatchNorm:
+class _FoldedConvBatchNorm(_Step):
     """Inference: convolution -> batch norm (-> ReLU) as one convolution whose weights and bias
     absorb the running statistics (``W * gamma / std``, ``(b - mean) * gamma / std + beta``),
     folded afresh on each call so parameter updates are always seen."""
@@ -110,7 +149,7 @@ class _FoldedConvBatchNorm:
         self.layers = (conv, norm) if relu is None else (conv, norm, relu)
         self._conv, self._norm, self._relu = conv, norm, relu
 
-    def forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         conv, norm = self._conv, self._norm
         W, b = F.fold_batch_norm(
             conv.W, conv.b, norm.gamma, norm.beta, norm.running_mean, norm.running_var, norm.eps
@@ -137,12 +176,12 @@ class Fusion(NamedTuple):
     ``make`` in plan ``phase`` (``"train"``/``"infer"`` forward, or ``"backward"``)."""
 
     phase: str
-    types: tuple[type[Any], ...]
+    types: tuple[type[StepLayer], ...]
     applies: Callable[..., bool]
-    make: Callable[..., Any]
+    make: Callable[..., _Step]
 
 
-def _always(*_layers: Any) -> bool:
+def _always(*_layers: StepLayer) -> bool:
     return True
 
 
@@ -178,8 +217,8 @@ def _register_residual_fusions() -> None:
     FUSIONS.insert(0, Fusion("infer", (Residual, Relu), _always, _ForwardWithRelu))
 
 
-def _plan(layers: Sequence[Any], phase: str) -> list[Any]:
-    steps: list[Any] = []
+def _plan(layers: Sequence[StepLayer], phase: str) -> list[_Step]:
+    steps: list[_Step] = []
     i = 0
     while i < len(layers):
         for fusion in FUSIONS:
@@ -207,9 +246,9 @@ def _plan(layers: Sequence[Any], phase: str) -> list[Any]:
 # Parameters by name
 
 
-def has_trainable_parameters(layer: Any) -> bool:
+def has_trainable_parameters(layer: StepLayer) -> bool:
     """Whether ``layer`` (or anything inside it) has a parameter that is not frozen."""
-    check = getattr(layer, "has_trainable_parameters", None)
+    check: Callable[[], object] | None = getattr(layer, "has_trainable_parameters", None)
     return bool(check()) if check is not None else False
 
 
@@ -218,15 +257,17 @@ class ArraySlot(NamedTuple):
     in ``getattr(layer, gradient)``."""
 
     name: str
-    layer: Any
+    layer: StepLayer
     attribute: str
     gradient: str | None
 
 
-def named_arrays(layer: Any, prefix: str = "") -> Iterator[ArraySlot]:
+def named_arrays(layer: StepLayer, prefix: str = "") -> Iterator[ArraySlot]:
     """Every parameter and buffer of ``layer`` and its children, named as PyTorch names them
     (``layer1.0.conv1.weight``): per layer, parameters first, then buffers."""
-    children = getattr(layer, "named_children", None)
+    children: Callable[[], list[tuple[str, StepLayer]]] | None = getattr(
+        layer, "named_children", None
+    )
     if children is not None:
         for name, child in children():
             yield from named_arrays(child, f"{prefix}{name}.")
@@ -247,9 +288,9 @@ def _path(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _rows_of(layer: Any, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
+def _rows_of(layer: StepLayer, input_shape: Shape, name: str) -> list[SummaryRow]:
     """``layer``'s summary rows, its own first."""
-    rows = getattr(layer, "summary_rows", None)
+    rows: Callable[[Shape, str], list[SummaryRow]] | None = getattr(layer, "summary_rows", None)
     if rows is None:
         raise TypeError(
             f"layer {name!r} ({type(layer).__name__}) cannot be summarised: it does not declare "
@@ -262,7 +303,8 @@ def _rows_of(layer: Any, input_shape: tuple[int, ...], name: str) -> list[Summar
 # Containers
 
 
-LayerList = Union["OrderedDict[str, Any]", list[Any]]
+#: What a :class:`Sequential` holds (and what a network's ``layers`` is).
+LayerList = Union["OrderedDict[str, StepLayer]", list[StepLayer]]
 
 
 class Sequential(Layer):
@@ -273,33 +315,36 @@ class Sequential(Layer):
     ``forward(x, train_flg=False)`` and ``backward(dout)`` are the plain layer interface;
     networks call ``step_forward``/``step_backward`` with ownership (module docstring)."""
 
-    def __init__(self, layers: LayerList | Mapping[str, Any] | None = None):
+    def __init__(self, layers: LayerList | Mapping[str, StepLayer] | None = None):
         if layers is None:
             layers = OrderedDict()
         self.layers: LayerList = (
             layers if isinstance(layers, (OrderedDict, list)) else OrderedDict(layers)
         )
-        self._plans: dict = {}
+        self._plans: dict[str, list[_Step]] = {}
         self._planned_for: tuple[int, ...] = ()
 
-    def layer_list(self) -> list[Any]:
+    def layer_list(self) -> list[StepLayer]:
         return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
 
-    def named_children(self) -> list[tuple[str, Any]]:
+    def named_children(self) -> list[tuple[str, StepLayer]]:
         if isinstance(self.layers, Mapping):
             return list(self.layers.items())
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
-    def __getitem__(self, key):
-        return self.layers[key]
+    def __getitem__(self, key: Any) -> StepLayer:
+        """The layer named ``key`` (a dict of layers) or at index ``key`` (a list); any other key
+        raises as the dict or list does."""
+        layer: StepLayer = self.layers[key]
+        return layer
 
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[StepLayer]:
         return iter(self.layer_list())
 
-    def _steps(self, phase: str) -> list[Any]:
+    def _steps(self, phase: str) -> list[_Step]:
         layers = self.layer_list()
         identity = tuple(map(id, layers))
         if identity != self._planned_for:
@@ -316,12 +361,13 @@ class Sequential(Layer):
             raise ValueError(f"phase must be 'train', 'infer' or 'backward', got {phase!r}")
         return [tuple(type(layer).__name__ for layer in step.layers) for step in self._steps(phase)]
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
+        y: FloatArray | None = x
         for step in self._steps("train" if train else "infer"):
-            x, x_owned = step.forward(x, train, x_owned)
-        return x, x_owned
+            y, x_owned = step.forward(_produced(y), train, x_owned)
+        return y, x_owned
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         steps = self._steps("backward")
         first = 0
         if not need_dx:
@@ -336,16 +382,18 @@ class Sequential(Layer):
             )
             if first < 0:
                 return None, False
+        grad: FloatArray | None = dout
         for index in range(len(steps) - 1, first - 1, -1):
-            dout, dout_owned = steps[index].backward(dout, dout_owned, need_dx or index > first)
-        return (dout, dout_owned) if need_dx else (None, False)
+            # Only the step at ``first`` may be told need_dx=False (and return None); it runs last.
+            grad, dout_owned = steps[index].backward(
+                _produced(grad), dout_owned, need_dx or index > first
+            )
+        return (grad, dout_owned) if need_dx else (None, False)
 
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for layer in self.layer_list())
 
-    def children_rows(
-        self, input_shape: tuple[int, ...], prefix: str
-    ) -> tuple[list[SummaryRow], tuple[int, ...]]:
+    def children_rows(self, input_shape: Shape, prefix: str) -> tuple[list[SummaryRow], Shape]:
         """The summary rows of the layers, named under ``prefix``, and the output shape."""
         rows: list[SummaryRow] = []
         shape = tuple(input_shape)
@@ -355,18 +403,18 @@ class Sequential(Layer):
             shape = layer_rows[0].output_shape
         return rows, shape
 
-    def summary_rows(self, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
+    def summary_rows(self, input_shape: Shape, name: str) -> list[SummaryRow]:
         rows, output_shape = self.children_rows(input_shape, name)
         return [container_row(name, self, input_shape, output_shape, rows), *rows]
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         return self.children_rows(input_shape, "")[1]
 
-    def forward(self, x, train_flg: bool = False):
-        return self.step_forward(x, train_flg, False)[0]
+    def forward(self, x: FloatArray, train_flg: bool = False) -> FloatArray:
+        return _produced(self.step_forward(x, train_flg, False)[0])
 
-    def backward(self, dout):
-        return self.step_backward(dout, False, True)[0]
+    def backward(self, dout: FloatArray) -> FloatArray:
+        return _produced(self.step_backward(dout, False, True)[0])
 
     def __repr__(self) -> str:
         inner = "\n".join(
@@ -388,8 +436,8 @@ class Residual(Layer):
 
     def __init__(
         self,
-        body: Any,
-        shortcut: Any = None,
+        body: Sequential | LayerList | Mapping[str, StepLayer],
+        shortcut: StepLayer | None = None,
         shortcut_name: str = "downsample",
         *,
         relu: bool = False,
@@ -400,7 +448,7 @@ class Residual(Layer):
         #: The block's own ReLU (what its backward pass masks by), or None.
         self.relu: Relu | None = Relu() if relu else None
 
-    def named_children(self) -> list[tuple[str, Any]]:
+    def named_children(self) -> list[tuple[str, StepLayer]]:
         children = self.body.named_children()
         if self.shortcut is not None:
             children.append((self.shortcut_name, self.shortcut))
@@ -409,7 +457,7 @@ class Residual(Layer):
     def has_trainable_parameters(self) -> bool:
         return any(has_trainable_parameters(layer) for _, layer in self.named_children())
 
-    def summary_rows(self, input_shape: tuple[int, ...], name: str) -> list[SummaryRow]:
+    def summary_rows(self, input_shape: Shape, name: str) -> list[SummaryRow]:
         # Both branches receive the block's input.
         rows, output_shape = self.body.children_rows(input_shape, name)
         if self.shortcut is not None:
@@ -425,10 +473,12 @@ class Residual(Layer):
             )
         return [container_row(name, self, input_shape, output_shape, rows), *rows]
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         return self.summary_rows(input_shape, "")[0].output_shape
 
-    def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
+    def step_forward(
+        self, x: FloatArray, train: bool, x_owned: bool, relu: bool = False
+    ) -> StepResult:
         # x has two consumers: neither branch may overwrite it.
         h, h_owned = self.body.step_forward(x, train, False)
         s = x if self.shortcut is None else self.shortcut.step_forward(x, train, False)[0]
@@ -438,9 +488,9 @@ class Residual(Layer):
             return y, False  # the ReLU keeps it as its mask
         return y, True
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         if self.relu is not None:
-            dout, dout_owned = self.relu.step_backward(dout, dout_owned, True)
+            dout, dout_owned = self.relu.backward(dout, overwrite_dout=dout_owned), True
         # dout has two consumers: the body reads it unowned; the shortcut reads it last.
         dx_body, body_owned = self.body.step_backward(dout, False, need_dx)
         if self.shortcut is None:
@@ -455,11 +505,11 @@ class Residual(Layer):
             return F.add_forward(dx_short, dx_body, out=dx_short), True
         return F.add_forward(dx_body, dx_short), True
 
-    def forward(self, x, train_flg: bool = False):
-        return self.step_forward(x, train_flg, False)[0]
+    def forward(self, x: FloatArray, train_flg: bool = False) -> FloatArray:
+        return _produced(self.step_forward(x, train_flg, False)[0])
 
-    def backward(self, dout):
-        return self.step_backward(dout, False, True)[0]
+    def backward(self, dout: FloatArray) -> FloatArray:
+        return _produced(self.step_backward(dout, False, True)[0])
 
     def __repr__(self) -> str:
         shortcut = "identity" if self.shortcut is None else repr(self.shortcut)

@@ -45,6 +45,7 @@ float32 (``dtype=np.float32`` converts a float64 network's parameters).
 
 from __future__ import annotations
 
+import importlib
 import json
 import numbers
 import os
@@ -53,6 +54,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 
+from ._typing import Array, DTypeLike
 from ._validate import as_pair
 from .containers import Residual, Sequential
 from .layers import (
@@ -94,7 +96,10 @@ INSTALL_HINT = 'pip install "tinyconv[onnx]"'
 # A protobuf message is at most 2 GiB; initializers beyond that would need ONNX's external data.
 _MAX_MODEL_BYTES = 2**31 - 2**24
 _INT64_MAX = np.iinfo(np.int64).max
-_ONNX_DTYPES = {np.dtype(np.float32): "FLOAT", np.dtype(np.float64): "DOUBLE"}
+_ONNX_DTYPES: dict[np.dtype[np.floating[Any]], str] = {
+    np.dtype(np.float32): "FLOAT",
+    np.dtype(np.float64): "DOUBLE",
+}
 
 PathLike = Union[str, "os.PathLike[str]"]
 Dim = Optional[int]  # a tensor dimension; None where it is only known when the model runs
@@ -102,7 +107,9 @@ Dim = Optional[int]  # a tensor dimension; None where it is only known when the 
 
 def _import_onnx() -> Any:
     try:
-        import onnx
+        # Imported by name: onnx is optional, so the type checker need not have it (the module
+        # and what it builds are used as Any).
+        onnx = importlib.import_module("onnx")
     except ImportError as error:
         raise ImportError(f"exporting to ONNX needs the onnx package: {INSTALL_HINT}") from error
     return onnx
@@ -133,7 +140,7 @@ class _Graph:
     def __init__(
         self,
         onnx: Any,
-        dtype: np.dtype,
+        dtype: np.dtype[np.floating[Any]],
         array_names: dict[tuple[int, str], str],
         reserved: Sequence[str],
     ):
@@ -142,7 +149,7 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._array_names = array_names
-        self._used: set = set(reserved)
+        self._used: set[str] = set(reserved)
 
     def unique(self, hint: str) -> str:
         name, count = hint, 1
@@ -241,12 +248,18 @@ def _window_output(
     return (size + 2 * pad - window) // stride + 1
 
 
+def _size(dims: Sequence[Dim]) -> Dim:
+    """How many values a tensor of dimensions ``dims`` holds; None when one is unknown."""
+    known = [d for d in dims if d is not None]
+    return int(np.prod(known, dtype=np.int64)) if len(known) == len(dims) else None
+
+
 def _flat(graph: _Graph, x: _Tensor, scope: str) -> _Tensor:
     """(N, d1, d2, ...) as (N, d1*d2*...), as tinyconv's fully connected layers see their input."""
     if len(x.shape) == 2:
         return x
     rest = x.shape[1:]
-    features = None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64))
+    features = _size(rest)
     return _Tensor(
         graph.node("Flatten", [x.name], f"{scope}.flatten", axis=1), (x.shape[0], features)
     )
@@ -259,7 +272,7 @@ def _check_features(layer: Any, x: _Tensor, expected: int, scope: str) -> None:
         )
 
 
-def _vector(value: Any, size: int) -> np.ndarray:
+def _vector(value: Any, size: int) -> Array:
     """A bias as one entry per output (DLfS's scripts may pass a scalar bias, as layers allow)."""
     return np.broadcast_to(np.asarray(value), (size,))
 
@@ -379,7 +392,7 @@ def _fully_connected(
     scope: str,
     features: int,
     outputs: int,
-    bias: np.ndarray | None,
+    bias: Array | None,
     **attributes: Any,
 ) -> _Tensor:
     """A Gemm of the flattened input with the layer's W (and b): Affine and Linear."""
@@ -407,9 +420,7 @@ def _linear(graph: _Graph, layer: Linear, x: _Tensor, scope: str) -> _Tensor:
 @_exports(BatchNormalization, BatchNorm2d)
 def _batch_norm(graph: _Graph, layer: BatchNormalization, x: _Tensor, scope: str) -> _Tensor:
     size = int(np.size(layer.gamma))
-    features = (
-        None if any(d is None for d in x.shape[1:]) else int(np.prod(x.shape[1:], dtype=np.int64))
-    )
+    features = _size(x.shape[1:])
     # tinyconv's rule (BatchNormalization._is_per_channel): one entry per feature normalises each
     # feature; else one per channel of a 4-D input each channel. With the height or width unknown,
     # one entry per channel is per channel (per feature would mean a 1x1 image: the same thing).
@@ -480,7 +491,7 @@ def _channel_pad_shortcut(
     name, (n, _, h, w) = x.name, x.shape
     if stride != 1:  # x[:, :, ::stride, ::stride]
 
-        def index(*values):
+        def index(*values: int) -> str:
             return graph.constant(f"{scope}.slice", values, dtype=np.int64)
 
         name = graph.node(
@@ -509,11 +520,11 @@ def _checked_optional_int(
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int or None, got {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
         limit = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ValueError(f"{name} must be {limit}, got {value}")
-    return value
+        raise ValueError(f"{name} must be {limit}, got {number}")
+    return number
 
 
 def _checked_text(value: Any, name: str) -> str | None:
@@ -572,16 +583,17 @@ def _checked_input_shape(input_shape: Any, network: Network) -> tuple[Dim, ...]:
     return tuple(_checked_optional_int(d, "input_shape entries", 1) for d in input_shape)
 
 
-def _model_dtype(dtype: Any, network: Network) -> np.dtype:
+def _model_dtype(dtype: DTypeLike | None, network: Network) -> np.dtype[np.floating[Any]]:
     if dtype is None:
-        return np.dtype(network.dtype)
+        return network.dtype
     try:
         chosen = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32, float64 or None, got {dtype!r}") from None
-    if chosen not in _ONNX_DTYPES:
-        raise ValueError(f"dtype must be float32, float64 or None, got {chosen}")
-    return chosen
+    for known in _ONNX_DTYPES:
+        if chosen == known:
+            return known
+    raise ValueError(f"dtype must be float32, float64 or None, got {chosen}")
 
 
 def _check_path(path: Any) -> str:
@@ -620,7 +632,7 @@ def _architecture(network: Network) -> str | None:
 
 def _description(
     network: Network,
-    dtype: np.dtype,
+    dtype: np.dtype[np.floating[Any]],
     input_dims: list[Any],
     outputs: int,
     softmax: bool,
@@ -677,7 +689,7 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     softmax: bool = False,
     input_shape: Sequence[int | None] | None = None,
-    dtype: Any = None,
+    dtype: DTypeLike | None = None,
     dataset: str | None = None,
     classes: Sequence[str] | None = None,
     normalization: str | None = None,
@@ -724,7 +736,8 @@ def to_onnx(
     dataset = _checked_text(dataset, "dataset")
     normalization = _checked_text(normalization, "normalization")
     class_names = _checked_classes(classes)
-    if isinstance(opset, (bool, np.bool_)) or not isinstance(opset, numbers.Integral):
+    given_opset: object = opset  # checked as the caller may pass anything
+    if isinstance(given_opset, (bool, np.bool_)) or not isinstance(given_opset, numbers.Integral):
         raise TypeError(f"opset must be an int, got {opset!r}")
     onnx = _import_onnx()
     newest = int(onnx.defs.onnx_opset_version())

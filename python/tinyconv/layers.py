@@ -39,16 +39,20 @@ Each layer also declares its arrays: ``parameter_slots`` -- ``(name, attribute, 
 attribute)`` with PyTorch's names (``weight``, ``bias``) -- and ``buffer_slots`` -- ``(name,
 attribute)`` for state that is not trained (running statistics). ``frozen`` holds the attributes
 of parameters that get no gradient (see :meth:`tinyconv.network.Network.freeze`).
+:class:`StepLayer` states this protocol for type checkers; containers hold ``StepLayer`` objects,
+and :class:`Layer` is the base class that gives the declarations their defaults.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Protocol, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import functional as F
+from ._typing import Array, ArrayLike, DTypeLike, FloatArray, IntArray, Shape
 from ._validate import as_pair, as_positive_int, check_window, float_dtype
 
 # DLfS's common/layers.py does ``from common.functions import *`` and imports im2col/col2im, so
@@ -81,6 +85,8 @@ __all__ = [
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
+    "StepLayer",
+    "StepResult",
     "col2im",
     "cross_entropy_error",
     "identity_function",
@@ -99,16 +105,61 @@ __all__ = [
 ]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
-StepResult = tuple[Optional[np.ndarray], bool]
+#: What a step returns: the output (``None`` from ``step_backward`` when ``need_dx`` was False)
+#: and whether the caller now owns it.
+StepResult = tuple[Optional[FloatArray], bool]
+#: ``(name, attribute, gradient attribute)`` of a parameter; ``(name, attribute)`` of a buffer.
+ParameterSlot = tuple[str, str, str]
+BufferSlot = tuple[str, str]
+
+_T = TypeVar("_T")
+
+
+class StepLayer(Protocol):
+    """The step protocol (module docstring): what a container calls and reads on each layer it
+    runs. Every layer here and both containers satisfy it; a layer of your own does when it has
+    these members (deriving from :class:`Layer` gives the declarations their defaults)."""
+
+    frozen: frozenset[str]
+
+    @property
+    def parameter_slots(self) -> tuple[ParameterSlot, ...]: ...
+
+    @property
+    def buffer_slots(self) -> tuple[BufferSlot, ...]: ...
+
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult: ...
+
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult: ...
+
+
+def _no_forward_pass(layer: object, what: str) -> RuntimeError:
+    return RuntimeError(
+        f"{type(layer).__name__}.backward needs a forward pass first (it has no {what})"
+    )
+
+
+def _saved(value: _T | None, layer: object, what: str) -> _T:
+    """What ``forward`` kept for ``backward``; a clear error when there was no forward pass."""
+    if value is None:
+        raise _no_forward_pass(layer, what)
+    return value
+
+
+def _saved_input(value: ArrayLike | None, layer: object) -> ArrayLike:
+    """The forward input a layer kept (as given: any array-like), as :func:`_saved`."""
+    if value is None:
+        raise _no_forward_pass(layer, "forward input")
+    return value
 
 
 class Layer:
     """What the step protocol (see the module docstring) needs beyond ``forward``/``backward``;
     parameter-free layers that keep nothing use these defaults."""
 
-    parameter_slots: tuple[tuple[str, str, str], ...] = ()
-    buffer_slots: tuple[tuple[str, str], ...] = ()
-    frozen: frozenset = frozenset()
+    parameter_slots: tuple[ParameterSlot, ...] = ()
+    buffer_slots: tuple[BufferSlot, ...] = ()
+    frozen: frozenset[str] = frozenset()
 
     def has_trainable_parameters(self) -> bool:
         return any(
@@ -118,12 +169,12 @@ class Layer:
 
     # What a summary (tinyconv.summary) asks each layer. Shapes include the batch dimension.
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         """The shape of the output for an input of ``input_shape``; the default is for layers
         that work value by value (activations, dropout, batch norm)."""
         return tuple(input_shape)
 
-    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: Shape) -> int:
         """Multiply-adds of one forward pass over an input of ``input_shape``, counted for the
         convolutions and fully connected layers only (see :mod:`tinyconv.summary`)."""
         return 0
@@ -189,7 +240,11 @@ def _fully_connected_shape(
 
 
 def _window_shape(
-    input_shape: Sequence[int], window: tuple[int, int], stride, pad, what: str
+    input_shape: Sequence[int],
+    window: tuple[int, int],
+    stride: int | tuple[int, int],
+    pad: int | tuple[int, int],
+    what: str,
 ) -> tuple[int, int]:
     dims = _checked_shape(input_shape, 4)
     return check_window(
@@ -201,7 +256,7 @@ def _window_shape(
 _BN_EPS = 10e-7
 
 
-def _bias(b, size: int, like=None):
+def _bias(b: ArrayLike | None, size: int, like: ArrayLike | None = None) -> ArrayLike:
     """``b`` as given when it is a vector; a scalar bias (DLfS's ch07/apply_filter.py passes
     ``b = 0``) is broadcast to one entry per output; ``None`` (a layer without bias, as in
     ResNets) is zeros of ``like``'s dtype."""
@@ -210,7 +265,7 @@ def _bias(b, size: int, like=None):
     return b if np.ndim(b) == 1 else np.full(size, b, dtype=np.result_type(b, np.float32))
 
 
-def _writable_like(dout, other) -> np.ndarray | None:
+def _writable_like(dout: object, other: object) -> FloatArray | None:
     """``dout`` when a backward pass may overwrite it in place (a C-contiguous, writeable float
     array of the compute dtype of dout and ``other``), else None."""
     if not (
@@ -226,10 +281,10 @@ def _writable_like(dout, other) -> np.ndarray | None:
 class Relu(Layer):
     """``max(x, 0)``. Keeps the forward input for the backward pass."""
 
-    def __init__(self):
-        self.x: np.ndarray | None = None
+    def __init__(self) -> None:
+        self.x: ArrayLike | None = None
 
-    def forward(self, x, overwrite_x: bool = False):
+    def forward(self, x: ArrayLike, overwrite_x: bool = False) -> FloatArray:
         """``max(x, 0)``; ``x`` is left alone unless ``overwrite_x`` (networks pass it for their own
         temporaries: the result then goes into x's memory, and ``self.x`` keeps the result, which
         blocks the gradient at exactly the same entries as the input would: ``max(x, 0) <= 0``
@@ -239,53 +294,57 @@ class Relu(Layer):
         self.x = result if out is not None else x
         return result
 
-    def forward_applied(self, out):
+    def forward_applied(self, out: FloatArray) -> FloatArray:
         """Records ``out``, a result the layer before already passed through ``max(., 0)`` (a
         convolution with ``relu=True``), as this layer's forward pass: the backward pass masks by
         it exactly as by the input."""
         self.x = out
         return out
 
-    def backward(self, dout, overwrite_dout: bool = False):
+    def backward(self, dout: ArrayLike, overwrite_dout: bool = False) -> FloatArray:
         """dx; ``dout`` is left alone unless ``overwrite_dout`` (networks pass it for their own
         temporaries: the result then goes into dout's memory, as DLfS's in-place ``Relu`` does,
         and no new array is made per step)."""
-        out = _writable_like(dout, self.x) if overwrite_dout else None
-        return F.relu_backward(dout, self.x, out=out)
+        x = _saved_input(self.x, self)
+        out = _writable_like(dout, x) if overwrite_dout else None
+        return F.relu_backward(dout, x, out=out)
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         if not train:  # nothing kept: the result may go on into the next layer's hands
             return F.relu_forward(x, out=_writable_like(x, x) if x_owned else None), True
         return self.forward(x, overwrite_x=x_owned), False  # kept as the backward pass's mask
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, overwrite_dout=dout_owned), True
 
     @property
-    def mask(self) -> np.ndarray | None:
+    def mask(self) -> Array | None:
         """DLfS's ``mask``: True where the forward input was ``<= 0`` (the gradient is blocked)."""
-        return None if self.x is None else np.asarray(self.x) <= 0
+        if self.x is None:
+            return None
+        blocked: Array = np.asarray(self.x) <= 0
+        return blocked
 
 
 class Sigmoid(Layer):
     """``1 / (1 + exp(-x))``. Keeps the output (``out``) for the backward pass."""
 
-    def __init__(self):
-        self.out: np.ndarray | None = None
+    def __init__(self) -> None:
+        self.out: FloatArray | None = None
 
-    def forward(self, x):
-        self.out = F.sigmoid_forward(x)
-        return self.out
+    def forward(self, x: ArrayLike) -> FloatArray:
+        out = self.out = F.sigmoid_forward(x)
+        return out
 
-    def backward(self, dout):
-        return F.sigmoid_backward(dout, self.out)
+    def backward(self, dout: ArrayLike) -> FloatArray:
+        return F.sigmoid_backward(dout, _saved(self.out, self, "forward output"))
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         if not train:
             return F.sigmoid_forward(x), True
         return self.forward(x), False  # kept for the backward pass
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout), True
 
 
@@ -298,41 +357,43 @@ class Affine(Layer):
 
     parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
 
-    def __init__(self, W, b):
+    def __init__(self, W: ArrayLike, b: ArrayLike | None):
         self.W = W
         self.b = b
-        self.x: np.ndarray | None = None
-        self.original_x_shape: tuple[int, ...] | None = None
-        self.dW: np.ndarray | None = None
-        self.db: np.ndarray | None = None
+        self.x: ArrayLike | None = None
+        self.original_x_shape: Shape | None = None
+        self.dW: FloatArray | None = None
+        self.db: FloatArray | None = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         out = F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1]))
         self.x = x
         self.original_x_shape = np.shape(x)
         return out
 
-    def backward(self, dout, need_dx: bool = True):
+    def backward(self, dout: ArrayLike, need_dx: bool = True) -> FloatArray | None:
         """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM)."""
-        dx, self.dW, self.db = F.affine_backward(dout, self.x, self.W, need_dx=need_dx)
+        x = _saved_input(self.x, self)
+        dx: FloatArray | None
+        dx, self.dW, self.db = F.affine_backward(dout, x, self.W, need_dx=need_dx)
         return dx
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         if not train:
             return F.affine_forward(x, self.W, _bias(self.b, np.shape(self.W)[-1])), True
         return self.forward(x), True
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         return _fully_connected_shape("Affine", input_shape, *np.shape(self.W))
 
-    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: Shape) -> int:
         return self.output_shape(input_shape)[0] * int(np.size(self.W))
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, need_dx=need_dx), True
 
 
-def _label_column(x: np.ndarray, t: np.ndarray) -> bool:
+def _label_column(x: Array, t: Array) -> bool:
     """Whether ``t`` holds labels for logits ``x`` (N, K) given as (N, 1) or (1, N): DLfS's test
     ``t.size != y.size`` (so a (N, 1) target for K == 1 stays a one-hot target)."""
     return (
@@ -354,13 +415,13 @@ class SoftmaxWithLoss:
     ``arange(N)``); here they mean the labels for every N.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.loss: float | None = None
-        self.y: np.ndarray | None = None
-        self.t = None
+        self.y: FloatArray | None = None
+        self.t: Array | None = None
         self._single_row = False
 
-    def forward(self, x, t):
+    def forward(self, x: ArrayLike, t: ArrayLike) -> float:
         x = np.asarray(x)
         t_arr = np.asarray(t)
         self._single_row = x.ndim == 1
@@ -374,8 +435,9 @@ class SoftmaxWithLoss:
         self.loss = loss
         return loss
 
-    def backward(self, dout=1):
-        dx = F.softmax_cross_entropy_backward(self.y, self.t, dout)
+    def backward(self, dout: float = 1) -> FloatArray:
+        y, t = _saved(self.y, self, "softmax output"), _saved(self.t, self, "targets")
+        dx = F.softmax_cross_entropy_backward(y, t, dout)
         return dx[0] if self._single_row else dx
 
 
@@ -391,24 +453,29 @@ class Dropout(Layer):
     def __init__(self, dropout_ratio: float = 0.5, rng: RandomSource = None):
         self.dropout_ratio = dropout_ratio
         self.rng = rng
-        self.mask: np.ndarray | None = None
+        self.mask: Array | None = None
 
-    def forward(self, x, train_flg: bool = True):
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> FloatArray:
         x = np.asarray(x)
+        out: FloatArray
         if train_flg:
             source = np.random if self.rng is None else self.rng
-            self.mask = source.random(x.shape) > self.dropout_ratio
-            return x * self.mask
+            mask: Array = source.random(x.shape) > self.dropout_ratio
+            self.mask = mask
+            out = x * mask
+            return out
         # A Python float keeps float32 input float32.
-        return x * (1.0 - float(self.dropout_ratio))
+        out = x * (1.0 - float(self.dropout_ratio))
+        return out
 
-    def backward(self, dout):
-        return np.asarray(dout) * self.mask
+    def backward(self, dout: ArrayLike) -> FloatArray:
+        dx: FloatArray = np.asarray(dout) * _saved(self.mask, self, "dropout mask")
+        return dx
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         return self.forward(x, train), True
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout), True
 
 
@@ -436,45 +503,48 @@ class BatchNormalization(Layer):
     """
 
     parameter_slots = (("weight", "gamma", "dgamma"), ("bias", "beta", "dbeta"))
-    buffer_slots = (("running_mean", "running_mean"), ("running_var", "running_var"))
+    buffer_slots: tuple[BufferSlot, ...] = (
+        ("running_mean", "running_mean"),
+        ("running_var", "running_var"),
+    )
 
     def __init__(
         self,
-        gamma,
-        beta,
+        gamma: ArrayLike,
+        beta: ArrayLike,
         momentum: float = 0.9,
-        running_mean=None,
-        running_var=None,
+        running_mean: ArrayLike | None = None,
+        running_var: ArrayLike | None = None,
         *,
         eps: float = _BN_EPS,
         unbiased_running_var: bool = False,
     ):
-        self.gamma = gamma
-        self.beta = beta
+        self.gamma: ArrayLike = gamma
+        self.beta: ArrayLike = beta
         self.momentum = momentum
         self.eps = eps
         self.unbiased_running_var = unbiased_running_var
-        self.input_shape: tuple[int, ...] | None = None
-        self.running_mean = running_mean
-        self.running_var = running_var
+        self.input_shape: Shape | None = None
+        self.running_mean: ArrayLike | None = running_mean
+        self.running_var: ArrayLike | None = running_var
         # Saved by forward for backward.
         self.batch_size: int | None = None  # number of values averaged per statistic
-        self.xc: np.ndarray | None = None
-        self.xn: np.ndarray | None = None
-        self.std: np.ndarray | None = None
-        self.dgamma: np.ndarray | None = None
-        self.dbeta: np.ndarray | None = None
+        self.xc: FloatArray | None = None
+        self.xn: FloatArray | None = None
+        self.std: FloatArray | None = None
+        self.dgamma: FloatArray | None = None
+        self.dbeta: FloatArray | None = None
         self._train = True
-        self._axes: tuple[int, ...] = (0,)
-        self._param_shape: tuple[int, ...] = ()
+        self._axes: Shape = (0,)
+        self._param_shape: Shape = ()
         # Per-channel (compiled) path: the input, the statistics it was normalised with, and the
         # output when a ReLU was fused into the forward pass.
         self._per_channel = False
-        self._x: np.ndarray | None = None
-        self._mean: np.ndarray | None = None
-        self._invstd: np.ndarray | None = None
+        self._x: Array | None = None
+        self._mean: FloatArray | None = None
+        self._invstd: FloatArray | None = None
 
-    def _is_per_channel(self, x: np.ndarray) -> bool:
+    def _is_per_channel(self, x: Array) -> bool:
         """Whether ``x`` is normalised per channel (else per feature, DLfS's way); raises when
         ``gamma`` fits neither."""
         n_params = np.size(self.gamma)
@@ -492,7 +562,7 @@ class BatchNormalization(Layer):
             + (f" and {x.shape[1]} channels" if x.ndim == 4 else "")
         )
 
-    def forward(self, x, train_flg: bool = True, relu: bool = False):
+    def forward(self, x: ArrayLike, train_flg: bool = True, relu: bool = False) -> FloatArray:
         """Normalised ``x``; with ``relu`` (networks pass it when a ReLU follows a per-channel
         batch norm) ``max(., 0)`` of it, in the same pass."""
         x = np.asarray(x)
@@ -509,13 +579,16 @@ class BatchNormalization(Layer):
         out = out.reshape(self.input_shape)
         return F.relu_forward(out, out=out) if relu else out
 
-    def _running_statistics(self, dtype: np.dtype, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    def _running_statistics(
+        self, dtype: np.dtype[np.floating[Any]], channels: int
+    ) -> tuple[FloatArray, FloatArray]:
         """The running statistics as arrays the kernel may update in place (the live ones when they
         already are: C-contiguous, writeable, of the compute dtype; else converted copies, which
         then replace them)."""
         if self.running_mean is None:
             self.running_mean = np.zeros(channels, dtype=dtype)
             self.running_var = np.zeros(channels, dtype=dtype)
+        live: list[FloatArray] = []
         for name in ("running_mean", "running_var"):
             value = getattr(self, name)
             if not (
@@ -525,14 +598,14 @@ class BatchNormalization(Layer):
                 and value.flags.writeable
                 and value.shape == (channels,)
             ):
-                setattr(
-                    self,
-                    name,
-                    np.array(np.broadcast_to(value, (channels,)), dtype=dtype, order="C"),
-                )
-        return self.running_mean, self.running_var
+                value = np.array(np.broadcast_to(value, (channels,)), dtype=dtype, order="C")
+                setattr(self, name, value)
+            live.append(value)
+        return live[0], live[1]
 
-    def _forward_per_channel(self, x: np.ndarray, train: bool, relu: bool):
+    def _forward_per_channel(
+        self, x: Array, train: bool, relu: bool
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         dtype = float_dtype(x, self.gamma, self.beta)
         running_mean, running_var = self._running_statistics(dtype, x.shape[1])
         return F.batch_norm2d_forward(
@@ -548,7 +621,15 @@ class BatchNormalization(Layer):
             relu=relu,
         )
 
-    def _running_update(self, running: np.ndarray | None, batch_value: np.ndarray) -> np.ndarray:
+    def _running_pair(self) -> tuple[ArrayLike, ArrayLike]:
+        if self.running_mean is None or self.running_var is None:
+            raise TypeError(
+                "BatchNormalization needs both running_mean and running_var, or neither "
+                f"(got running_mean={self.running_mean!r}, running_var={self.running_var!r})"[:300]
+            )
+        return self.running_mean, self.running_var
+
+    def _running_update(self, running: ArrayLike, batch_value: FloatArray) -> FloatArray:
         # momentum * running + (1 - momentum) * batch, in DLfS's evaluation order; in place when
         # the running array can hold the result, so outside references (a network's state) stay live.
         if (
@@ -560,12 +641,15 @@ class BatchNormalization(Layer):
             running *= self.momentum
             running += (1 - self.momentum) * batch_value
             return running
-        return self.momentum * running + (1 - self.momentum) * batch_value
+        updated: FloatArray = (
+            np.multiply(self.momentum, running) + (1 - self.momentum) * batch_value
+        )
+        return updated
 
-    def _forward(self, x: np.ndarray, train_flg: bool) -> np.ndarray:
+    def _forward(self, x: Array, train_flg: bool) -> FloatArray:
         shape = self._param_shape
-        gamma = np.reshape(self.gamma, shape)
-        beta = np.reshape(self.beta, shape)
+        gamma: Array = np.reshape(self.gamma, shape)
+        beta: Array = np.reshape(self.beta, shape)
         stat_size = shape[0]
         if self.running_mean is None:
             dtype = (
@@ -575,6 +659,7 @@ class BatchNormalization(Layer):
             )
             self.running_mean = np.zeros(stat_size, dtype=dtype)
             self.running_var = np.zeros(stat_size, dtype=dtype)
+        running_mean, running_var = self._running_pair()
 
         if train_flg:
             axes = self._axes
@@ -584,67 +669,81 @@ class BatchNormalization(Layer):
             std = np.sqrt(var.reshape(shape) + self.eps)
             xn = xc / std
             self.batch_size = x.size // stat_size
-            self.running_mean = self._running_update(self.running_mean, mu)
+            self.running_mean = self._running_update(running_mean, mu)
             if self.unbiased_running_var and self.batch_size > 1:
                 var = var * (self.batch_size / (self.batch_size - 1))
-            self.running_var = self._running_update(self.running_var, var)
+            self.running_var = self._running_update(running_var, var)
         else:
-            xc = x - np.reshape(self.running_mean, shape)
-            std = np.sqrt(np.reshape(self.running_var, shape) + self.eps)
+            xc = x - np.reshape(running_mean, shape)
+            std = np.sqrt(np.reshape(running_var, shape) + self.eps)
             xn = xc / std
         self.xc, self.xn, self.std = xc, xn, std
-        return gamma * xn + beta
+        out: FloatArray = gamma * xn + beta
+        return out
 
-    def backward(self, dout, relu_output=None):
+    def backward(self, dout: ArrayLike, relu_output: ArrayLike | None = None) -> FloatArray:
         """dx. ``relu_output``: the output of a ReLU fused into (or following) this layer; dout is
         then taken as the gradient of that ReLU's output (masked where it is <= 0)."""
         dout = np.asarray(dout)
         if self._per_channel:
-            dx, self.dgamma, self.dbeta = F.batch_norm2d_backward(
+            dx, dgamma, dbeta = F.batch_norm2d_backward(
                 dout,
-                self._x,
+                _saved(self._x, self, "forward input"),
                 self.gamma,
-                self._mean,
-                self._invstd,
+                _saved(self._mean, self, "batch mean"),
+                _saved(self._invstd, self, "inverse standard deviation"),
                 train=self._train,
                 relu_output=relu_output,
             )
-            self.dgamma = self.dgamma.reshape(np.shape(self.gamma))
-            self.dbeta = self.dbeta.reshape(np.shape(self.beta))
+            self.dgamma = dgamma.reshape(np.shape(self.gamma))
+            self.dbeta = dbeta.reshape(np.shape(self.beta))
             return dx
         if relu_output is not None:
             dout = F.relu_backward(dout, relu_output)
-        dx = self._backward(dout.reshape(self.xn.shape))
-        return dx.reshape(self.input_shape)
+        dx = self._backward(dout.reshape(_saved(self.xn, self, "normalised input").shape))
+        return dx.reshape(_saved(self.input_shape, self, "forward input shape"))
 
-    def _backward(self, dout: np.ndarray) -> np.ndarray:
+    def _backward(self, dout: Array) -> FloatArray:
         axes = self._axes
-        gamma = np.reshape(self.gamma, self._param_shape)
+        xn = _saved(self.xn, self, "normalised input")
+        std = _saved(self.std, self, "standard deviation")
+        gamma: Array = np.reshape(self.gamma, self._param_shape)
         dbeta = dout.sum(axis=axes)
-        dgamma = np.sum(self.xn * dout, axis=axes)
+        dgamma = np.sum(xn * dout, axis=axes)
         dxn = gamma * dout
+        dx: FloatArray
         if self._train:
             # DLfS's derivation through std, var and mu.
-            dxc = dxn / self.std
-            dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=axes)
-            dvar = 0.5 * dstd.reshape(self._param_shape) / self.std
-            dxc += (2.0 / self.batch_size) * self.xc * dvar
+            xc = _saved(self.xc, self, "centred input")
+            batch_size = _saved(self.batch_size, self, "batch size")
+            dxc = dxn / std
+            dstd = -np.sum((dxn * xc) / (std * std), axis=axes)
+            dvar = 0.5 * dstd.reshape(self._param_shape) / std
+            dxc += (2.0 / batch_size) * xc * dvar
             dmu = np.sum(dxc, axis=axes)
-            dx = dxc - dmu.reshape(self._param_shape) / self.batch_size
+            dx = dxc - dmu.reshape(self._param_shape) / batch_size
         else:
             # Test mode: the statistics are constants, so the layer is affine in x.
-            dx = dxn / self.std
+            dx = dxn / std
         self.dgamma = dgamma.reshape(np.shape(self.gamma))
         self.dbeta = dbeta.reshape(np.shape(self.beta))
         return dx
 
-    def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
+    def step_forward(
+        self, x: FloatArray, train: bool, x_owned: bool, relu: bool = False
+    ) -> StepResult:
         x = np.asarray(x)
         if not train and self._is_per_channel(x):  # nothing kept for a backward pass
             return self._forward_per_channel(x, False, relu)[0], True
         return self.forward(x, train, relu=relu), not relu
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool, relu_output=None) -> StepResult:
+    def step_backward(
+        self,
+        dout: FloatArray,
+        dout_owned: bool,
+        need_dx: bool,
+        relu_output: ArrayLike | None = None,
+    ) -> StepResult:
         return self.backward(dout, relu_output=relu_output), True
 
 
@@ -661,23 +760,32 @@ class BatchNorm2d(BatchNormalization):
         ("num_batches_tracked", "num_batches_tracked"),
     )
 
+    # Made here as arrays of the network's dtype (a state dict may replace them with others).
+    gamma: FloatArray
+    beta: FloatArray
+
     def __init__(
-        self, num_features: int, *, dtype=np.float32, eps: float = 1e-5, momentum: float = 0.9
+        self,
+        num_features: int,
+        *,
+        dtype: DTypeLike = np.float32,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
     ):
-        dtype = np.dtype(dtype)
+        dt = np.dtype(dtype)
         super().__init__(
-            np.ones(num_features, dtype=dtype),
-            np.zeros(num_features, dtype=dtype),
+            np.ones(num_features, dtype=dt),
+            np.zeros(num_features, dtype=dt),
             momentum,
-            running_mean=np.zeros(num_features, dtype=dtype),
-            running_var=np.ones(num_features, dtype=dtype),
+            running_mean=np.zeros(num_features, dtype=dt),
+            running_var=np.ones(num_features, dtype=dt),
             eps=eps,
             unbiased_running_var=True,
         )
         self.num_features = num_features
-        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+        self.num_batches_tracked: npt.NDArray[np.int64] = np.zeros((), dtype=np.int64)
 
-    def forward(self, x, train_flg: bool = True, relu: bool = False):
+    def forward(self, x: ArrayLike, train_flg: bool = True, relu: bool = False) -> FloatArray:
         out = super().forward(x, train_flg, relu)
         if train_flg:
             self.num_batches_tracked += 1  # in place: the state dict holds this array
@@ -697,16 +805,22 @@ class Convolution(Layer):
 
     parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
 
-    def __init__(self, W, b, stride=1, pad=0):
+    def __init__(
+        self,
+        W: ArrayLike,
+        b: ArrayLike | None,
+        stride: int | tuple[int, int] = 1,
+        pad: int | tuple[int, int] = 0,
+    ):
         self.W = W
         self.b = b
         self.stride = stride
         self.pad = pad
-        self.x: np.ndarray | None = None
-        self.dW: np.ndarray | None = None
-        self.db: np.ndarray | None = None
+        self.x: ArrayLike | None = None
+        self.dW: FloatArray | None = None
+        self.db: FloatArray | None = None
 
-    def forward(self, x, relu: bool = False):
+    def forward(self, x: ArrayLike, relu: bool = False) -> FloatArray:
         """The convolution; with ``relu`` (networks pass it when a ReLU layer follows) its
         ``max(., 0)`` as well, applied as the outputs are written."""
         out = F.conv2d_forward(
@@ -715,7 +829,7 @@ class Convolution(Layer):
         self.x = x
         return out
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         """(N, FN, OH, OW) for an input of shape (N, C, H, W)."""
         fn, channels, fh, fw = np.shape(self.W)
         oh, ow = _window_shape(input_shape, (fh, fw), self.stride, self.pad, "filter")
@@ -726,12 +840,14 @@ class Convolution(Layer):
             )
         return (int(input_shape[0]), fn, oh, ow)
 
-    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: Shape) -> int:
         """N * FN * OH * OW * C * FH * FW: one multiply-add per filter weight and output value."""
         n, _fn, oh, ow = self.output_shape(input_shape)
         return n * oh * ow * int(np.size(self.W))
 
-    def step_forward(self, x, train: bool, x_owned: bool, relu: bool = False) -> StepResult:
+    def step_forward(
+        self, x: FloatArray, train: bool, x_owned: bool, relu: bool = False
+    ) -> StepResult:
         if not train:
             return F.conv2d_forward(
                 x,
@@ -743,14 +859,16 @@ class Convolution(Layer):
             ), True
         return self.forward(x, relu=relu), not relu
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, need_dx=need_dx), True
 
-    def backward(self, dout, need_dx: bool = True):
+    def backward(self, dout: ArrayLike, need_dx: bool = True) -> FloatArray | None:
         """Sets ``dW``/``db`` and returns dx (None with ``need_dx=False``, which skips its GEMM
         and col2im: a network's first layer)."""
+        x = _saved_input(self.x, self)
+        dx: FloatArray | None
         dx, self.dW, self.db = F.conv2d_backward(
-            dout, self.x, self.W, self.stride, self.pad, need_dx=need_dx
+            dout, x, self.W, self.stride, self.pad, need_dx=need_dx
         )
         return dx
 
@@ -768,7 +886,14 @@ class Pooling(Layer):
 
     _MODES = ("max", "avg")
 
-    def __init__(self, pool_h: int, pool_w: int, stride=1, pad=0, mode: str = "max"):
+    def __init__(
+        self,
+        pool_h: int,
+        pool_w: int,
+        stride: int | tuple[int, int] = 1,
+        pad: int | tuple[int, int] = 0,
+        mode: str = "max",
+    ):
         if mode not in self._MODES:
             raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
         self.pool_h = pool_h
@@ -776,12 +901,12 @@ class Pooling(Layer):
         self.stride = stride
         self.pad = pad
         self.mode = mode
-        self.input_shape: tuple[int, ...] | None = None
-        self.x: np.ndarray | None = None
-        self._arg_max: np.ndarray | None = None
+        self.input_shape: Shape | None = None
+        self.x: ArrayLike | None = None
+        self._arg_max: IntArray | None = None
 
     @property
-    def arg_max(self) -> np.ndarray | None:
+    def arg_max(self) -> IntArray | None:
         """Flat in-plane index of each window's winner for the last forward input (max mode)."""
         if self.mode != "max" or self.x is None:
             return None
@@ -791,7 +916,8 @@ class Pooling(Layer):
             )[1]
         return self._arg_max
 
-    def forward(self, x, record_argmax: bool = True):
+    def forward(self, x: ArrayLike, record_argmax: bool = True) -> FloatArray:
+        out: FloatArray
         if self.mode == "max":
             if record_argmax:
                 out, self._arg_max = F.max_pool2d_forward(
@@ -808,20 +934,21 @@ class Pooling(Layer):
         self.input_shape = np.shape(x)
         return out
 
-    def backward(self, dout, through_relu: bool = False):
+    def backward(self, dout: ArrayLike, through_relu: bool = False) -> FloatArray:
         """dx. ``through_relu`` (max mode; networks pass it when a ReLU feeds this layer): the
         input was that ReLU's output, and dx is the ReLU's backward pass as well, in one pass."""
         if self.mode == "max":
+            x = _saved_input(self.x, self)
             if self._arg_max is not None:
                 return F.max_pool2d_backward(
                     dout,
                     self._arg_max,
-                    self.input_shape,
-                    relu_output=self.x if through_relu else None,
+                    _saved(self.input_shape, self, "forward input shape"),
+                    relu_output=x if through_relu else None,
                 )
             return F.max_pool2d_backward_from_input(
                 dout,
-                self.x,
+                x,
                 self.pool_h,
                 self.pool_w,
                 self.stride,
@@ -831,10 +958,15 @@ class Pooling(Layer):
         if through_relu:
             raise ValueError("through_relu applies to max pooling only")
         return F.avg_pool2d_backward(
-            dout, self.input_shape, self.pool_h, self.pool_w, self.stride, self.pad
+            dout,
+            _saved(self.input_shape, self, "forward input shape"),
+            self.pool_h,
+            self.pool_w,
+            self.stride,
+            self.pad,
         )
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         if not train:
             if self.mode == "max":
                 return F.max_pool2d(x, self.pool_h, self.pool_w, self.stride, self.pad), True
@@ -842,11 +974,11 @@ class Pooling(Layer):
         return self.forward(x), True
 
     def step_backward(
-        self, dout, dout_owned: bool, need_dx: bool, through_relu: bool = False
+        self, dout: FloatArray, dout_owned: bool, need_dx: bool, through_relu: bool = False
     ) -> StepResult:
         return self.backward(dout, through_relu=through_relu), True
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         oh, ow = _window_shape(
             input_shape, (self.pool_h, self.pool_w), self.stride, self.pad, "pooling window"
         )
@@ -861,50 +993,51 @@ class Linear(Layer):
 
     parameter_slots = (("weight", "W", "dW"), ("bias", "b", "db"))
 
-    def __init__(self, W, b):
+    def __init__(self, W: ArrayLike, b: ArrayLike | None):
         self.W = W
         self.b = b
-        self.x: np.ndarray | None = None
-        self.dW: np.ndarray | None = None
-        self.db: np.ndarray | None = None
+        self.x: ArrayLike | None = None
+        self.dW: FloatArray | None = None
+        self.db: FloatArray | None = None
 
-    def _flat(self, x) -> np.ndarray:
+    def _flat(self, x: ArrayLike) -> Array:
         x = np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"Linear needs input with a batch dimension, got shape {x.shape}")
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         self.x = x
         return self._forward(x)
 
-    def _forward(self, x) -> np.ndarray:
+    def _forward(self, x: ArrayLike) -> FloatArray:
         x2 = self._flat(x)
         out = F.gemm(x2, self.W, trans_b=True)
         if self.b is not None:
             out += np.asarray(self.b, dtype=out.dtype)
         return out
 
-    def backward(self, dout, need_dx: bool = True):
+    def backward(self, dout: ArrayLike, need_dx: bool = True) -> FloatArray | None:
         """Sets ``dW``/``db`` and returns dx shaped like the forward input (None with
         ``need_dx=False``)."""
-        x2 = self._flat(self.x)
+        x = _saved_input(self.x, self)
+        x2 = self._flat(x)
         dout = np.asarray(dout)
-        self.dW = F.gemm(dout, x2, trans_a=True)
-        self.db = dout.sum(axis=0, dtype=self.dW.dtype) if self.b is not None else None
-        return F.gemm(dout, self.W).reshape(np.shape(self.x)) if need_dx else None
+        dW = self.dW = F.gemm(dout, x2, trans_a=True)
+        self.db = dout.sum(axis=0, dtype=dW.dtype) if self.b is not None else None
+        return F.gemm(dout, self.W).reshape(np.shape(x)) if need_dx else None
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         return (self.forward(x) if train else self._forward(x)), True
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         out_features, in_features = np.shape(self.W)
         return _fully_connected_shape("Linear", input_shape, in_features, out_features)
 
-    def multiply_adds(self, input_shape: tuple[int, ...]) -> int:
+    def multiply_adds(self, input_shape: Shape) -> int:
         return self.output_shape(input_shape)[0] * int(np.size(self.W))
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return self.backward(dout, need_dx=need_dx), True
 
 
@@ -912,24 +1045,26 @@ class GlobalAvgPooling(Layer):
     """Mean over all positions of each channel: x (N, C, H, W) -> (N, C), as ResNets' ``avgpool``
     followed by flattening."""
 
-    def __init__(self):
-        self.input_shape: tuple[int, ...] | None = None
+    def __init__(self) -> None:
+        self.input_shape: Shape | None = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         self.input_shape = np.shape(x)
         return F.global_avg_pool2d_forward(x)
 
-    def backward(self, dout):
-        return F.global_avg_pool2d_backward(dout, self.input_shape)
+    def backward(self, dout: ArrayLike) -> FloatArray:
+        return F.global_avg_pool2d_backward(
+            dout, _saved(self.input_shape, self, "forward input shape")
+        )
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         n, c, _, _ = _checked_shape(input_shape, 4)
         return (n, c)
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         return self.forward(x), True
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return (self.backward(dout) if need_dx else None), True
 
 
@@ -941,7 +1076,7 @@ class ChannelPadShortcut(Layer):
     def __init__(self, stride: int, out_channels: int):
         self.stride = stride
         self.out_channels = out_channels
-        self.input_shape: tuple[int, ...] | None = None
+        self.input_shape: Shape | None = None
 
     def _padding(self, channels: int) -> tuple[int, int]:
         if channels > self.out_channels:
@@ -951,31 +1086,32 @@ class ChannelPadShortcut(Layer):
         before = (self.out_channels - channels) // 2
         return before, before + channels
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> FloatArray:
         x = np.asarray(x)
         if x.ndim != 4:
             raise ValueError(f"ChannelPadShortcut needs (N, C, H, W) input, got shape {x.shape}")
         self.input_shape = x.shape
         sub = x[:, :, :: self.stride, :: self.stride]
         start, stop = self._padding(x.shape[1])
-        out = np.zeros((x.shape[0], self.out_channels, *sub.shape[2:]), dtype=x.dtype)
+        out: FloatArray = np.zeros((x.shape[0], self.out_channels, *sub.shape[2:]), dtype=x.dtype)
         out[:, start:stop] = sub
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> FloatArray:
         dout = np.asarray(dout)
-        start, stop = self._padding(self.input_shape[1])
-        dx = np.zeros(self.input_shape, dtype=dout.dtype)
+        input_shape = _saved(self.input_shape, self, "forward input shape")
+        start, stop = self._padding(input_shape[1])
+        dx: FloatArray = np.zeros(input_shape, dtype=dout.dtype)
         dx[:, :, :: self.stride, :: self.stride] = dout[:, start:stop]
         return dx
 
-    def step_forward(self, x, train: bool, x_owned: bool) -> StepResult:
+    def step_forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         return self.forward(x), True
 
-    def step_backward(self, dout, dout_owned: bool, need_dx: bool) -> StepResult:
+    def step_backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
         return (self.backward(dout) if need_dx else None), True
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, input_shape: Shape) -> Shape:
         n, c, h, w = _checked_shape(input_shape, 4)
         self._padding(c)
         return (n, self.out_channels, -(-h // self.stride), -(-w // self.stride))

@@ -34,10 +34,11 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ._typing import Array, ArrayLike, DTypeLike, FloatArray
 from .layers import (
     Affine,
     BatchNormalization,
@@ -47,6 +48,7 @@ from .layers import (
     Relu,
     Sigmoid,
     SoftmaxWithLoss,
+    StepLayer,
 )
 from .network import Network, RandomSource
 from .resnet import (
@@ -109,6 +111,9 @@ class TwoLayerNet(Network):
     sigmoid hidden layer; its scripts run with this class too, with ReLU instead (as chapter 5).
     """
 
+    #: The layers by name, in order (DLfS's ``network.layers['Conv1']``).
+    layers: OrderedDict[str, StepLayer]
+
     def __init__(
         self,
         input_size: int,
@@ -116,12 +121,17 @@ class TwoLayerNet(Network):
         output_size: int,
         weight_init_std: float = 0.01,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: int | None = None,
         rng: RandomSource = None,
     ):
         super().__init__(dtype, seed, rng)
-        sizes = {"input_size": input_size, "hidden_size": hidden_size, "output_size": output_size}
+        # Checked as objects: a caller may pass anything.
+        sizes: dict[str, object] = {
+            "input_size": input_size,
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+        }
         for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise (
@@ -129,9 +139,8 @@ class TwoLayerNet(Network):
                     if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
                     else TypeError
                 )(f"{name} must be a positive int, got {value!r}")
-        if isinstance(weight_init_std, bool) or not isinstance(
-            weight_init_std, (int, float, np.number)
-        ):
+        std: object = weight_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float, np.number)):
             raise TypeError(f"weight_init_std must be a number, got {weight_init_std!r}")
         if not math.isfinite(float(weight_init_std)):
             raise ValueError(f"weight_init_std must be finite, got {weight_init_std!r}")
@@ -173,7 +182,7 @@ class TwoLayerNet(Network):
         """(input_size,): one flattened sample."""
         return (self.input_size,)
 
-    def numerical_gradient(self, x, t) -> dict[str, np.ndarray]:
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`, as DLfS's
         ``ch05/gradient_check.py`` does), as float64 arrays: evaluated on a float64 copy of the
         network whatever its dtype, so the figures are DLfS's; the network is left untouched."""
@@ -192,6 +201,9 @@ class SimpleConvNet(Network):
     non-square inputs work (DLfS assumes a square input and an even convolution output).
     """
 
+    #: The layers by name, in order (DLfS's ``network.layers['Conv1']``).
+    layers: OrderedDict[str, StepLayer]
+
     def __init__(
         self,
         input_dim: Sequence[int] = (1, 28, 28),
@@ -200,7 +212,7 @@ class SimpleConvNet(Network):
         output_size: int = 10,
         weight_init_std: float = 0.01,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: int | None = None,
         rng: RandomSource = None,
     ):
@@ -248,7 +260,7 @@ class SimpleConvNet(Network):
         """``input_dim`` (C, H, W), the image size the network was built for."""
         return self.input_dim
 
-    def numerical_gradient(self, x, t) -> dict[str, np.ndarray]:
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
         """Gradients by central differences (slow; for checking :meth:`gradient`), as float64
         arrays: evaluated on a float64 copy of the network whatever its dtype (float32 cannot
         resolve DLfS's step h = 1e-4), so the figures are DLfS's; the network is left untouched."""
@@ -285,6 +297,9 @@ class DeepConvNet(Network):
     ``loss`` runs in training mode (dropout active) by default, as in DLfS.
     """
 
+    #: DLfS's list of layers (index it by position).
+    layers: list[StepLayer]
+
     def __init__(
         self,
         input_dim: Sequence[int] = (1, 28, 28),
@@ -298,7 +313,7 @@ class DeepConvNet(Network):
         output_size: int = 10,
         *,
         dropout_ratio: float = 0.5,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: int | None = None,
         rng: RandomSource = None,
     ):
@@ -362,7 +377,7 @@ class DeepConvNet(Network):
         """``input_dim`` (C, H, W), the image size the network was built for."""
         return self.input_dim
 
-    def loss(self, x, t, train_flg: bool = True):
+    def loss(self, x: ArrayLike, t: ArrayLike, train_flg: bool = True) -> float:
         """Training-mode loss by default, as DLfS's ``DeepConvNet.loss`` (dropout active)."""
         return super().loss(x, t, train_flg)
 
@@ -383,6 +398,9 @@ class MultiLayerNet(Network):
     (``running_mean1``, ``running_var1``, ...), which prediction needs.
     """
 
+    #: The layers by name, in order (DLfS's ``network.layers['Conv1']``).
+    layers: OrderedDict[str, StepLayer]
+
     def __init__(
         self,
         input_size: int,
@@ -395,12 +413,12 @@ class MultiLayerNet(Network):
         dropout_ration: float = 0.5,
         use_batchnorm: bool = False,
         *,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: int | None = None,
         rng: RandomSource = None,
     ):
         super().__init__(dtype, seed, rng)
-        activation_layers = {"sigmoid": Sigmoid, "relu": Relu}
+        activation_layers: dict[str, Callable[[], StepLayer]] = {"sigmoid": Sigmoid, "relu": Relu}
         if activation not in activation_layers:
             raise ValueError(f"activation must be 'relu' or 'sigmoid', got {activation!r}")
         self.input_size = input_size
@@ -455,26 +473,33 @@ class MultiLayerNet(Network):
     def _init_weight(self, weight_init_std: str | float) -> None:
         all_size_list = [self.input_size, *self.hidden_size_list, self.output_size]
         for idx in range(1, len(all_size_list)):
-            scale = weight_init_std
+            scale: float
             if str(weight_init_std).lower() in ("relu", "he"):
                 scale = np.sqrt(2.0 / all_size_list[idx - 1])  # recommended with ReLU
             elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
                 scale = np.sqrt(1.0 / all_size_list[idx - 1])  # recommended with sigmoid
+            elif isinstance(weight_init_std, str):
+                raise ValueError(
+                    "weight_init_std must be a number or 'relu', 'he', 'sigmoid', 'xavier', got "
+                    f"{weight_init_std!r}"
+                )
+            else:
+                scale = weight_init_std
             self.params[f"W{idx}"] = self._random_normal(
                 scale, (all_size_list[idx - 1], all_size_list[idx])
             )
             self.params[f"b{idx}"] = self._zeros(all_size_list[idx])
 
-    def _regularization(self):
+    def _regularization(self) -> float:
         if not self.weight_decay_lambda:
             return 0
-        weight_decay = 0
+        weight_decay: float = 0
         for idx in range(1, self.hidden_layer_num + 2):
             W = self.params[f"W{idx}"]
             weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W**2)
         return weight_decay
 
-    def _collect_gradients(self) -> dict[str, np.ndarray]:
+    def _collect_gradients(self) -> dict[str, FloatArray]:
         grads = super()._collect_gradients()
         if self.weight_decay_lambda:
             for idx in range(1, self.hidden_layer_num + 2):
@@ -483,7 +508,7 @@ class MultiLayerNet(Network):
                 )
         return grads
 
-    def numerical_gradient(self, X, T) -> dict[str, np.ndarray]:
+    def numerical_gradient(self, X: ArrayLike, T: ArrayLike) -> dict[str, FloatArray]:
         """Gradients by central differences of the training-mode loss, as DLfS's
         ``MultiLayerNetExtend`` (with dropout the masks change between evaluations, so compare with
         dropout off or a fixed ``rng`` state). Slow. Evaluated on a float64 copy of the network
@@ -618,7 +643,7 @@ def build_network(
     num_classes: int = 10,
     in_channels: int | None = None,
     input_shape: Sequence[int] | None = None,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
 ) -> Network:
     """A freshly initialised network ``name`` (one of :data:`NETWORK_NAMES`) for ``num_classes``.
@@ -659,13 +684,13 @@ def _some(keys: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit:,} more" if len(keys) > limit else "")
 
 
-def _arrays(params: Any, source: str) -> dict[str, np.ndarray]:
+def _arrays(params: Any, source: str) -> dict[str, Array]:
     """``params`` as a dict of str -> ndarray of real numbers, or an error naming what is not."""
     if not isinstance(params, Mapping):
         raise TypeError(
             f"params must be a mapping of names to arrays or a file name, got {type(params).__name__}"
         )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Array] = {}
     bad = []
     for key, value in params.items():
         if isinstance(value, np.generic):
@@ -685,9 +710,7 @@ def _arrays(params: Any, source: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _resnet_structure(
-    params: Mapping[str, np.ndarray], source: str
-) -> tuple[str, str, tuple[int, ...]]:
+def _resnet_structure(params: Mapping[str, Array], source: str) -> tuple[str, str, tuple[int, ...]]:
     """(stem, block, blocks per stage) of a ResNet's parameters, from the key names and the stem
     convolution's shape alone (nothing is built)."""
     stem_weight = params.get("conv1.weight")
@@ -697,13 +720,14 @@ def _resnet_structure(
             f"{source}: a ResNet needs a 4-D 'conv1.weight' (its stem), got "
             f"{'none' if shape is None else f'shape {shape}'}"
         )
-    stem = {(7, 7): "imagenet", (3, 3): "cifar"}.get(stem_weight.shape[2:])
+    stems: dict[tuple[int, ...], str] = {(7, 7): "imagenet", (3, 3): "cifar"}
+    stem = stems.get(stem_weight.shape[2:])
     if stem is None:
         raise ParamsFileError(
             f"{source}: 'conv1.weight' has shape {stem_weight.shape}; a ResNet's stem has 7x7 "
             f"(ImageNet) or 3x3 (CIFAR) filters"
         )
-    blocks: dict[int, set] = {}
+    blocks: dict[int, set[int]] = {}
     for key in params:
         match = _RESNET_KEY.match(key)
         if match:
@@ -753,7 +777,7 @@ def identify_network(params: Mapping[str, Any], source: str = "params") -> str:
 
 
 def _check_channels(
-    weight_key: str, weight: np.ndarray, shape: tuple[int, int, int] | None, source: str
+    weight_key: str, weight: Array, shape: tuple[int, int, int] | None, source: str
 ) -> None:
     if shape is not None and weight.shape[1] != shape[0]:
         raise ParamsFileError(
@@ -763,7 +787,7 @@ def _check_channels(
 
 
 def _dlfs_from_params(
-    params: dict[str, np.ndarray],
+    params: dict[str, Array],
     name: str,
     shape: tuple[int, int, int] | None,
     dtype: Any,
@@ -855,7 +879,7 @@ def _dlfs_from_params(
 
 
 def _resnet_from_params(
-    params: dict[str, np.ndarray],
+    params: dict[str, Array],
     name: str,
     shape: tuple[int, int, int] | None,
     dtype: Any,
@@ -909,7 +933,7 @@ def network_from_params(
     *,
     net: str = "auto",
     input_shape: Sequence[int] | None = None,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     source: str | None = None,
 ) -> Network:
     """The network that ``params`` belong to, built and loaded: ``params`` is a parameter file's

@@ -20,24 +20,29 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._typing import Array, ArrayLike, DTypeLike, FloatArray, PathLike, Shape
 from ._validate import as_positive_int
-from .containers import ArraySlot, Sequential, named_arrays
+from .containers import ArraySlot, LayerList, Sequential, named_arrays
 from .gradient import numerical_gradient
-from .layers import SoftmaxWithLoss
+from .layers import SoftmaxWithLoss, StepLayer
 from .serialization import ParamsFileError, read_params, save_params
 from .summary import NetworkSummary
 
 __all__ = ["Network", "RandomSource", "matches_prefix", "network_of_parameter"]
 
 RandomSource = Union[np.random.Generator, np.random.RandomState, None]
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES: tuple[np.dtype[np.floating[Any]], ...] = (
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+)
 
 
-def _network_dtype(dtype: Any) -> np.dtype:
+def _network_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
     dt = np.dtype(dtype)
-    if dt not in _FLOAT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+    for known in _FLOAT_DTYPES:
+        if dt == known:
+            return known
+    raise ValueError(f"dtype must be float32 or float64, got {dt}")
 
 
 def _random_source(seed: int | None, rng: RandomSource) -> RandomSource:
@@ -57,7 +62,7 @@ def _random_source(seed: int | None, rng: RandomSource) -> RandomSource:
 _LIVE_NETWORKS: weakref.WeakSet[Network] = weakref.WeakSet()
 
 
-def network_of_parameter(array: Any) -> Network | None:
+def network_of_parameter(array: object) -> Network | None:
     """The live :class:`Network` whose ``params`` holds ``array`` itself (not a copy), or ``None``."""
     if not isinstance(array, np.ndarray):
         return None
@@ -67,8 +72,16 @@ def network_of_parameter(array: Any) -> Network | None:
     return None
 
 
-def _frozen(layer: Any) -> frozenset:
+def _frozen(layer: StepLayer) -> frozenset[str]:
     return frozenset(getattr(layer, "frozen", ()))
+
+
+def _output(y: FloatArray | None) -> FloatArray:
+    """A forward pass's output (a forward step never returns None; the step protocol's None is
+    for input gradients nobody needs)."""
+    if y is None:
+        raise AssertionError("the layers' forward pass returned no output")
+    return y
 
 
 def matches_prefix(key: str, prefix: str) -> bool:
@@ -88,11 +101,11 @@ class Network:
     takes PyTorch-style names from the layer tree).
     """
 
-    params: dict[str, np.ndarray]
-    layers: OrderedDict[str, Any] | list[Any]
+    params: dict[str, Array]
+    layers: LayerList
     last_layer: SoftmaxWithLoss
 
-    def __init__(self, dtype: Any, seed: int | None, rng: RandomSource):
+    def __init__(self, dtype: DTypeLike, seed: int | None, rng: RandomSource):
         self.dtype = _network_dtype(dtype)
         self.rng = _random_source(seed, rng)
         self.params = {}
@@ -104,15 +117,16 @@ class Network:
 
     # -- construction helpers ---------------------------------------------------------------
 
-    def _random_normal(self, scale: float, shape: tuple[int, ...]) -> np.ndarray:
+    def _random_normal(self, scale: float, shape: Shape) -> FloatArray:
         # Drawn in float64 and scaled exactly as DLfS (scale * randn(...)), then cast.
         source = np.random if self.rng is None else self.rng
-        return (scale * source.standard_normal(shape)).astype(self.dtype, copy=False)
+        weights: FloatArray = (scale * source.standard_normal(shape)).astype(self.dtype, copy=False)
+        return weights
 
-    def _zeros(self, size: int) -> np.ndarray:
+    def _zeros(self, size: int) -> FloatArray:
         return np.zeros(size, dtype=self.dtype)
 
-    def _register(self, key: str, layer: Any, attribute: str) -> None:
+    def _register(self, key: str, layer: StepLayer, attribute: str) -> None:
         """Name ``getattr(layer, attribute)`` ``key``: a parameter (it goes into ``params``) when
         the layer lists the attribute among its ``parameter_slots``, else a buffer."""
         gradients = {attr: grad for _, attr, grad in getattr(layer, "parameter_slots", ())}
@@ -120,7 +134,7 @@ class Network:
         if attribute in gradients:
             self.params[key] = getattr(layer, attribute)
 
-    def _register_tree(self, root: Any) -> None:
+    def _register_tree(self, root: StepLayer) -> None:
         """Name every parameter and buffer of ``root`` as PyTorch would (``layer1.0.conv1.weight``),
         replacing whatever was registered before; ``state_dict()`` then follows PyTorch's order
         (layer by layer, each layer's parameters, then its buffers)."""
@@ -131,7 +145,7 @@ class Network:
             if slot.gradient is not None:
                 self.params[slot.name] = getattr(slot.layer, slot.attribute)
 
-    def _layer_list(self) -> list[Any]:
+    def _layer_list(self) -> list[StepLayer]:
         return list(self.layers.values()) if isinstance(self.layers, Mapping) else list(self.layers)
 
     def _root(self) -> Sequential:
@@ -142,30 +156,31 @@ class Network:
 
     # -- forward and backward ---------------------------------------------------------------
 
-    def _input(self, x) -> np.ndarray:
+    def _input(self, x: ArrayLike) -> FloatArray:
         """``x`` as a C-contiguous array of the network's dtype (no copy when it already is)."""
         return np.ascontiguousarray(x, dtype=self.dtype)
 
-    def predict(self, x, train_flg: bool = False) -> np.ndarray:
+    def predict(self, x: ArrayLike, train_flg: bool = False) -> FloatArray:
         """Logits (the scores before softmax) for a batch ``x``. ``train_flg`` switches dropout
         and batch norm to training behaviour (and makes the layers keep what a backward pass
         needs; inference keeps nothing, so each intermediate tensor is freed once used)."""
-        return self._root().step_forward(self._input(x), bool(train_flg), False)[0]
+        y, _ = self._root().step_forward(self._input(x), bool(train_flg), False)
+        return _output(y)
 
     def _regularization(self) -> float:
         return 0.0
 
-    def loss(self, x, t, train_flg: bool = False):
+    def loss(self, x: ArrayLike, t: ArrayLike, train_flg: bool = False) -> float:
         """Mean cross-entropy of ``softmax(predict(x))`` against labels ``t`` (integer labels or
         one-hot rows), plus any weight-decay term."""
         y = self.predict(x, train_flg)
         return self.last_layer.forward(y, t) + self._regularization()
 
-    def _gradient_loss(self, x: np.ndarray, t) -> Any:
+    def _gradient_loss(self, x: FloatArray, t: ArrayLike) -> float:
         """The forward pass that :meth:`gradient` differentiates (training mode)."""
         return self.loss(x, t, train_flg=True)
 
-    def accuracy(self, x, t, batch_size: int = 100) -> float:
+    def accuracy(self, x: Array, t: ArrayLike, batch_size: int = 100) -> float:
         """Fraction of samples whose largest logit is the label (``t``: labels (N,), labels as a
         column (N, 1) as :class:`~tinyconv.layers.SoftmaxWithLoss` takes them, or one-hot rows),
         predicted in batches of ``batch_size`` in test mode.
@@ -173,51 +188,52 @@ class Network:
         Every sample counts, including a last partial batch; DLfS skips that batch (while still
         dividing by ``len(x)``), so its figure is lower when ``batch_size`` does not divide ``len(x)``.
         """
-        t = np.asarray(t)
-        n = np.shape(x)[0]
+        labels = np.asarray(t)
+        n = int(np.shape(x)[0])
         # Labels as a column (N, 1) or row (1, N), as SoftmaxWithLoss takes them: told apart from
         # one-hot rows of a single class only by the number of classes, known after predict.
-        column = t.ndim == 2 and 1 in t.shape and t.size == n and n > 0
+        column = labels.ndim == 2 and 1 in labels.shape and labels.size == n and n > 0
         if column:
-            t = t.reshape(-1)
-        elif t.ndim != 1:
-            t = np.argmax(t, axis=1)
+            labels = labels.reshape(-1)
+        elif labels.ndim != 1:
+            labels = np.argmax(labels, axis=1)
         if n == 0:
             raise ValueError("accuracy of an empty set of samples is undefined")
-        if len(t) != n:
-            raise ValueError(f"x has {n} samples but t has {len(t)} labels")
+        if len(labels) != n:
+            raise ValueError(f"x has {n} samples but t has {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         correct = 0
         for start in range(0, n, batch_size):
             y = self.predict(x[start : start + batch_size], train_flg=False)
             if column and y.shape[1] == 1:  # one class: t holds one-hot rows, all of class 0
-                t, column = np.zeros(n, dtype=np.intp), False
-            correct += int(np.count_nonzero(np.argmax(y, axis=1) == t[start : start + batch_size]))
+                labels, column = np.zeros(n, dtype=np.intp), False
+            correct += int(
+                np.count_nonzero(np.argmax(y, axis=1) == labels[start : start + batch_size])
+            )
         return correct / n
 
-    def gradient(self, x, t) -> dict[str, np.ndarray]:
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, FloatArray]:
         """Gradients of the loss with respect to every parameter that is not frozen, by
         backpropagation: a dict with those keys of ``params``, in its order. The loss of this
         forward pass is kept in ``last_loss``."""
-        x = self._input(x)
-        self.last_loss = self._gradient_loss(x, t)
+        self.last_loss = self._gradient_loss(self._input(x), t)
         dout = self.last_layer.backward(1)
         # The input gradient is thrown away: the first layer with trainable parameters skips it,
         # and the layers before it do not run.
         self._root().step_backward(dout, True, False)
         return self._collect_gradients()
 
-    def _collect_gradients(self) -> dict[str, np.ndarray]:
-        grads = {}
+    def _collect_gradients(self) -> dict[str, FloatArray]:
+        grads: dict[str, FloatArray] = {}
         for key in self.params:
             slot = self._slots[key]
-            if slot.attribute not in _frozen(slot.layer):
+            if slot.gradient is not None and slot.attribute not in _frozen(slot.layer):
                 grads[key] = getattr(slot.layer, slot.gradient)
         return grads
 
     @contextlib.contextmanager
-    def float64_copy(self) -> Iterator[dict[int, np.ndarray]]:
+    def float64_copy(self) -> Iterator[dict[int, FloatArray]]:
         """Within the ``with`` block the network computes in float64 on float64 copies of its
         floating arrays (parameters and buffers such as batch-norm running statistics); on leaving
         it, the original arrays -- never written meanwhile -- and the dtype are put back, so the
@@ -230,7 +246,7 @@ class Network:
             value = getattr(slot.layer, slot.attribute)
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                 swapped.append((key, slot, value))
-        copies: dict[int, np.ndarray] = {}
+        copies: dict[int, FloatArray] = {}
         try:
             for key, slot, value in swapped:
                 copy = copies.setdefault(id(value), np.array(value, dtype=np.float64, order="C"))
@@ -246,16 +262,20 @@ class Network:
                     self.params[key] = value
             self.dtype = saved_dtype
 
-    def _numerical_gradient(self, x, t, train_flg: bool) -> dict[str, np.ndarray]:
+    def _numerical_gradient(
+        self, x: ArrayLike, t: ArrayLike, train_flg: bool
+    ) -> dict[str, FloatArray]:
         # Central differences with h = 1e-4 need float64: in float32 the perturbed parameter and
         # the loss are both rounded by about 1e-7 relative, which leaves errors of 1e-4..1e-3 in
         # the difference quotient and makes correct backprop look wrong. So the evaluation runs
         # on a float64 copy whatever the network's dtype, and the network is left untouched.
         with self.float64_copy():
-            x = self._input(x)
+            inputs = self._input(x)
 
-            def loss_of_params(_):  # reads the parameters by reference, as DLfS's lambda does
-                return self.loss(x, t, train_flg=train_flg)
+            def loss_of_params(
+                _: object,
+            ) -> float:  # reads the parameters by reference, as DLfS's lambda
+                return self.loss(inputs, t, train_flg=train_flg)
 
             return {
                 key: numerical_gradient(loss_of_params, value) for key, value in self.params.items()
@@ -308,13 +328,13 @@ class Network:
 
     # -- parameter state and files ----------------------------------------------------------
 
-    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+    def state_dict(self) -> OrderedDict[str, Array]:
         """Every array that defines the network's function: the parameters (``params``) and
         non-trainable state such as batch-norm running statistics, in the order they were named --
         DLfS's networks: the parameters, then ``running_mean1``, ``running_var1``, ...; ResNets:
         PyTorch's order (``bn1.weight``, ``bn1.bias``, ``bn1.running_mean``, ...). The arrays are
         the live ones, not copies."""
-        state: OrderedDict[str, np.ndarray] = OrderedDict()
+        state: OrderedDict[str, Array] = OrderedDict()
         for key, slot in self._slots.items():
             state[key] = (
                 self.params[key]
@@ -346,7 +366,7 @@ class Network:
             )
         targets = self.state_dict()
         problems = []
-        updates: list[tuple[np.ndarray, np.ndarray]] = []
+        updates: list[tuple[Array, Array]] = []
         for key, target in targets.items():
             if key not in state:
                 if strict:
@@ -377,13 +397,13 @@ class Network:
             np.copyto(target, value, casting="unsafe")
         self._bind_layers()
 
-    def save_params(self, file_name: str = "params.pkl") -> None:
+    def save_params(self, file_name: PathLike = "params.pkl") -> None:
         """Save :meth:`state_dict` atomically: a DLfS-compatible pickle (a dict of arrays, in the
         network's dtype) for ``.pkl``/``.pickle``/``.p`` names, safetensors for ``.safetensors``
         (needs the ``safetensors`` package), an NPZ archive otherwise."""
         save_params(self.state_dict(), file_name)
 
-    def load_params(self, file_name: str = "params.pkl", strict: bool = True) -> None:
+    def load_params(self, file_name: PathLike = "params.pkl", strict: bool = True) -> None:
         """Load parameters saved by :meth:`save_params` or by DLfS's ``save_params`` (pickle,
         NPZ or safetensors, recognised by content). The file cannot run code (see
         :mod:`tinyconv.serialization`). A truncated or corrupt file, or one whose keys or shapes
@@ -397,7 +417,7 @@ class Network:
 
     # -- what the network is made of ------------------------------------------------------
 
-    def default_input_shape(self) -> tuple[int, ...] | None:
+    def default_input_shape(self) -> Shape | None:
         """The shape of one input sample the network was built for ((C, H, W) or (D,)), or
         ``None`` when any size works and none is implied (subclasses say)."""
         return None
@@ -427,11 +447,8 @@ class Network:
                     f"{type(self).__name__} takes inputs of any size: pass input_shape, "
                     "e.g. (3, 224, 224)"
                 )
-        if (
-            isinstance(input_shape, (str, bytes))
-            or not isinstance(input_shape, Sequence)
-            or not input_shape
-        ):
+        given: object = input_shape  # checked as the caller may pass anything
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not given:
             raise ValueError(
                 f"input_shape must be one sample's shape, e.g. (1, 28, 28) or (784,), got {input_shape!r}"
             )

@@ -48,6 +48,7 @@ from typing import (
 import numpy as np
 
 from . import _core
+from ._typing import Array
 
 # "np": DLfS's common/optimizer.py imports numpy at top level and ch06/optimizer_compare_*.py
 # rely on getting it from ``from common.optimizer import *`` (they never import numpy).
@@ -69,8 +70,8 @@ __all__ = [
 # Added to the denominator of the adaptive methods, as in DLfS.
 _EPS = 1e-7
 
-Params = MutableMapping[str, np.ndarray]
-Grads = Mapping[str, np.ndarray]
+Params = MutableMapping[str, Array]
+Grads = Mapping[str, Array]
 Prefixes = Union[str, Sequence[str]]
 
 
@@ -78,7 +79,7 @@ Prefixes = Union[str, Sequence[str]]
 # Parameter groups
 
 
-def prefix_matches(prefix: str, key: str) -> bool:
+def prefix_matches(prefix: str, key: object) -> bool:
     """Whether parameter name ``key`` belongs to ``prefix``: ``key == prefix``, or ``key`` starts
     with ``prefix + "."``, or ``prefix`` ends with ``"."`` and ``key`` starts with it."""
     if not isinstance(key, str):
@@ -165,15 +166,20 @@ class Optimizer(abc.ABC):
     state arrays live in dicts named in ``_slots`` (``None`` until the first update, as in DLfS;
     then one array per key that has had a gradient)."""
 
-    _hyper: tuple = ()
-    _slots: tuple = ()
+    _hyper: tuple[str, ...] = ()
+    _slots: tuple[str, ...] = ()
     #: Slots that accumulate squares: never negative in a real run (a negative one would make
     #: the square root in the step NaN).
-    _nonnegative_slots: tuple = ()
+    _nonnegative_slots: tuple[str, ...] = ()
     #: Hyperparameters whose valid range is [0, 1) (1 - beta**t must not vanish).
-    _unit_interval_hyper: tuple = ()
+    _unit_interval_hyper: tuple[str, ...] = ()
     #: Whether the optimizer counts steps (``iter``, and ``steps`` per key).
     _counts_steps: bool = False
+    #: The learning rate of parameters that no group matches (every optimizer's first argument).
+    lr: float
+    # Set by the optimizers that count steps (Adam): update calls, and steps per key.
+    iter: int
+    steps: dict[str, int] | None
     _param_groups: tuple[ParamGroup, ...] = ()
     # (groups, {key: group index}) and (groups, parameter names) last checked: see _group_index
     # and _check_groups_match.
@@ -219,7 +225,7 @@ class Optimizer(abc.ABC):
         """The learning rate ``update`` uses for parameter ``key``: its first matching group's,
         or ``lr``."""
         index = self._group_index(key)
-        return self.lr if index < 0 else self._param_groups[index].lr  # type: ignore[attr-defined]
+        return self.lr if index < 0 else self._param_groups[index].lr
 
     def _group_index(self, key: str) -> int:
         """Index of the first group matching ``key``, or -1; remembered per key for as long as the
@@ -286,12 +292,12 @@ class Optimizer(abc.ABC):
         if groups:
             self._check_groups_match(params)
         tables = [(slot, getattr(self, slot)) for slot in self._slots]
-        base_lr = self.lr  # type: ignore[attr-defined]
+        base_lr = self.lr
         plan = []
         for key, grad in grads.items():
             param = params[key]
-            shape = param.shape if isinstance(param, np.ndarray) else np.shape(param)
-            grad_shape = grad.shape if isinstance(grad, np.ndarray) else np.shape(grad)
+            shape = np.shape(param)  # as given: DLfS's scripts may hold other array-likes
+            grad_shape = np.shape(grad)
             if grad_shape != shape:
                 raise ValueError(
                     f"gradient {key!r} has shape {grad_shape}, the parameter has shape {shape}"
@@ -319,6 +325,11 @@ class Optimizer(abc.ABC):
                 if key not in table:
                     table[key] = np.zeros_like(params[key])
         return plan
+
+    def _state(self, slot: str) -> dict[str, Array]:
+        """The state arrays of ``slot`` by key (made by :meth:`_plan` for every key it plans)."""
+        table: dict[str, Array] = getattr(self, slot)
+        return table
 
     def find_unusable_gradient(self, grads: Grads) -> tuple[str, tuple[int, ...], float] | None:
         """The first gradient entry that :meth:`update` cannot apply without making parameters
@@ -352,7 +363,7 @@ class Optimizer(abc.ABC):
         return state
 
     def load_state_dict(
-        self, state: Mapping[str, Any], params: Mapping[str, np.ndarray] | None = None
+        self, state: Mapping[str, Any], params: Mapping[str, Array] | None = None
     ) -> None:
         """Restore what :meth:`state_dict` returned (hyperparameters and groups included, so a
         resumed run continues exactly as the saved one would have).
@@ -373,7 +384,7 @@ class Optimizer(abc.ABC):
         self._apply_state(self._checked_state(state, params))
 
     def _checked_state(
-        self, state: Any, params: Mapping[str, np.ndarray] | None = None
+        self, state: Any, params: Mapping[str, Array] | None = None
     ) -> dict[str, Any]:
         """Validate ``state`` (see :meth:`load_state_dict`) and return the attributes to set, with
         fresh copies of the arrays; changes nothing."""
@@ -499,8 +510,8 @@ class Optimizer(abc.ABC):
         return checked
 
     def _checked_slot(
-        self, slot: str, value: Any, params: Mapping[str, np.ndarray] | None
-    ) -> dict[str, np.ndarray]:
+        self, slot: str, value: Any, params: Mapping[str, Array] | None
+    ) -> dict[str, Array]:
         cls = type(self).__name__
         if not isinstance(value, Mapping):
             raise TypeError(
@@ -513,7 +524,7 @@ class Optimizer(abc.ABC):
                     f"{cls} state {slot} has keys {sorted(map(str, unknown))} that are not parameters "
                     f"(the parameters are {sorted(params)})"
                 )
-        checked: dict[str, np.ndarray] = {}
+        checked: dict[str, Array] = {}
         for key, arr in value.items():
             field = f"{slot}[{key!r}]"
             if not isinstance(key, str):
@@ -585,11 +596,13 @@ class Momentum(Optimizer):
         self.lr = lr
         self.momentum = momentum
         self.param_groups = param_groups
-        self.v: dict[str, np.ndarray] | None = None
+        self.v: dict[str, Array] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        for key, lr in self._plan(params, grads):
-            v, grad = self.v[key], grads[key]
+        plan = self._plan(params, grads)
+        velocities = self._state("v")
+        for key, lr in plan:
+            v, grad = velocities[key], grads[key]
             if _fusable(params[key], v, grad):
                 _core.momentum_update(params[key], v, grad, lr, self.momentum, self._nesterov)
                 continue
@@ -597,7 +610,7 @@ class Momentum(Optimizer):
             v -= lr * grad
             self._apply(params, key, v, grad, lr)
 
-    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _apply(self, params: Params, key: str, v: Array, grad: Array, lr: float) -> None:
         params[key] += v
 
 
@@ -607,7 +620,7 @@ class Nesterov(Momentum):
 
     _nesterov = True
 
-    def _apply(self, params: Params, key: str, v: np.ndarray, grad: np.ndarray, lr: float) -> None:
+    def _apply(self, params: Params, key: str, v: Array, grad: Array, lr: float) -> None:
         params[key] += self.momentum * self.momentum * v
         params[key] -= (1 + self.momentum) * lr * grad
 
@@ -623,11 +636,13 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01, *, param_groups: Iterable[Any] | None = None):
         self.lr = lr
         self.param_groups = param_groups
-        self.h: dict[str, np.ndarray] | None = None
+        self.h: dict[str, Array] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        for key, lr in self._plan(params, grads):
-            h, grad = self.h[key], grads[key]
+        plan = self._plan(params, grads)
+        squares = self._state("h")
+        for key, lr in plan:
+            h, grad = squares[key], grads[key]
             if _fusable(params[key], h, grad):
                 _core.adaptive_update(params[key], h, grad, lr, False, 1.0, _EPS)
                 continue
@@ -653,11 +668,13 @@ class RMSprop(Optimizer):
         self.lr = lr
         self.decay_rate = decay_rate
         self.param_groups = param_groups
-        self.h: dict[str, np.ndarray] | None = None
+        self.h: dict[str, Array] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        for key, lr in self._plan(params, grads):
-            h, grad = self.h[key], grads[key]
+        plan = self._plan(params, grads)
+        squares = self._state("h")
+        for key, lr in plan:
+            h, grad = squares[key], grads[key]
             if _fusable(params[key], h, grad):
                 _core.adaptive_update(params[key], h, grad, lr, True, self.decay_rate, _EPS)
                 continue
@@ -702,11 +719,12 @@ class Adam(Optimizer):
         self.param_groups = param_groups
         self.iter = 0
         self.steps: dict[str, int] | None = None
-        self.m: dict[str, np.ndarray] | None = None
-        self.v: dict[str, np.ndarray] | None = None
+        self.m: dict[str, Array] | None = None
+        self.v: dict[str, Array] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
         plan = self._plan(params, grads)
+        moments, second_moments = self._state("m"), self._state("v")
         if self.steps is None:
             self.steps = {}
         self.iter += 1
@@ -719,7 +737,7 @@ class Adam(Optimizer):
                 lr_t = step_sizes[lr, t] = float(
                     lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
                 )
-            param, m, v, grad = params[key], self.m[key], self.v[key], grads[key]
+            param, m, v, grad = params[key], moments[key], second_moments[key], grads[key]
             if _fusable(param, m, v, grad):
                 # One pass in C++, same operations in the same order: the same bits.
                 _core.adam_update(param, m, v, grad, lr_t, self.beta1, self.beta2, _EPS)
@@ -729,7 +747,7 @@ class Adam(Optimizer):
             params[key] -= _scaled_step(lr_t, m, v)
 
 
-def _fusable(param: np.ndarray, *others: np.ndarray) -> bool:
+def _fusable(param: object, *others: object) -> bool:
     """Whether the fused C++ update applies: writeable, C-contiguous float32/float64 arrays of one
     dtype and shape (anything else takes the NumPy path, with identical results)."""
     if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
@@ -759,7 +777,8 @@ def find_nonfinite_gradient(
     NumPy. Call it on every gradient before updating any parameter, so a refused step changes
     nothing.
     """
-    for key, grad in grads.items():
+    for key, given in grads.items():
+        grad: object = given  # checked: DLfS's scripts may hold other array-likes
         if (
             isinstance(grad, np.ndarray)
             and grad.dtype in (np.float32, np.float64)
@@ -783,12 +802,12 @@ def find_nonfinite_gradient(
     return None
 
 
-def _scaled_step(lr: float, numerator: np.ndarray, accumulator: np.ndarray) -> np.ndarray:
+def _scaled_step(lr: float, numerator: Array, accumulator: Array) -> Array:
     """``lr * numerator / (sqrt(accumulator) + 1e-7)`` in DLfS's evaluation order, with one
     temporary array fewer than the plain expression."""
     denominator = np.sqrt(accumulator)
     denominator += _EPS
-    step = lr * numerator
+    step: Array = lr * numerator
     step /= denominator
     return step
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._typing import DTypeLike, FloatArray
 from .containers import Residual, Sequential
 from .layers import (
     BatchNorm2d,
@@ -44,6 +45,7 @@ from .layers import (
     Pooling,
     Relu,
     SoftmaxWithLoss,
+    StepLayer,
 )
 from .network import Network, RandomSource
 
@@ -76,6 +78,9 @@ class ResNet(Network):
     ``"pad"`` (option A: subsample and zero-pad channels, no parameters).
     """
 
+    #: The layers by name, in order (DLfS's ``network.layers['Conv1']``).
+    layers: OrderedDict[str, StepLayer]
+
     def __init__(
         self,
         block: str,
@@ -87,7 +92,7 @@ class ResNet(Network):
         stem: str = "imagenet",
         shortcut: str = "projection",
         zero_init_residual: bool = False,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         seed: int | None = None,
         rng: RandomSource = None,
     ):
@@ -98,7 +103,11 @@ class ResNet(Network):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if shortcut not in ("projection", "pad"):
             raise ValueError(f"shortcut must be 'projection' or 'pad', got {shortcut!r}")
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        counts: tuple[tuple[str, object], ...] = (
+            ("num_classes", num_classes),
+            ("in_channels", in_channels),
+        )
+        for name, value in counts:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if len(stage_blocks) != len(stage_widths) or not stage_blocks or min(stage_blocks) < 1:
@@ -114,7 +123,7 @@ class ResNet(Network):
         self.shortcut = shortcut
         expansion = _EXPANSION[block]
 
-        layers: OrderedDict[str, Any] = OrderedDict()
+        layers: OrderedDict[str, StepLayer] = OrderedDict()
         if stem == "imagenet":
             channels = 64
             layers["conv1"] = self._conv(channels, self.in_channels, 7, stride=2, pad=3)
@@ -127,7 +136,7 @@ class ResNet(Network):
             layers["maxpool"] = Pooling(3, 3, stride=2, pad=1)
         for stage, (blocks, width) in enumerate(zip(self.stage_blocks, self.stage_widths), start=1):
             stride = 1 if stage == 1 else 2
-            stage_layers: OrderedDict[str, Any] = OrderedDict()
+            stage_layers: OrderedDict[str, StepLayer] = OrderedDict()
             for index in range(blocks):
                 stage_layers[str(index)] = self._block(
                     channels, width, stride if index == 0 else 1, zero_init_residual
@@ -157,9 +166,10 @@ class ResNet(Network):
     def _norm(self, channels: int) -> BatchNorm2d:
         return BatchNorm2d(channels, dtype=self.dtype)
 
-    def _uniform(self, bound: float, shape: tuple[int, ...]) -> np.ndarray:
+    def _uniform(self, bound: float, shape: tuple[int, ...]) -> FloatArray:
         source = np.random if self.rng is None else self.rng
-        return source.uniform(-bound, bound, shape).astype(self.dtype, copy=False)
+        values: FloatArray = source.uniform(-bound, bound, shape).astype(self.dtype, copy=False)
+        return values
 
     def _linear(self, out_features: int, in_features: int) -> Linear:
         # PyTorch's default for nn.Linear: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(fan_in)), bias likewise.
@@ -171,7 +181,7 @@ class ResNet(Network):
     def _block(
         self, in_channels: int, width: int, stride: int, zero_init_residual: bool
     ) -> Residual:
-        body: OrderedDict[str, Any] = OrderedDict()
+        body: OrderedDict[str, StepLayer] = OrderedDict()
         if self.block == "basic":
             out_channels = width
             body["conv1"] = self._conv(width, in_channels, 3, stride=stride, pad=1)
@@ -193,7 +203,7 @@ class ResNet(Network):
             body["bn3"] = last_norm = self._norm(out_channels)
         if zero_init_residual:
             last_norm.gamma[...] = 0
-        shortcut: Any = None
+        shortcut: StepLayer | None = None
         if stride != 1 or in_channels != out_channels:
             if self.shortcut == "projection":
                 shortcut = Sequential(
@@ -222,11 +232,8 @@ class ResNet(Network):
         pre-trained network on another task. The rest of the network, and which of its
         parameters are frozen, stay as they are. ``seed``: where the new weights come from (by
         default the network's own random source)."""
-        if (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, (int, np.integer))
-            or num_classes < 1
-        ):
+        given: object = num_classes  # checked as the caller may pass anything
+        if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         source = (
             np.random.default_rng(seed)
@@ -266,7 +273,7 @@ def resnet18(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -288,7 +295,7 @@ def resnet34(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -310,7 +317,7 @@ def resnet50(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -332,7 +339,7 @@ def resnet101(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -354,7 +361,7 @@ def resnet152(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -389,7 +396,7 @@ def resnet20(
     num_classes: int = 10,
     in_channels: int = 1,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -410,7 +417,7 @@ def resnet32(
     num_classes: int = 10,
     in_channels: int = 1,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
@@ -431,7 +438,7 @@ def resnet56(
     num_classes: int = 10,
     in_channels: int = 1,
     *,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     rng: RandomSource = None,
     zero_init_residual: bool = False,
