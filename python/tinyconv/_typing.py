@@ -8,7 +8,8 @@ and convert (lists, other dtypes, views).
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from collections.abc import Sequence
+from typing import Any, SupportsIndex, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,8 @@ IntArray = npt.NDArray[np.integer[Any]]
 ArrayLike = npt.ArrayLike
 DTypeLike = npt.DTypeLike
 Shape = tuple[int, ...]
+# A window's stride or pad: one int for both directions, or an (h, w) pair (_validate.as_pair).
+IntPair = Union[SupportsIndex, Sequence[SupportsIndex]]
 # The parameter and gradient dictionaries of DLfS's networks: "W1" -> array.
 ParamDict = dict[str, npt.NDArray[Any]]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -29,6 +32,7 @@ __all__ = [
     "DTypeLike",
     "FloatArray",
     "IntArray",
+    "IntPair",
     "ParamDict",
     "PathLike",
     "Shape",
