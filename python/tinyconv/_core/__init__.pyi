@@ -15,6 +15,9 @@ from typing import Any, Literal, TypedDict, overload
 
 import numpy as np
 
+# The submodule is an attribute of the module as soon as it is imported, as at runtime.
+from . import reference as reference
+
 # ndarray[...] rather than numpy.typing.NDArray: NDArray is an alias that some NumPy releases'
 # stubs define only for Python >= 3.10, and this package is checked as Python 3.9.
 _F = np.ndarray[Any, np.dtype[np.floating[Any]]]
