@@ -19,6 +19,8 @@ FloatArray = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.integer[Any]]
 ArrayLike = npt.ArrayLike
 DTypeLike = npt.DTypeLike
+# A compute dtype (float32 or float64) as a dtype or as a scalar type (np.float64).
+FloatDType = Union["np.dtype[np.floating[Any]]", "type[np.floating[Any]]"]
 Shape = tuple[int, ...]
 # A window's stride or pad: one int for both directions, or an (h, w) pair (_validate.as_pair).
 IntPair = Union[SupportsIndex, Sequence[SupportsIndex]]
@@ -31,6 +33,7 @@ __all__ = [
     "ArrayLike",
     "DTypeLike",
     "FloatArray",
+    "FloatDType",
     "IntArray",
     "IntPair",
     "ParamDict",

@@ -11,12 +11,12 @@ import numbers
 import operator
 import warnings
 from collections.abc import Iterable
-from typing import Any, Union, cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from ._typing import Array, FloatArray
+from ._typing import Array, FloatArray, FloatDType
 
 __all__ = [
     "as_array",
@@ -38,11 +38,9 @@ _REAL_KINDS = "biuf"
 # them here keeps every later size product inside 64 bits.
 _MAX_SIZE = 2**40
 
+# The two compute dtypes, typed once: NumPy's stubs type np.dtype(np.float32) itself loosely.
 _FLOAT32: np.dtype[np.float32] = np.dtype(np.float32)
 _FLOAT64: np.dtype[np.float64] = np.dtype(np.float64)
-
-# The compute dtypes, as float_dtype returns them or as a scalar type (np.float64).
-FloatDType = Union["np.dtype[np.floating[Any]]", "type[np.floating[Any]]"]
 
 
 def _describe(value: object) -> str:
