@@ -12,6 +12,7 @@ from typing import Union
 
 import numpy as np
 
+from ._typing import Array, ArrayLike, FloatArray
 from ._validate import _describe, as_array
 
 __all__ = ["shuffle_dataset", "smooth_curve"]
@@ -23,7 +24,7 @@ RandomSource = Union[np.random.Generator, np.random.RandomState, None]
 SMOOTHING_WINDOW = 11
 
 
-def _as_sample_array(value: object, name: str) -> np.ndarray:
+def _as_sample_array(value: object, name: str) -> Array:
     """``value`` as an array whose first axis indexes samples (any dtype, at least 1-D)."""
     try:
         array = as_array(value)
@@ -39,30 +40,28 @@ def _as_sample_array(value: object, name: str) -> np.ndarray:
     return array
 
 
-def shuffle_dataset(
-    x: np.ndarray, t: np.ndarray, rng: RandomSource = None
-) -> tuple[np.ndarray, np.ndarray]:
+def shuffle_dataset(x: ArrayLike, t: ArrayLike, rng: RandomSource = None) -> tuple[Array, Array]:
     """Shuffle samples and labels together along the first axis; returns new arrays.
 
     Draws the permutation from ``np.random`` as DLfS does (so ``np.random.seed`` makes it
     reproducible), or from ``rng`` (a ``numpy.random.Generator`` or ``RandomState``) when given.
     Unlike DLfS, ``x`` may have any number of dimensions, not only 2 or 4.
     """
-    x = _as_sample_array(x, "x")
-    t = _as_sample_array(t, "t")
+    samples = _as_sample_array(x, "x")
+    labels = _as_sample_array(t, "t")
     if rng is not None and not isinstance(rng, (np.random.Generator, np.random.RandomState)):
         raise TypeError(
             f"rng must be a numpy.random.Generator, a RandomState or None, got {_describe(rng)}"
         )
-    if x.shape[0] != t.shape[0]:
+    if samples.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"x and t must hold the same number of samples, got {x.shape[0]} and {t.shape[0]}"
+            f"x and t must hold the same number of samples, got {samples.shape[0]} and {labels.shape[0]}"
         )
-    permutation = (np.random if rng is None else rng).permutation(x.shape[0])
-    return x[permutation], t[permutation]
+    permutation = (np.random if rng is None else rng).permutation(samples.shape[0])
+    return samples[permutation], labels[permutation]
 
 
-def smooth_curve(x) -> np.ndarray:
+def smooth_curve(x: ArrayLike) -> FloatArray:
     """Smooth a loss curve for plotting, exactly as DLfS: convolution with an 11-point Kaiser
     window (beta 2) over the series mirrored at both ends; the result has the length of ``x``.
 
@@ -73,7 +72,7 @@ def smooth_curve(x) -> np.ndarray:
     See http://glowingpython.blogspot.jp/2012/02/convolution-with-numpy.html.
     """
     try:
-        series = as_array(x)
+        series: Array = as_array(x)
     except (ValueError, TypeError) as exc:
         raise TypeError(
             f"x must be a 1-D sequence of numbers, got {_describe(x)} ({exc})"
@@ -91,5 +90,5 @@ def smooth_curve(x) -> np.ndarray:
     # Mirror the ends so the 'valid' convolution still covers the first and last points.
     s = np.r_[series[window_len - 1 : 0 : -1], series, series[-1:-window_len:-1]]
     w = np.kaiser(window_len, 2)
-    y = np.convolve(w / w.sum(), s, mode="valid")
+    y: FloatArray = np.convolve(w / w.sum(), s, mode="valid")
     return y[5 : len(y) - 5]

@@ -10,8 +10,13 @@ from __future__ import annotations
 import numbers
 import operator
 import warnings
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import Array, FloatArray, FloatDType
 
 __all__ = [
     "as_array",
@@ -33,6 +38,10 @@ _REAL_KINDS = "biuf"
 # them here keeps every later size product inside 64 bits.
 _MAX_SIZE = 2**40
 
+# The two compute dtypes, typed once: NumPy's stubs type np.dtype(np.float32) itself loosely.
+_FLOAT32: np.dtype[np.float32] = np.dtype(np.float32)
+_FLOAT64: np.dtype[np.float64] = np.dtype(np.float64)
+
 
 def _describe(value: object) -> str:
     text = repr(value)
@@ -44,7 +53,7 @@ def _describe(value: object) -> str:
 _RaggedWarning = getattr(np, "exceptions", np).VisibleDeprecationWarning
 
 
-def as_array(value: object) -> np.ndarray:
+def as_array(value: object) -> Array:
     """``np.asarray(value)``; ValueError for ragged nesting on every supported NumPy."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", _RaggedWarning)
@@ -54,7 +63,8 @@ def as_array(value: object) -> np.ndarray:
             raise ValueError(str(warning)) from None
 
 
-def _as_ndarray(value: object, name: str) -> np.ndarray:
+def _as_ndarray(value: object, name: str) -> Array:
+    arr: Array
     if isinstance(value, np.ndarray):
         arr = value
     else:
@@ -71,13 +81,14 @@ def _as_ndarray(value: object, name: str) -> np.ndarray:
 
 def ndim_of(value: object, name: str) -> int:
     """``np.ndim(value)``, or a TypeError naming ``name`` when it is not array-like (a ragged list)."""
-    return _as_ndarray(value, name).ndim
+    ndim: int = _as_ndarray(value, name).ndim
+    return ndim
 
 
-def float_dtype(*values: object) -> np.dtype:
+def float_dtype(*values: object) -> np.dtype[np.floating[Any]]:
     """The compute dtype for a call: float32 when every floating input is float32 (or float16),
     float64 when any is float64 or wider, and float64 when no input is floating."""
-    kinds = []
+    kinds: list[np.dtype[Any]] = []
     for v in values:
         dt = getattr(v, "dtype", None)
         if dt is None:
@@ -88,13 +99,13 @@ def float_dtype(*values: object) -> np.dtype:
         kinds.append(np.dtype(dt))
     floats = [d for d in kinds if d.kind == "f"]
     if floats and all(d.itemsize <= 4 for d in floats):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
+        return _FLOAT32
+    return _FLOAT64
 
 
 def as_float_array(
-    value: object, name: str, dtype: np.dtype | type, ndim: int | tuple[int, ...] | None = None
-) -> np.ndarray:
+    value: object, name: str, dtype: FloatDType, ndim: int | tuple[int, ...] | None = None
+) -> FloatArray:
     """``value`` as a C-contiguous array of ``dtype`` (a copy only when needed)."""
     arr = _as_ndarray(value, name)
     if ndim is not None:
@@ -106,13 +117,13 @@ def as_float_array(
     return _aligned(np.asarray(arr, dtype=dtype, order="C"))
 
 
-def _aligned(arr: np.ndarray) -> np.ndarray:
+def _aligned(arr: Array) -> Array:
     """arr, or an aligned copy: np.asarray leaves a C-contiguous array of the right dtype as it is,
     even when its data is not aligned (a view at an odd byte offset), and the core refuses those."""
     return arr if arr.flags.aligned else arr.copy()
 
 
-def as_index_array(value: object, name: str) -> np.ndarray:
+def as_index_array(value: object, name: str) -> npt.NDArray[np.int64]:
     """``value`` as a C-contiguous int64 array. Integer data, or floats that hold whole numbers
     (labels are often loaded as floats); anything else is a TypeError, and whole numbers that do
     not fit in int64 are a ValueError."""
@@ -147,14 +158,16 @@ def as_positive_int(value: object, name: str, minimum: int = 1, maximum: int = _
 def as_input_shape(shape: object, name: str = "input_shape") -> tuple[int, int, int, int]:
     """An (N, C, H, W) shape of four ints: N >= 0 (an empty batch is fine), C, H, W >= 1."""
     try:
-        dims = tuple(shape)  # type: ignore[arg-type]
+        # Anything tuple() cannot iterate raises the TypeError handled here.
+        dims = tuple(cast("Iterable[object]", shape))
     except TypeError:
         raise TypeError(f"{name} must be a tuple (N, C, H, W), got {_describe(shape)}") from None
     if len(dims) != 4:
         raise ValueError(f"{name} must have 4 entries (N, C, H, W), got {_describe(shape)}")
-    return tuple(
+    n, c, h, w = (
         as_positive_int(d, f"{name}[{i}]", minimum=0 if i == 0 else 1) for i, d in enumerate(dims)
-    )  # type: ignore[return-value]
+    )
+    return n, c, h, w
 
 
 def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
@@ -166,7 +179,8 @@ def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
         pair = (v, v)
     else:
         try:
-            items = tuple(value)  # type: ignore[arg-type]
+            # Anything tuple() cannot iterate raises the TypeError handled here.
+            items = tuple(cast("Iterable[object]", value))
         except TypeError:
             raise TypeError(
                 f"{name} must be an int or a pair of ints, got {_describe(value)}"
@@ -177,7 +191,8 @@ def as_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
             isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral) for i in items
         ):
             raise TypeError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
-        pair = (operator.index(items[0]), operator.index(items[1]))
+        checked = cast("tuple[numbers.Integral, numbers.Integral]", items)  # checked just above
+        pair = (operator.index(checked[0]), operator.index(checked[1]))
     if min(pair) < minimum or max(pair) > _MAX_SIZE:
         raise ValueError(f"{name} must be in [{minimum}, 2**40], got {_describe(value)}")
     return pair
@@ -244,8 +259,8 @@ def check_window(
 
 
 def as_channel_vectors(
-    tensor: np.ndarray, dtype: np.dtype | type, channel_axis: int = 1, **vectors: object
-) -> list[np.ndarray]:
+    tensor: Array, dtype: FloatDType, channel_axis: int = 1, **vectors: object
+) -> list[FloatArray]:
     """Per-channel vectors (batch-normalisation parameters and statistics), each converted to a
     C-contiguous (C,) array of ``dtype``, C = ``tensor.shape[channel_axis]``; a ValueError naming
     the first one of another shape."""

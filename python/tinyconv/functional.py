@@ -14,9 +14,14 @@ Shapes used below: ``x (N, C, H, W)``, filters ``W (FN, C, FH, FW)``, output
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Literal, overload
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
+from ._typing import ArrayLike, FloatArray, IntPair
 from ._validate import as_channel_vectors as _channel_vectors
 from ._validate import (
     as_flag,
@@ -64,29 +69,25 @@ __all__ = [
 
 
 def gemm(
-    a,
-    b,
-    c=None,
+    a: ArrayLike,
+    b: ArrayLike,
+    c: ArrayLike | None = None,
     *,
     alpha: float = 1.0,
     beta: float = 0.0,
     trans_a: bool = False,
     trans_b: bool = False,
-) -> np.ndarray:
+) -> FloatArray:
     """``alpha * op(a) @ op(b) + beta * c`` for 2-D arrays, op = transpose when ``trans_*``.
 
     a: (M, K), or (K, M) with ``trans_a``; b: (K, N), or (N, K) with ``trans_b``; c: (M, N) or None
     (then ``beta`` must be 0). Returns a new (M, N) array; ``c`` is not modified.
     """
     dt = float_dtype(a, b) if c is None else float_dtype(a, b, c)
-    a = as_float_array(a, "a", dt, ndim=2)
-    b = as_float_array(b, "b", dt, ndim=2)
-    if c is not None:
-        c = as_float_array(c, "c", dt, ndim=2)
     return _core.gemm(
-        a,
-        b,
-        c,
+        as_float_array(a, "a", dt, ndim=2),
+        as_float_array(b, "b", dt, ndim=2),
+        None if c is None else as_float_array(c, "c", dt, ndim=2),
         as_real(alpha, "alpha"),
         as_real(beta, "beta"),
         as_flag(trans_a, "trans_a"),
@@ -98,7 +99,15 @@ def gemm(
 # Convolution
 
 
-def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
+def conv2d_forward(
+    x: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    relu: bool = False,
+) -> FloatArray:
     """2-D convolution (cross-correlation, as DLfS): ``y[n, f] = sum_c x[n, c] * W[f, c] + b[f]``.
 
     x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW). With ``relu``,
@@ -109,11 +118,39 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarra
     W = as_float_array(W, "W", dt, ndim=4)
     b = as_float_array(b, "b", dt, ndim=1)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    check_window(x.shape, "x", W.shape[2:], "filter (FH, FW) of W", (sh, sw), (ph, pw))
+    check_window(x.shape, "x", (W.shape[2], W.shape[3]), "filter (FH, FW) of W", (sh, sw), (ph, pw))
     return _core.conv2d_forward(x, W, b, sh, sw, ph, pw, as_flag(relu, "relu"))
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
+@overload
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    W: ArrayLike,
+    stride: IntPair = ...,
+    pad: IntPair = ...,
+    *,
+    need_dx: Literal[True] = ...,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    W: ArrayLike,
+    stride: IntPair = ...,
+    pad: IntPair = ...,
+    *,
+    need_dx: bool,
+) -> tuple[FloatArray | None, FloatArray, FloatArray]: ...
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    W: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    need_dx: bool = True,
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of :func:`conv2d_forward`.
 
     dout: (N, FN, OH, OW); x: (N, C, H, W); W: (FN, C, FH, FW). Returns (dx, dW, db) with the
@@ -125,7 +162,7 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
     x = as_float_array(x, "x", dt, ndim=4)
     W = as_float_array(W, "W", dt, ndim=4)
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    check_window(x.shape, "x", W.shape[2:], "filter (FH, FW) of W", (sh, sw), (ph, pw))
+    check_window(x.shape, "x", (W.shape[2], W.shape[3]), "filter (FH, FW) of W", (sh, sw), (ph, pw))
     return _core.conv2d_backward(dout, x, W, sh, sw, ph, pw, as_flag(need_dx, "need_dx"))
 
 
@@ -134,7 +171,12 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
 
 
 def _pool_args(
-    input_shape, input_name, pool_h, pool_w, stride, pad
+    input_shape: tuple[int, ...],
+    input_name: str,
+    pool_h: int,
+    pool_w: int,
+    stride: IntPair,
+    pad: IntPair,
 ) -> tuple[int, int, int, int, int, int]:
     """(pool_h, pool_w, stride_h, stride_w, pad_h, pad_w), checked (also against the input's
     shape): the core's argument order."""
@@ -145,8 +187,8 @@ def _pool_args(
 
 
 def max_pool2d_forward(
-    x, pool_h: int, pool_w: int, stride=1, pad=0
-) -> tuple[np.ndarray, np.ndarray]:
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """Max pooling. Padded positions never win (they act as -inf, like PyTorch; DLfS pads with
     zeros, which differs when a window's real values are all negative). Ties go to the first
     maximum in window order (row-major), as ``np.argmax``. Every window must hold at least one real
@@ -157,10 +199,16 @@ def max_pool2d_forward(
     """
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
     window = _pool_args(x.shape, "x", pool_h, pool_w, stride, pad)
-    return _core.max_pool2d_forward(x, *window)
+    return _core.max_pool2d_forward(x, *window, True)
 
 
-def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.ndarray:
+def max_pool2d_backward(
+    dout: ArrayLike,
+    argmax: ArrayLike,
+    input_shape: Sequence[int],
+    *,
+    relu_output: ArrayLike | None = None,
+) -> FloatArray:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` value goes to its window's winner;
     winners of overlapping windows accumulate.
 
@@ -177,7 +225,9 @@ def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.nd
     return _core.max_pool2d_backward(dout, argmax, n, c, h, w, gate)
 
 
-def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def max_pool2d(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """The values of :func:`max_pool2d_forward` without the argmax array (faster, less memory:
     what inference needs). x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
@@ -186,8 +236,15 @@ def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
 
 
 def max_pool2d_backward_from_input(
-    dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *, through_relu: bool = False
-) -> np.ndarray:
+    dout: ArrayLike,
+    x: ArrayLike,
+    pool_h: int,
+    pool_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    through_relu: bool = False,
+) -> FloatArray:
     """Gradient of max pooling computed from the forward input ``x`` instead of a stored argmax:
     each window's winner is found again (same rule: first maximum, padding never wins) and
     receives its ``dout``. dout: (N, C, OH, OW); x: (N, C, H, W). Returns dx: (N, C, H, W).
@@ -201,7 +258,9 @@ def max_pool2d_backward_from_input(
     )
 
 
-def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def avg_pool2d_forward(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Average pooling; padded positions count as zeros (``count_include_pad``, the DLfS and
     PyTorch default), so every window divides by ``pool_h * pool_w``.
 
@@ -212,7 +271,14 @@ def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarr
     return _core.avg_pool2d_forward(x, *window)
 
 
-def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def avg_pool2d_backward(
+    dout: ArrayLike,
+    input_shape: Sequence[int],
+    pool_h: int,
+    pool_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+) -> FloatArray:
     """Gradient of :func:`avg_pool2d_forward`. dout: (N, C, OH, OW); returns dx: input_shape."""
     dout = as_float_array(dout, "dout", float_dtype(dout), ndim=4)
     n, c, h, w = _input_shape(input_shape)
@@ -220,13 +286,13 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     return _core.avg_pool2d_backward(dout, n, c, h, w, *window)
 
 
-def global_avg_pool2d_forward(x) -> np.ndarray:
+def global_avg_pool2d_forward(x: ArrayLike) -> FloatArray:
     """The mean of each (H, W) plane (summed in float64 for float32 too): x (N, C, H, W) -> (N, C)."""
     x = as_float_array(x, "x", float_dtype(x), ndim=4)
     return _core.global_avg_pool2d_forward(x)
 
 
-def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
+def global_avg_pool2d_backward(dout: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
     """Gradient of :func:`global_avg_pool2d_forward`: ``dout[n, c] / (H*W)`` over each plane.
     dout: (N, C); input_shape: (N, C, H, W). Returns dx: input_shape."""
     dout = as_float_array(dout, "dout", float_dtype(dout), ndim=2)
@@ -238,7 +304,7 @@ def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
 # Batch normalisation
 
 
-def _running_statistic(value, dt, name: str) -> np.ndarray:
+def _running_statistic(value: object, dt: np.dtype[np.floating[Any]], name: str) -> FloatArray:
     """A running statistic that training updates in place: never converted, so it must already be
     an ndarray of the compute dtype (the core checks layout, shape and writeability)."""
     if not isinstance(value, np.ndarray) or value.dtype != dt:
@@ -253,18 +319,18 @@ def _running_statistic(value, dt, name: str) -> np.ndarray:
 
 
 def batch_norm2d_forward(
-    x,
-    gamma,
-    beta,
-    running_mean,
-    running_var,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
     *,
     train: bool,
     momentum: float,
     eps: float,
     unbiased: bool = False,
     relu: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Batch normalisation per channel of an NCHW tensor (BatchNorm2d):
     ``y = (x - mean[c]) * invstd[c] * gamma[c] + beta[c]``, ``invstd = 1 / sqrt(var + eps)``.
 
@@ -310,8 +376,15 @@ def batch_norm2d_forward(
 
 
 def batch_norm2d_backward(
-    dout, x, gamma, mean, invstd, *, train: bool, relu_output=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    *,
+    train: bool,
+    relu_output: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Gradients of :func:`batch_norm2d_forward`: (dx, dgamma, dbeta).
 
     dout, x: (N, C, H, W) (x the forward input); gamma, mean, invstd: (C,) (mean and invstd as
@@ -334,8 +407,14 @@ def batch_norm2d_backward(
 
 
 def fold_batch_norm(
-    W, b, gamma, beta, running_mean, running_var, eps
-) -> tuple[np.ndarray, np.ndarray]:
+    W: ArrayLike,
+    b: ArrayLike | None,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
+    eps: float,
+) -> tuple[FloatArray, FloatArray]:
     """A convolution followed by an inference-mode :func:`batch_norm2d_forward`, as one
     convolution: ``W' = W * s[:, None, None, None]`` and ``b' = (b - running_mean) * s + beta``
     with ``s = gamma / sqrt(running_var + eps)``.
@@ -374,7 +453,9 @@ def fold_batch_norm(
 # Residual add
 
 
-def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
+def add_forward(
+    a: ArrayLike, b: ArrayLike, *, relu: bool = False, out: FloatArray | None = None
+) -> FloatArray:
     """``a + b`` elementwise (the join of a residual block: body plus shortcut), a and b of the same
     shape; with ``relu``, ``max(a + b, 0)`` in the same pass (the same bits as :func:`relu_forward`
     after it). With ``out`` (a C-contiguous, writeable array of the compute dtype and shape, which
@@ -394,14 +475,14 @@ def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
 # Activations
 
 
-def relu_forward(x, *, out=None) -> np.ndarray:
+def relu_forward(x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """``max(x, 0)`` elementwise, any shape (as DLfS: entries ``x <= 0`` become 0, NaN propagates).
     With ``out`` (which may be ``x`` itself) the result is written there and ``out`` is returned."""
     dt = float_dtype(x)
     return _core.relu_forward(as_float_array(x, "x", dt), _out_array(out, dt))
 
 
-def _out_array(out, dt, name: str = "out"):
+def _out_array(out: object, dt: np.dtype[np.floating[Any]], name: str = "out") -> FloatArray | None:
     """``out`` as given (it is written to, so it is never converted): None or a C-contiguous,
     writeable array of the compute dtype."""
     if out is None:
@@ -414,7 +495,7 @@ def _out_array(out, dt, name: str = "out"):
     return out
 
 
-def relu_backward(dout, x, *, out=None) -> np.ndarray:
+def relu_backward(dout: ArrayLike, x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """``dout`` where ``x > 0`` (or NaN), else 0; dout and x have the same shape. With ``out``
     (which may be ``dout`` itself, as DLfS's in-place ``Relu.backward``) the result is written
     there and ``out`` is returned."""
@@ -424,13 +505,13 @@ def relu_backward(dout, x, *, out=None) -> np.ndarray:
     )
 
 
-def sigmoid_forward(x) -> np.ndarray:
+def sigmoid_forward(x: ArrayLike) -> FloatArray:
     """``1 / (1 + exp(-x))`` elementwise, computed without overflow for large ``|x|``."""
     x = as_float_array(x, "x", float_dtype(x))
     return _core.sigmoid_forward(x)
 
 
-def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
+def sigmoid_backward(dout: ArrayLike, y: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """``dout * y * (1 - y)`` where ``y`` is the forward output (into ``out`` if given, which may
     be ``dout`` itself)."""
     dt = float_dtype(dout, y)
@@ -443,33 +524,33 @@ def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
 # Softmax and loss
 
 
-def softmax(x) -> np.ndarray:
+def softmax(x: ArrayLike) -> FloatArray:
     """Row-wise softmax of a 2-D array (a 1-D array is one row), stable for large logits."""
     x = as_float_array(x, "x", float_dtype(x), ndim=(1, 2))
     if x.ndim == 1:
-        return _core.softmax_forward(x[np.newaxis, :])[0]
+        row: FloatArray = _core.softmax_forward(x[np.newaxis, :])[0]
+        return row
     return _core.softmax_forward(x)
 
 
-def _labels(t, x: np.ndarray, dt) -> np.ndarray:
+def _labels(
+    t: ArrayLike, x: FloatArray, dt: np.dtype[np.floating[Any]]
+) -> FloatArray | npt.NDArray[np.int64]:
     """Integer labels (N,) as int64, or targets (N, K) in the compute dtype."""
-    arr = as_index_array(t, "t") if ndim_of(t, "t") == 1 else t
-    if np.ndim(arr) == 2:
-        if np.shape(arr) != x.shape:
-            raise ValueError(f"t must have the shape of the logits {x.shape}, got {np.shape(arr)}")
+    if ndim_of(t, "t") == 1:
+        return as_index_array(t, "t")
+    if np.ndim(t) == 2:
+        if np.shape(t) != x.shape:
+            raise ValueError(f"t must have the shape of the logits {x.shape}, got {np.shape(t)}")
         with np.errstate(over="ignore"):
-            targets = as_float_array(arr, "t", dt, ndim=2)
-        if not np.isfinite(targets).all() and np.isfinite(np.asarray(arr, dtype=np.float64)).all():
+            targets = as_float_array(t, "t", dt, ndim=2)
+        if not np.isfinite(targets).all() and np.isfinite(np.asarray(t, dtype=np.float64)).all():
             raise ValueError(f"t holds values too large for {np.dtype(dt).name}")
         return targets
-    if np.ndim(arr) != 1:
-        raise ValueError(
-            f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}"
-        )
-    return arr
+    raise ValueError(f"t must be (N,) integer labels or (N, K) targets, got shape {np.shape(t)}")
 
 
-def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy_forward(x: ArrayLike, t: ArrayLike) -> tuple[float, FloatArray]:
     """Mean cross-entropy of ``softmax(x)`` against targets ``t``.
 
     x: (N, K) logits. t: (N,) integer labels in [0, K), or (N, K) target distributions (one-hot
@@ -481,7 +562,7 @@ def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
     return _core.softmax_cross_entropy_forward(x, _labels(t, x, dt))
 
 
-def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
+def softmax_cross_entropy_backward(y: ArrayLike, t: ArrayLike, dout: float = 1.0) -> FloatArray:
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * dout / N``."""
     dt = float_dtype(y)
     y = as_float_array(y, "y", dt, ndim=2)
@@ -492,12 +573,12 @@ def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
 # Affine
 
 
-def _features(x: np.ndarray) -> int:
+def _features(x: FloatArray) -> int:
     """Features per sample; reshape(N, -1) cannot infer it when N == 0."""
     return int(np.prod(x.shape[1:], dtype=np.int64))
 
 
-def affine_forward(x, W, b) -> np.ndarray:
+def affine_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> FloatArray:
     """``x @ W + b``. x: (N, D) (or (N, d1, d2, ...) flattened to (N, D)); W: (D, M); b: (M,).
     Returns (N, M)."""
     dt = float_dtype(x, W, b)
@@ -510,7 +591,17 @@ def affine_forward(x, W, b) -> np.ndarray:
     )
 
 
-def affine_backward(dout, x, W, *, need_dx: bool = True):
+@overload
+def affine_backward(
+    dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: Literal[True] = ...
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def affine_backward(
+    dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: bool
+) -> tuple[FloatArray | None, FloatArray, FloatArray]: ...
+def affine_backward(
+    dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: bool = True
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of :func:`affine_forward`: (dx, dW, db), dx shaped like the original ``x``
     (None with ``need_dx=False``)."""
     dt = float_dtype(dout, x, W)

@@ -11,9 +11,13 @@ inside the log), so their values match DLfS to the last bit; the layers in
 
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar, Union
+
 import numpy as np
+import numpy.typing as npt
 
 from . import functional as F
+from ._typing import Array, ArrayLike, FloatArray
 
 __all__ = [
     "cross_entropy_error",
@@ -30,43 +34,53 @@ __all__ = [
     "sum_squared_error",
 ]
 
+_T = TypeVar("_T")
+# What an elementwise function gives back: an array like its input, or a NumPy scalar for a
+# scalar or 0-d input (as a NumPy ufunc does).
+FloatResult = Union[FloatArray, "np.floating[Any]"]
+# What ``x > 0`` is defined on (a list is not).
+_Comparable = Union[Array, "np.number[Any]", float]
 
-def _float_input(x) -> np.ndarray:
-    arr = np.asarray(x)
+
+def _float_input(x: ArrayLike) -> FloatArray:
+    arr: Array = np.asarray(x)
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     return arr
 
 
-def _elementwise(kernel, x):
+def _elementwise(kernel: Callable[[FloatArray], FloatArray], x: ArrayLike) -> FloatResult:
     """Apply a shape-preserving kernel to an array of any shape, a 0-d array or a scalar."""
     arr = _float_input(x)
     out = kernel(arr.reshape(1) if arr.ndim == 0 else arr)
-    return out.reshape(arr.shape)[()] if arr.ndim == 0 else out
+    if arr.ndim == 0:
+        scalar: np.floating[Any] = out[0]  # out has shape (1,)
+        return scalar
+    return out
 
 
-def identity_function(x):
+def identity_function(x: _T) -> _T:
     """Returns ``x`` unchanged (the output activation of a regression network)."""
     return x
 
 
-def step_function(x) -> np.ndarray:
+def step_function(x: _Comparable) -> npt.NDArray[np.int_]:
     """1 where ``x > 0``, else 0, as an int array."""
     return np.array(x > 0, dtype=int)
 
 
-def sigmoid(x):
+def sigmoid(x: ArrayLike) -> FloatResult:
     """``1 / (1 + exp(-x))`` elementwise."""
     return _elementwise(F.sigmoid_forward, x)
 
 
-def sigmoid_grad(x):
+def sigmoid_grad(x: ArrayLike) -> FloatResult:
     """Derivative of :func:`sigmoid` at ``x``: ``(1 - sigmoid(x)) * sigmoid(x)``."""
     y = sigmoid(x)
     return (1.0 - y) * y
 
 
-def relu(x):
+def relu(x: ArrayLike) -> Array | np.generic:
     """``max(0, x)`` elementwise."""
     arr = np.asarray(x)
     if arr.dtype.kind != "f":
@@ -74,16 +88,16 @@ def relu(x):
     return _elementwise(F.relu_forward, arr)
 
 
-def relu_grad(x) -> np.ndarray:
+def relu_grad(x: ArrayLike) -> Array:
     """Derivative of :func:`relu` as DLfS defines it: 1 where ``x >= 0`` (the kink counts as 1),
     else 0, in the dtype of ``x``."""
-    x = np.asarray(x)
-    grad = np.zeros_like(x)
-    grad[x >= 0] = 1
+    arr: Array = np.asarray(x)
+    grad = np.zeros_like(arr)
+    grad[arr >= 0] = 1
     return grad
 
 
-def softmax(x) -> np.ndarray:
+def softmax(x: ArrayLike) -> FloatResult:
     """Softmax along the last axis (any number of dimensions), stable for large inputs."""
     arr = _float_input(x)
     if arr.ndim <= 2:
@@ -91,9 +105,11 @@ def softmax(x) -> np.ndarray:
     return F.softmax(arr.reshape(-1, arr.shape[-1])).reshape(arr.shape)
 
 
-def sum_squared_error(y, t):
+def sum_squared_error(y: ArrayLike, t: ArrayLike) -> np.floating[Any]:
     """``0.5 * sum((y - t)**2)`` -- DLfS's ``sum_squared_error``."""
-    return 0.5 * np.sum((np.asarray(y) - np.asarray(t)) ** 2)
+    total: np.floating[Any] = np.sum((np.asarray(y) - np.asarray(t)) ** 2)
+    error: np.floating[Any] = 0.5 * total
+    return error
 
 
 #: The book's chapter 4 calls :func:`sum_squared_error` ``mean_squared_error`` (same formula:
@@ -101,24 +117,26 @@ def sum_squared_error(y, t):
 mean_squared_error = sum_squared_error
 
 
-def cross_entropy_error(y, t):
+def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> np.floating[Any]:
     """Mean cross-entropy of predicted probabilities ``y`` against labels ``t``, DLfS's formula:
     ``-sum(log(y[i, t[i]] + 1e-7)) / N``.
 
     ``y``: (N, K) or (K,) probabilities. ``t``: integer labels (N,) or one-hot rows like ``y``.
     """
-    y = np.asarray(y)
-    t = np.asarray(t)
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
-        y = y.reshape(1, y.size)
+    probabilities: Array = np.asarray(y)
+    labels: Array = np.asarray(t)
+    if probabilities.ndim == 1:
+        labels = labels.reshape(1, labels.size)
+        probabilities = probabilities.reshape(1, probabilities.size)
     # One-hot targets are turned into label indices.
-    if t.size == y.size:
-        t = t.argmax(axis=1)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+    if labels.size == probabilities.size:
+        labels = labels.argmax(axis=1)
+    batch_size = probabilities.shape[0]
+    picked = probabilities[np.arange(batch_size), labels]
+    loss: np.floating[Any] = -np.sum(np.log(picked + 1e-7)) / batch_size
+    return loss
 
 
-def softmax_loss(X, t):
+def softmax_loss(X: ArrayLike, t: ArrayLike) -> np.floating[Any]:
     """``cross_entropy_error(softmax(X), t)``."""
     return cross_entropy_error(softmax(X), t)

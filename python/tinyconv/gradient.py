@@ -19,21 +19,38 @@ its own dtype, as DLfS does.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Union
 
 import numpy as np
+
+from ._typing import Array, ArrayLike
+from ._validate import _describe
 
 # "np": DLfS's common/gradient.py imports numpy at top level, so its star import gives scripts ``np``.
 __all__ = ["np", "numerical_gradient", "numerical_gradient_1d", "numerical_gradient_2d"]
 
 _H = 1e-4
 
+#: A scalar function of the perturbed array: a network's loss (a float or a NumPy float).
+LossFunction = Callable[[Array], Union[float, "np.floating[Any]"]]
 
-def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+
+def _perturbable(value: object, name: str) -> Array:
+    """``value`` itself, which must be an ndarray: it is perturbed in place, so never converted."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array (it is perturbed in place), got "
+            f"{type(value).__name__} {_describe(value)}"
+        )
+    return value
+
+
+def numerical_gradient(f: LossFunction, x: Array) -> Array:
     """Gradient of scalar ``f`` with respect to the array ``x`` (any number of dimensions),
     returned as an array like ``x`` -- in float64 when ``x`` is a lower-precision parameter of a
     tinyconv network, which is then evaluated in float64 (see the module docstring)."""
-    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != np.float64:
+    x = _perturbable(x, "x")
+    if x.dtype.kind == "f" and x.dtype != np.float64:
         from .network import network_of_parameter  # network.py imports this module
 
         network = network_of_parameter(x)
@@ -43,8 +60,8 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.nd
     return _central_differences(f, x)
 
 
-def _central_differences(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
-    grad = np.zeros_like(x)
+def _central_differences(f: LossFunction, x: Array) -> Array:
+    grad: Array = np.zeros_like(x)
     # One f evaluation pair per element is the method itself; the per-element loop is inherent.
     for idx in np.ndindex(x.shape):
         original = x[idx]
@@ -59,20 +76,21 @@ def _central_differences(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.
     return grad
 
 
-def numerical_gradient_1d(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+def numerical_gradient_1d(f: LossFunction, x: ArrayLike) -> Array:
     """DLfS's ``_numerical_gradient_1d``: the gradient for a 1-D ``x``."""
-    x = np.asarray(x)
-    if x.ndim != 1:
-        raise ValueError(f"x must be 1-dimensional, got shape {x.shape}")
-    return numerical_gradient(f, x)
+    vector: Array = np.asarray(x)
+    if vector.ndim != 1:
+        raise ValueError(f"x must be 1-dimensional, got shape {vector.shape}")
+    return numerical_gradient(f, vector)
 
 
-def numerical_gradient_2d(f: Callable[[np.ndarray], float], X: np.ndarray) -> np.ndarray:
+def numerical_gradient_2d(f: LossFunction, X: Array) -> Array:
     """DLfS's ``numerical_gradient_2d``: for a 1-D ``X`` the gradient of ``f(X)``; for a 2-D
     ``X`` the gradient of ``f`` with respect to each row, ``f`` being called with that row."""
+    X = _perturbable(X, "X")
     if X.ndim == 1:
         return numerical_gradient_1d(f, X)
-    grad = np.zeros_like(X)
+    grad: Array = np.zeros_like(X)
     for idx, row in enumerate(X):
         grad[idx] = numerical_gradient_1d(f, row)
     return grad

@@ -30,9 +30,13 @@ Conventions (the same as :mod:`tinyconv.functional`):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from ._typing import Array, ArrayLike, FloatArray, IntPair
 from ._validate import (
     as_array,
     as_flag,
@@ -87,7 +91,7 @@ __all__ = [
 # Argument handling
 
 
-def _compute_dtype(*values: object) -> np.dtype:
+def _compute_dtype(*values: object) -> np.dtype[np.floating[Any]]:
     """float32 when every floating input is at most 32 bits wide (and there is one), else float64.
     Values that are not array-like are skipped here; their conversion names them."""
     dtypes = []
@@ -97,12 +101,12 @@ def _compute_dtype(*values: object) -> np.dtype:
         except Exception:  # ragged lists and the like
             continue
     floating = [d for d in dtypes if d.kind == "f"]
-    if floating and all(d.itemsize <= 4 for d in floating):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
+    narrow = bool(floating) and all(d.itemsize <= 4 for d in floating)
+    dtype: np.dtype[np.floating[Any]] = np.dtype(np.float32 if narrow else np.float64)
+    return dtype
 
 
-def _as_float64(value: object, dtype: np.dtype, name: str) -> np.ndarray:
+def _as_float64(value: object, dtype: np.dtype[Any], name: str) -> Array:
     """``value`` converted to the compute ``dtype`` (rounding exactly as the kernels' inputs are
     rounded), then widened to float64 for the arithmetic. A TypeError naming ``name`` when it is not
     an array of real numbers."""
@@ -117,7 +121,7 @@ def _physical_memory_bytes() -> int:
         return 0
 
 
-def _zeros(shape: tuple[int, ...], what: str) -> np.ndarray:
+def _zeros(shape: tuple[int, ...], what: str) -> Array:
     """``np.zeros(shape)`` in float64, or a MemoryError first when it would not fit in this machine's
     memory (as the compiled core does): the OS may promise such an allocation and then kill the
     process when the pages are touched."""
@@ -138,7 +142,7 @@ def _check_affordable(shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def _padded(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+def _padded(x: Array, ph: int, pw: int) -> Array:
     """x (N, C, H, W) with ph zero rows above and below and pw zero columns left and right."""
     N, C, H, W = x.shape
     img = _zeros((N, C, H + 2 * ph, W + 2 * pw), "the padded input")
@@ -152,9 +156,19 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
+# (stride, pad, output size): three (h, w) pairs.
+_Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
 def _window_geometry(
-    input_shape, input_name: str, filter_h: int, filter_w: int, window_name: str, stride, pad
-):
+    input_shape: Sequence[int],
+    input_name: str,
+    filter_h: int,
+    filter_w: int,
+    window_name: str,
+    stride: IntPair,
+    pad: IntPair,
+) -> _Geometry:
     """``(sh, sw), (ph, pw), (OH, OW)`` for a window sliding over ``input_shape`` (N, C, H, W),
     checked as the compiled core checks it (see :func:`tinyconv._validate.check_window`)."""
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
@@ -164,7 +178,7 @@ def _window_geometry(
     return (sh, sw), (ph, pw), (out_h, out_w)
 
 
-def _check_4d(x: np.ndarray, name: str) -> None:
+def _check_4d(x: Array, name: str) -> None:
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-dimensional (N, C, H, W), got shape {x.shape}")
 
@@ -173,7 +187,7 @@ def _check_4d(x: np.ndarray, name: str) -> None:
 # im2col / col2im (DLfS common/util.py, generalised)
 
 
-def _im2col_f64(x: np.ndarray, filter_h: int, filter_w: int, stride, pad) -> np.ndarray:
+def _im2col_f64(x: Array, filter_h: int, filter_w: int, stride: IntPair, pad: IntPair) -> Array:
     """im2col on a float64 array, no dtype handling (callers have checked the window)."""
     N, C, _H, _W = x.shape
     (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(
@@ -204,8 +218,13 @@ def _im2col_f64(x: np.ndarray, filter_h: int, filter_w: int, stride, pad) -> np.
 
 
 def _col2im_f64(
-    col: np.ndarray, input_shape, filter_h: int, filter_w: int, stride, pad
-) -> np.ndarray:
+    col: Array,
+    input_shape: Sequence[int],
+    filter_h: int,
+    filter_w: int,
+    stride: IntPair,
+    pad: IntPair,
+) -> Array:
     """col2im on a float64 array, no dtype handling (callers have checked the window)."""
     N, C, H, W = input_shape
     (sh, sw), (ph, pw), (out_h, out_w) = _window_geometry(
@@ -237,7 +256,9 @@ def _col2im_f64(
     return np.ascontiguousarray(img[:, :, ph : H + ph, pw : W + pw])
 
 
-def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+def im2col(
+    input_data: ArrayLike, filter_h: int, filter_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Unfold the sliding windows of a batch of images into the rows of a matrix.
 
     input_data: (N, C, H, W). Returns col: (N*OH*OW, C*FH*FW); row ``(n*OH + oh)*OW + ow`` holds the
@@ -252,7 +273,14 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
     return _im2col_f64(x, fh, fw, stride, pad).astype(dt)
 
 
-def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+def col2im(
+    col: ArrayLike,
+    input_shape: Sequence[int],
+    filter_h: int,
+    filter_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+) -> FloatArray:
     """Fold a column matrix back into images: the adjoint of :func:`im2col`.
 
     col: (N*OH*OW, C*FH*FW); input_shape: (N, C, H, W). Every entry of ``col`` is added to the pixel
@@ -273,7 +301,9 @@ def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> n
 # Naive loops (the definitions)
 
 
-def conv2d_naive(x, W, b, stride=1, pad=0) -> np.ndarray:
+def conv2d_naive(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Convolution (cross-correlation) by explicit loops over every output element:
     ``y[n, f, i, j] = b[f] + sum_{c, p, q} xpad[n, c, i*sh + p, j*sw + q] * W[f, c, p, q]``."""
     dt = _compute_dtype(x, W, b)
@@ -311,14 +341,16 @@ def _beats(value: float, best: float) -> bool:
     return bool(value > best or np.isnan(value))
 
 
-def _pool_geometry(x: np.ndarray, pool_h, pool_w, stride, pad):
+def _pool_geometry(
+    x: Array, pool_h: int, pool_w: int, stride: IntPair, pad: IntPair
+) -> tuple[int, int, tuple[int, int], tuple[int, int], tuple[int, int]]:
     """``pool_h, pool_w, (sh, sw), (ph, pw), (OH, OW)`` of a pooling over x, checked."""
     _check_4d(x, "x")
     pool_h, pool_w = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
-    stride, pad, out = _window_geometry(
+    stride_hw, pad_hw, out = _window_geometry(
         x.shape, "x", pool_h, pool_w, "pool (pool_h, pool_w)", stride, pad
     )
-    return pool_h, pool_w, stride, pad, out
+    return pool_h, pool_w, stride_hw, pad_hw, out
 
 
 def _real_taps(o: int, s: int, p: int, k: int, size: int) -> range:
@@ -327,7 +359,9 @@ def _real_taps(o: int, s: int, p: int, k: int, size: int) -> range:
     return range(max(0, p - o * s), min(k, size + p - o * s))
 
 
-def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_naive(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """Max pooling by explicit loops over every window, visiting taps in row-major order and
     keeping the first strict maximum; padded taps are skipped (they act as -inf).
 
@@ -359,7 +393,9 @@ def max_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> tuple[np.n
     return y.astype(dt), argmax
 
 
-def avg_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def avg_pool2d_naive(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Average pooling by explicit loops: the sum of each window's real inputs (padding adds
     zero) divided by ``pool_h * pool_w``."""
     dt = _compute_dtype(x)
@@ -386,15 +422,15 @@ def avg_pool2d_naive(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray
 
 
 def gemm(
-    a,
-    b,
-    c=None,
+    a: ArrayLike,
+    b: ArrayLike,
+    c: ArrayLike | None = None,
     *,
     alpha: float = 1.0,
     beta: float = 0.0,
     trans_a: bool = False,
     trans_b: bool = False,
-) -> np.ndarray:
+) -> FloatArray:
     """``alpha * op(a) @ op(b) + beta * c``, op = transpose when ``trans_*``.
 
     a: (M, K), or (K, M) with ``trans_a``; b: (K, N), or (N, K) with ``trans_b``; c: (M, N) or
@@ -428,7 +464,7 @@ def gemm(
 # Convolution (DLfS Convolution layer)
 
 
-def _conv_geometry(x: np.ndarray, W: np.ndarray, stride, pad):
+def _conv_geometry(x: Array, W: Array, stride: IntPair, pad: IntPair) -> _Geometry:
     """``(sh, sw), (ph, pw), (OH, OW)`` of a convolution of x with W, checked as the compiled core
     checks it."""
     if x.ndim != 4 or W.ndim != 4:
@@ -442,7 +478,15 @@ def _conv_geometry(x: np.ndarray, W: np.ndarray, stride, pad):
     )
 
 
-def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarray:
+def conv2d_forward(
+    x: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    relu: bool = False,
+) -> FloatArray:
     """Convolution as one matrix product: ``im2col(x) @ W_flat.T + b``.
 
     x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW); with ``relu``,
@@ -463,7 +507,15 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, relu: bool = False) -> np.ndarra
     return relu_forward(y) if relu else y
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    W: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    need_dx: bool = True,
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of :func:`conv2d_forward` (DLfS ``Convolution.backward``).
 
     dout: (N, FN, OH, OW); x: (N, C, H, W); W: (FN, C, FH, FW). Returns (dx, dW, db) shaped like
@@ -491,20 +543,20 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx: bool = True):
 # Pooling (DLfS Pooling layer, with -inf padding for max pooling)
 
 
-def _pool_windows(x: np.ndarray, pool_h: int, pool_w: int, stride, pad) -> np.ndarray:
+def _pool_windows(x: Array, pool_h: int, pool_w: int, stride: IntPair, pad: IntPair) -> Array:
     """The pooling windows of x as rows: (N*OH*OW*C, pool_h*pool_w), rows ordered (n, oh, ow, c),
     taps in row-major window order. Padded taps hold 0."""
     return _im2col_f64(x, pool_h, pool_w, stride, pad).reshape(-1, pool_h * pool_w)
 
 
-def _rows_to_nchw(rows: np.ndarray, N: int, C: int, out_h: int, out_w: int) -> np.ndarray:
+def _rows_to_nchw(rows: Array, N: int, C: int, out_h: int, out_w: int) -> Array:
     """(N*OH*OW*C,) values in (n, oh, ow, c) order -> (N, C, OH, OW)."""
     return rows.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
 
 
 def max_pool2d_forward(
-    x, pool_h: int, pool_w: int, stride=1, pad=0
-) -> tuple[np.ndarray, np.ndarray]:
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """Max pooling. Padded positions never win; ties go to the first maximum in row-major window
     order, and NaN wins, as in ``np.argmax``. Requires ``pad < pool`` in each direction.
 
@@ -542,7 +594,13 @@ def max_pool2d_forward(
     return y.astype(dt), np.ascontiguousarray(argmax, dtype=np.int64)
 
 
-def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.ndarray:
+def max_pool2d_backward(
+    dout: ArrayLike,
+    argmax: ArrayLike,
+    input_shape: Sequence[int],
+    *,
+    relu_output: ArrayLike | None = None,
+) -> FloatArray:
     """Gradient of :func:`max_pool2d_forward`: each ``dout`` value is added to its window's winner
     (winners of overlapping windows accumulate); with ``relu_output`` (the pooled input, a ReLU's
     output), then :func:`relu_backward` through that ReLU.
@@ -572,14 +630,23 @@ def max_pool2d_backward(dout, argmax, input_shape, *, relu_output=None) -> np.nd
     return dx if gate is None else relu_backward(dx, gate)
 
 
-def max_pool2d(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def max_pool2d(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """The values of :func:`max_pool2d_forward` alone."""
     return max_pool2d_forward(x, pool_h, pool_w, stride, pad)[0]
 
 
 def max_pool2d_backward_from_input(
-    dout, x, pool_h: int, pool_w: int, stride=1, pad=0, *, through_relu: bool = False
-) -> np.ndarray:
+    dout: ArrayLike,
+    x: ArrayLike,
+    pool_h: int,
+    pool_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    through_relu: bool = False,
+) -> FloatArray:
     """:func:`max_pool2d_backward` with the winners found again from the forward input ``x``
     (and, with ``through_relu``, ``x`` as the ``relu_output``)."""
     dt = _compute_dtype(dout, x)
@@ -591,7 +658,9 @@ def max_pool2d_backward_from_input(
     return max_pool2d_backward(dout, argmax, x.shape, relu_output=x if through_relu else None)
 
 
-def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def avg_pool2d_forward(
+    x: ArrayLike, pool_h: int, pool_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Average pooling; padded positions count as zeros, every window divides by
     ``pool_h * pool_w``. x: (N, C, H, W). Returns y: (N, C, OH, OW)."""
     dt = _compute_dtype(x)
@@ -603,7 +672,14 @@ def avg_pool2d_forward(x, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarr
     return _rows_to_nchw(y, N, C, out_h, out_w).astype(dt)
 
 
-def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, pad=0) -> np.ndarray:
+def avg_pool2d_backward(
+    dout: ArrayLike,
+    input_shape: Sequence[int],
+    pool_h: int,
+    pool_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+) -> FloatArray:
     """Gradient of :func:`avg_pool2d_forward`: every tap of a window receives
     ``dout / (pool_h * pool_w)``, folded back with col2im. dout: (N, C, OH, OW); returns
     dx: input_shape."""
@@ -624,22 +700,23 @@ def avg_pool2d_backward(dout, input_shape, pool_h: int, pool_w: int, stride=1, p
     return _col2im_f64(dcol, (N, C, H, W), pool_h, pool_w, stride, pad).astype(dt)
 
 
-def _check_planes(x: np.ndarray, name: str) -> None:
+def _check_planes(x: Array, name: str) -> None:
     """A 4-D (N, C, H, W) array with C, H, W >= 1 (as the compiled core requires)."""
     _check_4d(x, name)
     if min(x.shape[1:]) < 1:
         raise ValueError(f"{name} must have C, H, W >= 1, got shape {x.shape}")
 
 
-def global_avg_pool2d_forward(x) -> np.ndarray:
+def global_avg_pool2d_forward(x: ArrayLike) -> FloatArray:
     """The mean of each (H, W) plane: x (N, C, H, W) -> (N, C)."""
     dt = _compute_dtype(x)
     x = _as_float64(x, dt, "x")
     _check_planes(x, "x")
-    return x.mean(axis=(2, 3)).astype(dt)
+    means: FloatArray = x.mean(axis=(2, 3)).astype(dt)
+    return means
 
 
-def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
+def global_avg_pool2d_backward(dout: ArrayLike, input_shape: Sequence[int]) -> FloatArray:
     """Every dx[n, c, h, w] = dout[n, c] / (H*W). dout: (N, C); returns dx: input_shape."""
     dt = _compute_dtype(dout)
     dout = _as_float64(dout, dt, "dout")
@@ -654,7 +731,7 @@ def global_avg_pool2d_backward(dout, input_shape) -> np.ndarray:
 # Batch normalisation
 
 
-def _channel_vector(value: object, dt: np.dtype, name: str, channels: int) -> np.ndarray:
+def _channel_vector(value: object, dt: np.dtype[Any], name: str, channels: int) -> Array:
     arr = _as_float64(value, dt, name)
     if arr.shape != (channels,):
         raise ValueError(
@@ -663,7 +740,7 @@ def _channel_vector(value: object, dt: np.dtype, name: str, channels: int) -> np
     return arr
 
 
-def _updated_in_place(value: object, dt: np.dtype, name: str, channels: int) -> np.ndarray:
+def _updated_in_place(value: object, dt: np.dtype[Any], name: str, channels: int) -> Array:
     """A running statistic that training overwrites: an ndarray of the compute dtype already,
     C-contiguous, writeable, of shape (C,)."""
     if not isinstance(value, np.ndarray) or value.dtype != dt:
@@ -683,24 +760,24 @@ def _updated_in_place(value: object, dt: np.dtype, name: str, channels: int) -> 
     return value
 
 
-def _per_channel(v: np.ndarray) -> np.ndarray:
+def _per_channel(v: Array) -> Array:
     """A (C,) vector shaped to broadcast over (N, C, H, W)."""
     return v[None, :, None, None]
 
 
 def batch_norm2d_forward(
-    x,
-    gamma,
-    beta,
-    running_mean,
-    running_var,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
     *,
     train: bool,
     momentum: float,
     eps: float,
     unbiased: bool = False,
     relu: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Batch normalisation per channel, from the definition: ``mean`` and the biased ``var`` of
     each channel's N*H*W values (``np.mean``, ``np.var``), ``invstd = 1 / sqrt(var + eps)``, both
     rounded to the compute dtype as returned, then ``y = (x - mean) * invstd * gamma + beta``
@@ -761,8 +838,15 @@ def batch_norm2d_forward(
 
 
 def batch_norm2d_backward(
-    dout, x, gamma, mean, invstd, *, train: bool, relu_output=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dout: ArrayLike,
+    x: ArrayLike,
+    gamma: ArrayLike,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    *,
+    train: bool,
+    relu_output: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Gradients of :func:`batch_norm2d_forward` from the formulas, in float64: with
     ``dy = dout`` (0 where ``relu_output <= 0``), ``xhat = (x - mean) * invstd``, m = N*H*W:
     ``dbeta = sum dy``, ``dgamma = sum dy * xhat``, ``dx = gamma * invstd / m * (m*dy - dbeta -
@@ -796,8 +880,14 @@ def batch_norm2d_backward(
 
 
 def fold_batch_norm(
-    W, b, gamma, beta, running_mean, running_var, eps
-) -> tuple[np.ndarray, np.ndarray]:
+    W: ArrayLike,
+    b: ArrayLike | None,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
+    eps: float,
+) -> tuple[FloatArray, FloatArray]:
     """``W * s[:, None, None, None]`` and ``(b - running_mean) * s + beta`` (b None: 0), with
     ``s = gamma / sqrt(running_var + eps)``, all in float64 and rounded once."""
     dt = _compute_dtype(W, gamma, beta, running_mean, running_var, *(() if b is None else (b,)))
@@ -820,7 +910,9 @@ def fold_batch_norm(
         )
 
 
-def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
+def add_forward(
+    a: ArrayLike, b: ArrayLike, *, relu: bool = False, out: FloatArray | None = None
+) -> FloatArray:
     """``a + b`` (same shapes), with ``relu`` then ``max(., 0)`` by relu_forward's rule."""
     dt = _compute_dtype(a, b)
     a, b = _as_float64(a, dt, "a"), _as_float64(b, dt, "b")
@@ -835,14 +927,14 @@ def add_forward(a, b, *, relu: bool = False, out=None) -> np.ndarray:
 # Activations
 
 
-def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def _same_shape(a: Array, b: Array, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(
             f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}"
         )
 
 
-def relu_forward(x, *, out=None) -> np.ndarray:
+def relu_forward(x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """``max(x, 0)`` elementwise, any shape: entries ``x <= 0`` become 0 (as in DLfS's
     ``x[x <= 0] = 0``), NaN propagates."""
     dt = _compute_dtype(x)
@@ -850,7 +942,7 @@ def relu_forward(x, *, out=None) -> np.ndarray:
     return _into(np.where(x <= 0, 0.0, x).astype(dt), out)
 
 
-def _into(result: np.ndarray, out):
+def _into(result: Array, out: object) -> Array:
     """``result``, or ``result`` copied into ``out`` (then ``out``), which must be a writeable array
     of the result's dtype and shape (as in :mod:`tinyconv.functional`: it is never converted)."""
     if out is None:
@@ -868,7 +960,7 @@ def _into(result: np.ndarray, out):
     return out
 
 
-def relu_backward(dout, x, *, out=None) -> np.ndarray:
+def relu_backward(dout: ArrayLike, x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """The gradient passes where the forward pass let ``x`` through (``x > 0`` or NaN), else 0."""
     dt = _compute_dtype(dout, x)
     dout, x = _as_float64(dout, dt, "dout"), _as_float64(x, dt, "x")
@@ -876,7 +968,7 @@ def relu_backward(dout, x, *, out=None) -> np.ndarray:
     return _into(np.where(x <= 0, 0.0, dout).astype(dt), out)
 
 
-def sigmoid_forward(x) -> np.ndarray:
+def sigmoid_forward(x: ArrayLike) -> FloatArray:
     """``1 / (1 + exp(-x))`` elementwise, without overflow: with ``z = exp(-|x|)`` (never above 1),
     sigmoid is ``1 / (1 + z)`` for x >= 0 and ``z / (1 + z)`` for x < 0."""
     dt = _compute_dtype(x)
@@ -885,7 +977,7 @@ def sigmoid_forward(x) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(dt)
 
 
-def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
+def sigmoid_backward(dout: ArrayLike, y: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """``dout * y * (1 - y)``, where ``y`` is the forward output."""
     dt = _compute_dtype(dout, y)
     dout, y = _as_float64(dout, dt, "dout"), _as_float64(y, dt, "y")
@@ -897,14 +989,15 @@ def sigmoid_backward(dout, y, *, out=None) -> np.ndarray:
 # Softmax and cross-entropy
 
 
-def _log_softmax_rows(x: np.ndarray) -> np.ndarray:
+def _log_softmax_rows(x: Array) -> Array:
     """``x - logsumexp(x)`` per row (2-D float64), shifted by the row maximum so exp never
     overflows."""
     shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_softmax: Array = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return log_softmax
 
 
-def softmax(x) -> np.ndarray:
+def softmax(x: ArrayLike) -> FloatArray:
     """Row-wise softmax of a 2-D array (a 1-D array is one row), stable for large logits."""
     dt = _compute_dtype(x)
     x = _as_float64(x, dt, "x")
@@ -915,10 +1008,11 @@ def softmax(x) -> np.ndarray:
     rows = np.atleast_2d(x)
     shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
     y = shifted / shifted.sum(axis=1, keepdims=True)
-    return y.reshape(x.shape).astype(dt)
+    probabilities: FloatArray = y.reshape(x.shape).astype(dt)
+    return probabilities
 
 
-def _check_logits(x: np.ndarray, name: str) -> None:
+def _check_logits(x: Array, name: str) -> None:
     """(N, K) with N >= 1 (the loss is a mean over the rows, as in the compiled core: an empty batch
     has none) and K >= 1."""
     if x.ndim != 2:
@@ -930,7 +1024,7 @@ def _check_logits(x: np.ndarray, name: str) -> None:
         )
 
 
-def _targets(t, x: np.ndarray, dt: np.dtype) -> np.ndarray:
+def _targets(t: ArrayLike, x: Array, dt: np.dtype[Any]) -> Array:
     """The target distribution as an (N, K) float64 array: one-hot rows for integer labels (N,),
     the rows themselves for an (N, K) array."""
     N, K = x.shape
@@ -949,7 +1043,7 @@ def _targets(t, x: np.ndarray, dt: np.dtype) -> np.ndarray:
     return onehot
 
 
-def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy_forward(x: ArrayLike, t: ArrayLike) -> tuple[float, FloatArray]:
     """Mean cross-entropy of ``softmax(x)`` against ``t``: ``-mean_n sum_k t[n, k] *
     log_softmax(x)[n, k]``, with the log-softmax from a log-sum-exp (no ``log(0)``).
 
@@ -967,7 +1061,7 @@ def softmax_cross_entropy_forward(x, t) -> tuple[float, np.ndarray]:
     return loss, np.exp(log_y).astype(dt)
 
 
-def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
+def softmax_cross_entropy_backward(y: ArrayLike, t: ArrayLike, dout: float = 1.0) -> FloatArray:
     """Gradient of the mean loss w.r.t. the logits: ``(y - onehot(t)) * dout / N``."""
     dt = _compute_dtype(y)
     y = _as_float64(y, dt, "y")
@@ -980,14 +1074,14 @@ def softmax_cross_entropy_backward(y, t, dout: float = 1.0) -> np.ndarray:
 # Affine (fully connected)
 
 
-def _flatten_batch(x: np.ndarray) -> np.ndarray:
+def _flatten_batch(x: Array) -> Array:
     if x.ndim == 0:
         raise ValueError(f"x must have a batch dimension, got shape {x.shape}")
     # The feature count spelled out (not -1), so that an empty batch (N = 0) still flattens.
     return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
-def affine_forward(x, W, b) -> np.ndarray:
+def affine_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> FloatArray:
     """``x @ W + b``. x: (N, D) or (N, d1, d2, ...) flattened to (N, D); W: (D, M); b: (M,).
     Returns (N, M)."""
     dt = _compute_dtype(x, W, b)
@@ -1000,7 +1094,9 @@ def affine_forward(x, W, b) -> np.ndarray:
     return (x2 @ W + b).astype(dt)
 
 
-def affine_backward(dout, x, W, *, need_dx: bool = True):
+def affine_backward(
+    dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: bool = True
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of :func:`affine_forward`: ``dx = dout @ W.T`` (reshaped like x),
     ``dW = x.T @ dout``, ``db = sum_n dout``."""
     dt = _compute_dtype(dout, x, W)

@@ -7,11 +7,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from . import _core
+from ._typing import ArrayLike, FloatArray, IntPair
 from ._util_extra import shuffle_dataset, smooth_curve
-from ._validate import as_float_array, as_pair, as_positive_int, check_window, float_dtype
+from ._validate import (
+    as_float_array,
+    as_input_shape,
+    as_pair,
+    as_positive_int,
+    check_window,
+    float_dtype,
+)
 
 # "np": DLfS's common/util.py imports numpy at top level, so its star import gives scripts ``np``.
 __all__ = ["col2im", "conv_output_size", "im2col", "np", "shuffle_dataset", "smooth_curve"]
@@ -31,7 +41,9 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
-def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+def im2col(
+    input_data: ArrayLike, filter_h: int, filter_w: int, stride: IntPair = 1, pad: IntPair = 0
+) -> FloatArray:
     """Unfold every (filter_h, filter_w) window of ``input_data`` (N, C, H, W) into a row.
 
     Returns col: (N*OH*OW, C*filter_h*filter_w). Padded positions are zeros.
@@ -43,12 +55,17 @@ def im2col(input_data, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndar
     return _core.im2col(x, fh, fw, sh, sw, ph, pw)
 
 
-def col2im(col, input_shape, filter_h: int, filter_w: int, stride=1, pad=0) -> np.ndarray:
+def col2im(
+    col: ArrayLike,
+    input_shape: Sequence[int],
+    filter_h: int,
+    filter_w: int,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+) -> FloatArray:
     """Fold ``col`` (N*OH*OW, C*filter_h*filter_w) back into an image of ``input_shape``
     (N, C, H, W), adding up overlapping windows (the adjoint of :func:`im2col`)."""
-    from .functional import _input_shape
-
-    n, c, h, w = _input_shape(input_shape)
+    n, c, h, w = as_input_shape(input_shape)
     col = as_float_array(col, "col", float_dtype(col), ndim=2)
     fh, fw = as_positive_int(filter_h, "filter_h"), as_positive_int(filter_w, "filter_w")
     (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
