@@ -17,6 +17,7 @@ from tinyconv import containers
 from tinyconv.containers import Residual, Sequential
 from tinyconv.layers import (
     BatchNorm2d,
+    BatchNormalization,
     ChannelPadShortcut,
     Convolution,
     GlobalAvgPooling,
@@ -223,6 +224,30 @@ def test_fused_plans_equal_the_layers_one_by_one(dtype, monkeypatch):
     np.testing.assert_allclose(
         infer_fused, infer_plain, rtol=0, atol=tolerance * np.abs(infer_plain).max()
     )
+
+
+def test_inference_of_a_dlfs_batch_norm_never_trained_starts_from_zero_statistics(
+    monkeypatch,
+):
+    """DLfS's BatchNormalization sets its running statistics on its first forward pass (zeros):
+    the plan does not fold one that has none yet, and gives what the layers one by one give."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 6, 6))
+    W, b = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+
+    def run():
+        norm = BatchNormalization(gamma, beta)
+        seq = Sequential([Convolution(W, b, pad=1), norm, Relu()])
+        assert norm.running_mean is None
+        return seq.forward(x), norm
+
+    fused, norm = run()
+    np.testing.assert_array_equal(norm.running_mean, np.zeros(4))
+    np.testing.assert_array_equal(norm.running_var, np.zeros(4))
+    monkeypatch.setattr(containers, "FUSIONS", [])
+    plain, _ = run()
+    np.testing.assert_allclose(fused, plain, rtol=1e-10, atol=1e-10 * np.abs(plain).max())
 
 
 def test_inference_keeps_no_tensor_and_never_writes_the_input():

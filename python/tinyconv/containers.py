@@ -151,8 +151,10 @@ class _FoldedConvBatchNorm(_Step):
 
     def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         conv, norm = self._conv, self._norm
+        # The plan folds only a batch norm that has running statistics (_per_channel_norm).
+        running_mean, running_var = norm._running_pair()
         W, b = F.fold_batch_norm(
-            conv.W, conv.b, norm.gamma, norm.beta, norm.running_mean, norm.running_var, norm.eps
+            conv.W, conv.b, norm.gamma, norm.beta, running_mean, running_var, norm.eps
         )
         return F.conv2d_forward(x, W, b, conv.stride, conv.pad, relu=self._relu is not None), True
 
@@ -481,8 +483,14 @@ class Residual(Layer):
     ) -> StepResult:
         # x has two consumers: neither branch may overwrite it.
         h, h_owned = self.body.step_forward(x, train, False)
-        s = x if self.shortcut is None else self.shortcut.step_forward(x, train, False)[0]
-        y = F.add_forward(h, s, relu=relu or self.relu is not None, out=h if h_owned else None)
+        s = (
+            x
+            if self.shortcut is None
+            else _produced(self.shortcut.step_forward(x, train, False)[0])
+        )
+        y = F.add_forward(
+            _produced(h), s, relu=relu or self.relu is not None, out=h if h_owned else None
+        )
         if train and self.relu is not None:
             self.relu.forward_applied(y)
             return y, False  # the ReLU keeps it as its mask
@@ -499,6 +507,7 @@ class Residual(Layer):
             dx_short, short_owned = self.shortcut.step_backward(dout, dout_owned, need_dx)
         if not need_dx:
             return None, False
+        dx_body, dx_short = _produced(dx_body), _produced(dx_short)
         if body_owned:
             return F.add_forward(dx_body, dx_short, out=dx_body), True
         if short_owned:
