@@ -1,13 +1,20 @@
-"""Runs ``tests/typing/user_script.py``, the user's script that mypy type-checks (see its
-docstring), so that what is checked stays code that works."""
+"""Runs the scripts of ``tests/typing/``, which mypy type-checks as users' code (see their
+docstrings and tests/typing/README.md), so that what is checked stays code that works."""
 
 from __future__ import annotations
 
 import runpy
 from pathlib import Path
 
-USER_SCRIPT = Path(__file__).parent / "typing" / "user_script.py"
+import pytest
+
+SCRIPTS = sorted((Path(__file__).parent / "typing").glob("*.py"))
 
 
-def test_user_script_runs() -> None:
-    runpy.run_path(str(USER_SCRIPT), run_name="__main__")
+def test_there_are_scripts() -> None:
+    assert {p.name for p in SCRIPTS} >= {"user_script.py", "user_functional.py"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_user_script_runs(script: Path) -> None:
+    runpy.run_path(str(script), run_name="__main__")

@@ -1,8 +1,8 @@
 """A script written the way users write them, against tinyconv.functional, tinyconv.functions,
 tinyconv.util and tinyconv.gradient. mypy (strict) checks it with the package (pyproject's
-[tool.mypy] files); it is never run. Each line relies on what the annotations promise: array-likes
-and (h, w) pairs accepted, an array (not None) for dx unless need_dx=False says otherwise, int64
-argmax indices, a float loss."""
+[tool.mypy] files), and tests/test_typing_user_script.py runs it. Each line relies on what the
+annotations promise: array-likes and (h, w) pairs accepted, an array (not None) for dx unless
+need_dx=False says otherwise, int64 argmax indices, a float loss."""
 
 from __future__ import annotations
 
