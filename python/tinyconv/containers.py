@@ -79,11 +79,13 @@ class _Step:
 
     layers: tuple[StepLayer, ...]
 
+    # A fused step belongs to one plan (_plan builds it for that phase only), so the other
+    # direction is never called: reaching it is a broken plan, not a missing implementation.
     def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
-        raise NotImplementedError(f"{type(self).__name__} is a backward step")
+        raise RuntimeError(f"{type(self).__name__} is a backward step, in a forward plan")
 
     def backward(self, dout: FloatArray, dout_owned: bool, need_dx: bool) -> StepResult:
-        raise NotImplementedError(f"{type(self).__name__} is a forward step")
+        raise RuntimeError(f"{type(self).__name__} is a forward step, in the backward plan")
 
 
 class _Single(_Step):
