@@ -1,6 +1,8 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,38 +25,62 @@ bool is_pointwise(const Window2d& g) {
 constexpr index_t kBlock = 4, kSmallImageBlock = 16;
 static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segments");
 
-// Stride 1 (not pointwise): the flat path. G images lie side by side on a zero canvas, per
-// channel (Hp, Wc) = (H + 2PH, PW + G*(W + PW)): image i's pixel (ih, iw) at row PH + ih, column
-// PW + i*(W + PW) + iw, with PW zero columns before, between and after the images (one image's
-// right padding is the next one's left padding). Read as one flat array, every row of the
-// canvas's im2col matrix is a contiguous slice: tap (ci, fh, fw) at "wide" position
-// l' = oh*Wc + col reads canvas[(ci*Hp + fh)*Wc + fw + l'], and image i's output (oh, ow) is wide
-// position oh*Wc + i*(W + PW) + ow. So the GEMMs run over Lw = (OH-1)*Wc + (G-1)*(W+PW) + OW wide
-// positions, packing B straight from the canvas (gemm_offsets); wide positions that are no
-// image's output are computed and dropped (forward), or given a zero dout (backward). The last
-// slice ends exactly at the end of the canvas: nothing is read past it. (In dW those zero douts
-// meet real inputs, where an infinite input makes a NaN the definition does not have: see
-// "Non-finite values" below for how such entries are put right.)
+// Every convolution but the pointwise one (1x1, stride 1, no pad) runs on the flat path. G images
+// lie side by side on a zero canvas: in padded coordinates, image i's pixel (ih, iw) sits at row
+// PH + ih, column i*Sp + PW + iw, where Sp = W + PW rounded up to a multiple of the column stride
+// SW, so PW (or more) zero columns lie before, between and after the images (one image's right
+// padding is the next one's left padding). The canvas stores these padded rows and columns split
+// by phase: padded row R = r*SH + a and column X = q*SW + b go to row r, column q of plane
+// (ci, a, b), each plane Hq x Wc = ceil(Hp / SH) x ceil((PW + G*Sp) / SW). Phases no tap reads
+// (a >= FH or b >= FW, when the stride is larger than the kernel) are not stored.
+// Read as one flat array, every row of the canvas's im2col matrix is then a contiguous slice,
+// whatever the stride: tap (ci, fh, fw) = (ci, qh*SH + a, qw*SW + b) at "wide" position
+// l' = oh*Wc + col reads plane (ci, a, b) at row qh, column qw, plus l'; image i's output
+// (oh, ow) is wide position oh*Wc + i*Sp/SW + ow. (With stride 1 there is one plane per channel,
+// the padded images themselves.) So the GEMMs run over Lw = (OH-1)*Wc + (G-1)*Sp/SW + OW wide
+// positions, packing B straight from the canvas (gemm_offsets): no column matrix is written, for
+// strided convolutions either. Wide positions that are no image's output are computed and
+// dropped (forward), or given a zero dout (backward). The last slice ends within the canvas:
+// nothing is read past it. (In dW those zero douts meet real inputs, where an infinite input
+// makes a NaN the definition does not have: see "Non-finite values" below for how such entries
+// are put right.)
 // Large images go one to a canvas (the canvas is the padded image); small ones kBlock to a
 // canvas, so that the GEMMs' rows of positions and gemm_dot's dot products are long enough to
 // run at speed (8x8 images alone: 78 positions, a third of the packed columns wasted).
 constexpr index_t kFlatMinPositions = 128;
 
-bool is_flat(const Window2d& g) { return g.sh == 1 && g.sw == 1 && !is_pointwise(g); }
+bool is_flat(const Window2d& g) { return !is_pointwise(g); }
 
 struct Canvas {
-    index_t G, H, W, PH, PW, Hp, Wc, step, OH, OW, Lw;
+    index_t G, H, W, PH, PW, SH, SW, FH, FW;
+    index_t Ph, Pw;  // phases stored per channel (rows, columns)
+    index_t Hq, Wc;  // one plane's rows and columns
+    index_t Sp, step;  // padded columns per image, and the same in plane columns
+    index_t OH, OW, Lw;
     Canvas(const Window2d& g, index_t images)
-        : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), Hp(g.h + 2 * g.ph),
-          Wc(g.pw + images * (g.w + g.pw)), step(g.w + g.pw), OH(g.oh()), OW(g.ow()),
-          Lw((OH - 1) * Wc + (images - 1) * step + OW) {}
-    index_t size(index_t c) const { return c * Hp * Wc; }
-    index_t pixel(index_t ci, index_t i, index_t ih) const {
-        return (ci * Hp + PH + ih) * Wc + PW + i * step;
+        : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), SH(g.sh), SW(g.sw), FH(g.fh), FW(g.fw),
+          Ph(std::min(g.sh, g.fh)), Pw(std::min(g.sw, g.fw)),
+          Hq((g.h + 2 * g.ph + g.sh - 1) / g.sh),
+          Sp((g.w + g.pw + g.sw - 1) / g.sw * g.sw),
+          step(Sp / g.sw), OH(g.oh()), OW(g.ow()) {
+        Wc = (PW + G * Sp + SW - 1) / SW;
+        Lw = (OH - 1) * Wc + (G - 1) * step + OW;
+    }
+    index_t planes(index_t c) const { return c * Ph * Pw; }
+    index_t size(index_t c) const { return planes(c) * Hq * Wc; }
+    // Where tap (ci, fh, fw)'s slice starts.
+    index_t tap(index_t ci, index_t fh, index_t fw) const {
+        return ((((ci * Ph + fh % SH) * Pw + fw % SW) * Hq) + fh / SH) * Wc + fw / SW;
     }
     index_t output(index_t i, index_t oh) const { return oh * Wc + i * step; }
-    bool is_input() const { return G == 1 && PH == 0 && PW == 0; }  // the canvas is x itself
-    bool is_output() const { return G == 1 && Wc == OW; }           // the wide output is y itself
+    bool is_input() const {  // the canvas is x itself
+        return G == 1 && PH == 0 && PW == 0 && SH == 1 && SW == 1;
+    }
+    bool is_output() const { return G == 1 && Wc == OW; }  // the wide output is y itself
+    // Calls move(at, from, count) for every run of image i's pixels (channels c): the canvas
+    // positions at + q, q < count, hold the image's (C, H, W) positions from + q*SW.
+    template <typename Move>
+    void for_each_run(index_t c, index_t i, Move&& move) const;
 };
 
 index_t images_per_canvas(const Window2d& g) {
@@ -118,6 +144,24 @@ inline void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
     for (index_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
+// Whether a[0, n) holds only finite values (v - v is 0 for a finite v, NaN for an inf or a NaN).
+template <typename T>
+bool all_finite(const T* a, index_t n) {
+    T acc = 0;
+    TINYCONV_OMP_SIMD(reduction(+ : acc))
+    for (index_t i = 0; i < n; ++i) acc += a[i] - a[i];
+    return acc == T(0);
+}
+
+// p[0, n) = 0 for the large buffers the flat path clears (canvases, wide douts): memset, whose
+// wide stores cleared a canvas several times faster than std::fill's loop (which the compiler
+// keeps to the baseline ISA). IEEE 754's +0.0 is all bits zero.
+template <typename T>
+inline void zero_fill(T* p, index_t n) {
+    static_assert(std::numeric_limits<T>::is_iec559, "+0.0 must be all bits zero");
+    std::memset(p, 0, static_cast<size_t>(n) * sizeof(T));
+}
+
 // dst[0, n) = src[0, n) + bias, then, if relu, ReLU's rule (entries <= 0 become 0, NaN stays
 // NaN); dst may be src itself.
 template <typename T>
@@ -135,23 +179,85 @@ inline void bias_relu_row(T* dst, const T* src, index_t n, T bias, bool relu) {
 }
 
 // The flat path's helpers (see Canvas).
+template <typename Move>
+void Canvas::for_each_run(index_t c, index_t i, Move&& move) const {
+    const index_t X0 = i * Sp + PW;  // padded column of the image's column 0
+    for (index_t b = 0; b < Pw; ++b) {
+        const index_t first = SW == 1 ? 0 : ((b - X0) % SW + SW) % SW;  // (X0 + first) % SW == b
+        if (first >= W) continue;
+        const index_t count = (W - first + SW - 1) / SW;
+        const index_t column = b * Hq * Wc + (X0 + first) / SW;
+        for (index_t ci = 0; ci < c; ++ci)
+            for (index_t ih = 0, a = PH % SH, r = PH / SH; ih < H; ++ih) {
+                if (a < Ph) move(((ci * Ph + a) * Pw * Hq + r) * Wc + column, (ci * H + ih) * W + first, count);
+                if (++a == SH) a = 0, ++r;
+            }
+    }
+}
+
 void canvas_taps(std::vector<index_t>& taps, index_t c, const Window2d& g, const Canvas& cv) {
     taps.resize(static_cast<size_t>(c * g.fh * g.fw));
     for (index_t ci = 0, k = 0; ci < c; ++ci)
         for (index_t fh = 0; fh < g.fh; ++fh)
-            for (index_t fw = 0; fw < g.fw; ++fw, ++k) taps[k] = (ci * cv.Hp + fh) * cv.Wc + fw;
+            for (index_t fw = 0; fw < g.fw; ++fw, ++k) taps[k] = cv.tap(ci, fh, fw);
+}
+
+// Moves count values between a canvas run (contiguous) and an image row (every stride-th value):
+// dst[q] = src[q * stride] (to the canvas), or dst[q * stride] = src[q] (to_image). The common
+// strides get a constant stride, which the compiler vectorises (with a run-time one it kept the
+// stride in memory and moved one value at a time: a fifth of a stride-2 convolution's time).
+template <int kStride, bool to_image, typename T>
+inline void copy_with_stride(T* __restrict dst, const T* __restrict src, index_t count) {
+    for (index_t q = 0; q < count; ++q) {
+        if (to_image)
+            dst[q * kStride] = src[q];
+        else
+            dst[q] = src[q * kStride];
+    }
+}
+
+template <typename T, bool to_image>
+inline void copy_strided(T* dst, const T* src, index_t count, index_t stride) {
+    switch (stride) {
+        case 1: return copy_row(dst, src, count);
+        case 2: return copy_with_stride<2, to_image>(dst, src, count);
+        case 3: return copy_with_stride<3, to_image>(dst, src, count);
+        case 4: return copy_with_stride<4, to_image>(dst, src, count);
+        default:
+            for (index_t q = 0; q < count; ++q) {
+                if (to_image)
+                    dst[q * stride] = src[q];
+                else
+                    dst[q] = src[q * stride];
+            }
+    }
 }
 
 // canvas[0, size + slack) = the G images x[0..G) (each (C, H, W)) on zeros.
 template <typename T>
 void fill_canvas(T* canvas, index_t slack, const T* x, index_t c, const Canvas& cv) {
-    std::fill(canvas, canvas + cv.size(c) + slack, T(0));
-    for (index_t i = 0; i < cv.G; ++i)
-        for (index_t ci = 0; ci < c; ++ci)
-            for (index_t ih = 0; ih < cv.H; ++ih) {
-                const T* row = x + ((i * c + ci) * cv.H + ih) * cv.W;
-                copy_row(canvas + cv.pixel(ci, i, ih), row, cv.W);
-            }
+    zero_fill(canvas, cv.size(c) + slack);
+    const index_t sw = cv.SW;
+    for (index_t i = 0; i < cv.G; ++i) {
+        const T* image = x + i * c * cv.H * cv.W;
+        cv.for_each_run(c, i, [&](index_t at, index_t from, index_t count) {
+            copy_strided<T, false>(canvas + at, image + from, count, sw);
+        });
+    }
+}
+
+// dx[0..G) (each (C, H, W)) = the G images' pixels on the canvas (the inverse of fill_canvas);
+// pixels in phases the canvas does not store get 0 (no tap reads them).
+template <typename T>
+void cut_out_images(T* dx, const T* canvas, index_t c, const Canvas& cv) {
+    const index_t sw = cv.SW;
+    for (index_t i = 0; i < cv.G; ++i) {
+        T* image = dx + i * c * cv.H * cv.W;
+        if (cv.Ph < cv.SH || cv.Pw < cv.SW) zero_fill(image, c * cv.H * cv.W);
+        cv.for_each_run(c, i, [&](index_t at, index_t from, index_t count) {
+            copy_strided<T, true>(image + from, canvas + at, count, sw);
+        });
+    }
 }
 
 // Output columns per forward tile of the unfolded path: the tile's column matrix (K x width)
@@ -238,8 +344,7 @@ struct CanvasBackward {
 // The flat path's backward for images [first, last) of one block: the block's dW partial =
 // sum over its canvases of dout_wide . B^T (one gemm_dot, canvases as segments), and, when dx is
 // asked for here (see conv2d_backward), each canvas's dx from dcol (K, Lw) = W^T . dout_wide,
-// folded back tap by tap onto the canvas (each tap adds its slices' real positions, taps in
-// order), then cut out image by image.
+// folded back tap by tap onto the canvas (taps in order), then cut out image by image.
 template <typename T>
 void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t first, index_t last,
                          index_t c, index_t fn, const Window2d& g, ImageScratch<T>& s,
@@ -260,7 +365,7 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
         T* canvas = s.padded.data() + count * bk.slot_size;
         fill_canvas(canvas, kDotMultiple, x + i0 * x_size, c, cv);
         T* dwide = s.wide.data() + count * bk.wide_size;
-        std::fill(dwide, dwide + fn * Ld, T(0));
+        zero_fill(dwide, fn * Ld);
         for (index_t i = 0; i < cv.G; ++i)
             for (index_t f = 0; f < fn; ++f)
                 for (index_t oh = 0; oh < cv.OH; ++oh) {
@@ -275,26 +380,35 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
                 gemm_threads);
     if (!dx) return;
     T* dcol = s.dcol.data();
+    const bool w_finite = all_finite(w, fn * K);
     for (int j = 0; j < count; ++j) {
         const index_t i0 = first + j * bk.per;
         gemm_step(s, gemm_threads, dcol, cv.Lw, w, K, true, douts[j], Ld, false, K, cv.Lw, fn,
                   T(0));
         T* dcanvas = s.padded.data() + j * bk.slot_size;  // the input canvas is no longer needed
-        std::fill(dcanvas, dcanvas + cv.size(c), T(0));
-        for (index_t k = 0; k < K; ++k)
-            for (index_t i = 0; i < cv.G; ++i)
+        zero_fill(dcanvas, cv.size(c));
+        if (w_finite) {
+            // Every wide position folds back: the dropped ones carry W^T . 0 = 0 exactly, so one
+            // long contiguous add per tap replaces OH*G short rows (at stride 2 the short rows
+            // were a fifth of the backward pass).
+            for (index_t k = 0; k < K; ++k) {
+                T* __restrict dst = dcanvas + s.taps[k];
+                const T* __restrict src = dcol + k * cv.Lw;
+                TINYCONV_OMP_SIMD()
+                for (index_t l = 0; l < cv.Lw; ++l) dst[l] += src[l];
+            }
+        } else {
+            // A non-finite tap makes W^T . 0 a NaN at the dropped positions: real ones only.
+            for (index_t k = 0; k < K; ++k)
+                for (index_t i = 0; i < cv.G; ++i)
                 for (index_t oh = 0; oh < cv.OH; ++oh) {
                     T* dst = dcanvas + s.taps[k] + cv.output(i, oh);
                     const T* src = dcol + k * cv.Lw + cv.output(i, oh);
                     TINYCONV_OMP_SIMD()
-                    for (index_t ow = 0; ow < cv.OW; ++ow) dst[ow] += src[ow];
-                }
-        for (index_t i = 0; i < cv.G; ++i)
-            for (index_t ci = 0; ci < c; ++ci)
-                for (index_t ih = 0; ih < g.h; ++ih) {
-                    const T* src = dcanvas + cv.pixel(ci, i, ih);
-                    copy_row(dx + (i0 + i) * x_size + (ci * g.h + ih) * g.w, src, g.w);
-                }
+                        for (index_t ow = 0; ow < cv.OW; ++ow) dst[ow] += src[ow];
+                    }
+        }
+        cut_out_images(dx + i0 * x_size, dcanvas, c, cv);
     }
 }
 
@@ -377,15 +491,6 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
 // that did not come out NaN is already right, and one that did is summed again over its real
 // terms only, in the loops' order. The cost when every value is finite: one pass over W (forward)
 // or dW (backward).
-
-// Whether a[0, n) holds only finite values (v - v is 0 for a finite v, NaN for an inf or a NaN).
-template <typename T>
-bool all_finite(const T* a, index_t n) {
-    T acc = 0;
-    TINYCONV_OMP_SIMD(reduction(+ : acc))
-    for (index_t i = 0; i < n; ++i) acc += a[i] - a[i];
-    return acc == T(0);
-}
 
 // y[i, f, oh, ow] of image x (C, H, W) by the definition, taps in the padding skipped, then the
 // fused ReLU.
@@ -547,7 +652,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // meets it from making a NaN. (The other routes to dx multiply real terms only: W^T . dout,
     // then the fold drops whatever lands in the padding.)
     constexpr index_t kMinChannelsForTransposedConv = 8;
-    if (dx && is_flat(g) && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
+    if (dx && is_flat(g) && g.sh == 1 && g.sw == 1 && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
         conv2d_backward<T>(nullptr, dw, db, dout, x, w, n, c, fn, g);
         std::vector<T> w_swapped(static_cast<size_t>(fn * c * g.fh * g.fw)),
             zeros(static_cast<size_t>(c), T(0));
