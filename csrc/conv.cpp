@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "gemm.h"
-#include "im2col.h"
 
 namespace tinyconv {
 
@@ -53,15 +52,14 @@ bool is_flat(const Window2d& g) { return !is_pointwise(g); }
 
 struct Canvas {
     index_t G, H, W, PH, PW, SH, SW, FH, FW;
-    index_t Ph, Pw;  // phases stored per channel (rows, columns)
-    index_t Hq, Wc;  // one plane's rows and columns
+    index_t Ph, Pw;    // phases stored per channel (rows, columns)
+    index_t Hq, Wc;    // one plane's rows and columns
     index_t Sp, step;  // padded columns per image, and the same in plane columns
     index_t OH, OW, Lw;
     Canvas(const Window2d& g, index_t images)
         : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), SH(g.sh), SW(g.sw), FH(g.fh), FW(g.fw),
           Ph(std::min(g.sh, g.fh)), Pw(std::min(g.sw, g.fw)),
-          Hq((g.h + 2 * g.ph + g.sh - 1) / g.sh),
-          Sp((g.w + g.pw + g.sw - 1) / g.sw * g.sw),
+          Hq((g.h + 2 * g.ph + g.sh - 1) / g.sh), Sp((g.w + g.pw + g.sw - 1) / g.sw * g.sw),
           step(Sp / g.sw), OH(g.oh()), OW(g.ow()) {
         Wc = (PW + G * Sp + SW - 1) / SW;
         Lw = (OH - 1) * Wc + (G - 1) * step + OW;
@@ -94,7 +92,6 @@ index_t images_per_block(const Window2d& g) {
 // Scratch for one image's worth of work, owned by one thread.
 template <typename T>
 struct ImageScratch {
-    std::vector<T> col;         // unfolded path: (C*FH*FW, OH*OW) (forward: one tile of columns)
     std::vector<T> dcol;        // (C*FH*FW, OH*OW or Lw), backward with dx only
     std::vector<T> padded;      // flat path: the canvas (C, Hp, Wc) (backward: one per canvas of a
                                 // block, each reused for that canvas's dx)
@@ -189,7 +186,9 @@ void Canvas::for_each_run(index_t c, index_t i, Move&& move) const {
         const index_t column = b * Hq * Wc + (X0 + first) / SW;
         for (index_t ci = 0; ci < c; ++ci)
             for (index_t ih = 0, a = PH % SH, r = PH / SH; ih < H; ++ih) {
-                if (a < Ph) move(((ci * Ph + a) * Pw * Hq + r) * Wc + column, (ci * H + ih) * W + first, count);
+                if (a < Ph)
+                    move(((ci * Ph + a) * Pw * Hq + r) * Wc + column, (ci * H + ih) * W + first,
+                         count);
                 if (++a == SH) a = 0, ++r;
             }
     }
@@ -219,10 +218,14 @@ inline void copy_with_stride(T* __restrict dst, const T* __restrict src, index_t
 template <typename T, bool to_image>
 inline void copy_strided(T* dst, const T* src, index_t count, index_t stride) {
     switch (stride) {
-        case 1: return copy_row(dst, src, count);
-        case 2: return copy_with_stride<2, to_image>(dst, src, count);
-        case 3: return copy_with_stride<3, to_image>(dst, src, count);
-        case 4: return copy_with_stride<4, to_image>(dst, src, count);
+        case 1:
+            return copy_row(dst, src, count);
+        case 2:
+            return copy_with_stride<2, to_image>(dst, src, count);
+        case 3:
+            return copy_with_stride<3, to_image>(dst, src, count);
+        case 4:
+            return copy_with_stride<4, to_image>(dst, src, count);
         default:
             for (index_t q = 0; q < count; ++q) {
                 if (to_image)
@@ -260,18 +263,6 @@ void cut_out_images(T* dx, const T* canvas, index_t c, const Canvas& cv) {
     }
 }
 
-// Output columns per forward tile of the unfolded path: the tile's column matrix (K x width)
-// stays in L2 (about 256 KiB), so the GEMM packs it from cache instead of memory. Every output
-// element still sums over k in the same order, so tiling does not change a single bit of y.
-template <typename T>
-index_t forward_tile_width(index_t K, index_t L) {
-    const index_t most = std::max<index_t>(
-        64, (index_t(256) << 10) / static_cast<index_t>(sizeof(T)) / std::max<index_t>(K, 1));
-    const index_t tiles = (L + most - 1) / most;
-    const index_t width = (L + tiles - 1) / tiles;  // equal tiles, none left tiny
-    return std::min(L, (width + 31) / 32 * 32);
-}
-
 // G images (y, x: the first of them) on one canvas: y_wide (FN, Lw) = W . B + b, then each
 // image's outputs picked out of the wide rows.
 template <typename T>
@@ -303,23 +294,12 @@ void forward_canvas(T* y, const T* x, index_t images, const T* w, const T* b, in
                               out + f * cv.Lw + cv.output(i, oh), cv.OW, b[f], relu);
 }
 
-// One image on the pointwise or unfolded path.
+// One image on the pointwise path: y = W . x + b, x read as it is.
 template <typename T>
-void forward_image(T* y, const T* x, const T* w, const T* b, index_t c, index_t fn,
-                   const Window2d& g, ImageScratch<T>& s, int gemm_threads) {
-    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
+void forward_pointwise(T* y, const T* x, const T* w, const T* b, index_t c, index_t fn, index_t L,
+                       ImageScratch<T>& s, int gemm_threads) {
     for (index_t i = 0; i < fn; ++i) std::fill(y + i * L, y + (i + 1) * L, b[i]);
-    if (is_pointwise(g)) {
-        gemm_step(s, gemm_threads, y, L, w, K, false, x, L, false, fn, L, K, T(1));
-        return;
-    }
-    const index_t tile = forward_tile_width<T>(K, L);
-    for (index_t l0 = 0; l0 < L; l0 += tile) {
-        const index_t width = std::min(tile, L - l0);
-        im2col_chans(s.col.data(), x, c, g, l0, l0 + width);
-        gemm_step(s, gemm_threads, y + l0, L, w, K, false, s.col.data(), width, false, fn, width, K,
-                  T(1));
-    }
+    gemm_step(s, gemm_threads, y, L, w, c, false, x, L, false, fn, L, c, T(1));
 }
 
 // The flat path's backward buffers: a block's canvases (one per image, or one for the whole block
@@ -401,10 +381,10 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
             // A non-finite tap makes W^T . 0 a NaN at the dropped positions: real ones only.
             for (index_t k = 0; k < K; ++k)
                 for (index_t i = 0; i < cv.G; ++i)
-                for (index_t oh = 0; oh < cv.OH; ++oh) {
-                    T* dst = dcanvas + s.taps[k] + cv.output(i, oh);
-                    const T* src = dcol + k * cv.Lw + cv.output(i, oh);
-                    TINYCONV_OMP_SIMD()
+                    for (index_t oh = 0; oh < cv.OH; ++oh) {
+                        T* dst = dcanvas + s.taps[k] + cv.output(i, oh);
+                        const T* src = dcol + k * cv.Lw + cv.output(i, oh);
+                        TINYCONV_OMP_SIMD()
                         for (index_t ow = 0; ow < cv.OW; ++ow) dst[ow] += src[ow];
                     }
         }
@@ -412,26 +392,17 @@ void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t f
     }
 }
 
-// dx[n], and image n's share of its block's dW/db partials (in the scratch): the first image of a
-// block overwrites them, the next ones add to them (the GEMM's beta = 1), in image order.
+// The pointwise path's dx[n] (null: not asked for), and image n's share of its block's dW/db
+// partials (in the scratch): the first image of a block overwrites them, the next ones add to
+// them (the GEMM's beta = 1), in image order.
 template <typename T>
-void backward_image(T* dx, const T* dout, const T* x, const T* w, index_t c, index_t fn,
-                    const Window2d& g, ImageScratch<T>& s, int gemm_threads, bool first_in_block) {
-    const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
-    const T beta = first_in_block ? T(0) : T(1);
-    const bool pointwise = is_pointwise(g);
-    const T* col = x;
-    if (!pointwise) {
-        im2col_chans(s.col.data(), x, c, g);
-        col = s.col.data();
-    }
-    // dW_block (FN, K) (+)= dout_n (FN, L) . col^T (L, K)
-    gemm_step(s, gemm_threads, s.dw.data(), K, dout, L, false, col, L, true, fn, K, L, beta);
-    if (!dx) return;  // the caller does not need the input gradient (first layer)
-    // dcol (K, L) = W^T (K, FN) . dout_n (FN, L)
-    T* dcol = pointwise ? dx : s.dcol.data();
-    gemm_step(s, gemm_threads, dcol, L, w, K, true, dout, L, false, K, L, fn, T(0));
-    if (!pointwise) col2im_chans(dx, dcol, c, g);
+void backward_pointwise(T* dx, const T* dout, const T* x, const T* w, index_t c, index_t fn,
+                        index_t L, ImageScratch<T>& s, int gemm_threads, bool first_in_block) {
+    // dW_block (FN, C) (+)= dout_n (FN, L) . x_n^T (L, C)
+    gemm_step(s, gemm_threads, s.dw.data(), c, dout, L, false, x, L, true, fn, c, L,
+              first_in_block ? T(0) : T(1));
+    // dx_n (C, L) = W^T (C, FN) . dout_n (FN, L)
+    if (dx) gemm_step(s, gemm_threads, dx, L, w, c, true, dout, L, false, c, L, fn, T(0));
 }
 
 template <typename T>
@@ -462,12 +433,8 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
         } else if (flat) {
             if (!cv.is_input()) grow(s.padded, cv.size(c));
             if (!cv.is_output()) grow(s.wide, fn * cv.Lw);
-        } else if (!is_pointwise(g)) {
-            // The unfolded forward pass unfolds one tile of columns at a time, the backward the
-            // image.
-            grow(s.col, K * (backward ? L : forward_tile_width<T>(K, L)));
         }
-        if (backward && need_dx && !is_pointwise(g)) grow(s.dcol, K * gemm_n);
+        if (backward && need_dx && flat) grow(s.dcol, K * gemm_n);
         if (serial_gemm) {
             index_t need = gemm_workspace_size<T>(fn, gemm_n, K);
             if (backward)
@@ -484,7 +451,7 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
 }
 
 // Non-finite values. The fast paths multiply by zeros that are no term of the definition:
-// padding (on the canvas, in im2col's columns), the wide positions that are no image's output
+// padding (on the canvas), the wide positions that are no image's output
 // (a zero dout in the backward pass) and the zeros that round dot products up to kDotMultiple.
 // Zero times a finite value adds nothing, but zero times an infinity or a NaN is NaN. That NaN is
 // the only trace such a product can leave (NaN absorbs whatever is added to it), so an output
@@ -603,7 +570,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
-    // Units of work: a canvas of images on the flat path, else one image.
+    // Units of work: a canvas of images on the flat path, else (pointwise) one image.
     const bool flat = is_flat(g);
     const index_t per = flat ? images_per_canvas(g) : 1, units = (n + per - 1) / per;
     auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
@@ -612,7 +579,8 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
             forward_canvas(y + first * y_size, x + first * x_size, count, w, b, c, fn, g, s,
                            gemm_threads, relu);
         } else {
-            forward_image(y + first * y_size, x + first * x_size, w, b, c, fn, g, s, gemm_threads);
+            forward_pointwise(y + first * y_size, x + first * x_size, w, b, c, fn, L, s,
+                              gemm_threads);
             if (relu)
                 bias_relu_row(y + first * y_size, y + first * y_size, y_size, T(0),
                               true);  // in cache
@@ -652,7 +620,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // meets it from making a NaN. (The other routes to dx multiply real terms only: W^T . dout,
     // then the fold drops whatever lands in the padding.)
     constexpr index_t kMinChannelsForTransposedConv = 8;
-    if (dx && is_flat(g) && g.sh == 1 && g.sw == 1 && g.ph < g.fh && g.pw < g.fw && c >= kMinChannelsForTransposedConv) {
+    if (dx && is_flat(g) && g.sh == 1 && g.sw == 1 && g.ph < g.fh && g.pw < g.fw &&
+        c >= kMinChannelsForTransposedConv) {
         conv2d_backward<T>(nullptr, dw, db, dout, x, w, n, c, fn, g);
         std::vector<T> w_swapped(static_cast<size_t>(fn * c * g.fh * g.fw)),
             zeros(static_cast<size_t>(c), T(0));
@@ -687,8 +656,8 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
         if (is_flat(g))
             return backward_block_flat(dx, dout, x, w, first, last, c, fn, g, s, gemm_threads);
         for (index_t i = first; i < last; ++i)
-            backward_image(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w, c,
-                           fn, g, s, gemm_threads, i == first);
+            backward_pointwise(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w,
+                               c, fn, L, s, gemm_threads, i == first);
     };
     // Adds the partials of `count` consecutive blocks, held by scratch[0..count), in order.
     auto reduce_partials = [&](std::vector<ImageScratch<T>>& scratch, index_t count) {

@@ -4,17 +4,17 @@
 //
 // Per image n, with colT = im2col_chans(x[n]) (C*FH*FW, OH*OW): y[n] = W (FN, C*FH*FW) . colT + b;
 // backward: dW += dout[n] . colT^T, db += row sums of dout[n], dx[n] = col2im(W^T . dout[n]).
-// Three ways to get colT into the GEMMs:
+// Two ways to get colT into the GEMMs:
 //   pointwise (1x1, stride 1, no pad): colT is x[n] itself.
-//   flat (stride 1): images lie on a zero canvas with their padding (one per canvas, or kBlock
-//     side by side when small), read as one flat array, where every row of colT is a contiguous
-//     slice: the GEMM packs straight from the canvas and colT is never written. The filter
-//     gradient is a tile of dot products (gemm_dot), and dx a convolution of dout with flipped,
-//     channel-swapped filters on this same path (with >= 8 input channels and pads below the
-//     kernel; else W^T . dout folded back onto the canvas). Outputs are computed over "wide" rows
-//     of the canvas width and the real columns picked out (see conv.cpp).
-//   unfolded (strided): colT is written out, a tile of about 256 KiB at a time in the forward
-//     pass (it stays in L2), a whole image in the backward pass.
+//   flat (everything else): images lie on a zero canvas with their padding (one per canvas, or
+//     kBlock side by side when small), split into stride phases when strided (padded row
+//     r*SH + a, column q*SW + b go to plane (c, a, b) at (r, q)), read as one flat array, where
+//     every row of colT is a contiguous slice: the GEMM packs straight from the canvas (an
+//     implicit GEMM) and colT is never written. The filter gradient is a tile of dot products
+//     (gemm_dot); dx at stride 1 is a convolution of dout with flipped, channel-swapped filters
+//     on this same path (with >= 8 input channels and pads below the kernel), else
+//     W^T . dout folded back onto the canvas. Outputs are computed over "wide" rows of the
+//     canvas width and the real columns picked out (see conv.cpp).
 //
 // Memory: per thread, a few per-image buffers (on the flat backward path, one block's canvases and
 // wide douts: 4 images, or 16 small ones); never the whole batch's column matrix.

@@ -234,7 +234,6 @@ FLAT_MIN_POSITIONS = 128  # conv.cpp kFlatMinPositions: fewer wide positions -> 
 IMAGES_PER_CANVAS = 4  # conv.cpp kBlock: also the backward block of other routes
 SMALL_IMAGE_BLOCK = 16  # conv.cpp kSmallImageBlock: backward block of small images
 TRANSPOSED_DX_MIN_CHANNELS = 8  # conv.cpp kMinChannelsForTransposedConv
-FORWARD_TILE_BYTES = 256 << 10  # conv.cpp forward_tile_width: unfolded columns per tile
 GEMM_KC = 256  # gemm_kernel.inc Tiles::KC: k blocks
 GEMM_MC_MAX = 128  # Tiles::MC = MR * 16: 96 (generic, avx2), 128 (avx512)
 GEMM_NC_MAX = 4096  # Tiles::NC = NR * 128: 512 (generic, double) .. 4096 (avx512, float)
@@ -287,14 +286,18 @@ def conv_switches(case: ConvCase) -> list[str]:
     tiles, K past the GEMM's k block, the thread count."""
     g = case
     pointwise = g.kh == g.kw == 1 and g.sh == g.sw == 1 and g.ph == g.pw == 0
-    flat = g.sh == g.sw == 1 and not pointwise
+    strided = g.sh > 1 or g.sw > 1
     K = g.C * g.kh * g.kw
     per_block = IMAGES_PER_CANVAS
     labels = []
     if pointwise:
         labels.append("pointwise")
-    elif flat:
-        small = (g.out_h - 1) * (g.W + 2 * g.pw) + g.out_w < FLAT_MIN_POSITIONS
+    else:
+        # conv.cpp's Canvas for one image: padded columns per image rounded up to the column
+        # stride, planes of ceil((PW + that) / SW) columns.
+        per_image = -(-(g.W + g.pw) // g.sw) * g.sw
+        plane_width = -(-(g.pw + per_image) // g.sw)
+        small = (g.out_h - 1) * plane_width + g.out_w < FLAT_MIN_POSITIONS
         if small:
             per_block = SMALL_IMAGE_BLOCK
             labels.append("flat: 4 images a canvas, 16 a block")
@@ -302,11 +305,18 @@ def conv_switches(case: ConvCase) -> list[str]:
                 labels.append("flat: partial last canvas")
         else:
             labels.append("flat: one image a canvas")
-            if g.ph == g.pw == 0:
+            if g.ph == g.pw == 0 and not strided:
                 labels.append("flat: the canvas is x")
-            if g.kw == 1:
+            if plane_width == g.out_w:
                 labels.append("flat: the wide output is y")
-        if g.C < TRANSPOSED_DX_MIN_CHANNELS:
+        if strided:
+            labels.append("strided: stride phases on the canvas")
+            if g.sh > g.kh or g.sw > g.kw:
+                labels.append("stride > kernel: phases left out")
+            if g.sh == 1 or g.sw == 1:
+                labels.append("strided one way only")
+            labels.append("dx: folded, strided")
+        elif g.C < TRANSPOSED_DX_MIN_CHANNELS:
             labels.append("dx: folded, few channels")
         elif g.ph < g.kh and g.pw < g.kw:
             labels.append("dx: transposed convolution")
@@ -314,13 +324,6 @@ def conv_switches(case: ConvCase) -> list[str]:
                 labels.append("dx: transposed, pad = kernel - 1")
         else:
             labels.append("dx: folded, pad >= kernel")
-    else:
-        labels.append("unfolded")
-        if g.sh > g.kh or g.sw > g.kw:
-            labels.append("stride > kernel")
-        itemsize = 4 if g.dtype == "float32" else 8
-        if g.out_h * g.out_w > max(64, FORWARD_TILE_BYTES // itemsize // K):
-            labels.append("unfolded: forward in column tiles")
     if per_block < g.N and g.N % per_block:
         labels.append("partial last block")
     if g.C >= 2 * TRANSPOSED_DX_MIN_CHANNELS:
@@ -347,8 +350,8 @@ CONV_ROUTES = [
     "flat",
     "flat",
     "flat",
-    "unfolded",
-    "unfolded",
+    "strided",
+    "strided",
     "kernel_fills_input",
     "gemm_blocks",
 ]
@@ -357,7 +360,7 @@ CONV_ROUTES = [
 @st.composite
 def conv_cases(draw) -> ConvCase:
     """A convolution on one of conv.cpp's routes (pointwise, flat with one or several images a
-    canvas, unfolded), with batches that leave partial canvases and blocks, channel counts on both
+    canvas, strided with stride phases on the canvas), with batches that leave partial canvases and blocks, channel counts on both
     sides of the transposed-dx switches (8, 16), pads at kernel - 1, kernel and above, strides
     above the kernel, kernels that fill the padded input, GEMMs past their k, row and column
     blocks, and one or two threads. See :func:`conv_switches` for the labels."""
@@ -374,14 +377,14 @@ def conv_cases(draw) -> ConvCase:
         kh = kw = 1
         ph = pw = 0
         H, W = draw(st.integers(1, 16)), draw(st.integers(1, 16))
-    elif route in ("flat", "unfolded"):
+    elif route in ("flat", "strided"):
         kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
         ph, pw = _pad_near(draw, kh), _pad_near(draw, kw)
         if route == "flat" and kh == kw == 1 and ph == pw == 0:
             ph = 1  # else it is the pointwise route
         H = draw(st.integers(max(1, kh - 2 * ph), 20))
         W = draw(st.integers(max(1, kw - 2 * pw), 20))
-        if route == "unfolded":
+        if route == "strided":
             sh, sw = draw(st.integers(1, kh + 2)), draw(st.integers(1, kw + 2))
             if sh == sw == 1:
                 sw = 2
@@ -396,7 +399,7 @@ def conv_cases(draw) -> ConvCase:
         N = draw(st.integers(1, 3))
         kh = kw = 3
         ph = pw = 1
-        if which == "k":  # K = C * 9 > KC, on the flat route or the unfolded one (tiled forward)
+        if which == "k":  # K = C * 9 > KC, at stride 1 or 2
             C, FN = draw(st.sampled_from([29, 32])), draw(st.integers(1, 4))
             H = W = draw(st.integers(8, 33))
             sh = sw = draw(st.sampled_from([1, 2]))
@@ -409,7 +412,7 @@ def conv_cases(draw) -> ConvCase:
         elif which == "columns":  # wide positions > NC: the flat GEMM's column panels
             C, FN, N = 1, draw(st.integers(1, 2)), 1
             H = W = draw(st.sampled_from([46, 66]))
-        else:  # positions > KC: the unfolded dW GEMM's k blocks
+        else:  # positions > KC, strided: dW's dot products over long rows
             C, FN = 2, 3
             H = W = draw(st.integers(33, 36))
             sh = sw = 2
@@ -446,13 +449,17 @@ CONV_SWITCH_POINTS = [
     ConvCase(
         5, 17, 9, 16, 16, 3, 3, ph=1, pw=1, threads=2
     ),  # transposed, one image a canvas, 2 threads
-    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),  # unfolded, stride 2
-    ConvCase(3, 2, 3, 11, 9, 2, 1, 3, 4, 0, 1, dtype="float64"),  # unfolded, stride > kernel
-    ConvCase(4, 3, 2, 8, 9, 3, 3, 1, 2, 3, 0),  # unfolded, stride 1 one way, pad = kernel
-    ConvCase(
-        1, 32, 3, 21, 21, 3, 3, 2, 2, 1, 1, dtype="float64"
-    ),  # unfolded forward in tiles (float64)
-    ConvCase(1, 32, 2, 31, 31, 3, 3, 2, 2, 1, 1),  # unfolded forward in tiles (float32)
+    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),  # stride 2, 4 a canvas (one partial), 16 a block
+    ConvCase(2, 3, 4, 30, 30, 3, 3, 2, 2, 1, 1),  # stride 2, one image a canvas
+    ConvCase(18, 9, 5, 8, 8, 3, 3, 2, 2, 1, 1, dtype="float64"),  # stride 2, partial 16-block
+    ConvCase(2, 5, 3, 24, 24, 1, 1, 2, 2),  # 1x1 stride 2: one phase, the wide output is y
+    ConvCase(3, 2, 3, 11, 9, 2, 1, 3, 4, 0, 1, dtype="float64"),  # stride > kernel: phases left out
+    ConvCase(4, 3, 2, 8, 9, 3, 3, 1, 2, 3, 0),  # strided one way only, pad = kernel
+    ConvCase(3, 9, 4, 10, 7, 3, 3, 2, 1, 1, 1),  # strided one way, C >= 8: dx still folded
+    ConvCase(2, 2, 3, 13, 14, 5, 5, 3, 3, 2, 2),  # stride 3, W + PW not a multiple of it
+    ConvCase(2, 3, 2, 15, 16, 7, 7, 2, 2, 3, 3),  # a 7x7/2 stem (ResNet-50's, small)
+    ConvCase(1, 32, 3, 21, 21, 3, 3, 2, 2, 1, 1, dtype="float64"),  # stride 2, K > KC (float64)
+    ConvCase(1, 32, 2, 31, 31, 3, 3, 2, 2, 1, 1),  # stride 2, K > KC (float32)
     ConvCase(2, 8, 3, 4, 5, 6, 7, ph=1, pw=1),  # kernel = padded input, flat, transposed dx
     ConvCase(
         3, 2, 3, 4, 5, 6, 7, 2, 3, 1, 1, dtype="float64"
@@ -462,21 +469,17 @@ CONV_SWITCH_POINTS = [
     ConvCase(2, 2, 130, 6, 5, 3, 3, ph=1, pw=1),  # FN > MC: GEMM row blocks
     ConvCase(2, 130, 2, 5, 5, 3, 3, ph=1, pw=1),  # C > MC: dx rows, transposed
     ConvCase(1, 1, 2, 66, 66, 3, 3, ph=1, pw=1),  # wide positions > NC (every ISA)
-    ConvCase(
-        2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"
-    ),  # positions > KC: unfolded dW k blocks
+    ConvCase(2, 2, 3, 35, 35, 3, 3, 2, 2, 1, 1, dtype="float64"),  # positions > KC, strided
     ConvCase(1, 1, 16, 36, 36, 2, 2, 2, 2),  # dW as C^T (FN > K), positions > KC
-    ConvCase(
-        1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"
-    ),  # K > 512: the 64-column tile floor
-    ConvCase(1, 120, 2, 19, 19, 3, 3, 2, 2, 1, 1),  # K > 1024: the same for float32
+    ConvCase(1, 60, 2, 19, 19, 3, 3, 2, 2, 1, 1, dtype="float64"),  # K > 512, strided
+    ConvCase(1, 120, 2, 19, 19, 3, 3, 2, 2, 1, 1),  # K > 1024, strided (float32)
     ConvCase(1, 8, 8, 16, 16, 3, 3, ph=1, pw=1, threads=2),  # one unit, GEMMs on 2 threads
     ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2),  # the wide output is y, 2 threads
     ConvCase(1, 8, 8, 20, 20, 3, 1, ph=1, threads=2, dtype="float64"),
     ConvCase(1, 3, 16, 24, 24, 3, 3, ph=1, pw=1, threads=2),  # folded dx GEMM on 2 threads
     ConvCase(9, 3, 8, 12, 12, 3, 3, ph=1, pw=1, threads=2),  # waves of blocks, last one partial
     ConvCase(40, 3, 8, 6, 6, 3, 3, ph=1, pw=1, threads=2),  # waves of 16-image blocks
-    ConvCase(1, 16, 16, 20, 20, 3, 3, 2, 2, 1, 1, threads=2),  # unfolded, GEMMs on 2 threads
+    ConvCase(1, 16, 16, 20, 20, 3, 3, 2, 2, 1, 1, threads=2),  # strided, GEMMs on 2 threads
     ConvCase(7, 4, 5, 9, 8, 3, 3, 2, 1, 1, 1, threads=3),  # 3 threads: odd team, partial wave
 ]
 

@@ -1,10 +1,10 @@
 """Every internal switch of the convolution kernel, at every GEMM ISA level this CPU runs, against
 the definition; and the rule for non-finite values.
 
-csrc/conv.cpp picks a route by shape -- pointwise, flat (one image a canvas, or 4 small images a
-canvas and 16 a backward block), unfolded (strided; the forward pass in column tiles when large) --
-and a route for dx (a transposed convolution with >= 8 channels and pads below the kernel, else
-folded back), and runs over images or inside the GEMMs by thread count. ``strategies.conv_cases``
+csrc/conv.cpp picks a route by shape -- pointwise, or flat (one image a canvas, or 4 small images
+a canvas and 16 a backward block; strided convolutions with their stride phases split on the
+canvas, phases no tap reads left out) -- and a route for dx (at stride 1 a transposed convolution
+with >= 8 channels and pads below the kernel, else folded back), and runs over images or inside the GEMMs by thread count. ``strategies.conv_cases``
 draws across all of them, and ``CONV_SWITCH_POINTS`` holds one case per switch point, run as
 explicit examples so that the derandomised ``ci`` profile reaches each one on every ISA.
 
