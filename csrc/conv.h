@@ -7,7 +7,7 @@
 // Two ways to get colT into the GEMMs:
 //   pointwise (1x1, stride 1, no pad): colT is x[n] itself.
 //   flat (everything else): images lie on a zero canvas with their padding (one per canvas, or
-//     kBlock side by side when small), split into stride phases when strided (padded row
+//     16 side by side when small), split into stride phases when strided (padded row
 //     r*SH + a, column q*SW + b go to plane (c, a, b) at (r, q)), read as one flat array, where
 //     every row of colT is a contiguous slice: the GEMM packs straight from the canvas (an
 //     implicit GEMM) and colT is never written. The filter gradient is a tile of dot products
@@ -17,7 +17,7 @@
 //     canvas width and the real columns picked out (see conv.cpp).
 //
 // Memory: per thread, a few per-image buffers (on the flat backward path, one block's canvases and
-// wide douts: 4 images, or 16 small ones); never the whole batch's column matrix.
+// wide douts: 4 images, or one canvas of 16 small ones); never the whole batch's column matrix.
 // Non-finite values reach only the outputs whose definition has them as a term: padding and the
 // positions the flat path computes and drops never contribute 0 * inf (see conv.cpp).
 // Geometry: h, w, window, stride >= 1, pads >= 0, window within the padded input (module.cpp

@@ -230,8 +230,8 @@ def seeds() -> st.SearchStrategy[int]:
 # own; a bug on one route is invisible on the others. The constants below are copies of the
 # switch points, used to aim the draws and to label cases (keep them in step with the C++).
 
-FLAT_MIN_POSITIONS = 128  # conv.cpp kFlatMinPositions: fewer wide positions -> 4 images a canvas
-IMAGES_PER_CANVAS = 4  # conv.cpp kBlock: also the backward block of other routes
+FLAT_MIN_POSITIONS = 128  # conv.cpp kFlatMinPositions: fewer wide positions -> 16 images a canvas
+BLOCK = 4  # conv.cpp kBlock: the backward block of large images and of the pointwise route
 SMALL_IMAGE_BLOCK = 16  # conv.cpp kSmallImageBlock: backward block of small images
 TRANSPOSED_DX_MIN_CHANNELS = 8  # conv.cpp kMinChannelsForTransposedConv
 GEMM_KC = 256  # gemm_kernel.inc Tiles::KC: k blocks
@@ -288,7 +288,7 @@ def conv_switches(case: ConvCase) -> list[str]:
     pointwise = g.kh == g.kw == 1 and g.sh == g.sw == 1 and g.ph == g.pw == 0
     strided = g.sh > 1 or g.sw > 1
     K = g.C * g.kh * g.kw
-    per_block = IMAGES_PER_CANVAS
+    per_block = BLOCK
     labels = []
     if pointwise:
         labels.append("pointwise")
@@ -300,8 +300,8 @@ def conv_switches(case: ConvCase) -> list[str]:
         small = (g.out_h - 1) * plane_width + g.out_w < FLAT_MIN_POSITIONS
         if small:
             per_block = SMALL_IMAGE_BLOCK
-            labels.append("flat: 4 images a canvas, 16 a block")
-            if g.N % IMAGES_PER_CANVAS:
+            labels.append("flat: 16 small images a canvas (a block)")
+            if g.N % SMALL_IMAGE_BLOCK:
                 labels.append("flat: partial last canvas")
         else:
             labels.append("flat: one image a canvas")
@@ -439,7 +439,7 @@ CONV_SWITCH_POINTS = [
     ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),  # flat, one image a canvas
     ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),  # flat, the canvas is x
     ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),  # flat, the wide output is y
-    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 4 a canvas, 16 a block, both partial
+    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 16 a canvas (a block), the last partial
     ConvCase(16, 2, 3, 5, 4, 2, 3, ph=1, pw=2, dtype="float64"),  # flat small, one full block
     ConvCase(6, 8, 5, 5, 5, 3, 3, ph=2, pw=2),  # dx transposed, pad = kernel - 1
     ConvCase(5, 9, 3, 6, 6, 2, 2, ph=2, pw=2),  # C >= 8, pad = kernel: dx folded
@@ -449,7 +449,7 @@ CONV_SWITCH_POINTS = [
     ConvCase(
         5, 17, 9, 16, 16, 3, 3, ph=1, pw=1, threads=2
     ),  # transposed, one image a canvas, 2 threads
-    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),  # stride 2, 4 a canvas (one partial), 16 a block
+    ConvCase(5, 3, 4, 9, 9, 3, 3, 2, 2, 1, 1),  # stride 2, small: one partial canvas
     ConvCase(2, 3, 4, 30, 30, 3, 3, 2, 2, 1, 1),  # stride 2, one image a canvas
     ConvCase(18, 9, 5, 8, 8, 3, 3, 2, 2, 1, 1, dtype="float64"),  # stride 2, partial 16-block
     ConvCase(2, 5, 3, 24, 24, 1, 1, 2, 2),  # 1x1 stride 2: one phase, the wide output is y
