@@ -197,9 +197,15 @@ def _images_and_labels(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, size=batch)
 
 
-def _conv_forward_flops(n: int, c: int, size: int, fn: int, k: int, pad: int) -> float:
-    """FLOPs of one convolution forward pass over square images, stride 1 (a multiply-add is 2)."""
-    out = size + 2 * pad - k + 1
+def _conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _conv_forward_flops(
+    n: int, c: int, size: int, fn: int, k: int, pad: int, stride: int = 1
+) -> float:
+    """FLOPs of one convolution forward pass over square images (a multiply-add is 2)."""
+    out = _conv_out(size, k, pad, stride)
     return 2.0 * n * fn * c * k * k * out * out
 
 
@@ -452,15 +458,18 @@ def train_workloads(quick: bool) -> list[Workload]:
 # Large convolutions, forward + backward
 
 
-def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> dict[str, harness.Contender]:
+def _conv_pass_contenders(
+    n, c, size, fn, k, pad, ctx: Context, stride: int = 1
+) -> dict[str, harness.Contender]:
     from tinyconv import functional as F
 
     x, W, b = _normal((n, c, size, size)), _normal((fn, c, k, k)), _normal((fn,))
-    dout = _normal((n, fn, size + 2 * pad - k + 1, size + 2 * pad - k + 1))
+    out = _conv_out(size, k, pad, stride)
+    dout = _normal((n, fn, out, out))
 
     def tinyconv_pass():
-        F.conv2d_forward(x, W, b, 1, pad)
-        return F.conv2d_backward(dout, x, W, 1, pad)
+        F.conv2d_forward(x, W, b, stride, pad)
+        return F.conv2d_backward(dout, x, W, stride, pad)
 
     contenders = {TINYCONV: tinyconv_pass}
     if ctx.torch is not None:
@@ -468,13 +477,13 @@ def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> dict[str, har
         tx, tW, tb, tdout = (torch.from_numpy(a) for a in (x, W, b, dout))
 
         def torch_pass():
-            torch.nn.functional.conv2d(tx, tW, tb, padding=pad)
+            torch.nn.functional.conv2d(tx, tW, tb, stride=stride, padding=pad)
             return torch.ops.aten.convolution_backward(
                 tdout,
                 tx,
                 tW,
                 [fn],
-                [1, 1],
+                [stride, stride],
                 [pad, pad],
                 [1, 1],
                 False,
@@ -488,21 +497,30 @@ def _conv_pass_contenders(n, c, size, fn, k, pad, ctx: Context) -> dict[str, har
 
 
 def conv_workloads(quick: bool) -> list[Workload]:
-    # (name, N, C, H=W, filters, kernel, pad, target ratio vs PyTorch)
-    layers = [("3x3", 32, 64, 56, 64, 3, 1, 1.0), ("1x1", 32, 256, 56, 64, 1, 0, 0.5)]
+    # (name, N, C, H=W, filters, kernel, stride, pad, target ratio vs PyTorch); 3x3/2 is
+    # ResNet-20's downsampling layer (stage 1 -> 2), the strided route of conv.cpp.
+    layers = [
+        ("3x3", 32, 64, 56, 64, 3, 1, 1, 1.0),
+        ("1x1", 32, 256, 56, 64, 1, 1, 0, 0.5),
+        ("3x3/2", 128, 16, 28, 32, 3, 2, 1, 1.0),
+    ]
     if quick:
-        layers = [("3x3", 2, 8, 14, 8, 3, 1, 1.0), ("1x1", 2, 16, 14, 8, 1, 0, 0.5)]
+        layers = [
+            ("3x3", 2, 8, 14, 8, 3, 1, 1, 1.0),
+            ("1x1", 2, 16, 14, 8, 1, 1, 0, 0.5),
+            ("3x3/2", 2, 4, 14, 8, 3, 2, 1, 1.0),
+        ]
     workloads = []
-    for kind, n, c, size, fn, k, pad, ratio in layers:
-        forward_flops = _conv_forward_flops(n, c, size, fn, k, pad)
+    for kind, n, c, size, fn, k, stride, pad, ratio in layers:
+        forward_flops = _conv_forward_flops(n, c, size, fn, k, pad, stride)
         workloads.append(
             Workload(
                 id=f"conv/{kind}",
                 group="conv",
                 name=f"conv {kind} {c}->{fn} {size}x{size} N={n} fwd+bwd",
                 unit="ms",
-                build=lambda ctx, n=n, c=c, size=size, fn=fn, k=k, pad=pad: _conv_pass_contenders(
-                    n, c, size, fn, k, pad, ctx
+                build=lambda ctx, n=n, c=c, size=size, fn=fn, k=k, pad=pad, stride=stride: (
+                    _conv_pass_contenders(n, c, size, fn, k, pad, ctx, stride)
                 ),
                 peer_labels={TORCH: "torch conv2d + aten.convolution_backward"},
                 flops=3 * forward_flops,  # forward, dW and dx each cost one forward's FLOPs
@@ -513,6 +531,7 @@ def conv_workloads(quick: bool) -> list[Workload]:
                     "size": size,
                     "filters": fn,
                     "kernel": k,
+                    "stride": stride,
                     "pad": pad,
                     "dtype": "float32",
                 },
