@@ -18,9 +18,10 @@ bool is_pointwise(const Window2d& g) {
 }
 
 // Images per block of the backward pass: dW and db are summed in blocks of this many images
-// (constants, so the blocks never depend on the thread count). Small images on the flat path go
-// 16 to a block, all on one canvas: gemm_dot's dot products then run over 16 images' positions,
-// and its fixed cost per element (adding up the vector lanes) shrinks to a small share.
+// (fixed by the shapes, so the blocks never depend on the thread count). Small images on the flat
+// path go up to 16 to a block, all on one canvas (images_per_canvas): gemm_dot's dot products
+// then run over all their positions, and its fixed cost per element (adding up the vector lanes)
+// shrinks to a small share.
 constexpr index_t kBlock = 4, kSmallImageBlock = 16;
 static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segments");
 
@@ -43,12 +44,16 @@ static_assert(kBlock <= kDotMaxSegments, "a block's canvases are gemm_dot's segm
 // nothing is read past it. (In dW those zero douts meet real inputs, where an infinite input
 // makes a NaN the definition does not have: see "Non-finite values" below for how such entries
 // are put right.)
-// Large images go one to a canvas (the canvas is the padded image); small ones kSmallImageBlock
-// to a canvas, so that the GEMMs' rows of positions and gemm_dot's dot products are long enough
-// to run at speed (8x8 images alone: 78 positions, a third of the packed columns wasted; 7x7
-// ones four to a canvas: 229 positions, a quarter of the last 32-wide column tile's 256 spent on
-// nothing, and 64 -> 64 channels ran 12 % slower forward than with 16 to a canvas).
-constexpr index_t kFlatMinPositions = 128;
+// Images with fewer than kFlatMinPositions wide positions go several to a canvas, up to
+// kSmallImageBlock, as many as keep the canvas within kCanvasBudget elements (about L2's size);
+// larger ones go one to a canvas (the canvas is the padded image). Longer rows of positions make
+// the GEMMs and gemm_dot's dot products run at speed: fewer per-canvas costs (packing W, the last,
+// partly empty 32-wide column tile, adding up vector lanes). Measured on Zen 4, 2 threads,
+// ResNet-20 shapes: 16 to a canvas instead of one took 16 -> 16 channels at 28x28 from 3.16 to 2.78
+// ms forward and 6.15 to 5.60 ms backward, 32 -> 32 at 14x14 from 3.66 to 3.02 and 7.77 to 6.12 ms;
+// 7x7 images 16 to a canvas instead of 4 made 64 -> 64 forward 12 % faster.
+constexpr index_t kFlatMinPositions = 1024;
+constexpr index_t kCanvasBudget = index_t(1) << 18;
 
 bool is_flat(const Window2d& g) { return !is_pointwise(g); }
 
@@ -83,12 +88,18 @@ struct Canvas {
     void for_each_run(index_t c, index_t i, Move&& move) const;
 };
 
-index_t images_per_canvas(const Window2d& g) {
-    return Canvas(g, 1).Lw >= kFlatMinPositions ? 1 : kSmallImageBlock;
+// Images per canvas on the flat path (c: input channels); see kFlatMinPositions.
+index_t images_per_canvas(const Window2d& g, index_t c) {
+    if (Canvas(g, 1).Lw >= kFlatMinPositions) return 1;
+    index_t images = kSmallImageBlock;
+    while (images > 1 && Canvas(g, images).size(c) > kCanvasBudget) images /= 2;
+    return images;
 }
 
-index_t images_per_block(const Window2d& g) {
-    return is_flat(g) && images_per_canvas(g) > 1 ? kSmallImageBlock : kBlock;
+// Images per block of the backward pass: one canvas of several images, else kBlock.
+index_t images_per_block(const Window2d& g, index_t c) {
+    const index_t per = is_flat(g) ? images_per_canvas(g, c) : 1;
+    return per > 1 ? per : kBlock;
 }
 
 // Scratch for one image's worth of work, owned by one thread.
@@ -316,7 +327,7 @@ inline index_t dot_length(const Canvas& cv) {
 struct CanvasBackward {
     index_t per, slots, slot_size, wide_size;  // sizes for a full block (upper bounds)
     CanvasBackward(const Window2d& g, index_t c, index_t fn)
-        : per(images_per_canvas(g)), slots(per == 1 ? kBlock : 1) {
+        : per(images_per_canvas(g, c)), slots(per == 1 ? kBlock : 1) {
         const Canvas cv(g, per);
         slot_size = cv.size(c) + kDotMultiple;
         wide_size = fn * dot_length(cv);
@@ -424,7 +435,9 @@ std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, cons
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const bool flat = is_flat(g);
     // The canvas this pass uses (the backward pass may put more images on one).
-    const Canvas cv(g, !flat ? 1 : backward ? CanvasBackward(g, c, fn).per : images_per_canvas(g));
+    const Canvas cv(g, !flat      ? 1
+                       : backward ? CanvasBackward(g, c, fn).per
+                                  : images_per_canvas(g, c));
     const index_t gemm_n = flat ? cv.Lw : L;  // the GEMMs' position dimension
     for (int t = 0; t < count; ++t) {
         ImageScratch<T>& s = cache[t];
@@ -574,7 +587,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
     // Units of work: a canvas of images on the flat path, else (pointwise) one image.
     const bool flat = is_flat(g);
-    const index_t per = flat ? images_per_canvas(g) : 1, units = (n + per - 1) / per;
+    const index_t per = flat ? images_per_canvas(g, c) : 1, units = (n + per - 1) / per;
     auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = u * per, count = std::min(per, n - first);
         if (flat) {
@@ -647,7 +660,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // partial is summed in one scratch, and the partials are added into dW/db in block order.
     // Threads take whole blocks, a wave of one block per thread at a time, so only one scratch per
     // thread is live and there is one synchronisation per wave rather than per image.
-    const index_t per_block = images_per_block(g), blocks = (n + per_block - 1) / per_block;
+    const index_t per_block = images_per_block(g, c), blocks = (n + per_block - 1) / per_block;
     auto backward_block = [&](index_t block, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = block * per_block, last = std::min(n, first + per_block);
         for (index_t i = first; i < last; ++i)

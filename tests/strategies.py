@@ -230,7 +230,8 @@ def seeds() -> st.SearchStrategy[int]:
 # own; a bug on one route is invisible on the others. The constants below are copies of the
 # switch points, used to aim the draws and to label cases (keep them in step with the C++).
 
-FLAT_MIN_POSITIONS = 128  # conv.cpp kFlatMinPositions: fewer wide positions -> 16 images a canvas
+FLAT_MIN_POSITIONS = 1024  # conv.cpp kFlatMinPositions: fewer wide positions -> several a canvas
+CANVAS_BUDGET = 1 << 18  # conv.cpp kCanvasBudget: elements of a canvas of several images
 BLOCK = 4  # conv.cpp kBlock: the backward block of large images and of the pointwise route
 SMALL_IMAGE_BLOCK = 16  # conv.cpp kSmallImageBlock: backward block of small images
 TRANSPOSED_DX_MIN_CHANNELS = 8  # conv.cpp kMinChannelsForTransposedConv
@@ -293,15 +294,27 @@ def conv_switches(case: ConvCase) -> list[str]:
     if pointwise:
         labels.append("pointwise")
     else:
-        # conv.cpp's Canvas for one image: padded columns per image rounded up to the column
-        # stride, planes of ceil((PW + that) / SW) columns.
+        # conv.cpp's Canvas: padded columns per image rounded up to the column stride, planes
+        # of ceil((PW + images * that) / SW) columns and ceil(Hp / SH) rows, one per channel and
+        # stored phase.
         per_image = -(-(g.W + g.pw) // g.sw) * g.sw
         plane_width = -(-(g.pw + per_image) // g.sw)
+        planes = g.C * min(g.sh, g.kh) * min(g.sw, g.kw)
+        rows = -(-(g.H + 2 * g.ph) // g.sh)
         small = (g.out_h - 1) * plane_width + g.out_w < FLAT_MIN_POSITIONS
         if small:
-            per_block = SMALL_IMAGE_BLOCK
-            labels.append("flat: 16 small images a canvas (a block)")
-            if g.N % SMALL_IMAGE_BLOCK:
+            images = SMALL_IMAGE_BLOCK
+            while images > 1 and planes * rows * -(-(g.pw + images * per_image) // g.sw) > (
+                CANVAS_BUDGET
+            ):
+                images //= 2
+            small = images > 1
+        if small:
+            per_block = images
+            labels.append("flat: several small images a canvas (a block)")
+            if images < SMALL_IMAGE_BLOCK:
+                labels.append("flat: fewer than 16 a canvas (the canvas budget)")
+            if g.N % images:
                 labels.append("flat: partial last canvas")
         else:
             labels.append("flat: one image a canvas")
@@ -352,6 +365,7 @@ CONV_ROUTES = [
     "flat",
     "strided",
     "strided",
+    "large",
     "kernel_fills_input",
     "gemm_blocks",
 ]
@@ -377,6 +391,14 @@ def conv_cases(draw) -> ConvCase:
         kh = kw = 1
         ph = pw = 0
         H, W = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    elif route == "large":  # one image a canvas (at least FLAT_MIN_POSITIONS wide positions)
+        kh = kw = draw(st.sampled_from([1, 3]))
+        ph, pw = draw(st.sampled_from([(0, 0), (1, 1), (1, 0)]))
+        if kh == 1 and ph == pw == 0:
+            ph = 1
+        sh = sw = draw(st.sampled_from([1, 1, 2]))
+        H = W = draw(st.integers(34, 40)) * sh
+        N, C = draw(st.sampled_from([1, 2, 5])), draw(st.sampled_from([1, 3, 8, 9]))
     elif route in ("flat", "strided"):
         kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
         ph, pw = _pad_near(draw, kh), _pad_near(draw, kw)
@@ -436,7 +458,15 @@ def conv_case_values(case: ConvCase, *, with_dout: bool = True):
 CONV_SWITCH_POINTS = [
     ConvCase(3, 5, 4, 6, 7, 1, 1),  # pointwise, small GEMM
     ConvCase(2, 64, 64, 3, 3, 1, 1, dtype="float64"),  # pointwise, packed, C^T orientation
-    ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),  # flat, one image a canvas
+    ConvCase(2, 3, 5, 12, 12, 3, 3, ph=1, pw=1),  # flat, 16 a canvas
+    ConvCase(2, 3, 5, 34, 34, 3, 3, ph=1, pw=1),  # flat, one image a canvas
+    ConvCase(3, 2, 3, 36, 36, 3, 3, dtype="float64"),  # one image a canvas, the canvas is x
+    ConvCase(2, 3, 4, 40, 40, 3, 1, ph=1),  # one image a canvas, the wide output is y
+    ConvCase(5, 17, 9, 34, 34, 3, 3, ph=1, pw=1, threads=2),  # transposed dx, one a canvas
+    ConvCase(9, 3, 8, 34, 34, 3, 3, ph=1, pw=1, threads=2),  # blocks of 4, waves, last partial
+    ConvCase(2, 3, 4, 70, 70, 3, 3, 2, 2, 1, 1),  # stride 2, one image a canvas
+    ConvCase(2, 5, 3, 72, 72, 1, 1, 2, 2),  # 1x1 stride 2, one a canvas, the wide output is y
+    ConvCase(3, 64, 5, 20, 20, 3, 3, ph=1, pw=1),  # 8 a canvas: the canvas budget
     ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),  # flat, the canvas is x
     ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),  # flat, the wide output is y
     ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 16 a canvas (a block), the last partial
