@@ -88,17 +88,22 @@ struct Canvas {
     void for_each_run(index_t c, index_t i, Move&& move) const;
 };
 
-// Images per canvas on the flat path (c: input channels); see kFlatMinPositions.
-index_t images_per_canvas(const Window2d& g, index_t c) {
+// Images per canvas on the flat path, for a batch of n images of c channels; see
+// kFlatMinPositions. Canvases are also the backward pass's blocks, which threads take in waves:
+// the count is rounded up to a multiple of 4 (fewer images each), so that 1, 2 and 4 threads
+// find whole waves (100 images 16 to a canvas made 7 canvases, and the last wave kept one of two
+// threads idle). The count depends on the shapes and n only, never on the thread count.
+index_t images_per_canvas(const Window2d& g, index_t c, index_t n) {
     if (Canvas(g, 1).Lw >= kFlatMinPositions) return 1;
-    index_t images = kSmallImageBlock;
-    while (images > 1 && Canvas(g, images).size(c) > kCanvasBudget) images /= 2;
-    return images;
+    index_t most = kSmallImageBlock;
+    while (most > 1 && Canvas(g, most).size(c) > kCanvasBudget) most /= 2;
+    const index_t canvases = std::min(n, ((n + most - 1) / most + 3) / 4 * 4);
+    return canvases < 1 ? 1 : (n + canvases - 1) / canvases;
 }
 
 // Images per block of the backward pass: one canvas of several images, else kBlock.
-index_t images_per_block(const Window2d& g, index_t c) {
-    const index_t per = is_flat(g) ? images_per_canvas(g, c) : 1;
+index_t images_per_block(const Window2d& g, index_t c, index_t n) {
+    const index_t per = is_flat(g) ? images_per_canvas(g, c, n) : 1;
     return per > 1 ? per : kBlock;
 }
 
@@ -326,8 +331,8 @@ inline index_t dot_length(const Canvas& cv) {
 
 struct CanvasBackward {
     index_t per, slots, slot_size, wide_size;  // sizes for a full block (upper bounds)
-    CanvasBackward(const Window2d& g, index_t c, index_t fn)
-        : per(images_per_canvas(g, c)), slots(per == 1 ? kBlock : 1) {
+    CanvasBackward(const Window2d& g, index_t c, index_t fn, index_t n)
+        : per(images_per_canvas(g, c, n)), slots(per == 1 ? kBlock : 1) {
         const Canvas cv(g, per);
         slot_size = cv.size(c) + kDotMultiple;
         wide_size = fn * dot_length(cv);
@@ -339,10 +344,10 @@ struct CanvasBackward {
 // asked for here (see conv2d_backward), each canvas's dx from dcol (K, Lw) = W^T . dout_wide,
 // folded back tap by tap onto the canvas (taps in order), then cut out image by image.
 template <typename T>
-void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t first, index_t last,
-                         index_t c, index_t fn, const Window2d& g, ImageScratch<T>& s,
+void backward_block_flat(T* dx, const T* dout, const T* x, const T* w, index_t n, index_t first,
+                         index_t last, index_t c, index_t fn, const Window2d& g, ImageScratch<T>& s,
                          int gemm_threads) {
-    const CanvasBackward bk(g, c, fn);
+    const CanvasBackward bk(g, c, fn, n);
     const index_t K = c * g.fh * g.fw, L = g.oh() * g.ow();
     const index_t x_size = c * g.h * g.w, y_size = fn * L;
     // Every canvas of the block has the same shape: one image each, or the block's only one
@@ -428,21 +433,22 @@ void grow(std::vector<T>& v, index_t size) {
 // same layers again and again, and fresh buffers would cost an allocation and page faults
 // every time. They only grow, up to the largest layer seen.
 template <typename T>
-std::vector<ImageScratch<T>>& scratch_for(int count, index_t c, index_t fn, const Window2d& g,
-                                          bool backward, bool serial_gemm, bool need_dx) {
+std::vector<ImageScratch<T>>& scratch_for(int count, index_t n, index_t c, index_t fn,
+                                          const Window2d& g, bool backward, bool serial_gemm,
+                                          bool need_dx) {
     thread_local std::vector<ImageScratch<T>> cache;
     if (static_cast<int>(cache.size()) < count) cache.resize(static_cast<size_t>(count));
     const index_t L = g.oh() * g.ow(), K = c * g.fh * g.fw;
     const bool flat = is_flat(g);
     // The canvas this pass uses (the backward pass may put more images on one).
     const Canvas cv(g, !flat      ? 1
-                       : backward ? CanvasBackward(g, c, fn).per
-                                  : images_per_canvas(g, c));
+                       : backward ? CanvasBackward(g, c, fn, n).per
+                                  : images_per_canvas(g, c, n));
     const index_t gemm_n = flat ? cv.Lw : L;  // the GEMMs' position dimension
     for (int t = 0; t < count; ++t) {
         ImageScratch<T>& s = cache[t];
         if (flat && backward) {
-            const CanvasBackward bk(g, c, fn);
+            const CanvasBackward bk(g, c, fn, n);
             grow(s.padded, bk.slots * bk.slot_size);
             grow(s.wide, bk.slots * bk.wide_size);
         } else if (flat) {
@@ -587,7 +593,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     const int threads = threads_for(n * fn * L * K, index_t(1) << 15);
     // Units of work: a canvas of images on the flat path, else (pointwise) one image.
     const bool flat = is_flat(g);
-    const index_t per = flat ? images_per_canvas(g, c) : 1, units = (n + per - 1) / per;
+    const index_t per = flat ? images_per_canvas(g, c, n) : 1, units = (n + per - 1) / per;
     auto forward_unit = [&](index_t u, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = u * per, count = std::min(per, n - first);
         if (flat) {
@@ -604,7 +610,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
     if (units >= threads) {
         // Enough units for every thread: one unit per task, serial GEMMs.
         std::vector<ImageScratch<T>>& scratch =
-            scratch_for<T>(threads, c, fn, g, false, true, false);
+            scratch_for<T>(threads, n, c, fn, g, false, true, false);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (index_t u = 0; u < units; ++u) {
 #ifdef _OPENMP
@@ -615,7 +621,7 @@ void conv2d_forward(T* y, const T* x, const T* w, const T* b, index_t n, index_t
             forward_unit(u, s, 1);
         }
     } else {
-        ImageScratch<T>& s = scratch_for<T>(1, c, fn, g, false, false, false)[0];
+        ImageScratch<T>& s = scratch_for<T>(1, n, c, fn, g, false, false, false)[0];
         for (index_t u = 0; u < units; ++u) forward_unit(u, s, threads);
     }
     redo_nan_outputs_at_padding(y, x, w, b, n, c, fn, g, relu);
@@ -660,7 +666,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     // partial is summed in one scratch, and the partials are added into dW/db in block order.
     // Threads take whole blocks, a wave of one block per thread at a time, so only one scratch per
     // thread is live and there is one synchronisation per wave rather than per image.
-    const index_t per_block = images_per_block(g, c), blocks = (n + per_block - 1) / per_block;
+    const index_t per_block = images_per_block(g, c, n), blocks = (n + per_block - 1) / per_block;
     auto backward_block = [&](index_t block, ImageScratch<T>& s, int gemm_threads) {
         const index_t first = block * per_block, last = std::min(n, first + per_block);
         for (index_t i = first; i < last; ++i)
@@ -669,7 +675,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
                 s.db[f] = i == first ? sum : s.db[f] + sum;
             }
         if (is_flat(g))
-            return backward_block_flat(dx, dout, x, w, first, last, c, fn, g, s, gemm_threads);
+            return backward_block_flat(dx, dout, x, w, n, first, last, c, fn, g, s, gemm_threads);
         for (index_t i = first; i < last; ++i)
             backward_pointwise(dx ? dx + i * x_size : nullptr, dout + i * y_size, x + i * x_size, w,
                                c, fn, L, s, gemm_threads, i == first);
@@ -685,7 +691,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     };
     if (blocks >= threads && threads > 1) {
         std::vector<ImageScratch<T>>& scratch =
-            scratch_for<T>(threads, c, fn, g, true, true, dx != nullptr);
+            scratch_for<T>(threads, n, c, fn, g, true, true, dx != nullptr);
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
@@ -704,7 +710,7 @@ void conv2d_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     } else {
         // Few blocks for many threads: blocks one after another, each GEMM on all threads.
         std::vector<ImageScratch<T>>& scratch =
-            scratch_for<T>(1, c, fn, g, true, threads <= 1, dx != nullptr);
+            scratch_for<T>(1, n, c, fn, g, true, threads <= 1, dx != nullptr);
         for (index_t block = 0; block < blocks; ++block) {
             backward_block(block, scratch[0], threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)

@@ -281,6 +281,10 @@ class ConvCase(_OutputSize):
         return (self.sh, self.sw, self.ph, self.pw)
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def conv_switches(case: ConvCase) -> list[str]:
     """The switch points of conv.cpp that ``case`` reaches, as labels (for ``hypothesis.event``
     statistics and failure notes): the route, the canvas and block shapes, the dx route, column
@@ -302,18 +306,22 @@ def conv_switches(case: ConvCase) -> list[str]:
         planes = g.C * min(g.sh, g.kh) * min(g.sw, g.kw)
         rows = -(-(g.H + 2 * g.ph) // g.sh)
         small = (g.out_h - 1) * plane_width + g.out_w < FLAT_MIN_POSITIONS
-        if small:
-            images = SMALL_IMAGE_BLOCK
-            while images > 1 and planes * rows * -(-(g.pw + images * per_image) // g.sw) > (
+        if small:  # conv.cpp images_per_canvas
+            most = SMALL_IMAGE_BLOCK
+            while most > 1 and planes * rows * -(-(g.pw + most * per_image) // g.sw) > (
                 CANVAS_BUDGET
             ):
-                images //= 2
+                most //= 2
+            canvases = min(g.N, _ceil_div(_ceil_div(g.N, most), 4) * 4)
+            images = _ceil_div(g.N, canvases) if canvases >= 1 else 1
             small = images > 1
         if small:
             per_block = images
             labels.append("flat: several small images a canvas (a block)")
-            if images < SMALL_IMAGE_BLOCK:
+            if most < SMALL_IMAGE_BLOCK:
                 labels.append("flat: fewer than 16 a canvas (the canvas budget)")
+            if images < most:
+                labels.append("flat: fewer a canvas, canvases a multiple of 4")
             if g.N % images:
                 labels.append("flat: partial last canvas")
         else:
@@ -466,10 +474,11 @@ CONV_SWITCH_POINTS = [
     ConvCase(9, 3, 8, 34, 34, 3, 3, ph=1, pw=1, threads=2),  # blocks of 4, waves, last partial
     ConvCase(2, 3, 4, 70, 70, 3, 3, 2, 2, 1, 1),  # stride 2, one image a canvas
     ConvCase(2, 5, 3, 72, 72, 1, 1, 2, 2),  # 1x1 stride 2, one a canvas, the wide output is y
-    ConvCase(3, 64, 5, 20, 20, 3, 3, ph=1, pw=1),  # 8 a canvas: the canvas budget
+    ConvCase(40, 64, 5, 20, 20, 3, 3, ph=1, pw=1),  # at most 8 a canvas: the canvas budget
     ConvCase(3, 2, 3, 14, 14, 3, 3, dtype="float64"),  # flat, the canvas is x
     ConvCase(2, 3, 4, 14, 14, 3, 1, ph=1),  # flat, the wide output is y
-    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 16 a canvas (a block), the last partial
+    ConvCase(19, 3, 4, 6, 6, 3, 3, ph=1, pw=1),  # flat, 5 a canvas (4 canvases), the last partial
+    ConvCase(63, 2, 3, 6, 6, 3, 3, ph=1, pw=1),  # flat, 16 a canvas (a block), the last partial
     ConvCase(16, 2, 3, 5, 4, 2, 3, ph=1, pw=2, dtype="float64"),  # flat small, one full block
     ConvCase(6, 8, 5, 5, 5, 3, 3, ph=2, pw=2),  # dx transposed, pad = kernel - 1
     ConvCase(5, 9, 3, 6, 6, 2, 2, ph=2, pw=2),  # C >= 8, pad = kernel: dx folded
