@@ -7,7 +7,7 @@
 // Two ways to get colT into the GEMMs:
 //   pointwise (1x1, stride 1, no pad): colT is x[n] itself.
 //   flat (everything else): images lie on a zero canvas with their padding (one per canvas, or
-//     16 side by side when small), split into stride phases when strided (padded row
+//     up to 16 side by side when small), split into stride phases when strided (padded row
 //     r*SH + a, column q*SW + b go to plane (c, a, b) at (r, q)), read as one flat array, where
 //     every row of colT is a contiguous slice: the GEMM packs straight from the canvas (an
 //     implicit GEMM) and colT is never written. The filter gradient is a tile of dot products
@@ -17,14 +17,15 @@
 //     canvas width and the real columns picked out (see conv.cpp).
 //
 // Memory: per thread, a few per-image buffers (on the flat backward path, one block's canvases and
-// wide douts: 4 images, or one canvas of 16 small ones); never the whole batch's column matrix.
+// wide douts: 4 images, or one canvas of up to 16 small ones, within an L2-sized budget); never
+// the whole batch's column matrix.
 // Non-finite values reach only the outputs whose definition has them as a term: padding and the
 // positions the flat path computes and drops never contribute 0 * inf (see conv.cpp).
 // Geometry: h, w, window, stride >= 1, pads >= 0, window within the padded input (module.cpp
 // checks users' arguments); anything else throws std::logic_error before any buffer is touched.
-// Determinism: dW and db are sums over images, taken in fixed blocks (4 images, 16 small ones on
-// the flat path; block partials summed in a fixed order, then added in block order), so the
-// result does not depend on the thread count.
+// Determinism: dW and db are sums over images, taken in fixed blocks (4 images, or one canvas of
+// small ones, its size set by the shapes and the batch size; block partials summed in a fixed
+// order, then added in block order), so the result does not depend on the thread count.
 #pragma once
 
 #include "geometry.h"
