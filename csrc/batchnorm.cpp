@@ -34,29 +34,36 @@ struct Channels {
     index_t blocks() const { return (m() + kBatchNormBlock - 1) / kBatchNormBlock; }
 
     // Calls run(offset, len) for the runs of block k of channel ch (its parts of H*W planes), in
-    // order; offset counts elements from the start of the tensor.
+    // order; offset counts elements from the start of the tensor. The loop, with run and the
+    // run helpers above inlined into it, is compiled for the GEMM's vector level (leaf_isa.h):
+    // one dispatch per block, not per run (7x7 planes make runs of 49 values).
     template <typename Run>
     void for_each_run(index_t ch, index_t k, Run&& run) const {
-        index_t lo = k * kBatchNormBlock;
-        const index_t hi = std::min(lo + kBatchNormBlock, m());
-        index_t image = lo / plane, at = lo % plane;
-        while (lo < hi) {
-            const index_t len = std::min(hi - lo, plane - at);
-            run((image * c + ch) * plane + at, len);
-            lo += len;
-            ++image;
-            at = 0;
-        }
+        run_leaf([&]() TINYCONV_LEAF_LAMBDA {
+            index_t lo = k * kBatchNormBlock;
+            const index_t hi = std::min(lo + kBatchNormBlock, m());
+            index_t image = lo / plane, at = lo % plane;
+            while (lo < hi) {
+                const index_t len = std::min(hi - lo, plane - at);
+                run((image * c + ch) * plane + at, len);
+                lo += len;
+                ++image;
+                at = 0;
+            }
+        });
     }
 
-    // run(ch, offset, len) for the parts of planes in the elements [begin, end) of the tensor.
+    // run(ch, offset, len) for the parts of planes in the elements [begin, end) of the tensor,
+    // at the GEMM's vector level as for_each_run.
     template <typename Run>
     void for_each_plane_part(index_t begin, index_t end, Run&& run) const {
-        for (index_t at = begin; at < end;) {
-            const index_t p = at / plane, len = std::min(end - at, (p + 1) * plane - at);
-            run(p % c, at, len);
-            at += len;
-        }
+        run_leaf([&]() TINYCONV_LEAF_LAMBDA {
+            for (index_t at = begin; at < end;) {
+                const index_t p = at / plane, len = std::min(end - at, (p + 1) * plane - at);
+                run(p % c, at, len);
+                at += len;
+            }
+        });
     }
 };
 
@@ -96,14 +103,15 @@ TermPair block_sums(const Channels& g, index_t ch, index_t k, Add&& add) {
 // The work on one run of values (part of one plane), shared by every route so that the routes
 // give the same bits.
 
+// Inlined into the loops of Channels, which run at the GEMM's vector level (leaf_isa.h).
 template <typename T>
-inline void add_values(double* acc, const T* p, index_t len) {
-    add_run(acc, len, [p](index_t i) { return static_cast<double>(p[i]); });
+TINYCONV_LEAF void add_values(double* acc, const T* p, index_t len) {
+    add_run(acc, len, [p](index_t i) TINYCONV_LEAF_LAMBDA { return static_cast<double>(p[i]); });
 }
 
 template <typename T>
-inline void add_squares(double* acc, const T* p, index_t len, double centre) {
-    add_run(acc, len, [p, centre](index_t i) {
+TINYCONV_LEAF void add_squares(double* acc, const T* p, index_t len, double centre) {
+    add_run(acc, len, [p, centre](index_t i) TINYCONV_LEAF_LAMBDA {
         const double d = static_cast<double>(p[i]) - centre;
         return d * d;
     });
@@ -116,7 +124,7 @@ using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
 // dout, or +0 where the fused ReLU's output is <= 0 (relu_backward's rule: NaN passes). As a mask
 // on the bits: a conditional here keeps the compiler from vectorising the sums.
 template <bool Gated, typename T>
-inline T gradient_in(const T* dout, const T* gate, index_t i) {
+TINYCONV_LEAF T gradient_in(const T* dout, const T* gate, index_t i) {
     const T d = dout[i];
     if constexpr (Gated) {
         const T r = gate[i];
@@ -133,18 +141,19 @@ inline T gradient_in(const T* dout, const T* gate, index_t i) {
 
 // sum dy and sum dy * (x - centre) over a run.
 template <bool Gated, typename T>
-inline void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, const T* v,
-                               const T* r, index_t len, double centre) {
-    add_run_pairs(dy_acc, dy_xc_acc, len, [=](index_t i, double& dy_term, double& dy_xc_term) {
-        const double dy = gradient_in<Gated>(d, r, i);
-        dy_term = dy;
-        dy_xc_term = dy * (static_cast<double>(v[i]) - centre);
-    });
+TINYCONV_LEAF void add_gradient_terms(double* dy_acc, double* dy_xc_acc, const T* d, const T* v,
+                                      const T* r, index_t len, double centre) {
+    add_run_pairs(dy_acc, dy_xc_acc, len,
+                  [=](index_t i, double& dy_term, double& dy_xc_term) TINYCONV_LEAF_LAMBDA {
+                      const double dy = gradient_in<Gated>(d, r, i);
+                      dy_term = dy;
+                      dy_xc_term = dy * (static_cast<double>(v[i]) - centre);
+                  });
 }
 
 // y = (x - centre) * scale + shift, then relu_forward's rule when Relu.
 template <bool Relu, typename T>
-inline void normalise_run(T* y, const T* x, index_t len, T centre, T scale, T shift) {
+TINYCONV_LEAF void normalise_run(T* y, const T* x, index_t len, T centre, T scale, T shift) {
     TINYCONV_OMP_SIMD()
     for (index_t i = 0; i < len; ++i) {
         const T v = (x[i] - centre) * scale + shift;
@@ -160,8 +169,8 @@ struct GradientCoefficients {
 };
 
 template <bool Gated, bool Train, typename T>
-inline void input_gradient_run(T* dx, const T* d, const T* v, const T* r, index_t len,
-                               const GradientCoefficients<T>& q) {
+TINYCONV_LEAF void input_gradient_run(T* dx, const T* d, const T* v, const T* r, index_t len,
+                                      const GradientCoefficients<T>& q) {
     const T centre = q.centre, scale = q.scale, dy_mean = q.dy_mean, projection = q.projection;
     TINYCONV_OMP_SIMD()
     for (index_t i = 0; i < len; ++i) {

@@ -311,6 +311,13 @@ void gemm_reference(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, co
 
 std::string gemm_isa() { return isa_name(static_cast<Isa>(g_isa.load())); }
 
+int gemm_isa_level() { return g_isa.load(std::memory_order_relaxed); }
+static_assert(static_cast<int>(Isa::generic) == kIsaLevelGeneric &&
+                  static_cast<int>(Isa::avx2) == kIsaLevelAvx2 &&
+                  static_cast<int>(Isa::avx512) == kIsaLevelAvx512 &&
+                  static_cast<int>(Isa::neon) == kIsaLevelNeon,
+              "gemm.h's level numbers are gemm.cpp's Isa values");
+
 std::string gemm_available_isas() {
     std::string out;
     for (Isa isa : kAllIsas) {

@@ -65,6 +65,9 @@ void gemm_reference(T* c, index_t ldc, const T* a, index_t lda, bool trans_a, co
 
 // Instruction-set level of the micro-kernel in use: "avx512", "avx2", "neon" or "generic".
 std::string gemm_isa();
+// The same as a number (leaf_isa.h dispatches on it): one of the kIsaLevel constants.
+constexpr int kIsaLevelGeneric = 0, kIsaLevelAvx2 = 1, kIsaLevelAvx512 = 2, kIsaLevelNeon = 3;
+int gemm_isa_level();
 // Levels this CPU (and this build) can run, best first.
 std::string gemm_available_isas();
 // Selects a level by name; returns false if it is unknown or not runnable here.

@@ -14,6 +14,7 @@
 // to reorder), the leftovers too; every term is evaluated at an index inside the run.
 #pragma once
 
+#include "leaf_isa.h"
 #include "parallel.h"
 
 namespace tinyconv {
@@ -23,7 +24,7 @@ constexpr int kLanes = 8;
 // acc_io[j] += term(i) for the i of [0, len) that go to lane j (acc_io: kLanes doubles). The lanes
 // are worked on in a local copy, which the compiler keeps in registers: acc_io may alias the data.
 template <typename Term>
-inline void add_run(double* acc_io, index_t len, Term&& term) {
+TINYCONV_LEAF void add_run(double* acc_io, index_t len, Term&& term) {
     double acc[kLanes];
     for (int j = 0; j < kLanes; ++j) acc[j] = acc_io[j];
     index_t i = 0;
@@ -46,7 +47,7 @@ inline void add_run(double* acc_io, index_t len, Term&& term) {
 
 // Two sums in one pass over the data: terms(i, a, b) sets the terms of i for a_io and b_io.
 template <typename Terms>
-inline void add_run_pairs(double* a_io, double* b_io, index_t len, Terms&& terms) {
+TINYCONV_LEAF void add_run_pairs(double* a_io, double* b_io, index_t len, Terms&& terms) {
     double acc_a[kLanes], acc_b[kLanes];
     for (int j = 0; j < kLanes; ++j) {
         acc_a[j] = a_io[j];

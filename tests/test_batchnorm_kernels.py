@@ -634,44 +634,69 @@ DETERMINISM_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", DETERMINISM_SHAPES)
-def test_same_bits_for_every_thread_count(thread_counts, shape, dtype):
+def _every_output(shape, dtype) -> list[np.ndarray]:
+    """Everything batch norm (both modes, with and without the fused ReLU's gate), global average
+    pooling and the residual add compute from one seeded input of ``shape``."""
     rng = np.random.default_rng(11)
     x, dout = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     x[0, 0, 5, 5] = np.inf if shape[1] > 1 else 1.0
     c = shape[1]
     gamma, beta = rng.uniform(0.5, 1.5, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    outputs = []
+    for train in (True, False):
+        running_mean, running_var = np.full(c, 0.5, dtype), np.full(c, 2.0, dtype)
+        y, mean, invstd = F.batch_norm2d_forward(
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            train=train,
+            momentum=0.9,
+            eps=1e-5,
+            unbiased=True,
+            relu=True,
+        )
+        outputs += [y, mean, invstd, running_mean, running_var]
+        outputs += F.batch_norm2d_backward(dout, x, gamma, mean, invstd, train=train, relu_output=y)
+        outputs += F.batch_norm2d_backward(dout, x, gamma, mean, invstd, train=train)
+    outputs.append(F.global_avg_pool2d_forward(x))
+    outputs.append(F.global_avg_pool2d_backward(x[:, :, 0, 0], shape))
+    outputs.append(F.add_forward(x, dout, relu=True))
+    return outputs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", DETERMINISM_SHAPES)
+def test_same_bits_for_every_thread_count(thread_counts, shape, dtype):
     runs = {}
     for n in thread_counts:
         tinyconv.set_num_threads(n)
-        outputs = []
-        for train in (True, False):
-            running_mean, running_var = np.full(c, 0.5, dtype), np.full(c, 2.0, dtype)
-            y, mean, invstd = F.batch_norm2d_forward(
-                x,
-                gamma,
-                beta,
-                running_mean,
-                running_var,
-                train=train,
-                momentum=0.9,
-                eps=1e-5,
-                unbiased=True,
-                relu=True,
-            )
-            outputs += [y, mean, invstd, running_mean, running_var]
-            outputs += F.batch_norm2d_backward(
-                dout, x, gamma, mean, invstd, train=train, relu_output=y
-            )
-            outputs += F.batch_norm2d_backward(dout, x, gamma, mean, invstd, train=train)
-        outputs.append(F.global_avg_pool2d_forward(x))
-        outputs.append(F.global_avg_pool2d_backward(x[:, :, 0, 0], shape))
-        outputs.append(F.add_forward(x, dout, relu=True))
-        runs[n] = outputs
+        runs[n] = _every_output(shape, dtype)
     for n, outputs in runs.items():
         for i, (got, want) in enumerate(zip(outputs, runs[1])):
             assert_bitwise_equal(got, want, f"output {i} with {n} threads vs 1 thread")
+
+
+AVAILABLE_ISAS = [name for name in tinyconv.config()["available_isas"].split(",") if name]
+
+
+# Batch norm's loops over runs are compiled for the GEMM's level (csrc/leaf_isa.h); they do the
+# same operations in the same order at every level. (16, 64, 7, 7): runs of 49 values.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [*DETERMINISM_SHAPES, (16, 64, 7, 7), (3, 2, 6, 17)])
+def test_same_bits_at_every_isa_level(shape, dtype):
+    isa_before = tinyconv.config()["isa"]
+    runs = {}
+    try:
+        for isa in AVAILABLE_ISAS:
+            _core.set_isa(isa)
+            runs[isa] = _every_output(shape, dtype)
+    finally:
+        _core.set_isa(isa_before)
+    for isa, outputs in runs.items():
+        for i, (got, want) in enumerate(zip(outputs, runs["generic"])):
+            assert_bitwise_equal(got, want, f"output {i} at level {isa} vs generic")
 
 
 # ----------------------------------------------------------------------------------------------

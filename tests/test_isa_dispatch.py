@@ -52,8 +52,8 @@ CHILD = textwrap.dedent(
         _core.set_isa(isa)
         for dtype in (np.float32, np.float64):
             # Shapes that reach each convolution path: the flat stride-1 one (channels >= 8 and
-            # >= 16, blocks of 16 images and a partial last block), a strided one through
-            # im2col + GEMM, and a 1x1 filter.
+            # >= 16, several images a canvas and a partial last block), a strided one (stride
+            # phases on the canvas), and a 1x1 filter.
             for (n, c, hw, fn, k, stride, pad) in [(17, 8, 6, 16, 3, 1, 1), (3, 16, 9, 8, 3, 2, 1), (2, 3, 5, 4, 1, 1, 0)]:
                 x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
                 W = rng.standard_normal((fn, c, k, k)).astype(dtype)
@@ -63,6 +63,12 @@ CHILD = textwrap.dedent(
                 dout = rng.standard_normal(y.shape).astype(dtype)
                 for got, want in zip(F.conv2d_backward(dout, x, W, stride, pad), R.conv2d_backward(dout, x, W, stride, pad)):
                     close(got, want, dtype)
+            # Batch norm's runs are compiled for the GEMM's level too (leaf_isa.h).
+            gamma, beta = rng.standard_normal(fn).astype(dtype), rng.standard_normal(fn).astype(dtype)
+            stats = (np.zeros(fn, dtype), np.ones(fn, dtype))
+            z, mean, invstd = F.batch_norm2d_forward(y, gamma, beta, *stats, train=True, momentum=0.1, eps=1e-5, relu=True)
+            close(z, R.batch_norm2d_forward(y, gamma, beta, np.zeros(fn, dtype), np.ones(fn, dtype), train=True, momentum=0.1, eps=1e-5, relu=True)[0], dtype)
+            F.batch_norm2d_backward(rng.standard_normal(z.shape).astype(dtype), y, gamma, mean, invstd, train=True, relu_output=z)
             pooled, argmax = F.max_pool2d_forward(y, 2, 2, 2)
             F.max_pool2d_backward(pooled, argmax, y.shape)
             F.avg_pool2d_backward(F.avg_pool2d_forward(y, 2, 2, 2), y.shape, 2, 2, 2)
