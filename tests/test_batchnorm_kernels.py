@@ -601,8 +601,11 @@ def test_fused_relu_equals_the_two_passes(shape, dtype, train):
     one_pass = F.batch_norm2d_backward(
         dout, x, gamma, plain[1], plain[2], train=train, relu_output=fused[0]
     )
+    # The gated and the plain loop are different code: where a NaN meets another NaN or an
+    # infinity (channel 0), the NaN that comes out may carry another sign (seen with clang at
+    # the AVX-512 level); every other bit must agree.
     for a, b, name in zip(one_pass, two_passes, ("dx", "dgamma", "dbeta")):
-        assert_bitwise_equal(a, b, name)
+        assert_bitwise_equal(a, b, name, nan_payloads=False)
     assert dout[1, 0, 0, 0] == np.inf, "dout must not be modified"
 
 
