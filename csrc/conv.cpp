@@ -58,13 +58,13 @@ constexpr index_t kCanvasBudget = index_t(1) << 18;
 bool is_flat(const Window2d& g) { return !is_pointwise(g); }
 
 struct Canvas {
-    index_t G, H, W, PH, PW, SH, SW, FH, FW;
+    index_t G, H, W, PH, PW, SH, SW;
     index_t Ph, Pw;    // phases stored per channel (rows, columns)
     index_t Hq, Wc;    // one plane's rows and columns
     index_t Sp, step;  // padded columns per image, and the same in plane columns
     index_t OH, OW, Lw;
     Canvas(const Window2d& g, index_t images)
-        : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), SH(g.sh), SW(g.sw), FH(g.fh), FW(g.fw),
+        : G(images), H(g.h), W(g.w), PH(g.ph), PW(g.pw), SH(g.sh), SW(g.sw),
           Ph(std::min(g.sh, g.fh)), Pw(std::min(g.sw, g.fw)),
           Hq((g.h + 2 * g.ph + g.sh - 1) / g.sh), Sp((g.w + g.pw + g.sw - 1) / g.sw * g.sw),
           step(Sp / g.sw), OH(g.oh()), OW(g.ow()) {
