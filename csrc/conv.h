@@ -41,6 +41,19 @@ void conv2d_forward(T* y,        // (N, FN, OH, OW)
                     const T* b,  // (FN,)
                     index_t n, index_t c, index_t fn, const Window2d& g, bool relu = false);
 
+// Inference: the convolution (bias, ReLU if relu) then max pooling by `pool` over its (OH, OW)
+// output, fused: each output plane is pooled as it leaves the GEMM, from a per-thread buffer, and
+// only the pooled planes are written (the full output never reaches memory). The same bits as
+// conv2d_forward followed by max_pool2d_forward (pool.h). pool: h, w = OH, OW; pads below the
+// window, as max pooling needs.
+template <typename T>
+void conv2d_max_pool_forward(T* y,        // (N, FN, POH, POW): pool.oh(), pool.ow()
+                             const T* x,  // (N, C, H, W)
+                             const T* w,  // (FN, C, FH, FW)
+                             const T* b,  // (FN,)
+                             index_t n, index_t c, index_t fn, const Window2d& g, bool relu,
+                             const Window2d& pool);
+
 template <typename T>
 void conv2d_backward(T* dx,          // (N, C, H, W), or null to skip the input gradient
                      T* dw,          // (FN, C, FH, FW)

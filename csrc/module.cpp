@@ -604,6 +604,39 @@ py::tuple py_max_pool2d_forward(const py::array& x, index_t pool_h, index_t pool
     });
 }
 
+// Inference's fused convolution (+ ReLU) + max pooling: y is the pooled output. The reference
+// runs the three reference passes one after the other (and is the oracle).
+template <bool Reference>
+py::array py_conv2d_max_pool_forward(const py::array& x, const py::array& W, const py::array& b,
+                                     index_t sh, index_t sw, index_t ph, index_t pw, bool relu,
+                                     index_t pool_h, index_t pool_w, index_t pool_sh,
+                                     index_t pool_sw, index_t pool_ph, index_t pool_pw) {
+    const ConvShapes cs = conv_shapes(x, W, sh, sw, ph, pw);
+    same_kind(x, "x", b, "b");
+    check_shape(b, "b", {cs.fn});
+    const Nchw conv_out{cs.x.n, cs.fn, cs.g.oh(), cs.g.ow()};
+    const Window2d pool =
+        max_pool_window(conv_out, pool_h, pool_w, pool_sh, pool_sw, pool_ph, pool_pw);
+    return dispatch(float_kind(x, "x"), [&](auto t) -> py::array {
+        using T = decltype(t);
+        py::array y = empty<T>({cs.x.n, cs.fn, pool.oh(), pool.ow()});
+        T* yp = ptr<T>(y);
+        const T *xp = cptr<T>(x), *wp = cptr<T>(W), *bp = cptr<T>(b);
+        py::gil_scoped_release release;
+        if constexpr (Reference) {
+            std::vector<T> full(static_cast<size_t>(mul(cs.x.n, cs.fn, cs.g.oh(), cs.g.ow())));
+            std::vector<std::int64_t> argmax(static_cast<size_t>(y.size()));
+            conv2d_forward_reference<T>(full.data(), xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g);
+            if (relu)
+                for (T& v : full) v = v <= T(0) ? T(0) : v;
+            max_pool2d_forward_reference<T>(yp, argmax.data(), full.data(), cs.x.n, cs.fn, pool);
+        } else {
+            conv2d_max_pool_forward<T>(yp, xp, wp, bp, cs.x.n, cs.x.c, cs.fn, cs.g, relu, pool);
+        }
+        return y;
+    });
+}
+
 py::array py_max_pool2d_backward_from_input(const py::array& dout, const py::array& x,
                                             index_t pool_h, index_t pool_w, index_t sh, index_t sw,
                                             index_t ph, index_t pw, bool through_relu) {
@@ -1258,6 +1291,11 @@ PYBIND11_MODULE(_core, m) {
     def_checked(m, "conv2d_forward", &py_conv2d_forward<false>, py::arg("x"), py::arg("W"),
                 py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
                 py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(m, "conv2d_max_pool_forward", &py_conv2d_max_pool_forward<false>, py::arg("x"),
+                py::arg("W"), py::arg("b"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"), py::arg("relu"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("pool_stride_h"), py::arg("pool_stride_w"),
+                py::arg("pool_pad_h"), py::arg("pool_pad_w"));
     def_checked(m, "conv2d_backward", &py_conv2d_backward<false>, py::arg("dout"), py::arg("x"),
                 py::arg("W"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
                 py::arg("pad_w"), py::arg("need_dx") = true);
@@ -1376,6 +1414,11 @@ PYBIND11_MODULE(_core, m) {
     def_checked(ref, "conv2d_forward", &py_conv2d_forward<true>, py::arg("x"), py::arg("W"),
                 py::arg("b"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
                 py::arg("pad_w"), py::arg("relu") = false);
+    def_checked(ref, "conv2d_max_pool_forward", &py_conv2d_max_pool_forward<true>, py::arg("x"),
+                py::arg("W"), py::arg("b"), py::arg("stride_h"), py::arg("stride_w"),
+                py::arg("pad_h"), py::arg("pad_w"), py::arg("relu"), py::arg("pool_h"),
+                py::arg("pool_w"), py::arg("pool_stride_h"), py::arg("pool_stride_w"),
+                py::arg("pool_pad_h"), py::arg("pool_pad_w"));
     def_checked(ref, "conv2d_backward", &py_conv2d_backward<true>, py::arg("dout"), py::arg("x"),
                 py::arg("W"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
                 py::arg("pad_w"), py::arg("need_dx") = true);

@@ -151,6 +151,12 @@ SIGNATURES = {
     ),
     "conv2d_forward": (F.conv2d_forward, ["array:4", "array:4", "array:1", "pair", "pair"]),
     "conv2d_backward": (F.conv2d_backward, ["array:4", "array:4", "array:4", "pair", "pair"]),
+    "conv2d_max_pool2d": (
+        lambda x, W, b, stride, pad, ph, pw, ps, pp, relu: F.conv2d_max_pool2d(
+            x, W, b, stride, pad, pool_h=ph, pool_w=pw, pool_stride=ps, pool_pad=pp, relu=relu
+        ),
+        ["array:4", "array:4", "array:1", "pair", "pair", "int", "int", "pair", "pair", "bool"],
+    ),
     "max_pool2d_forward": (F.max_pool2d_forward, ["array:4", "int", "int", "pair", "pair"]),
     "max_pool2d_backward": (F.max_pool2d_backward, ["array:4", "array:4", "shape"]),
     "max_pool2d": (F.max_pool2d, ["array:4", "int", "int", "pair", "pair"]),
@@ -360,11 +366,28 @@ def plausible_args(name, pick):
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     stride = sh if sh == sw and pick([True, False]) else (sh, sw)
     pad = ph if ph == pw and pick([True, False]) else (ph, pw)
-    if name in ("conv2d_forward", "conv2d_backward"):
+    if name in ("conv2d_forward", "conv2d_backward", "conv2d_max_pool2d"):
         fn = pick([1, 2])
         x, W = valid_array(pick, (n, c, h, w)), valid_array(pick, (fn, c, kh, kw))
         if name == "conv2d_forward":
             return [x, W, valid_array(pick, (fn,)), stride, pad]
+        if name == "conv2d_max_pool2d":  # a pooling window over the (oh, ow) output
+            pool_pad = pick([0, 1])
+            pool_h = pick(list(range(min(pool_pad, oh - 1) + 1, oh + 2 * pool_pad + 1)))
+            pool_w = pick(list(range(min(pool_pad, ow - 1) + 1, ow + 2 * pool_pad + 1)))
+            pool_stride = (pick([1, 2, 3, 2**40]), pick([1, 2]))
+            return [
+                x,
+                W,
+                valid_array(pick, (fn,)),
+                stride,
+                pad,
+                pool_h,
+                pool_w,
+                pool_stride,
+                pool_pad,
+                pick([False, True]),
+            ]
         return [valid_array(pick, (n, fn, oh, ow)), x, W, stride, pad]
     n = max(n, 1)  # an input_shape needs N >= 1
     if name in ("max_pool2d_forward", "max_pool2d", "avg_pool2d_forward", "im2col"):

@@ -25,7 +25,7 @@ from tinyconv.layers import (
     Pooling,
     Relu,
 )
-from tinyconv.nets import resnet20
+from tinyconv.nets import DeepConvNet, SimpleConvNet, resnet20
 from tinyconv.resnet import ResNet
 
 
@@ -172,8 +172,7 @@ def test_the_plans_fuse_what_the_table_says():
         ("Linear",),
     ]
     assert seq.plan("infer") == [
-        ("Convolution", "BatchNorm2d", "Relu"),
-        ("Pooling",),
+        ("Convolution", "BatchNorm2d", "Relu", "Pooling"),
         ("Convolution", "Relu"),
         ("Pooling",),
         ("GlobalAvgPooling",),
@@ -224,6 +223,61 @@ def test_fused_plans_equal_the_layers_one_by_one(dtype, monkeypatch):
     np.testing.assert_allclose(
         infer_fused, infer_plain, rtol=0, atol=tolerance * np.abs(infer_plain).max()
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("net", ["SimpleConvNet", "DeepConvNet", "conv-pool", "resnet-stem"])
+def test_fused_pooling_at_inference_equals_the_layers_one_by_one(net, dtype, monkeypatch):
+    """Inference runs a convolution (-> ReLU) -> max pooling as one kernel (and, after a batch
+    norm it folds, the ImageNet stem's convolution -> batch norm -> ReLU -> max pooling): the same
+    bits as the layers one by one, where nothing is folded; equal to the folding's rounding where
+    a batch norm is."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 1, 28, 28)).astype(dtype)
+    expected_step = ("Convolution", "Relu", "Pooling")
+
+    def make():
+        if net == "SimpleConvNet":
+            return SimpleConvNet(dtype=dtype, seed=3)
+        if net == "DeepConvNet":
+            return DeepConvNet(dtype=dtype, seed=3)
+        if net == "conv-pool":  # no ReLU between; an overlapping, padded window
+            weights = np.random.default_rng(1)
+            return Sequential(
+                [
+                    _conv(weights, 3, 1, dtype=dtype),
+                    Pooling(3, 3, 2, 1),
+                    _conv(weights, 2, 3, k=2, dtype=dtype, pad=0),
+                ]
+            )
+        return ResNet(
+            "basic", (1,), (4,), num_classes=3, in_channels=1, stem="imagenet", dtype=dtype, seed=2
+        )
+
+    def infer():
+        model = make()
+        if net == "resnet-stem":
+            for key, value in model.state_dict().items():
+                if value.dtype.kind == "f":
+                    value[...] = np.random.default_rng(len(key)).uniform(0.5, 1.5, value.shape)
+        return model.predict(x) if hasattr(model, "predict") else model.forward(x)
+
+    model = make()
+    root = model if isinstance(model, Sequential) else model._root()
+    plan = root.plan("infer")
+    if net == "conv-pool":
+        expected_step = ("Convolution", "Pooling")
+    elif net == "resnet-stem":
+        expected_step = ("Convolution", "BatchNorm2d", "Relu", "Pooling")
+    assert expected_step in plan, plan
+    fused = infer()
+    monkeypatch.setattr(containers, "FUSIONS", [])
+    plain = infer()
+    if net == "resnet-stem":
+        tolerance = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(fused, plain, rtol=0, atol=tolerance * np.abs(plain).max())
+    else:
+        np.testing.assert_array_equal(fused, plain)
 
 
 def test_inference_of_a_dlfs_batch_norm_never_trained_starts_from_zero_statistics(

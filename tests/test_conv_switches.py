@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from checks import assert_bitwise_equal, assert_close
 from hypothesis import event, example, given, note
+from hypothesis import strategies as st
 from strategies import (
     CONV_SWITCH_POINTS,
     ConvCase,
@@ -201,6 +202,79 @@ def test_every_route_matches_the_definition(isa, case):
     assert no_dx[0] is None
     assert_bitwise_equal(no_dx[1], grads[1], "dW without dx")
     assert_bitwise_equal(no_dx[2], grads[2], "db without dx")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference's fused convolution -> (ReLU ->) max pooling
+
+
+#: Pooling windows (pool_h, pool_w, stride_h, stride_w, pad_h, pad_w): the three shapes pool.cpp
+#: unrolls (2x2/2, 3x3/2, 3x3/1, here with and without padding) and generic ones (uneven, stride
+#: above the window, a 1x1 window). Each is shrunk to fit the convolution's output (fit_pool).
+POOL_WINDOWS = [
+    (2, 2, 2, 2, 0, 0),
+    (3, 3, 2, 2, 1, 1),
+    (3, 3, 1, 1, 1, 1),
+    (3, 3, 2, 2, 0, 0),
+    (2, 3, 1, 2, 1, 0),
+    (2, 2, 3, 3, 0, 1),
+    (1, 1, 1, 1, 0, 0),
+]
+
+
+def fit_pool(window: tuple[int, ...], out_h: int, out_w: int) -> tuple[int, ...]:
+    """``window`` made to fit an (out_h, out_w) input: each side at most the input's, its pad
+    below it (max pooling needs a real value in every window)."""
+    fh, fw, sh, sw, ph, pw = window
+    fh, fw = min(fh, out_h), min(fw, out_w)
+    return fh, fw, sh, sw, min(ph, fh - 1), min(pw, fw - 1)
+
+
+def with_pooled_switch_points(test):
+    """Every case of CONV_SWITCH_POINTS as an explicit example, with the pooling windows in turn
+    and non-finite values in every fourth (NaN and +-inf where padding meets them)."""
+    for i, case in reversed(list(enumerate(CONV_SWITCH_POINTS))):
+        poison = Poison(x=2, w=1, b=1, seed=i) if i % 4 == 3 else None
+        window = POOL_WINDOWS[i % len(POOL_WINDOWS)]
+        test = example(case=case, window=window, relu=i % 2 == 0, poison=poison)(test)
+    return test
+
+
+@pytest.mark.parametrize("isa", AVAILABLE_ISAS)
+@with_pooled_switch_points
+@more_examples(2)
+@given(
+    case=conv_cases(),
+    window=st.sampled_from(POOL_WINDOWS),
+    relu=st.booleans(),
+    poison=st.none() | poisons(),
+)
+def test_fused_max_pooling_equals_the_two_passes(isa, case, window, relu, poison):
+    """``conv2d_max_pool_forward`` (each output plane pooled as it leaves the GEMM) gives the same
+    bits as ``conv2d_forward`` then ``max_pool2d_forward``, on every route of the convolution, at
+    every ISA level and thread count, NaN and infinities included (the repair of outputs at the
+    padding happens before the pooling)."""
+    for label in conv_switches(case):
+        event(label)
+    pool = fit_pool(window, case.out_h, case.out_w)
+    note(f"switches: {conv_switches(case)}, pool {pool}")
+    x, W, b = conv_case_values(case, with_dout=False)
+    if poison is not None:
+        poison.apply(x=x, w=W, b=b)
+    x, W, b = guarded(x, W, b)
+    with isa_and_threads(isa, case.threads):
+        got = _core.conv2d_max_pool_forward(x, W, b, *case.core_args, relu, *pool)
+        y = _core.conv2d_forward(x, W, b, *case.core_args, relu=relu)
+        want = _core.max_pool2d_forward(y, *pool, False)[0]
+    assert_bitwise_equal(got, want, "the fused pooling")
+    if poison is None:  # and close to the plain loops
+        oracle = _core.reference.conv2d_max_pool_forward(x, W, b, *case.core_args, relu, *pool)
+        np.testing.assert_allclose(
+            got,
+            oracle,
+            rtol=1e-4 if case.dtype == "float32" else 1e-12,
+            atol=1e-4 * float(np.abs(oracle).max(initial=1.0)),
+        )
 
 
 # ----------------------------------------------------------------------------------------------

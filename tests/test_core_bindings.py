@@ -56,6 +56,10 @@ def table():
         "col2im": ([f64(4, 9), 1, 1, 4, 4, 3, 3, 1, 1, 0, 0], ["array"] + ["index"] * 10),
         "conv2d_forward": (conv, conv_kinds),
         "conv2d_backward": (convb, convb_kinds),
+        "conv2d_max_pool_forward": (
+            [*conv[:7], True, 2, 2, 2, 2, 0, 0],
+            [*conv_kinds[:7], "bool", *window],
+        ),
         "max_pool2d_forward": ([x, 2, 2, 2, 2, 0, 0, True], ["array", *window, "bool"]),
         "max_pool2d_backward_from_input": (
             [dout, x, 2, 2, 2, 2, 0, 0, False],
@@ -127,6 +131,7 @@ def table():
         "col2im",
         "conv2d_forward",
         "conv2d_backward",
+        "conv2d_max_pool_forward",
         "max_pool2d_forward",
         "avg_pool2d_forward",
         "find_nonfinite",

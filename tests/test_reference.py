@@ -460,6 +460,11 @@ def _reference_calls():
         "col2im": (lambda col: R.col2im(col, (1, 1, 4, 4), 3, 3), [np.ones((4, 9))], ["col"]),
         "conv2d_forward": (R.conv2d_forward, [x, W, b], ["x", "W", "b"]),
         "conv2d_naive": (R.conv2d_naive, [x, W, b], ["x", "W", "b"]),
+        "conv2d_max_pool2d": (
+            lambda x_, W_, b_: R.conv2d_max_pool2d(x_, W_, b_, pool_h=2, pool_w=2, pool_stride=2),
+            [x, W, b],
+            ["x", "W", "b"],
+        ),
         "conv2d_backward": (R.conv2d_backward, [dout, x, W], ["dout", "x", "W"]),
         "max_pool2d_forward": (lambda x_: R.max_pool2d_forward(x_, 2, 2, 2), [x], ["x"]),
         "max_pool2d_naive": (lambda x_: R.max_pool2d_naive(x_, 2, 2, 2), [x], ["x"]),

@@ -213,6 +213,61 @@ VALUE_ERRORS = [
         ValueError,
         word("pad"),
     ),
+    # fused convolution + max pooling: the convolution's arguments, then the pooling's
+    case(
+        "convpool-b-length",
+        lambda: F.conv2d_max_pool2d(X, W, np.zeros(2), pool_h=2, pool_w=2),
+        ValueError,
+        word("b"),
+    ),
+    case(
+        "convpool-channels",
+        lambda: F.conv2d_max_pool2d(X, np.zeros((1, 2, 3, 3)), B, pool_h=2, pool_w=2),
+        ValueError,
+        word("W"),
+    ),
+    case(
+        "convpool-kernel-too-big",
+        lambda: F.conv2d_max_pool2d(X, np.zeros((1, 1, 5, 3)), B, pool_h=1, pool_w=1),
+        ValueError,
+        word("W"),
+    ),
+    case(
+        "convpool-pool-too-big",
+        lambda: F.conv2d_max_pool2d(X, W, B, pool_h=3, pool_w=2),
+        ValueError,
+        word("pool"),
+    ),
+    case(
+        "convpool-pool-h-0",
+        lambda: F.conv2d_max_pool2d(X, W, B, pool_h=0, pool_w=2),
+        ValueError,
+        word("pool_h"),
+    ),
+    case(
+        "convpool-pool-pad-equals-pool",
+        lambda: F.conv2d_max_pool2d(X, W, B, pool_h=2, pool_w=2, pool_pad=(0, 2)),
+        ValueError,
+        word("pool_pad"),
+    ),
+    case(
+        "convpool-pool-stride-0",
+        lambda: F.conv2d_max_pool2d(X, W, B, pool_h=2, pool_w=2, pool_stride=(1, 0)),
+        ValueError,
+        word("pool_stride"),
+    ),
+    case(
+        "convpool-stride-0",
+        lambda: F.conv2d_max_pool2d(X, W, B, 0, pool_h=2, pool_w=2),
+        ValueError,
+        word("stride"),
+    ),
+    case(
+        "convpool-relu-not-a-flag",
+        lambda: F.conv2d_max_pool2d(X, W, B, pool_h=2, pool_w=2, relu="yes"),
+        TypeError,
+        word("relu"),
+    ),
     case("maxpoolv-pad-equals-pool", lambda: F.max_pool2d(X, 2, 2, 2, 2), ValueError, word("pad")),
     case("maxpoolv-pool-too-big", lambda: F.max_pool2d(X, 5, 2, 1), ValueError, word("pool")),
     case(
@@ -1172,6 +1227,7 @@ def test_every_public_function_has_validation_cases():
         "gemm": "gemm-",
         "conv2d_forward": "conv-",
         "conv2d_backward": "convb-",
+        "conv2d_max_pool2d": "convpool-",
         "max_pool2d_forward": "maxpool-",
         "max_pool2d_backward": "maxpoolb-",
         "max_pool2d": "maxpoolv-",
@@ -1280,6 +1336,16 @@ def windowed_calls():
         ),
         "F.avg_pool2d_forward": lambda w, s, p: F.avg_pool2d_forward(X4, *w, s, p),
         "F.avg_pool2d_backward": lambda w, s, p: F.avg_pool2d_backward(X4, X4.shape, *w, s, p),
+        # the pooling window of the fused convolution + max pooling (over its 2x2 output)
+        "F.conv2d_max_pool2d": lambda w, s, p: F.conv2d_max_pool2d(
+            X4, W, B, pool_h=w[0], pool_w=w[1], pool_stride=s, pool_pad=p
+        ),
+        "_core.conv2d_max_pool_forward": lambda w, s, p: _core.conv2d_max_pool_forward(
+            X4, W, B, 1, 1, 0, 0, False, *pairs(w, s, p)
+        ),
+        "_core.reference.conv2d_max_pool_forward": lambda w, s, p: (
+            _core.reference.conv2d_max_pool_forward(X4, W, B, 1, 1, 0, 0, False, *pairs(w, s, p))
+        ),
         "util.im2col": lambda w, s, p: util.im2col(X4, *w, s, p),
         "util.col2im": lambda w, s, p: util.col2im(ONE, X4.shape, *w, s, p),
         "_core.im2col": lambda w, s, p: _core.im2col(X4, *pairs(w, s, p)),
@@ -1310,6 +1376,9 @@ def windowed_calls():
         "R.max_pool2d_backward_from_input": lambda w, s, p: R.max_pool2d_backward_from_input(
             X4, X4, *w, s, p
         ),
+        "R.conv2d_max_pool2d": lambda w, s, p: R.conv2d_max_pool2d(
+            X4, W, B, pool_h=w[0], pool_w=w[1], pool_stride=s, pool_pad=p
+        ),
         "R.avg_pool2d_forward": lambda w, s, p: R.avg_pool2d_forward(X4, *w, s, p),
         "R.avg_pool2d_naive": lambda w, s, p: R.avg_pool2d_naive(X4, *w, s, p),
         "R.avg_pool2d_backward": lambda w, s, p: R.avg_pool2d_backward(X4, X4.shape, *w, s, p),
@@ -1323,6 +1392,13 @@ def convolutions():
     return {
         "F.conv2d_forward": lambda p: F.conv2d_forward(x, w, b, 1, p),
         "F.conv2d_backward": lambda p: F.conv2d_backward(X4, x, w, 1, p),
+        "F.conv2d_max_pool2d": lambda p: F.conv2d_max_pool2d(x, w, b, 1, p, pool_h=1, pool_w=1),
+        "_core.conv2d_max_pool_forward": lambda p: _core.conv2d_max_pool_forward(
+            x, w, b, 1, 1, *p, False, 1, 1, 1, 1, 0, 0
+        ),
+        "_core.reference.conv2d_max_pool_forward": lambda p: (
+            _core.reference.conv2d_max_pool_forward(x, w, b, 1, 1, *p, False, 1, 1, 1, 1, 0, 0)
+        ),
         "_core.conv2d_forward": lambda p: _core.conv2d_forward(x, w, b, 1, 1, *p),
         "_core.conv2d_backward": lambda p: _core.conv2d_backward(X4, x, w, 1, 1, *p),
         "_core.reference.conv2d_forward": lambda p: _core.reference.conv2d_forward(
@@ -1334,6 +1410,7 @@ def convolutions():
         "R.conv2d_forward": lambda p: R.conv2d_forward(x, w, b, 1, p),
         "R.conv2d_backward": lambda p: R.conv2d_backward(X4, x, w, 1, p),
         "R.conv2d_naive": lambda p: R.conv2d_naive(x, w, b, 1, p),
+        "R.conv2d_max_pool2d": lambda p: R.conv2d_max_pool2d(x, w, b, 1, p, pool_h=1, pool_w=1),
     }
 
 
@@ -1442,6 +1519,9 @@ def _empty_batch_cases():
         "col2im": lambda m: m.col2im(np.ones((0, 18), np.float32), x0.shape, 3, 3, 1, 1),
         "conv2d_forward": lambda m: m.conv2d_forward(x0, w, b, 1, 0),
         "conv2d_backward": lambda m: m.conv2d_backward(dconv, x0, w, 1, 0),
+        "conv2d_max_pool2d": lambda m: m.conv2d_max_pool2d(
+            x0, w, b, 1, 1, pool_h=2, pool_w=2, pool_stride=2, relu=True
+        ),
         "max_pool2d_forward": lambda m: m.max_pool2d_forward(x0, 2, 2, 2),
         "max_pool2d_backward": lambda m: m.max_pool2d_backward(
             dpool, argmax, x0.shape, relu_output=x0

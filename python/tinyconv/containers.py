@@ -8,7 +8,8 @@ head.
 changes): consecutive layers listed in :data:`FUSIONS` become one fused step -- a convolution with
 the ReLU after it, a batch norm with the ReLU after it, a residual sum with the ReLU after it, a
 ReLU's backward pass done by the max pooling after it, and at inference a convolution with the batch
-norm (and ReLU) after it folded into one convolution. There are three plans -- training forward,
+norm (and ReLU) after it folded into one convolution, and a convolution (ReLU) and max pooling run
+as one kernel that writes only the pooled output. There are three plans -- training forward,
 inference forward, backward -- because the fusions differ. Running a plan tests no types.
 
 **Ownership.** A step may overwrite an array only when it owns it (``x_owned``/``dout_owned``).
@@ -38,7 +39,7 @@ from typing import (
 import numpy as np
 
 from . import functional as F
-from ._typing import FloatArray, Shape
+from ._typing import ArrayLike, FloatArray, Shape
 from .layers import (
     BatchNormalization,
     Convolution,
@@ -47,6 +48,7 @@ from .layers import (
     Relu,
     StepLayer,
     StepResult,
+    _bias,
 )
 from .summary import SummaryRow, container_row
 
@@ -142,14 +144,60 @@ class _BatchNormThenReluBackward(_Step):
         return self._norm.step_backward(dout, dout_owned, need_dx, relu_output=self._relu.x)
 
 
-class _FoldedConvBatchNorm(_Step):
-    """Inference: convolution -> batch norm (-> ReLU) as one convolution whose weights and bias
-    absorb the running statistics (``W * gamma / std``, ``(b - mean) * gamma / std + beta``),
-    folded afresh on each call so parameter updates are always seen."""
+def _conv_forward(
+    conv: Convolution,
+    x: FloatArray,
+    W: ArrayLike,
+    b: ArrayLike,
+    relu: bool,
+    pool: Pooling | None,
+) -> FloatArray:
+    """Inference's convolution with its epilogue: bias, ReLU if ``relu``, and the max pooling
+    ``pool`` after it when there is one (pooled while each output plane is in cache)."""
+    if pool is None:
+        return F.conv2d_forward(x, W, b, conv.stride, conv.pad, relu=relu)
+    return F.conv2d_max_pool2d(
+        x,
+        W,
+        b,
+        conv.stride,
+        conv.pad,
+        pool_h=pool.pool_h,
+        pool_w=pool.pool_w,
+        pool_stride=pool.stride,
+        pool_pad=pool.pad,
+        relu=relu,
+    )
 
-    def __init__(self, conv: Convolution, norm: BatchNormalization, relu: Relu | None = None):
-        self.layers = (conv, norm) if relu is None else (conv, norm, relu)
-        self._conv, self._norm, self._relu = conv, norm, relu
+
+class _ConvMaxPool(_Step):
+    """Inference: convolution (-> ReLU) -> max pooling in one kernel; only the pooled output is
+    written (:func:`tinyconv.functional.conv2d_max_pool2d`)."""
+
+    def __init__(self, conv: Convolution, relu: Relu | None, pool: Pooling):
+        self.layers = (conv, pool) if relu is None else (conv, relu, pool)
+        self._conv, self._relu, self._pool = conv, relu, pool
+
+    def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
+        conv = self._conv
+        b = _bias(conv.b, np.shape(conv.W)[0], conv.W)
+        return _conv_forward(conv, x, conv.W, b, self._relu is not None, self._pool), True
+
+
+class _FoldedConvBatchNorm(_Step):
+    """Inference: convolution -> batch norm (-> ReLU (-> max pooling)) as one convolution whose
+    weights and bias absorb the running statistics (``W * gamma / std``, ``(b - mean) * gamma /
+    std + beta``), folded afresh on each call so parameter updates are always seen."""
+
+    def __init__(
+        self,
+        conv: Convolution,
+        norm: BatchNormalization,
+        relu: Relu | None = None,
+        pool: Pooling | None = None,
+    ):
+        self.layers = tuple(layer for layer in (conv, norm, relu, pool) if layer is not None)
+        self._conv, self._norm, self._relu, self._pool = conv, norm, relu, pool
 
     def forward(self, x: FloatArray, train: bool, x_owned: bool) -> StepResult:
         conv, norm = self._conv, self._norm
@@ -158,7 +206,7 @@ class _FoldedConvBatchNorm(_Step):
         W, b = F.fold_batch_norm(
             conv.W, conv.b, norm.gamma, norm.beta, running_mean, running_var, norm.eps
         )
-        return F.conv2d_forward(x, W, b, conv.stride, conv.pad, relu=self._relu is not None), True
+        return _conv_forward(conv, x, W, b, self._relu is not None, self._pool), True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,12 +237,18 @@ def _always(*_layers: StepLayer) -> bool:
     return True
 
 
-def _is_max_pooling(_relu: Relu, pooling: Pooling) -> bool:
+def _is_max_pooling(_before: StepLayer, pooling: Pooling) -> bool:
     return pooling.mode == "max"
 
 
 #: Longer patterns first: the plan takes the first entry that matches at each position.
 FUSIONS: list[Fusion] = [
+    Fusion(
+        "infer",
+        (Convolution, BatchNormalization, Relu, Pooling),
+        lambda c, n, r, p: _per_channel_norm(n, c) and _is_max_pooling(r, p),
+        _FoldedConvBatchNorm,
+    ),
     Fusion(
         "infer",
         (Convolution, BatchNormalization, Relu),
@@ -207,6 +261,10 @@ FUSIONS: list[Fusion] = [
         lambda c, n: _per_channel_norm(n, c),
         _FoldedConvBatchNorm,
     ),
+    Fusion(
+        "infer", (Convolution, Relu, Pooling), lambda c, r, p: _is_max_pooling(r, p), _ConvMaxPool
+    ),
+    Fusion("infer", (Convolution, Pooling), _is_max_pooling, lambda c, p: _ConvMaxPool(c, None, p)),
     Fusion("train", (Convolution, Relu), _always, _ForwardWithRelu),
     Fusion("infer", (Convolution, Relu), _always, _ForwardWithRelu),
     Fusion("train", (BatchNormalization, Relu), _always, _ForwardWithRelu),

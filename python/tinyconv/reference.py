@@ -62,6 +62,7 @@ __all__ = [
     "col2im",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_max_pool2d",
     # naive loops that follow the definitions
     "conv2d_naive",
     # helpers
@@ -635,6 +636,25 @@ def max_pool2d(
 ) -> FloatArray:
     """The values of :func:`max_pool2d_forward` alone."""
     return max_pool2d_forward(x, pool_h, pool_w, stride, pad)[0]
+
+
+def conv2d_max_pool2d(
+    x: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    *,
+    pool_h: int,
+    pool_w: int,
+    pool_stride: IntPair = 1,
+    pool_pad: IntPair = 0,
+    relu: bool = False,
+) -> FloatArray:
+    """What the fused kernel computes, as the two passes it fuses: :func:`max_pool2d` of
+    :func:`conv2d_forward` (with ``relu``)."""
+    y = conv2d_forward(x, W, b, stride, pad, relu=relu)
+    return max_pool2d(y, pool_h, pool_w, pool_stride, pool_pad)
 
 
 def max_pool2d_backward_from_input(

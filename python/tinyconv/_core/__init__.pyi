@@ -64,6 +64,22 @@ def col2im(
 def conv2d_forward(
     x: _F, W: _F, b: _F, stride_h: int, stride_w: int, pad_h: int, pad_w: int, relu: bool = False
 ) -> _F: ...
+def conv2d_max_pool_forward(
+    x: _F,
+    W: _F,
+    b: _F,
+    stride_h: int,
+    stride_w: int,
+    pad_h: int,
+    pad_w: int,
+    relu: bool,
+    pool_h: int,
+    pool_w: int,
+    pool_stride_h: int,
+    pool_stride_w: int,
+    pool_pad_h: int,
+    pool_pad_w: int,
+) -> _F: ...
 @overload
 def conv2d_backward(
     dout: _F,
