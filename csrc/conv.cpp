@@ -371,7 +371,7 @@ template <typename T>
 void pool_plane(T* y_pooled, T* plane, const T* x, const T* w, const T* b, index_t c, index_t f,
                 const Window2d& g, bool relu, const PoolAfter& pool) {
     if (pool.repair.checks(f)) repair_plane(plane, x, w, b[f], c, f, g, relu, pool.repair);
-    max_pool2d_forward_planes(y_pooled, plane, 1, 0, g.ow(), pool.window);
+    max_pool2d_forward_plane(y_pooled, plane, pool.window);
 }
 
 // G images (y, x: the first of them) on one canvas: y_wide (FN, Lw) = W . B + b, then each

@@ -90,89 +90,60 @@ inline T window_max(const T* plane, index_t W, index_t h_lo, index_t h_hi, index
     return nan ? std::numeric_limits<T>::quiet_NaN() : best;
 }
 
-// One plane's windows. The geometry is copied into fields of a value the loops own (taken by
-// value, never by reference): int64 stores (argmax) could alias Window2d's fields and force the
-// compiler to reload them after every store.
-struct PlaneWindows {
-    index_t OH, OW, H, W, FH, FW, SH, SW, PH, PW;
-    index_t whole_lo, whole_hi;  // columns whose window lies inside [0, W)
-    explicit PlaneWindows(const Window2d& g)
-        : OH(g.oh()), OW(g.ow()), H(g.h), W(g.w), FH(g.fh), FW(g.fw), SH(g.sh), SW(g.sw), PH(g.ph),
-          PW(g.pw) {
-        // ow*SW - PW >= 0 and ow*SW - PW + FW <= W.
-        whole_lo = std::min(OW, (PW + SW - 1) / SW);
-        whole_hi =
-            W + PW - FW < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - FW) / SW + 1));
-    }
-};
-
-// Calls visit(o, h_lo, h_hi, w_lo, w_hi) for every output window o = oh*OW + ow of one plane, in
-// order, with the window clipped to the input.
-template <typename Visit>
-inline void plane_windows(const PlaneWindows q, Visit&& visit) {
-    for (index_t oh = 0; oh < q.OH; ++oh) {
-        const index_t h0 = oh * q.SH - q.PH;
-        const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + q.FH, q.H);
-        for (index_t ow = 0; ow < q.OW; ++ow) {
-            const index_t w0 = ow * q.SW - q.PW;
-            const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + q.FW, q.W);
-            visit(oh * q.OW + ow, h_lo, h_hi, w_lo, w_hi);
-        }
-    }
-}
-
-// Like plane_windows, but the whole (unclipped) windows of each output row go to run(oh,
-// ow_begin, ow_end, h0) in one call, so an unrolled, vectorised loop can take them; windows that
-// padding clips go to window(o, h_lo, h_hi, w_lo, w_hi) one by one.
-template <typename Run, typename Window>
-inline void plane_window_runs(const PlaneWindows q, Run&& run, Window&& window) {
-    for (index_t oh = 0; oh < q.OH; ++oh) {
-        const index_t h0 = oh * q.SH - q.PH;
-        const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + q.FH, q.H);
-        const bool rows_whole = h_lo == h0 && h_hi == h0 + q.FH;
-        const index_t run_lo = rows_whole ? q.whole_lo : q.OW,
-                      run_hi = rows_whole ? q.whole_hi : q.OW;
-        for (index_t ow = 0; ow < q.OW; ++ow) {
-            if (ow == run_lo && run_lo < run_hi) {
-                run(oh, run_lo, run_hi, h0);
-                ow = run_hi - 1;
-                continue;
-            }
-            const index_t w0 = ow * q.SW - q.PW;
-            window(oh * q.OW + ow, h_lo, h_hi, std::max<index_t>(w0, 0), std::min(w0 + q.FW, q.W));
-        }
-    }
-}
-
-// plane_windows over every plane, planes split across threads: visit(p, o, h_lo, h_hi, w_lo,
-// w_hi).
+// Calls visit(p, oh, ow, h_lo, h_hi, w_lo, w_hi) for every output window of every plane, planes
+// split across threads. The geometry is copied into locals first: int64 stores (argmax) could
+// alias Window2d's fields and force the compiler to reload them after every store.
 template <typename Visit>
 void for_each_window(index_t planes, const Window2d& g, Visit&& visit) {
-    const PlaneWindows q(g);
+    const index_t OH = g.oh(), OW = g.ow();
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph,
+                  PW = g.pw;
 #pragma omp parallel for schedule(static) \
-    num_threads(threads_for(planes* q.OH* q.OW* q.FH* q.FW, kPlaneGrain))
-    for (index_t p = 0; p < planes; ++p)
-        plane_windows(q, [&](index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-            visit(p, o, h_lo, h_hi, w_lo, w_hi);
-        });
+    num_threads(threads_for(planes* OH* OW* FH* FW, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * SH - PH;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + FH, H);
+            for (index_t ow = 0; ow < OW; ++ow) {
+                const index_t w0 = ow * SW - PW;
+                const index_t w_lo = std::max<index_t>(w0, 0), w_hi = std::min(w0 + FW, W);
+                visit(p, oh * OW + ow, h_lo, h_hi, w_lo, w_hi);
+            }
+        }
+    }
 }
 
-// plane_window_runs over every plane, planes split across threads: run(p, oh, ow_begin, ow_end,
-// h0) and window(p, o, h_lo, h_hi, w_lo, w_hi).
+// Like for_each_window, but the whole (unclipped) windows of each output row go to run(p, oh,
+// ow_begin, ow_end, h0) in one call, so an unrolled, vectorised loop can take them; windows that
+// padding clips go to window(p, o, h_lo, h_hi, w_lo, w_hi) one by one.
 template <typename Run, typename Window>
 void for_each_window_run(index_t planes, const Window2d& g, Run&& run, Window&& window) {
-    const PlaneWindows q(g);
+    const index_t OH = g.oh(), OW = g.ow();
+    const index_t H = g.h, W = g.w, FH = g.fh, FW = g.fw, SH = g.sh, SW = g.sw, PH = g.ph,
+                  PW = g.pw;
+    // Columns whose window lies inside [0, W): ow*SW - PW >= 0 and ow*SW - PW + FW <= W.
+    const index_t whole_lo = std::min(OW, (PW + SW - 1) / SW);
+    const index_t whole_hi =
+        W + PW - FW < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - FW) / SW + 1));
 #pragma omp parallel for schedule(static) \
-    num_threads(threads_for(planes* q.OH* q.OW* q.FH* q.FW, kPlaneGrain))
-    for (index_t p = 0; p < planes; ++p)
-        plane_window_runs(
-            q,
-            [&](index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
-                run(p, oh, ow_lo, ow_hi, h0);
-            },
-            [&](index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
-                window(p, o, h_lo, h_hi, w_lo, w_hi);
-            });
+    num_threads(threads_for(planes* OH* OW* FH* FW, kPlaneGrain))
+    for (index_t p = 0; p < planes; ++p) {
+        for (index_t oh = 0; oh < OH; ++oh) {
+            const index_t h0 = oh * SH - PH;
+            const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + FH, H);
+            const bool rows_whole = h_lo == h0 && h_hi == h0 + FH;
+            const index_t run_lo = rows_whole ? whole_lo : OW, run_hi = rows_whole ? whole_hi : OW;
+            for (index_t ow = 0; ow < OW; ++ow) {
+                if (ow == run_lo && run_lo < run_hi) {
+                    run(p, oh, run_lo, run_hi, h0);
+                    ow = run_hi - 1;
+                    continue;
+                }
+                const index_t w0 = ow * SW - PW;
+                window(p, oh * OW + ow, h_lo, h_hi, std::max<index_t>(w0, 0), std::min(w0 + FW, W));
+            }
+        }
+    }
 }
 
 // Integer of the same width as T: the winner's offset travels in vector lanes beside the values.
@@ -240,51 +211,74 @@ void with_window_shape(const Window2d& g, F&& f) {
         f(any{}, any{}, any{});
 }
 
-// y (and argmax, if not null) of every window of one plane x (H, W), its rows ld apart: the
-// unrolled runs for the sizes that have one. (With argmax, ld == W: argmax counts in units of W.)
+// y (and argmax, if not null) of every window: the unrolled runs for the sizes that have one.
+// (At the GEMM's vector level through leaf_isa.h the pooling measured slower: GCC's AVX-512 and
+// AVX2 code for the stride-2 loads of 2x2/2 windows took 4.8x and 1.7x the baseline's time.)
 template <int FH, int FW, int SW, typename T>
-inline void max_pool_plane(T* y, std::int64_t* argmax, const T* x, index_t ld,
-                           const PlaneWindows& q) {
-    const index_t W = ld, OW = q.OW, PW = q.PW;
-    auto window = [&](index_t o, index_t h_lo, index_t h_hi, index_t w_lo, index_t w_hi) {
+void max_pool_windows(T* y, std::int64_t* argmax, const T* x, index_t planes, const Window2d& g) {
+    const index_t plane_size = g.h * g.w, out_size = g.oh() * g.ow(), W = g.w, OW = g.ow();
+    auto window = [&](index_t p, index_t o, index_t h_lo, index_t h_hi, index_t w_lo,
+                      index_t w_hi) {
+        const T* plane = x + p * plane_size;
         if (argmax)
-            window_argmax(x, W, h_lo, h_hi, w_lo, w_hi, y[o], argmax[o]);
+            window_argmax(plane, W, h_lo, h_hi, w_lo, w_hi, y[p * out_size + o],
+                          argmax[p * out_size + o]);
         else
-            y[o] = window_max(x, W, h_lo, h_hi, w_lo, w_hi);
+            y[p * out_size + o] = window_max(plane, W, h_lo, h_hi, w_lo, w_hi);
     };
     if constexpr (FH == 0) {
-        plane_windows(q, window);
+        for_each_window(planes, g, window);
     } else {
-        auto run = [&](index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
-            whole_windows_max<FH, FW, SW>(y + oh * OW, argmax ? argmax + oh * OW : nullptr, x, W,
-                                          h0, PW, ow_lo, ow_hi);
+        const index_t PW = g.pw;
+        auto run = [&](index_t p, index_t oh, index_t ow_lo, index_t ow_hi, index_t h0) {
+            const index_t row = p * out_size + oh * OW;
+            whole_windows_max<FH, FW, SW>(y + row, argmax ? argmax + row : nullptr,
+                                          x + p * plane_size, W, h0, PW, ow_lo, ow_hi);
         };
-        plane_window_runs(q, run, window);
+        for_each_window_run(planes, g, run, window);
     }
 }
 
-// Planes [p0, p1) of x (each x_stride apart, rows ld apart) into y (each out_size apart) and
-// argmax. (At the GEMM's vector level through leaf_isa.h it measured slower: GCC's AVX-512 and
-// AVX2 code for the stride-2 loads of 2x2/2 windows took 4.8x and 1.7x the baseline's time.)
+// One plane on the calling thread, values only: the windows of for_each_window_run and the code
+// of max_pool_windows for one plane, without the parallel loop (a nested parallel region per
+// plane made the fused convolution + pooling 1.9x slower). The loops are written out again on
+// purpose: routing max_pool_windows itself through a shared per-plane function made its argmax
+// variant 1.1-1.2x slower (GCC's code for the parallel loop changed).
 template <int FH, int FW, int SW, typename T>
-void max_pool_plane_range(T* y, std::int64_t* argmax, const T* x, index_t p0, index_t p1,
-                          index_t x_stride, index_t ld, const PlaneWindows& q) {
-    const index_t out_size = q.OH * q.OW;
-    for (index_t p = p0; p < p1; ++p)
-        max_pool_plane<FH, FW, SW>(y + p * out_size, argmax ? argmax + p * out_size : nullptr,
-                                   x + p * x_stride, ld, q);
-}
-
-template <int FH, int FW, int SW, typename T>
-void max_pool_windows(T* y, std::int64_t* argmax, const T* x, index_t planes, const Window2d& g) {
-    const PlaneWindows q(g);
-#pragma omp parallel for schedule(static) \
-    num_threads(threads_for(planes* q.OH* q.OW* q.FH* q.FW, kPlaneGrain))
-    for (index_t p = 0; p < planes; ++p)
-        max_pool_plane_range<FH, FW, SW>(y, argmax, x, p, p + 1, q.H * q.W, q.W, q);
+void max_pool_one_plane(T* y, const T* x, const Window2d& g) {
+    const index_t OH = g.oh(), OW = g.ow(), H = g.h, W = g.w, SH = g.sh, PH = g.ph, PW = g.pw;
+    const index_t fh = g.fh, fw = g.fw, sw = g.sw;
+    const index_t whole_lo = std::min(OW, (PW + sw - 1) / sw);
+    const index_t whole_hi =
+        W + PW - fw < 0 ? whole_lo : std::max(whole_lo, std::min(OW, (W + PW - fw) / sw + 1));
+    for (index_t oh = 0; oh < OH; ++oh) {
+        const index_t h0 = oh * SH - PH;
+        const index_t h_lo = std::max<index_t>(h0, 0), h_hi = std::min(h0 + fh, H);
+        const bool runs = FH != 0 && h_lo == h0 && h_hi == h0 + fh && whole_lo < whole_hi;
+        for (index_t ow = 0; ow < OW; ++ow) {
+            if constexpr (FH != 0) {
+                if (runs && ow == whole_lo) {
+                    whole_windows_max<FH, FW, SW>(y + oh * OW, nullptr, x, W, h0, PW, whole_lo,
+                                                  whole_hi);
+                    ow = whole_hi - 1;
+                    continue;
+                }
+            }
+            const index_t w0 = ow * sw - PW;
+            y[oh * OW + ow] =
+                window_max(x, W, h_lo, h_hi, std::max<index_t>(w0, 0), std::min(w0 + fw, W));
+        }
+    }
 }
 
 }  // namespace
+
+template <typename T>
+void max_pool2d_forward_plane(T* y, const T* x, const Window2d& g) {
+    with_window_shape(g, [&](auto fh, auto fw, auto sw) {
+        max_pool_one_plane<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(y, x, g);
+    });
+}
 
 template <typename T>
 void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index_t c,
@@ -292,16 +286,6 @@ void max_pool2d_forward(T* y, std::int64_t* argmax, const T* x, index_t n, index
     with_window_shape(g, [&](auto fh, auto fw, auto sw) {
         max_pool_windows<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(
             y, argmax, x, n * c, g);
-    });
-}
-
-template <typename T>
-void max_pool2d_forward_planes(T* y, const T* x, index_t planes, index_t x_stride, index_t ldx,
-                               const Window2d& g) {
-    const PlaneWindows q(g);
-    with_window_shape(g, [&](auto fh, auto fw, auto sw) {
-        max_pool_plane_range<decltype(fh)::value, decltype(fw)::value, decltype(sw)::value>(
-            y, nullptr, x, 0, planes, x_stride, ldx, q);
     });
 }
 
@@ -506,8 +490,7 @@ void global_avg_pool2d_forward_reference(T* y, const T* x, index_t planes, index
 #define TINYCONV_INSTANTIATE(T)                                                                  \
     template void max_pool2d_forward<T>(T*, std::int64_t*, const T*, index_t, index_t,           \
                                         const Window2d&);                                        \
-    template void max_pool2d_forward_planes<T>(T*, const T*, index_t, index_t, index_t,          \
-                                               const Window2d&);                                 \
+    template void max_pool2d_forward_plane<T>(T*, const T*, const Window2d&);                    \
     template void max_pool2d_backward_from_input<T>(T*, const T*, const T*, index_t, index_t,    \
                                                     const Window2d&, bool);                      \
     template bool max_pool2d_backward<T>(T*, const T*, const std::int64_t*, index_t, index_t,    \

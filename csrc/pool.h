@@ -21,14 +21,13 @@ void max_pool2d_forward(T* y,                  // (N, C, OH, OW)
                         std::int64_t* argmax,  // (N, C, OH, OW), or null: values only (faster)
                         const T* x,            // (N, C, H, W)
                         index_t n, index_t c, const Window2d& g);
-// `planes` planes, values only, on the calling thread: plane p is x + p*x_stride, its H rows ldx
-// apart (ldx >= W), pooled into y + p*OH*OW. The same windows, code and bits as
-// max_pool2d_forward's. For callers that are parallel already and pool planes they just made (a
+// One plane, values only, on the calling thread: the same windows, code and bits as
+// max_pool2d_forward's. For callers that are parallel already and pool a plane they just made (a
 // convolution whose output is pooled as it leaves the GEMM, conv.h).
 template <typename T>
-void max_pool2d_forward_planes(T* y,        // (planes, OH, OW)
-                               const T* x,  // planes x (H, W), as above
-                               index_t planes, index_t x_stride, index_t ldx, const Window2d& g);
+void max_pool2d_forward_plane(T* y,        // (OH, OW)
+                              const T* x,  // (H, W)
+                              const Window2d& g);
 // Finds each window's winner again from x (the forward input) and scatters dout there: no argmax
 // array is kept between the passes (less memory, and inference never computes one).
 // through_relu: x is a ReLU's output, and dx is that ReLU's backward pass too (a winner whose
