@@ -100,6 +100,22 @@ def gemm(
 # Convolution
 
 
+def _conv_args(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: IntPair, pad: IntPair
+) -> tuple[FloatArray, FloatArray, FloatArray, tuple[int, int, int, int], tuple[int, int]]:
+    """A forward convolution's arguments, checked: x, W, b in their compute dtype, (stride_h,
+    stride_w, pad_h, pad_w) as the core takes them, and the output size (OH, OW)."""
+    dt = float_dtype(x, W, b)
+    x = as_float_array(x, "x", dt, ndim=4)
+    W = as_float_array(W, "W", dt, ndim=4)
+    b = as_float_array(b, "b", dt, ndim=1)
+    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
+    out = check_window(
+        x.shape, "x", (W.shape[2], W.shape[3]), "filter (FH, FW) of W", (sh, sw), (ph, pw)
+    )
+    return x, W, b, (sh, sw, ph, pw), out
+
+
 def conv2d_forward(
     x: ArrayLike,
     W: ArrayLike,
@@ -114,13 +130,8 @@ def conv2d_forward(
     x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns y: (N, FN, OH, OW). With ``relu``,
     ``relu_forward(y)`` instead, applied as the outputs leave the kernel (no second pass).
     """
-    dt = float_dtype(x, W, b)
-    x = as_float_array(x, "x", dt, ndim=4)
-    W = as_float_array(W, "W", dt, ndim=4)
-    b = as_float_array(b, "b", dt, ndim=1)
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    check_window(x.shape, "x", (W.shape[2], W.shape[3]), "filter (FH, FW) of W", (sh, sw), (ph, pw))
-    return _core.conv2d_forward(x, W, b, sh, sw, ph, pw, as_flag(relu, "relu"))
+    x, W, b, window, _ = _conv_args(x, W, b, stride, pad)
+    return _core.conv2d_forward(x, W, b, *window, as_flag(relu, "relu"))
 
 
 def conv2d_max_pool2d(
@@ -144,14 +155,7 @@ def conv2d_max_pool2d(
 
     x: (N, C, H, W); W: (FN, C, FH, FW); b: (FN,). Returns (N, FN, POH, POW), the pooled output.
     """
-    dt = float_dtype(x, W, b)
-    x = as_float_array(x, "x", dt, ndim=4)
-    W = as_float_array(W, "W", dt, ndim=4)
-    b = as_float_array(b, "b", dt, ndim=1)
-    (sh, sw), (ph, pw) = as_pair(stride, "stride", 1), as_pair(pad, "pad", 0)
-    oh, ow = check_window(
-        x.shape, "x", (W.shape[2], W.shape[3]), "filter (FH, FW) of W", (sh, sw), (ph, pw)
-    )
+    x, W, b, conv_window, (oh, ow) = _conv_args(x, W, b, stride, pad)
     window = as_positive_int(pool_h, "pool_h"), as_positive_int(pool_w, "pool_w")
     pool_strides = as_pair(pool_stride, "pool_stride", 1)
     pool_pads = as_pair(pool_pad, "pool_pad", 0)
@@ -169,7 +173,7 @@ def conv2d_max_pool2d(
             "window made only of padding has no maximum"
         )
     return _core.conv2d_max_pool_forward(
-        x, W, b, sh, sw, ph, pw, as_flag(relu, "relu"), *window, *pool_strides, *pool_pads
+        x, W, b, *conv_window, as_flag(relu, "relu"), *window, *pool_strides, *pool_pads
     )
 
 
